@@ -1,0 +1,8 @@
+//! Format codecs: the bytes of MyPay flows and outcome files, to and from domain records.
+//!
+//! Adapters do no I/O of their own: callers hand in readers and writers, so the codecs can be
+//! tested on in-memory bytes and reused by every pipeline. They are built to stream large
+//! flows (millions of rows) without per-field allocation.
+
+pub mod csv;
+pub mod mypay_import;

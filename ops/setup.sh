@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs and starts everything the tests, the demo and the benchmarks need on a fresh machine
+# (Debian, as root or with sudo). Safe to run again: it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Debian packages: sqlite3 (the import benchmark's floor), unzip (demo and tests look inside
+# outcome zips), python3 (the flow generator).
+PACKAGES=(sqlite3 unzip python3)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "ops/setup.sh: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "ops/setup.sh: cargo is missing: install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+echo "ops/setup.sh: ready"

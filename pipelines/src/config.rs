@@ -1,0 +1,534 @@
+//! The hub's configuration: the TOML file, `SNODO__SECTION__KEY` environment overrides and
+//! `${VAR}` / `${VAR:-default}` substitution, read into typed structs.
+//!
+//! Loading never stops at the first mistake: unknown keys are collected (with a suggestion) and
+//! removed, so one run of `snodo validate` shows an operator everything to fix.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The demo configuration, compiled in so `snodo run` works with no file at all.
+pub const DEMO_TOML: &str = include_str!("../../config/demo.toml");
+pub const DEMO_PATH: &str = "config/demo.toml";
+
+/// One thing wrong with the configuration, at a path like `entities[1].debt_types[0].iban`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub hub: HubConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    pub pagopa: PagopaConfig,
+    #[serde(default)]
+    pub entities: Vec<EntityConfig>,
+    #[serde(default)]
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// Embedded store, staged flows and relative `dir` paths live here.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `sqlite` (embedded, the default) or, in a later release, a `postgres://` URL.
+    #[serde(default = "default_store")]
+    pub store: String,
+    /// MyPay's tassonomia.csv: when set, taxonomy codes must be in it.
+    pub taxonomy_file: Option<PathBuf>,
+    /// Largest uncompressed flow accepted (zip-bomb guard).
+    #[serde(default = "default_max_flow_bytes")]
+    pub max_flow_bytes: u64,
+    /// Rows applied per transaction during an import (also the crash-recovery granularity).
+    #[serde(default = "default_chunk_rows")]
+    pub import_chunk_rows: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            store: default_store(),
+            taxonomy_file: None,
+            max_flow_bytes: default_max_flow_bytes(),
+            import_chunk_rows: default_chunk_rows(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("var")
+}
+fn default_store() -> String {
+    "sqlite".into()
+}
+fn default_max_flow_bytes() -> u64 {
+    1 << 30
+}
+fn default_chunk_rows() -> usize {
+    20_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The URL the national node and entity systems use to reach this hub.
+    pub public_url: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            public_url: None,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagopaConfig {
+    pub broker_fiscal_code: String,
+    pub stations: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityConfig {
+    pub ipa_code: String,
+    pub fiscal_code: String,
+    pub name: String,
+    pub segregation_code: String,
+    pub office_name: Option<String>,
+    #[serde(default)]
+    pub debt_types: Vec<DebtTypeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebtTypeConfig {
+    pub code: String,
+    pub description: String,
+    pub iban: String,
+    pub taxonomy: String,
+    #[serde(default)]
+    pub due_date_required: bool,
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Payer `ANONIMO` accepted (MyPay's flg_cf_anonimo).
+    #[serde(default)]
+    pub anonymous_payer_allowed: bool,
+    /// Generate an IUV for rows that leave it empty, even without `flgGeneraIuv`.
+    #[serde(default)]
+    pub generate_iuv: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub name: String,
+    pub entity: String,
+    pub from: Endpoint,
+    pub decode: Option<Codec>,
+    pub encode: Option<Codec>,
+    pub to: Endpoint,
+    pub outcomes: Option<Endpoint>,
+}
+
+/// A pipeline end: a built-in target by name (`"registry"`) or a connector with its settings.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Named(String),
+    Connector { kind: String, params: Value },
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(Self::Named(s)),
+            Value::Object(mut map) => match map.remove("connector") {
+                Some(Value::String(kind)) => Ok(Self::Connector {
+                    kind,
+                    params: Value::Object(map),
+                }),
+                _ => Err(D::Error::custom(
+                    "expected a table with a `connector` key, e.g. { connector = \"dir\", path = \"...\" }",
+                )),
+            },
+            _ => Err(D::Error::custom(
+                "expected a name such as \"registry\" or a table { connector = ..., ... }",
+            )),
+        }
+    }
+}
+
+/// A format by name (`"mypay-import"`) or with settings (`{ codec = "mypay-export", version = "1.3" }`).
+#[derive(Debug, Clone)]
+pub struct Codec {
+    pub name: String,
+    pub params: Value,
+}
+
+impl<'de> Deserialize<'de> for Codec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match Value::deserialize(d)? {
+            Value::String(name) => Ok(Self {
+                name,
+                params: Value::Object(Default::default()),
+            }),
+            Value::Object(mut map) => match map.remove("codec") {
+                Some(Value::String(name)) => Ok(Self {
+                    name,
+                    params: Value::Object(map),
+                }),
+                _ => Err(D::Error::custom("expected a table with a `codec` key")),
+            },
+            _ => Err(D::Error::custom(
+                "expected a codec name or a { codec = ... } table",
+            )),
+        }
+    }
+}
+
+/// Where the configuration came from, for messages.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    File(PathBuf),
+    EmbeddedDemo,
+}
+
+/// Reads the file (or the embedded demo when `path` is `None`), applies environment overrides
+/// and `${VAR}` substitution; returns the raw tree, or the problems found reading it.
+pub fn load_value(path: Option<&Path>) -> Result<(Value, ConfigSource), Vec<Problem>> {
+    let (text, source) = match path {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => (t, ConfigSource::File(p.to_path_buf())),
+            Err(e) => {
+                return Err(vec![Problem::new(
+                    "",
+                    format!("cannot read {}: {e}", p.display()),
+                )])
+            }
+        },
+        None => (DEMO_TOML.to_string(), ConfigSource::EmbeddedDemo),
+    };
+    let built = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("SNODO")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()
+        .and_then(|c| c.try_deserialize::<Value>())
+        .map_err(|e| {
+            vec![Problem::new(
+                "",
+                format!("cannot parse the configuration: {e}"),
+            )]
+        })?;
+    let mut value = built;
+    let mut problems = Vec::new();
+    substitute_env(&mut value, String::new(), &mut problems);
+    if problems.is_empty() {
+        Ok((value, source))
+    } else {
+        Err(problems)
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in every string; a missing variable without a default
+/// is a problem at that path (a secret silently left empty is worse than a refusal to start).
+fn substitute_env(v: &mut Value, path: String, problems: &mut Vec<Problem>) {
+    match v {
+        Value::String(s) if s.contains("${") => match expand(s) {
+            Ok(new) => *s = new,
+            Err(msg) => problems.push(Problem::new(path, msg)),
+        },
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                substitute_env(item, format!("{path}[{i}]"), problems);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map.iter_mut() {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                substitute_env(item, p, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+pub fn expand(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unterminated ${{...}} in {s:?}"))?;
+        let expr = &after[..end];
+        let (name, default) = match expr.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (expr, None),
+        };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("${{{expr}}} is not a valid variable reference"));
+        }
+        match (std::env::var(name), default) {
+            // `:-` also replaces an empty value, as in the shell.
+            (Ok(val), None) => out.push_str(&val),
+            (Ok(val), Some(_)) if !val.is_empty() => out.push_str(&val),
+            (_, Some(d)) => out.push_str(d),
+            (Err(_), None) => return Err(format!("environment variable {name} is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Deserializes `value` into `T`, collecting every unknown key (with a suggestion) instead of
+/// stopping at the first; a type error is reported with its path and ends the attempt.
+pub fn deserialize_collecting<T: DeserializeOwned>(
+    mut value: Value,
+    prefix: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    // Each round removes one unknown key; the bound only guards against a loop on odd input.
+    for _ in 0..1000 {
+        match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(t) => return Some(t),
+            Err(err) => {
+                let path = err.path().to_string();
+                let inner = err.inner().to_string();
+                let full = join_path(prefix, if path == "." { "" } else { &path });
+                if let Some((field, expected)) = parse_unknown_field(&inner) {
+                    let suggestion = strsim_suggestion(&field, &expected);
+                    let key_path = if full.ends_with(&field) {
+                        full.clone()
+                    } else {
+                        join_path(&full, &field)
+                    };
+                    let mut msg = format!("unknown key `{field}`");
+                    if let Some(s) = suggestion {
+                        msg.push_str(&format!(" (did you mean `{s}`?)"));
+                    } else if !expected.is_empty() {
+                        msg.push_str(&format!(" (expected one of: {})", expected.join(", ")));
+                    }
+                    problems.push(Problem::new(key_path, msg));
+                    let container = if path.ends_with(&field) {
+                        path[..path.len() - field.len()]
+                            .trim_end_matches('.')
+                            .to_string()
+                    } else {
+                        path.clone()
+                    };
+                    if !remove_key(&mut value, &container, &field) {
+                        return None;
+                    }
+                } else {
+                    problems.push(Problem::new(full, inner));
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+fn join_path(prefix: &str, path: &str) -> String {
+    match (prefix.is_empty(), path.is_empty()) {
+        (true, _) => path.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) if path.starts_with('[') => format!("{prefix}{path}"),
+        (false, false) => format!("{prefix}.{path}"),
+    }
+}
+
+/// Parses serde's "unknown field `x`, expected one of `a`, `b`" (or "expected `a`", or "there are
+/// no fields").
+fn parse_unknown_field(msg: &str) -> Option<(String, Vec<String>)> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    let end = rest.find('`')?;
+    let field = rest[..end].to_string();
+    let expected = rest[end + 1..]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((field, expected))
+}
+
+fn strsim_suggestion(field: &str, expected: &[String]) -> Option<String> {
+    expected
+        .iter()
+        .map(|e| (strsim::jaro_winkler(field, e), e))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, e)| e.clone())
+}
+
+/// Removes `key` from the object at `path` (serde_path_to_error's `a.b[1].c` form).
+fn remove_key(root: &mut Value, path: &str, key: &str) -> bool {
+    let mut cur = root;
+    for seg in path_segments(path) {
+        cur = match seg {
+            Seg::Key(k) => match cur.get_mut(&k) {
+                Some(v) => v,
+                None => return false,
+            },
+            Seg::Index(i) => match cur.get_mut(i) {
+                Some(v) => v,
+                None => return false,
+            },
+        };
+    }
+    cur.as_object_mut().and_then(|m| m.remove(key)).is_some()
+}
+
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn path_segments(path: &str) -> Vec<Seg> {
+    let mut out = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let mut rest = part;
+        if let Some(b) = rest.find('[') {
+            if b > 0 {
+                out.push(Seg::Key(rest[..b].to_string()));
+            }
+            rest = &rest[b..];
+            while let Some(stripped) = rest.strip_prefix('[') {
+                let Some(close) = stripped.find(']') else {
+                    break;
+                };
+                if let Ok(i) = stripped[..close].parse() {
+                    out.push(Seg::Index(i));
+                }
+                rest = &stripped[close + 1..];
+            }
+        } else {
+            out.push(Seg::Key(rest.to_string()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_variables_with_defaults() {
+        std::env::set_var("SNODO_TEST_X", "v");
+        assert_eq!(expand("a${SNODO_TEST_X}b").unwrap(), "avb");
+        assert_eq!(expand("${SNODO_TEST_UNSET_Y:-dflt}").unwrap(), "dflt");
+        assert!(expand("${SNODO_TEST_UNSET_Y}")
+            .unwrap_err()
+            .contains("SNODO_TEST_UNSET_Y"));
+        assert!(expand("${oops").is_err());
+    }
+
+    #[test]
+    fn collects_every_unknown_key_with_suggestions() {
+        let v = serde_json::json!({
+            "pagopa": {"broker_fiscal_code": "80007580279", "stations": [], "statons": 1},
+            "hub": {"data_dri": "x"},
+            "entities": [{"ipa_code": "a", "fiscal_code": "b", "name": "c", "segregation_code": "01",
+                          "debt_types": [{"code": "T", "description": "d", "iban": "i", "taxonomy": "t", "ibann": 2}]}]
+        });
+        let mut problems = Vec::new();
+        let cfg: Option<Config> = deserialize_collecting(v, "", &mut problems);
+        assert!(cfg.is_some(), "{problems:?}");
+        let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            shown.contains(
+                &"pagopa.statons: unknown key `statons` (did you mean `stations`?)".to_string()
+            ),
+            "{shown:?}"
+        );
+        assert!(
+            shown.contains(
+                &"hub.data_dri: unknown key `data_dri` (did you mean `data_dir`?)".to_string()
+            ),
+            "{shown:?}"
+        );
+        assert!(
+            shown.contains(
+                &"entities[0].debt_types[0].ibann: unknown key `ibann` (did you mean `iban`?)"
+                    .to_string()
+            ),
+            "{shown:?}"
+        );
+    }
+
+    #[test]
+    fn type_errors_name_their_path() {
+        let v = serde_json::json!({"pagopa": {"broker_fiscal_code": "x", "stations": "notalist"}});
+        let mut problems = Vec::new();
+        let cfg: Option<Config> = deserialize_collecting(v, "", &mut problems);
+        assert!(cfg.is_none());
+        assert_eq!(problems[0].path, "pagopa.stations");
+    }
+
+    #[test]
+    fn embedded_demo_loads() {
+        let (v, _) = load_value(None).unwrap();
+        let mut problems = Vec::new();
+        let cfg: Config = deserialize_collecting(v, "", &mut problems).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(cfg.entities.iter().any(|e| e.ipa_code == "c_g224"));
+    }
+}

@@ -1,0 +1,232 @@
+//! Runs the plan: one task per pipeline, polling its source on its cron schedule and handing each
+//! claimed message to the pipeline's work on a blocking thread, so a slow entity never holds up
+//! another.
+
+use crate::import::{ImportLimits, ImportOutcome, Importer};
+use crate::plan::{EntityRuntime, PipelineKind, PipelinePlan, Plan};
+use chrono_tz::Europe::Rome;
+use snodo_connectors::{Body, Message, Sink, Source};
+use snodo_store::Store;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+pub struct Hub {
+    plan: Arc<Plan>,
+    store: Arc<dyn Store>,
+}
+
+impl Hub {
+    pub fn new(plan: Plan, store: Arc<dyn Store>) -> Self {
+        Self {
+            plan: Arc::new(plan),
+            store,
+        }
+    }
+
+    /// Runs every pipeline until `shutdown` flips to true, then lets work in progress stop at
+    /// its next safe point (a committed chunk) and returns.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow_like::Result<()> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for (index, _) in self.plan.pipelines.iter().enumerate() {
+            let runner =
+                PipelineRunner::new(self.plan.clone(), index, self.store.clone(), stop.clone())?;
+            let rx = shutdown.clone();
+            tasks.push(tokio::spawn(runner.run(rx)));
+        }
+        info!(pipelines = tasks.len(), "hub running");
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        info!("stopping: waiting for work in progress to reach a safe point");
+        for t in tasks {
+            let _ = t.await;
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Errors that stop the hub from starting.
+pub mod anyhow_like {
+    #[derive(Debug, thiserror::Error)]
+    pub enum Error {
+        #[error("pipeline {pipeline}: {message}")]
+        Start { pipeline: String, message: String },
+    }
+    pub type Result<T> = std::result::Result<T, Error>;
+}
+
+struct PipelineRunner {
+    plan: Arc<Plan>,
+    index: usize,
+    store: Arc<dyn Store>,
+    stop: Arc<AtomicBool>,
+    source: Arc<Mutex<Box<dyn Source>>>,
+    outcomes: Option<Arc<dyn Sink>>,
+    entity: Arc<EntityRuntime>,
+    /// Messages whose processing hit a passing failure; tried again at the next tick.
+    retry: Arc<Mutex<Vec<Message>>>,
+}
+
+impl PipelineRunner {
+    fn new(
+        plan: Arc<Plan>,
+        index: usize,
+        store: Arc<dyn Store>,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow_like::Result<Self> {
+        let p = &plan.pipelines[index];
+        let start_err = |message: String| anyhow_like::Error::Start {
+            pipeline: p.name.clone(),
+            message,
+        };
+        let source = p.source.build().map_err(|e| start_err(e.to_string()))?;
+        let outcomes = match &p.kind {
+            PipelineKind::ImportFlows { outcomes: Some(s) } => {
+                Some(Arc::from(s.build().map_err(|e| start_err(e.to_string()))?))
+            }
+            PipelineKind::ImportFlows { outcomes: None } => None,
+        };
+        let entity = plan
+            .entities
+            .get(&p.entity)
+            .cloned()
+            .ok_or_else(|| start_err(format!("unknown entity {}", p.entity)))?;
+        Ok(Self {
+            plan: plan.clone(),
+            index,
+            store,
+            stop,
+            source: Arc::new(Mutex::new(source)),
+            outcomes,
+            entity,
+            retry: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    fn pipeline(&self) -> &PipelinePlan {
+        &self.plan.pipelines[self.index]
+    }
+
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let name = self.pipeline().name.clone();
+        info!(pipeline = %name, entity = %self.pipeline().entity, "pipeline started");
+        let this = Arc::new(self);
+        loop {
+            let wait = this
+                .pipeline()
+                .schedule
+                .upcoming(Rome)
+                .next()
+                .and_then(|t| {
+                    (t.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                        .to_std()
+                        .ok()
+                })
+                .unwrap_or(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            let work = this.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || work.tick()).await {
+                error!(pipeline = %name, "pipeline work panicked: {e}");
+            }
+        }
+        info!(pipeline = %name, "pipeline stopped");
+    }
+
+    /// One poll: retry what failed before, then claim and process what is new.
+    fn tick(&self) {
+        let name = &self.pipeline().name;
+        let mut todo: Vec<Message> = std::mem::take(&mut *lock(&self.retry));
+        match lock(&self.source).poll() {
+            Ok(msgs) => todo.extend(msgs),
+            Err(e) => warn!(pipeline = %name, "poll failed, will retry at the next tick: {e}"),
+        }
+        for msg in todo {
+            if self.stop.load(Ordering::SeqCst) {
+                // Left claimed: the next start hands it over again.
+                continue;
+            }
+            self.process(msg);
+        }
+    }
+
+    fn process(&self, mut msg: Message) {
+        let name = &self.pipeline().name;
+        let path = match &msg.body {
+            Body::File(p) => p.clone(),
+            Body::Bytes(_) => {
+                error!(pipeline = %name, file = %msg.name, "in-memory messages are not import flows");
+                let _ = msg.ack.failed("an import flow must arrive as a file");
+                return;
+            }
+        };
+        info!(pipeline = %name, file = %msg.name, redelivered = msg.redelivered, "flow claimed");
+        let importer = Importer {
+            store: self.store.as_ref(),
+            entity: &self.entity,
+            staging: staging_dir(&self.plan),
+            limits: ImportLimits::from_hub(&self.plan.config.hub),
+            stop: &self.stop,
+            progress: &|_| {},
+        };
+        match importer.import(&msg.name, &path, msg.redelivered) {
+            Ok(ImportOutcome::Done { flow, files, .. }) => {
+                if let Some(sink) = &self.outcomes {
+                    for f in &files {
+                        if let Err(e) = sink.put_file(&f.name, &f.path) {
+                            warn!(pipeline = %name, file = %msg.name, "cannot publish {}: {e}; retrying at the next tick", f.name);
+                            msg.redelivered = true;
+                            lock(&self.retry).push(msg);
+                            return;
+                        }
+                    }
+                }
+                match msg.ack.done() {
+                    Ok(()) => {
+                        info!(pipeline = %name, file = %msg.name, flow = flow.id, rows = flow.progress.rows_done, accepted = flow.progress.accepted, rejected = flow.progress.rejected, status = flow.status.as_str(), "flow imported")
+                    }
+                    Err(e) => {
+                        error!(pipeline = %name, file = %msg.name, "flow imported but the source could not archive it: {e}")
+                    }
+                }
+            }
+            Ok(ImportOutcome::Aborted { code, message, .. }) => {
+                warn!(pipeline = %name, file = %msg.name, code = %code, "flow aborted: {message}");
+                if let Err(e) = msg.ack.failed(&format!("{code}: {message}\n")) {
+                    error!(pipeline = %name, file = %msg.name, "cannot move the flow to failed/: {e}");
+                }
+            }
+            Ok(ImportOutcome::Interrupted) => {
+                info!(pipeline = %name, file = %msg.name, "stopping mid-flow; it resumes at the next start");
+            }
+            Err(e) => {
+                warn!(pipeline = %name, file = %msg.name, "import failed, retrying at the next tick: {e}");
+                msg.redelivered = true;
+                lock(&self.retry).push(msg);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where flows are unpacked and their outcome files built, per flow id.
+pub fn staging_dir(plan: &Plan) -> PathBuf {
+    plan.config.hub.data_dir.join("flows")
+}

@@ -1,0 +1,682 @@
+//! Importing one MyPay flow into the registry: the same code path for `snodo import` and for a
+//! pipeline's source.
+//!
+//! Crash safety: rows are applied in chunks; each chunk's positions, history, IUV counter and the
+//! flow checkpoint (rows consumed, counts, outcome-file lengths) commit in one transaction, after
+//! the chunk's outcome lines are written and synced to staged files. After a crash, the flow is
+//! found again by entity, IUF and content hash, the staged outcome files are cut back to the
+//! committed lengths, and the import goes on from the committed row: every row is applied once
+//! and every IUV handed out once.
+
+use crate::plan::EntityRuntime;
+use sha2::{Digest, Sha256};
+use snodo_adapters::csv::{CsvError, CsvLimits, CsvLines, FieldSource};
+use snodo_adapters::mypay_import::{
+    self as mypay, iuv_name, map_row, scarti_name, FlowName, FlowZip, IuvWriter, ScartiWriter,
+    SizeLimited,
+};
+use snodo_core::dovuto::{self, DovutoRow, FlowVersion, RejectCode, Rejection};
+use snodo_store::{
+    Checkpoint, EntityKey, Flow, FlowStatus, NewFlow, RowOutcome, Store, StoreError,
+};
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::hash::{Hash, Hasher};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The hub-level limits an import runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportLimits {
+    pub max_flow_bytes: u64,
+    pub chunk_rows: usize,
+    pub csv: CsvLimits,
+}
+
+impl ImportLimits {
+    pub fn from_hub(hub: &crate::config::HubConfig) -> Self {
+        Self {
+            max_flow_bytes: hub.max_flow_bytes,
+            chunk_rows: hub.import_chunk_rows.max(1),
+            csv: CsvLimits::default(),
+        }
+    }
+}
+
+/// A finished outcome file, staged locally, to be published under `name`.
+#[derive(Debug, Clone)]
+pub struct OutcomeFile {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+#[derive(Debug)]
+pub enum ImportOutcome {
+    /// The flow is imported (`IMPORT_ESEGUITO`); publish `files`, then forget the input.
+    /// `already` is set when a redelivered flow had been finished before.
+    Done {
+        flow: Flow,
+        files: Vec<OutcomeFile>,
+        already: bool,
+    },
+    /// The flow was refused as a whole with a MyPay file-level code; nothing changed.
+    Aborted {
+        flow: Option<Flow>,
+        code: String,
+        message: String,
+    },
+    /// Stopped at a chunk boundary because the hub is shutting down; it resumes next time.
+    Interrupted,
+}
+
+/// Failures that are not the flow's fault (store or disk trouble): try again later.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ImportError {
+    let context = context.into();
+    move |source| ImportError::Io { context, source }
+}
+
+pub const ENTE_ERR: &str = "PAA_IMPORT_ENTE_ERR";
+pub const FLUSSO_DUPLICATO: &str = "PAA_IMPORT_FLUSSO_DUPLICATO";
+pub const FLUSSO_IN_CARICAMENTO: &str = "PAA_IMPORT_FLUSSO_IN_CARICAMENTO";
+
+pub struct Importer<'a> {
+    pub store: &'a dyn Store,
+    pub entity: &'a EntityRuntime,
+    /// Root of the per-flow staging folders.
+    pub staging: PathBuf,
+    pub limits: ImportLimits,
+    /// Set when the hub is stopping: the import stops after the current chunk.
+    pub stop: &'a AtomicBool,
+    /// Called with the number of rows done after each chunk.
+    pub progress: &'a (dyn Fn(u64) + Sync),
+}
+
+enum Prepared {
+    Ready { csv: PathBuf, version: FlowVersion },
+    Refused { code: String, message: String },
+}
+
+impl Importer<'_> {
+    pub fn import(
+        &self,
+        file_name: &str,
+        path: &Path,
+        redelivered: bool,
+    ) -> Result<ImportOutcome, ImportError> {
+        let name = match FlowName::parse(file_name) {
+            Ok(n) => n,
+            Err(e) => return Ok(aborted(None, e.code(), e.to_string())),
+        };
+        if name.ipa_code != self.entity.ipa_code {
+            return Ok(aborted(
+                None,
+                ENTE_ERR,
+                format!(
+                    "the flow names entity {:?} but belongs to {:?}",
+                    name.ipa_code, self.entity.ipa_code
+                ),
+            ));
+        }
+        let sha = sha256_file(path)?;
+        let entity = &self.entity.ipa_code;
+        let flows = self.store.flows_by_iuf(entity, &name.iuf)?;
+
+        if let Some(done) = flows.iter().find(|f| f.status == FlowStatus::Eseguito) {
+            if redelivered && done.content_sha256 == sha {
+                // Finished before the source could forget it: hand the same outcome back.
+                let files = self.outcome_files(done.id, &name.stem);
+                if files.iter().all(|f| f.path.exists()) {
+                    return Ok(ImportOutcome::Done {
+                        flow: done.clone(),
+                        files,
+                        already: true,
+                    });
+                }
+            }
+            return Ok(aborted(
+                None,
+                FLUSSO_DUPLICATO,
+                format!(
+                    "flow {} was already imported for {entity} (flow id {}, {})",
+                    name.iuf, done.id, done.updated_at
+                ),
+            ));
+        }
+        let flow = match flows
+            .iter()
+            .find(|f| matches!(f.status, FlowStatus::LoadImport | FlowStatus::InElab))
+        {
+            Some(f) if f.content_sha256 == sha => f.clone(),
+            Some(f) => {
+                return Ok(aborted(
+                    None,
+                    FLUSSO_IN_CARICAMENTO,
+                    format!(
+                        "another file with IUF {} is being loaded (flow id {}, different content)",
+                        name.iuf, f.id
+                    ),
+                ))
+            }
+            None => self.store.create_flow(&NewFlow {
+                entity,
+                iuf: &name.iuf,
+                file_name,
+                version: name.version.as_str(),
+                content_sha256: &sha,
+            })?,
+        };
+        let dir = self.staging.join(flow.id.to_string());
+        fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+
+        let (csv, version) = match self.prepare(&flow, &name, path, &dir)? {
+            Prepared::Ready { csv, version } => (csv, version),
+            Prepared::Refused { code, message } => {
+                self.store.set_flow_status(
+                    flow.id,
+                    FlowStatus::Abortito,
+                    Some((&code, &message)),
+                )?;
+                let flow = self.store.flow(flow.id)?;
+                return Ok(aborted(flow, &code, message));
+            }
+        };
+        if !self.apply(&flow, version, &csv, &dir)? {
+            return Ok(ImportOutcome::Interrupted);
+        }
+        let files = self.finish(&flow, &name.stem, &dir)?;
+        self.store
+            .set_flow_status(flow.id, FlowStatus::Eseguito, None)?;
+        let flow = self
+            .store
+            .flow(flow.id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("flow {} vanished", flow.id)))?;
+        Ok(ImportOutcome::Done {
+            flow,
+            files,
+            already: false,
+        })
+    }
+
+    fn outcome_files(&self, flow_id: i64, stem: &str) -> Vec<OutcomeFile> {
+        let dir = self.staging.join(flow_id.to_string());
+        [scarti_name(stem), iuv_name(stem)]
+            .into_iter()
+            .map(|n| {
+                let name = format!("{n}.zip");
+                OutcomeFile {
+                    path: dir.join(&name),
+                    name,
+                }
+            })
+            .collect()
+    }
+
+    /// Unpacks the CSV to the staging folder (for a zip) and checks the whole file is readable
+    /// (size, UTF-8, record lengths) before any row is applied, so a broken file changes nothing.
+    fn prepare(
+        &self,
+        flow: &Flow,
+        name: &FlowName,
+        path: &Path,
+        dir: &Path,
+    ) -> Result<Prepared, ImportError> {
+        let version = name.version;
+        let csv = if name.is_zip {
+            let staged = dir.join("source.csv");
+            if flow.status == FlowStatus::LoadImport || !staged.exists() {
+                let file =
+                    File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+                let mut zip = match FlowZip::open(
+                    io::BufReader::new(file),
+                    &name.stem,
+                    self.limits.max_flow_bytes,
+                ) {
+                    Ok(z) => z,
+                    Err(e) => return Ok(refused(e.code(), e.to_string())),
+                };
+                let mut reader = match zip.csv() {
+                    Ok(r) => r,
+                    Err(e) => return Ok(refused(e.code(), e.to_string())),
+                };
+                let tmp = dir.join("source.csv.tmp");
+                let mut out = BufWriter::new(
+                    File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?,
+                );
+                if let Err(e) = io::copy(&mut reader, &mut out) {
+                    drop(out);
+                    let _ = fs::remove_file(&tmp);
+                    return Ok(refused(
+                        mypay::codes::ERROR,
+                        format!("cannot unpack {}: {e}", name.csv_entry_name()),
+                    ));
+                }
+                let f = out.into_inner().map_err(|e| ImportError::Io {
+                    context: format!("writing {}", tmp.display()),
+                    source: e.into_error(),
+                })?;
+                f.sync_all()
+                    .map_err(io_err(format!("syncing {}", tmp.display())))?;
+                fs::rename(&tmp, &staged).map_err(io_err(format!("renaming {}", tmp.display())))?;
+            }
+            staged
+        } else {
+            let len = fs::metadata(path)
+                .map_err(io_err(format!("reading {}", path.display())))?
+                .len();
+            if len > self.limits.max_flow_bytes {
+                return Ok(refused(
+                    mypay::codes::ERROR,
+                    format!(
+                        "the flow is {len} bytes, more than the limit of {} bytes",
+                        self.limits.max_flow_bytes
+                    ),
+                ));
+            }
+            path.to_path_buf()
+        };
+        if flow.status == FlowStatus::LoadImport {
+            let file = File::open(&csv).map_err(io_err(format!("opening {}", csv.display())))?;
+            let mut lines = match CsvLines::new(
+                SizeLimited::new(file, self.limits.max_flow_bytes),
+                self.limits.csv,
+            ) {
+                Ok(l) => l,
+                Err(e) => return Ok(refused(mypay::codes::ERROR, csv_problem(&e))),
+            };
+            loop {
+                match lines.next_record() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => return Ok(refused(mypay::codes::ERROR, csv_problem(&e))),
+                }
+            }
+            if lines.lines() == 0 {
+                return Ok(refused(
+                    mypay::codes::ERROR,
+                    "the flow is empty: not even a header line".to_string(),
+                ));
+            }
+            self.store
+                .set_flow_status(flow.id, FlowStatus::InElab, None)?;
+        }
+        Ok(Prepared::Ready { csv, version })
+    }
+
+    /// Applies every row from the checkpoint on. Returns false when stopped early.
+    fn apply(
+        &self,
+        flow: &Flow,
+        version: FlowVersion,
+        csv: &Path,
+        dir: &Path,
+    ) -> Result<bool, ImportError> {
+        let file = File::open(csv).map_err(io_err(format!("opening {}", csv.display())))?;
+        let mut lines = CsvLines::new(file, self.limits.csv).map_err(|e| ImportError::Io {
+            context: csv_problem(&e),
+            source: io::Error::other("flow changed after its check"),
+        })?;
+        let header = lines.header().to_string();
+        let cp = flow.progress;
+        let scarti = Staged::open(&dir.join("scarti.csv"), cp.scarti_bytes)?;
+        let iuvs = Staged::open(&dir.join("iuv.csv"), cp.iuv_bytes)?;
+        let mut scarti_w = if cp.scarti_bytes == 0 {
+            ScartiWriter::new(scarti, &header)
+        } else {
+            Ok(ScartiWriter::append(scarti))
+        }
+        .map_err(io_err("writing the SCARTI file"))?;
+        let mut iuv_w = if cp.iuv_bytes == 0 {
+            IuvWriter::new(iuvs, &header)
+        } else {
+            Ok(IuvWriter::append(iuvs))
+        }
+        .map_err(io_err("writing the IUV file"))?;
+
+        let today = snodo_core::time::today_rome();
+        let key = EntityKey {
+            ipa_code: &self.entity.ipa_code,
+            segregation_code: self.entity.segregation_code,
+        };
+        let mut seen = IudSet::default();
+        let mut progress = cp;
+        let mut rows: Vec<DovutoRow> = Vec::with_capacity(self.limits.chunk_rows);
+        let mut pending: Vec<Pending> = Vec::with_capacity(self.limits.chunk_rows);
+        let mut eof = false;
+        while !eof {
+            rows.clear();
+            pending.clear();
+            while pending.len() < self.limits.chunk_rows {
+                let rec = match lines.next_record() {
+                    Ok(Some(r)) => r,
+                    Ok(None) => {
+                        eof = true;
+                        break;
+                    }
+                    Err(e) => {
+                        return Err(ImportError::Io {
+                            context: csv_problem(&e),
+                            source: io::Error::other("flow changed after its check"),
+                        })
+                    }
+                };
+                let row_no = rec.row;
+                if row_no <= progress.rows_done {
+                    // Applied before a restart: only remember its IUD for duplicate detection.
+                    seen.first(rec.field(0));
+                    continue;
+                }
+                let first = seen.first(rec.field(0));
+                pending.push(classify(
+                    &rec,
+                    version,
+                    &self.entity.rules,
+                    today,
+                    first,
+                    &mut rows,
+                ));
+            }
+            // Runs at EOF too, even for an empty chunk: the last lines get synced and committed.
+            let mut committed: Option<Checkpoint> = None;
+            let mut outcome_err: Option<io::Error> = None;
+            let mut after = |outcomes: &[RowOutcome]| -> Result<Checkpoint, String> {
+                let mut next = progress;
+                let res = (|| -> io::Result<()> {
+                    for p in pending.iter() {
+                        next.rows_done += 1;
+                        match p {
+                            Pending::Rejected { raw, rejections } => {
+                                write_reject(&mut scarti_w, raw, rejections)?;
+                                next.rejected += 1;
+                            }
+                            Pending::Valid { fields, index } => match &outcomes[*index] {
+                                RowOutcome::Accepted { iuv, generated, .. } => {
+                                    let gen = if *generated {
+                                        iuv.as_ref().map(|i| i.as_str())
+                                    } else {
+                                        None
+                                    };
+                                    iuv_w.accept(version, &fields.as_fields(), gen)?;
+                                    next.accepted += 1;
+                                }
+                                RowOutcome::Rejected(r) => {
+                                    write_reject(
+                                        &mut scarti_w,
+                                        &fields.raw,
+                                        std::slice::from_ref(r),
+                                    )?;
+                                    next.rejected += 1;
+                                }
+                            },
+                        }
+                    }
+                    next.scarti_bytes = scarti_w.get_mut().sync()?;
+                    next.iuv_bytes = iuv_w.get_mut().sync()?;
+                    Ok(())
+                })();
+                match res {
+                    Ok(()) => {
+                        committed = Some(next);
+                        Ok(next)
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        outcome_err = Some(e);
+                        Err(msg)
+                    }
+                }
+            };
+            let r = self.store.apply_chunk(flow.id, &key, &rows, &mut after);
+            drop(after);
+            if let Some(e) = outcome_err {
+                return Err(ImportError::Io {
+                    context: "writing outcome files".into(),
+                    source: e,
+                });
+            }
+            r?;
+            progress = committed.unwrap_or(progress);
+            (self.progress)(progress.rows_done);
+            if !eof && self.stop.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Zips the staged outcome CSVs into MyPay's outcome files.
+    fn finish(&self, flow: &Flow, stem: &str, dir: &Path) -> Result<Vec<OutcomeFile>, ImportError> {
+        let files = self.outcome_files(flow.id, stem);
+        let sources = [dir.join("scarti.csv"), dir.join("iuv.csv")];
+        for (f, src) in files.iter().zip(sources) {
+            let entry = format!("{}.csv", f.name.trim_end_matches(".zip"));
+            let tmp = dir.join(format!("{}.tmp", f.name));
+            let input = File::open(&src).map_err(io_err(format!("opening {}", src.display())))?;
+            let out = File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+            let out =
+                mypay::zip_single_file(BufWriter::new(out), &entry, io::BufReader::new(input))
+                    .map_err(io_err(format!("zipping {}", f.name)))?;
+            let out = out.into_inner().map_err(|e| ImportError::Io {
+                context: format!("writing {}", tmp.display()),
+                source: e.into_error(),
+            })?;
+            out.sync_all()
+                .map_err(io_err(format!("syncing {}", tmp.display())))?;
+            fs::rename(&tmp, &f.path).map_err(io_err(format!("renaming {}", tmp.display())))?;
+        }
+        Ok(files)
+    }
+}
+
+fn aborted(flow: Option<Flow>, code: &str, message: String) -> ImportOutcome {
+    ImportOutcome::Aborted {
+        flow,
+        code: code.to_string(),
+        message,
+    }
+}
+
+fn refused(code: &str, message: String) -> Prepared {
+    Prepared::Refused {
+        code: code.to_string(),
+        message,
+    }
+}
+
+fn csv_problem(e: &CsvError) -> String {
+    match e {
+        CsvError::Io(inner) => format!("the flow cannot be read: {inner}"),
+        other => other.to_string(),
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String, ImportError> {
+    let mut f = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(io_err(format!("reading {}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// A staged outcome file, cut back to its committed length on open.
+struct Staged {
+    writer: BufWriter<File>,
+}
+
+impl Write for Staged {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.writer.write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+impl Staged {
+    fn open(path: &Path, committed: u64) -> Result<Self, ImportError> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_err(format!("opening {}", path.display())))?;
+        f.set_len(committed)
+            .map_err(io_err(format!("truncating {}", path.display())))?;
+        f.seek(SeekFrom::End(0))
+            .map_err(io_err(format!("seeking {}", path.display())))?;
+        Ok(Self {
+            writer: BufWriter::with_capacity(256 * 1024, f),
+        })
+    }
+
+    /// Flushes and syncs; returns the file's length, the value to commit.
+    fn sync(&mut self) -> io::Result<u64> {
+        self.writer.flush()?;
+        let f = self.writer.get_ref();
+        f.sync_data()?;
+        f.metadata().map(|m| m.len())
+    }
+}
+
+/// A row waiting for its chunk to commit, with what its outcome line needs.
+enum Pending {
+    Rejected {
+        raw: String,
+        rejections: Vec<Rejection>,
+    },
+    Valid {
+        fields: OwnedRow,
+        index: usize,
+    },
+}
+
+/// A row's fields copied out of the reader's buffer: one string and the field ends.
+struct OwnedRow {
+    raw: String,
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl OwnedRow {
+    fn from_record<'a, F: FieldSource<'a>>(raw: &str, rec: &F) -> Self {
+        let n = rec.field_count();
+        let mut text = String::with_capacity(raw.len());
+        let mut ends = Vec::with_capacity(n);
+        for i in 0..n {
+            text.push_str(rec.field(i));
+            ends.push(text.len() as u32);
+        }
+        Self {
+            raw: raw.to_string(),
+            text,
+            ends,
+        }
+    }
+
+    fn as_fields(&self) -> Vec<&str> {
+        let mut start = 0usize;
+        self.ends
+            .iter()
+            .map(|&e| {
+                let s = &self.text[start..e as usize];
+                start = e as usize;
+                s
+            })
+            .collect()
+    }
+}
+
+fn classify(
+    rec: &snodo_adapters::csv::Record<'_>,
+    version: FlowVersion,
+    rules: &dovuto::EntityRules,
+    today: chrono::NaiveDate,
+    first_of_iud: bool,
+    rows: &mut Vec<DovutoRow>,
+) -> Pending {
+    let reject = |rejections: Vec<Rejection>| Pending::Rejected {
+        raw: rec.raw.to_string(),
+        rejections,
+    };
+    if let Some(e) = rec.error() {
+        return reject(vec![Rejection::new(RejectCode::SintassiCsv, e.to_string())]);
+    }
+    let raw = match map_row(version, rec) {
+        Ok(r) => r,
+        Err(e) => return reject(vec![Rejection::new(RejectCode::SintassiCsv, e.to_string())]),
+    };
+    let result = dovuto::validate(&raw, version, rules, today);
+    let dup = (!first_of_iud).then(|| {
+        Rejection::new(
+            RejectCode::IudDuplicato,
+            format!("IUD {} appears more than once in this flow", raw.iud),
+        )
+    });
+    match (result, dup) {
+        (Ok(row), None) => {
+            rows.push(row);
+            Pending::Valid {
+                fields: OwnedRow::from_record(rec.raw, rec),
+                index: rows.len() - 1,
+            }
+        }
+        (Ok(_), Some(d)) => reject(vec![d]),
+        (Err(mut errs), d) => {
+            errs.extend(d);
+            reject(errs)
+        }
+    }
+}
+
+fn write_reject<W: Write>(
+    w: &mut ScartiWriter<W>,
+    raw: &str,
+    rejections: &[Rejection],
+) -> io::Result<()> {
+    let codes: Vec<&str> = rejections.iter().map(|r| r.code.as_str()).collect();
+    let descs: Vec<&str> = rejections.iter().map(|r| r.message.as_str()).collect();
+    w.reject(raw, &codes, &descs)
+}
+
+/// IUDs seen in this flow, as 128-bit hashes: a million rows fit in a few tens of MB.
+#[derive(Default)]
+struct IudSet(HashSet<u128>);
+
+impl IudSet {
+    /// Records the IUD; true when it was not seen before (empty IUDs are not tracked).
+    fn first(&mut self, iud: &str) -> bool {
+        if iud.is_empty() {
+            return true;
+        }
+        let mut a = std::collections::hash_map::DefaultHasher::new();
+        (0u8, iud).hash(&mut a);
+        let mut b = std::collections::hash_map::DefaultHasher::new();
+        (1u8, iud).hash(&mut b);
+        self.0
+            .insert(((a.finish() as u128) << 64) | b.finish() as u128)
+    }
+}

@@ -1,0 +1,9 @@
+//! The engine: reads the configuration, checks it into a [`plan::Plan`], and runs each pipeline:
+//! a connector brings a message, an adapter decodes it, the registry applies it, outcome files go
+//! back out through another connector.
+
+pub mod config;
+pub mod engine;
+pub mod import;
+pub mod plan;
+pub mod registry;

@@ -1,0 +1,348 @@
+//! From a configuration to a checked plan: every identifier validated, every pipeline's
+//! connectors and codecs resolved. `snodo validate` prints the problems; `snodo run` refuses to
+//! start with any.
+
+use crate::config::{self, Codec, Config, Endpoint, Problem};
+use crate::registry;
+use snodo_connectors::{SinkConfig, SourceConfig};
+use snodo_core::dovuto::{DebtTypeRules, EntityRules};
+use snodo_core::{EntityFiscalCode, Iban, SegregationCode, TaxonomyCode, TaxonomyTable};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Polling schedule when a source names none: every ten seconds.
+pub const DEFAULT_SCHEDULE: &str = "*/10 * * * * *";
+
+pub struct Plan {
+    pub config: Config,
+    pub entities: HashMap<String, Arc<EntityRuntime>>,
+    pub pipelines: Vec<PipelinePlan>,
+    pub taxonomy: Option<Arc<TaxonomyTable>>,
+    /// Things that do not stop the hub but an operator should know.
+    pub warnings: Vec<String>,
+}
+
+/// An entity as the running hub needs it.
+pub struct EntityRuntime {
+    pub ipa_code: String,
+    pub fiscal_code: EntityFiscalCode,
+    pub name: String,
+    pub segregation_code: SegregationCode,
+    pub rules: EntityRules,
+}
+
+pub enum PipelineKind {
+    /// MyPay import flows from a source into the registry, outcome files to a sink.
+    ImportFlows {
+        outcomes: Option<Arc<dyn SinkConfig>>,
+    },
+}
+
+pub struct PipelinePlan {
+    pub name: String,
+    pub entity: String,
+    pub schedule: cron::Schedule,
+    pub source: Arc<dyn SourceConfig>,
+    pub kind: PipelineKind,
+}
+
+/// Loads and checks a configuration file (`None`: the embedded demo).
+pub fn load(path: Option<&Path>) -> Result<Plan, Vec<Problem>> {
+    let (value, _) = config::load_value(path)?;
+    let mut problems = Vec::new();
+    let cfg: Option<Config> = config::deserialize_collecting(value, "", &mut problems);
+    let Some(cfg) = cfg else { return Err(problems) };
+    let plan = build(cfg, &mut problems);
+    if problems.is_empty() {
+        Ok(plan)
+    } else {
+        Err(problems)
+    }
+}
+
+fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
+    let mut warnings = Vec::new();
+    let mut p = |path: String, msg: String| problems.push(Problem::new(path, msg));
+
+    if cfg.hub.import_chunk_rows == 0 {
+        p("hub.import_chunk_rows".into(), "must be at least 1".into());
+    }
+    if !(cfg.hub.store == "sqlite" || cfg.hub.store.starts_with("sqlite://")) {
+        p(
+            "hub.store".into(),
+            format!(
+                "{:?} is not supported: use \"sqlite\" (PostgreSQL comes in a later release)",
+                cfg.hub.store
+            ),
+        );
+    }
+    if let Err(e) = cfg.http.listen.parse::<std::net::SocketAddr>() {
+        p(
+            "http.listen".into(),
+            format!("{:?} is not an address:port ({e})", cfg.http.listen),
+        );
+    }
+
+    let taxonomy = match &cfg.hub.taxonomy_file {
+        None => None,
+        Some(file) => match std::fs::read_to_string(file) {
+            Ok(text) => match TaxonomyTable::from_csv(&text) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => {
+                    p(
+                        "hub.taxonomy_file".into(),
+                        format!("{}: {e}", file.display()),
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                warnings.push(format!(
+                    "hub.taxonomy_file: {} cannot be read ({e}); taxonomy codes are checked by pattern only",
+                    file.display()
+                ));
+                None
+            }
+        },
+    };
+
+    let broker = &cfg.pagopa.broker_fiscal_code;
+    if let Err(e) = EntityFiscalCode::parse(broker) {
+        p(
+            "pagopa.broker_fiscal_code".into(),
+            format!("{broker:?}: {e}"),
+        );
+    }
+    if cfg.pagopa.stations.is_empty() {
+        p(
+            "pagopa.stations".into(),
+            "at least one station is needed".into(),
+        );
+    }
+    for (i, st) in cfg.pagopa.stations.iter().enumerate() {
+        let ok = st
+            .strip_prefix(broker.as_str())
+            .and_then(|r| r.strip_prefix('_'))
+            .is_some_and(|n| n.len() == 2 && n.bytes().all(|b| b.is_ascii_digit()));
+        if !ok {
+            p(
+                format!("pagopa.stations[{i}]"),
+                format!("{st:?} is not <broker fiscal code>_NN"),
+            );
+        }
+    }
+
+    let mut entities = HashMap::new();
+    for (i, e) in cfg.entities.iter().enumerate() {
+        let at = format!("entities[{i}]");
+        if e.ipa_code.is_empty()
+            || e.ipa_code.contains('-')
+            || e.ipa_code.contains(char::is_whitespace)
+        {
+            p(
+                format!("{at}.ipa_code"),
+                format!(
+                    "{:?} must be non-empty, without '-' or spaces (flow names split on '-')",
+                    e.ipa_code
+                ),
+            );
+        }
+        if entities.contains_key(&e.ipa_code) {
+            p(
+                format!("{at}.ipa_code"),
+                format!("{:?} is configured twice", e.ipa_code),
+            );
+        }
+        let fiscal = EntityFiscalCode::parse(&e.fiscal_code)
+            .map_err(|err| {
+                p(
+                    format!("{at}.fiscal_code"),
+                    format!("{:?}: {err}", e.fiscal_code),
+                )
+            })
+            .ok();
+        let seg = SegregationCode::parse(&e.segregation_code)
+            .map_err(|err| {
+                p(
+                    format!("{at}.segregation_code"),
+                    format!("{:?}: {err}", e.segregation_code),
+                )
+            })
+            .ok();
+        let mut debt_types = HashMap::new();
+        for (j, dt) in e.debt_types.iter().enumerate() {
+            let at = format!("{at}.debt_types[{j}]");
+            if dt.code.is_empty() || dt.code.len() > 64 {
+                p(format!("{at}.code"), "must be 1 to 64 characters".into());
+            }
+            if debt_types.contains_key(&dt.code) {
+                p(
+                    format!("{at}.code"),
+                    format!("{:?} is configured twice for this entity", dt.code),
+                );
+            }
+            if let Err(err) = Iban::parse(&dt.iban) {
+                p(format!("{at}.iban"), format!("{:?} {err}", dt.iban));
+            }
+            match TaxonomyCode::parse(&dt.taxonomy) {
+                Err(err) => p(
+                    format!("{at}.taxonomy"),
+                    format!("{:?}: {err}", dt.taxonomy),
+                ),
+                Ok(code) => {
+                    if taxonomy.as_ref().is_some_and(|t| !t.contains(&code)) {
+                        p(
+                            format!("{at}.taxonomy"),
+                            format!("{:?} is not in the pagoPA taxonomy", dt.taxonomy),
+                        );
+                    }
+                }
+            }
+            debt_types.insert(
+                dt.code.clone(),
+                DebtTypeRules {
+                    code: dt.code.clone(),
+                    active: dt.active,
+                    due_date_required: dt.due_date_required,
+                    anonymous_payer_allowed: dt.anonymous_payer_allowed,
+                    generate_iuv: dt.generate_iuv,
+                },
+            );
+        }
+        if let (Some(fiscal_code), Some(seg)) = (fiscal, seg) {
+            entities.insert(
+                e.ipa_code.clone(),
+                Arc::new(EntityRuntime {
+                    ipa_code: e.ipa_code.clone(),
+                    fiscal_code,
+                    name: e.name.clone(),
+                    segregation_code: seg.clone(),
+                    rules: EntityRules {
+                        segregation_code: seg,
+                        debt_types,
+                        taxonomy: taxonomy.clone(),
+                    },
+                }),
+            );
+        }
+    }
+    let known_entities: Vec<&str> = cfg.entities.iter().map(|e| e.ipa_code.as_str()).collect();
+
+    let mut pipelines = Vec::new();
+    let mut names = HashSet::new();
+    for (i, pc) in cfg.pipelines.iter().enumerate() {
+        let at = format!("pipelines[{i}]");
+        if pc.name.is_empty() {
+            p(format!("{at}.name"), "must not be empty".into());
+        } else if !names.insert(pc.name.clone()) {
+            p(
+                format!("{at}.name"),
+                format!("{:?} is used by another pipeline", pc.name),
+            );
+        }
+        if !known_entities.contains(&pc.entity.as_str()) {
+            p(
+                format!("{at}.entity"),
+                registry::unknown_name(&pc.entity, "entity", &known_entities),
+            );
+        }
+        let mut local = Vec::new();
+        let source = match &pc.from {
+            Endpoint::Connector { kind, params } => {
+                registry::parse_source(kind, params.clone(), &format!("{at}.from"), &mut local)
+            }
+            Endpoint::Named(n) => {
+                local.push(Problem::new(
+                    format!("{at}.from"),
+                    format!("{n:?} is not a source: use {{ connector = \"dir\", ... }}"),
+                ));
+                None
+            }
+        };
+        let schedule_text = source
+            .as_ref()
+            .and_then(|s| s.schedule().map(str::to_string))
+            .unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
+        let schedule = match cron::Schedule::from_str(&schedule_text) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                local.push(Problem::new(
+                    format!("{at}.from.schedule"),
+                    format!("{schedule_text:?} is not a cron expression with seconds ({e})"),
+                ));
+                None
+            }
+        };
+        match &pc.decode {
+            Some(Codec { name, .. }) if registry::DECODERS.contains(&name.as_str()) => {}
+            Some(Codec { name, .. }) => local.push(Problem::new(
+                format!("{at}.decode"),
+                registry::unknown_name(name, "decoder", registry::DECODERS),
+            )),
+            None => local.push(Problem::new(
+                format!("{at}.decode"),
+                "missing: say how to read the source, e.g. \"mypay-import\"",
+            )),
+        }
+        if let Some(c) = &pc.encode {
+            local.push(Problem::new(
+                format!("{at}.encode"),
+                format!(
+                    "{:?}: an import pipeline writes to the registry and encodes nothing",
+                    c.name
+                ),
+            ));
+        }
+        match &pc.to {
+            Endpoint::Named(n) if registry::TARGETS.contains(&n.as_str()) => {}
+            Endpoint::Named(n) => local.push(Problem::new(
+                format!("{at}.to"),
+                registry::unknown_name(n, "target", registry::TARGETS),
+            )),
+            Endpoint::Connector { kind, .. } => local.push(Problem::new(
+                format!("{at}.to"),
+                format!("an import pipeline goes to \"registry\", not to a {kind:?} connector"),
+            )),
+        }
+        let outcomes = match &pc.outcomes {
+            None => None,
+            Some(Endpoint::Connector { kind, params }) => {
+                registry::parse_sink(kind, params.clone(), &format!("{at}.outcomes"), &mut local)
+            }
+            Some(Endpoint::Named(n)) => {
+                local.push(Problem::new(
+                    format!("{at}.outcomes"),
+                    format!("{n:?} is not a sink: use {{ connector = \"dir\", ... }}"),
+                ));
+                None
+            }
+        };
+        let ok = local.is_empty();
+        problems_extend(&mut p, local);
+        if let (true, Some(source), Some(schedule)) = (ok, source, schedule) {
+            pipelines.push(PipelinePlan {
+                name: pc.name.clone(),
+                entity: pc.entity.clone(),
+                schedule,
+                source,
+                kind: PipelineKind::ImportFlows { outcomes },
+            });
+        }
+    }
+
+    Plan {
+        config: cfg,
+        entities,
+        pipelines,
+        taxonomy,
+        warnings,
+    }
+}
+
+fn problems_extend(p: &mut impl FnMut(String, String), list: Vec<Problem>) {
+    for x in list {
+        p(x.path, x.message);
+    }
+}

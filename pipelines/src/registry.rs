@@ -1,0 +1,98 @@
+//! Connectors and codecs by the name a config uses. Adding one is one line here plus its own file.
+
+use crate::config::{deserialize_collecting, Problem};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use snodo_connectors::{dir, SinkConfig, SourceConfig};
+use std::sync::Arc;
+
+type SourceParser = fn(Value, &str, &mut Vec<Problem>) -> Option<Arc<dyn SourceConfig>>;
+type SinkParser = fn(Value, &str, &mut Vec<Problem>) -> Option<Arc<dyn SinkConfig>>;
+
+const SOURCES: &[(&str, SourceParser)] = &[(dir::NAME, source::<dir::DirSourceConfig>)];
+
+const SINKS: &[(&str, SinkParser)] = &[(dir::NAME, sink::<dir::DirSinkConfig>)];
+
+/// Decoders that turn a source's messages into registry operations.
+pub const DECODERS: &[&str] = &[snodo_adapters::mypay_import::MYPAY_IMPORT];
+
+/// Built-in pipeline targets named by a string instead of a connector table.
+pub const TARGETS: &[&str] = &["registry"];
+
+fn source<C: SourceConfig + DeserializeOwned>(
+    v: Value,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Arc<dyn SourceConfig>> {
+    let c: C = deserialize_collecting(v, path, problems)?;
+    let msgs = c.check();
+    problems.extend(msgs.into_iter().map(|m| Problem::new(path, m)));
+    Some(Arc::new(c))
+}
+
+fn sink<C: SinkConfig + DeserializeOwned>(
+    v: Value,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Arc<dyn SinkConfig>> {
+    let c: C = deserialize_collecting(v, path, problems)?;
+    let msgs = c.check();
+    problems.extend(msgs.into_iter().map(|m| Problem::new(path, m)));
+    Some(Arc::new(c))
+}
+
+fn unknown(kind: &str, what: &str, known: &[&str]) -> String {
+    let mut msg = format!("unknown {what} {kind:?}");
+    if let Some(best) = known
+        .iter()
+        .max_by(|a, b| strsim::jaro_winkler(kind, a).total_cmp(&strsim::jaro_winkler(kind, b)))
+        .filter(|b| strsim::jaro_winkler(kind, b) > 0.7)
+    {
+        msg.push_str(&format!(" (did you mean {best:?}?)"));
+    } else {
+        msg.push_str(&format!(" (known: {})", known.join(", ")));
+    }
+    msg
+}
+
+pub fn parse_source(
+    kind: &str,
+    params: Value,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Arc<dyn SourceConfig>> {
+    match SOURCES.iter().find(|(n, _)| *n == kind) {
+        Some((_, parse)) => parse(params, path, problems),
+        None => {
+            let known: Vec<&str> = SOURCES.iter().map(|(n, _)| *n).collect();
+            problems.push(Problem::new(
+                format!("{path}.connector"),
+                unknown(kind, "connector", &known),
+            ));
+            None
+        }
+    }
+}
+
+pub fn parse_sink(
+    kind: &str,
+    params: Value,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Arc<dyn SinkConfig>> {
+    match SINKS.iter().find(|(n, _)| *n == kind) {
+        Some((_, parse)) => parse(params, path, problems),
+        None => {
+            let known: Vec<&str> = SINKS.iter().map(|(n, _)| *n).collect();
+            problems.push(Problem::new(
+                format!("{path}.connector"),
+                unknown(kind, "connector", &known),
+            ));
+            None
+        }
+    }
+}
+
+pub fn unknown_name(kind: &str, what: &str, known: &[&str]) -> String {
+    unknown(kind, what, known)
+}

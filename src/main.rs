@@ -1,0 +1,321 @@
+//! `snodo`: command line and start-up only. Everything it does lives in the library crates.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use snodo_pipelines::import::{ImportLimits, ImportOutcome, Importer};
+use snodo_pipelines::plan::{self, Plan};
+use snodo_store::{PositionQuery, Store};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "snodo",
+    version,
+    about = "Integration hub for a regional pagoPA payment node"
+)]
+struct Cli {
+    /// Log format: human text, or JSON lines for log shippers. Level from SNODO_LOG (default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every pipeline of the configuration until SIGINT/SIGTERM.
+    Run {
+        /// Configuration file (default: config/demo.toml, or the embedded demo when absent).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration and print every problem with its path.
+    Validate {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Import one MyPay flow through the same code path as a pipeline.
+    Import {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// IPA code of the entity the flow belongs to.
+        #[arg(long)]
+        entity: String,
+        /// Where the outcome files go (default: beside PATH).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The flow: `<codIPA>-<IUF>-<version>.zip` (or `.csv`).
+        path: PathBuf,
+    },
+    /// Print an entity's positions as JSON lines.
+    Positions {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        entity: String,
+        #[arg(long, group = "by")]
+        iud: Option<String>,
+        #[arg(long, group = "by")]
+        iuv: Option<String>,
+        #[arg(long, group = "by")]
+        notice: Option<String>,
+        /// At most this many positions when no key is given.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SNODO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// `-c FILE` if given, else `config/demo.toml` when present, else the embedded demo.
+fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| {
+        let p = PathBuf::from(snodo_pipelines::config::DEMO_PATH);
+        p.exists().then_some(p)
+    })
+}
+
+fn load_plan(config: Option<PathBuf>) -> Result<Plan> {
+    let path = config_path(config);
+    match plan::load(path.as_deref()) {
+        Ok(plan) => {
+            for w in &plan.warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(plan)
+        }
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            bail!(
+                "{} problem(s) in {}",
+                problems.len(),
+                path.map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "the embedded demo configuration".into())
+            )
+        }
+    }
+}
+
+fn open_store(plan: &Plan) -> Result<Arc<dyn Store>> {
+    let store = snodo_store::open(&plan.config.hub.store, &plan.config.hub.data_dir)
+        .context("opening the store")?;
+    Ok(Arc::from(store))
+}
+
+fn dispatch(cmd: Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Validate { config } => {
+            let path = config_path(config);
+            match plan::load(path.as_deref()) {
+                Ok(plan) => {
+                    for w in &plan.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    println!(
+                        "ok: {} entities, {} pipelines",
+                        plan.entities.len(),
+                        plan.pipelines.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(problems) => {
+                    for p in &problems {
+                        println!("{p}");
+                    }
+                    eprintln!("{} problem(s)", problems.len());
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Run { config } => run(load_plan(config)?),
+        Command::Import {
+            config,
+            entity,
+            out,
+            path,
+        } => import(load_plan(config)?, &entity, out, &path),
+        Command::Positions {
+            config,
+            entity,
+            iud,
+            iuv,
+            notice,
+            limit,
+        } => {
+            let plan = load_plan(config)?;
+            if !plan.entities.contains_key(&entity) {
+                bail!("entity {entity:?} is not configured");
+            }
+            let store = open_store(&plan)?;
+            let query = match (&iud, &iuv, &notice) {
+                (Some(v), _, _) => PositionQuery::Iud(v),
+                (_, Some(v), _) => PositionQuery::Iuv(v),
+                (_, _, Some(v)) => PositionQuery::NoticeNumber(v),
+                _ => PositionQuery::All { limit },
+            };
+            let mut out = std::io::stdout().lock();
+            for p in store.positions(&entity, &query)? {
+                use std::io::Write;
+                serde_json::to_writer(&mut out, &p)?;
+                writeln!(out)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run(plan: Plan) -> Result<ExitCode> {
+    let store = open_store(&plan)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received, draining");
+            let _ = tx.send(true);
+        });
+        let hub = snodo_pipelines::engine::Hub::new(plan, store);
+        hub.run(rx).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn import(plan: Plan, entity: &str, out: Option<PathBuf>, path: &Path) -> Result<ExitCode> {
+    let runtime = plan
+        .entities
+        .get(entity)
+        .with_context(|| format!("entity {entity:?} is not configured"))?
+        .clone();
+    let store = open_store(&plan)?;
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} has no usable file name", path.display()))?
+        .to_string();
+    let out_dir = out.unwrap_or_else(|| {
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    });
+    let bar = progress_bar();
+    let stop = AtomicBool::new(false);
+    let on_progress = |rows: u64| {
+        if let Some(b) = &bar {
+            b.set_position(rows);
+        }
+    };
+    let importer = Importer {
+        store: store.as_ref(),
+        entity: &runtime,
+        staging: snodo_pipelines::engine::staging_dir(&plan),
+        limits: ImportLimits::from_hub(&plan.config.hub),
+        stop: &stop,
+        progress: &on_progress,
+    };
+    let outcome = importer.import(&file_name, path, false)?;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    match outcome {
+        ImportOutcome::Done { flow, files, .. } => {
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("creating {}", out_dir.display()))?;
+            for f in &files {
+                let target = out_dir.join(&f.name);
+                std::fs::copy(&f.path, &target)
+                    .with_context(|| format!("writing {}", target.display()))?;
+                eprintln!("wrote {}", target.display());
+            }
+            let p = flow.progress;
+            println!(
+                "rows={} accepted={} rejected={} flow={}",
+                p.rows_done,
+                p.accepted,
+                p.rejected,
+                flow.status.as_str()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ImportOutcome::Aborted {
+            flow,
+            code,
+            message,
+        } => {
+            eprintln!("{code}: {message}");
+            let p = flow.map(|f| f.progress).unwrap_or_default();
+            println!(
+                "rows={} accepted={} rejected={} flow=IMPORT_ABORTITO code={code}",
+                p.rows_done, p.accepted, p.rejected
+            );
+            Ok(ExitCode::from(1))
+        }
+        ImportOutcome::Interrupted => bail!("import interrupted"),
+    }
+}
+
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {pos} rows imported ({per_sec}) {elapsed}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    Some(bar)
+}

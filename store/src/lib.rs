@@ -1,0 +1,233 @@
+//! Persistence for the hub: debt positions with their history, import flows with their
+//! checkpoints, and the IUV counters.
+//!
+//! Callers see one [`Store`] trait with blocking methods: SQLite is embedded and fast when called
+//! from a blocking thread, and a PostgreSQL implementation slots in behind the same trait. Every
+//! method that changes state commits before it returns, so "returned Ok" means "durable".
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use serde::Serialize;
+use snodo_core::dovuto::{Dovuto, DovutoRow, Rejection};
+use snodo_core::{Iuv, NoticeNumber, SegregationCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("cannot open the store: {0}")]
+    Open(String),
+    #[error("{0}")]
+    Callback(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Lifecycle of an import flow, with MyPay's state names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum FlowStatus {
+    #[serde(rename = "LOAD_IMPORT")]
+    LoadImport,
+    #[serde(rename = "IMPORT_IN_ELAB")]
+    InElab,
+    #[serde(rename = "IMPORT_ESEGUITO")]
+    Eseguito,
+    #[serde(rename = "IMPORT_ABORTITO")]
+    Abortito,
+}
+
+impl FlowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoadImport => "LOAD_IMPORT",
+            Self::InElab => "IMPORT_IN_ELAB",
+            Self::Eseguito => "IMPORT_ESEGUITO",
+            Self::Abortito => "IMPORT_ABORTITO",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::LoadImport,
+            Self::InElab,
+            Self::Eseguito,
+            Self::Abortito,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == s)
+    }
+}
+
+/// An import flow and how far it got.
+#[derive(Debug, Clone, Serialize)]
+pub struct Flow {
+    pub id: i64,
+    pub entity: String,
+    pub iuf: String,
+    pub file_name: String,
+    pub version: String,
+    pub content_sha256: String,
+    pub status: FlowStatus,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub progress: Checkpoint,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// How far an import got, committed together with the rows it covers: data rows consumed, rows
+/// accepted and rejected, and the byte lengths of the staged outcome files at that point.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Checkpoint {
+    pub rows_done: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub scarti_bytes: u64,
+    pub iuv_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewFlow<'a> {
+    pub entity: &'a str,
+    pub iuf: &'a str,
+    pub file_name: &'a str,
+    pub version: &'a str,
+    pub content_sha256: &'a str,
+}
+
+/// The entity a batch of rows belongs to, with what IUV generation needs.
+#[derive(Debug, Clone)]
+pub struct EntityKey<'a> {
+    pub ipa_code: &'a str,
+    pub segregation_code: SegregationCode,
+}
+
+/// What happened to one valid row when applied to the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowOutcome {
+    Accepted {
+        position_id: i64,
+        iuv: Option<Iuv>,
+        notice_number: Option<NoticeNumber>,
+        /// The hub generated the IUV for this row.
+        generated: bool,
+    },
+    Rejected(Rejection),
+}
+
+/// Lifecycle of a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PositionStatus {
+    Active,
+    Annulled,
+    Paid,
+    Expired,
+}
+
+impl PositionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Annulled => "annulled",
+            Self::Paid => "paid",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Active, Self::Annulled, Self::Paid, Self::Expired]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+    }
+}
+
+/// A stored position as operators and APIs see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Position {
+    pub id: i64,
+    pub entity: String,
+    pub iud: String,
+    pub iuv: Option<String>,
+    pub notice_number: Option<String>,
+    pub iuv_generated: bool,
+    pub status: PositionStatus,
+    pub amount_cents: i64,
+    pub version: i64,
+    pub flow_id: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub history_count: i64,
+    pub dovuto: Dovuto,
+}
+
+/// One change of a position.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub action: String,
+    pub source: String,
+    pub flow_id: Option<i64>,
+    pub at: String,
+    /// The position's data before this change, when the change replaced it.
+    pub previous: Option<serde_json::Value>,
+}
+
+/// How to find positions of one entity.
+#[derive(Debug, Clone)]
+pub enum PositionQuery<'a> {
+    All { limit: u32 },
+    Iud(&'a str),
+    Iuv(&'a str),
+    NoticeNumber(&'a str),
+}
+
+/// Called inside the transaction of a chunk, after the rows are applied and before commit: it
+/// writes the chunk's outcome lines and returns the checkpoint to commit with them.
+pub type ChunkCallback<'c> =
+    dyn FnMut(&[RowOutcome]) -> std::result::Result<Checkpoint, String> + 'c;
+
+pub trait Store: Send + Sync {
+    /// Flows of an entity with this IUF, newest first.
+    fn flows_by_iuf(&self, entity: &str, iuf: &str) -> Result<Vec<Flow>>;
+    fn flow(&self, id: i64) -> Result<Option<Flow>>;
+    /// Records a new flow in `LOAD_IMPORT`.
+    fn create_flow(&self, flow: &NewFlow<'_>) -> Result<Flow>;
+    fn set_flow_status(
+        &self,
+        id: i64,
+        status: FlowStatus,
+        error: Option<(&str, &str)>,
+    ) -> Result<()>;
+
+    /// Applies a chunk of valid rows of a flow in one transaction: positions, history, IUV
+    /// counters and the checkpoint `after` returns all commit together, or none does.
+    fn apply_chunk(
+        &self,
+        flow_id: i64,
+        entity: &EntityKey<'_>,
+        rows: &[DovutoRow],
+        after: &mut ChunkCallback<'_>,
+    ) -> Result<()>;
+
+    fn positions(&self, entity: &str, query: &PositionQuery<'_>) -> Result<Vec<Position>>;
+    fn history(&self, position_id: i64) -> Result<Vec<HistoryEntry>>;
+}
+
+/// Opens the store a `hub.store` setting names: `sqlite` (a file under the data dir) for now.
+pub fn open(setting: &str, data_dir: &std::path::Path) -> Result<Box<dyn Store>> {
+    match setting {
+        "sqlite" | "" => Ok(Box::new(SqliteStore::open(&data_dir.join("snodo.db"))?)),
+        s if s.starts_with("sqlite://") => Ok(Box::new(SqliteStore::open(std::path::Path::new(
+            &s["sqlite://".len()..],
+        ))?)),
+        other => Err(StoreError::Open(format!(
+            "unsupported store {other:?}: use \"sqlite\" (PostgreSQL support is not built yet)"
+        ))),
+    }
+}

@@ -1,0 +1,213 @@
+//! Shared harness for the end-to-end tests: a scratch hub home with its own config, flow files
+//! built row by row, and the real `snodo` binary.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_snodo");
+
+pub const HEADER_1_4: &str = "IUD;codIuv;tipoIdentificativoUnivoco;codiceIdentificativoUnivoco;anagraficaPagatore;indirizzoPagatore;civicoPagatore;capPagatore;localitaPagatore;provinciaPagatore;nazionePagatore;mailPagatore;dataEsecuzionePagamento;importoDovuto;commissioneCaricoPa;tipoDovuto;tipoVersamento;causaleVersamento;datiSpecificiRiscossione;bilancio;flgGeneraIuv;flagMultiBeneficiario;codiceFiscaleEnteSecondario;denominazioneEnteSecondario;ibanAccreditoEnteSecondario;indirizzoEnteSecondario;civicoEnteSecondario;capEnteSecondario;localitaEnteSecondario;provinciaEnteSecondario;nazioneEnteSecondario;datiSpecificiRiscossioneEnteSecondario;causaleVersamentoEnteSecondario;importoVersamentoEnteSecondario;azione";
+
+/// A hub home in a temp dir: `config.toml` (the demo's entities, data under `var/`, fast polls).
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    pub fn new() -> Self {
+        Self::with_chunk_rows(20_000)
+    }
+
+    pub fn with_chunk_rows(chunk: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let demo = std::fs::read_to_string(repo().join("config/demo.toml")).expect("demo config");
+        let cfg = demo
+            .replace(
+                "data_dir = \"var\"",
+                &format!("data_dir = \"var\"\nimport_chunk_rows = {chunk}"),
+            )
+            .replace(
+                "schedule = \"*/5 * * * * *\"",
+                "schedule = \"* * * * * *\", settle = \"0s\"",
+            )
+            .replace(
+                "${SNODO_TAXONOMY_FILE:-../shared/specs/mypay/mypay4/data/tassonomia.csv}",
+                &repo()
+                    .join("../shared/specs/mypay/mypay4/data/tassonomia.csv")
+                    .display()
+                    .to_string(),
+            );
+        std::fs::write(dir.path().join("config.toml"), cfg).expect("write config");
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path().join("config.toml")
+    }
+
+    /// Runs `snodo <args>` with this home as working directory.
+    pub fn snodo(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(self.path())
+            .env("SNODO_LOG", "warn")
+            .output()
+            .expect("run snodo")
+    }
+
+    pub fn import(&self, flow: &Path, out: &Path) -> Output {
+        self.snodo(&[
+            "import",
+            "-c",
+            "config.toml",
+            "--entity",
+            "c_g224",
+            "--out",
+            out.to_str().unwrap(),
+            flow.to_str().unwrap(),
+        ])
+    }
+
+    /// Positions of c_g224 as JSON values.
+    pub fn positions(&self, extra: &[&str]) -> Vec<serde_json::Value> {
+        let mut args = vec!["positions", "-c", "config.toml", "--entity", "c_g224"];
+        args.extend_from_slice(extra);
+        let out = self.snodo(&args);
+        assert!(
+            out.status.success(),
+            "positions failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A valid personal fiscal code made from a number (distinct numbers give distinct codes).
+pub fn fiscal_code(n: u32) -> String {
+    let letters = b"BCDFGHLMNPRSTVZ";
+    let l = |k: u32| letters[(k % letters.len() as u32) as usize] as char;
+    let months = b"ABCDEHLMPRST";
+    let first15 = format!(
+        "{}{}{}{}{}{}{:02}{}{:02}A562",
+        l(n),
+        l(n / 15),
+        l(n / 225),
+        l(n / 3375),
+        l(n / 50625),
+        l(n / 759375),
+        50 + n % 50,
+        months[(n % 12) as usize] as char,
+        1 + n % 28,
+    );
+    let c = snodo_core::PersonalFiscalCode::check_char(&first15).expect("check char");
+    format!("{first15}{c}")
+}
+
+/// One 1_4 row with every field in place; tweak with `set`.
+#[derive(Clone)]
+pub struct Row(pub Vec<String>);
+
+impl Row {
+    /// A valid TARI insert for c_g224 asking for a generated IUV.
+    pub fn tari(iud: &str, n: u32, cents: u64) -> Self {
+        let mut f = vec![String::new(); 35];
+        f[0] = iud.into();
+        f[2] = "F".into();
+        f[3] = fiscal_code(n);
+        f[4] = format!("Cittadino {n}");
+        f[5] = "Via Roma".into();
+        f[6] = "1".into();
+        f[7] = "35100".into();
+        f[8] = "Padova".into();
+        f[9] = "PD".into();
+        f[10] = "IT".into();
+        f[11] = format!("c{n}@example.it");
+        f[12] = "2027-06-30".into();
+        f[13] = format!("{}.{:02}", cents / 100, cents % 100);
+        f[15] = "TARI".into();
+        f[17] = format!("TARI 2027 utenza {n}");
+        f[18] = "9/0101100IM/".into();
+        f[20] = "true".into();
+        f[21] = "false".into();
+        f[34] = "I".into();
+        Row(f)
+    }
+
+    pub fn set(mut self, col: usize, v: &str) -> Self {
+        self.0[col] = v.into();
+        self
+    }
+
+    pub fn line(&self) -> String {
+        self.0.join(";")
+    }
+}
+
+pub fn csv_text(rows: &[Row]) -> String {
+    let mut s = String::from(HEADER_1_4);
+    s.push('\n');
+    for r in rows {
+        s.push_str(&r.line());
+        s.push('\n');
+    }
+    s
+}
+
+/// Writes `<dir>/<stem>.zip` holding `<stem>.csv` with `content`.
+pub fn write_zip(dir: &Path, stem: &str, content: &[u8]) -> PathBuf {
+    let path = dir.join(format!("{stem}.zip"));
+    let f = std::fs::File::create(&path).unwrap();
+    let mut z = zip::ZipWriter::new(f);
+    z.start_file(
+        format!("{stem}.csv"),
+        zip::write::SimpleFileOptions::default(),
+    )
+    .unwrap();
+    z.write_all(content).unwrap();
+    z.finish().unwrap();
+    path
+}
+
+/// The text of the single CSV inside an outcome zip.
+pub fn unzip_text(path: &Path) -> String {
+    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    assert_eq!(z.len(), 1, "an outcome zip holds one file");
+    let mut f = z.by_index(0).unwrap();
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut f, &mut s).unwrap();
+    s
+}
+
+/// Waits up to `secs` for `cond`.
+pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    cond()
+}
