@@ -24,7 +24,7 @@ fn a_mixed_flow_then_a_duplicate_then_modify_and_annul() {
     let good: Vec<Row> = (1..=6)
         .map(|i| Row::tari(&format!("IUD{i}"), i, 1000 + i as u64))
         .collect();
-    let bad = vec![
+    let bad = [
         Row::tari("BAD1", 101, 500).set(3, "RSSMRA85T10A562X"),
         Row::tari("BAD2", 102, 500).set(13, "12,50"),
         Row::tari("BAD3", 103, 500).set(15, "NOPE"),

@@ -500,30 +500,25 @@ pub fn validate(
         );
     }
     let nation = raw.nazione_pagatore;
-    if !nation.is_empty() && !(nation.len() == 2 && nation.bytes().all(|b| b.is_ascii_uppercase()))
-    {
+    let upper2 = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase());
+    if !nation.is_empty() && !upper2(nation) {
         err(
             C::Naz,
             format!("nazionePagatore {nation:?} is not an ISO 3166 alpha-2 code"),
         );
     }
-    let italian = nation.is_empty() || nation == "IT";
+    // Italian postal codes and provinces are checked only when the payer is in Italy.
+    let in_italy = nation == "IT";
     let cap = raw.cap_pagatore;
-    if too_long(cap, 16)
-        || (italian
-            && nation == "IT"
-            && !cap.is_empty()
-            && !(cap.len() == 5 && cap.bytes().all(|b| b.is_ascii_digit())))
-    {
+    let italian_cap = cap.len() == 5 && cap.bytes().all(|b| b.is_ascii_digit());
+    if too_long(cap, 16) || (in_italy && !cap.is_empty() && !italian_cap) {
         err(
             C::Cap,
             format!("capPagatore {cap:?} is not a valid postal code"),
         );
     }
     let prov = raw.provincia_pagatore;
-    if !prov.is_empty()
-        && (prov.len() != 2 || (italian && !prov.bytes().all(|b| b.is_ascii_uppercase())))
-    {
+    if !prov.is_empty() && (prov.chars().count() > 2 || (in_italy && !upper2(prov))) {
         err(
             C::Prov,
             format!("provinciaPagatore {prov:?} is not a two-letter province"),

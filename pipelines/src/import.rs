@@ -391,55 +391,56 @@ impl Importer<'_> {
             // Runs at EOF too, even for an empty chunk: the last lines get synced and committed.
             let mut committed: Option<Checkpoint> = None;
             let mut outcome_err: Option<io::Error> = None;
-            let mut after = |outcomes: &[RowOutcome]| -> Result<Checkpoint, String> {
-                let mut next = progress;
-                let res = (|| -> io::Result<()> {
-                    for p in pending.iter() {
-                        next.rows_done += 1;
-                        match p {
-                            Pending::Rejected { raw, rejections } => {
-                                write_reject(&mut scarti_w, raw, rejections)?;
-                                next.rejected += 1;
-                            }
-                            Pending::Valid { fields, index } => match &outcomes[*index] {
-                                RowOutcome::Accepted { iuv, generated, .. } => {
-                                    let gen = if *generated {
-                                        iuv.as_ref().map(|i| i.as_str())
-                                    } else {
-                                        None
-                                    };
-                                    iuv_w.accept(version, &fields.as_fields(), gen)?;
-                                    next.accepted += 1;
-                                }
-                                RowOutcome::Rejected(r) => {
-                                    write_reject(
-                                        &mut scarti_w,
-                                        &fields.raw,
-                                        std::slice::from_ref(r),
-                                    )?;
+            let r = {
+                let mut after = |outcomes: &[RowOutcome]| -> Result<Checkpoint, String> {
+                    let mut next = progress;
+                    let res = (|| -> io::Result<()> {
+                        for p in pending.iter() {
+                            next.rows_done += 1;
+                            match p {
+                                Pending::Rejected { raw, rejections } => {
+                                    write_reject(&mut scarti_w, raw, rejections)?;
                                     next.rejected += 1;
                                 }
-                            },
+                                Pending::Valid { fields, index } => match &outcomes[*index] {
+                                    RowOutcome::Accepted { iuv, generated, .. } => {
+                                        let gen = if *generated {
+                                            iuv.as_ref().map(|i| i.as_str())
+                                        } else {
+                                            None
+                                        };
+                                        iuv_w.accept(version, &fields.as_fields(), gen)?;
+                                        next.accepted += 1;
+                                    }
+                                    RowOutcome::Rejected(r) => {
+                                        write_reject(
+                                            &mut scarti_w,
+                                            &fields.raw,
+                                            std::slice::from_ref(r),
+                                        )?;
+                                        next.rejected += 1;
+                                    }
+                                },
+                            }
+                        }
+                        next.scarti_bytes = scarti_w.get_mut().sync()?;
+                        next.iuv_bytes = iuv_w.get_mut().sync()?;
+                        Ok(())
+                    })();
+                    match res {
+                        Ok(()) => {
+                            committed = Some(next);
+                            Ok(next)
+                        }
+                        Err(e) => {
+                            let msg = e.to_string();
+                            outcome_err = Some(e);
+                            Err(msg)
                         }
                     }
-                    next.scarti_bytes = scarti_w.get_mut().sync()?;
-                    next.iuv_bytes = iuv_w.get_mut().sync()?;
-                    Ok(())
-                })();
-                match res {
-                    Ok(()) => {
-                        committed = Some(next);
-                        Ok(next)
-                    }
-                    Err(e) => {
-                        let msg = e.to_string();
-                        outcome_err = Some(e);
-                        Err(msg)
-                    }
-                }
+                };
+                self.store.apply_chunk(flow.id, &key, &rows, &mut after)
             };
-            let r = self.store.apply_chunk(flow.id, &key, &rows, &mut after);
-            drop(after);
             if let Some(e) = outcome_err {
                 return Err(ImportError::Io {
                     context: "writing outcome files".into(),

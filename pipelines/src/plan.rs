@@ -218,7 +218,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     ipa_code: e.ipa_code.clone(),
                     fiscal_code,
                     name: e.name.clone(),
-                    segregation_code: seg.clone(),
+                    segregation_code: seg,
                     rules: EntityRules {
                         segregation_code: seg,
                         debt_types,
@@ -270,7 +270,10 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
             Err(e) => {
                 local.push(Problem::new(
                     format!("{at}.from.schedule"),
-                    format!("{schedule_text:?} is not a cron expression with seconds ({e})"),
+                    format!(
+                    "{schedule_text:?} is not a cron expression with seconds, e.g. \"0 */5 * * * *\" ({})",
+                    e.to_string().lines().last().unwrap_or_default().trim()
+                ),
                 ));
                 None
             }

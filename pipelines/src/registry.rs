@@ -43,11 +43,7 @@ fn sink<C: SinkConfig + DeserializeOwned>(
 
 fn unknown(kind: &str, what: &str, known: &[&str]) -> String {
     let mut msg = format!("unknown {what} {kind:?}");
-    if let Some(best) = known
-        .iter()
-        .max_by(|a, b| strsim::jaro_winkler(kind, a).total_cmp(&strsim::jaro_winkler(kind, b)))
-        .filter(|b| strsim::jaro_winkler(kind, b) > 0.7)
-    {
+    if let Some(best) = suggest(kind, known) {
         msg.push_str(&format!(" (did you mean {best:?}?)"));
     } else {
         msg.push_str(&format!(" (known: {})", known.join(", ")));
@@ -95,4 +91,14 @@ pub fn parse_sink(
 
 pub fn unknown_name(kind: &str, what: &str, known: &[&str]) -> String {
     unknown(kind, what, known)
+}
+
+/// The known name closest to a misspelt one, if any is close enough to be a typo.
+pub fn suggest<'k>(given: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(given, k), *k))
+        .filter(|(score, k)| *score > 0.8 || strsim::damerau_levenshtein(given, k) <= 1)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
 }
