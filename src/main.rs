@@ -57,6 +57,18 @@ enum Command {
         /// The flow: `<codIPA>-<IUF>-<version>.zip` (or `.csv`).
         path: PathBuf,
     },
+    /// Print an entity's import flows (status, counts, error) as JSON lines, newest first.
+    Flows {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        entity: String,
+        /// Only the flows with this IUF.
+        #[arg(long)]
+        iuf: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Print an entity's positions as JSON lines.
     Positions {
         #[arg(short, long)]
@@ -168,6 +180,24 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             out,
             path,
         } => import(load_plan(config)?, &entity, out, &path),
+        Command::Flows {
+            config,
+            entity,
+            iuf,
+            limit,
+        } => {
+            let plan = load_plan(config)?;
+            if !plan.entities.contains_key(&entity) {
+                bail!("entity {entity:?} is not configured");
+            }
+            let store = open_store(&plan)?;
+            let flows = match &iuf {
+                Some(iuf) => store.flows_by_iuf(&entity, iuf)?,
+                None => store.recent_flows(&entity, limit)?,
+            };
+            print_json_lines(&flows)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Positions {
             config,
             entity,
@@ -187,15 +217,20 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 (_, _, Some(v)) => PositionQuery::NoticeNumber(v),
                 _ => PositionQuery::All { limit },
             };
-            let mut out = std::io::stdout().lock();
-            for p in store.positions(&entity, &query)? {
-                use std::io::Write;
-                serde_json::to_writer(&mut out, &p)?;
-                writeln!(out)?;
-            }
+            print_json_lines(&store.positions(&entity, &query)?)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn print_json_lines<T: serde::Serialize>(items: &[T]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for item in items {
+        serde_json::to_writer(&mut out, item)?;
+        writeln!(out)?;
+    }
+    Ok(())
 }
 
 fn run(plan: Plan) -> Result<ExitCode> {

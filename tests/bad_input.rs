@@ -151,6 +151,25 @@ fn broken_flows_are_set_aside_and_a_good_one_still_goes_through() {
         2
     );
 
+    // The flow status says the same.
+    let flows = home.snodo(&[
+        "flows",
+        "-c",
+        "config.toml",
+        "--entity",
+        "c_g224",
+        "--iuf",
+        "BADUTF8",
+    ]);
+    let flow: serde_json::Value =
+        serde_json::from_str(stdout(&flows).lines().next().expect("a flow record")).unwrap();
+    assert_eq!(flow["status"], "IMPORT_ABORTITO");
+    assert_eq!(flow["error_code"], "PAA_IMPORT_ERROR");
+    assert!(
+        flow["error_message"].as_str().unwrap().contains("UTF-8"),
+        "{flow}"
+    );
+
     // Nothing of the broken flows reached the registry; the good ones did.
     let mut iuds: Vec<String> = home
         .positions(&[])

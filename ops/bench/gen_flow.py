@@ -325,8 +325,9 @@ def build_payers(rng, profile, count):
             day = rng.randint(1, (31, 29 if year % 4 == 0 else 28, 31, 30, 31, 30, 31, 31, 30,
                                   31, 30, 31)[month - 1])
             belfiore = rng.choice(BELFIORE)
-            code = make_cf(surname, first, year, month, day, female, belfiore)
-            level = 0
+            # A few omocodic codes, as in the real population.
+            level = 1 if rng.random() < 0.003 else 0
+            code = make_cf(surname, first, year, month, day, female, belfiore, level)
             while code in seen_cf and level < 7:  # omocodia, as the Agenzia would do
                 level += 1
                 code = make_cf(surname, first, year, month, day, female, belfiore, level)

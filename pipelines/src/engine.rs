@@ -29,7 +29,7 @@ impl Hub {
 
     /// Runs every pipeline until `shutdown` flips to true, then lets work in progress stop at
     /// its next safe point (a committed chunk) and returns.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow_like::Result<()> {
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), EngineError> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for (index, _) in self.plan.pipelines.iter().enumerate() {
@@ -54,14 +54,11 @@ impl Hub {
     }
 }
 
-/// Errors that stop the hub from starting.
-pub mod anyhow_like {
-    #[derive(Debug, thiserror::Error)]
-    pub enum Error {
-        #[error("pipeline {pipeline}: {message}")]
-        Start { pipeline: String, message: String },
-    }
-    pub type Result<T> = std::result::Result<T, Error>;
+/// What stops the hub from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("pipeline {pipeline}: {message}")]
+    Start { pipeline: String, message: String },
 }
 
 struct PipelineRunner {
@@ -82,9 +79,9 @@ impl PipelineRunner {
         index: usize,
         store: Arc<dyn Store>,
         stop: Arc<AtomicBool>,
-    ) -> anyhow_like::Result<Self> {
+    ) -> Result<Self, EngineError> {
         let p = &plan.pipelines[index];
-        let start_err = |message: String| anyhow_like::Error::Start {
+        let start_err = |message: String| EngineError::Start {
             pipeline: p.name.clone(),
             message,
         };

@@ -15,9 +15,9 @@ use snodo_adapters::mypay_import::{
     self as mypay, iuv_name, map_row, scarti_name, FlowName, FlowZip, IuvWriter, ScartiWriter,
     SizeLimited,
 };
-use snodo_core::dovuto::{self, DovutoRow, FlowVersion, RejectCode, Rejection};
+use snodo_core::dovuto::{self, FlowVersion, RejectCode, Rejection};
 use snodo_store::{
-    Checkpoint, EntityKey, Flow, FlowStatus, NewFlow, RowOutcome, Store, StoreError,
+    Checkpoint, ChunkRow, EntityKey, Flow, FlowStatus, NewFlow, RowOutcome, Store, StoreError,
 };
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -130,7 +130,9 @@ impl Importer<'_> {
                 ),
             ));
         }
+        let started = std::time::Instant::now();
         let sha = sha256_file(path)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "flow hashed");
         let entity = &self.entity.ipa_code;
         let flows = self.store.flows_by_iuf(entity, &name.iuf)?;
 
@@ -181,9 +183,13 @@ impl Importer<'_> {
         let dir = self.staging.join(flow.id.to_string());
         fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
 
-        let (csv, version) = match self.prepare(&flow, &name, path, &dir)? {
+        let step = std::time::Instant::now();
+        let prepared = self.prepare(&flow, &name, path, &dir)?;
+        tracing::debug!(elapsed = ?step.elapsed(), "flow unpacked and checked");
+        let (csv, version) = match prepared {
             Prepared::Ready { csv, version } => (csv, version),
             Prepared::Refused { code, message } => {
+                let _ = fs::remove_dir_all(&dir);
                 self.store.set_flow_status(
                     flow.id,
                     FlowStatus::Abortito,
@@ -193,10 +199,15 @@ impl Importer<'_> {
                 return Ok(aborted(flow, &code, message));
             }
         };
-        if !self.apply(&flow, version, &csv, &dir)? {
+        let step = std::time::Instant::now();
+        let complete = self.apply(&flow, version, &csv, &dir)?;
+        tracing::debug!(elapsed = ?step.elapsed(), "rows applied");
+        if !complete {
             return Ok(ImportOutcome::Interrupted);
         }
+        let step = std::time::Instant::now();
         let files = self.finish(&flow, &name.stem, &dir)?;
+        tracing::debug!(elapsed = ?step.elapsed(), total = ?started.elapsed(), "outcome files zipped");
         self.store
             .set_flow_status(flow.id, FlowStatus::Eseguito, None)?;
         let flow = self
@@ -316,6 +327,9 @@ impl Importer<'_> {
     }
 
     /// Applies every row from the checkpoint on. Returns false when stopped early.
+    ///
+    /// Two threads: one reads and validates the next chunk while this one applies the previous
+    /// chunk to the store, so the CSV work and the database work share the machine's cores.
     fn apply(
         &self,
         flow: &Flow,
@@ -324,10 +338,7 @@ impl Importer<'_> {
         dir: &Path,
     ) -> Result<bool, ImportError> {
         let file = File::open(csv).map_err(io_err(format!("opening {}", csv.display())))?;
-        let mut lines = CsvLines::new(file, self.limits.csv).map_err(|e| ImportError::Io {
-            context: csv_problem(&e),
-            source: io::Error::other("flow changed after its check"),
-        })?;
+        let lines = CsvLines::new(file, self.limits.csv).map_err(changed_after_check)?;
         let header = lines.header().to_string();
         let cp = flow.progress;
         let scarti = Staged::open(&dir.join("scarti.csv"), cp.scarti_bytes)?;
@@ -344,117 +355,73 @@ impl Importer<'_> {
             Ok(IuvWriter::append(iuvs))
         }
         .map_err(io_err("writing the IUV file"))?;
-
-        let today = snodo_core::time::today_rome();
         let key = EntityKey {
             ipa_code: &self.entity.ipa_code,
             segregation_code: self.entity.segregation_code,
         };
-        let mut seen = IudSet::default();
-        let mut progress = cp;
-        let mut rows: Vec<DovutoRow> = Vec::with_capacity(self.limits.chunk_rows);
-        let mut pending: Vec<Pending> = Vec::with_capacity(self.limits.chunk_rows);
-        let mut eof = false;
-        while !eof {
-            rows.clear();
-            pending.clear();
-            while pending.len() < self.limits.chunk_rows {
-                let rec = match lines.next_record() {
-                    Ok(Some(r)) => r,
-                    Ok(None) => {
-                        eof = true;
-                        break;
-                    }
-                    Err(e) => {
-                        return Err(ImportError::Io {
-                            context: csv_problem(&e),
-                            source: io::Error::other("flow changed after its check"),
-                        })
-                    }
-                };
-                let row_no = rec.row;
-                if row_no <= progress.rows_done {
-                    // Applied before a restart: only remember its IUD for duplicate detection.
-                    seen.first(rec.field(0));
-                    continue;
-                }
-                let first = seen.first(rec.field(0));
-                pending.push(classify(
-                    &rec,
-                    version,
-                    &self.entity.rules,
-                    today,
-                    first,
-                    &mut rows,
-                ));
-            }
-            // Runs at EOF too, even for an empty chunk: the last lines get synced and committed.
-            let mut committed: Option<Checkpoint> = None;
-            let mut outcome_err: Option<io::Error> = None;
-            let r = {
-                let mut after = |outcomes: &[RowOutcome]| -> Result<Checkpoint, String> {
-                    let mut next = progress;
-                    let res = (|| -> io::Result<()> {
-                        for p in pending.iter() {
-                            next.rows_done += 1;
-                            match p {
-                                Pending::Rejected { raw, rejections } => {
-                                    write_reject(&mut scarti_w, raw, rejections)?;
-                                    next.rejected += 1;
-                                }
-                                Pending::Valid { fields, index } => match &outcomes[*index] {
-                                    RowOutcome::Accepted { iuv, generated, .. } => {
-                                        let gen = if *generated {
-                                            iuv.as_ref().map(|i| i.as_str())
-                                        } else {
-                                            None
-                                        };
-                                        iuv_w.accept(version, &fields.as_fields(), gen)?;
-                                        next.accepted += 1;
-                                    }
-                                    RowOutcome::Rejected(r) => {
-                                        write_reject(
-                                            &mut scarti_w,
-                                            &fields.raw,
-                                            std::slice::from_ref(r),
-                                        )?;
-                                        next.rejected += 1;
-                                    }
-                                },
+
+        std::thread::scope(|scope| {
+            // Two chunks in flight at most: memory stays bounded whatever the flow's size.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, CsvError>>(1);
+            let reader = ChunkReader {
+                lines,
+                version,
+                rules: &self.entity.rules,
+                today: snodo_core::time::today_rome(),
+                skip: cp.rows_done,
+                chunk_rows: self.limits.chunk_rows,
+                seen: IudSet::default(),
+            };
+            scope.spawn(move || reader.run(tx));
+
+            let mut progress = cp;
+            for chunk in rx {
+                let chunk = chunk.map_err(changed_after_check)?;
+                let mut committed: Option<Checkpoint> = None;
+                let mut outcome_err: Option<io::Error> = None;
+                let r = {
+                    // Runs inside the chunk's transaction, before commit: the outcome lines are
+                    // on disk before the rows they describe are committed.
+                    let mut after = |outcomes: &[RowOutcome]| -> Result<Checkpoint, String> {
+                        let res = write_outcomes(
+                            &chunk.pending,
+                            outcomes,
+                            version,
+                            progress,
+                            &mut scarti_w,
+                            &mut iuv_w,
+                        );
+                        match res {
+                            Ok(next) => {
+                                committed = Some(next);
+                                Ok(next)
+                            }
+                            Err(e) => {
+                                let msg = e.to_string();
+                                outcome_err = Some(e);
+                                Err(msg)
                             }
                         }
-                        next.scarti_bytes = scarti_w.get_mut().sync()?;
-                        next.iuv_bytes = iuv_w.get_mut().sync()?;
-                        Ok(())
-                    })();
-                    match res {
-                        Ok(()) => {
-                            committed = Some(next);
-                            Ok(next)
-                        }
-                        Err(e) => {
-                            let msg = e.to_string();
-                            outcome_err = Some(e);
-                            Err(msg)
-                        }
-                    }
+                    };
+                    self.store
+                        .apply_chunk(flow.id, &key, &chunk.rows, &mut after)
                 };
-                self.store.apply_chunk(flow.id, &key, &rows, &mut after)
-            };
-            if let Some(e) = outcome_err {
-                return Err(ImportError::Io {
-                    context: "writing outcome files".into(),
-                    source: e,
-                });
+                if let Some(e) = outcome_err {
+                    return Err(ImportError::Io {
+                        context: "writing outcome files".into(),
+                        source: e,
+                    });
+                }
+                r?;
+                progress = committed.unwrap_or(progress);
+                (self.progress)(progress.rows_done);
+                if !chunk.last && self.stop.load(Ordering::SeqCst) {
+                    // Dropping the receiver stops the reader thread.
+                    return Ok(false);
+                }
             }
-            r?;
-            progress = committed.unwrap_or(progress);
-            (self.progress)(progress.rows_done);
-            if !eof && self.stop.load(Ordering::SeqCst) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+            Ok(true)
+        })
     }
 
     /// Zips the staged outcome CSVs into MyPay's outcome files.
@@ -479,6 +446,122 @@ impl Importer<'_> {
         }
         Ok(files)
     }
+}
+
+/// One chunk of rows ready to apply, and what their outcome lines need.
+struct Chunk {
+    rows: Vec<ChunkRow>,
+    pending: Vec<Pending>,
+    /// The flow's last chunk (possibly empty: it still commits the final checkpoint).
+    last: bool,
+}
+
+/// Reads and validates rows into chunks, on its own thread.
+struct ChunkReader<'a> {
+    lines: CsvLines<File>,
+    version: FlowVersion,
+    rules: &'a dovuto::EntityRules,
+    today: chrono::NaiveDate,
+    /// Rows already committed before a restart.
+    skip: u64,
+    chunk_rows: usize,
+    seen: IudSet,
+}
+
+impl ChunkReader<'_> {
+    fn run(mut self, tx: std::sync::mpsc::SyncSender<Result<Chunk, CsvError>>) {
+        loop {
+            let chunk = self.next_chunk();
+            let last = !matches!(chunk, Ok(Chunk { last: false, .. }));
+            if tx.send(chunk).is_err() || last {
+                return;
+            }
+        }
+    }
+
+    fn next_chunk(&mut self) -> Result<Chunk, CsvError> {
+        let mut rows = Vec::with_capacity(self.chunk_rows);
+        let mut pending = Vec::with_capacity(self.chunk_rows);
+        while pending.len() < self.chunk_rows {
+            let Some(rec) = self.lines.next_record()? else {
+                return Ok(Chunk {
+                    rows,
+                    pending,
+                    last: true,
+                });
+            };
+            let first = self.seen.first(rec.field(0));
+            if rec.row <= self.skip {
+                // Applied before a restart: only its IUD is remembered, for duplicates.
+                continue;
+            }
+            pending.push(classify(
+                &rec,
+                self.version,
+                self.rules,
+                self.today,
+                first,
+                &mut rows,
+            ));
+        }
+        Ok(Chunk {
+            rows,
+            pending,
+            last: false,
+        })
+    }
+}
+
+fn changed_after_check(e: CsvError) -> ImportError {
+    ImportError::Io {
+        context: csv_problem(&e),
+        source: io::Error::other("the flow changed after it was checked"),
+    }
+}
+
+/// Writes a chunk's outcome lines in row order, syncs both files, and returns the checkpoint
+/// that covers them.
+fn write_outcomes(
+    pending: &[Pending],
+    outcomes: &[RowOutcome],
+    version: FlowVersion,
+    from: Checkpoint,
+    scarti: &mut ScartiWriter<Staged>,
+    iuvs: &mut IuvWriter<Staged>,
+) -> io::Result<Checkpoint> {
+    let mut next = from;
+    for p in pending {
+        next.rows_done += 1;
+        match p {
+            Pending::Rejected { raw, rejections } => {
+                write_reject(scarti, raw, rejections)?;
+                next.rejected += 1;
+            }
+            Pending::Valid { fields, index } => match outcomes.get(*index) {
+                Some(RowOutcome::Accepted { iuv, generated, .. }) => {
+                    let generated_iuv = if *generated {
+                        iuv.as_ref().map(|i| i.as_str())
+                    } else {
+                        None
+                    };
+                    iuvs.accept(version, &fields.as_fields(), generated_iuv)?;
+                    next.accepted += 1;
+                }
+                Some(RowOutcome::Rejected(r)) => {
+                    write_reject(scarti, &fields.raw, std::slice::from_ref(r))?;
+                    next.rejected += 1;
+                }
+                None => {
+                    return Err(io::Error::other(
+                        "the store returned fewer outcomes than rows",
+                    ))
+                }
+            },
+        }
+    }
+    next.scarti_bytes = scarti.get_mut().sync()?;
+    next.iuv_bytes = iuvs.get_mut().sync()?;
+    Ok(next)
 }
 
 fn aborted(flow: Option<Flow>, code: &str, message: String) -> ImportOutcome {
@@ -617,7 +700,7 @@ fn classify(
     rules: &dovuto::EntityRules,
     today: chrono::NaiveDate,
     first_of_iud: bool,
-    rows: &mut Vec<DovutoRow>,
+    rows: &mut Vec<ChunkRow>,
 ) -> Pending {
     let reject = |rejections: Vec<Rejection>| Pending::Rejected {
         raw: rec.raw.to_string(),
@@ -639,7 +722,10 @@ fn classify(
     });
     match (result, dup) {
         (Ok(row), None) => {
-            rows.push(row);
+            match ChunkRow::new(row) {
+                Ok(r) => rows.push(r),
+                Err(e) => return reject(vec![Rejection::new(RejectCode::Error, e.to_string())]),
+            }
             Pending::Valid {
                 fields: OwnedRow::from_record(rec.raw, rec),
                 index: rows.len() - 1,

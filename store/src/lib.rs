@@ -10,6 +10,7 @@ mod sqlite;
 pub use sqlite::SqliteStore;
 
 use serde::Serialize;
+pub use snodo_core::dovuto::Action;
 use snodo_core::dovuto::{Dovuto, DovutoRow, Rejection};
 use snodo_core::{Iuv, NoticeNumber, SegregationCode};
 
@@ -108,6 +109,24 @@ pub struct EntityKey<'a> {
     pub segregation_code: SegregationCode,
 }
 
+/// A valid row ready for the store, its data already serialised (callers do that on their own
+/// thread, off the writer's path).
+#[derive(Debug, Clone)]
+pub struct ChunkRow {
+    pub row: DovutoRow,
+    /// The position's data as stored. The IUV column, not `dovuto.iuv` in here, says which IUV
+    /// the position has (the store may generate it).
+    pub data: String,
+}
+
+impl ChunkRow {
+    pub fn new(row: DovutoRow) -> Result<Self> {
+        let data =
+            serde_json::to_string(&row.dovuto).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Self { row, data })
+    }
+}
+
 /// What happened to one valid row when applied to the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowOutcome {
@@ -163,6 +182,7 @@ pub struct Position {
     pub flow_id: Option<i64>,
     pub created_at: String,
     pub updated_at: String,
+    /// Entries in its history: its creation plus every change since.
     pub history_count: i64,
     pub dovuto: Dovuto,
 }
@@ -196,6 +216,8 @@ pub trait Store: Send + Sync {
     /// Flows of an entity with this IUF, newest first.
     fn flows_by_iuf(&self, entity: &str, iuf: &str) -> Result<Vec<Flow>>;
     fn flow(&self, id: i64) -> Result<Option<Flow>>;
+    /// An entity's most recent flows, newest first.
+    fn recent_flows(&self, entity: &str, limit: u32) -> Result<Vec<Flow>>;
     /// Records a new flow in `LOAD_IMPORT`.
     fn create_flow(&self, flow: &NewFlow<'_>) -> Result<Flow>;
     fn set_flow_status(
@@ -211,11 +233,12 @@ pub trait Store: Send + Sync {
         &self,
         flow_id: i64,
         entity: &EntityKey<'_>,
-        rows: &[DovutoRow],
+        rows: &[ChunkRow],
         after: &mut ChunkCallback<'_>,
     ) -> Result<()>;
 
     fn positions(&self, entity: &str, query: &PositionQuery<'_>) -> Result<Vec<Position>>;
+    /// A position's history, oldest first: its creation, then every change.
     fn history(&self, position_id: i64) -> Result<Vec<HistoryEntry>>;
 }
 

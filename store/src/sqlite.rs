@@ -10,6 +10,62 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite_0001_in
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    checkpointer: Checkpointer,
+}
+
+/// Copies committed WAL pages into the database file on its own thread and connection, so a
+/// large import's commits do not also pay for the checkpoint (on two cores, it runs beside them).
+struct Checkpointer {
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch("PRAGMA busy_timeout=10000;")?;
+        let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                use std::sync::mpsc::RecvTimeoutError;
+                loop {
+                    let last = matches!(
+                        rx.recv_timeout(std::time::Duration::from_secs(1)),
+                        Err(RecvTimeoutError::Disconnected)
+                    );
+                    let mode = if last { "TRUNCATE" } else { "PASSIVE" };
+                    if let Err(e) =
+                        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
+                    {
+                        tracing::warn!("WAL checkpoint failed: {e}");
+                    }
+                    if last {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Open(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Self {
+            wake: Some(wake),
+            thread: Some(thread),
+        })
+    }
+
+    fn nudge(&self) {
+        if let Some(w) = &self.wake {
+            let _ = w.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.wake.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn now() -> String {
@@ -31,10 +87,13 @@ impl SqliteStore {
              PRAGMA synchronous=FULL;
              PRAGMA foreign_keys=ON;
              PRAGMA busy_timeout=10000;
-             PRAGMA cache_size=-65536;",
+             PRAGMA cache_size=-65536;
+             PRAGMA wal_autocheckpoint=0;
+             PRAGMA journal_size_limit=67108864;",
         )?;
         let store = Self {
             conn: Mutex::new(conn),
+            checkpointer: Checkpointer::start(path)?,
         };
         store.migrate()?;
         Ok(store)
@@ -129,6 +188,15 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
+    fn recent_flows(&self, entity: &str, limit: u32) -> Result<Vec<Flow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {FLOW_COLUMNS} FROM flows WHERE entity = ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![entity, limit as i64], flow_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     fn create_flow(&self, f: &NewFlow<'_>) -> Result<Flow> {
         let conn = self.lock();
         let ts = now();
@@ -164,7 +232,7 @@ impl Store for SqliteStore {
         &self,
         flow_id: i64,
         entity: &EntityKey<'_>,
-        rows: &[DovutoRow],
+        rows: &[ChunkRow],
         after: &mut ChunkCallback<'_>,
     ) -> Result<()> {
         let mut conn = self.lock();
@@ -173,19 +241,11 @@ impl Store for SqliteStore {
         let source = format!("flow:{flow_id}");
         let mut counter = Counter::load(&tx, entity)?;
         let mut outcomes = Vec::with_capacity(rows.len());
-        for row in rows {
-            let outcome = match row.action {
-                Action::Insert => insert(
-                    &tx,
-                    entity,
-                    flow_id,
-                    &ts,
-                    &source,
-                    &row.dovuto,
-                    &mut counter,
-                )?,
-                Action::Modify => modify(&tx, entity, flow_id, &ts, &source, &row.dovuto)?,
-                Action::Annul => annul(&tx, entity, flow_id, &ts, &source, &row.dovuto)?,
+        for r in rows {
+            let outcome = match r.row.action {
+                Action::Insert => insert(&tx, entity, flow_id, &ts, &source, r, &mut counter)?,
+                Action::Modify => modify(&tx, entity, flow_id, &ts, &source, r)?,
+                Action::Annul => annul(&tx, entity, flow_id, &ts, &source, &r.row.dovuto)?,
             };
             outcomes.push(outcome);
         }
@@ -205,45 +265,59 @@ impl Store for SqliteStore {
             ],
         )?;
         tx.commit()?;
+        self.checkpointer.nudge();
         Ok(())
     }
 
     fn positions(&self, entity: &str, query: &PositionQuery<'_>) -> Result<Vec<Position>> {
         let conn = self.lock();
-        let base = "SELECT p.id, p.entity, p.iud, p.iuv, p.notice_number, p.iuv_generated, p.status, p.amount_cents, p.version, p.flow_id, p.created_at, p.updated_at, p.data,
-                    (SELECT COUNT(*) FROM position_history h WHERE h.position_id = p.id)
+        let base = "SELECT p.id, p.entity, p.iud, p.iuv, p.iuv_generated, p.status, p.amount_cents, p.version, p.flow_id, p.created_at, p.updated_at, p.data,
+                    1 + (SELECT COUNT(*) FROM position_history h WHERE h.position_id = p.id)
                     FROM positions p WHERE p.entity = ?1";
+        let notice_iuv: String;
         let (sql, arg): (String, Option<&str>) = match query {
             PositionQuery::All { .. } => (format!("{base} ORDER BY p.id LIMIT ?2"), None),
             PositionQuery::Iud(v) => (format!("{base} AND p.iud = ?2 ORDER BY p.id"), Some(v)),
             PositionQuery::Iuv(v) => (format!("{base} AND p.iuv = ?2 ORDER BY p.id"), Some(v)),
-            PositionQuery::NoticeNumber(v) => (
-                format!("{base} AND p.notice_number = ?2 ORDER BY p.id"),
-                Some(v),
-            ),
+            PositionQuery::NoticeNumber(v) => match NoticeNumber::parse(v) {
+                // A notice number is its IUV behind an aux digit (and, for aux 0, an
+                // application code): look the IUV up.
+                Ok(n) => {
+                    notice_iuv = n.iuv().as_str().to_string();
+                    (
+                        format!("{base} AND p.iuv = ?2 ORDER BY p.id"),
+                        Some(notice_iuv.as_str()),
+                    )
+                }
+                Err(_) => return Ok(Vec::new()),
+            },
         };
         let mut stmt = conn.prepare_cached(&sql)?;
         let map = |r: &Row<'_>| -> rusqlite::Result<(Position, String)> {
-            let status: String = r.get(6)?;
-            let data: String = r.get(12)?;
+            let status: String = r.get(5)?;
+            let iuv: Option<String> = r.get(3)?;
             Ok((
                 Position {
                     id: r.get(0)?,
                     entity: r.get(1)?,
                     iud: r.get(2)?,
-                    iuv: r.get(3)?,
-                    notice_number: r.get(4)?,
-                    iuv_generated: r.get::<_, i64>(5)? != 0,
+                    notice_number: iuv
+                        .as_deref()
+                        .and_then(|i| Iuv::parse(i).ok())
+                        .and_then(|i| i.notice_number())
+                        .map(|n| n.as_str().to_string()),
+                    iuv,
+                    iuv_generated: r.get::<_, i64>(4)? != 0,
                     status: PositionStatus::parse(&status).unwrap_or(PositionStatus::Active),
-                    amount_cents: r.get(7)?,
-                    version: r.get(8)?,
-                    flow_id: r.get(9)?,
-                    created_at: r.get(10)?,
-                    updated_at: r.get(11)?,
-                    history_count: r.get(13)?,
+                    amount_cents: r.get(6)?,
+                    version: r.get(7)?,
+                    flow_id: r.get(8)?,
+                    created_at: r.get(9)?,
+                    updated_at: r.get(10)?,
+                    history_count: r.get(12)?,
                     dovuto: placeholder_dovuto(),
                 },
-                data,
+                r.get(11)?,
             ))
         };
         let rows = match (query, arg) {
@@ -259,6 +333,9 @@ impl Store for SqliteStore {
             .map(|(mut p, data)| {
                 p.dovuto = serde_json::from_str(&data)
                     .map_err(|e| StoreError::Corrupt(format!("position {}: {e}", p.id)))?;
+                // The columns are authoritative: the store may have generated the IUV.
+                p.dovuto.iuv = p.iuv.as_deref().and_then(|i| Iuv::parse(i).ok());
+                p.dovuto.generate_iuv = p.iuv_generated;
                 Ok(p)
             })
             .collect()
@@ -266,6 +343,25 @@ impl Store for SqliteStore {
 
     fn history(&self, position_id: i64) -> Result<Vec<HistoryEntry>> {
         let conn = self.lock();
+        let created = conn
+            .query_row(
+                "SELECT created_by, created_at FROM positions WHERE id = ?1",
+                [position_id],
+                |r| {
+                    let source: String = r.get(0)?;
+                    Ok(HistoryEntry {
+                        action: Action::Insert.as_str().to_string(),
+                        flow_id: source.strip_prefix("flow:").and_then(|f| f.parse().ok()),
+                        source,
+                        at: r.get(1)?,
+                        previous: None,
+                    })
+                },
+            )
+            .optional()?;
+        let Some(created) = created else {
+            return Ok(Vec::new());
+        };
         let mut stmt = conn.prepare_cached(
             "SELECT action, source, flow_id, at, previous_data FROM position_history WHERE position_id = ?1 ORDER BY id",
         )?;
@@ -279,7 +375,11 @@ impl Store for SqliteStore {
                 previous: prev.and_then(|p| serde_json::from_str(&p).ok()),
             })
         })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let mut all = vec![created];
+        for r in rows {
+            all.push(r?);
+        }
+        Ok(all)
     }
 }
 
@@ -381,45 +481,39 @@ fn history(
     Ok(())
 }
 
-fn to_json(d: &Dovuto) -> Result<String> {
-    serde_json::to_string(d).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
 fn insert(
     tx: &Connection,
     entity: &EntityKey<'_>,
     flow_id: i64,
     ts: &str,
     source: &str,
-    d: &Dovuto,
+    r: &ChunkRow,
     counter: &mut Counter,
 ) -> Result<RowOutcome> {
+    let d = &r.row.dovuto;
     let (iuv, generated) = match (&d.iuv, d.generate_iuv) {
         (Some(iuv), _) => (Some(iuv.clone()), false),
         (None, true) => (Some(counter.take(entity.segregation_code)?), true),
         (None, false) => (None, false),
     };
     let notice = iuv.as_ref().and_then(|i| i.notice_number());
-    let mut stored = d.clone();
-    stored.iuv = iuv.clone();
-    let data = to_json(&stored)?;
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO positions (entity, iud, iuv, notice_number, iuv_generated, status, debt_type, amount_cents, due_date, payer_id, data, version, flow_id, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?12)
+        "INSERT INTO positions (entity, iud, iuv, iuv_generated, status, debt_type, amount_cents, due_date, payer_id, data, version, flow_id, created_by, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?12)
          ON CONFLICT DO NOTHING",
     )?;
     let n = stmt.execute(params![
         entity.ipa_code,
         d.iud,
         iuv.as_ref().map(|i| i.as_str()),
-        notice.as_ref().map(|n| n.as_str()),
         generated as i64,
         d.debt_type,
         d.amount.cents(),
         d.due_date.map(|d| d.to_string()),
         d.payer.id,
-        data,
+        r.data,
         flow_id,
+        source,
         ts
     ])?;
     if n == 0 {
@@ -439,7 +533,6 @@ fn insert(
         });
     }
     let id = tx.last_insert_rowid();
-    history(tx, id, Action::Insert.as_str(), source, flow_id, ts, None)?;
     Ok(RowOutcome::Accepted {
         position_id: id,
         iuv,
@@ -454,8 +547,9 @@ fn modify(
     flow_id: i64,
     ts: &str,
     source: &str,
-    d: &Dovuto,
+    r: &ChunkRow,
 ) -> Result<RowOutcome> {
+    let d = &r.row.dovuto;
     let Some(cur) = live(tx, entity.ipa_code, &d.iud)? else {
         return Ok(reject(
             RejectCode::DovutoNonPresente,
@@ -503,22 +597,17 @@ fn modify(
         (None, None) => None,
     };
     let notice = iuv.as_ref().and_then(|i| i.notice_number());
-    let mut stored = d.clone();
-    stored.iuv = iuv.clone();
-    stored.generate_iuv = cur.iuv_generated;
-    let data = to_json(&stored)?;
     let mut stmt = tx.prepare_cached(
-        "UPDATE positions SET iuv = ?2, notice_number = ?3, amount_cents = ?4, due_date = ?5, payer_id = ?6, data = ?7,
-         version = version + 1, flow_id = ?8, updated_at = ?9 WHERE id = ?1",
+        "UPDATE positions SET iuv = ?2, amount_cents = ?3, due_date = ?4, payer_id = ?5, data = ?6,
+         version = version + 1, flow_id = ?7, updated_at = ?8 WHERE id = ?1",
     )?;
     stmt.execute(params![
         cur.id,
         iuv.as_ref().map(|i| i.as_str()),
-        notice.as_ref().map(|n| n.as_str()),
         d.amount.cents(),
         d.due_date.map(|d| d.to_string()),
         d.payer.id,
-        data,
+        r.data,
         flow_id,
         ts
     ])?;

@@ -31,7 +31,6 @@ CREATE TABLE IF NOT EXISTS positions (
     entity         TEXT    NOT NULL,
     iud            TEXT    NOT NULL,
     iuv            TEXT,
-    notice_number  TEXT,
     iuv_generated  INTEGER NOT NULL DEFAULT 0,
     status         TEXT    NOT NULL,
     debt_type      TEXT    NOT NULL,
@@ -41,14 +40,18 @@ CREATE TABLE IF NOT EXISTS positions (
     data           TEXT    NOT NULL,
     version        INTEGER NOT NULL DEFAULT 1,
     flow_id        BIGINT,
+    -- Who created it (e.g. `flow:12`): creation is the first history entry, kept here so an
+    -- import writes one row per position.
+    created_by     TEXT    NOT NULL,
     created_at     TEXT    NOT NULL,
     updated_at     TEXT    NOT NULL
 );
 -- One live position per IUD and per IUV; annulled ones stay as history and free both.
+-- The notice number is derived from the IUV (aux digit 3), so it has no column of its own.
 CREATE UNIQUE INDEX IF NOT EXISTS positions_live_iud ON positions (entity, iud) WHERE status <> 'annulled';
 CREATE UNIQUE INDEX IF NOT EXISTS positions_live_iuv ON positions (entity, iuv) WHERE iuv IS NOT NULL AND status <> 'annulled';
-CREATE INDEX IF NOT EXISTS positions_notice ON positions (entity, notice_number);
 
+-- Every change after creation, with the data it replaced.
 CREATE TABLE IF NOT EXISTS position_history (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     position_id   BIGINT  NOT NULL,
