@@ -672,3 +672,184 @@ fn annul(
         generated: false,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snodo_core::dovuto::{Subject, SubjectKind};
+    use snodo_core::Amount;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        (dir, s)
+    }
+
+    fn key() -> EntityKey<'static> {
+        EntityKey {
+            ipa_code: "c_g224",
+            segregation_code: SegregationCode::parse("01").unwrap(),
+        }
+    }
+
+    fn row(action: Action, iud: &str, cents: i64, generate: bool) -> ChunkRow {
+        ChunkRow::new(DovutoRow {
+            action,
+            dovuto: Dovuto {
+                iud: iud.into(),
+                iuv: None,
+                generate_iuv: generate,
+                payer: Subject {
+                    kind: Some(SubjectKind::F),
+                    id: "RSSMRA85T10A562S".into(),
+                    name: "Mario Rossi".into(),
+                    ..Default::default()
+                },
+                due_date: None,
+                amount: Amount::from_cents(cents),
+                pa_fee: None,
+                debt_type: "TARI".into(),
+                payment_kinds: "ALL".into(),
+                causale: "TARI".into(),
+                dati_specifici_riscossione: "9/0101100IM/".into(),
+                bilancio: None,
+                secondary: None,
+            },
+        })
+        .unwrap()
+    }
+
+    fn flow(s: &SqliteStore, iuf: &str) -> i64 {
+        s.create_flow(&NewFlow {
+            entity: "c_g224",
+            iuf,
+            file_name: "f.zip",
+            version: "1_4",
+            content_sha256: "x",
+        })
+        .unwrap()
+        .id
+    }
+
+    fn apply(s: &SqliteStore, flow_id: i64, rows: &[ChunkRow]) -> Vec<RowOutcome> {
+        let mut got = Vec::new();
+        s.apply_chunk(flow_id, &key(), rows, &mut |o| {
+            got = o.to_vec();
+            Ok(Checkpoint {
+                rows_done: o.len() as u64,
+                ..Default::default()
+            })
+        })
+        .unwrap();
+        got
+    }
+
+    fn iuv_of(o: &RowOutcome) -> String {
+        match o {
+            RowOutcome::Accepted { iuv: Some(i), .. } => i.as_str().to_string(),
+            other => panic!("not accepted with an IUV: {other:?}"),
+        }
+    }
+
+    fn code_of(o: &RowOutcome) -> RejectCode {
+        match o {
+            RowOutcome::Rejected(r) => r.code,
+            other => panic!("not rejected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn generated_iuvs_follow_the_counter_and_a_failed_chunk_consumes_nothing() {
+        let (_d, s) = store();
+        let f = flow(&s, "F1");
+        let out = apply(&s, f, &[row(Action::Insert, "A", 100, true), row(Action::Insert, "B", 100, true)]);
+        assert_eq!(iuv_of(&out[0]), Iuv::generate(key().segregation_code, 1).unwrap().as_str());
+        assert_eq!(iuv_of(&out[1]), Iuv::generate(key().segregation_code, 2).unwrap().as_str());
+
+        // The callback fails (outcome files could not be written): nothing of the chunk stays.
+        let err = s.apply_chunk(f, &key(), &[row(Action::Insert, "C", 100, true)], &mut |_| {
+            Err("disk full".into())
+        });
+        assert!(matches!(err, Err(StoreError::Callback(m)) if m == "disk full"));
+        assert!(s.positions("c_g224", &PositionQuery::Iud("C")).unwrap().is_empty());
+        assert_eq!(s.flow(f).unwrap().unwrap().progress.rows_done, 2);
+
+        // The counter value the failed chunk drew was never committed, so it is handed out now.
+        let out = apply(&s, f, &[row(Action::Insert, "C", 100, true)]);
+        assert_eq!(iuv_of(&out[0]), Iuv::generate(key().segregation_code, 3).unwrap().as_str());
+        let p = &s.positions("c_g224", &PositionQuery::Iud("C")).unwrap()[0];
+        assert_eq!(p.notice_number.as_deref(), Some(format!("3{}", iuv_of(&out[0])).as_str()));
+        assert_eq!(p.dovuto.iuv.as_ref().map(|i| i.as_str().to_string()), Some(iuv_of(&out[0])));
+        let by_notice = s.positions("c_g224", &PositionQuery::NoticeNumber(p.notice_number.as_deref().unwrap())).unwrap();
+        assert_eq!(by_notice[0].iud, "C");
+    }
+
+    #[test]
+    fn duplicates_modify_annul_and_history() {
+        let (_d, s) = store();
+        let f1 = flow(&s, "F1");
+        apply(&s, f1, &[row(Action::Insert, "A", 100, true)]);
+        let f2 = flow(&s, "F2");
+        let out = apply(
+            &s,
+            f2,
+            &[
+                row(Action::Insert, "A", 100, true),
+                row(Action::Modify, "A", 250, false),
+                row(Action::Modify, "NOPE", 1, false),
+                row(Action::Annul, "A", 250, false),
+                row(Action::Modify, "A", 300, false),
+                row(Action::Insert, "A", 400, false),
+            ],
+        );
+        assert_eq!(code_of(&out[0]), RejectCode::IudDuplicato);
+        assert!(matches!(out[1], RowOutcome::Accepted { .. }));
+        assert_eq!(code_of(&out[2]), RejectCode::DovutoNonPresente);
+        assert!(matches!(out[3], RowOutcome::Accepted { .. }));
+        assert_eq!(code_of(&out[4]), RejectCode::DovutoNonPresente, "an annulled position cannot be modified");
+        assert!(matches!(out[5], RowOutcome::Accepted { .. }), "an annulled IUD is free again");
+
+        let all = s.positions("c_g224", &PositionQuery::Iud("A")).unwrap();
+        assert_eq!(all.len(), 2);
+        let old = &all[0];
+        assert_eq!(old.status, PositionStatus::Annulled);
+        assert_eq!(old.amount_cents, 250);
+        assert_eq!(old.version, 3);
+        let h = s.history(old.id).unwrap();
+        assert_eq!(h.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["I", "M", "A"]);
+        assert_eq!(h[0].flow_id, Some(f1));
+        assert_eq!(h[1].flow_id, Some(f2));
+        assert_eq!(h[1].previous.as_ref().unwrap()["amount"], 100, "the modify kept the replaced data");
+        assert_eq!(old.history_count, 3);
+        assert_eq!(all[1].status, PositionStatus::Active);
+        assert_eq!(all[1].amount_cents, 400);
+    }
+
+    #[test]
+    fn a_supplied_iuv_cannot_be_used_twice() {
+        let (_d, s) = store();
+        let f = flow(&s, "F1");
+        let mut a = row(Action::Insert, "A", 100, false);
+        let iuv = Iuv::generate(key().segregation_code, 77).unwrap();
+        a.row.dovuto.iuv = Some(iuv.clone());
+        let mut b = a.clone();
+        b.row.dovuto.iud = "B".into();
+        let out = apply(&s, f, &[a, b]);
+        assert_eq!(iuv_of(&out[0]), iuv.as_str());
+        assert_eq!(code_of(&out[1]), RejectCode::IuvDuplicato);
+    }
+
+    #[test]
+    fn data_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            let f = flow(&s, "F1");
+            apply(&s, f, &[row(Action::Insert, "A", 100, true)]);
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.positions("c_g224", &PositionQuery::All { limit: 10 }).unwrap().len(), 1);
+        assert_eq!(s.flows_by_iuf("c_g224", "F1").unwrap()[0].progress.rows_done, 1);
+    }
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The demo: runs the hub on its embedded demo configuration, drops MyPay import flows in two
+# entities' folders, and shows what came back. Everything happens under target/demo/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+ops/setup.sh
+cargo build --release --quiet
+BIN="$REPO/target/release/snodo"
+
+DEMO="$REPO/target/demo"
+rm -rf "$DEMO" && mkdir -p "$DEMO"
+cd "$DEMO"
+if [ -f "$REPO/../shared/specs/mypay/mypay4/data/tassonomia.csv" ]; then
+  export SNODO_TAXONOMY_FILE="$REPO/../shared/specs/mypay/mypay4/data/tassonomia.csv"
+fi
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "snodo validate  (the embedded demo: 3 entities, 3 intake pipelines)"
+"$BIN" validate
+
+step "snodo run  (in the background; logs in target/demo/hub.log)"
+"$BIN" run >hub.log 2>&1 &
+HUB=$!
+trap 'kill $HUB 2>/dev/null || true' EXIT
+for _ in $(seq 50); do [ -d var/c_g224/in ] && break; sleep 0.2; done
+
+step "Comune di Padova (c_g224) and Comune di Feltre (c_d530) drop their flows"
+python3 "$REPO/ops/bench/gen_flow.py" --entity c_g224 --iuf DEMO001 --rows 40 --bad-ratio 0.1 --zip --out drop >/dev/null
+python3 "$REPO/ops/bench/gen_flow.py" --entity c_d530 --iuf DEMO002 --rows 15 --bad-ratio 0.1 --zip --out drop >/dev/null
+mv drop/c_g224-DEMO001-1_4.zip var/c_g224/in/
+mv drop/c_d530-DEMO002-1_4.zip var/c_d530/in/
+ls -l var/c_g224/in var/c_d530/in | grep zip
+
+step "waiting for the outcome files (the pipelines poll every 5 s)"
+for _ in $(seq 100); do
+  [ -f var/c_g224/out/c_g224-DEMO001-1_4_IUV.zip ] && [ -f var/c_d530/out/c_d530-DEMO002-1_4_IUV.zip ] && break
+  sleep 0.2
+done
+ls -l var/c_g224/out var/c_d530/out
+
+step "c_g224: rejected rows (SCARTI), last two columns"
+unzip -p var/c_g224/out/c_g224-DEMO001-1_4_SCARTI.zip | awk -F';' 'NR>1 {print "  " $1 ": " $(NF-1) " - " $NF}'
+
+step "c_g224: accepted rows with their generated IUVs (IUV file, first 5)"
+unzip -p var/c_g224/out/c_g224-DEMO001-1_4_IUV.zip | awk -F';' 'NR>1 && NR<=6 {print "  IUD " $1 "  IUV " $2 "  " $5 "  EUR " $14}'
+
+step "snodo flows --entity c_g224"
+"$BIN" flows --entity c_g224
+
+step "snodo positions --entity c_g224 --limit 2"
+"$BIN" positions --entity c_g224 --limit 2
+
+step "the same flow again is refused whole"
+cp "$REPO/target/demo/var/c_g224/in/archive/"*/c_g224-DEMO001-1_4.zip var/c_g224/in/
+for _ in $(seq 100); do [ -f var/c_g224/in/failed/c_g224-DEMO001-1_4.zip.error.txt ] && break; sleep 0.2; done
+echo "  var/c_g224/in/failed/c_g224-DEMO001-1_4.zip.error.txt:"
+sed 's/^/    /' var/c_g224/in/failed/c_g224-DEMO001-1_4.zip.error.txt
+
+step "stopping the hub (SIGTERM)"
+kill -TERM $HUB
+wait $HUB || true
+trap - EXIT
+tail -n 3 hub.log
+echo
+echo "Demo done: the hub's files are in target/demo/var/."
