@@ -762,25 +762,58 @@ mod tests {
     fn generated_iuvs_follow_the_counter_and_a_failed_chunk_consumes_nothing() {
         let (_d, s) = store();
         let f = flow(&s, "F1");
-        let out = apply(&s, f, &[row(Action::Insert, "A", 100, true), row(Action::Insert, "B", 100, true)]);
-        assert_eq!(iuv_of(&out[0]), Iuv::generate(key().segregation_code, 1).unwrap().as_str());
-        assert_eq!(iuv_of(&out[1]), Iuv::generate(key().segregation_code, 2).unwrap().as_str());
+        let out = apply(
+            &s,
+            f,
+            &[
+                row(Action::Insert, "A", 100, true),
+                row(Action::Insert, "B", 100, true),
+            ],
+        );
+        assert_eq!(
+            iuv_of(&out[0]),
+            Iuv::generate(key().segregation_code, 1).unwrap().as_str()
+        );
+        assert_eq!(
+            iuv_of(&out[1]),
+            Iuv::generate(key().segregation_code, 2).unwrap().as_str()
+        );
 
         // The callback fails (outcome files could not be written): nothing of the chunk stays.
-        let err = s.apply_chunk(f, &key(), &[row(Action::Insert, "C", 100, true)], &mut |_| {
-            Err("disk full".into())
-        });
+        let err = s.apply_chunk(
+            f,
+            &key(),
+            &[row(Action::Insert, "C", 100, true)],
+            &mut |_| Err("disk full".into()),
+        );
         assert!(matches!(err, Err(StoreError::Callback(m)) if m == "disk full"));
-        assert!(s.positions("c_g224", &PositionQuery::Iud("C")).unwrap().is_empty());
+        assert!(s
+            .positions("c_g224", &PositionQuery::Iud("C"))
+            .unwrap()
+            .is_empty());
         assert_eq!(s.flow(f).unwrap().unwrap().progress.rows_done, 2);
 
         // The counter value the failed chunk drew was never committed, so it is handed out now.
         let out = apply(&s, f, &[row(Action::Insert, "C", 100, true)]);
-        assert_eq!(iuv_of(&out[0]), Iuv::generate(key().segregation_code, 3).unwrap().as_str());
+        assert_eq!(
+            iuv_of(&out[0]),
+            Iuv::generate(key().segregation_code, 3).unwrap().as_str()
+        );
         let p = &s.positions("c_g224", &PositionQuery::Iud("C")).unwrap()[0];
-        assert_eq!(p.notice_number.as_deref(), Some(format!("3{}", iuv_of(&out[0])).as_str()));
-        assert_eq!(p.dovuto.iuv.as_ref().map(|i| i.as_str().to_string()), Some(iuv_of(&out[0])));
-        let by_notice = s.positions("c_g224", &PositionQuery::NoticeNumber(p.notice_number.as_deref().unwrap())).unwrap();
+        assert_eq!(
+            p.notice_number.as_deref(),
+            Some(format!("3{}", iuv_of(&out[0])).as_str())
+        );
+        assert_eq!(
+            p.dovuto.iuv.as_ref().map(|i| i.as_str().to_string()),
+            Some(iuv_of(&out[0]))
+        );
+        let by_notice = s
+            .positions(
+                "c_g224",
+                &PositionQuery::NoticeNumber(p.notice_number.as_deref().unwrap()),
+            )
+            .unwrap();
         assert_eq!(by_notice[0].iud, "C");
     }
 
@@ -806,8 +839,15 @@ mod tests {
         assert!(matches!(out[1], RowOutcome::Accepted { .. }));
         assert_eq!(code_of(&out[2]), RejectCode::DovutoNonPresente);
         assert!(matches!(out[3], RowOutcome::Accepted { .. }));
-        assert_eq!(code_of(&out[4]), RejectCode::DovutoNonPresente, "an annulled position cannot be modified");
-        assert!(matches!(out[5], RowOutcome::Accepted { .. }), "an annulled IUD is free again");
+        assert_eq!(
+            code_of(&out[4]),
+            RejectCode::DovutoNonPresente,
+            "an annulled position cannot be modified"
+        );
+        assert!(
+            matches!(out[5], RowOutcome::Accepted { .. }),
+            "an annulled IUD is free again"
+        );
 
         let all = s.positions("c_g224", &PositionQuery::Iud("A")).unwrap();
         assert_eq!(all.len(), 2);
@@ -816,10 +856,17 @@ mod tests {
         assert_eq!(old.amount_cents, 250);
         assert_eq!(old.version, 3);
         let h = s.history(old.id).unwrap();
-        assert_eq!(h.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["I", "M", "A"]);
+        assert_eq!(
+            h.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+            ["I", "M", "A"]
+        );
         assert_eq!(h[0].flow_id, Some(f1));
         assert_eq!(h[1].flow_id, Some(f2));
-        assert_eq!(h[1].previous.as_ref().unwrap()["amount"], 100, "the modify kept the replaced data");
+        assert_eq!(
+            h[1].previous.as_ref().unwrap()["amount"],
+            100,
+            "the modify kept the replaced data"
+        );
         assert_eq!(old.history_count, 3);
         assert_eq!(all[1].status, PositionStatus::Active);
         assert_eq!(all[1].amount_cents, 400);
@@ -849,7 +896,17 @@ mod tests {
             apply(&s, f, &[row(Action::Insert, "A", 100, true)]);
         }
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.positions("c_g224", &PositionQuery::All { limit: 10 }).unwrap().len(), 1);
-        assert_eq!(s.flows_by_iuf("c_g224", "F1").unwrap()[0].progress.rows_done, 1);
+        assert_eq!(
+            s.positions("c_g224", &PositionQuery::All { limit: 10 })
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            s.flows_by_iuf("c_g224", "F1").unwrap()[0]
+                .progress
+                .rows_done,
+            1
+        );
     }
 }

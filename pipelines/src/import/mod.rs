@@ -8,21 +8,24 @@
 //! committed lengths, and the import goes on from the committed row: every row is applied once
 //! and every IUV handed out once.
 
+mod outcomes;
+
 use crate::plan::EntityRuntime;
+pub use outcomes::OutcomeFile;
+use outcomes::Outcomes;
 use sha2::{Digest, Sha256};
 use snodo_adapters::csv::{CsvError, CsvLimits, CsvLines, FieldSource};
 use snodo_adapters::mypay_import::{
-    self as mypay, iuv_name, map_row, scarti_name, FlowName, FlowZip, IuvWriter, ScartiWriter,
-    SizeLimited,
+    self as mypay, iuv_name, map_row, scarti_name, FlowName, FlowZip, ScartiWriter, SizeLimited,
 };
 use snodo_core::dovuto::{self, FlowVersion, RejectCode, Rejection};
 use snodo_store::{
     Checkpoint, ChunkRow, EntityKey, Flow, FlowStatus, NewFlow, RowOutcome, Store, StoreError,
 };
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -42,13 +45,6 @@ impl ImportLimits {
             csv: CsvLimits::default(),
         }
     }
-}
-
-/// A finished outcome file, staged locally, to be published under `name`.
-#[derive(Debug, Clone)]
-pub struct OutcomeFile {
-    pub name: String,
-    pub path: PathBuf,
 }
 
 #[derive(Debug)]
@@ -143,7 +139,7 @@ impl Importer<'_> {
                 if files.iter().all(|f| f.path.exists()) {
                     return Ok(ImportOutcome::Done {
                         flow: done.clone(),
-                        files,
+                        files: files.to_vec(),
                         already: true,
                     });
                 }
@@ -200,14 +196,12 @@ impl Importer<'_> {
             }
         };
         let step = std::time::Instant::now();
-        let complete = self.apply(&flow, version, &csv, &dir)?;
-        tracing::debug!(elapsed = ?step.elapsed(), "rows applied");
-        if !complete {
+        let files = self.outcome_files(flow.id, &name.stem);
+        let Some(done) = self.apply(&flow, version, &csv, &dir, &files)? else {
             return Ok(ImportOutcome::Interrupted);
-        }
-        let step = std::time::Instant::now();
-        let files = self.finish(&flow, &name.stem, &dir)?;
-        tracing::debug!(elapsed = ?step.elapsed(), total = ?started.elapsed(), "outcome files zipped");
+        };
+        tracing::debug!(elapsed = ?step.elapsed(), total = ?started.elapsed(), rows = done.rows_done, "rows applied, outcome files zipped");
+        let files = files.to_vec();
         self.store
             .set_flow_status(flow.id, FlowStatus::Eseguito, None)?;
         let flow = self
@@ -221,18 +215,16 @@ impl Importer<'_> {
         })
     }
 
-    fn outcome_files(&self, flow_id: i64, stem: &str) -> Vec<OutcomeFile> {
+    /// The SCARTI and IUV zips of a flow, in that order.
+    fn outcome_files(&self, flow_id: i64, stem: &str) -> [OutcomeFile; 2] {
         let dir = self.staging.join(flow_id.to_string());
-        [scarti_name(stem), iuv_name(stem)]
-            .into_iter()
-            .map(|n| {
-                let name = format!("{n}.zip");
-                OutcomeFile {
-                    path: dir.join(&name),
-                    name,
-                }
-            })
-            .collect()
+        [scarti_name(stem), iuv_name(stem)].map(|n| {
+            let name = format!("{n}.zip");
+            OutcomeFile {
+                path: dir.join(&name),
+                name,
+            }
+        })
     }
 
     /// Unpacks the CSV to the staging folder (for a zip) and checks the whole file is readable
@@ -326,41 +318,29 @@ impl Importer<'_> {
         Ok(Prepared::Ready { csv, version })
     }
 
-    /// Applies every row from the checkpoint on. Returns false when stopped early.
+    /// Applies every row from the checkpoint on and zips the outcome files; returns the final
+    /// checkpoint, or `None` when stopped early.
     ///
-    /// Two threads: one reads and validates the next chunk while this one applies the previous
-    /// chunk to the store, so the CSV work and the database work share the machine's cores.
+    /// Threads: one reads and validates the next chunk while this one applies the previous chunk
+    /// to the store, and the outcome zips follow what is committed.
     fn apply(
         &self,
         flow: &Flow,
         version: FlowVersion,
         csv: &Path,
         dir: &Path,
-    ) -> Result<bool, ImportError> {
+        files: &[OutcomeFile; 2],
+    ) -> Result<Option<Checkpoint>, ImportError> {
         let file = File::open(csv).map_err(io_err(format!("opening {}", csv.display())))?;
         let lines = CsvLines::new(file, self.limits.csv).map_err(changed_after_check)?;
-        let header = lines.header().to_string();
         let cp = flow.progress;
-        let scarti = Staged::open(&dir.join("scarti.csv"), cp.scarti_bytes)?;
-        let iuvs = Staged::open(&dir.join("iuv.csv"), cp.iuv_bytes)?;
-        let mut scarti_w = if cp.scarti_bytes == 0 {
-            ScartiWriter::new(scarti, &header)
-        } else {
-            Ok(ScartiWriter::append(scarti))
-        }
-        .map_err(io_err("writing the SCARTI file"))?;
-        let mut iuv_w = if cp.iuv_bytes == 0 {
-            IuvWriter::new(iuvs, &header)
-        } else {
-            Ok(IuvWriter::append(iuvs))
-        }
-        .map_err(io_err("writing the IUV file"))?;
+        let mut outcomes = Outcomes::open(dir, cp, lines.header(), files)?;
         let key = EntityKey {
             ipa_code: &self.entity.ipa_code,
             segregation_code: self.entity.segregation_code,
         };
 
-        std::thread::scope(|scope| {
+        let done = std::thread::scope(|scope| {
             // Two chunks in flight at most: memory stays bounded whatever the flow's size.
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, CsvError>>(1);
             let reader = ChunkReader {
@@ -372,7 +352,10 @@ impl Importer<'_> {
                 chunk_rows: self.limits.chunk_rows,
                 seen: IudSet::default(),
             };
-            scope.spawn(move || reader.run(tx));
+            std::thread::Builder::new()
+                .name("flow-reader".into())
+                .spawn_scoped(scope, move || reader.run(tx))
+                .map_err(io_err("starting the flow reader thread"))?;
 
             let mut progress = cp;
             for chunk in rx {
@@ -382,14 +365,13 @@ impl Importer<'_> {
                 let r = {
                     // Runs inside the chunk's transaction, before commit: the outcome lines are
                     // on disk before the rows they describe are committed.
-                    let mut after = |outcomes: &[RowOutcome]| -> Result<Checkpoint, String> {
+                    let mut after = |results: &[RowOutcome]| -> Result<Checkpoint, String> {
                         let res = write_outcomes(
                             &chunk.pending,
-                            outcomes,
+                            results,
                             version,
                             progress,
-                            &mut scarti_w,
-                            &mut iuv_w,
+                            &mut outcomes,
                         );
                         match res {
                             Ok(next) => {
@@ -414,37 +396,22 @@ impl Importer<'_> {
                 }
                 r?;
                 progress = committed.unwrap_or(progress);
+                outcomes.committed(&progress);
                 (self.progress)(progress.rows_done);
                 if !chunk.last && self.stop.load(Ordering::SeqCst) {
                     // Dropping the receiver stops the reader thread.
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
-            Ok(true)
-        })
-    }
-
-    /// Zips the staged outcome CSVs into MyPay's outcome files.
-    fn finish(&self, flow: &Flow, stem: &str, dir: &Path) -> Result<Vec<OutcomeFile>, ImportError> {
-        let files = self.outcome_files(flow.id, stem);
-        let sources = [dir.join("scarti.csv"), dir.join("iuv.csv")];
-        for (f, src) in files.iter().zip(sources) {
-            let entry = format!("{}.csv", f.name.trim_end_matches(".zip"));
-            let tmp = dir.join(format!("{}.tmp", f.name));
-            let input = File::open(&src).map_err(io_err(format!("opening {}", src.display())))?;
-            let out = File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
-            let out =
-                mypay::zip_single_file(BufWriter::new(out), &entry, io::BufReader::new(input))
-                    .map_err(io_err(format!("zipping {}", f.name)))?;
-            let out = out.into_inner().map_err(|e| ImportError::Io {
-                context: format!("writing {}", tmp.display()),
-                source: e.into_error(),
-            })?;
-            out.sync_all()
-                .map_err(io_err(format!("syncing {}", tmp.display())))?;
-            fs::rename(&tmp, &f.path).map_err(io_err(format!("renaming {}", tmp.display())))?;
+            Ok(Some(progress))
+        })?;
+        match done {
+            Some(cp) => {
+                outcomes.finish(&cp)?;
+                Ok(Some(cp))
+            }
+            None => Ok(None),
         }
-        Ok(files)
     }
 }
 
@@ -526,15 +493,14 @@ fn write_outcomes(
     outcomes: &[RowOutcome],
     version: FlowVersion,
     from: Checkpoint,
-    scarti: &mut ScartiWriter<Staged>,
-    iuvs: &mut IuvWriter<Staged>,
+    out: &mut Outcomes,
 ) -> io::Result<Checkpoint> {
     let mut next = from;
     for p in pending {
         next.rows_done += 1;
         match p {
             Pending::Rejected { raw, rejections } => {
-                write_reject(scarti, raw, rejections)?;
+                write_reject(&mut out.scarti, raw, rejections)?;
                 next.rejected += 1;
             }
             Pending::Valid { fields, index } => match outcomes.get(*index) {
@@ -544,11 +510,12 @@ fn write_outcomes(
                     } else {
                         None
                     };
-                    iuvs.accept(version, &fields.as_fields(), generated_iuv)?;
+                    out.iuv
+                        .accept(version, &fields.as_fields(), generated_iuv)?;
                     next.accepted += 1;
                 }
                 Some(RowOutcome::Rejected(r)) => {
-                    write_reject(scarti, &fields.raw, std::slice::from_ref(r))?;
+                    write_reject(&mut out.scarti, &fields.raw, std::slice::from_ref(r))?;
                     next.rejected += 1;
                 }
                 None => {
@@ -559,8 +526,7 @@ fn write_outcomes(
             },
         }
     }
-    next.scarti_bytes = scarti.get_mut().sync()?;
-    next.iuv_bytes = iuvs.get_mut().sync()?;
+    (next.scarti_bytes, next.iuv_bytes) = out.sync()?;
     Ok(next)
 }
 
@@ -600,50 +566,6 @@ fn sha256_file(path: &Path) -> Result<String, ImportError> {
         h.update(&buf[..n]);
     }
     Ok(hex::encode(h.finalize()))
-}
-
-/// A staged outcome file, cut back to its committed length on open.
-struct Staged {
-    writer: BufWriter<File>,
-}
-
-impl Write for Staged {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.writer.write(buf)
-    }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.writer.write_all(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.writer.flush()
-    }
-}
-
-impl Staged {
-    fn open(path: &Path, committed: u64) -> Result<Self, ImportError> {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io_err(format!("opening {}", path.display())))?;
-        f.set_len(committed)
-            .map_err(io_err(format!("truncating {}", path.display())))?;
-        f.seek(SeekFrom::End(0))
-            .map_err(io_err(format!("seeking {}", path.display())))?;
-        Ok(Self {
-            writer: BufWriter::with_capacity(256 * 1024, f),
-        })
-    }
-
-    /// Flushes and syncs; returns the file's length, the value to commit.
-    fn sync(&mut self) -> io::Result<u64> {
-        self.writer.flush()?;
-        let f = self.writer.get_ref();
-        f.sync_data()?;
-        f.metadata().map(|m| m.len())
-    }
 }
 
 /// A row waiting for its chunk to commit, with what its outcome line needs.
