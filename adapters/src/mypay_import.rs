@@ -20,8 +20,8 @@ pub use archive::{open_flow_csv, FlowZip, SizeLimited};
 pub use columns::{map_row, unmap_row, ColumnCountError, RowFields};
 pub use name::FlowName;
 pub use outcome::{
-    iuv_name, scarti_name, zip_single_file, zip_single_file_at, IuvWriter, ScartiWriter,
-    ZipEntryWriter,
+    iuv_name, render_accepted, scarti_name, zip_single_file, zip_single_file_at, IuvWriter,
+    RenderedRow, ScartiWriter, ZipEntryWriter,
 };
 
 /// Registry key of this codec.

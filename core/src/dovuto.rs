@@ -263,16 +263,24 @@ impl SubjectKind {
 /// The payer (debtor) of a position.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Subject {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<SubjectKind>,
     /// Fiscal code, P.IVA, or `ANONIMO` where the debt type allows it.
     pub id: String,
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub civic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postal_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub province: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
 }
 
@@ -282,35 +290,48 @@ pub struct SecondaryTransfer {
     pub fiscal_code: EntityFiscalCode,
     pub name: String,
     pub iban: Iban,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub civic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postal_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub province: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nation: Option<String>,
     pub dati_specifici_riscossione: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causale: Option<String>,
     pub amount: Amount,
 }
 
-/// A validated debt position, every MyPay field kept.
+/// A validated debt position, every MyPay field kept. Serialised without its empty optional
+/// fields: it is stored once per position, so its size is the registry's size.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dovuto {
     pub iud: String,
     /// The IUV the entity supplied; `None` when the hub must generate one (or, for `A`, none given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iuv: Option<Iuv>,
     /// Whether the row asked for a generated IUV (`flgGeneraIuv`, or an empty IUV on a debt type
     /// that generates).
     pub generate_iuv: bool,
     pub payer: Subject,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_date: Option<NaiveDate>,
     pub amount: Amount,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pa_fee: Option<Amount>,
     pub debt_type: String,
     pub payment_kinds: String,
     pub causale: String,
     pub dati_specifici_riscossione: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bilancio: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secondary: Option<SecondaryTransfer>,
 }
 

@@ -83,7 +83,8 @@ impl SqliteStore {
         let conn = Connection::open(path)?;
         // FULL: a commit survives power loss, not only a crash; commits are per chunk, so cheap.
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
+            "PRAGMA page_size=16384;
+             PRAGMA journal_mode=WAL;
              PRAGMA synchronous=FULL;
              PRAGMA foreign_keys=ON;
              PRAGMA busy_timeout=10000;

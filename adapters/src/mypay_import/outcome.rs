@@ -146,6 +146,27 @@ impl<W: Write> IuvWriter<W> {
         })
     }
 
+    /// Writes a row rendered earlier by [`render_accepted`], with `generated_iuv` (when given)
+    /// in place of its `codIuv`. Same bytes as [`IuvWriter::accept`] on the same fields.
+    pub fn accept_rendered(
+        &mut self,
+        row: &RenderedRow,
+        generated_iuv: Option<&str>,
+    ) -> io::Result<()> {
+        match generated_iuv {
+            None => self.out.write_all(&row.line)?,
+            Some(iuv) => {
+                self.out.write_all(&row.line[..row.iuv_at.start])?;
+                let mut value = Vec::with_capacity(iuv.len() + 2);
+                push_field(&mut value, iuv);
+                self.out.write_all(&value)?;
+                self.out.write_all(&row.line[row.iuv_at.end..])?;
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
     /// Writes an accepted row: the first `version.column_count()` fields (missing ones empty),
     /// with column 1 (`codIuv`) replaced by `generated_iuv` when given.
     pub fn accept<'f, F: FieldSource<'f>>(
@@ -208,6 +229,32 @@ impl<W: Write> IuvWriter<W> {
         self.out.flush()?;
         Ok(self.out)
     }
+}
+
+/// An accepted row serialised ahead of time (on a reader thread, say), with the place of its
+/// `codIuv` marked so that an IUV generated later goes in without serialising the row again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedRow {
+    line: Vec<u8>,
+    iuv_at: std::ops::Range<usize>,
+}
+
+/// Renders a row as [`IuvWriter::accept`] would write it with no generated IUV.
+pub fn render_accepted<'f, F: FieldSource<'f>>(version: FlowVersion, fields: F) -> RenderedRow {
+    let mut line = Vec::with_capacity(256);
+    let mut iuv_at = 0..0;
+    for i in 0..version.column_count() {
+        if i > 0 {
+            line.push(b';');
+        }
+        let start = line.len();
+        push_field(&mut line, fields.field(i));
+        if i == 1 {
+            iuv_at = start..line.len();
+        }
+    }
+    line.push(b'\n');
+    RenderedRow { line, iuv_at }
 }
 
 /// Appends one CSV value, quoted and escaped only when needed (see [`IuvWriter`]).
@@ -311,6 +358,26 @@ pub fn zip_single_file_at<W: Write + Seek, R: Read>(
     let mut entry = ZipEntryWriter::new(out, entry_name, modified)?;
     io::copy(&mut content, &mut entry)?;
     entry.finish()
+}
+
+#[cfg(test)]
+mod rendered_tests {
+    use super::*;
+
+    #[test]
+    fn a_rendered_row_writes_the_same_bytes_as_accept() {
+        let mut fields: Vec<String> = (0..35).map(|i| format!("f{i}")).collect();
+        fields[1] = String::new();
+        fields[17] = "causale; con \"virgolette\"".into();
+        let rendered = render_accepted(FlowVersion::V1_4, &fields);
+        for iuv in [None, Some("01000000000012373")] {
+            let mut a = IuvWriter::append(Vec::new());
+            a.accept(FlowVersion::V1_4, &fields, iuv).unwrap();
+            let mut b = IuvWriter::append(Vec::new());
+            b.accept_rendered(&rendered, iuv).unwrap();
+            assert_eq!(a.finish().unwrap(), b.finish().unwrap());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,9 +14,10 @@ use crate::plan::EntityRuntime;
 pub use outcomes::OutcomeFile;
 use outcomes::Outcomes;
 use sha2::{Digest, Sha256};
-use snodo_adapters::csv::{CsvError, CsvLimits, CsvLines, FieldSource};
+use snodo_adapters::csv::{CsvError, CsvLimits, CsvLines};
 use snodo_adapters::mypay_import::{
-    self as mypay, iuv_name, map_row, scarti_name, FlowName, FlowZip, ScartiWriter, SizeLimited,
+    self as mypay, iuv_name, map_row, render_accepted, scarti_name, FlowName, FlowZip, RenderedRow,
+    ScartiWriter, SizeLimited,
 };
 use snodo_core::dovuto::{self, FlowVersion, RejectCode, Rejection};
 use snodo_store::{
@@ -237,85 +238,119 @@ impl Importer<'_> {
         dir: &Path,
     ) -> Result<Prepared, ImportError> {
         let version = name.version;
+        let check = flow.status == FlowStatus::LoadImport;
+        let max = self.limits.max_flow_bytes;
         let csv = if name.is_zip {
             let staged = dir.join("source.csv");
-            if flow.status == FlowStatus::LoadImport || !staged.exists() {
-                let file =
-                    File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
-                let mut zip = match FlowZip::open(
-                    io::BufReader::new(file),
-                    &name.stem,
-                    self.limits.max_flow_bytes,
-                ) {
-                    Ok(z) => z,
-                    Err(e) => return Ok(refused(e.code(), e.to_string())),
-                };
-                let mut reader = match zip.csv() {
-                    Ok(r) => r,
-                    Err(e) => return Ok(refused(e.code(), e.to_string())),
-                };
-                let tmp = dir.join("source.csv.tmp");
-                let mut out = BufWriter::new(
-                    File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?,
-                );
-                if let Err(e) = io::copy(&mut reader, &mut out) {
-                    drop(out);
-                    let _ = fs::remove_file(&tmp);
-                    return Ok(refused(
-                        mypay::codes::ERROR,
-                        format!("cannot unpack {}: {e}", name.csv_entry_name()),
-                    ));
+            if check || !staged.exists() {
+                if let Err((code, message)) = self.unpack_and_check(path, name, &staged)? {
+                    return Ok(refused(code, message));
                 }
-                let f = out.into_inner().map_err(|e| ImportError::Io {
-                    context: format!("writing {}", tmp.display()),
-                    source: e.into_error(),
-                })?;
-                f.sync_all()
-                    .map_err(io_err(format!("syncing {}", tmp.display())))?;
-                fs::rename(&tmp, &staged).map_err(io_err(format!("renaming {}", tmp.display())))?;
             }
             staged
         } else {
             let len = fs::metadata(path)
                 .map_err(io_err(format!("reading {}", path.display())))?
                 .len();
-            if len > self.limits.max_flow_bytes {
+            if len > max {
                 return Ok(refused(
                     mypay::codes::ERROR,
-                    format!(
-                        "the flow is {len} bytes, more than the limit of {} bytes",
-                        self.limits.max_flow_bytes
-                    ),
+                    format!("the flow is {len} bytes, more than the limit of {max} bytes"),
                 ));
+            }
+            if check {
+                let file =
+                    File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+                if let Err(message) = check_csv(SizeLimited::new(file, max), self.limits.csv) {
+                    return Ok(refused(mypay::codes::ERROR, message));
+                }
             }
             path.to_path_buf()
         };
-        if flow.status == FlowStatus::LoadImport {
-            let file = File::open(&csv).map_err(io_err(format!("opening {}", csv.display())))?;
-            let mut lines = match CsvLines::new(
-                SizeLimited::new(file, self.limits.max_flow_bytes),
-                self.limits.csv,
-            ) {
-                Ok(l) => l,
-                Err(e) => return Ok(refused(mypay::codes::ERROR, csv_problem(&e))),
-            };
-            loop {
-                match lines.next_record() {
-                    Ok(Some(_)) => {}
-                    Ok(None) => break,
-                    Err(e) => return Ok(refused(mypay::codes::ERROR, csv_problem(&e))),
-                }
-            }
-            if lines.lines() == 0 {
-                return Ok(refused(
-                    mypay::codes::ERROR,
-                    "the flow is empty: not even a header line".to_string(),
-                ));
-            }
+        if check {
             self.store
                 .set_flow_status(flow.id, FlowStatus::InElab, None)?;
         }
         Ok(Prepared::Ready { csv, version })
+    }
+
+    /// Unpacks the zip's CSV to `staged` and checks it in the same pass: a thread inflates while
+    /// this one writes and parses. `Ok(Err((code, reason)))` refuses the flow; `Err` is a local
+    /// failure.
+    fn unpack_and_check(
+        &self,
+        path: &Path,
+        name: &FlowName,
+        staged: &Path,
+    ) -> Result<Result<(), (&'static str, String)>, ImportError> {
+        let file = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+        let mut zip = match FlowZip::open(
+            io::BufReader::new(file),
+            &name.stem,
+            self.limits.max_flow_bytes,
+        ) {
+            Ok(z) => z,
+            Err(e) => return Ok(Err((e.code(), e.to_string()))),
+        };
+        let tmp = dir_file(staged, "source.csv.tmp");
+        let mut out = BufWriter::with_capacity(
+            1 << 20,
+            File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?,
+        );
+        let mut write_error = None;
+        let verdict = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+            scope.spawn(move || {
+                let mut reader = match zip.csv() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(io::Error::other(e.to_string())));
+                        return;
+                    }
+                };
+                loop {
+                    let mut block = vec![0u8; 256 * 1024];
+                    let sent = match read_block(&mut reader, &mut block) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            block.truncate(n);
+                            tx.send(Ok(block))
+                        }
+                        Err(e) => tx.send(Err(e)),
+                    };
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+            });
+            let tee = Tee {
+                blocks: rx,
+                current: Vec::new(),
+                pos: 0,
+                copy: &mut out,
+                write_error: &mut write_error,
+            };
+            check_csv(tee, self.limits.csv)
+        });
+        if let Some(e) = write_error {
+            let _ = fs::remove_file(&tmp);
+            return Err(ImportError::Io {
+                context: format!("writing {}", tmp.display()),
+                source: e,
+            });
+        }
+        if let Err(reason) = verdict {
+            let _ = fs::remove_file(&tmp);
+            return Ok(Err((mypay::codes::ERROR, reason)));
+        }
+        let f = out.into_inner().map_err(|e| ImportError::Io {
+            context: format!("writing {}", tmp.display()),
+            source: e.into_error(),
+        })?;
+        f.sync_all()
+            .map_err(io_err(format!("syncing {}", tmp.display())))?;
+        fs::rename(&tmp, staged).map_err(io_err(format!("renaming {}", tmp.display())))?;
+        Ok(Ok(()))
     }
 
     /// Applies every row from the checkpoint on and zips the outcome files; returns the final
@@ -366,13 +401,7 @@ impl Importer<'_> {
                     // Runs inside the chunk's transaction, before commit: the outcome lines are
                     // on disk before the rows they describe are committed.
                     let mut after = |results: &[RowOutcome]| -> Result<Checkpoint, String> {
-                        let res = write_outcomes(
-                            &chunk.pending,
-                            results,
-                            version,
-                            progress,
-                            &mut outcomes,
-                        );
+                        let res = write_outcomes(&chunk.pending, results, progress, &mut outcomes);
                         match res {
                             Ok(next) => {
                                 committed = Some(next);
@@ -491,7 +520,6 @@ fn changed_after_check(e: CsvError) -> ImportError {
 fn write_outcomes(
     pending: &[Pending],
     outcomes: &[RowOutcome],
-    version: FlowVersion,
     from: Checkpoint,
     out: &mut Outcomes,
 ) -> io::Result<Checkpoint> {
@@ -503,19 +531,18 @@ fn write_outcomes(
                 write_reject(&mut out.scarti, raw, rejections)?;
                 next.rejected += 1;
             }
-            Pending::Valid { fields, index } => match outcomes.get(*index) {
+            Pending::Valid { raw, line, index } => match outcomes.get(*index) {
                 Some(RowOutcome::Accepted { iuv, generated, .. }) => {
                     let generated_iuv = if *generated {
                         iuv.as_ref().map(|i| i.as_str())
                     } else {
                         None
                     };
-                    out.iuv
-                        .accept(version, &fields.as_fields(), generated_iuv)?;
+                    out.iuv.accept_rendered(line, generated_iuv)?;
                     next.accepted += 1;
                 }
                 Some(RowOutcome::Rejected(r)) => {
-                    write_reject(&mut out.scarti, &fields.raw, std::slice::from_ref(r))?;
+                    write_reject(&mut out.scarti, raw, std::slice::from_ref(r))?;
                     next.rejected += 1;
                 }
                 None => {
@@ -528,6 +555,68 @@ fn write_outcomes(
     }
     (next.scarti_bytes, next.iuv_bytes) = out.sync()?;
     Ok(next)
+}
+
+/// Reads the whole flow as the import will, so that whatever would stop it midway (invalid
+/// UTF-8, an endless record, a truncated zip) refuses it before any row is applied.
+fn check_csv<R: Read>(reader: R, limits: CsvLimits) -> Result<(), String> {
+    let mut lines = CsvLines::new(reader, limits).map_err(|e| csv_problem(&e))?;
+    while lines.next_record().map_err(|e| csv_problem(&e))?.is_some() {}
+    if lines.lines() == 0 {
+        return Err("the flow is empty: not even a header line".to_string());
+    }
+    Ok(())
+}
+
+fn dir_file(sibling: &Path, name: &str) -> PathBuf {
+    sibling.parent().unwrap_or(Path::new(".")).join(name)
+}
+
+/// Fills `block` as far as the reader allows; 0 only at the end.
+fn read_block(r: &mut impl Read, block: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < block.len() {
+        match r.read(&mut block[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Reads blocks inflated by another thread and copies them to the staged file on the way.
+struct Tee<'a> {
+    blocks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+    copy: &'a mut BufWriter<File>,
+    /// A failure to write the copy: the hub's problem, not the flow's.
+    write_error: &'a mut Option<io::Error>,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.current.len() {
+            match self.blocks.recv() {
+                Ok(block) => {
+                    self.current = block?;
+                    self.pos = 0;
+                    if let Err(e) = self.copy.write_all(&self.current) {
+                        let msg = e.to_string();
+                        *self.write_error = Some(e);
+                        return Err(io::Error::other(msg));
+                    }
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 fn aborted(flow: Option<Flow>, code: &str, message: String) -> ImportOutcome {
@@ -574,46 +663,12 @@ enum Pending {
         raw: String,
         rejections: Vec<Rejection>,
     },
+    /// Valid: `line` is its IUV-file line, `raw` its SCARTI text should the registry refuse it.
     Valid {
-        fields: OwnedRow,
+        raw: String,
+        line: RenderedRow,
         index: usize,
     },
-}
-
-/// A row's fields copied out of the reader's buffer: one string and the field ends.
-struct OwnedRow {
-    raw: String,
-    text: String,
-    ends: Vec<u32>,
-}
-
-impl OwnedRow {
-    fn from_record<'a, F: FieldSource<'a>>(raw: &str, rec: &F) -> Self {
-        let n = rec.field_count();
-        let mut text = String::with_capacity(raw.len());
-        let mut ends = Vec::with_capacity(n);
-        for i in 0..n {
-            text.push_str(rec.field(i));
-            ends.push(text.len() as u32);
-        }
-        Self {
-            raw: raw.to_string(),
-            text,
-            ends,
-        }
-    }
-
-    fn as_fields(&self) -> Vec<&str> {
-        let mut start = 0usize;
-        self.ends
-            .iter()
-            .map(|&e| {
-                let s = &self.text[start..e as usize];
-                start = e as usize;
-                s
-            })
-            .collect()
-    }
 }
 
 fn classify(
@@ -649,7 +704,8 @@ fn classify(
                 Err(e) => return reject(vec![Rejection::new(RejectCode::Error, e.to_string())]),
             }
             Pending::Valid {
-                fields: OwnedRow::from_record(rec.raw, rec),
+                raw: rec.raw.to_string(),
+                line: render_accepted(version, rec),
                 index: rows.len() - 1,
             }
         }
