@@ -109,13 +109,22 @@ pub struct EntityKey<'a> {
     pub segregation_code: SegregationCode,
 }
 
-/// A valid row ready for the store, its data already serialised (callers do that on their own
-/// thread, off the writer's path).
+/// A valid row ready for the store: the columns it needs and the position's data already
+/// serialised (callers do that on their own thread, off the writer's path; the rest of the
+/// `Dovuto` is dropped there, so a chunk in flight stays small).
 #[derive(Debug, Clone)]
 pub struct ChunkRow {
-    pub row: DovutoRow,
-    /// The position's data as stored. The IUV column, not `dovuto.iuv` in here, says which IUV
-    /// the position has (the store may generate it).
+    pub action: Action,
+    pub iud: String,
+    /// The IUV the row supplies; the store generates one when `generate_iuv` and this is `None`.
+    pub iuv: Option<snodo_core::Iuv>,
+    pub generate_iuv: bool,
+    pub debt_type: String,
+    pub amount: snodo_core::Amount,
+    pub due_date: Option<chrono::NaiveDate>,
+    pub payer_id: String,
+    /// The position's data as stored. The IUV column, not the `iuv` inside, says which IUV the
+    /// position has (the store may generate it).
     pub data: String,
 }
 
@@ -123,7 +132,18 @@ impl ChunkRow {
     pub fn new(row: DovutoRow) -> Result<Self> {
         let data =
             serde_json::to_string(&row.dovuto).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(Self { row, data })
+        let d = row.dovuto;
+        Ok(Self {
+            action: row.action,
+            iud: d.iud,
+            iuv: d.iuv,
+            generate_iuv: d.generate_iuv,
+            debt_type: d.debt_type,
+            amount: d.amount,
+            due_date: d.due_date,
+            payer_id: d.payer.id,
+            data,
+        })
     }
 }
 

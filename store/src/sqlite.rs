@@ -243,10 +243,10 @@ impl Store for SqliteStore {
         let mut counter = Counter::load(&tx, entity)?;
         let mut outcomes = Vec::with_capacity(rows.len());
         for r in rows {
-            let outcome = match r.row.action {
+            let outcome = match r.action {
                 Action::Insert => insert(&tx, entity, flow_id, &ts, &source, r, &mut counter)?,
                 Action::Modify => modify(&tx, entity, flow_id, &ts, &source, r)?,
-                Action::Annul => annul(&tx, entity, flow_id, &ts, &source, &r.row.dovuto)?,
+                Action::Annul => annul(&tx, entity, flow_id, &ts, &source, r)?,
             };
             outcomes.push(outcome);
         }
@@ -491,7 +491,7 @@ fn insert(
     r: &ChunkRow,
     counter: &mut Counter,
 ) -> Result<RowOutcome> {
-    let d = &r.row.dovuto;
+    let d = r;
     let (iuv, generated) = match (&d.iuv, d.generate_iuv) {
         (Some(iuv), _) => (Some(iuv.clone()), false),
         (None, true) => (Some(counter.take(entity.segregation_code)?), true),
@@ -511,7 +511,7 @@ fn insert(
         d.debt_type,
         d.amount.cents(),
         d.due_date.map(|d| d.to_string()),
-        d.payer.id,
+        d.payer_id,
         r.data,
         flow_id,
         source,
@@ -550,7 +550,7 @@ fn modify(
     source: &str,
     r: &ChunkRow,
 ) -> Result<RowOutcome> {
-    let d = &r.row.dovuto;
+    let d = r;
     let Some(cur) = live(tx, entity.ipa_code, &d.iud)? else {
         return Ok(reject(
             RejectCode::DovutoNonPresente,
@@ -607,7 +607,7 @@ fn modify(
         iuv.as_ref().map(|i| i.as_str()),
         d.amount.cents(),
         d.due_date.map(|d| d.to_string()),
-        d.payer.id,
+        d.payer_id,
         r.data,
         flow_id,
         ts
@@ -635,7 +635,7 @@ fn annul(
     flow_id: i64,
     ts: &str,
     source: &str,
-    d: &Dovuto,
+    d: &ChunkRow,
 ) -> Result<RowOutcome> {
     let Some(cur) = live(tx, entity.ipa_code, &d.iud)? else {
         return Ok(reject(
@@ -879,9 +879,9 @@ mod tests {
         let f = flow(&s, "F1");
         let mut a = row(Action::Insert, "A", 100, false);
         let iuv = Iuv::generate(key().segregation_code, 77).unwrap();
-        a.row.dovuto.iuv = Some(iuv.clone());
+        a.iuv = Some(iuv.clone());
         let mut b = a.clone();
-        b.row.dovuto.iud = "B".into();
+        b.iud = "B".into();
         let out = apply(&s, f, &[a, b]);
         assert_eq!(iuv_of(&out[0]), iuv.as_str());
         assert_eq!(code_of(&out[1]), RejectCode::IuvDuplicato);
