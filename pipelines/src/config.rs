@@ -95,7 +95,7 @@ fn default_max_flow_bytes() -> u64 {
     1 << 30
 }
 fn default_chunk_rows() -> usize {
-    5_000
+    20_000
 }
 
 #[derive(Debug, Clone, Deserialize)]

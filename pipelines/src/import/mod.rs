@@ -367,6 +367,7 @@ impl Importer<'_> {
         files: &[OutcomeFile; 2],
     ) -> Result<Option<Checkpoint>, ImportError> {
         let file = File::open(csv).map_err(io_err(format!("opening {}", csv.display())))?;
+        let csv_len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let lines = CsvLines::new(file, self.limits.csv).map_err(changed_after_check)?;
         let cp = flow.progress;
         let mut outcomes = Outcomes::open(dir, cp, lines.header(), files)?;
@@ -377,7 +378,7 @@ impl Importer<'_> {
 
         let done = std::thread::scope(|scope| {
             // Two chunks in flight at most: memory stays bounded whatever the flow's size.
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, CsvError>>(1);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, CsvError>>(0);
             let reader = ChunkReader {
                 lines,
                 version,
@@ -385,7 +386,7 @@ impl Importer<'_> {
                 today: snodo_core::time::today_rome(),
                 skip: cp.rows_done,
                 chunk_rows: self.limits.chunk_rows,
-                seen: IudSet::default(),
+                seen: IudSet::for_flow_of(csv_len),
             };
             std::thread::Builder::new()
                 .name("flow-reader".into())
@@ -732,6 +733,14 @@ fn write_reject<W: Write>(
 struct IudSet(HashSet<u128>);
 
 impl IudSet {
+    /// Sized up front for a flow of `bytes` (rows are rarely shorter than 150 bytes), so the set
+    /// does not hold its old and new tables at once while growing at the end of a large flow.
+    fn for_flow_of(bytes: u64) -> Self {
+        Self(HashSet::with_capacity(
+            (bytes / 150).min(10_000_000) as usize
+        ))
+    }
+
     /// Records the IUD; true when it was not seen before (empty IUDs are not tracked).
     fn first(&mut self, iud: &str) -> bool {
         if iud.is_empty() {
