@@ -152,6 +152,15 @@ fn open_store(plan: &Plan) -> Result<Arc<dyn Store>> {
     Ok(Arc::from(store))
 }
 
+/// The store of a configuration, for commands that read one entity's data.
+fn entity_store(config: Option<PathBuf>, entity: &str) -> Result<Arc<dyn Store>> {
+    let plan = load_plan(config)?;
+    if !plan.entities.contains_key(entity) {
+        bail!("entity {entity:?} is not configured");
+    }
+    open_store(&plan)
+}
+
 fn dispatch(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::Validate { config } => {
@@ -190,11 +199,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             iuf,
             limit,
         } => {
-            let plan = load_plan(config)?;
-            if !plan.entities.contains_key(&entity) {
-                bail!("entity {entity:?} is not configured");
-            }
-            let store = open_store(&plan)?;
+            let store = entity_store(config, &entity)?;
             let flows = match &iuf {
                 Some(iuf) => store.flows_by_iuf(&entity, iuf)?,
                 None => store.recent_flows(&entity, limit)?,
@@ -210,11 +215,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             notice,
             limit,
         } => {
-            let plan = load_plan(config)?;
-            if !plan.entities.contains_key(&entity) {
-                bail!("entity {entity:?} is not configured");
-            }
-            let store = open_store(&plan)?;
+            let store = entity_store(config, &entity)?;
             let query = match (&iud, &iuv, &notice) {
                 (Some(v), _, _) => PositionQuery::Iud(v),
                 (_, Some(v), _) => PositionQuery::Iuv(v),
@@ -313,9 +314,12 @@ fn import(plan: Plan, entity: &str, out: Option<PathBuf>, path: &Path) -> Result
             std::fs::create_dir_all(&out_dir)
                 .with_context(|| format!("creating {}", out_dir.display()))?;
             for f in &files {
+                // A one-shot import is never redelivered, so its staged outcome files can move.
                 let target = out_dir.join(&f.name);
-                std::fs::copy(&f.path, &target)
-                    .with_context(|| format!("writing {}", target.display()))?;
+                if std::fs::rename(&f.path, &target).is_err() {
+                    std::fs::copy(&f.path, &target)
+                        .with_context(|| format!("writing {}", target.display()))?;
+                }
                 eprintln!("wrote {}", target.display());
             }
             let p = flow.progress;

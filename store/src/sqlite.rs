@@ -466,6 +466,30 @@ fn live(tx: &Connection, entity: &str, iud: &str) -> Result<Option<Live>> {
         .optional()?)
 }
 
+/// The active position an `M` or `A` row acts on, or the row's refusal
+/// (`PAA_IMPORT_DOVUTO_NON_PRESENTE`: none, or it is paid or otherwise no longer active).
+fn active(
+    tx: &Connection,
+    entity: &EntityKey<'_>,
+    iud: &str,
+    verb: &str,
+) -> Result<std::result::Result<Live, RowOutcome>> {
+    Ok(match live(tx, entity.ipa_code, iud)? {
+        None => Err(reject(
+            RejectCode::DovutoNonPresente,
+            format!("no live position with IUD {iud} to be {verb}"),
+        )),
+        Some(cur) if cur.status != PositionStatus::Active.as_str() => Err(reject(
+            RejectCode::DovutoNonPresente,
+            format!(
+                "position with IUD {iud} is {} and cannot be {verb}",
+                cur.status
+            ),
+        )),
+        Some(cur) => Ok(cur),
+    })
+}
+
 fn history(
     tx: &Connection,
     position_id: i64,
@@ -551,21 +575,10 @@ fn modify(
     r: &ChunkRow,
 ) -> Result<RowOutcome> {
     let d = r;
-    let Some(cur) = live(tx, entity.ipa_code, &d.iud)? else {
-        return Ok(reject(
-            RejectCode::DovutoNonPresente,
-            format!("no live position with IUD {} to modify", d.iud),
-        ));
+    let cur = match active(tx, entity, &d.iud, "modified")? {
+        Ok(cur) => cur,
+        Err(refusal) => return Ok(refusal),
     };
-    if cur.status != PositionStatus::Active.as_str() {
-        return Ok(reject(
-            RejectCode::DovutoNonPresente,
-            format!(
-                "position with IUD {} is {} and cannot be modified",
-                d.iud, cur.status
-            ),
-        ));
-    }
     if cur.debt_type != d.debt_type {
         return Ok(reject(
             RejectCode::TipoDovutoNonModificabile,
@@ -637,21 +650,10 @@ fn annul(
     source: &str,
     d: &ChunkRow,
 ) -> Result<RowOutcome> {
-    let Some(cur) = live(tx, entity.ipa_code, &d.iud)? else {
-        return Ok(reject(
-            RejectCode::DovutoNonPresente,
-            format!("no live position with IUD {} to annul", d.iud),
-        ));
+    let cur = match active(tx, entity, &d.iud, "annulled")? {
+        Ok(cur) => cur,
+        Err(refusal) => return Ok(refusal),
     };
-    if cur.status != PositionStatus::Active.as_str() {
-        return Ok(reject(
-            RejectCode::DovutoNonPresente,
-            format!(
-                "position with IUD {} is {} and cannot be annulled",
-                d.iud, cur.status
-            ),
-        ));
-    }
     let mut stmt = tx.prepare_cached(
         "UPDATE positions SET status = 'annulled', version = version + 1, flow_id = ?2, updated_at = ?3 WHERE id = ?1",
     )?;
