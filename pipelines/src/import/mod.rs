@@ -26,7 +26,7 @@ use snodo_store::{
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -102,7 +102,7 @@ pub struct Importer<'a> {
 }
 
 enum Prepared {
-    Ready { csv: PathBuf, version: FlowVersion },
+    Ready,
     Refused { code: String, message: String },
 }
 
@@ -181,10 +181,10 @@ impl Importer<'_> {
         fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
 
         let step = std::time::Instant::now();
-        let prepared = self.prepare(&flow, &name, path, &dir)?;
+        let prepared = self.prepare(&flow, &name, path)?;
         tracing::debug!(elapsed = ?step.elapsed(), "flow unpacked and checked");
-        let (csv, version) = match prepared {
-            Prepared::Ready { csv, version } => (csv, version),
+        match prepared {
+            Prepared::Ready => {}
             Prepared::Refused { code, message } => {
                 let _ = fs::remove_dir_all(&dir);
                 self.store.set_flow_status(
@@ -198,7 +198,12 @@ impl Importer<'_> {
         };
         let step = std::time::Instant::now();
         let files = self.outcome_files(flow.id, &name.stem);
-        let Some(done) = self.apply(&flow, version, &csv, &dir, &files)? else {
+        let source = FlowSource {
+            path,
+            name: &name,
+            max: self.limits.max_flow_bytes,
+        };
+        let Some(done) = self.apply(&flow, &source, &dir, &files)? else {
             return Ok(ImportOutcome::Interrupted);
         };
         tracing::debug!(elapsed = ?step.elapsed(), total = ?started.elapsed(), rows = done.rows_done, "rows applied, outcome files zipped");
@@ -230,58 +235,43 @@ impl Importer<'_> {
 
     /// Unpacks the CSV to the staging folder (for a zip) and checks the whole file is readable
     /// (size, UTF-8, record lengths) before any row is applied, so a broken file changes nothing.
-    fn prepare(
-        &self,
-        flow: &Flow,
-        name: &FlowName,
-        path: &Path,
-        dir: &Path,
-    ) -> Result<Prepared, ImportError> {
-        let version = name.version;
-        let check = flow.status == FlowStatus::LoadImport;
+    fn prepare(&self, flow: &Flow, name: &FlowName, path: &Path) -> Result<Prepared, ImportError> {
+        if flow.status != FlowStatus::LoadImport {
+            return Ok(Prepared::Ready);
+        }
         let max = self.limits.max_flow_bytes;
-        let csv = if name.is_zip {
-            let staged = dir.join("source.csv");
-            if check || !staged.exists() {
-                if let Err((code, message)) = self.unpack_and_check(path, name, &staged)? {
-                    return Ok(refused(code, message));
-                }
-            }
-            staged
+        let verdict = if name.is_zip {
+            self.check_zip(path, name)?
         } else {
             let len = fs::metadata(path)
                 .map_err(io_err(format!("reading {}", path.display())))?
                 .len();
             if len > max {
-                return Ok(refused(
+                Err((
                     mypay::codes::ERROR,
                     format!("the flow is {len} bytes, more than the limit of {max} bytes"),
-                ));
-            }
-            if check {
+                ))
+            } else {
                 let file =
                     File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
-                if let Err(message) = check_csv(SizeLimited::new(file, max), self.limits.csv) {
-                    return Ok(refused(mypay::codes::ERROR, message));
-                }
+                check_csv(SizeLimited::new(file, max), self.limits.csv)
+                    .map_err(|reason| (mypay::codes::ERROR, reason))
             }
-            path.to_path_buf()
         };
-        if check {
-            self.store
-                .set_flow_status(flow.id, FlowStatus::InElab, None)?;
+        if let Err((code, message)) = verdict {
+            return Ok(refused(code, message));
         }
-        Ok(Prepared::Ready { csv, version })
+        self.store
+            .set_flow_status(flow.id, FlowStatus::InElab, None)?;
+        Ok(Prepared::Ready)
     }
 
-    /// Unpacks the zip's CSV to `staged` and checks it in the same pass: a thread inflates while
-    /// this one writes and parses. `Ok(Err((code, reason)))` refuses the flow; `Err` is a local
-    /// failure.
-    fn unpack_and_check(
+    /// Reads the zip's CSV to the end as the import will: a thread inflates while this one
+    /// parses. `Ok(Err((code, reason)))` refuses the flow.
+    fn check_zip(
         &self,
         path: &Path,
         name: &FlowName,
-        staged: &Path,
     ) -> Result<Result<(), (&'static str, String)>, ImportError> {
         let file = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
         let mut zip = match FlowZip::open(
@@ -292,12 +282,6 @@ impl Importer<'_> {
             Ok(z) => z,
             Err(e) => return Ok(Err((e.code(), e.to_string()))),
         };
-        let tmp = dir_file(staged, "source.csv.tmp");
-        let mut out = BufWriter::with_capacity(
-            1 << 20,
-            File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?,
-        );
-        let mut write_error = None;
         let verdict = std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
             scope.spawn(move || {
@@ -323,34 +307,16 @@ impl Importer<'_> {
                     }
                 }
             });
-            let tee = Tee {
-                blocks: rx,
-                current: Vec::new(),
-                pos: 0,
-                copy: &mut out,
-                write_error: &mut write_error,
-            };
-            check_csv(tee, self.limits.csv)
+            check_csv(
+                BlockReader {
+                    blocks: rx,
+                    current: Vec::new(),
+                    pos: 0,
+                },
+                self.limits.csv,
+            )
         });
-        if let Some(e) = write_error {
-            let _ = fs::remove_file(&tmp);
-            return Err(ImportError::Io {
-                context: format!("writing {}", tmp.display()),
-                source: e,
-            });
-        }
-        if let Err(reason) = verdict {
-            let _ = fs::remove_file(&tmp);
-            return Ok(Err((mypay::codes::ERROR, reason)));
-        }
-        let f = out.into_inner().map_err(|e| ImportError::Io {
-            context: format!("writing {}", tmp.display()),
-            source: e.into_error(),
-        })?;
-        f.sync_all()
-            .map_err(io_err(format!("syncing {}", tmp.display())))?;
-        fs::rename(&tmp, staged).map_err(io_err(format!("renaming {}", tmp.display())))?;
-        Ok(Ok(()))
+        Ok(verdict.map_err(|reason| (mypay::codes::ERROR, reason)))
     }
 
     /// Applies every row from the checkpoint on and zips the outcome files; returns the final
@@ -361,16 +327,16 @@ impl Importer<'_> {
     fn apply(
         &self,
         flow: &Flow,
-        version: FlowVersion,
-        csv: &Path,
+        source: &FlowSource<'_>,
         dir: &Path,
         files: &[OutcomeFile; 2],
     ) -> Result<Option<Checkpoint>, ImportError> {
-        let file = File::open(csv).map_err(io_err(format!("opening {}", csv.display())))?;
-        let csv_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let lines = CsvLines::new(file, self.limits.csv).map_err(changed_after_check)?;
+        let limits = self.limits.csv;
+        let (header, csv_len) = source
+            .read(|r, len| CsvLines::new(r, limits).map(|l| (l.header().to_string(), len)))?
+            .map_err(changed_after_check)?;
         let cp = flow.progress;
-        let mut outcomes = Outcomes::open(dir, cp, lines.header(), files)?;
+        let mut outcomes = Outcomes::open(dir, cp, &header, files)?;
         let key = EntityKey {
             ipa_code: &self.entity.ipa_code,
             segregation_code: self.entity.segregation_code,
@@ -380,8 +346,7 @@ impl Importer<'_> {
             // Two chunks in flight at most: memory stays bounded whatever the flow's size.
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, CsvError>>(0);
             let reader = ChunkReader {
-                lines,
-                version,
+                version: source.name.version,
                 rules: &self.entity.rules,
                 today: snodo_core::time::today_rome(),
                 skip: cp.rows_done,
@@ -390,7 +355,17 @@ impl Importer<'_> {
             };
             std::thread::Builder::new()
                 .name("flow-reader".into())
-                .spawn_scoped(scope, move || reader.run(tx))
+                .spawn_scoped(scope, move || {
+                    let read = source.read(|r, _| match CsvLines::new(r, limits) {
+                        Ok(lines) => reader.run(lines, &tx),
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    });
+                    if let Err(e) = read {
+                        let _ = tx.send(Err(CsvError::Io(io::Error::other(e.to_string()))));
+                    }
+                })
                 .map_err(io_err("starting the flow reader thread"))?;
 
             let mut progress = cp;
@@ -455,7 +430,6 @@ struct Chunk {
 
 /// Reads and validates rows into chunks, on its own thread.
 struct ChunkReader<'a> {
-    lines: CsvLines<File>,
     version: FlowVersion,
     rules: &'a dovuto::EntityRules,
     today: chrono::NaiveDate,
@@ -466,9 +440,13 @@ struct ChunkReader<'a> {
 }
 
 impl ChunkReader<'_> {
-    fn run(mut self, tx: std::sync::mpsc::SyncSender<Result<Chunk, CsvError>>) {
+    fn run<R: Read>(
+        mut self,
+        mut lines: CsvLines<R>,
+        tx: &std::sync::mpsc::SyncSender<Result<Chunk, CsvError>>,
+    ) {
         loop {
-            let chunk = self.next_chunk();
+            let chunk = self.next_chunk(&mut lines);
             let last = !matches!(chunk, Ok(Chunk { last: false, .. }));
             if tx.send(chunk).is_err() || last {
                 return;
@@ -476,11 +454,11 @@ impl ChunkReader<'_> {
         }
     }
 
-    fn next_chunk(&mut self) -> Result<Chunk, CsvError> {
+    fn next_chunk<R: Read>(&mut self, lines: &mut CsvLines<R>) -> Result<Chunk, CsvError> {
         let mut rows = Vec::with_capacity(self.chunk_rows);
         let mut pending = Vec::with_capacity(self.chunk_rows);
         while pending.len() < self.chunk_rows {
-            let Some(rec) = self.lines.next_record()? else {
+            let Some(rec) = lines.next_record()? else {
                 return Ok(Chunk {
                     rows,
                     pending,
@@ -569,10 +547,6 @@ fn check_csv<R: Read>(reader: R, limits: CsvLimits) -> Result<(), String> {
     Ok(())
 }
 
-fn dir_file(sibling: &Path, name: &str) -> PathBuf {
-    sibling.parent().unwrap_or(Path::new(".")).join(name)
-}
-
 /// Fills `block` as far as the reader allows; 0 only at the end.
 fn read_block(r: &mut impl Read, block: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
@@ -587,28 +561,20 @@ fn read_block(r: &mut impl Read, block: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Reads blocks inflated by another thread and copies them to the staged file on the way.
-struct Tee<'a> {
+/// Reads blocks inflated by another thread.
+struct BlockReader {
     blocks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
     current: Vec<u8>,
     pos: usize,
-    copy: &'a mut BufWriter<File>,
-    /// A failure to write the copy: the hub's problem, not the flow's.
-    write_error: &'a mut Option<io::Error>,
 }
 
-impl Read for Tee<'_> {
+impl Read for BlockReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.pos == self.current.len() {
             match self.blocks.recv() {
                 Ok(block) => {
                     self.current = block?;
                     self.pos = 0;
-                    if let Err(e) = self.copy.write_all(&self.current) {
-                        let msg = e.to_string();
-                        *self.write_error = Some(e);
-                        return Err(io::Error::other(msg));
-                    }
                 }
                 Err(_) => return Ok(0),
             }
@@ -617,6 +583,35 @@ impl Read for Tee<'_> {
         buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+/// Where an import reads its CSV: the flow file itself, or the entry inside its zip (inflated
+/// again on every read rather than unpacked to disk).
+struct FlowSource<'a> {
+    path: &'a Path,
+    name: &'a FlowName,
+    max: u64,
+}
+
+impl FlowSource<'_> {
+    /// Calls `f` with a reader of the CSV and its (declared) size.
+    fn read<T>(&self, f: impl FnOnce(Box<dyn Read + '_>, u64) -> T) -> Result<T, ImportError> {
+        let file =
+            File::open(self.path).map_err(io_err(format!("opening {}", self.path.display())))?;
+        if !self.name.is_zip {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            return Ok(f(Box::new(SizeLimited::new(file, self.max)), len));
+        }
+        let changed = |e: mypay::FlowError| ImportError::Io {
+            context: format!("reading {}", self.path.display()),
+            source: io::Error::other(format!("the flow changed after it was checked: {e}")),
+        };
+        let mut zip =
+            FlowZip::open(io::BufReader::new(file), &self.name.stem, self.max).map_err(changed)?;
+        let len = zip.declared_size();
+        let csv = zip.csv().map_err(changed)?;
+        Ok(f(Box::new(csv), len))
     }
 }
 
