@@ -8,8 +8,8 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: sqlite3 (the import benchmark's floor), unzip (demo and tests look inside
-# outcome zips), python3 (the flow generator).
-PACKAGES=(sqlite3 unzip python3)
+# outcome zips), python3 (the flow generator), procps (kill, used by the hub tests).
+PACKAGES=(sqlite3 unzip python3 procps)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -88,7 +88,7 @@ impl SqliteStore {
              PRAGMA synchronous=FULL;
              PRAGMA foreign_keys=ON;
              PRAGMA busy_timeout=10000;
-             PRAGMA cache_size=-65536;
+             PRAGMA cache_size=-32768;
              PRAGMA wal_autocheckpoint=0;
              PRAGMA journal_size_limit=67108864;",
         )?;
