@@ -204,6 +204,9 @@ pub struct Position {
     pub updated_at: String,
     /// Entries in its history: its creation plus every change since.
     pub history_count: i64,
+    /// Last time the node activated a payment of it (paGetPayment), and how many times.
+    pub activated_at: Option<String>,
+    pub activations: i64,
     pub dovuto: Dovuto,
 }
 
@@ -225,6 +228,68 @@ pub enum PositionQuery<'a> {
     Iud(&'a str),
     Iuv(&'a str),
     NoticeNumber(&'a str),
+}
+
+/// A receipt (ricevuta) as the node sent it, with the fields the registry matches on.
+#[derive(Debug, Clone)]
+pub struct NewReceipt<'a> {
+    pub entity: &'a str,
+    pub notice_number: &'a NoticeNumber,
+    pub receipt_id: &'a str,
+    pub amount_cents: i64,
+    pub psp_id: &'a str,
+    pub psp_name: &'a str,
+    pub payment_date: Option<&'a str>,
+    /// `paSendRT` or `paSendRTV2`.
+    pub operation: &'a str,
+    /// The receipt payload exactly as received: the evidence every entity system gets back.
+    pub xml: &'a str,
+}
+
+/// Why a stored receipt needs an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "issue", rename_all = "snake_case")]
+pub enum ReceiptIssue {
+    UnknownNotice,
+    AmountMismatch {
+        expected_cents: i64,
+    },
+    /// The position was paid before, by another receipt: a double payment.
+    AlreadyPaid,
+    Annulled,
+}
+
+impl ReceiptIssue {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::UnknownNotice => "unknown_notice",
+            Self::AmountMismatch { .. } => "amount_mismatch",
+            Self::AlreadyPaid => "already_paid",
+            Self::Annulled => "annulled",
+        }
+    }
+}
+
+/// What storing a receipt did. In every case but `Duplicate` the receipt is now durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptStored {
+    /// Stored, and its position is now paid.
+    Paid { receipt: i64, position: i64 },
+    /// Stored, not applied to any position: operators must look at it.
+    Flagged { receipt: i64, issue: ReceiptIssue },
+    /// This receipt id was stored before; nothing changed.
+    Duplicate,
+}
+
+/// Something that happened, kept in order for whoever fans it out (the receipt outbox, ops).
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub kind: String,
+    pub entity: String,
+    pub subject: String,
+    pub payload: serde_json::Value,
+    pub at: String,
 }
 
 /// Called inside the transaction of a chunk, after the rows are applied and before commit: it
@@ -258,6 +323,20 @@ pub trait Store: Send + Sync {
     ) -> Result<()>;
 
     fn positions(&self, entity: &str, query: &PositionQuery<'_>) -> Result<Vec<Position>>;
+
+    /// The position a notice number designates: the live one, else the latest annulled one (so
+    /// the node can be told it was annulled rather than unknown). Hot path of the node's calls.
+    fn position_by_notice(&self, entity: &str, notice: &NoticeNumber) -> Result<Option<Position>>;
+
+    /// The node activated a payment of this position (paGetPayment): counted and timestamped.
+    fn record_activation(&self, position_id: i64) -> Result<()>;
+
+    /// Stores a receipt durably, marks its position paid when it matches, and records a
+    /// `receipt.stored` event, all in one transaction.
+    fn store_receipt(&self, receipt: &NewReceipt<'_>) -> Result<ReceiptStored>;
+
+    /// Events after `after_id`, oldest first.
+    fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>>;
     /// A position's history, oldest first: its creation, then every change.
     fn history(&self, position_id: i64) -> Result<Vec<HistoryEntry>>;
 }

@@ -6,7 +6,10 @@ use snodo_core::dovuto::{Action, RejectCode};
 use std::path::Path;
 use std::sync::Mutex;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite_0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite_0001_init.sql")),
+    (2, include_str!("migrations/sqlite_0002_payments.sql")),
+];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -272,9 +275,7 @@ impl Store for SqliteStore {
 
     fn positions(&self, entity: &str, query: &PositionQuery<'_>) -> Result<Vec<Position>> {
         let conn = self.lock();
-        let base = "SELECT p.id, p.entity, p.iud, p.iuv, p.iuv_generated, p.status, p.amount_cents, p.version, p.flow_id, p.created_at, p.updated_at, p.data,
-                    1 + (SELECT COUNT(*) FROM position_history h WHERE h.position_id = p.id)
-                    FROM positions p WHERE p.entity = ?1";
+        let base = format!("SELECT {POSITION_COLUMNS} FROM positions p WHERE p.entity = ?1");
         let notice_iuv: String;
         let (sql, arg): (String, Option<&str>) = match query {
             PositionQuery::All { .. } => (format!("{base} ORDER BY p.id LIMIT ?2"), None),
@@ -294,52 +295,147 @@ impl Store for SqliteStore {
             },
         };
         let mut stmt = conn.prepare_cached(&sql)?;
-        let map = |r: &Row<'_>| -> rusqlite::Result<(Position, String)> {
-            let status: String = r.get(5)?;
-            let iuv: Option<String> = r.get(3)?;
-            Ok((
-                Position {
-                    id: r.get(0)?,
-                    entity: r.get(1)?,
-                    iud: r.get(2)?,
-                    notice_number: iuv
-                        .as_deref()
-                        .and_then(|i| Iuv::parse(i).ok())
-                        .and_then(|i| i.notice_number())
-                        .map(|n| n.as_str().to_string()),
-                    iuv,
-                    iuv_generated: r.get::<_, i64>(4)? != 0,
-                    status: PositionStatus::parse(&status).unwrap_or(PositionStatus::Active),
-                    amount_cents: r.get(6)?,
-                    version: r.get(7)?,
-                    flow_id: r.get(8)?,
-                    created_at: r.get(9)?,
-                    updated_at: r.get(10)?,
-                    history_count: r.get(12)?,
-                    dovuto: placeholder_dovuto(),
-                },
-                r.get(11)?,
-            ))
-        };
         let rows = match (query, arg) {
             (PositionQuery::All { limit }, _) => stmt
-                .query_map(params![entity, *limit as i64], map)?
+                .query_map(params![entity, *limit as i64], position_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?,
             (_, Some(v)) => stmt
-                .query_map(params![entity, v], map)?
+                .query_map(params![entity, v], position_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?,
             (_, None) => Vec::new(),
         };
-        rows.into_iter()
-            .map(|(mut p, data)| {
-                p.dovuto = serde_json::from_str(&data)
-                    .map_err(|e| StoreError::Corrupt(format!("position {}: {e}", p.id)))?;
-                // The columns are authoritative: the store may have generated the IUV.
-                p.dovuto.iuv = p.iuv.as_deref().and_then(|i| Iuv::parse(i).ok());
-                p.dovuto.generate_iuv = p.iuv_generated;
-                Ok(p)
+        rows.into_iter().map(with_data).collect()
+    }
+
+    fn position_by_notice(&self, entity: &str, notice: &NoticeNumber) -> Result<Option<Position>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {POSITION_COLUMNS} FROM positions p WHERE p.entity = ?1 AND p.iuv = ?2
+             ORDER BY (p.status = 'annulled'), p.id DESC LIMIT 1"
+        ))?;
+        let row = stmt
+            .query_row(params![entity, notice.iuv().as_str()], position_from_row)
+            .optional()?;
+        row.map(with_data).transpose()
+    }
+
+    fn record_activation(&self, position_id: i64) -> Result<()> {
+        let conn = self.lock();
+        conn.prepare_cached(
+            "UPDATE positions SET activated_at = ?2, activations = activations + 1 WHERE id = ?1",
+        )?
+        .execute(params![position_id, now()])?;
+        Ok(())
+    }
+
+    fn store_receipt(&self, r: &NewReceipt<'_>) -> Result<ReceiptStored> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let ts = now();
+        let iuv = r.notice_number.iuv();
+        let target = tx
+            .prepare_cached(
+                "SELECT id, status, amount_cents FROM positions WHERE entity = ?1 AND iuv = ?2
+                 ORDER BY (status = 'annulled'), id DESC LIMIT 1",
+            )?
+            .query_row(params![r.entity, iuv.as_str()], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
             })
-            .collect()
+            .optional()?;
+        let (position, issue) = match &target {
+            None => (None, Some(ReceiptIssue::UnknownNotice)),
+            Some((id, status, _)) if status == PositionStatus::Annulled.as_str() => {
+                (Some(*id), Some(ReceiptIssue::Annulled))
+            }
+            Some((id, status, _)) if status == PositionStatus::Paid.as_str() => {
+                (Some(*id), Some(ReceiptIssue::AlreadyPaid))
+            }
+            Some((id, _, cents)) if *cents != r.amount_cents => (
+                Some(*id),
+                Some(ReceiptIssue::AmountMismatch {
+                    expected_cents: *cents,
+                }),
+            ),
+            Some((id, _, _)) => (Some(*id), None),
+        };
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO receipts (entity, receipt_id, notice_number, iuv, position_id, amount_cents, psp_id, psp_name, payment_date, operation, issue, xml, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                r.entity,
+                r.receipt_id,
+                r.notice_number.as_str(),
+                iuv.as_str(),
+                position,
+                r.amount_cents,
+                r.psp_id,
+                r.psp_name,
+                r.payment_date,
+                r.operation,
+                issue.as_ref().map(|i| i.as_str()),
+                r.xml,
+                ts
+            ])?;
+        if inserted == 0 {
+            return Ok(ReceiptStored::Duplicate);
+        }
+        let receipt = tx.last_insert_rowid();
+        let source = format!("receipt:{}", r.receipt_id);
+        if let (Some(pos), None) = (position, &issue) {
+            tx.prepare_cached(
+                "UPDATE positions SET status = 'paid', version = version + 1, updated_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![pos, ts])?;
+            history(&tx, pos, "P", &source, None, &ts, None)?;
+        }
+        let payload = serde_json::json!({
+            "receipt": receipt,
+            "receipt_id": r.receipt_id,
+            "notice_number": r.notice_number.as_str(),
+            "position": position,
+            "amount_cents": r.amount_cents,
+            "issue": issue,
+        });
+        tx.prepare_cached(
+            "INSERT INTO events (kind, entity, subject, payload, at) VALUES ('receipt.stored', ?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![r.entity, r.notice_number.as_str(), payload.to_string(), ts])?;
+        tx.commit()?;
+        self.checkpointer.nudge();
+        Ok(match (position, issue) {
+            (Some(position), None) => ReceiptStored::Paid { receipt, position },
+            (_, Some(issue)) => ReceiptStored::Flagged { receipt, issue },
+            (None, None) => ReceiptStored::Flagged {
+                receipt,
+                issue: ReceiptIssue::UnknownNotice,
+            },
+        })
+    }
+
+    fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, kind, entity, subject, payload, at FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after_id, limit as i64], |r| {
+            let payload: String = r.get(4)?;
+            Ok(Event {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                entity: r.get(2)?,
+                subject: r.get(3)?,
+                payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+                at: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     fn history(&self, position_id: i64) -> Result<Vec<HistoryEntry>> {
@@ -382,6 +478,49 @@ impl Store for SqliteStore {
         }
         Ok(all)
     }
+}
+
+const POSITION_COLUMNS: &str = "p.id, p.entity, p.iud, p.iuv, p.iuv_generated, p.status, p.amount_cents, p.version, p.flow_id, p.created_at, p.updated_at, p.data,
+     1 + (SELECT COUNT(*) FROM position_history h WHERE h.position_id = p.id), p.activated_at, p.activations";
+
+/// A position row and its data, still to be parsed (see [`with_data`]).
+fn position_from_row(r: &Row<'_>) -> rusqlite::Result<(Position, String)> {
+    let status: String = r.get(5)?;
+    let iuv: Option<String> = r.get(3)?;
+    Ok((
+        Position {
+            id: r.get(0)?,
+            entity: r.get(1)?,
+            iud: r.get(2)?,
+            notice_number: iuv
+                .as_deref()
+                .and_then(|i| Iuv::parse(i).ok())
+                .and_then(|i| i.notice_number())
+                .map(|n| n.as_str().to_string()),
+            iuv,
+            iuv_generated: r.get::<_, i64>(4)? != 0,
+            status: PositionStatus::parse(&status).unwrap_or(PositionStatus::Active),
+            amount_cents: r.get(6)?,
+            version: r.get(7)?,
+            flow_id: r.get(8)?,
+            created_at: r.get(9)?,
+            updated_at: r.get(10)?,
+            history_count: r.get(12)?,
+            activated_at: r.get(13)?,
+            activations: r.get(14)?,
+            dovuto: placeholder_dovuto(),
+        },
+        r.get(11)?,
+    ))
+}
+
+fn with_data((mut p, data): (Position, String)) -> Result<Position> {
+    p.dovuto = serde_json::from_str(&data)
+        .map_err(|e| StoreError::Corrupt(format!("position {}: {e}", p.id)))?;
+    // The columns are authoritative: the store may have generated the IUV.
+    p.dovuto.iuv = p.iuv.as_deref().and_then(|i| Iuv::parse(i).ok());
+    p.dovuto.generate_iuv = p.iuv_generated;
+    Ok(p)
 }
 
 /// Replaced right after the row is read; avoids an Option in the public type.
@@ -495,7 +634,7 @@ fn history(
     position_id: i64,
     action: &str,
     source: &str,
-    flow_id: i64,
+    flow_id: Option<i64>,
     ts: &str,
     previous: Option<&str>,
 ) -> Result<()> {
@@ -630,7 +769,7 @@ fn modify(
         cur.id,
         Action::Modify.as_str(),
         source,
-        flow_id,
+        Some(flow_id),
         ts,
         Some(&cur.data),
     )?;
@@ -663,7 +802,7 @@ fn annul(
         cur.id,
         Action::Annul.as_str(),
         source,
-        flow_id,
+        Some(flow_id),
         ts,
         None,
     )?;
@@ -911,5 +1050,118 @@ mod tests {
                 .rows_done,
             1
         );
+    }
+
+    fn receipt<'a>(notice: &'a NoticeNumber, id: &'a str, cents: i64) -> NewReceipt<'a> {
+        NewReceipt {
+            entity: "c_g224",
+            notice_number: notice,
+            receipt_id: id,
+            amount_cents: cents,
+            psp_id: "BCITITMM",
+            psp_name: "Intesa Sanpaolo",
+            payment_date: Some("2026-11-26"),
+            operation: "paSendRTV2",
+            xml: "<receipt/>",
+        }
+    }
+
+    #[test]
+    fn receipts_pay_once_and_every_anomaly_is_kept() {
+        let (_d, s) = store();
+        let f = flow(&s, "F1");
+        let out = apply(
+            &s,
+            f,
+            &[
+                row(Action::Insert, "A", 1250, true),
+                row(Action::Insert, "B", 500, true),
+            ],
+        );
+        let na = NoticeNumber::from_iuv17(&Iuv::parse(&iuv_of(&out[0])).unwrap()).unwrap();
+        let nb = NoticeNumber::from_iuv17(&Iuv::parse(&iuv_of(&out[1])).unwrap()).unwrap();
+
+        let p = s.position_by_notice("c_g224", &na).unwrap().unwrap();
+        assert_eq!(p.iud, "A");
+        s.record_activation(p.id).unwrap();
+        s.record_activation(p.id).unwrap();
+        let p = s.position_by_notice("c_g224", &na).unwrap().unwrap();
+        assert_eq!(p.activations, 2);
+        assert!(p.activated_at.is_some());
+
+        let paid = s.store_receipt(&receipt(&na, "R1", 1250)).unwrap();
+        assert!(matches!(paid, ReceiptStored::Paid { position, .. } if position == p.id));
+        assert_eq!(
+            s.store_receipt(&receipt(&na, "R1", 1250)).unwrap(),
+            ReceiptStored::Duplicate
+        );
+        let p = s.position_by_notice("c_g224", &na).unwrap().unwrap();
+        assert_eq!(p.status, PositionStatus::Paid);
+        assert_eq!(
+            s.history(p.id).unwrap().last().unwrap().source,
+            "receipt:R1"
+        );
+
+        let twice = s.store_receipt(&receipt(&na, "R2", 1250)).unwrap();
+        assert!(matches!(
+            twice,
+            ReceiptStored::Flagged {
+                issue: ReceiptIssue::AlreadyPaid,
+                ..
+            }
+        ));
+        let wrong = s.store_receipt(&receipt(&nb, "R3", 499)).unwrap();
+        assert!(matches!(
+            wrong,
+            ReceiptStored::Flagged {
+                issue: ReceiptIssue::AmountMismatch {
+                    expected_cents: 500
+                },
+                ..
+            }
+        ));
+        assert_eq!(
+            s.position_by_notice("c_g224", &nb).unwrap().unwrap().status,
+            PositionStatus::Active
+        );
+        let unknown = NoticeNumber::parse("301000000000012373").unwrap();
+        let lost = s.store_receipt(&receipt(&unknown, "R4", 100)).unwrap();
+        assert!(matches!(
+            lost,
+            ReceiptStored::Flagged {
+                issue: ReceiptIssue::UnknownNotice,
+                ..
+            }
+        ));
+
+        let events = s.events_after(0, 100).unwrap();
+        assert_eq!(
+            events.len(),
+            4,
+            "one event per stored receipt, none for the duplicate"
+        );
+        assert!(events.iter().all(|e| e.kind == "receipt.stored"));
+        assert_eq!(events[0].payload["receipt_id"], "R1");
+        assert_eq!(events[1].payload["issue"]["issue"], "already_paid");
+        assert_eq!(s.events_after(events[1].id, 100).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_annulled_notice_is_found_as_annulled() {
+        let (_d, s) = store();
+        let f = flow(&s, "F1");
+        let out = apply(&s, f, &[row(Action::Insert, "A", 100, true)]);
+        let n = NoticeNumber::from_iuv17(&Iuv::parse(&iuv_of(&out[0])).unwrap()).unwrap();
+        apply(&s, f, &[row(Action::Annul, "A", 100, false)]);
+        let p = s.position_by_notice("c_g224", &n).unwrap().unwrap();
+        assert_eq!(p.status, PositionStatus::Annulled);
+        let late = s.store_receipt(&receipt(&n, "R9", 100)).unwrap();
+        assert!(matches!(
+            late,
+            ReceiptStored::Flagged {
+                issue: ReceiptIssue::Annulled,
+                ..
+            }
+        ));
     }
 }
