@@ -8,6 +8,7 @@
 pub mod amount;
 pub mod dovuto;
 pub mod ids;
+pub mod payment;
 pub mod qr;
 pub mod taxonomy;
 pub mod time;

@@ -11,6 +11,7 @@ pub use sqlite::SqliteStore;
 
 use serde::Serialize;
 pub use snodo_core::dovuto::Action;
+pub use snodo_core::payment::PositionStatus;
 use snodo_core::dovuto::{Dovuto, DovutoRow, Rejection};
 use snodo_core::{Iuv, NoticeNumber, SegregationCode};
 
@@ -158,33 +159,6 @@ pub enum RowOutcome {
         generated: bool,
     },
     Rejected(Rejection),
-}
-
-/// Lifecycle of a position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PositionStatus {
-    Active,
-    Annulled,
-    Paid,
-    Expired,
-}
-
-impl PositionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Annulled => "annulled",
-            Self::Paid => "paid",
-            Self::Expired => "expired",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Active, Self::Annulled, Self::Paid, Self::Expired]
-            .into_iter()
-            .find(|f| f.as_str() == s)
-    }
 }
 
 /// A stored position as operators and APIs see it.
