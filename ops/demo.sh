@@ -20,7 +20,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "snodo validate  (the embedded demo: 3 entities, 3 intake pipelines)"
 "$BIN" validate
 
-step "snodo run  (in the background; logs in target/demo/hub.log)"
+step "snodo run  (in the background; logs in target/demo/hub.log; SOAP for the node on 127.0.0.1:8080)"
 "$BIN" run >hub.log 2>&1 &
 HUB=$!
 trap 'kill $HUB 2>/dev/null || true' EXIT
@@ -51,6 +51,19 @@ step "snodo flows --entity c_g224"
 
 step "snodo positions --entity c_g224 --limit 2"
 "$BIN" positions --entity c_g224 --limit 2
+
+step "the national node asks about a notice (paVerifyPaymentNotice, SOAP, as the node sends it)"
+NOTICE=$("$BIN" positions --entity c_g224 --limit 1 | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["notice_number"])')
+echo "  POST http://127.0.0.1:8080/pagopa/paForNode  noticeNumber=$NOTICE"
+curl -s -H 'Content-Type: text/xml' -H 'SOAPAction: paVerifyPaymentNotice' --data-binary @- \
+  http://127.0.0.1:8080/pagopa/paForNode <<XML | sed -e 's/></>\n</g' | grep -E '<(outcome|amount|dueDate|paymentDescription|companyName)>' | sed 's/^/    /'
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:paf="http://pagopa-api.pagopa.gov.it/pa/paForNode.xsd">
+ <soapenv:Body><paf:paVerifyPaymentNoticeReq>
+  <idPA>00644060287</idPA><idBrokerPA>80007580279</idBrokerPA><idStation>80007580279_01</idStation>
+  <qrCode><fiscalCode>00644060287</fiscalCode><noticeNumber>$NOTICE</noticeNumber></qrCode>
+ </paf:paVerifyPaymentNoticeReq></soapenv:Body>
+</soapenv:Envelope>
+XML
 
 step "the same flow again is refused whole"
 cp "$REPO/target/demo/var/c_g224/in/archive/"*/c_g224-DEMO001-1_4.zip var/c_g224/in/

@@ -8,8 +8,9 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: sqlite3 (the import benchmark's floor), unzip (demo and tests look inside
-# outcome zips), python3 (the flow generator), procps (kill, used by the hub tests).
-PACKAGES=(sqlite3 unzip python3 procps)
+# outcome zips), python3 (the flow generator), procps (kill, used by the hub tests), curl (the
+# tests call the hub over HTTP), libxml2-utils (xmllint checks answers against the official XSD).
+PACKAGES=(sqlite3 unzip python3 procps curl libxml2-utils)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -4,7 +4,6 @@
 mod common;
 use common::*;
 use std::io::Write;
-use std::process::{Command, Stdio};
 
 fn zip_with_entry(path: &std::path::Path, entry: &str, content: &[u8]) {
     let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
@@ -68,15 +67,8 @@ fn broken_flows_are_set_aside_and_a_good_one_still_goes_through() {
         std::fs::rename(e.path(), inbox.join(e.file_name())).unwrap();
     }
 
-    let mut hub = Command::new(BIN)
-        .args(["run", "-c", "config.toml"])
-        .current_dir(home.path())
-        .env("SNODO_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = hub.id();
+    let hub = Hub::start(&home);
+    let pid = hub.pid();
     let failed = inbox.join("failed");
     let out = home.path().join("var/c_g224/out");
     let mut peak_kib = 0u64;
@@ -93,10 +85,7 @@ fn broken_flows_are_set_aside_and_a_good_one_still_goes_through() {
             && out.join("c_g224-WIDE-1_4_SCARTI.zip").exists()
             && out.join("c_g224-GOOD-1_4_IUV.zip").exists()
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = hub.wait();
+    hub.terminate();
     assert!(
         done,
         "every file reached its end state; failed/ has {:?}",

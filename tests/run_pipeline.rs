@@ -3,38 +3,6 @@
 
 mod common;
 use common::*;
-use std::process::{Child, Command, Stdio};
-
-struct Hub(Child);
-
-impl Hub {
-    fn start(home: &Home) -> Self {
-        let child = Command::new(BIN)
-            .args(["run", "-c", "config.toml"])
-            .current_dir(home.path())
-            .env("SNODO_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start snodo run");
-        Hub(child)
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let ok = wait_for(20, || matches!(self.0.try_wait(), Ok(Some(_))));
-        assert!(ok, "snodo run did not stop after SIGTERM");
-        self.0.wait().unwrap()
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn a_dropped_flow_gets_its_outcome_files_and_is_archived() {

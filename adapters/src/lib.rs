@@ -6,3 +6,4 @@
 
 pub mod csv;
 pub mod mypay_import;
+pub mod pagopa;

@@ -156,6 +156,9 @@ pub struct DebtTypeConfig {
     /// Generate an IUV for rows that leave it empty, even without `flgGeneraIuv`.
     #[serde(default)]
     pub generate_iuv: bool,
+    /// The node may take a payment after the due date (else `PAA_PAGAMENTO_SCADUTO`).
+    #[serde(default = "yes")]
+    pub late_payment_allowed: bool,
 }
 
 fn yes() -> bool {

@@ -32,6 +32,7 @@ impl Hub {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), EngineError> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
+        tasks.push(self.serve_http(shutdown.clone()).await?);
         for (index, _) in self.plan.pipelines.iter().enumerate() {
             let runner =
                 PipelineRunner::new(self.plan.clone(), index, self.store.clone(), stop.clone())?;
@@ -59,6 +60,53 @@ impl Hub {
 pub enum EngineError {
     #[error("pipeline {pipeline}: {message}")]
     Start { pipeline: String, message: String },
+    #[error("http.listen {listen}: {source}")]
+    Listen {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Hub {
+    /// Binds `http.listen` now (a taken port stops the start) and serves until shutdown.
+    async fn serve_http(
+        &self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<tokio::task::JoinHandle<()>, EngineError> {
+        let http = &self.plan.config.http;
+        let listener = tokio::net::TcpListener::bind(&http.listen)
+            .await
+            .map_err(|source| EngineError::Listen {
+                listen: http.listen.clone(),
+                source,
+            })?;
+        let public_url = http
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", http.listen));
+        let node = Arc::new(crate::node::NodeService::new(
+            self.plan.clone(),
+            self.store.clone(),
+        ));
+        let app = crate::http::router(node, &public_url);
+        info!(listen = %http.listen, "serving the node's calls at {public_url}{}", crate::http::PA_FOR_NODE_PATH);
+        Ok(tokio::spawn(async move {
+            let stopped = async move {
+                while !*shutdown.borrow() {
+                    if shutdown.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                error!("HTTP server failed: {e}");
+            }
+        }))
+    }
 }
 
 struct PipelineRunner {

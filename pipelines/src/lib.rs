@@ -4,6 +4,8 @@
 
 pub mod config;
 pub mod engine;
+pub mod http;
 pub mod import;
+pub mod node;
 pub mod plan;
 pub mod registry;

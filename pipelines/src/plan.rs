@@ -29,8 +29,27 @@ pub struct EntityRuntime {
     pub ipa_code: String,
     pub fiscal_code: EntityFiscalCode,
     pub name: String,
+    pub office_name: Option<String>,
     pub segregation_code: SegregationCode,
     pub rules: EntityRules,
+    /// What the node needs to take a payment, by debt type code.
+    pub payments: HashMap<String, DebtTypePayment>,
+}
+
+/// A debt type as the node's calls need it.
+pub struct DebtTypePayment {
+    pub iban: Iban,
+    pub taxonomy: String,
+    pub late_payment_allowed: bool,
+}
+
+impl Plan {
+    /// The entity the node names by fiscal code (`idPA`).
+    pub fn entity_by_fiscal_code(&self, fiscal_code: &str) -> Option<&Arc<EntityRuntime>> {
+        self.entities
+            .values()
+            .find(|e| e.fiscal_code.as_str() == fiscal_code)
+    }
 }
 
 pub enum PipelineKind {
@@ -171,7 +190,20 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                 )
             })
             .ok();
+        if let Some(other) = cfg.entities[..i]
+            .iter()
+            .position(|o| o.fiscal_code == e.fiscal_code)
+        {
+            p(
+                format!("{at}.fiscal_code"),
+                format!(
+                    "{:?} is also the fiscal code of entities[{other}]",
+                    e.fiscal_code
+                ),
+            );
+        }
         let mut debt_types = HashMap::new();
+        let mut payments = HashMap::new();
         for (j, dt) in e.debt_types.iter().enumerate() {
             let at = format!("{at}.debt_types[{j}]");
             if dt.code.is_empty() || dt.code.len() > 64 {
@@ -183,8 +215,18 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     format!("{:?} is configured twice for this entity", dt.code),
                 );
             }
-            if let Err(err) = Iban::parse(&dt.iban) {
-                p(format!("{at}.iban"), format!("{:?} {err}", dt.iban));
+            match Iban::parse(&dt.iban) {
+                Err(err) => p(format!("{at}.iban"), format!("{:?} {err}", dt.iban)),
+                Ok(iban) => {
+                    payments.insert(
+                        dt.code.clone(),
+                        DebtTypePayment {
+                            iban,
+                            taxonomy: dt.taxonomy.clone(),
+                            late_payment_allowed: dt.late_payment_allowed,
+                        },
+                    );
+                }
             }
             match TaxonomyCode::parse(&dt.taxonomy) {
                 Err(err) => p(
@@ -218,7 +260,9 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     ipa_code: e.ipa_code.clone(),
                     fiscal_code,
                     name: e.name.clone(),
+                    office_name: e.office_name.clone(),
                     segregation_code: seg,
+                    payments,
                     rules: EntityRules {
                         segregation_code: seg,
                         debt_types,

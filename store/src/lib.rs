@@ -11,8 +11,8 @@ pub use sqlite::SqliteStore;
 
 use serde::Serialize;
 pub use snodo_core::dovuto::Action;
-pub use snodo_core::payment::PositionStatus;
 use snodo_core::dovuto::{Dovuto, DovutoRow, Rejection};
+pub use snodo_core::payment::PositionStatus;
 use snodo_core::{Iuv, NoticeNumber, SegregationCode};
 
 #[derive(Debug, thiserror::Error)]

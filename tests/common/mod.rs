@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_snodo");
 
@@ -13,6 +13,8 @@ pub const HEADER_1_4: &str = "IUD;codIuv;tipoIdentificativoUnivoco;codiceIdentif
 /// A hub home in a temp dir: `config.toml` (the demo's entities, data under `var/`, fast polls).
 pub struct Home {
     pub dir: tempfile::TempDir,
+    /// The port of `http.listen`, free when the home was made.
+    pub port: u16,
 }
 
 impl Home {
@@ -22,8 +24,13 @@ impl Home {
 
     pub fn with_chunk_rows(chunk: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
         let demo = std::fs::read_to_string(repo().join("config/demo.toml")).expect("demo config");
         let cfg = demo
+            .replace(
+                "listen = \"127.0.0.1:8080\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+            )
             .replace(
                 "data_dir = \"var\"",
                 &format!("data_dir = \"var\"\nimport_chunk_rows = {chunk}"),
@@ -40,7 +47,7 @@ impl Home {
                     .to_string(),
             );
         std::fs::write(dir.path().join("config.toml"), cfg).expect("write config");
-        Self { dir }
+        Self { dir, port }
     }
 
     pub fn path(&self) -> &Path {
@@ -90,6 +97,14 @@ impl Home {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 pub fn repo() -> PathBuf {
@@ -210,4 +225,56 @@ pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     cond()
+}
+
+/// `snodo run` on a home, killed when dropped.
+pub struct Hub(pub Child);
+
+impl Hub {
+    pub fn start(home: &Home) -> Self {
+        let child = Command::new(BIN)
+            .args(["run", "-c", "config.toml"])
+            .current_dir(home.path())
+            .env("SNODO_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start snodo run");
+        Hub(child)
+    }
+
+    /// Starts the hub and waits until its HTTP server answers.
+    pub fn start_serving(home: &Home) -> Self {
+        let hub = Self::start(home);
+        let url = format!("http://127.0.0.1:{}/healthz", home.port);
+        let up = wait_for(20, || {
+            Command::new("curl")
+                .args(["-sf", &url])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        });
+        assert!(up, "the hub did not start serving on port {}", home.port);
+        hub
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let ok = wait_for(20, || matches!(self.0.try_wait(), Ok(Some(_))));
+        assert!(ok, "snodo run did not stop after SIGTERM");
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -1,0 +1,432 @@
+//! From the structs to SOAP text, written straight into one `String` in XSD order.
+//!
+//! `None` and empty `metadata` are left out; everything else is written as given (the renderer
+//! does not validate: parse what you render in tests).
+
+use std::fmt::Write as _;
+
+use super::model::*;
+use super::xml::push_escaped;
+use super::{Request, Response};
+
+const ENVELOPE_START: &str = concat!(
+    r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" "#,
+    r#"xmlns:paf="http://pagopa-api.pagopa.gov.it/pa/paForNode.xsd">"#,
+    "<soapenv:Header/><soapenv:Body><paf:"
+);
+const ENVELOPE_END: &str = "</soapenv:Body></soapenv:Envelope>";
+
+/// Renders the SOAP envelope of a request (for the node simulator).
+pub fn render_request(req: &Request) -> String {
+    let op = req.operation();
+    let mut w = W::envelope(op.request_element(), 2048);
+    match req {
+        Request::Verify(r) => {
+            w.head(&r.id_pa, &r.id_broker_pa, &r.id_station);
+            w.qr_code(&r.qr_code);
+        }
+        Request::GetPayment(r) | Request::GetPaymentV2(r) => {
+            w.head(&r.id_pa, &r.id_broker_pa, &r.id_station);
+            w.qr_code(&r.qr_code);
+            w.opt("amount", &r.amount);
+            w.opt("paymentNote", &r.payment_note);
+            if let Some(t) = r.transfer_type {
+                w.leaf("transferType", t.as_str());
+            }
+            w.opt("dueDate", &r.due_date);
+        }
+        Request::SendRt(r) => {
+            w.head(&r.id_pa, &r.id_broker_pa, &r.id_station);
+            w.receipt(&r.receipt);
+        }
+        Request::SendRtV2(r) => {
+            w.head(&r.id_pa, &r.id_broker_pa, &r.id_station);
+            w.receipt_v2(&r.receipt);
+        }
+    }
+    w.finish(op.request_element())
+}
+
+/// Renders the SOAP envelope of a response (for the hub).
+pub fn render_response(resp: &Response) -> String {
+    let op = resp.operation();
+    let mut w = W::envelope(op.response_element(), 1024);
+    match resp {
+        Response::Verify(r) => {
+            w.response_head(r.outcome, &r.fault);
+            if let Some(o) = &r.payment_option {
+                w.open("paymentList");
+                w.open("paymentOptionDescription");
+                w.leaf("amount", &o.amount);
+                w.leaf("options", o.options.as_str());
+                w.opt("dueDate", &o.due_date);
+                w.opt("detailDescription", &o.detail_description);
+                w.leaf("allCCP", bool_str(o.all_ccp));
+                w.close("paymentOptionDescription");
+                w.close("paymentList");
+            }
+            w.opt("paymentDescription", &r.payment_description);
+            w.opt("fiscalCodePA", &r.fiscal_code_pa);
+            w.opt("companyName", &r.company_name);
+            w.opt("officeName", &r.office_name);
+        }
+        Response::GetPayment(r) => {
+            w.response_head(r.outcome, &r.fault);
+            if let Some(d) = &r.data {
+                w.open("data");
+                w.leaf("creditorReferenceId", &d.creditor_reference_id);
+                w.leaf("paymentAmount", &d.payment_amount);
+                w.leaf("dueDate", &d.due_date);
+                w.opt("retentionDate", &d.retention_date);
+                w.opt_bool("lastPayment", d.last_payment);
+                w.leaf("description", &d.description);
+                w.opt("companyName", &d.company_name);
+                w.opt("officeName", &d.office_name);
+                w.subject("debtor", &d.debtor);
+                w.open("transferList");
+                for t in &d.transfer_list {
+                    w.transfer(t);
+                }
+                w.close("transferList");
+                w.metadata(&d.metadata);
+                w.close("data");
+            }
+        }
+        Response::GetPaymentV2(r) => {
+            w.response_head(r.outcome, &r.fault);
+            if let Some(d) = &r.data {
+                w.open("data");
+                w.leaf("creditorReferenceId", &d.creditor_reference_id);
+                w.leaf("paymentAmount", &d.payment_amount);
+                w.leaf("dueDate", &d.due_date);
+                w.opt("retentionDate", &d.retention_date);
+                w.opt_bool("lastPayment", d.last_payment);
+                w.leaf("description", &d.description);
+                w.leaf("companyName", &d.company_name);
+                w.opt("officeName", &d.office_name);
+                w.subject("debtor", &d.debtor);
+                w.open("transferList");
+                for t in &d.transfer_list {
+                    w.transfer_v2(t);
+                }
+                w.close("transferList");
+                w.metadata(&d.metadata);
+                w.close("data");
+            }
+        }
+        Response::SendRt(r) | Response::SendRtV2(r) => w.response_head(r.outcome, &r.fault),
+    }
+    w.finish(op.response_element())
+}
+
+fn bool_str(b: bool) -> &'static str {
+    if b {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+/// The output being written.
+struct W(String);
+
+impl W {
+    fn envelope(root: &str, capacity: usize) -> W {
+        let mut s = String::with_capacity(capacity);
+        s.push_str(ENVELOPE_START);
+        s.push_str(root);
+        s.push('>');
+        W(s)
+    }
+
+    fn finish(mut self, root: &str) -> String {
+        self.0.push_str("</paf:");
+        self.0.push_str(root);
+        self.0.push('>');
+        self.0.push_str(ENVELOPE_END);
+        self.0
+    }
+
+    fn open(&mut self, name: &str) {
+        self.0.push('<');
+        self.0.push_str(name);
+        self.0.push('>');
+    }
+
+    fn close(&mut self, name: &str) {
+        self.0.push_str("</");
+        self.0.push_str(name);
+        self.0.push('>');
+    }
+
+    fn leaf(&mut self, name: &str, text: &str) {
+        self.open(name);
+        push_escaped(&mut self.0, text);
+        self.close(name);
+    }
+
+    fn opt(&mut self, name: &str, text: &Option<String>) {
+        if let Some(t) = text {
+            self.leaf(name, t);
+        }
+    }
+
+    fn opt_bool(&mut self, name: &str, b: Option<bool>) {
+        if let Some(b) = b {
+            self.leaf(name, bool_str(b));
+        }
+    }
+
+    fn id_transfer(&mut self, id: u8) {
+        self.open("idTransfer");
+        let _ = write!(self.0, "{id}");
+        self.close("idTransfer");
+    }
+
+    fn head(&mut self, id_pa: &str, id_broker_pa: &str, id_station: &str) {
+        self.leaf("idPA", id_pa);
+        self.leaf("idBrokerPA", id_broker_pa);
+        self.leaf("idStation", id_station);
+    }
+
+    fn qr_code(&mut self, qr: &QrCode) {
+        self.open("qrCode");
+        self.leaf("fiscalCode", &qr.fiscal_code);
+        self.leaf("noticeNumber", &qr.notice_number);
+        self.close("qrCode");
+    }
+
+    fn response_head(&mut self, outcome: Outcome, fault: &Option<Fault>) {
+        self.leaf("outcome", outcome.as_str());
+        if let Some(f) = fault {
+            self.open("fault");
+            self.leaf("faultCode", &f.fault_code);
+            self.leaf("faultString", &f.fault_string);
+            self.leaf("id", &f.id);
+            self.opt("description", &f.description);
+            if let Some(serial) = f.serial {
+                self.open("serial");
+                let _ = write!(self.0, "{serial}");
+                self.close("serial");
+            }
+            self.opt("originalFaultCode", &f.original_fault_code);
+            self.opt("originalFaultString", &f.original_fault_string);
+            self.opt("originalDescription", &f.original_description);
+            self.close("fault");
+        }
+    }
+
+    fn metadata(&mut self, entries: &[MapEntry]) {
+        if entries.is_empty() {
+            return;
+        }
+        self.open("metadata");
+        for e in entries {
+            self.open("mapEntry");
+            self.leaf("key", &e.key);
+            self.leaf("value", &e.value);
+            self.close("mapEntry");
+        }
+        self.close("metadata");
+    }
+
+    fn subject(&mut self, name: &str, s: &Subject) {
+        self.open(name);
+        self.open("uniqueIdentifier");
+        self.leaf(
+            "entityUniqueIdentifierType",
+            s.unique_identifier.kind.as_str(),
+        );
+        self.leaf("entityUniqueIdentifierValue", &s.unique_identifier.value);
+        self.close("uniqueIdentifier");
+        self.leaf("fullName", &s.full_name);
+        self.opt("streetName", &s.street_name);
+        self.opt("civicNumber", &s.civic_number);
+        self.opt("postalCode", &s.postal_code);
+        self.opt("city", &s.city);
+        self.opt("stateProvinceRegion", &s.state_province_region);
+        self.opt("country", &s.country);
+        self.opt("e-mail", &s.email);
+        self.close(name);
+    }
+
+    fn transfer(&mut self, t: &Transfer) {
+        self.open("transfer");
+        self.id_transfer(t.id_transfer);
+        self.leaf("transferAmount", &t.transfer_amount);
+        self.leaf("fiscalCodePA", &t.fiscal_code_pa);
+        self.leaf("IBAN", &t.iban);
+        self.leaf("remittanceInformation", &t.remittance_information);
+        self.leaf("transferCategory", &t.transfer_category);
+        self.metadata(&t.metadata);
+        self.close("transfer");
+    }
+
+    fn transfer_v2(&mut self, t: &TransferV2) {
+        self.open("transfer");
+        self.id_transfer(t.id_transfer);
+        self.leaf("transferAmount", &t.transfer_amount);
+        self.leaf("fiscalCodePA", &t.fiscal_code_pa);
+        self.opt("companyName", &t.company_name);
+        match &t.destination {
+            Destination::Iban(iban) => self.leaf("IBAN", iban),
+            Destination::MarcaDaBollo(m) => {
+                self.open("richiestaMarcaDaBollo");
+                self.leaf("hashDocumento", &m.hash_documento);
+                self.leaf("tipoBollo", &m.tipo_bollo);
+                self.leaf("provinciaResidenza", &m.provincia_residenza);
+                self.close("richiestaMarcaDaBollo");
+            }
+        }
+        self.leaf("remittanceInformation", &t.remittance_information);
+        self.leaf("transferCategory", &t.transfer_category);
+        self.metadata(&t.metadata);
+        self.close("transfer");
+    }
+
+    fn receipt_transfer_v2(&mut self, t: &ReceiptTransferV2) {
+        self.open("transfer");
+        self.id_transfer(t.id_transfer);
+        self.leaf("transferAmount", &t.transfer_amount);
+        self.leaf("fiscalCodePA", &t.fiscal_code_pa);
+        self.opt("companyName", &t.company_name);
+        match &t.destination {
+            ReceiptDestination::Iban(iban) => self.leaf("IBAN", iban),
+            ReceiptDestination::MbdAttachment(b64) => self.leaf("MBDAttachment", b64),
+        }
+        self.leaf("remittanceInformation", &t.remittance_information);
+        self.leaf("transferCategory", &t.transfer_category);
+        self.metadata(&t.metadata);
+        self.close("transfer");
+    }
+
+    fn receipt(&mut self, r: &Receipt) {
+        self.open("receipt");
+        self.receipt_top(ReceiptTop {
+            receipt_id: &r.receipt_id,
+            notice_number: &r.notice_number,
+            fiscal_code: &r.fiscal_code,
+            outcome: r.outcome,
+            creditor_reference_id: &r.creditor_reference_id,
+            payment_amount: &r.payment_amount,
+            description: &r.description,
+            company_name: &r.company_name,
+            office_name: &r.office_name,
+            debtor: &r.debtor,
+        });
+        self.open("transferList");
+        for t in &r.transfer_list {
+            self.transfer(t);
+        }
+        self.close("transferList");
+        self.receipt_psp(ReceiptPsp {
+            id_psp: &r.id_psp,
+            psp_fiscal_code: &r.psp_fiscal_code,
+            psp_partita_iva: &r.psp_partita_iva,
+            psp_company_name: &r.psp_company_name,
+            id_channel: &r.id_channel,
+            channel_description: &r.channel_description,
+        });
+        if let Some(p) = &r.payer {
+            self.subject("payer", p);
+        }
+        self.opt("paymentMethod", &r.payment_method);
+        self.opt("fee", &r.fee);
+        self.opt("paymentDateTime", &r.payment_date_time);
+        self.opt("applicationDate", &r.application_date);
+        self.opt("transferDate", &r.transfer_date);
+        self.metadata(&r.metadata);
+        self.opt_bool("standIn", r.stand_in);
+        self.close("receipt");
+    }
+
+    fn receipt_v2(&mut self, r: &ReceiptV2) {
+        self.open("receipt");
+        self.receipt_top(ReceiptTop {
+            receipt_id: &r.receipt_id,
+            notice_number: &r.notice_number,
+            fiscal_code: &r.fiscal_code,
+            outcome: r.outcome,
+            creditor_reference_id: &r.creditor_reference_id,
+            payment_amount: &r.payment_amount,
+            description: &r.description,
+            company_name: &r.company_name,
+            office_name: &r.office_name,
+            debtor: &r.debtor,
+        });
+        self.open("transferList");
+        for t in &r.transfer_list {
+            self.receipt_transfer_v2(t);
+        }
+        self.close("transferList");
+        self.receipt_psp(ReceiptPsp {
+            id_psp: &r.id_psp,
+            psp_fiscal_code: &r.psp_fiscal_code,
+            psp_partita_iva: &r.psp_partita_iva,
+            psp_company_name: &r.psp_company_name,
+            id_channel: &r.id_channel,
+            channel_description: &r.channel_description,
+        });
+        if let Some(p) = &r.payer {
+            self.subject("payer", p);
+        }
+        self.opt("paymentMethod", &r.payment_method);
+        self.opt("paymentNote", &r.payment_note);
+        self.opt("fee", &r.fee);
+        self.opt("primaryCiIncurredFee", &r.primary_ci_incurred_fee);
+        self.opt("idBundle", &r.id_bundle);
+        self.opt("idCiBundle", &r.id_ci_bundle);
+        self.opt("paymentDateTime", &r.payment_date_time);
+        self.opt("applicationDate", &r.application_date);
+        self.opt("transferDate", &r.transfer_date);
+        self.metadata(&r.metadata);
+        self.opt_bool("standIn", r.stand_in);
+        self.close("receipt");
+    }
+
+    fn receipt_top(&mut self, r: ReceiptTop<'_>) {
+        self.leaf("receiptId", r.receipt_id);
+        self.leaf("noticeNumber", r.notice_number);
+        self.leaf("fiscalCode", r.fiscal_code);
+        self.leaf("outcome", r.outcome.as_str());
+        self.leaf("creditorReferenceId", r.creditor_reference_id);
+        self.leaf("paymentAmount", r.payment_amount);
+        self.leaf("description", r.description);
+        self.leaf("companyName", r.company_name);
+        self.opt("officeName", r.office_name);
+        self.subject("debtor", r.debtor);
+    }
+
+    fn receipt_psp(&mut self, r: ReceiptPsp<'_>) {
+        self.leaf("idPSP", r.id_psp);
+        self.opt("pspFiscalCode", r.psp_fiscal_code);
+        self.opt("pspPartitaIVA", r.psp_partita_iva);
+        self.leaf("PSPCompanyName", r.psp_company_name);
+        self.leaf("idChannel", r.id_channel);
+        self.leaf("channelDescription", r.channel_description);
+    }
+}
+
+/// The head of a receipt, common to V1 and V2.
+struct ReceiptTop<'a> {
+    receipt_id: &'a str,
+    notice_number: &'a str,
+    fiscal_code: &'a str,
+    outcome: Outcome,
+    creditor_reference_id: &'a str,
+    payment_amount: &'a str,
+    description: &'a str,
+    company_name: &'a str,
+    office_name: &'a Option<String>,
+    debtor: &'a Subject,
+}
+
+/// The PSP block of a receipt, common to V1 and V2.
+struct ReceiptPsp<'a> {
+    id_psp: &'a str,
+    psp_fiscal_code: &'a Option<String>,
+    psp_partita_iva: &'a Option<String>,
+    psp_company_name: &'a str,
+    id_channel: &'a str,
+    channel_description: &'a str,
+}

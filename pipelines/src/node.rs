@@ -1,0 +1,491 @@
+//! The EC side of the national node's calls ("modello unico"): checks who is calling, looks the
+//! notice up in the registry, and answers verify, activation and receipt calls.
+//!
+//! Every answer is a paForNode response, OK or KO with a `PAA_*` fault; a receipt is committed
+//! to the store before its OK is rendered.
+
+use crate::plan::{EntityRuntime, Plan};
+use snodo_adapters::pagopa::{
+    self as soap, AmountOption, Destination, EntityType, Fault, GetPaymentRequest,
+    GetPaymentResponse, GetPaymentV2Response, Operation, Outcome, PaymentData, PaymentDataV2,
+    PaymentOption, Request, Response, SendRtResponse, Subject, Transfer, TransferV2,
+    UniqueIdentifier, VerifyRequest, VerifyResponse,
+};
+use snodo_core::dovuto::{self, SubjectKind};
+use snodo_core::payment::{self, NodeFault};
+use snodo_core::NoticeNumber;
+use snodo_store::{NewReceipt, Position, ReceiptIssue, ReceiptStored, Store};
+use std::sync::Arc;
+
+/// Due date told to the node for positions that have none (the XSD requires one).
+const NO_DUE_DATE: &str = "2099-12-31";
+
+pub struct NodeService {
+    plan: Arc<Plan>,
+    store: Arc<dyn Store>,
+}
+
+/// A refusal: the fault and, when useful, a sentence for the node's operators.
+type Refusal = (NodeFault, Option<String>);
+
+impl NodeService {
+    pub fn new(plan: Arc<Plan>, store: Arc<dyn Store>) -> Self {
+        Self { plan, store }
+    }
+
+    /// Answers one SOAP request body with a SOAP response body.
+    pub fn handle(&self, body: &[u8]) -> String {
+        let response = match soap::parse_request(body) {
+            Ok(request) => self.answer(&request),
+            Err(e) => match e.operation() {
+                Some(op) => {
+                    tracing::warn!(operation = op.soap_action(), "invalid request: {e}");
+                    Response::ko(
+                        op,
+                        self.fault(NodeFault::SintassiXsd, None, Some(e.to_string())),
+                    )
+                }
+                // Not even the operation is known: nothing typed to answer with.
+                None => {
+                    tracing::warn!("unreadable SOAP request: {e}");
+                    return client_fault(&e.to_string());
+                }
+            },
+        };
+        if let Some(f) = response.fault() {
+            tracing::info!(operation = response.operation().soap_action(), fault = %f.fault_code, "answered KO");
+        }
+        soap::render_response(&response)
+    }
+
+    fn answer(&self, request: &Request) -> Response {
+        let op = request.operation();
+        let result = match request {
+            Request::Verify(r) => self.verify(r),
+            Request::GetPayment(r) => self.get_payment(r).map(|(pos, entity)| {
+                Response::GetPayment(GetPaymentResponse {
+                    outcome: Outcome::Ok,
+                    fault: None,
+                    data: Some(payment_data(&pos, &entity)),
+                })
+            }),
+            Request::GetPaymentV2(r) => self.get_payment(r).map(|(pos, entity)| {
+                Response::GetPaymentV2(GetPaymentV2Response {
+                    outcome: Outcome::Ok,
+                    fault: None,
+                    data: Some(payment_data_v2(&pos, &entity)),
+                })
+            }),
+            Request::SendRt(r) => self
+                .send_rt(
+                    (&r.id_pa, &r.id_broker_pa, &r.id_station),
+                    ReceiptFields {
+                        notice_number: &r.receipt.notice_number,
+                        fiscal_code: &r.receipt.fiscal_code,
+                        receipt_id: &r.receipt.receipt_id,
+                        outcome: r.receipt.outcome,
+                        amount: &r.receipt.payment_amount,
+                        psp_id: &r.receipt.id_psp,
+                        psp_name: &r.receipt.psp_company_name,
+                        payment_date: r.receipt.payment_date_time.as_deref(),
+                    },
+                    op,
+                    request,
+                )
+                .map(|_| Response::SendRt(SendRtResponse::ok())),
+            Request::SendRtV2(r) => self
+                .send_rt(
+                    (&r.id_pa, &r.id_broker_pa, &r.id_station),
+                    ReceiptFields {
+                        notice_number: &r.receipt.notice_number,
+                        fiscal_code: &r.receipt.fiscal_code,
+                        receipt_id: &r.receipt.receipt_id,
+                        outcome: r.receipt.outcome,
+                        amount: &r.receipt.payment_amount,
+                        psp_id: &r.receipt.id_psp,
+                        psp_name: &r.receipt.psp_company_name,
+                        payment_date: r.receipt.payment_date_time.as_deref(),
+                    },
+                    op,
+                    request,
+                )
+                .map(|_| Response::SendRtV2(SendRtResponse::ok())),
+        };
+        result.unwrap_or_else(|(fault, description)| {
+            let id = request_id_pa(request);
+            Response::ko(op, self.fault(fault, Some(id), description))
+        })
+    }
+
+    /// The fault bean: raised by the entity when known, else by the broker.
+    fn fault(&self, fault: NodeFault, id_pa: Option<&str>, description: Option<String>) -> Fault {
+        let id = match id_pa {
+            Some(id) if self.plan.entity_by_fiscal_code(id).is_some() => id.to_string(),
+            _ => self.plan.config.pagopa.broker_fiscal_code.clone(),
+        };
+        let f = Fault::new(fault.code(), fault.description(), id);
+        match description {
+            Some(d) => f.with_description(cut(&d, 1024)),
+            None => f,
+        }
+    }
+
+    /// Broker, station and entity checks every call starts with.
+    fn caller(
+        &self,
+        id_pa: &str,
+        id_broker: &str,
+        id_station: &str,
+    ) -> Result<Arc<EntityRuntime>, Refusal> {
+        let cfg = &self.plan.config.pagopa;
+        if id_broker != cfg.broker_fiscal_code {
+            return Err((
+                NodeFault::IdIntermediarioErrato,
+                Some(format!("idBrokerPA {id_broker} is not this broker")),
+            ));
+        }
+        if !cfg.stations.iter().any(|s| s == id_station) {
+            return Err((
+                NodeFault::StazioneIntErrata,
+                Some(format!(
+                    "idStation {id_station} is not a station of this broker"
+                )),
+            ));
+        }
+        self.plan
+            .entity_by_fiscal_code(id_pa)
+            .cloned()
+            .ok_or_else(|| {
+                (
+                    NodeFault::IdDominioErrato,
+                    Some(format!("idPA {id_pa} is not an entity of this broker")),
+                )
+            })
+    }
+
+    /// The position a verify or an activation is about, if the node may take its payment.
+    fn payable(
+        &self,
+        entity: &EntityRuntime,
+        qr_fiscal_code: &str,
+        notice: &str,
+    ) -> Result<Position, Refusal> {
+        if qr_fiscal_code != entity.fiscal_code.as_str() {
+            return Err((
+                NodeFault::IdDominioErrato,
+                Some(format!("qrCode fiscalCode {qr_fiscal_code} is not idPA")),
+            ));
+        }
+        let notice = NoticeNumber::parse(notice).map_err(|e| {
+            (
+                NodeFault::PagamentoSconosciuto,
+                Some(format!("noticeNumber {notice}: {e}")),
+            )
+        })?;
+        let position = self
+            .store
+            .position_by_notice(&entity.ipa_code, &notice)
+            .map_err(system_error)?
+            .ok_or((NodeFault::PagamentoSconosciuto, None))?;
+        let late = entity
+            .payments
+            .get(&position.dovuto.debt_type)
+            .is_none_or(|p| p.late_payment_allowed);
+        payment::payability(
+            position.status,
+            position.dovuto.due_date,
+            snodo_core::time::today_rome(),
+            late,
+        )
+        .map_err(|f| (f, None))?;
+        Ok(position)
+    }
+
+    fn verify(&self, r: &VerifyRequest) -> Result<Response, Refusal> {
+        let entity = self.caller(&r.id_pa, &r.id_broker_pa, &r.id_station)?;
+        let p = self.payable(&entity, &r.qr_code.fiscal_code, &r.qr_code.notice_number)?;
+        let d = &p.dovuto;
+        Ok(Response::Verify(VerifyResponse {
+            outcome: Outcome::Ok,
+            fault: None,
+            payment_option: Some(PaymentOption {
+                amount: soap::from_cents(d.amount),
+                options: AmountOption::Eq,
+                due_date: Some(due_date(d)),
+                detail_description: Some(cut(&d.causale, 140)),
+                all_ccp: false,
+            }),
+            payment_description: Some(cut(&d.causale, 140)),
+            fiscal_code_pa: Some(entity.fiscal_code.as_str().to_string()),
+            company_name: Some(cut(&entity.name, 140)),
+            office_name: entity.office_name.as_deref().map(|o| cut(o, 140)),
+        }))
+    }
+
+    fn get_payment(
+        &self,
+        r: &GetPaymentRequest,
+    ) -> Result<(Activation, Arc<EntityRuntime>), Refusal> {
+        let entity = self.caller(&r.id_pa, &r.id_broker_pa, &r.id_station)?;
+        let position = self.payable(&entity, &r.qr_code.fiscal_code, &r.qr_code.notice_number)?;
+        let debt_type = entity
+            .payments
+            .get(&position.dovuto.debt_type)
+            .ok_or_else(|| {
+                (
+                    NodeFault::Semantica,
+                    Some(format!(
+                        "debt type {} is no longer configured",
+                        position.dovuto.debt_type
+                    )),
+                )
+            })?;
+        let iuv = position
+            .dovuto
+            .iuv
+            .clone()
+            .ok_or((NodeFault::PagamentoSconosciuto, None))?;
+        let transfers = payment::transfers(
+            &position.dovuto,
+            &iuv,
+            &entity.fiscal_code,
+            &debt_type.iban,
+            &debt_type.taxonomy,
+        )
+        .map_err(|f| (f, Some("transfers do not add up to the amount".to_string())))?;
+        // The node retries activations: each one is answered again and counted.
+        self.store
+            .record_activation(position.id)
+            .map_err(system_error)?;
+        Ok((
+            Activation {
+                position,
+                transfers,
+                iuv: iuv.as_str().to_string(),
+            },
+            entity,
+        ))
+    }
+
+    fn send_rt(
+        &self,
+        (id_pa, id_broker, id_station): (&str, &str, &str),
+        r: ReceiptFields<'_>,
+        op: Operation,
+        request: &Request,
+    ) -> Result<(), Refusal> {
+        let entity = self.caller(id_pa, id_broker, id_station)?;
+        if r.fiscal_code != entity.fiscal_code.as_str() {
+            return Err((
+                NodeFault::IdDominioErrato,
+                Some(format!("receipt fiscalCode {} is not idPA", r.fiscal_code)),
+            ));
+        }
+        if r.outcome != Outcome::Ok {
+            return Err((
+                NodeFault::Semantica,
+                Some("only receipts of completed payments (outcome OK) are accepted".into()),
+            ));
+        }
+        let notice = NoticeNumber::parse(r.notice_number).map_err(|e| {
+            (
+                NodeFault::PagamentoSconosciuto,
+                Some(format!("noticeNumber {}: {e}", r.notice_number)),
+            )
+        })?;
+        let amount = soap::to_cents(r.amount).map_err(|e| {
+            (
+                NodeFault::SintassiExtraxsd,
+                Some(format!("paymentAmount {}: {e}", r.amount)),
+            )
+        })?;
+        // The receipt as the node sent it: the evidence every entity system gets back.
+        let xml = soap::render_request(request);
+        let stored = self
+            .store
+            .store_receipt(&NewReceipt {
+                entity: &entity.ipa_code,
+                notice_number: &notice,
+                receipt_id: r.receipt_id,
+                amount_cents: amount.cents(),
+                psp_id: r.psp_id,
+                psp_name: r.psp_name,
+                payment_date: r.payment_date,
+                operation: op.soap_action(),
+                xml: &xml,
+            })
+            .map_err(system_error)?;
+        match stored {
+            ReceiptStored::Paid { .. } => Ok(()),
+            ReceiptStored::Duplicate => Err((NodeFault::ReceiptDuplicata, None)),
+            ReceiptStored::Flagged { receipt, issue } => {
+                tracing::warn!(entity = %entity.ipa_code, notice = %notice, receipt_id = r.receipt_id, stored_as = receipt, issue = issue.as_str(), "receipt stored and flagged for operators");
+                Err(match issue {
+                    ReceiptIssue::UnknownNotice => (NodeFault::PagamentoSconosciuto, Some("receipt stored for operators".into())),
+                    ReceiptIssue::AmountMismatch { expected_cents } => (
+                        NodeFault::Semantica,
+                        Some(format!("paymentAmount {} differs from the position's {}; receipt stored for operators", amount, snodo_core::Amount::from_cents(expected_cents))),
+                    ),
+                    ReceiptIssue::AlreadyPaid => (NodeFault::PagamentoDuplicato, Some("the position was paid by another receipt; receipt stored for operators".into())),
+                    ReceiptIssue::Annulled => (NodeFault::PagamentoAnnullato, Some("receipt stored for operators".into())),
+                })
+            }
+        }
+    }
+}
+
+/// The receipt fields the registry needs, whichever receipt version carried them.
+struct ReceiptFields<'a> {
+    notice_number: &'a str,
+    fiscal_code: &'a str,
+    receipt_id: &'a str,
+    outcome: Outcome,
+    amount: &'a str,
+    psp_id: &'a str,
+    psp_name: &'a str,
+    payment_date: Option<&'a str>,
+}
+
+/// A position being paid and its transfers.
+struct Activation {
+    position: Position,
+    transfers: Vec<payment::Transfer>,
+    iuv: String,
+}
+
+fn request_id_pa(r: &Request) -> &str {
+    match r {
+        Request::Verify(r) => &r.id_pa,
+        Request::GetPayment(r) | Request::GetPaymentV2(r) => &r.id_pa,
+        Request::SendRt(r) => &r.id_pa,
+        Request::SendRtV2(r) => &r.id_pa,
+    }
+}
+
+fn system_error(e: snodo_store::StoreError) -> Refusal {
+    tracing::error!("store failure answering the node: {e}");
+    (NodeFault::SystemError, None)
+}
+
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => s[..at].to_string(),
+        None => s.to_string(),
+    }
+}
+
+fn due_date(d: &dovuto::Dovuto) -> String {
+    d.due_date
+        .map(|d| d.to_string())
+        .unwrap_or_else(|| NO_DUE_DATE.to_string())
+}
+
+fn debtor(d: &dovuto::Dovuto) -> Subject {
+    let p = &d.payer;
+    Subject {
+        unique_identifier: UniqueIdentifier {
+            kind: match p.kind {
+                Some(SubjectKind::G) => EntityType::G,
+                _ => EntityType::F,
+            },
+            value: cut(&p.id, 16),
+        },
+        full_name: cut(&p.name, 70),
+        street_name: p.address.as_deref().map(|s| cut(s, 70)),
+        civic_number: p.civic.as_deref().map(|s| cut(s, 16)),
+        postal_code: p.postal_code.as_deref().map(|s| cut(s, 16)),
+        city: p.locality.as_deref().map(|s| cut(s, 35)),
+        state_province_region: p.province.as_deref().map(|s| cut(s, 35)),
+        country: p.nation.clone().filter(|n| n.len() == 2),
+        email: p.email.clone(),
+    }
+}
+
+fn payment_data(a: &Activation, entity: &EntityRuntime) -> PaymentData {
+    let d = &a.position.dovuto;
+    PaymentData {
+        creditor_reference_id: a.iuv.clone(),
+        payment_amount: soap::from_cents(d.amount),
+        due_date: due_date(d),
+        retention_date: None,
+        last_payment: None,
+        description: cut(&d.causale, 140),
+        company_name: Some(cut(&entity.name, 140)),
+        office_name: entity.office_name.as_deref().map(|o| cut(o, 140)),
+        debtor: debtor(d),
+        transfer_list: a
+            .transfers
+            .iter()
+            .map(|t| Transfer {
+                id_transfer: t.id,
+                transfer_amount: soap::from_cents(t.amount),
+                fiscal_code_pa: t.fiscal_code.as_str().to_string(),
+                iban: t.iban.as_str().to_string(),
+                remittance_information: t.remittance_information.clone(),
+                transfer_category: t.category.clone(),
+                metadata: Vec::new(),
+            })
+            .collect(),
+        metadata: Vec::new(),
+    }
+}
+
+fn payment_data_v2(a: &Activation, entity: &EntityRuntime) -> PaymentDataV2 {
+    let d = &a.position.dovuto;
+    let secondary_name = d.secondary.as_ref().map(|s| cut(&s.name, 140));
+    PaymentDataV2 {
+        creditor_reference_id: a.iuv.clone(),
+        payment_amount: soap::from_cents(d.amount),
+        due_date: due_date(d),
+        retention_date: None,
+        last_payment: None,
+        description: cut(&d.causale, 140),
+        company_name: cut(&entity.name, 140),
+        office_name: entity.office_name.as_deref().map(|o| cut(o, 140)),
+        debtor: debtor(d),
+        transfer_list: a
+            .transfers
+            .iter()
+            .map(|t| TransferV2 {
+                id_transfer: t.id,
+                transfer_amount: soap::from_cents(t.amount),
+                fiscal_code_pa: t.fiscal_code.as_str().to_string(),
+                company_name: if t.id == 1 {
+                    Some(cut(&entity.name, 140))
+                } else {
+                    secondary_name.clone()
+                },
+                destination: Destination::Iban(t.iban.as_str().to_string()),
+                remittance_information: t.remittance_information.clone(),
+                transfer_category: t.category.clone(),
+                metadata: Vec::new(),
+            })
+            .collect(),
+        metadata: Vec::new(),
+    }
+}
+
+/// A SOAP 1.1 Fault for a request whose operation could not even be read.
+fn client_fault(reason: &str) -> String {
+    format!(
+        "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body><soapenv:Fault><faultcode>soapenv:Client</faultcode><faultstring>{}</faultstring></soapenv:Fault></soapenv:Body></soapenv:Envelope>",
+        xml_escape(reason)
+    )
+}
+
+/// Answer when the handler itself failed (a bug): a SOAP Server fault.
+pub fn system_fault() -> String {
+    "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body><soapenv:Fault><faultcode>soapenv:Server</faultcode><faultstring>PAA_SYSTEM_ERROR</faultstring></soapenv:Fault></soapenv:Body></soapenv:Envelope>".to_string()
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+impl std::fmt::Debug for NodeService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeService")
+    }
+}

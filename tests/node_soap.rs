@@ -1,0 +1,322 @@
+//! The node's calls against a running hub: paVerifyPaymentNotice, paGetPaymentV2, paSendRTV2,
+//! every fault, and every answer valid against the official XSD.
+
+mod common;
+use common::*;
+use snodo_adapters::pagopa::{self as soap, Outcome, Request};
+use std::process::Command;
+
+const BROKER: &str = "80007580279";
+const STATION: &str = "80007580279_01";
+const PADOVA: &str = "00644060287";
+
+/// POSTs a SOAP body; returns the response body after checking it against the XSD.
+fn call(home: &Home, action: &str, body: &str) -> String {
+    let url = format!("http://127.0.0.1:{}/pagopa/paForNode", home.port);
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: text/xml; charset=utf-8",
+        ])
+        .args([
+            "-H",
+            &format!("SOAPAction: {action}"),
+            "--data-binary",
+            body,
+            &url,
+        ])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8(out.stdout).expect("UTF-8 answer");
+    assert_valid(home, &text);
+    text
+}
+
+/// Validates a whole SOAP envelope with the official schemas (xmllint, from ops/setup.sh).
+fn assert_valid(home: &Home, envelope: &str) {
+    let file = home
+        .path()
+        .join(format!("answer-{}.xml", std::process::id()));
+    std::fs::write(&file, envelope).unwrap();
+    let schema = repo().join("tests/data/soap-paForNode.xsd");
+    let out = Command::new("xmllint")
+        .args(["--noout", "--nonet", "--schema"])
+        .arg(&schema)
+        .arg(&file)
+        .output()
+        .expect("xmllint not found: run ops/setup.sh");
+    assert!(
+        out.status.success(),
+        "answer not valid against paForNode.xsd:\n{}\n{envelope}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn verify_body(id_pa: &str, broker: &str, station: &str, notice: &str) -> String {
+    format!(
+        r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:paf="http://pagopa-api.pagopa.gov.it/pa/paForNode.xsd">
+  <soapenv:Header/>
+  <soapenv:Body>
+    <paf:paVerifyPaymentNoticeReq>
+      <idPA>{id_pa}</idPA><idBrokerPA>{broker}</idBrokerPA><idStation>{station}</idStation>
+      <qrCode><fiscalCode>{id_pa}</fiscalCode><noticeNumber>{notice}</noticeNumber></qrCode>
+    </paf:paVerifyPaymentNoticeReq>
+  </soapenv:Body>
+</soapenv:Envelope>"#
+    )
+}
+
+fn fault_of(answer: &str) -> Option<String> {
+    let start = answer.find("<faultCode>")? + "<faultCode>".len();
+    let end = answer[start..].find("</faultCode>")? + start;
+    Some(answer[start..end].to_string())
+}
+
+fn get_payment_v2(notice: &str) -> String {
+    soap::render_request(&Request::GetPaymentV2(soap::GetPaymentRequest {
+        id_pa: PADOVA.into(),
+        id_broker_pa: BROKER.into(),
+        id_station: STATION.into(),
+        qr_code: soap::QrCode {
+            fiscal_code: PADOVA.into(),
+            notice_number: notice.into(),
+        },
+        ..Default::default()
+    }))
+}
+
+fn send_rt_v2(notice: &str, receipt_id: &str, amount: &str) -> String {
+    let receipt = soap::ReceiptV2 {
+        receipt_id: receipt_id.into(),
+        notice_number: notice.into(),
+        fiscal_code: PADOVA.into(),
+        outcome: Outcome::Ok,
+        creditor_reference_id: notice[1..].into(),
+        payment_amount: amount.into(),
+        description: "TARI".into(),
+        company_name: "Comune di Padova".into(),
+        debtor: soap::Subject {
+            unique_identifier: soap::UniqueIdentifier {
+                kind: soap::EntityType::F,
+                value: "RSSMRA85T10A562S".into(),
+            },
+            full_name: "Mario Rossi".into(),
+            ..Default::default()
+        },
+        transfer_list: vec![soap::ReceiptTransferV2 {
+            id_transfer: 1,
+            transfer_amount: amount.into(),
+            fiscal_code_pa: PADOVA.into(),
+            company_name: None,
+            destination: soap::ReceiptDestination::Iban("IT60X0542811101000000123456".into()),
+            remittance_information: "/RFB/x/TXT/TARI".into(),
+            transfer_category: "9/0101100IM/".into(),
+            metadata: Vec::new(),
+        }],
+        id_psp: "BCITITMM".into(),
+        psp_company_name: "Intesa Sanpaolo".into(),
+        id_channel: "BCITITMM_01".into(),
+        channel_description: "app".into(),
+        payment_date_time: Some("2026-11-26T10:00:00".into()),
+        ..Default::default()
+    };
+    soap::render_request(&Request::SendRtV2(soap::SendRtV2Request {
+        id_pa: PADOVA.into(),
+        id_broker_pa: BROKER.into(),
+        id_station: STATION.into(),
+        receipt,
+    }))
+}
+
+#[test]
+fn the_node_verifies_activates_and_pays_a_notice() {
+    let home = Home::new();
+    // MENSA may not be paid late in this test, to see PAA_PAGAMENTO_SCADUTO.
+    let cfg = std::fs::read_to_string(home.config()).unwrap().replacen(
+        "taxonomy = \"9/0107101TS/\"\n  generate_iuv = true",
+        "taxonomy = \"9/0107101TS/\"\n  generate_iuv = true\n  late_payment_allowed = false",
+        1,
+    );
+    std::fs::write(home.config(), cfg).unwrap();
+    let out = home.path().join("out");
+    let rows = vec![
+        Row::tari("PAY", 1, 12050),
+        Row::tari("ANN", 2, 100),
+        Row::tari("MULTI", 3, 10000)
+            .set(21, "true")
+            .set(22, "00133880252")
+            .set(23, "Comune di Feltre")
+            .set(24, "IT95O0306911884000100012345")
+            .set(31, "9/0101100IM/")
+            .set(33, "25.00"),
+        Row::tari("LATE", 4, 700)
+            .set(15, "MENSA")
+            .set(18, "9/0107101TS/")
+            .set(12, "2020-01-01"),
+    ];
+    let o = home.import(
+        &write_zip(home.path(), "c_g224-SOAP1-1_4", csv_text(&rows).as_bytes()),
+        &out,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let annul = vec![Row::tari("ANN", 2, 100).set(20, "").set(34, "A")];
+    let o = home.import(
+        &write_zip(home.path(), "c_g224-SOAP2-1_4", csv_text(&annul).as_bytes()),
+        &out,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let notice = |iud: &str| {
+        home.positions(&["--iud", iud])[0]["notice_number"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (pay, ann, multi, late) = (
+        notice("PAY"),
+        notice("ANN"),
+        notice("MULTI"),
+        notice("LATE"),
+    );
+
+    let hub = Hub::start_serving(&home);
+
+    // Verify: amount, causale and company, as a curl user would see them.
+    let ok = call(
+        &home,
+        "paVerifyPaymentNotice",
+        &verify_body(PADOVA, BROKER, STATION, &pay),
+    );
+    assert!(ok.contains("<outcome>OK</outcome>"), "{ok}");
+    assert!(ok.contains("<amount>120.50</amount>"), "{ok}");
+    assert!(
+        ok.contains("<companyName>Comune di Padova</companyName>"),
+        "{ok}"
+    );
+    assert!(ok.contains("<options>EQ</options>"), "{ok}");
+
+    // Every refusal with its own code.
+    for (body, code) in [
+        (
+            verify_body(PADOVA, "00000000000", STATION, &pay),
+            "PAA_ID_INTERMEDIARIO_ERRATO",
+        ),
+        (
+            verify_body(PADOVA, BROKER, "80007580279_99", &pay),
+            "PAA_STAZIONE_INT_ERRATA",
+        ),
+        (
+            verify_body("00133880253", BROKER, STATION, &pay),
+            "PAA_ID_DOMINIO_ERRATO",
+        ),
+        (
+            verify_body(PADOVA, BROKER, STATION, "301000000000012373"),
+            "PAA_PAGAMENTO_SCONOSCIUTO",
+        ),
+        (
+            verify_body(PADOVA, BROKER, STATION, &ann),
+            "PAA_PAGAMENTO_ANNULLATO",
+        ),
+        (
+            verify_body(PADOVA, BROKER, STATION, &late),
+            "PAA_PAGAMENTO_SCADUTO",
+        ),
+        (
+            verify_body(PADOVA, BROKER, STATION, "12345"),
+            "PAA_SINTASSI_XSD",
+        ),
+    ] {
+        let ko = call(&home, "paVerifyPaymentNotice", &body);
+        assert!(ko.contains("<outcome>KO</outcome>"), "{ko}");
+        assert_eq!(fault_of(&ko).as_deref(), Some(code), "{ko}");
+    }
+
+    // Activation: the multi-beneficiary position splits into two transfers that add up.
+    let act = call(&home, "paGetPaymentV2", &get_payment_v2(&multi));
+    assert!(act.contains("<outcome>OK</outcome>"), "{act}");
+    assert!(
+        act.contains("<transferAmount>75.00</transferAmount>"),
+        "{act}"
+    );
+    assert!(
+        act.contains("<transferAmount>25.00</transferAmount>"),
+        "{act}"
+    );
+    assert!(
+        act.contains("<fiscalCodePA>00133880252</fiscalCodePA>"),
+        "{act}"
+    );
+    assert!(
+        act.contains("<IBAN>IT95O0306911884000100012345</IBAN>"),
+        "{act}"
+    );
+    // The node retries activations: answered again, and counted.
+    let again = call(&home, "paGetPaymentV2", &get_payment_v2(&multi));
+    assert!(again.contains("<outcome>OK</outcome>"));
+    assert_eq!(home.positions(&["--iud", "MULTI"])[0]["activations"], 2);
+
+    // The receipt: stored, the position paid; the same receipt again is a duplicate.
+    let act = call(&home, "paGetPaymentV2", &get_payment_v2(&pay));
+    assert!(
+        act.contains("<paymentAmount>120.50</paymentAmount>"),
+        "{act}"
+    );
+    let rt = call(&home, "paSendRTV2", &send_rt_v2(&pay, "RCPT-1", "120.50"));
+    assert!(rt.contains("<outcome>OK</outcome>"), "{rt}");
+    assert_eq!(home.positions(&["--iud", "PAY"])[0]["status"], "paid");
+    let dup = call(&home, "paSendRTV2", &send_rt_v2(&pay, "RCPT-1", "120.50"));
+    assert_eq!(
+        fault_of(&dup).as_deref(),
+        Some("PAA_RECEIPT_DUPLICATA"),
+        "{dup}"
+    );
+    let paid = call(
+        &home,
+        "paVerifyPaymentNotice",
+        &verify_body(PADOVA, BROKER, STATION, &pay),
+    );
+    assert_eq!(
+        fault_of(&paid).as_deref(),
+        Some("PAA_PAGAMENTO_DUPLICATO"),
+        "{paid}"
+    );
+
+    // A receipt nobody expected is kept and answered with a fault.
+    let stray = call(
+        &home,
+        "paSendRTV2",
+        &send_rt_v2("301000000000012373", "RCPT-2", "5.00"),
+    );
+    assert_eq!(
+        fault_of(&stray).as_deref(),
+        Some("PAA_PAGAMENTO_SCONOSCIUTO"),
+        "{stray}"
+    );
+    let wrong = call(&home, "paSendRTV2", &send_rt_v2(&multi, "RCPT-3", "99.99"));
+    assert_eq!(
+        fault_of(&wrong).as_deref(),
+        Some("PAA_SEMANTICA"),
+        "{wrong}"
+    );
+    assert_eq!(home.positions(&["--iud", "MULTI"])[0]["status"], "active");
+
+    // The WSDL points at this hub.
+    let wsdl = Command::new("curl")
+        .args([
+            "-s",
+            &format!("http://127.0.0.1:{}/pagopa/paForNode?wsdl", home.port),
+        ])
+        .output()
+        .unwrap();
+    let wsdl = String::from_utf8_lossy(&wsdl.stdout);
+    assert!(
+        wsdl.contains(&format!(
+            "location=\"http://127.0.0.1:{}/pagopa/paForNode\"",
+            home.port
+        )),
+        "{wsdl}"
+    );
+    assert!(hub.terminate().success());
+}
