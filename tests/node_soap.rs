@@ -320,3 +320,108 @@ fn the_node_verifies_activates_and_pays_a_notice() {
     );
     assert!(hub.terminate().success());
 }
+
+/// Imports `n` TARI positions for c_g224 and returns their notice numbers, in IUD order.
+fn import_positions(home: &Home, iuf: &str, n: u32) -> Vec<String> {
+    let rows: Vec<Row> = (1..=n)
+        .map(|i| Row::tari(&format!("{iuf}-{i}"), i, 12050))
+        .collect();
+    let flow = write_zip(
+        home.path(),
+        &format!("c_g224-{iuf}-1_4"),
+        csv_text(&rows).as_bytes(),
+    );
+    let o = home.import(&flow, &home.path().join("out"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut positions = home.positions(&["--limit", "100000"]);
+    positions.retain(|p| {
+        p["iud"]
+            .as_str()
+            .is_some_and(|i| i.starts_with(&format!("{iuf}-")))
+    });
+    positions.sort_by_key(|p| p["id"].as_i64());
+    positions
+        .iter()
+        .map(|p| p["notice_number"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_third_party_soap_client_works_from_the_served_wsdl() {
+    let home = Home::new();
+    let notice = import_positions(&home, "ZEEP", 1).remove(0);
+    let _hub = Hub::start_serving(&home);
+    let wsdl = format!("http://127.0.0.1:{}/pagopa/paForNode?wsdl", home.port);
+    let out = Command::new("python3")
+        .arg(repo().join("tests/data/zeep_client.py"))
+        .args([&wsdl, PADOVA, BROKER, STATION, &notice])
+        .output()
+        .expect("python3 (run ops/setup.sh)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "zeep failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("verify OK 120.50"), "{text}");
+    assert!(
+        text.contains("getPaymentV2 OK 120.50 1 IT60X0542811101000000123456"),
+        "{text}"
+    );
+}
+
+#[test]
+fn concurrent_receipts_are_stored_once_and_duplicates_faulted() {
+    let home = Home::new();
+    let notices = import_positions(&home, "CONC", 200);
+    let _hub = Hub::start_serving(&home);
+    // 200 distinct receipts plus a second copy of 50 of them, all at once.
+    let mut bodies: Vec<String> = notices
+        .iter()
+        .enumerate()
+        .map(|(i, n)| send_rt_v2(n, &format!("RC-{i}"), "120.50"))
+        .collect();
+    let copies: Vec<String> = (0..50).map(|i| bodies[i * 4].clone()).collect();
+    bodies.extend(copies);
+    let start = std::sync::Arc::new(std::sync::Barrier::new(bodies.len()));
+    let port = home.port;
+    let answers: Vec<String> = bodies
+        .into_iter()
+        .map(|body| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                post_soap(port, "paSendRTV2", &body)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("client thread"))
+        .collect();
+    let ok = answers
+        .iter()
+        .filter(|a| a.contains("<outcome>OK</outcome>"))
+        .count();
+    let dup = answers
+        .iter()
+        .filter(|a| fault_of(a).as_deref() == Some("PAA_RECEIPT_DUPLICATA"))
+        .count();
+    assert_eq!(
+        (ok, dup),
+        (200, 50),
+        "every receipt stored once, every copy faulted"
+    );
+    let paid = home
+        .positions(&["--limit", "100000"])
+        .iter()
+        .filter(|p| p["status"] == "paid")
+        .count();
+    assert_eq!(paid, 200);
+    let store = snodo_store::SqliteStore::open(&home.path().join("var/snodo.db")).unwrap();
+    use snodo_store::Store;
+    assert_eq!(
+        store.events_after(0, 1000).unwrap().len(),
+        200,
+        "one receipt.stored event per receipt"
+    );
+}

@@ -278,3 +278,28 @@ impl Drop for Hub {
         let _ = self.0.wait();
     }
 }
+
+/// POSTs a SOAP body to the hub on loopback and returns the answer's body (HTTP/1.1, one
+/// connection per call: enough for tests, with no client library).
+pub fn post_soap(port: u16, action: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the hub");
+    write!(
+        stream,
+        "POST /pagopa/paForNode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml; charset=utf-8\r\nSOAPAction: {action}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    match answer.split_once("\r\n\r\n") {
+        Some((head, body)) => {
+            assert!(
+                head.starts_with("HTTP/1.1 200"),
+                "unexpected answer: {head}"
+            );
+            body.to_string()
+        }
+        None => panic!("not an HTTP answer: {answer}"),
+    }
+}

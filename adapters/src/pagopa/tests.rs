@@ -1286,16 +1286,3 @@ fn parser_agrees_with_xmllint() {
         );
     }
 }
-
-#[test]
-#[ignore]
-fn dump_rendered() {
-    let dir = std::path::Path::new("/tmp/paf_dump");
-    std::fs::create_dir_all(dir).unwrap();
-    for (name, req) in all_requests() {
-        std::fs::write(dir.join(format!("req_{name}.xml")), render_request(&req)).unwrap();
-    }
-    for (name, resp) in all_responses() {
-        std::fs::write(dir.join(format!("res_{name}.xml")), render_response(&resp)).unwrap();
-    }
-}
