@@ -9,8 +9,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: sqlite3 (the import benchmark's floor), unzip (demo and tests look inside
 # outcome zips), python3 (the flow generator), procps (kill, used by the hub tests), curl (the
-# tests call the hub over HTTP), libxml2-utils (xmllint checks answers against the official XSD).
-PACKAGES=(sqlite3 unzip python3 procps curl libxml2-utils)
+# tests call the hub over HTTP), libxml2-utils (xmllint checks answers against the official XSD),
+# wrk (the SOAP benchmark's load).
+PACKAGES=(sqlite3 unzip python3 procps curl libxml2-utils wrk)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -33,3 +33,8 @@ CREATE TABLE IF NOT EXISTS events (
     payload  TEXT    NOT NULL,
     at       TEXT    NOT NULL
 );
+
+-- Lookups by IUD or IUV use the live partial unique indexes; these cover the annulled rows
+-- (few), so finding "was it annulled?" never scans the table.
+CREATE INDEX IF NOT EXISTS positions_annulled_iud ON positions (entity, iud) WHERE status = 'annulled';
+CREATE INDEX IF NOT EXISTS positions_annulled_iuv ON positions (entity, iuv) WHERE status = 'annulled';
