@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use snodo_pipelines::import::{ImportLimits, ImportOutcome, Importer};
 use snodo_pipelines::plan::{self, Plan};
-use snodo_store::{PositionQuery, Store};
+use snodo_store::{PositionQuery, PositionStatus, Store};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -89,6 +89,68 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         limit: u32,
     },
+    /// Simulate the national node and its PSPs: verify, activate and pay notices on a hub over
+    /// SOAP, then report calls, faults and latencies (see docs/SIM.md).
+    Sim(SimArgs),
+}
+
+#[derive(clap::Args)]
+struct SimArgs {
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// The hub's base URL (default: http://<http.listen of the configuration>).
+    #[arg(long)]
+    url: Option<String>,
+    /// Pay every active position with a notice number of every configured entity.
+    #[arg(long, conflicts_with = "notices", required_unless_present = "notices")]
+    from_config: bool,
+    /// Notices to pay: one `<fiscalCode>;<noticeNumber>` a line.
+    #[arg(long)]
+    notices: Option<PathBuf>,
+    /// Payments to make, taking the notices in order and cycling (default: one per notice).
+    #[arg(long)]
+    count: Option<usize>,
+    /// Payments in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// paGetPayment and paSendRT instead of paGetPaymentV2 and paSendRTV2.
+    #[arg(long)]
+    v1: bool,
+    /// Only paVerifyPaymentNotice: nothing activated or paid (read-only load).
+    #[arg(long)]
+    verify_only: bool,
+    /// Inject a fault the hub must refuse.
+    #[arg(long, value_enum)]
+    fault: Option<SimFault>,
+    /// Append `<receiptId>;<noticeNumber>;<OK|faultCode>` per receipt answer to FILE.
+    #[arg(long, value_name = "FILE")]
+    receipts_log: Option<PathBuf>,
+    /// Seconds each call may take, connection included.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SimFault {
+    /// idStation `<broker>_99`: PAA_STAZIONE_INT_ERRATA at verify.
+    WrongStation,
+    /// Each receipt sent twice: the second PAA_RECEIPT_DUPLICATA.
+    DuplicateReceipt,
+    /// A well-formed notice number no position has: PAA_PAGAMENTO_SCONOSCIUTO.
+    UnknownNotice,
+    /// Receipt amount one cent more: PAA_SEMANTICA.
+    WrongAmount,
+}
+
+impl From<SimFault> for snodo_sim::FaultKind {
+    fn from(f: SimFault) -> Self {
+        match f {
+            SimFault::WrongStation => Self::WrongStation,
+            SimFault::DuplicateReceipt => Self::DuplicateReceipt,
+            SimFault::UnknownNotice => Self::UnknownNotice,
+            SimFault::WrongAmount => Self::WrongAmount,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -225,6 +287,89 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             print_json_lines(&store.positions(&entity, &query)?)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sim(args) => sim(args),
+    }
+}
+
+/// `snodo sim`: the notices come from a file or from the hub's store; the rest is the library's.
+fn sim(args: SimArgs) -> Result<ExitCode> {
+    let plan = load_plan(args.config)?;
+    let pagopa = &plan.config.pagopa;
+    let station = pagopa
+        .stations
+        .first()
+        .context("the configuration has no pagopa.stations")?
+        .clone();
+    let notices = match &args.notices {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            snodo_sim::parse_notices(&text).with_context(|| path.display().to_string())?
+        }
+        None => active_notices(&plan)?,
+    };
+    if notices.is_empty() {
+        bail!("no notices to pay (no active position with a notice number, or an empty file)");
+    }
+    let url = args
+        .url
+        .unwrap_or_else(|| format!("http://{}", connectable(&plan.config.http.listen)));
+    let mut opts =
+        snodo_sim::SimOptions::new(url, pagopa.broker_fiscal_code.clone(), station, notices);
+    if let Some(n) = args.count {
+        opts.count = n;
+    }
+    opts.concurrency = args.concurrency;
+    opts.v1 = args.v1;
+    opts.verify_only = args.verify_only;
+    opts.fault = args.fault.map(Into::into);
+    opts.receipts_log = args.receipts_log;
+    opts.timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match rt.block_on(snodo_sim::run(opts)) {
+        Ok(report) => {
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ snodo_sim::SimError::Unreachable { .. }) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every active position with a notice number, entity by entity (IPA code order).
+fn active_notices(plan: &Plan) -> Result<Vec<snodo_sim::NoticeTarget>> {
+    let store = open_store(plan)?;
+    let mut entities: Vec<_> = plan.entities.values().collect();
+    entities.sort_by(|a, b| a.ipa_code.cmp(&b.ipa_code));
+    let mut out = Vec::new();
+    for e in entities {
+        let positions = store.positions(&e.ipa_code, &PositionQuery::All { limit: u32::MAX })?;
+        out.extend(positions.into_iter().filter_map(|p| {
+            let notice = p
+                .notice_number
+                .filter(|_| p.status == PositionStatus::Active)?;
+            Some(snodo_sim::NoticeTarget {
+                fiscal_code: e.fiscal_code.as_str().to_string(),
+                notice_number: notice,
+            })
+        }));
+    }
+    Ok(out)
+}
+
+/// A listen address one can connect to: the wildcard addresses become loopback.
+fn connectable(listen: &str) -> String {
+    if let Some(port) = listen.strip_prefix("0.0.0.0:") {
+        format!("127.0.0.1:{port}")
+    } else if let Some(port) = listen.strip_prefix("[::]:") {
+        format!("[::1]:{port}")
+    } else {
+        listen.to_string()
     }
 }
 
@@ -242,6 +387,9 @@ fn run(plan: Plan) -> Result<ExitCode> {
     let store = open_store(&plan)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Blocking work is store calls behind one SQLite writer and file transfers: a few
+        // threads keep both cores busy; hundreds would only add memory and lock contention.
+        .max_blocking_threads(16)
         .build()?;
     rt.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(false);

@@ -61,7 +61,7 @@ fn environment_overrides_and_missing_variables() {
     );
 
     let cfg = std::fs::read_to_string(home.config()).unwrap().replace(
-        "listen = \"127.0.0.1:8080\"",
+        &format!("listen = \"127.0.0.1:{}\"", home.port),
         "listen = \"${SNODO_TEST_SURELY_UNSET_VAR}\"",
     );
     std::fs::write(home.path().join("env.toml"), cfg).unwrap();

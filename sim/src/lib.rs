@@ -1,1 +1,618 @@
-//! placeholder
+//! The national node and its PSPs, simulated: `snodo sim`.
+//!
+//! Each simulated payment makes the calls the node makes to an entity's broker, over the
+//! official SOAP contract (`paForNode`): `paVerifyPaymentNotice`, then `paGetPaymentV2` (or
+//! `paGetPayment`), then `paSendRTV2` (or `paSendRT`) with a receipt a PSP would issue, built
+//! from the activation's answer. A payment stops at its first KO. Faults can be injected to
+//! see the hub refuse what it must refuse.
+//!
+//! It is also the load generator of the SOAP benchmark: `concurrency` workers share one HTTP
+//! client (keep-alive connections), render requests with the adapter's codec straight into the
+//! request body, and keep their counters to themselves until the end of the run.
+
+mod receipt;
+mod report;
+#[cfg(test)]
+mod tests;
+
+pub use report::{Latency, OpReport, Report};
+
+use receipt::{PaidAt, ReceiptFacts, ReceiptIds, PSPS};
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use snodo_adapters::pagopa::{
+    self as soap, GetPaymentRequest, Operation, Outcome, QrCode, Request, Response, SendRtRequest,
+    SendRtV2Request, SoapError, VerifyRequest,
+};
+use std::fmt;
+use std::io::Write;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where a hub serves the node's calls, under its base URL.
+pub const PA_FOR_NODE_PATH: &str = "/pagopa/paForNode";
+
+/// A notice to pay: the entity's fiscal code and the notice number, as on the printed notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoticeTarget {
+    pub fiscal_code: String,
+    pub notice_number: String,
+}
+
+/// Reads a notices file: one `<fiscalCode>;<noticeNumber>` a line; blank lines and lines
+/// starting with `#` are skipped. Each value must be well formed (11-digit fiscal code,
+/// 18-digit notice number with valid check digits).
+pub fn parse_notices(text: &str) -> Result<Vec<NoticeTarget>, SimError> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |reason: String| SimError::Notices {
+            line: n + 1,
+            reason,
+        };
+        let (fc, notice) = line
+            .split_once(';')
+            .ok_or_else(|| bad("expected <fiscalCode>;<noticeNumber>".into()))?;
+        let (fc, notice) = (fc.trim(), notice.trim());
+        snodo_core::EntityFiscalCode::parse(fc).map_err(|e| bad(e.to_string()))?;
+        snodo_core::NoticeNumber::parse(notice).map_err(|e| bad(e.to_string()))?;
+        out.push(NoticeTarget {
+            fiscal_code: fc.to_string(),
+            notice_number: notice.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// A fault to inject, to check the hub refuses it with the right code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// Every call names station `<broker>_99`: `PAA_STAZIONE_INT_ERRATA` at verify.
+    WrongStation,
+    /// Every receipt is sent twice: the second must be `PAA_RECEIPT_DUPLICATA`.
+    DuplicateReceipt,
+    /// A well-formed notice number no position has: `PAA_PAGAMENTO_SCONOSCIUTO` at verify.
+    UnknownNotice,
+    /// The receipt declares one cent more than the position: `PAA_SEMANTICA` at the receipt.
+    WrongAmount,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 4] = [
+        Self::WrongStation,
+        Self::DuplicateReceipt,
+        Self::UnknownNotice,
+        Self::WrongAmount,
+    ];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WrongStation => "wrong-station",
+            Self::DuplicateReceipt => "duplicate-receipt",
+            Self::UnknownNotice => "unknown-notice",
+            Self::WrongAmount => "wrong-amount",
+        }
+    }
+
+    /// The fault code the hub owes the injected call.
+    pub fn expected_fault(self) -> &'static str {
+        use soap::fault_codes::*;
+        match self {
+            Self::WrongStation => STAZIONE_INT_ERRATA,
+            Self::DuplicateReceipt => RECEIPT_DUPLICATA,
+            Self::UnknownNotice => PAGAMENTO_SCONOSCIUTO,
+            Self::WrongAmount => SEMANTICA,
+        }
+    }
+
+    /// The operation that carries the fault and must be refused.
+    pub fn injected_at(self, v1: bool) -> Operation {
+        match self {
+            Self::WrongStation | Self::UnknownNotice => Operation::VerifyPaymentNotice,
+            Self::DuplicateReceipt | Self::WrongAmount if v1 => Operation::SendRt,
+            Self::DuplicateReceipt | Self::WrongAmount => Operation::SendRtV2,
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FaultKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown fault {s:?}; one of {}", names.join(", "))
+            })
+    }
+}
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// The hub's base URL (`http://127.0.0.1:8080`), or its full paForNode endpoint.
+    pub url: String,
+    /// `idBrokerPA` of every call.
+    pub broker_fiscal_code: String,
+    /// `idStation` of every call (unless [`FaultKind::WrongStation`]).
+    pub station: String,
+    /// Notices paid in order, cycling when `count` is larger.
+    pub notices: Vec<NoticeTarget>,
+    /// Payments to make.
+    pub count: usize,
+    /// Payments in flight at once.
+    pub concurrency: usize,
+    /// `paGetPayment` + `paSendRT` instead of their V2.
+    pub v1: bool,
+    /// Only `paVerifyPaymentNotice`, nothing activated or paid (read-only load).
+    pub verify_only: bool,
+    pub fault: Option<FaultKind>,
+    /// Appends `<receiptId>;<noticeNumber>;<OK|faultCode>` per receipt answer, written as soon
+    /// as the answer arrives.
+    pub receipts_log: Option<PathBuf>,
+    /// Per call, connection included.
+    pub timeout: Duration,
+}
+
+impl SimOptions {
+    /// One payment per notice, 16 at a time, V2 messages, no fault, 30 s per call.
+    pub fn new(
+        url: impl Into<String>,
+        broker_fiscal_code: impl Into<String>,
+        station: impl Into<String>,
+        notices: Vec<NoticeTarget>,
+    ) -> Self {
+        Self {
+            url: url.into(),
+            broker_fiscal_code: broker_fiscal_code.into(),
+            station: station.into(),
+            count: notices.len(),
+            notices,
+            concurrency: 16,
+            v1: false,
+            verify_only: false,
+            fault: None,
+            receipts_log: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("no notices to pay")]
+    NoNotices,
+    #[error("notices line {line}: {reason}")]
+    Notices { line: usize, reason: String },
+    #[error("bad hub URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+    #[error("cannot open the receipts log {path}: {source}")]
+    ReceiptsLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the hub could not be reached at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("a simulated payment crashed: {0}")]
+    Worker(String),
+}
+
+/// The operations a run calls, in order.
+pub(crate) fn flow(v1: bool, verify_only: bool) -> &'static [Operation] {
+    use Operation::*;
+    match (verify_only, v1) {
+        (true, _) => &[VerifyPaymentNotice],
+        (false, true) => &[VerifyPaymentNotice, GetPayment, SendRt],
+        (false, false) => &[VerifyPaymentNotice, GetPaymentV2, SendRtV2],
+    }
+}
+
+/// The paForNode endpoint of a base URL (a URL already ending in `/paForNode` is kept).
+fn endpoint_url(url: &str) -> Result<reqwest::Url, SimError> {
+    let bad = |reason: String| SimError::Url {
+        url: url.to_string(),
+        reason,
+    };
+    let trimmed = url.trim().trim_end_matches('/');
+    let full = if trimmed.ends_with("/paForNode") {
+        trimmed.to_string()
+    } else {
+        format!("{trimmed}{PA_FOR_NODE_PATH}")
+    };
+    let parsed = reqwest::Url::parse(&full).map_err(|e| bad(e.to_string()))?;
+    if parsed.scheme() != "http" {
+        return Err(bad("only plain http:// is supported".into()));
+    }
+    Ok(parsed)
+}
+
+/// Simulates `opts.count` payments and reports on them. KO answers and transport errors are
+/// results, in the report; an error means the run could not start (no notices, bad URL,
+/// receipts log not writable, nothing listening at the URL).
+pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
+    if opts.notices.is_empty() {
+        return Err(SimError::NoNotices);
+    }
+    let endpoint = endpoint_url(&opts.url)?;
+    let workers = opts.concurrency.clamp(1, opts.count.max(1));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(workers)
+        .connect_timeout(opts.timeout.min(Duration::from_secs(5)))
+        .timeout(opts.timeout)
+        .build()
+        .map_err(SimError::Client)?;
+    preflight(&client, &endpoint).await?;
+    let log = match &opts.receipts_log {
+        Some(path) => Some(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| SimError::ReceiptsLog {
+                    path: path.clone(),
+                    source,
+                })?,
+        )),
+        None => None,
+    };
+    let station = match opts.fault {
+        Some(FaultKind::WrongStation) => format!("{}_99", opts.broker_fiscal_code),
+        _ => opts.station.clone(),
+    };
+    let shape = report::RunShape {
+        endpoint: endpoint.to_string(),
+        concurrency: workers,
+        v1: opts.v1,
+        verify_only: opts.verify_only,
+        fault: opts.fault,
+    };
+    let shared = Arc::new(Shared {
+        client,
+        endpoint,
+        broker: opts.broker_fiscal_code,
+        station,
+        notices: opts.notices,
+        count: opts.count,
+        next: AtomicUsize::new(0),
+        v1: opts.v1,
+        verify_only: opts.verify_only,
+        fault: opts.fault,
+        log,
+        ids: ReceiptIds::random(),
+    });
+    let start = Instant::now();
+    let handles: Vec<_> = (0..workers)
+        .map(|_| tokio::spawn(worker(Arc::clone(&shared))))
+        .collect();
+    let mut stats = report::Stats::default();
+    for h in handles {
+        stats.merge(h.await.map_err(|e| SimError::Worker(e.to_string()))?);
+    }
+    Ok(Report::new(shape, stats, start.elapsed()))
+}
+
+/// Fails fast when nothing answers HTTP at the endpoint (any HTTP status will do).
+async fn preflight(client: &reqwest::Client, endpoint: &reqwest::Url) -> Result<(), SimError> {
+    let mut url = endpoint.clone();
+    url.set_query(Some("wsdl"));
+    match client.get(url).send().await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(SimError::Unreachable {
+            url: endpoint.to_string(),
+            reason: error_chain(&e),
+        }),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+struct Shared {
+    client: reqwest::Client,
+    endpoint: reqwest::Url,
+    broker: String,
+    station: String,
+    notices: Vec<NoticeTarget>,
+    count: usize,
+    next: AtomicUsize,
+    v1: bool,
+    verify_only: bool,
+    fault: Option<FaultKind>,
+    log: Option<Mutex<std::fs::File>>,
+    ids: ReceiptIds,
+}
+
+static SOAP_ACTION: HeaderName = HeaderName::from_static("soapaction");
+static TEXT_XML: HeaderValue = HeaderValue::from_static("text/xml; charset=utf-8");
+
+/// How a call ended. `Ok` is the common case and lives on the stack only briefly: boxing it
+/// would cost an allocation per call.
+#[allow(clippy::large_enum_variant)]
+enum Answer {
+    Ok(Response),
+    Ko(String),
+    Error,
+}
+
+async fn worker(sh: Arc<Shared>) -> report::Stats {
+    let mut stats = report::Stats::default();
+    loop {
+        let i = sh.next.fetch_add(1, Ordering::Relaxed);
+        if i >= sh.count {
+            return stats;
+        }
+        stats.payments += 1;
+        match sh.pay(i, &mut stats).await {
+            End::Completed => stats.completed += 1,
+            End::Faulted => stats.faulted += 1,
+            End::Errored => stats.errored += 1,
+        }
+    }
+}
+
+/// How a payment ended.
+enum End {
+    Completed,
+    Faulted,
+    Errored,
+}
+
+impl Shared {
+    async fn call(&self, op: Operation, body: String, stats: &mut report::Stats) -> Answer {
+        let started = Instant::now();
+        let sent = self
+            .client
+            .post(self.endpoint.clone())
+            .header(CONTENT_TYPE, TEXT_XML.clone())
+            .header(
+                SOAP_ACTION.clone(),
+                HeaderValue::from_static(op.soap_action()),
+            )
+            .body(body)
+            .send()
+            .await;
+        let answer = match sent {
+            Ok(res) => {
+                let status = res.status();
+                res.bytes().await.map(|b| (status, b))
+            }
+            Err(e) => Err(e),
+        };
+        let (status, bytes) = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                let kind = if e.is_connect() {
+                    "connect"
+                } else if e.is_timeout() {
+                    "timeout"
+                } else if e.is_body() || e.is_decode() {
+                    "body"
+                } else {
+                    "request"
+                };
+                if stats.first_error.is_none() {
+                    stats.first_error = Some(format!("{}: {}", op.soap_action(), error_chain(&e)));
+                }
+                stats.op(op).error(kind);
+                return Answer::Error;
+            }
+        };
+        let s = stats.op(op);
+        s.answered(started.elapsed());
+        match soap::parse_response(&bytes) {
+            Ok(r) if r.operation() != op => {
+                s.error_answered("wrong_operation");
+                Answer::Error
+            }
+            Ok(r) => match r.outcome() {
+                Outcome::Ok => {
+                    s.ok();
+                    Answer::Ok(r)
+                }
+                Outcome::Ko => {
+                    let code = r
+                        .fault()
+                        .map_or("KO_WITHOUT_FAULT", |f| f.fault_code.as_str());
+                    s.fault(code);
+                    Answer::Ko(code.to_string())
+                }
+            },
+            Err(SoapError::SoapFault {
+                fault_code,
+                fault_string,
+            }) => {
+                let code = if fault_string.starts_with("PAA_") && !fault_string.contains(' ') {
+                    fault_string
+                } else {
+                    format!("SOAP:{fault_code}")
+                };
+                s.fault(&code);
+                Answer::Ko(code)
+            }
+            Err(_) if !status.is_success() => {
+                s.error_answered("http_status");
+                Answer::Error
+            }
+            Err(_) => {
+                s.error_answered("invalid_answer");
+                Answer::Error
+            }
+        }
+    }
+
+    fn log_receipt(&self, receipt_id: &str, notice: &str, answer: &Answer) {
+        let Some(log) = &self.log else { return };
+        let outcome = match answer {
+            Answer::Ok(_) => "OK",
+            Answer::Ko(code) => code.as_str(),
+            Answer::Error => return,
+        };
+        let line = format!("{receipt_id};{notice};{outcome}\n");
+        // One write per line on an unbuffered file: in the OS as soon as it returns. A poisoned
+        // lock only means another worker panicked mid-write; the file is still usable.
+        let mut f = log.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = f.write_all(line.as_bytes()) {
+            eprintln!("receipts log: {e}");
+        }
+    }
+
+    async fn pay(&self, i: usize, stats: &mut report::Stats) -> End {
+        let target = &self.notices[i % self.notices.len()];
+        let notice = match self.fault {
+            Some(FaultKind::UnknownNotice) => receipt::unknown_notice(&target.notice_number, i),
+            _ => target.notice_number.clone(),
+        };
+        let qr_code = QrCode {
+            fiscal_code: target.fiscal_code.clone(),
+            notice_number: notice.clone(),
+        };
+        let injected_at = self.fault.map(|f| f.injected_at(self.v1));
+
+        // paVerifyPaymentNotice
+        let op = Operation::VerifyPaymentNotice;
+        let body = soap::render_request(&Request::Verify(VerifyRequest {
+            id_pa: target.fiscal_code.clone(),
+            id_broker_pa: self.broker.clone(),
+            id_station: self.station.clone(),
+            qr_code: qr_code.clone(),
+        }));
+        let answer = self.call(op, body, stats).await;
+        if injected_at == Some(op) {
+            self.count_injection(&answer, stats);
+        }
+        let verified = match answer {
+            Answer::Ok(Response::Verify(v)) => v,
+            Answer::Ok(_) | Answer::Error => return End::Errored,
+            Answer::Ko(_) => return End::Faulted,
+        };
+        if self.verify_only {
+            return End::Completed;
+        }
+
+        // paGetPayment(V2)
+        let get = GetPaymentRequest {
+            id_pa: target.fiscal_code.clone(),
+            id_broker_pa: self.broker.clone(),
+            id_station: self.station.clone(),
+            qr_code,
+            amount: verified.payment_option.map(|o| o.amount),
+            payment_note: None,
+            transfer_type: None,
+            due_date: None,
+        };
+        let (op, request) = if self.v1 {
+            (Operation::GetPayment, Request::GetPayment(get))
+        } else {
+            (Operation::GetPaymentV2, Request::GetPaymentV2(get))
+        };
+        let activated = match self.call(op, soap::render_request(&request), stats).await {
+            Answer::Ok(r) => r,
+            Answer::Ko(_) => return End::Faulted,
+            Answer::Error => return End::Errored,
+        };
+
+        // paSendRT(V2)
+        let receipt_id = self.ids.id(i);
+        let paid_at = PaidAt::now();
+        let facts = ReceiptFacts {
+            receipt_id: receipt_id.clone(),
+            notice_number: &notice,
+            fiscal_code: &target.fiscal_code,
+            psp: &PSPS[i % PSPS.len()],
+            paid_at: &paid_at,
+            wrong_amount: self.fault == Some(FaultKind::WrongAmount),
+        };
+        let (op, request) = match activated {
+            Response::GetPaymentV2(r) => match r.data {
+                Some(data) => (
+                    Operation::SendRtV2,
+                    Request::SendRtV2(SendRtV2Request {
+                        id_pa: target.fiscal_code.clone(),
+                        id_broker_pa: self.broker.clone(),
+                        id_station: self.station.clone(),
+                        receipt: receipt::receipt_v2(data, facts),
+                    }),
+                ),
+                None => return self.no_data(op, stats),
+            },
+            Response::GetPayment(r) => match r.data {
+                Some(data) => (
+                    Operation::SendRt,
+                    Request::SendRt(SendRtRequest {
+                        id_pa: target.fiscal_code.clone(),
+                        id_broker_pa: self.broker.clone(),
+                        id_station: self.station.clone(),
+                        receipt: receipt::receipt_v1(data, verified.company_name.as_deref(), facts),
+                    }),
+                ),
+                None => return self.no_data(op, stats),
+            },
+            _ => return End::Errored,
+        };
+        let body = soap::render_request(&request);
+        drop(request);
+        let duplicate = self.fault == Some(FaultKind::DuplicateReceipt);
+        let again = duplicate.then(|| body.clone());
+        let answer = self.call(op, body, stats).await;
+        self.log_receipt(&receipt_id, &notice, &answer);
+        if injected_at == Some(op) && !duplicate {
+            self.count_injection(&answer, stats);
+        }
+        let end = match answer {
+            Answer::Ok(_) => End::Completed,
+            Answer::Ko(_) => End::Faulted,
+            Answer::Error => End::Errored,
+        };
+        if let Some(body) = again {
+            let answer = self.call(op, body, stats).await;
+            self.log_receipt(&receipt_id, &notice, &answer);
+            self.count_injection(&answer, stats);
+        }
+        end
+    }
+
+    /// An OK activation without the payment data: nothing to build a receipt from.
+    fn no_data(&self, op: Operation, stats: &mut report::Stats) -> End {
+        let s = stats.op(op);
+        s.ok_without_data();
+        End::Errored
+    }
+
+    fn count_injection(&self, answer: &Answer, stats: &mut report::Stats) {
+        let Some(fault) = self.fault else { return };
+        if matches!(answer, Answer::Error) {
+            return;
+        }
+        stats.injected += 1;
+        if matches!(answer, Answer::Ko(code) if code == fault.expected_fault()) {
+            stats.injected_seen += 1;
+        }
+    }
+}
