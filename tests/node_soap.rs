@@ -425,3 +425,101 @@ fn concurrent_receipts_are_stored_once_and_duplicates_faulted() {
         "one receipt.stored event per receipt"
     );
 }
+
+/// The official request samples (SANP2.5.1 examples), as shipped and rewritten to this hub's
+/// broker, station, entity and a real position (../shared/specs/pagopa/SOURCES.md says which
+/// samples are themselves invalid, and why).
+#[test]
+fn the_official_samples_are_answered() {
+    let home = Home::new();
+    let rows = vec![Row::tari("SAMPLE", 1, 3000)];
+    let flow = write_zip(
+        home.path(),
+        "c_g224-SAMPLES-1_4",
+        csv_text(&rows).as_bytes(),
+    );
+    assert!(home
+        .import(&flow, &home.path().join("out"))
+        .status
+        .success());
+    let notice = home.positions(&["--iud", "SAMPLE"])[0]["notice_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _hub = Hub::start_serving(&home);
+    let sample = |name: &str| {
+        std::fs::read_to_string(
+            repo()
+                .join(
+                    "../shared/specs/pagopa/pagopa-api/SANP2.5.1/api-definitions/openapi/examples",
+                )
+                .join(name),
+        )
+        .expect("official sample (../shared/specs)")
+    };
+    let ours = |xml: &str| {
+        xml.replace(
+            "<idBrokerPA>77777777777</idBrokerPA>",
+            &format!("<idBrokerPA>{BROKER}</idBrokerPA>"),
+        )
+        .replace(
+            "<idStation>77777777777_01</idStation>",
+            &format!("<idStation>{STATION}</idStation>"),
+        )
+        .replace("77777777777", PADOVA)
+        .replace("311111111112222222", &notice)
+    };
+
+    // As shipped: the sample ids are not this broker's, the receipt lacks transferCategory, the
+    // verify sample is in the nodeForPsp namespace.
+    let get = call(&home, "paGetPayment", &sample("ReqPaGetPayment.xml"));
+    assert_eq!(
+        fault_of(&get).as_deref(),
+        Some("PAA_ID_INTERMEDIARIO_ERRATO"),
+        "{get}"
+    );
+    let rt = call(&home, "paSendRT", &sample("ReqPaSendRT.xml"));
+    assert_eq!(fault_of(&rt).as_deref(), Some("PAA_SINTASSI_XSD"), "{rt}");
+    assert!(
+        rt.contains("transferCategory"),
+        "the fault names the missing element: {rt}"
+    );
+    let verify = call(
+        &home,
+        "paVerifyPaymentNotice",
+        &sample("ReqPaVerifyPayment.xml"),
+    );
+    assert_eq!(
+        fault_of(&verify).as_deref(),
+        Some("PAA_SINTASSI_XSD"),
+        "{verify}"
+    );
+    assert!(
+        verify.contains("nodeForPsp.xsd"),
+        "the fault names the wrong namespace: {verify}"
+    );
+
+    // Rewritten to this hub and made valid: answered OK, and the receipt pays the position.
+    let verify = sample("ReqPaVerifyPayment.xml").replace(
+        "http://pagopa-api.pagopa.gov.it/node/nodeForPsp.xsd",
+        "http://pagopa-api.pagopa.gov.it/pa/paForNode.xsd",
+    );
+    let verify = call(&home, "paVerifyPaymentNotice", &ours(&verify));
+    assert!(
+        verify.contains("<outcome>OK</outcome>") && verify.contains("<amount>30.00</amount>"),
+        "{verify}"
+    );
+    let get = call(&home, "paGetPayment", &ours(&sample("ReqPaGetPayment.xml")));
+    assert!(
+        get.contains("<outcome>OK</outcome>")
+            && get.contains("<paymentAmount>30.00</paymentAmount>"),
+        "{get}"
+    );
+    let rt = sample("ReqPaSendRT.xml").replace(
+        "</remittanceInformation>",
+        "</remittanceInformation><transferCategory>9/0101100IM/</transferCategory>",
+    );
+    let rt = call(&home, "paSendRT", &ours(&rt));
+    assert!(rt.contains("<outcome>OK</outcome>"), "{rt}");
+    assert_eq!(home.positions(&["--iud", "SAMPLE"])[0]["status"], "paid");
+}
