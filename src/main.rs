@@ -128,6 +128,10 @@ struct SimArgs {
     /// Seconds each call may take, connection included.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Start this many payments per second overall (latency at a fixed load), instead of as
+    /// fast as the hub answers.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -325,6 +329,7 @@ fn sim(args: SimArgs) -> Result<ExitCode> {
     opts.fault = args.fault.map(Into::into);
     opts.receipts_log = args.receipts_log;
     opts.timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    opts.rate = args.rate;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -166,6 +166,9 @@ pub struct SimOptions {
     pub receipts_log: Option<PathBuf>,
     /// Per call, connection included.
     pub timeout: Duration,
+    /// Start payments at this many per second overall (latency at a fixed load) instead of as
+    /// fast as the hub answers.
+    pub rate: Option<f64>,
 }
 
 impl SimOptions {
@@ -188,6 +191,7 @@ impl SimOptions {
             fault: None,
             receipts_log: None,
             timeout: Duration::from_secs(30),
+            rate: None,
         }
     }
 }
@@ -298,8 +302,13 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
         fault: opts.fault,
         log,
         ids: ReceiptIds::random(),
+        pace: opts
+            .rate
+            .filter(|r| *r > 0.0)
+            .map(|r| Duration::from_secs_f64(1.0 / r)),
+        start: Instant::now(),
     });
-    let start = Instant::now();
+    let start = shared.start;
     let handles: Vec<_> = (0..workers)
         .map(|_| tokio::spawn(worker(Arc::clone(&shared))))
         .collect();
@@ -347,6 +356,9 @@ struct Shared {
     fault: Option<FaultKind>,
     log: Option<Mutex<std::fs::File>>,
     ids: ReceiptIds,
+    /// Payment `i` starts no earlier than `start + i * pace` (with `--rate`).
+    pace: Option<Duration>,
+    start: Instant,
 }
 
 static SOAP_ACTION: HeaderName = HeaderName::from_static("soapaction");
@@ -367,6 +379,10 @@ async fn worker(sh: Arc<Shared>) -> report::Stats {
         let i = sh.next.fetch_add(1, Ordering::Relaxed);
         if i >= sh.count {
             return stats;
+        }
+        if let Some(pace) = sh.pace {
+            let due = sh.start + pace.saturating_mul(i as u32);
+            tokio::time::sleep_until(due.into()).await;
         }
         stats.payments += 1;
         match sh.pay(i, &mut stats).await {
