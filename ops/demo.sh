@@ -27,7 +27,7 @@ trap 'kill $HUB 2>/dev/null || true' EXIT
 for _ in $(seq 50); do [ -d var/c_g224/in ] && break; sleep 0.2; done
 
 step "Comune di Padova (c_g224) and Comune di Feltre (c_d530) drop their flows"
-python3 "$REPO/ops/bench/gen_flow.py" --entity c_g224 --iuf DEMO001 --rows 40 --bad-ratio 0.1 --zip --out drop >/dev/null
+python3 "$REPO/ops/bench/gen_flow.py" --entity c_g224 --iuf DEMO001 --rows 1200 --bad-ratio 0.02 --zip --out drop >/dev/null
 python3 "$REPO/ops/bench/gen_flow.py" --entity c_d530 --iuf DEMO002 --rows 15 --bad-ratio 0.1 --zip --out drop >/dev/null
 mv drop/c_g224-DEMO001-1_4.zip var/c_g224/in/
 mv drop/c_d530-DEMO002-1_4.zip var/c_d530/in/
@@ -40,8 +40,8 @@ for _ in $(seq 100); do
 done
 ls -l var/c_g224/out var/c_d530/out
 
-step "c_g224: rejected rows (SCARTI), last two columns"
-unzip -p var/c_g224/out/c_g224-DEMO001-1_4_SCARTI.zip | awk -F';' 'NR>1 {print "  " $1 ": " $(NF-1) " - " $NF}'
+step "c_g224: rejected rows (SCARTI), last two columns (first 6)"
+unzip -p var/c_g224/out/c_g224-DEMO001-1_4_SCARTI.zip | awk -F';' 'NR>1 && NR<=7 {print "  " $1 ": " $(NF-1) " - " $NF}'
 
 step "c_g224: accepted rows with their generated IUVs (IUV file, first 5)"
 unzip -p var/c_g224/out/c_g224-DEMO001-1_4_IUV.zip | awk -F';' 'NR>1 && NR<=6 {print "  IUD " $1 "  IUV " $2 "  " $5 "  EUR " $14}'
@@ -64,6 +64,13 @@ curl -s -H 'Content-Type: text/xml' -H 'SOAPAction: paVerifyPaymentNotice' --dat
  </paf:paVerifyPaymentNoticeReq></soapenv:Body>
 </soapenv:Envelope>
 XML
+
+step "snodo sim: the node and PSPs pay 1000 of the notices (verify, paGetPaymentV2, paSendRTV2)"
+"$BIN" sim --from-config --count 1000 --concurrency 8 | sed 's/^/  /'
+PAID=$("$BIN" positions --entity c_g224 --limit 100000 | grep -c '"status":"paid"' || true)
+echo "  c_g224 positions now paid: $PAID"
+echo "  one of them:"
+"$BIN" positions --entity c_g224 --limit 100000 | grep -m1 '"status":"paid"' | python3 -c 'import json,sys; p=json.loads(sys.stdin.readline()); print("    iud=%s notice=%s status=%s amount_cents=%s history=%s" % (p["iud"], p["notice_number"], p["status"], p["amount_cents"], p["history_count"]))'
 
 step "the same flow again is refused whole"
 cp "$REPO/target/demo/var/c_g224/in/archive/"*/c_g224-DEMO001-1_4.zip var/c_g224/in/

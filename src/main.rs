@@ -380,12 +380,16 @@ fn connectable(listen: &str) -> String {
 
 fn print_json_lines<T: serde::Serialize>(items: &[T]) -> Result<()> {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    for item in items {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = items.iter().try_for_each(|item| {
         serde_json::to_writer(&mut out, item)?;
-        writeln!(out)?;
+        writeln!(out)
+    });
+    match written.and_then(|()| out.flush()) {
+        // The reader had enough (`| head`): not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
-    Ok(())
 }
 
 fn run(plan: Plan) -> Result<ExitCode> {
