@@ -73,6 +73,18 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Print an entity's receipts from the node as JSON lines, newest first.
+    Receipts {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        entity: String,
+        /// Only receipts flagged for operators (unknown notice, amount differs, paid twice, annulled).
+        #[arg(long)]
+        flagged: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Print an entity's positions as JSON lines.
     Positions {
         #[arg(short, long)]
@@ -271,6 +283,16 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 None => store.recent_flows(&entity, limit)?,
             };
             print_json_lines(&flows)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Receipts {
+            config,
+            entity,
+            flagged,
+            limit,
+        } => {
+            let store = entity_store(config, &entity)?;
+            print_json_lines(&store.receipts(&entity, flagged, limit)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Positions {

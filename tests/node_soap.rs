@@ -301,6 +301,32 @@ fn the_node_verifies_activates_and_pays_a_notice() {
         "{wrong}"
     );
     assert_eq!(home.positions(&["--iud", "MULTI"])[0]["status"], "active");
+    // Operators see both, flagged, with the reason.
+    let flagged = home.snodo(&[
+        "receipts",
+        "-c",
+        "config.toml",
+        "--entity",
+        "c_g224",
+        "--flagged",
+    ]);
+    let flagged: Vec<serde_json::Value> = stdout(&flagged)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let issues: Vec<(&str, &str)> = flagged
+        .iter()
+        .map(|r| {
+            (
+                r["receipt_id"].as_str().unwrap(),
+                r["issue"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        issues,
+        [("RCPT-3", "amount_mismatch"), ("RCPT-2", "unknown_notice")]
+    );
 
     // The WSDL points at this hub.
     let wsdl = Command::new("curl")

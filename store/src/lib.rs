@@ -255,6 +255,24 @@ pub enum ReceiptStored {
     Duplicate,
 }
 
+/// A stored receipt as operators see it (the receipt XML itself is left out).
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredReceipt {
+    pub id: i64,
+    pub entity: String,
+    pub receipt_id: String,
+    pub notice_number: String,
+    pub position_id: Option<i64>,
+    pub amount_cents: i64,
+    pub psp_id: String,
+    pub psp_name: String,
+    pub payment_date: Option<String>,
+    pub operation: String,
+    /// Why operators must look at it; `None` when it paid its position normally.
+    pub issue: Option<String>,
+    pub received_at: String,
+}
+
 /// Something that happened, kept in order for whoever fans it out (the receipt outbox, ops).
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
@@ -308,6 +326,9 @@ pub trait Store: Send + Sync {
     /// Stores a receipt durably, marks its position paid when it matches, and records a
     /// `receipt.stored` event, all in one transaction.
     fn store_receipt(&self, receipt: &NewReceipt<'_>) -> Result<ReceiptStored>;
+
+    /// An entity's receipts, newest first; only those flagged for operators when `flagged`.
+    fn receipts(&self, entity: &str, flagged: bool, limit: u32) -> Result<Vec<StoredReceipt>>;
 
     /// Events after `after_id`, oldest first.
     fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>>;

@@ -440,6 +440,31 @@ impl Store for SqliteStore {
         })
     }
 
+    fn receipts(&self, entity: &str, flagged: bool, limit: u32) -> Result<Vec<StoredReceipt>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, entity, receipt_id, notice_number, position_id, amount_cents, psp_id, psp_name, payment_date, operation, issue, received_at
+             FROM receipts WHERE entity = ?1 AND (?2 = 0 OR issue IS NOT NULL) ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![entity, flagged as i64, limit as i64], |r| {
+            Ok(StoredReceipt {
+                id: r.get(0)?,
+                entity: r.get(1)?,
+                receipt_id: r.get(2)?,
+                notice_number: r.get(3)?,
+                position_id: r.get(4)?,
+                amount_cents: r.get(5)?,
+                psp_id: r.get(6)?,
+                psp_name: r.get(7)?,
+                payment_date: r.get(8)?,
+                operation: r.get(9)?,
+                issue: r.get(10)?,
+                received_at: r.get(11)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
