@@ -33,21 +33,23 @@ pub const PAF_NS: &str = "http://pagopa-api.pagopa.gov.it/pa/paForNode.xsd";
 /// SOAP 1.1 envelope namespace, the only SOAP version the node speaks.
 pub const SOAP_ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 
-/// Fault codes an entity's broker answers with (`fault.faultCode`).
+/// Fault codes an entity's broker answers with (`fault.faultCode`); the domain's
+/// [`NodeFault`](snodo_core::payment::NodeFault) is their one source.
 pub mod fault_codes {
-    pub const SINTASSI_XSD: &str = "PAA_SINTASSI_XSD";
-    pub const SINTASSI_EXTRAXSD: &str = "PAA_SINTASSI_EXTRAXSD";
-    pub const ID_DOMINIO_ERRATO: &str = "PAA_ID_DOMINIO_ERRATO";
-    pub const ID_INTERMEDIARIO_ERRATO: &str = "PAA_ID_INTERMEDIARIO_ERRATO";
-    pub const STAZIONE_INT_ERRATA: &str = "PAA_STAZIONE_INT_ERRATA";
-    pub const PAGAMENTO_SCONOSCIUTO: &str = "PAA_PAGAMENTO_SCONOSCIUTO";
-    pub const PAGAMENTO_SCADUTO: &str = "PAA_PAGAMENTO_SCADUTO";
-    pub const PAGAMENTO_ANNULLATO: &str = "PAA_PAGAMENTO_ANNULLATO";
-    pub const PAGAMENTO_DUPLICATO: &str = "PAA_PAGAMENTO_DUPLICATO";
-    pub const PAGAMENTO_IN_CORSO: &str = "PAA_PAGAMENTO_IN_CORSO";
-    pub const RECEIPT_DUPLICATA: &str = "PAA_RECEIPT_DUPLICATA";
-    pub const SEMANTICA: &str = "PAA_SEMANTICA";
-    pub const SYSTEM_ERROR: &str = "PAA_SYSTEM_ERROR";
+    use snodo_core::payment::NodeFault;
+    pub const SINTASSI_XSD: &str = NodeFault::SintassiXsd.code();
+    pub const SINTASSI_EXTRAXSD: &str = NodeFault::SintassiExtraxsd.code();
+    pub const ID_DOMINIO_ERRATO: &str = NodeFault::IdDominioErrato.code();
+    pub const ID_INTERMEDIARIO_ERRATO: &str = NodeFault::IdIntermediarioErrato.code();
+    pub const STAZIONE_INT_ERRATA: &str = NodeFault::StazioneIntErrata.code();
+    pub const PAGAMENTO_SCONOSCIUTO: &str = NodeFault::PagamentoSconosciuto.code();
+    pub const PAGAMENTO_SCADUTO: &str = NodeFault::PagamentoScaduto.code();
+    pub const PAGAMENTO_ANNULLATO: &str = NodeFault::PagamentoAnnullato.code();
+    pub const PAGAMENTO_DUPLICATO: &str = NodeFault::PagamentoDuplicato.code();
+    pub const PAGAMENTO_IN_CORSO: &str = NodeFault::PagamentoInCorso.code();
+    pub const RECEIPT_DUPLICATA: &str = NodeFault::ReceiptDuplicata.code();
+    pub const SEMANTICA: &str = NodeFault::Semantica.code();
+    pub const SYSTEM_ERROR: &str = NodeFault::SystemError.code();
 }
 
 /// The operations supported (the WSDL's `paDemandPaymentNotice` is not, yet).

@@ -53,7 +53,7 @@ pub enum NodeFault {
 }
 
 impl NodeFault {
-    pub fn code(self) -> &'static str {
+    pub const fn code(self) -> &'static str {
         match self {
             Self::SintassiXsd => "PAA_SINTASSI_XSD",
             Self::SintassiExtraxsd => "PAA_SINTASSI_EXTRAXSD",

@@ -77,38 +77,10 @@ impl NodeService {
                 })
             }),
             Request::SendRt(r) => self
-                .send_rt(
-                    (&r.id_pa, &r.id_broker_pa, &r.id_station),
-                    ReceiptFields {
-                        notice_number: &r.receipt.notice_number,
-                        fiscal_code: &r.receipt.fiscal_code,
-                        receipt_id: &r.receipt.receipt_id,
-                        outcome: r.receipt.outcome,
-                        amount: &r.receipt.payment_amount,
-                        psp_id: &r.receipt.id_psp,
-                        psp_name: &r.receipt.psp_company_name,
-                        payment_date: r.receipt.payment_date_time.as_deref(),
-                    },
-                    op,
-                    request,
-                )
+                .send_rt(receipt_fields!(r), op, request)
                 .map(|_| Response::SendRt(SendRtResponse::ok())),
             Request::SendRtV2(r) => self
-                .send_rt(
-                    (&r.id_pa, &r.id_broker_pa, &r.id_station),
-                    ReceiptFields {
-                        notice_number: &r.receipt.notice_number,
-                        fiscal_code: &r.receipt.fiscal_code,
-                        receipt_id: &r.receipt.receipt_id,
-                        outcome: r.receipt.outcome,
-                        amount: &r.receipt.payment_amount,
-                        psp_id: &r.receipt.id_psp,
-                        psp_name: &r.receipt.psp_company_name,
-                        payment_date: r.receipt.payment_date_time.as_deref(),
-                    },
-                    op,
-                    request,
-                )
+                .send_rt(receipt_fields!(r), op, request)
                 .map(|_| Response::SendRtV2(SendRtResponse::ok())),
         };
         result.unwrap_or_else(|(fault, description)| {
@@ -269,12 +241,11 @@ impl NodeService {
 
     fn send_rt(
         &self,
-        (id_pa, id_broker, id_station): (&str, &str, &str),
         r: ReceiptFields<'_>,
         op: Operation,
         request: &Request,
     ) -> Result<(), Refusal> {
-        let entity = self.caller(id_pa, id_broker, id_station)?;
+        let entity = self.caller(r.id_pa, r.id_broker, r.id_station)?;
         if r.fiscal_code != entity.fiscal_code.as_str() {
             return Err((
                 NodeFault::IdDominioErrato,
@@ -336,6 +307,9 @@ impl NodeService {
 
 /// The receipt fields the registry needs, whichever receipt version carried them.
 struct ReceiptFields<'a> {
+    id_pa: &'a str,
+    id_broker: &'a str,
+    id_station: &'a str,
     notice_number: &'a str,
     fiscal_code: &'a str,
     receipt_id: &'a str,
@@ -345,6 +319,26 @@ struct ReceiptFields<'a> {
     psp_name: &'a str,
     payment_date: Option<&'a str>,
 }
+
+/// `paSendRTReq` and `paSendRTV2Request` name these fields alike but are different types.
+macro_rules! receipt_fields {
+    ($r:expr) => {
+        ReceiptFields {
+            id_pa: &$r.id_pa,
+            id_broker: &$r.id_broker_pa,
+            id_station: &$r.id_station,
+            notice_number: &$r.receipt.notice_number,
+            fiscal_code: &$r.receipt.fiscal_code,
+            receipt_id: &$r.receipt.receipt_id,
+            outcome: $r.receipt.outcome,
+            amount: &$r.receipt.payment_amount,
+            psp_id: &$r.receipt.id_psp,
+            psp_name: &$r.receipt.psp_company_name,
+            payment_date: $r.receipt.payment_date_time.as_deref(),
+        }
+    };
+}
+use receipt_fields;
 
 /// A position being paid and its transfers.
 struct Activation {
