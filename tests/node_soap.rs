@@ -12,25 +12,7 @@ const PADOVA: &str = "00644060287";
 
 /// POSTs a SOAP body; returns the response body after checking it against the XSD.
 fn call(home: &Home, action: &str, body: &str) -> String {
-    let url = format!("http://127.0.0.1:{}/pagopa/paForNode", home.port);
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: text/xml; charset=utf-8",
-        ])
-        .args([
-            "-H",
-            &format!("SOAPAction: {action}"),
-            "--data-binary",
-            body,
-            &url,
-        ])
-        .output()
-        .expect("curl");
-    let text = String::from_utf8(out.stdout).expect("UTF-8 answer");
+    let text = post_soap(home.port, action, body);
     assert_valid(home, &text);
     text
 }
@@ -196,6 +178,13 @@ fn the_node_verifies_activates_and_pays_a_notice() {
         "{ok}"
     );
     assert!(ok.contains("<options>EQ</options>"), "{ok}");
+
+    // Bytes that are not even SOAP get a SOAP client fault, not a crash or a hang.
+    let garbage = call(&home, "paVerifyPaymentNotice", "\u{0}garbage <not xml");
+    assert!(
+        garbage.contains("<faultcode>soapenv:Client</faultcode>"),
+        "{garbage}"
+    );
 
     // Every refusal with its own code.
     for (body, code) in [
