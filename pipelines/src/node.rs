@@ -36,7 +36,8 @@ impl NodeService {
     /// Answers one SOAP request body with a SOAP response body.
     pub fn handle(&self, body: &[u8]) -> String {
         let response = match soap::parse_request(body) {
-            Ok(request) => self.answer(&request),
+            // The parser accepted it, so it is UTF-8.
+            Ok(request) => self.answer(&request, std::str::from_utf8(body).unwrap_or_default()),
             Err(e) => match e.operation() {
                 Some(op) => {
                     tracing::warn!(operation = op.soap_action(), "invalid request: {e}");
@@ -58,7 +59,8 @@ impl NodeService {
         soap::render_response(&response)
     }
 
-    fn answer(&self, request: &Request) -> Response {
+    /// `raw` is the request as received: a receipt is stored exactly as the node sent it.
+    fn answer(&self, request: &Request, raw: &str) -> Response {
         let op = request.operation();
         let result = match request {
             Request::Verify(r) => self.verify(r),
@@ -77,10 +79,10 @@ impl NodeService {
                 })
             }),
             Request::SendRt(r) => self
-                .send_rt(receipt_fields!(r), op, request)
+                .send_rt(receipt_fields!(r), op, raw)
                 .map(|_| Response::SendRt(SendRtResponse::ok())),
             Request::SendRtV2(r) => self
-                .send_rt(receipt_fields!(r), op, request)
+                .send_rt(receipt_fields!(r), op, raw)
                 .map(|_| Response::SendRtV2(SendRtResponse::ok())),
         };
         result.unwrap_or_else(|(fault, description)| {
@@ -239,12 +241,7 @@ impl NodeService {
         ))
     }
 
-    fn send_rt(
-        &self,
-        r: ReceiptFields<'_>,
-        op: Operation,
-        request: &Request,
-    ) -> Result<(), Refusal> {
+    fn send_rt(&self, r: ReceiptFields<'_>, op: Operation, raw: &str) -> Result<(), Refusal> {
         let entity = self.caller(r.id_pa, r.id_broker, r.id_station)?;
         if r.fiscal_code != entity.fiscal_code.as_str() {
             return Err((
@@ -270,8 +267,6 @@ impl NodeService {
                 Some(format!("paymentAmount {}: {e}", r.amount)),
             )
         })?;
-        // The receipt as the node sent it: the evidence every entity system gets back.
-        let xml = soap::render_request(request);
         let stored = self
             .store
             .store_receipt(&NewReceipt {
@@ -283,7 +278,8 @@ impl NodeService {
                 psp_name: r.psp_name,
                 payment_date: r.payment_date,
                 operation: op.soap_action(),
-                xml: &xml,
+                // The receipt as the node sent it: the evidence every entity system gets back.
+                xml: raw,
             })
             .map_err(system_error)?;
         match stored {
