@@ -22,11 +22,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# PyPI: zeep, the third-party SOAP client the tests point at the served WSDL.
-if ! python3 -c 'import zeep' >/dev/null 2>&1; then
-  echo "ops/setup.sh: installing zeep"
-  python3 -m pip install --quiet --root-user-action=ignore zeep
-fi
+# PyPI: zeep, the third-party SOAP client the tests point at the served WSDL; jsonschema, which
+# checks the json receipt format against docs/receipt.schema.json.
+for module in zeep jsonschema; do
+  if ! python3 -c "import $module" >/dev/null 2>&1; then
+    echo "ops/setup.sh: installing $module"
+    python3 -m pip install --quiet --root-user-action=ignore "$module"
+  fi
+done
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "ops/setup.sh: cargo is missing: install Rust (https://rustup.rs) first" >&2

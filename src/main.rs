@@ -36,6 +36,38 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+enum DlqAction {
+    /// Dead letters as JSON lines, newest first.
+    List {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        entity: Option<String>,
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// One delivery, with its last error.
+    Show {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        id: i64,
+    },
+    /// Put dead letters back in the outbox: the given ids, or --all (of --entity).
+    Replay {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(required_unless_present = "all")]
+        ids: Vec<i64>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[arg(long)]
+        entity: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run every pipeline of the configuration until SIGINT/SIGTERM.
     Run {
@@ -72,6 +104,11 @@ enum Command {
         iuf: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+    /// Dead letters: receipt deliveries that failed for good or ran out of retries.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
     },
     /// Print an entity's receipts from the node as JSON lines, newest first.
     Receipts {
@@ -285,6 +322,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             print_json_lines(&flows)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dlq { action } => dlq(action),
         Command::Receipts {
             config,
             entity,
@@ -398,6 +436,45 @@ fn connectable(listen: &str) -> String {
     } else {
         listen.to_string()
     }
+}
+
+fn dlq(action: DlqAction) -> Result<ExitCode> {
+    match action {
+        DlqAction::List {
+            config,
+            entity,
+            pipeline,
+            limit,
+        } => {
+            let store = open_store(&load_plan(config)?)?;
+            let dead = store.deliveries(
+                snodo_store::DeliveryStatus::Dead,
+                entity.as_deref(),
+                pipeline.as_deref(),
+                limit,
+            )?;
+            print_json_lines(&dead)?;
+        }
+        DlqAction::Show { config, id } => {
+            let store = open_store(&load_plan(config)?)?;
+            match store.delivery(id)? {
+                Some(d) => print_json_lines(&[d])?,
+                None => bail!("no delivery {id}"),
+            }
+        }
+        DlqAction::Replay {
+            config,
+            ids,
+            all,
+            entity,
+        } => {
+            let store = open_store(&load_plan(config)?)?;
+            let ids = if all { Vec::new() } else { ids };
+            let n = store.replay(&ids, entity.as_deref())?;
+            println!("replayed={n}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_json_lines<T: serde::Serialize>(items: &[T]) -> Result<()> {

@@ -3,12 +3,8 @@
 
 mod common;
 use common::*;
-use snodo_adapters::pagopa::{self as soap, Outcome, Request};
+use snodo_adapters::pagopa::{self as soap, Request};
 use std::process::Command;
-
-const BROKER: &str = "80007580279";
-const STATION: &str = "80007580279_01";
-const PADOVA: &str = "00644060287";
 
 /// POSTs a SOAP body; returns the response body after checking it against the XSD.
 fn call(home: &Home, action: &str, body: &str) -> String {
@@ -67,49 +63,6 @@ fn get_payment_v2(notice: &str) -> String {
             notice_number: notice.into(),
         },
         ..Default::default()
-    }))
-}
-
-fn send_rt_v2(notice: &str, receipt_id: &str, amount: &str) -> String {
-    let receipt = soap::ReceiptV2 {
-        receipt_id: receipt_id.into(),
-        notice_number: notice.into(),
-        fiscal_code: PADOVA.into(),
-        outcome: Outcome::Ok,
-        creditor_reference_id: notice[1..].into(),
-        payment_amount: amount.into(),
-        description: "TARI".into(),
-        company_name: "Comune di Padova".into(),
-        debtor: soap::Subject {
-            unique_identifier: soap::UniqueIdentifier {
-                kind: soap::EntityType::F,
-                value: "RSSMRA85T10A562S".into(),
-            },
-            full_name: "Mario Rossi".into(),
-            ..Default::default()
-        },
-        transfer_list: vec![soap::ReceiptTransferV2 {
-            id_transfer: 1,
-            transfer_amount: amount.into(),
-            fiscal_code_pa: PADOVA.into(),
-            company_name: None,
-            destination: soap::ReceiptDestination::Iban("IT60X0542811101000000123456".into()),
-            remittance_information: "/RFB/x/TXT/TARI".into(),
-            transfer_category: "9/0101100IM/".into(),
-            metadata: Vec::new(),
-        }],
-        id_psp: "BCITITMM".into(),
-        psp_company_name: "Intesa Sanpaolo".into(),
-        id_channel: "BCITITMM_01".into(),
-        channel_description: "app".into(),
-        payment_date_time: Some("2026-11-26T10:00:00".into()),
-        ..Default::default()
-    };
-    soap::render_request(&Request::SendRtV2(soap::SendRtV2Request {
-        id_pa: PADOVA.into(),
-        id_broker_pa: BROKER.into(),
-        id_station: STATION.into(),
-        receipt,
     }))
 }
 

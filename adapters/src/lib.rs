@@ -7,3 +7,4 @@
 pub mod csv;
 pub mod mypay_import;
 pub mod pagopa;
+pub mod receipt_json;

@@ -11,6 +11,7 @@
 //! each pipeline's work on a blocking thread so one slow remote never stalls another.
 
 pub mod dir;
+pub mod http;
 
 use std::path::PathBuf;
 

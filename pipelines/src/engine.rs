@@ -33,11 +33,31 @@ impl Hub {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         tasks.push(self.serve_http(shutdown.clone()).await?);
-        for (index, _) in self.plan.pipelines.iter().enumerate() {
-            let runner =
-                PipelineRunner::new(self.plan.clone(), index, self.store.clone(), stop.clone())?;
+        for (index, p) in self.plan.pipelines.iter().enumerate() {
             let rx = shutdown.clone();
-            tasks.push(tokio::spawn(runner.run(rx)));
+            match &p.kind {
+                PipelineKind::ImportFlows { .. } => {
+                    let runner = PipelineRunner::new(
+                        self.plan.clone(),
+                        index,
+                        self.store.clone(),
+                        stop.clone(),
+                    )?;
+                    tasks.push(tokio::spawn(runner.run(rx)));
+                }
+                PipelineKind::Receipts { .. } => {
+                    let deliverer = crate::deliver::Deliverer::new(
+                        self.plan.clone(),
+                        index,
+                        self.store.clone(),
+                    )
+                    .map_err(|message| EngineError::Start {
+                        pipeline: p.name.clone(),
+                        message,
+                    })?;
+                    tasks.push(tokio::spawn(deliverer.run(rx)));
+                }
+            }
         }
         info!(pipelines = tasks.len(), "hub running");
         while !*shutdown.borrow() {
@@ -115,6 +135,7 @@ struct PipelineRunner {
     store: Arc<dyn Store>,
     stop: Arc<AtomicBool>,
     source: Arc<Mutex<Box<dyn Source>>>,
+    schedule: cron::Schedule,
     outcomes: Option<Arc<dyn Sink>>,
     entity: Arc<EntityRuntime>,
     /// Messages whose processing hit a passing failure; tried again at the next tick.
@@ -133,13 +154,20 @@ impl PipelineRunner {
             pipeline: p.name.clone(),
             message,
         };
-        let source = p.source.build().map_err(|e| start_err(e.to_string()))?;
-        let outcomes = match &p.kind {
-            PipelineKind::ImportFlows { outcomes: Some(s) } => {
-                Some(Arc::from(s.build().map_err(|e| start_err(e.to_string()))?))
-            }
-            PipelineKind::ImportFlows { outcomes: None } => None,
+        let PipelineKind::ImportFlows {
+            source,
+            schedule,
+            outcomes,
+        } = &p.kind
+        else {
+            return Err(start_err("not an import pipeline".into()));
         };
+        let source = source.build().map_err(|e| start_err(e.to_string()))?;
+        let outcomes = match outcomes {
+            Some(s) => Some(Arc::from(s.build().map_err(|e| start_err(e.to_string()))?)),
+            None => None,
+        };
+        let schedule = (**schedule).clone();
         let entity = plan
             .entities
             .get(&p.entity)
@@ -151,6 +179,7 @@ impl PipelineRunner {
             store,
             stop,
             source: Arc::new(Mutex::new(source)),
+            schedule,
             outcomes,
             entity,
             retry: Arc::new(Mutex::new(Vec::new())),
@@ -167,7 +196,6 @@ impl PipelineRunner {
         let this = Arc::new(self);
         loop {
             let wait = this
-                .pipeline()
                 .schedule
                 .upcoming(Rome)
                 .next()

@@ -3,6 +3,7 @@
 //! back out through another connector.
 
 pub mod config;
+pub mod deliver;
 pub mod engine;
 pub mod http;
 pub mod import;

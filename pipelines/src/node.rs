@@ -280,6 +280,7 @@ impl NodeService {
                 operation: op.soap_action(),
                 // The receipt as the node sent it: the evidence every entity system gets back.
                 xml: raw,
+                deliver_to: &self.plan.receipt_pipelines(&entity.ipa_code),
             })
             .map_err(system_error)?;
         match stored {

@@ -44,6 +44,15 @@ pub struct DebtTypePayment {
 }
 
 impl Plan {
+    /// The pipelines that deliver an entity's receipts: a receipt gets one delivery each.
+    pub fn receipt_pipelines(&self, entity: &str) -> Vec<&str> {
+        self.pipelines
+            .iter()
+            .filter(|p| p.entity == entity && matches!(p.kind, PipelineKind::Receipts { .. }))
+            .map(|p| p.name.as_str())
+            .collect()
+    }
+
     /// The entity the node names by fiscal code (`idPA`).
     pub fn entity_by_fiscal_code(&self, fiscal_code: &str) -> Option<&Arc<EntityRuntime>> {
         self.entities
@@ -53,19 +62,28 @@ impl Plan {
 }
 
 pub enum PipelineKind {
-    /// MyPay import flows from a source into the registry, outcome files to a sink.
+    /// MyPay import flows from a source polled on `schedule` into the registry, outcome files to
+    /// a sink.
     ImportFlows {
+        source: Arc<dyn SourceConfig>,
+        schedule: Box<cron::Schedule>,
         outcomes: Option<Arc<dyn SinkConfig>>,
+    },
+    /// Every receipt of the entity, encoded and delivered through the outbox.
+    Receipts {
+        encoder: String,
+        sink: Arc<snodo_connectors::http::HttpSinkConfig>,
     },
 }
 
 pub struct PipelinePlan {
     pub name: String,
     pub entity: String,
-    pub schedule: cron::Schedule,
-    pub source: Arc<dyn SourceConfig>,
     pub kind: PipelineKind,
 }
+
+/// `from = "receipts"`: the pipeline delivers the entity's receipts.
+pub const RECEIPTS: &str = "receipts";
 
 /// Loads and checks a configuration file (`None`: the embedded demo).
 pub fn load(path: Option<&Path>) -> Result<Plan, Vec<Problem>> {
@@ -293,88 +311,18 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
             );
         }
         let mut local = Vec::new();
-        let source = match &pc.from {
-            Endpoint::Connector { kind, params } => {
-                registry::parse_source(kind, params.clone(), &format!("{at}.from"), &mut local)
-            }
-            Endpoint::Named(n) => {
-                local.push(Problem::new(
-                    format!("{at}.from"),
-                    format!("{n:?} is not a source: use {{ connector = \"dir\", ... }}"),
-                ));
-                None
-            }
-        };
-        let schedule_text = source
-            .as_ref()
-            .and_then(|s| s.schedule().map(str::to_string))
-            .unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
-        let schedule = match cron::Schedule::from_str(&schedule_text) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                local.push(Problem::new(
-                    format!("{at}.from.schedule"),
-                    format!(
-                    "{schedule_text:?} is not a cron expression with seconds, e.g. \"0 */5 * * * *\" ({})",
-                    e.to_string().lines().last().unwrap_or_default().trim()
-                ),
-                ));
-                None
-            }
-        };
-        match &pc.decode {
-            Some(Codec { name, .. }) if registry::DECODERS.contains(&name.as_str()) => {}
-            Some(Codec { name, .. }) => local.push(Problem::new(
-                format!("{at}.decode"),
-                registry::unknown_name(name, "decoder", registry::DECODERS),
-            )),
-            None => local.push(Problem::new(
-                format!("{at}.decode"),
-                "missing: say how to read the source, e.g. \"mypay-import\"",
-            )),
-        }
-        if let Some(c) = &pc.encode {
-            local.push(Problem::new(
-                format!("{at}.encode"),
-                format!(
-                    "{:?}: an import pipeline writes to the registry and encodes nothing",
-                    c.name
-                ),
-            ));
-        }
-        match &pc.to {
-            Endpoint::Named(n) if registry::TARGETS.contains(&n.as_str()) => {}
-            Endpoint::Named(n) => local.push(Problem::new(
-                format!("{at}.to"),
-                registry::unknown_name(n, "target", registry::TARGETS),
-            )),
-            Endpoint::Connector { kind, .. } => local.push(Problem::new(
-                format!("{at}.to"),
-                format!("an import pipeline goes to \"registry\", not to a {kind:?} connector"),
-            )),
-        }
-        let outcomes = match &pc.outcomes {
-            None => None,
-            Some(Endpoint::Connector { kind, params }) => {
-                registry::parse_sink(kind, params.clone(), &format!("{at}.outcomes"), &mut local)
-            }
-            Some(Endpoint::Named(n)) => {
-                local.push(Problem::new(
-                    format!("{at}.outcomes"),
-                    format!("{n:?} is not a sink: use {{ connector = \"dir\", ... }}"),
-                ));
-                None
-            }
+        let kind = if matches!(&pc.from, Endpoint::Named(n) if n == RECEIPTS) {
+            receipts_pipeline(pc, &at, &mut local)
+        } else {
+            import_pipeline(pc, &at, &mut local)
         };
         let ok = local.is_empty();
         problems_extend(&mut p, local);
-        if let (true, Some(source), Some(schedule)) = (ok, source, schedule) {
+        if let (true, Some(kind)) = (ok, kind) {
             pipelines.push(PipelinePlan {
                 name: pc.name.clone(),
                 entity: pc.entity.clone(),
-                schedule,
-                source,
-                kind: PipelineKind::ImportFlows { outcomes },
+                kind,
             });
         }
     }
@@ -386,6 +334,162 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         taxonomy,
         warnings,
     }
+}
+
+/// `from` a connector, `decode` a flow format, `to = "registry"`, `outcomes` a sink.
+fn import_pipeline(
+    pc: &config::PipelineConfig,
+    at: &str,
+    local: &mut Vec<Problem>,
+) -> Option<PipelineKind> {
+    let source = match &pc.from {
+        Endpoint::Connector { kind, params } => {
+            registry::parse_source(kind, params.clone(), &format!("{at}.from"), local)
+        }
+        Endpoint::Named(n) => {
+            local.push(Problem::new(
+                format!("{at}.from"),
+                format!(
+                    "{n:?} is not a source: use \"{RECEIPTS}\" or {{ connector = \"dir\", ... }}"
+                ),
+            ));
+            None
+        }
+    };
+    let schedule_text = source
+        .as_ref()
+        .and_then(|s| s.schedule().map(str::to_string))
+        .unwrap_or_else(|| DEFAULT_SCHEDULE.to_string());
+    let schedule = match cron::Schedule::from_str(&schedule_text) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            local.push(Problem::new(
+                format!("{at}.from.schedule"),
+                format!(
+                    "{schedule_text:?} is not a cron expression with seconds, e.g. \"0 */5 * * * *\" ({})",
+                    e.to_string().lines().last().unwrap_or_default().trim()
+                ),
+            ));
+            None
+        }
+    };
+    match &pc.decode {
+        Some(Codec { name, .. }) if registry::DECODERS.contains(&name.as_str()) => {}
+        Some(Codec { name, .. }) => local.push(Problem::new(
+            format!("{at}.decode"),
+            registry::unknown_name(name, "decoder", registry::DECODERS),
+        )),
+        None => local.push(Problem::new(
+            format!("{at}.decode"),
+            "missing: say how to read the source, e.g. \"mypay-import\"",
+        )),
+    }
+    if let Some(c) = &pc.encode {
+        local.push(Problem::new(
+            format!("{at}.encode"),
+            format!(
+                "{:?}: an import pipeline writes to the registry and encodes nothing",
+                c.name
+            ),
+        ));
+    }
+    match &pc.to {
+        Endpoint::Named(n) if registry::TARGETS.contains(&n.as_str()) => {}
+        Endpoint::Named(n) => local.push(Problem::new(
+            format!("{at}.to"),
+            registry::unknown_name(n, "target", registry::TARGETS),
+        )),
+        Endpoint::Connector { kind, .. } => local.push(Problem::new(
+            format!("{at}.to"),
+            format!("an import pipeline goes to \"registry\", not to a {kind:?} connector"),
+        )),
+    }
+    let outcomes = match &pc.outcomes {
+        None => None,
+        Some(Endpoint::Connector { kind, params }) => {
+            registry::parse_sink(kind, params.clone(), &format!("{at}.outcomes"), local)
+        }
+        Some(Endpoint::Named(n)) => {
+            local.push(Problem::new(
+                format!("{at}.outcomes"),
+                format!("{n:?} is not a sink: use {{ connector = \"dir\", ... }}"),
+            ));
+            None
+        }
+    };
+    Some(PipelineKind::ImportFlows {
+        source: source?,
+        schedule: Box::new(schedule?),
+        outcomes,
+    })
+}
+
+/// `from = "receipts"`, `encode` a receipt format, `to` a delivery connector.
+fn receipts_pipeline(
+    pc: &config::PipelineConfig,
+    at: &str,
+    local: &mut Vec<Problem>,
+) -> Option<PipelineKind> {
+    let encoder = match &pc.encode {
+        Some(Codec { name, .. }) if registry::RECEIPT_ENCODERS.contains(&name.as_str()) => {
+            Some(name.clone())
+        }
+        Some(Codec { name, .. }) => {
+            local.push(Problem::new(
+                format!("{at}.encode"),
+                registry::unknown_name(name, "receipt format", registry::RECEIPT_ENCODERS),
+            ));
+            None
+        }
+        None => {
+            local.push(Problem::new(
+                format!("{at}.encode"),
+                "missing: say how to write receipts, e.g. \"json\"",
+            ));
+            None
+        }
+    };
+    if pc.decode.is_some() {
+        local.push(Problem::new(
+            format!("{at}.decode"),
+            "a receipts pipeline reads the hub's own receipts: nothing to decode",
+        ));
+    }
+    if pc.outcomes.is_some() {
+        local.push(Problem::new(
+            format!("{at}.outcomes"),
+            "a receipts pipeline has no outcome files",
+        ));
+    }
+    let sink = match &pc.to {
+        Endpoint::Connector { kind, params } if kind == snodo_connectors::http::NAME => {
+            let path = format!("{at}.to");
+            let cfg: Option<snodo_connectors::http::HttpSinkConfig> =
+                config::deserialize_collecting(params.clone(), &path, local);
+            if let Some(c) = &cfg {
+                local.extend(c.check().into_iter().map(|m| Problem::new(&path, m)));
+            }
+            cfg.map(Arc::new)
+        }
+        Endpoint::Connector { kind, .. } => {
+            local.push(Problem::new(
+                format!("{at}.to.connector"),
+                registry::unknown_name(kind, "delivery connector", &[snodo_connectors::http::NAME]),
+            ));
+            None
+        }
+        Endpoint::Named(n) => {
+            local.push(Problem::new(
+                format!("{at}.to"),
+                format!("{n:?}: receipts go to a connector, e.g. {{ connector = \"http\", url = \"...\" }}"),
+            ));
+            None
+        }
+    };
+    Some(PipelineKind::Receipts {
+        encoder: encoder?,
+        sink: sink?,
+    })
 }
 
 fn problems_extend(p: &mut impl FnMut(String, String), list: Vec<Problem>) {

@@ -16,6 +16,9 @@ const SINKS: &[(&str, SinkParser)] = &[(dir::NAME, sink::<dir::DirSinkConfig>)];
 /// Decoders that turn a source's messages into registry operations.
 pub const DECODERS: &[&str] = &[snodo_adapters::mypay_import::MYPAY_IMPORT];
 
+/// Formats a receipts pipeline can write.
+pub const RECEIPT_ENCODERS: &[&str] = &[snodo_adapters::receipt_json::JSON];
+
 /// Built-in pipeline targets named by a string instead of a connector table.
 pub const TARGETS: &[&str] = &["registry"];
 

@@ -218,6 +218,8 @@ pub struct NewReceipt<'a> {
     pub operation: &'a str,
     /// The receipt payload exactly as received: the evidence every entity system gets back.
     pub xml: &'a str,
+    /// The receipt pipelines that must deliver it: their deliveries are created with it.
+    pub deliver_to: &'a [&'a str],
 }
 
 /// Why a stored receipt needs an operator.
@@ -271,6 +273,76 @@ pub struct StoredReceipt {
     /// Why operators must look at it; `None` when it paid its position normally.
     pub issue: Option<String>,
     pub received_at: String,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    /// Failed for good or out of retries: a dead letter, until replayed.
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Dead]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
+}
+
+/// One receipt on its way to one entity system.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub pipeline: String,
+    pub entity: String,
+    /// The stored receipt's id (see [`Store::receipt_document`]).
+    pub receipt: i64,
+    /// The receipt id: receivers dedupe on it.
+    pub idempotency_key: String,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    pub next_attempt_at: String,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub delivered_at: Option<String>,
+}
+
+/// What a delivery attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Delivered,
+    /// Try again at `at` (RFC 3339, UTC).
+    Retry {
+        at: String,
+        error: String,
+    },
+    /// Give up: the delivery becomes a dead letter.
+    Dead {
+        error: String,
+    },
+}
+
+/// A stored receipt with what a format needs about its position.
+#[derive(Debug, Clone)]
+pub struct ReceiptDocument {
+    pub receipt: StoredReceipt,
+    /// The request as the node sent it.
+    pub xml: String,
+    pub iud: Option<String>,
+    pub debt_type: Option<String>,
 }
 
 /// Something that happened, kept in order for whoever fans it out (the receipt outbox, ops).
@@ -329,6 +401,37 @@ pub trait Store: Send + Sync {
 
     /// An entity's receipts, newest first; only those flagged for operators when `flagged`.
     fn receipts(&self, entity: &str, flagged: bool, limit: u32) -> Result<Vec<StoredReceipt>>;
+
+    /// Claims up to `limit` deliveries of `pipeline` that are due at `now` and not leased, leasing
+    /// them until `lease_until` (a crashed worker's claims come back when the lease ends).
+    fn claim_deliveries(
+        &self,
+        pipeline: &str,
+        now: &str,
+        lease_until: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>>;
+
+    /// Records an attempt and releases the lease.
+    fn record_attempt(&self, delivery: i64, attempt: &Attempt) -> Result<()>;
+
+    /// The receipt a delivery carries.
+    fn receipt_document(&self, receipt: i64) -> Result<Option<ReceiptDocument>>;
+
+    fn delivery(&self, id: i64) -> Result<Option<Delivery>>;
+
+    /// Deliveries in `status`, newest first, optionally of one entity and/or pipeline.
+    fn deliveries(
+        &self,
+        status: DeliveryStatus,
+        entity: Option<&str>,
+        pipeline: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>>;
+
+    /// Puts dead letters back in the outbox, due now, attempts counted from zero again: `ids`,
+    /// or every dead letter (of `entity` when given) when `ids` is empty. Returns how many.
+    fn replay(&self, ids: &[i64], entity: Option<&str>) -> Result<usize>;
 
     /// Events after `after_id`, oldest first.
     fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>>;

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite_0001_init.sql")),
     (2, include_str!("migrations/sqlite_0002_payments.sql")),
+    (3, include_str!("migrations/sqlite_0003_outbox.sql")),
 ];
 
 pub struct SqliteStore {
@@ -424,6 +425,13 @@ impl Store for SqliteStore {
             "amount_cents": r.amount_cents,
             "issue": issue,
         });
+        for pipeline in r.deliver_to {
+            tx.prepare_cached(
+                "INSERT INTO deliveries (pipeline, entity, receipt, idempotency_key, status, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5)",
+            )?
+            .execute(params![pipeline, r.entity, receipt, r.receipt_id, ts])?;
+        }
         tx.prepare_cached(
             "INSERT INTO events (kind, entity, subject, payload, at) VALUES ('receipt.stored', ?1, ?2, ?3, ?4)",
         )?
@@ -442,27 +450,143 @@ impl Store for SqliteStore {
 
     fn receipts(&self, entity: &str, flagged: bool, limit: u32) -> Result<Vec<StoredReceipt>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, entity, receipt_id, notice_number, position_id, amount_cents, psp_id, psp_name, payment_date, operation, issue, received_at
-             FROM receipts WHERE entity = ?1 AND (?2 = 0 OR issue IS NOT NULL) ORDER BY id DESC LIMIT ?3",
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECEIPT_COLUMNS} FROM receipts r WHERE r.entity = ?1 AND (?2 = 0 OR r.issue IS NOT NULL)
+             ORDER BY r.id DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(
+            params![entity, flagged as i64, limit as i64],
+            receipt_from_row,
         )?;
-        let rows = stmt.query_map(params![entity, flagged as i64, limit as i64], |r| {
-            Ok(StoredReceipt {
-                id: r.get(0)?,
-                entity: r.get(1)?,
-                receipt_id: r.get(2)?,
-                notice_number: r.get(3)?,
-                position_id: r.get(4)?,
-                amount_cents: r.get(5)?,
-                psp_id: r.get(6)?,
-                psp_name: r.get(7)?,
-                payment_date: r.get(8)?,
-                operation: r.get(9)?,
-                issue: r.get(10)?,
-                received_at: r.get(11)?,
-            })
-        })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn claim_deliveries(
+        &self,
+        pipeline: &str,
+        now: &str,
+        lease_until: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let conn = self.lock();
+        // One statement: picking and leasing cannot be split by another worker.
+        let mut stmt = conn.prepare_cached(&format!(
+            "UPDATE deliveries SET lease_until = ?3
+             WHERE id IN (SELECT id FROM deliveries
+                          WHERE pipeline = ?1 AND status = 'pending' AND next_attempt_at <= ?2
+                            AND (lease_until IS NULL OR lease_until < ?2)
+                          ORDER BY id LIMIT ?4)
+             RETURNING {DELIVERY_COLUMNS}"
+        ))?;
+        let rows = stmt.query_map(
+            params![pipeline, now, lease_until, limit as i64],
+            delivery_from_row,
+        )?;
+        let mut claimed = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        claimed.sort_by_key(|d| d.id);
+        Ok(claimed)
+    }
+
+    fn record_attempt(&self, delivery: i64, attempt: &Attempt) -> Result<()> {
+        let conn = self.lock();
+        let ts = now();
+        let (status, next, error, delivered) = match attempt {
+            Attempt::Delivered => (DeliveryStatus::Delivered, None, None, Some(ts.as_str())),
+            Attempt::Retry { at, error } => (
+                DeliveryStatus::Pending,
+                Some(at.as_str()),
+                Some(error.as_str()),
+                None,
+            ),
+            Attempt::Dead { error } => (DeliveryStatus::Dead, None, Some(error.as_str()), None),
+        };
+        conn.prepare_cached(
+            "UPDATE deliveries SET status = ?2, attempts = attempts + 1, lease_until = NULL,
+             next_attempt_at = COALESCE(?3, next_attempt_at), last_error = COALESCE(?4, last_error),
+             delivered_at = ?5, updated_at = ?6 WHERE id = ?1",
+        )?
+        .execute(params![
+            delivery,
+            status.as_str(),
+            next,
+            error,
+            delivered,
+            ts
+        ])?;
+        Ok(())
+    }
+
+    fn receipt_document(&self, receipt: i64) -> Result<Option<ReceiptDocument>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECEIPT_COLUMNS}, r.xml, p.iud, p.debt_type FROM receipts r
+             LEFT JOIN positions p ON p.id = r.position_id WHERE r.id = ?1"
+        ))?;
+        Ok(stmt
+            .query_row([receipt], |row| {
+                Ok(ReceiptDocument {
+                    receipt: receipt_from_row(row)?,
+                    xml: row.get(12)?,
+                    iud: row.get(13)?,
+                    debt_type: row.get(14)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn delivery(&self, id: i64) -> Result<Option<Delivery>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"
+        ))?;
+        let found = stmt.query_row([id], delivery_from_row).optional()?;
+        Ok(found)
+    }
+
+    fn deliveries(
+        &self,
+        status: DeliveryStatus,
+        entity: Option<&str>,
+        pipeline: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries
+             WHERE status = ?1 AND (?2 IS NULL OR entity = ?2) AND (?3 IS NULL OR pipeline = ?3)
+             ORDER BY id DESC LIMIT ?4"
+        ))?;
+        let rows = stmt.query_map(
+            params![status.as_str(), entity, pipeline, limit as i64],
+            delivery_from_row,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn replay(&self, ids: &[i64], entity: Option<&str>) -> Result<usize> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let ts = now();
+        let mut n = 0;
+        if ids.is_empty() {
+            n += tx
+                .prepare_cached(
+                    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, lease_until = NULL, updated_at = ?2
+                     WHERE status = 'dead' AND (?1 IS NULL OR entity = ?1)",
+                )?
+                .execute(params![entity, ts])?;
+        } else {
+            for id in ids {
+                n += tx
+                    .prepare_cached(
+                        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, lease_until = NULL, updated_at = ?2
+                         WHERE id = ?1 AND status = 'dead'",
+                    )?
+                    .execute(params![id, ts])?;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
     }
 
     fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
@@ -524,6 +648,45 @@ impl Store for SqliteStore {
         }
         Ok(all)
     }
+}
+
+const RECEIPT_COLUMNS: &str = "r.id, r.entity, r.receipt_id, r.notice_number, r.position_id, r.amount_cents, r.psp_id, r.psp_name, r.payment_date, r.operation, r.issue, r.received_at";
+
+fn receipt_from_row(r: &Row<'_>) -> rusqlite::Result<StoredReceipt> {
+    Ok(StoredReceipt {
+        id: r.get(0)?,
+        entity: r.get(1)?,
+        receipt_id: r.get(2)?,
+        notice_number: r.get(3)?,
+        position_id: r.get(4)?,
+        amount_cents: r.get(5)?,
+        psp_id: r.get(6)?,
+        psp_name: r.get(7)?,
+        payment_date: r.get(8)?,
+        operation: r.get(9)?,
+        issue: r.get(10)?,
+        received_at: r.get(11)?,
+    })
+}
+
+const DELIVERY_COLUMNS: &str = "id, pipeline, entity, receipt, idempotency_key, status, attempts, next_attempt_at, last_error, created_at, updated_at, delivered_at";
+
+fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let status: String = r.get(5)?;
+    Ok(Delivery {
+        id: r.get(0)?,
+        pipeline: r.get(1)?,
+        entity: r.get(2)?,
+        receipt: r.get(3)?,
+        idempotency_key: r.get(4)?,
+        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
+        attempts: r.get(6)?,
+        next_attempt_at: r.get(7)?,
+        last_error: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+        delivered_at: r.get(11)?,
+    })
 }
 
 const POSITION_COLUMNS: &str = "p.id, p.entity, p.iud, p.iuv, p.iuv_generated, p.status, p.amount_cents, p.version, p.flow_id, p.created_at, p.updated_at, p.data,
@@ -1109,6 +1272,7 @@ mod tests {
             payment_date: Some("2026-11-26"),
             operation: "paSendRTV2",
             xml: "<receipt/>",
+            deliver_to: &["erp", "export"],
         }
     }
 
@@ -1209,5 +1373,126 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn the_outbox_claims_leases_retries_and_replays() {
+        let (_d, s) = store();
+        let f = flow(&s, "F1");
+        let out = apply(&s, f, &[row(Action::Insert, "A", 1250, true)]);
+        let n = NoticeNumber::from_iuv17(&Iuv::parse(&iuv_of(&out[0])).unwrap()).unwrap();
+        s.store_receipt(&receipt(&n, "R1", 1250)).unwrap();
+        assert_eq!(
+            s.store_receipt(&receipt(&n, "R1", 1250)).unwrap(),
+            ReceiptStored::Duplicate
+        );
+
+        let claimed = s
+            .claim_deliveries(
+                "erp",
+                "9999-01-01T00:00:00.000Z",
+                "9999-01-01T00:01:00.000Z",
+                10,
+            )
+            .unwrap();
+        assert_eq!(
+            claimed.len(),
+            1,
+            "one delivery per pipeline, none for the duplicate"
+        );
+        let d = &claimed[0];
+        assert_eq!(
+            (d.idempotency_key.as_str(), d.entity.as_str()),
+            ("R1", "c_g224")
+        );
+        assert!(
+            s.claim_deliveries(
+                "erp",
+                "9999-01-01T00:00:30.000Z",
+                "9999-01-01T00:02:00.000Z",
+                10
+            )
+            .unwrap()
+            .is_empty(),
+            "leased"
+        );
+        // The worker died: the lease runs out and another claims it.
+        let again = s
+            .claim_deliveries(
+                "erp",
+                "9999-01-01T00:01:30.000Z",
+                "9999-01-01T00:03:00.000Z",
+                10,
+            )
+            .unwrap();
+        assert_eq!(again.len(), 1);
+
+        s.record_attempt(
+            d.id,
+            &Attempt::Retry {
+                at: "9999-02-01T00:00:00.000Z".into(),
+                error: "HTTP 500".into(),
+            },
+        )
+        .unwrap();
+        assert!(
+            s.claim_deliveries(
+                "erp",
+                "9999-01-15T00:00:00.000Z",
+                "9999-01-15T00:01:00.000Z",
+                10
+            )
+            .unwrap()
+            .is_empty(),
+            "not due yet"
+        );
+        let due = s
+            .claim_deliveries(
+                "erp",
+                "9999-02-01T00:00:00.000Z",
+                "9999-02-01T00:01:00.000Z",
+                10,
+            )
+            .unwrap();
+        assert_eq!(due[0].attempts, 1);
+        assert_eq!(due[0].last_error.as_deref(), Some("HTTP 500"));
+
+        s.record_attempt(
+            d.id,
+            &Attempt::Dead {
+                error: "HTTP 400: bad".into(),
+            },
+        )
+        .unwrap();
+        let dead = s
+            .deliveries(DeliveryStatus::Dead, Some("c_g224"), None, 10)
+            .unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].attempts, 2);
+        assert!(s
+            .deliveries(DeliveryStatus::Dead, Some("c_d530"), None, 10)
+            .unwrap()
+            .is_empty());
+        assert_eq!(s.replay(&[], Some("c_g224")).unwrap(), 1);
+        let back = s.delivery(d.id).unwrap().unwrap();
+        assert_eq!((back.status, back.attempts), (DeliveryStatus::Pending, 0));
+        let again = s
+            .claim_deliveries(
+                "erp",
+                "9999-03-01T00:00:00.000Z",
+                "9999-03-01T00:01:00.000Z",
+                10,
+            )
+            .unwrap();
+        s.record_attempt(again[0].id, &Attempt::Delivered).unwrap();
+        let done = s.delivery(d.id).unwrap().unwrap();
+        assert_eq!(done.status, DeliveryStatus::Delivered);
+        assert!(done.delivered_at.is_some());
+
+        let doc = s.receipt_document(d.receipt).unwrap().unwrap();
+        assert_eq!(doc.iud.as_deref(), Some("A"));
+        assert_eq!(doc.debt_type.as_deref(), Some("TARI"));
+        assert_eq!(doc.xml, "<receipt/>");
+        assert_eq!(doc.receipt.receipt_id, "R1");
     }
 }

@@ -303,3 +303,55 @@ pub fn post_soap(port: u16, action: &str, body: &str) -> String {
         None => panic!("not an HTTP answer: {answer}"),
     }
 }
+
+pub const BROKER: &str = "80007580279";
+pub const STATION: &str = "80007580279_01";
+pub const PADOVA: &str = "00644060287";
+
+/// A paSendRTV2 request as the node would send it for a Padova notice.
+pub fn send_rt_v2(notice: &str, receipt_id: &str, amount: &str) -> String {
+    let receipt = snodo_adapters::pagopa::ReceiptV2 {
+        receipt_id: receipt_id.into(),
+        notice_number: notice.into(),
+        fiscal_code: PADOVA.into(),
+        outcome: snodo_adapters::pagopa::Outcome::Ok,
+        creditor_reference_id: notice[1..].into(),
+        payment_amount: amount.into(),
+        description: "TARI".into(),
+        company_name: "Comune di Padova".into(),
+        debtor: snodo_adapters::pagopa::Subject {
+            unique_identifier: snodo_adapters::pagopa::UniqueIdentifier {
+                kind: snodo_adapters::pagopa::EntityType::F,
+                value: "RSSMRA85T10A562S".into(),
+            },
+            full_name: "Mario Rossi".into(),
+            ..Default::default()
+        },
+        transfer_list: vec![snodo_adapters::pagopa::ReceiptTransferV2 {
+            id_transfer: 1,
+            transfer_amount: amount.into(),
+            fiscal_code_pa: PADOVA.into(),
+            company_name: None,
+            destination: snodo_adapters::pagopa::ReceiptDestination::Iban(
+                "IT60X0542811101000000123456".into(),
+            ),
+            remittance_information: "/RFB/x/TXT/TARI".into(),
+            transfer_category: "9/0101100IM/".into(),
+            metadata: Vec::new(),
+        }],
+        id_psp: "BCITITMM".into(),
+        psp_company_name: "Intesa Sanpaolo".into(),
+        id_channel: "BCITITMM_01".into(),
+        channel_description: "app".into(),
+        payment_date_time: Some("2026-11-26T10:00:00".into()),
+        ..Default::default()
+    };
+    snodo_adapters::pagopa::render_request(&snodo_adapters::pagopa::Request::SendRtV2(
+        snodo_adapters::pagopa::SendRtV2Request {
+            id_pa: PADOVA.into(),
+            id_broker_pa: BROKER.into(),
+            id_station: STATION.into(),
+            receipt,
+        },
+    ))
+}

@@ -1,0 +1,168 @@
+//! Receipts back to an entity system over HTTP: a real receiver that answers 500, 400 or 200 on
+//! demand; retries follow the policy, a 400 goes to the dead letters at once, and a replay
+//! delivers it once the receiver is fixed. Every delivery carries the receipt id as its
+//! idempotency key.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What the receiver saw: headers (lower-case names) and body, per request.
+type Seen = Arc<Mutex<Vec<(Vec<(String, String)>, String)>>>;
+
+/// An HTTP receiver on loopback answering every request with the status in `status`.
+fn receiver(status: Arc<AtomicU16>) -> (u16, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut headers = Vec::new();
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line); // request line
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.trim_end().split_once(':') {
+                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                }
+            }
+            let len = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            log.lock()
+                .unwrap()
+                .push((headers, String::from_utf8_lossy(&body).into_owned()));
+            let code = status.load(Ordering::SeqCst);
+            let answer = if code == 200 { "ok" } else { "the ERP says no" };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (port, seen)
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn receipts_reach_the_entity_system_with_retries_dead_letters_and_replay() {
+    let status = Arc::new(AtomicU16::new(500));
+    let (rport, seen) = receiver(status.clone());
+    let home = Home::new();
+    let mut cfg = std::fs::read_to_string(home.config()).unwrap();
+    cfg.push_str(&format!(
+        r#"
+[[pipelines]]
+name = "padova-receipts-push"
+entity = "c_g224"
+from = "receipts"
+encode = "json"
+to = {{ connector = "http", url = "http://127.0.0.1:{rport}/receipts", auth = {{ bearer = "s3cret" }}, timeout = "2s", retry = {{ max_attempts = 5, initial = "200ms", max = "1s" }} }}
+"#
+    ));
+    std::fs::write(home.config(), cfg).unwrap();
+    let o = home.snodo(&["validate", "-c", "config.toml"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+
+    let rows = vec![Row::tari("P1", 1, 12050), Row::tari("P2", 2, 500)];
+    let flow = write_zip(home.path(), "c_g224-PUSH1-1_4", csv_text(&rows).as_bytes());
+    assert!(home
+        .import(&flow, &home.path().join("out"))
+        .status
+        .success());
+    let notice = |iud: &str| {
+        home.positions(&["--iud", iud])[0]["notice_number"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (n1, n2) = (notice("P1"), notice("P2"));
+    let _hub = Hub::start_serving(&home);
+
+    // The receiver fails twice, then accepts: the receipt arrives, retried, once accepted.
+    let rt = post_soap(
+        home.port,
+        "paSendRTV2",
+        &send_rt_v2(&n1, "RCPT-PUSH-1", "120.50"),
+    );
+    assert!(rt.contains("<outcome>OK</outcome>"), "{rt}");
+    assert!(
+        wait_for(10, || seen.lock().unwrap().len() >= 2),
+        "the delivery is retried"
+    );
+    status.store(200, Ordering::SeqCst);
+    assert!(
+        wait_for(10, || seen.lock().unwrap().len() >= 3),
+        "and delivered after the receiver recovers"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3, "no delivery after the one accepted");
+        for (headers, body) in seen.iter() {
+            assert_eq!(header(headers, "idempotency-key"), Some("RCPT-PUSH-1"));
+            assert_eq!(header(headers, "authorization"), Some("Bearer s3cret"));
+            assert_eq!(header(headers, "content-type"), Some("application/json"));
+            let json: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(json["receipt_id"], "RCPT-PUSH-1");
+            assert_eq!(json["notice_number"], n1.as_str());
+            assert_eq!(json["iud"], "P1");
+            assert_eq!(json["amount"]["cents"], 12050);
+        }
+    }
+
+    // A 400 is final: a dead letter at once, then replayed once the receiver is fixed.
+    status.store(400, Ordering::SeqCst);
+    let rt = post_soap(
+        home.port,
+        "paSendRTV2",
+        &send_rt_v2(&n2, "RCPT-PUSH-2", "5.00"),
+    );
+    assert!(rt.contains("<outcome>OK</outcome>"), "{rt}");
+    let dead = || {
+        let o = home.snodo(&["dlq", "list", "-c", "config.toml", "--entity", "c_g224"]);
+        stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_for(10, || dead().len() == 1),
+        "the 400 becomes a dead letter"
+    );
+    let letter = dead().remove(0);
+    assert_eq!(letter["idempotency_key"], "RCPT-PUSH-2");
+    assert_eq!(letter["attempts"], 1, "no retry after a 400");
+    assert!(
+        letter["last_error"].as_str().unwrap().contains("400"),
+        "{letter}"
+    );
+    let before = seen.lock().unwrap().len();
+    status.store(200, Ordering::SeqCst);
+    let o = home.snodo(&["dlq", "replay", "-c", "config.toml", "--all"]);
+    assert_eq!(stdout(&o).trim(), "replayed=1");
+    assert!(
+        wait_for(10, || seen.lock().unwrap().len() == before + 1),
+        "the replay delivers"
+    );
+    assert!(wait_for(5, || dead().is_empty()));
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(header(&last.0, "idempotency-key"), Some("RCPT-PUSH-2"));
+}
