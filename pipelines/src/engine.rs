@@ -31,8 +31,9 @@ impl Hub {
     /// its next safe point (a committed chunk) and returns.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), EngineError> {
         let stop = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
-        tasks.push(self.serve_http(shutdown.clone()).await?);
+        tasks.push(self.serve_http(shutdown.clone(), started.clone()).await?);
         for (index, p) in self.plan.pipelines.iter().enumerate() {
             let rx = shutdown.clone();
             match &p.kind {
@@ -59,7 +60,8 @@ impl Hub {
                 }
             }
         }
-        info!(pipelines = tasks.len(), "hub running");
+        started.store(true, Ordering::SeqCst);
+        info!(pipelines = tasks.len() - 1, "hub running");
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 break;
@@ -93,6 +95,7 @@ impl Hub {
     async fn serve_http(
         &self,
         mut shutdown: watch::Receiver<bool>,
+        started: Arc<AtomicBool>,
     ) -> Result<tokio::task::JoinHandle<()>, EngineError> {
         let http = &self.plan.config.http;
         let listener = tokio::net::TcpListener::bind(&http.listen)
@@ -109,7 +112,7 @@ impl Hub {
             self.plan.clone(),
             self.store.clone(),
         ));
-        let app = crate::http::router(node, &public_url);
+        let app = crate::http::router(node, &public_url, started);
         info!(listen = %http.listen, "serving the node's calls at {public_url}{}", crate::http::PA_FOR_NODE_PATH);
         Ok(tokio::spawn(async move {
             let stopped = async move {

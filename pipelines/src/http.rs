@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 const WSDL: &str =
@@ -52,17 +53,43 @@ impl Documents {
 struct AppState {
     node: Arc<NodeService>,
     docs: Documents,
+    started: Arc<AtomicBool>,
 }
 
-pub fn router(node: Arc<NodeService>, public_url: &str) -> Router {
+/// `started` turns true once every pipeline runs; `/readyz` also asks the store.
+pub fn router(node: Arc<NodeService>, public_url: &str, started: Arc<AtomicBool>) -> Router {
     let state = Arc::new(AppState {
         node,
         docs: Documents::new(public_url),
+        started,
     });
     Router::new()
         .route(PA_FOR_NODE_PATH, get(documents).post(soap))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
         .with_state(state)
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let node = state.node.clone();
+    let store = tokio::task::spawn_blocking(move || node.store_ready())
+        .await
+        .unwrap_or(false);
+    let pipelines = state.started.load(Ordering::SeqCst);
+    let status = if store && pipelines {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        format!(
+            "store {}\npipelines {}\n",
+            if store { "ok" } else { "unreachable" },
+            if pipelines { "started" } else { "starting" }
+        ),
+    )
+        .into_response()
 }
 
 fn xml(status: StatusCode, body: String) -> Response {

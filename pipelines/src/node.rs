@@ -33,6 +33,11 @@ impl NodeService {
         Self { plan, store }
     }
 
+    /// Whether the store answers (for `/readyz`).
+    pub fn store_ready(&self) -> bool {
+        self.store.ping().is_ok()
+    }
+
     /// Answers one SOAP request body with a SOAP response body.
     pub fn handle(&self, body: &[u8]) -> String {
         let response = match soap::parse_request(body) {

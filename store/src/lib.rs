@@ -433,6 +433,9 @@ pub trait Store: Send + Sync {
     /// or every dead letter (of `entity` when given) when `ids` is empty. Returns how many.
     fn replay(&self, ids: &[i64], entity: Option<&str>) -> Result<usize>;
 
+    /// Answers when the store can serve queries (readiness probes).
+    fn ping(&self) -> Result<()>;
+
     /// Events after `after_id`, oldest first.
     fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>>;
     /// A position's history, oldest first: its creation, then every change.

@@ -589,6 +589,12 @@ impl Store for SqliteStore {
         Ok(n)
     }
 
+    fn ping(&self) -> Result<()> {
+        let conn = self.lock();
+        conn.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(

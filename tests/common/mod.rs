@@ -246,7 +246,7 @@ impl Hub {
     /// Starts the hub and waits until its HTTP server answers.
     pub fn start_serving(home: &Home) -> Self {
         let hub = Self::start(home);
-        let url = format!("http://127.0.0.1:{}/healthz", home.port);
+        let url = format!("http://127.0.0.1:{}/readyz", home.port);
         let up = wait_for(20, || {
             Command::new("curl")
                 .args(["-sf", &url])
