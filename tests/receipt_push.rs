@@ -165,4 +165,22 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/receipts", auth = {{
     assert!(wait_for(5, || dead().is_empty()));
     let last = seen.lock().unwrap().last().cloned().unwrap();
     assert_eq!(header(&last.0, "idempotency-key"), Some("RCPT-PUSH-2"));
+
+    // Ops see it all in /metrics.
+    let metrics = std::process::Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{}/metrics", home.port)])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for line in [
+        "snodo_deliveries{pipeline=\"padova-receipts-push\",status=\"delivered\"} 2",
+        "snodo_receipts_stored_total{entity=\"c_g224\"} 2",
+        "snodo_soap_answers_total{operation=\"paSendRTV2\",fault=\"\"} 2",
+        "snodo_import_rows_total{entity=\"c_g224\",outcome=\"accepted\"} 2",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in:\n{metrics}"
+        );
+    }
 }

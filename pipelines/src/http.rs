@@ -67,7 +67,21 @@ pub fn router(node: Arc<NodeService>, public_url: &str, started: Arc<AtomicBool>
         .route(PA_FOR_NODE_PATH, get(documents).post(soap))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let node = state.node.clone();
+    match tokio::task::spawn_blocking(move || node.metrics()).await {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {

@@ -23,6 +23,8 @@ const NO_DUE_DATE: &str = "2099-12-31";
 pub struct NodeService {
     plan: Arc<Plan>,
     store: Arc<dyn Store>,
+    /// Answers given, by operation and fault code ("" for OK), for `/metrics`.
+    answers: std::sync::Mutex<std::collections::BTreeMap<(&'static str, String), u64>>,
 }
 
 /// A refusal: the fault and, when useful, a sentence for the node's operators.
@@ -30,7 +32,61 @@ type Refusal = (NodeFault, Option<String>);
 
 impl NodeService {
     pub fn new(plan: Arc<Plan>, store: Arc<dyn Store>) -> Self {
-        Self { plan, store }
+        Self {
+            plan,
+            store,
+            answers: Default::default(),
+        }
+    }
+
+    /// Prometheus text for the node's calls and what the store counts.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        out.push_str("# HELP snodo_soap_answers_total Answers to the node's calls, by operation and fault code (empty: OK).\n# TYPE snodo_soap_answers_total counter\n");
+        for ((op, fault), n) in self
+            .answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "snodo_soap_answers_total{{operation=\"{op}\",fault=\"{fault}\"}} {n}"
+            );
+        }
+        match self.store.metrics() {
+            Ok(m) => {
+                out.push_str("# HELP snodo_receipts_stored_total Receipts stored, by entity.\n# TYPE snodo_receipts_stored_total counter\n");
+                for (entity, n, _) in &m.receipts {
+                    let _ = writeln!(
+                        out,
+                        "snodo_receipts_stored_total{{entity=\"{entity}\"}} {n}"
+                    );
+                }
+                out.push_str("# HELP snodo_receipts_flagged_total Receipts stored and flagged for operators, by entity.\n# TYPE snodo_receipts_flagged_total counter\n");
+                for (entity, _, n) in &m.receipts {
+                    let _ = writeln!(
+                        out,
+                        "snodo_receipts_flagged_total{{entity=\"{entity}\"}} {n}"
+                    );
+                }
+                out.push_str("# HELP snodo_deliveries Receipt deliveries, by pipeline and status (pending, delivered, dead).\n# TYPE snodo_deliveries gauge\n");
+                for (pipeline, status, n) in &m.deliveries {
+                    let _ = writeln!(
+                        out,
+                        "snodo_deliveries{{pipeline=\"{pipeline}\",status=\"{status}\"}} {n}"
+                    );
+                }
+                out.push_str("# HELP snodo_import_rows_total Rows of import flows, by entity and outcome.\n# TYPE snodo_import_rows_total counter\n");
+                for (entity, accepted, rejected) in &m.import_rows {
+                    let _ = writeln!(out, "snodo_import_rows_total{{entity=\"{entity}\",outcome=\"accepted\"}} {accepted}");
+                    let _ = writeln!(out, "snodo_import_rows_total{{entity=\"{entity}\",outcome=\"rejected\"}} {rejected}");
+                }
+            }
+            Err(e) => tracing::warn!("metrics: store unavailable: {e}"),
+        }
+        out
     }
 
     /// Whether the store answers (for `/readyz`).
@@ -58,9 +114,20 @@ impl NodeService {
                 }
             },
         };
-        if let Some(f) = response.fault() {
-            tracing::info!(operation = response.operation().soap_action(), fault = %f.fault_code, "answered KO");
+        let op = response.operation().soap_action();
+        let fault = response
+            .fault()
+            .map(|f| f.fault_code.clone())
+            .unwrap_or_default();
+        if !fault.is_empty() {
+            tracing::info!(operation = op, fault = %fault, "answered KO");
         }
+        *self
+            .answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((op, fault))
+            .or_default() += 1;
         soap::render_response(&response)
     }
 

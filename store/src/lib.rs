@@ -345,6 +345,18 @@ pub struct ReceiptDocument {
     pub debt_type: Option<String>,
 }
 
+/// Counts for `/metrics`, read from the store at scrape time (so every hub sharing a store
+/// reports the same totals).
+#[derive(Debug, Clone, Default)]
+pub struct StoreMetrics {
+    /// (entity, receipts stored, of which flagged)
+    pub receipts: Vec<(String, i64, i64)>,
+    /// (pipeline, status, deliveries)
+    pub deliveries: Vec<(String, String, i64)>,
+    /// (entity, rows accepted, rows rejected) over every import flow
+    pub import_rows: Vec<(String, i64, i64)>,
+}
+
 /// Something that happened, kept in order for whoever fans it out (the receipt outbox, ops).
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
@@ -432,6 +444,8 @@ pub trait Store: Send + Sync {
     /// Puts dead letters back in the outbox, due now, attempts counted from zero again: `ids`,
     /// or every dead letter (of `entity` when given) when `ids` is empty. Returns how many.
     fn replay(&self, ids: &[i64], entity: Option<&str>) -> Result<usize>;
+
+    fn metrics(&self) -> Result<StoreMetrics>;
 
     /// Answers when the store can serve queries (readiness probes).
     fn ping(&self) -> Result<()>;

@@ -589,6 +589,30 @@ impl Store for SqliteStore {
         Ok(n)
     }
 
+    fn metrics(&self) -> Result<StoreMetrics> {
+        let conn = self.lock();
+        let mut m = StoreMetrics::default();
+        let mut stmt = conn.prepare_cached(
+            "SELECT entity, COUNT(*), COUNT(issue) FROM receipts GROUP BY entity ORDER BY entity",
+        )?;
+        m.receipts = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT pipeline, status, COUNT(*) FROM deliveries GROUP BY pipeline, status ORDER BY pipeline, status",
+        )?;
+        m.deliveries = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT entity, SUM(accepted), SUM(rejected) FROM flows GROUP BY entity ORDER BY entity",
+        )?;
+        m.import_rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(m)
+    }
+
     fn ping(&self) -> Result<()> {
         let conn = self.lock();
         conn.query_row("SELECT 1", [], |_| Ok(()))?;
