@@ -53,7 +53,7 @@ step "snodo positions --entity c_g224 --limit 2"
 "$BIN" positions --entity c_g224 --limit 2
 
 step "the national node asks about a notice (paVerifyPaymentNotice, SOAP, as the node sends it)"
-NOTICE=$("$BIN" positions --entity c_g224 --limit 1 | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["notice_number"])')
+NOTICE=$("$BIN" positions --entity c_g224 --limit 100000 | python3 -c 'import json,sys; print(next(p["notice_number"] for p in map(json.loads, sys.stdin) if p["notice_number"]))')
 echo "  POST http://127.0.0.1:8080/pagopa/paForNode  noticeNumber=$NOTICE"
 curl -s -H 'Content-Type: text/xml' -H 'SOAPAction: paVerifyPaymentNotice' --data-binary @- \
   http://127.0.0.1:8080/pagopa/paForNode <<XML | sed -e 's/></>\n</g' | grep -E '<(outcome|amount|dueDate|paymentDescription|companyName)>' | sed 's/^/    /'
