@@ -7,6 +7,7 @@ pub mod deliver;
 pub mod engine;
 pub mod http;
 pub mod import;
+pub mod metrics;
 pub mod node;
 pub mod plan;
 pub mod registry;

@@ -41,52 +41,17 @@ impl NodeService {
 
     /// Prometheus text for the node's calls and what the store counts.
     pub fn metrics(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        out.push_str("# HELP snodo_soap_answers_total Answers to the node's calls, by operation and fault code (empty: OK).\n# TYPE snodo_soap_answers_total counter\n");
-        for ((op, fault), n) in self
+        let answers = self
             .answers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "snodo_soap_answers_total{{operation=\"{op}\",fault=\"{fault}\"}} {n}"
-            );
-        }
-        match self.store.metrics() {
-            Ok(m) => {
-                out.push_str("# HELP snodo_receipts_stored_total Receipts stored, by entity.\n# TYPE snodo_receipts_stored_total counter\n");
-                for (entity, n, _) in &m.receipts {
-                    let _ = writeln!(
-                        out,
-                        "snodo_receipts_stored_total{{entity=\"{entity}\"}} {n}"
-                    );
-                }
-                out.push_str("# HELP snodo_receipts_flagged_total Receipts stored and flagged for operators, by entity.\n# TYPE snodo_receipts_flagged_total counter\n");
-                for (entity, _, n) in &m.receipts {
-                    let _ = writeln!(
-                        out,
-                        "snodo_receipts_flagged_total{{entity=\"{entity}\"}} {n}"
-                    );
-                }
-                out.push_str("# HELP snodo_deliveries Receipt deliveries, by pipeline and status (pending, delivered, dead).\n# TYPE snodo_deliveries gauge\n");
-                for (pipeline, status, n) in &m.deliveries {
-                    let _ = writeln!(
-                        out,
-                        "snodo_deliveries{{pipeline=\"{pipeline}\",status=\"{status}\"}} {n}"
-                    );
-                }
-                out.push_str("# HELP snodo_import_rows_total Rows of import flows, by entity and outcome.\n# TYPE snodo_import_rows_total counter\n");
-                for (entity, accepted, rejected) in &m.import_rows {
-                    let _ = writeln!(out, "snodo_import_rows_total{{entity=\"{entity}\",outcome=\"accepted\"}} {accepted}");
-                    let _ = writeln!(out, "snodo_import_rows_total{{entity=\"{entity}\",outcome=\"rejected\"}} {rejected}");
-                }
-            }
-            Err(e) => tracing::warn!("metrics: store unavailable: {e}"),
-        }
-        out
+            .clone();
+        let store = self
+            .store
+            .metrics()
+            .map_err(|e| tracing::warn!("metrics: store unavailable: {e}"))
+            .ok();
+        crate::metrics::render(&answers, store.as_ref())
     }
 
     /// Whether the store answers (for `/readyz`).
