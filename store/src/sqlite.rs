@@ -310,7 +310,7 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()?,
             (_, None) => Vec::new(),
         };
-        rows.into_iter().map(with_data).collect()
+        Ok(rows)
     }
 
     fn position_by_notice(&self, entity: &str, notice: &NoticeNumber) -> Result<Option<Position>> {
@@ -331,7 +331,7 @@ impl Store for SqliteStore {
                 .query_row(params![entity, iuv.as_str()], position_from_row)
                 .optional()?,
         };
-        row.map(with_data).transpose()
+        Ok(row)
     }
 
     fn record_activation(&self, position_id: i64) -> Result<()> {
@@ -722,63 +722,43 @@ fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
 const POSITION_COLUMNS: &str = "p.id, p.entity, p.iud, p.iuv, p.iuv_generated, p.status, p.amount_cents, p.version, p.flow_id, p.created_at, p.updated_at, p.data,
      1 + (SELECT COUNT(*) FROM position_history h WHERE h.position_id = p.id), p.activated_at, p.activations";
 
-/// A position row and its data, still to be parsed (see [`with_data`]).
-fn position_from_row(r: &Row<'_>) -> rusqlite::Result<(Position, String)> {
+fn position_from_row(r: &Row<'_>) -> rusqlite::Result<Position> {
+    let id: i64 = r.get(0)?;
     let status: String = r.get(5)?;
     let iuv: Option<String> = r.get(3)?;
-    Ok((
-        Position {
-            id: r.get(0)?,
-            entity: r.get(1)?,
-            iud: r.get(2)?,
-            notice_number: iuv
-                .as_deref()
-                .and_then(|i| Iuv::parse(i).ok())
-                .and_then(|i| i.notice_number())
-                .map(|n| n.as_str().to_string()),
-            iuv,
-            iuv_generated: r.get::<_, i64>(4)? != 0,
-            status: PositionStatus::parse(&status).unwrap_or(PositionStatus::Active),
-            amount_cents: r.get(6)?,
-            version: r.get(7)?,
-            flow_id: r.get(8)?,
-            created_at: r.get(9)?,
-            updated_at: r.get(10)?,
-            history_count: r.get(12)?,
-            activated_at: r.get(13)?,
-            activations: r.get(14)?,
-            dovuto: placeholder_dovuto(),
-        },
-        r.get(11)?,
-    ))
-}
-
-fn with_data((mut p, data): (Position, String)) -> Result<Position> {
-    p.dovuto = serde_json::from_str(&data)
-        .map_err(|e| StoreError::Corrupt(format!("position {}: {e}", p.id)))?;
+    let iuv_generated = r.get::<_, i64>(4)? != 0;
+    let data: String = r.get(11)?;
+    let mut dovuto: Dovuto = serde_json::from_str(&data).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            11,
+            rusqlite::types::Type::Text,
+            format!("position {id}: stored data is corrupt: {e}").into(),
+        )
+    })?;
     // The columns are authoritative: the store may have generated the IUV.
-    p.dovuto.iuv = p.iuv.as_deref().and_then(|i| Iuv::parse(i).ok());
-    p.dovuto.generate_iuv = p.iuv_generated;
-    Ok(p)
-}
-
-/// Replaced right after the row is read; avoids an Option in the public type.
-fn placeholder_dovuto() -> Dovuto {
-    Dovuto {
-        iud: String::new(),
-        iuv: None,
-        generate_iuv: false,
-        payer: Default::default(),
-        due_date: None,
-        amount: snodo_core::Amount::from_cents(0),
-        pa_fee: None,
-        debt_type: String::new(),
-        payment_kinds: String::new(),
-        causale: String::new(),
-        dati_specifici_riscossione: String::new(),
-        bilancio: None,
-        secondary: None,
-    }
+    let parsed = iuv.as_deref().and_then(|i| Iuv::parse(i).ok());
+    dovuto.iuv = parsed.clone();
+    dovuto.generate_iuv = iuv_generated;
+    Ok(Position {
+        id,
+        entity: r.get(1)?,
+        iud: r.get(2)?,
+        notice_number: parsed
+            .and_then(|i| i.notice_number())
+            .map(|n| n.as_str().to_string()),
+        iuv,
+        iuv_generated,
+        status: PositionStatus::parse(&status).unwrap_or(PositionStatus::Active),
+        amount_cents: r.get(6)?,
+        version: r.get(7)?,
+        flow_id: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+        history_count: r.get(12)?,
+        activated_at: r.get(13)?,
+        activations: r.get(14)?,
+        dovuto,
+    })
 }
 
 /// The entity's IUV counter, read once per chunk and written back in the same transaction, so a
