@@ -61,17 +61,20 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("duration {s:?} does not start with a number"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
+    let per = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
         _ => {
             return Err(format!(
                 "duration {s:?}: unknown unit {unit:?} (ms, s, m, h)"
             ))
         }
     };
+    let ms = n
+        .checked_mul(per)
+        .ok_or_else(|| format!("duration {s:?} is too long"))?;
     Ok(Duration::from_millis(ms))
 }
 
@@ -444,6 +447,10 @@ mod tests {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("30").is_err());
+        assert!(
+            parse_duration("99999999999999h").is_err(),
+            "overflow is an error"
+        );
         assert!(parse_duration("3d").is_err());
     }
 }

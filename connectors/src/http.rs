@@ -4,6 +4,10 @@
 //! timeout = "10s", retry = { max_attempts = 12, initial = "1s", max = "1h" },
 //! headers = { "X-Foo" = "bar" } }`
 //!
+//! Instead of a fixed bearer token, `auth = { jwt = { secret = "...", issuer = "snodo",
+//! subject = "...", ttl = "5m" } }` signs a fresh HS512 JWT for every request, the way MyPay
+//! authenticates its pushes to entity systems with a shared secret (see [`JwtAuth`]).
+//!
 //! [`HttpSink::deliver`] makes one attempt and says what happened: delivered, worth retrying
 //! (with the server's `Retry-After` when it gave one), or refused for good. It keeps no state:
 //! the durable outbox decides when to try again with the sink's [`RetryPolicy`]. Every attempt
@@ -19,8 +23,11 @@
 
 use crate::dir::parse_duration;
 use crate::ConnectorError;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use sha2::Sha512;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -60,19 +67,165 @@ fn default_timeout() -> String {
     "10s".into()
 }
 
-/// `auth = { bearer = "TOKEN" }`: sent as `Authorization: Bearer TOKEN`, and never shown in
-/// reasons, logs or `Debug` output.
+/// `auth = { bearer = "TOKEN" }`: sent as `Authorization: Bearer TOKEN`; or `auth = { jwt =
+/// { ... } }`, a token signed per request ([`JwtAuth`]). One of the two; secrets are never
+/// shown in reasons, logs or `Debug` output.
 #[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct HttpAuth {
     pub bearer: Option<String>,
+    pub jwt: Option<JwtAuth>,
 }
 
 impl std::fmt::Debug for HttpAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpAuth")
             .field("bearer", &self.bearer.as_ref().map(|_| "[redacted]"))
+            .field("jwt", &self.jwt)
             .finish()
+    }
+}
+
+/// `jwt = { secret = "...", issuer = "snodo", subject = "...", ttl = "5m" }`: every request
+/// carries `Authorization: Bearer <JWT>`, header `{"alg":"HS512","typ":"JWT"}`, claims `iss`,
+/// `sub` (when set), `iat`, `exp` = `iat` + `ttl` and `jti` = the request's idempotency key,
+/// signed with HMAC-SHA512 over the secret's UTF-8 bytes. A fresh, short-lived token per
+/// request means a leaked header is worth little; the shared secret never travels.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuth {
+    /// At least 32 bytes: HS512 is only as strong as its key.
+    pub secret: String,
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    pub subject: Option<String>,
+    /// How long a token is valid, from when it is made: whole seconds, at most 24h.
+    #[serde(default = "default_ttl")]
+    pub ttl: String,
+}
+
+fn default_issuer() -> String {
+    "snodo".into()
+}
+fn default_ttl() -> String {
+    "5m".into()
+}
+
+/// Shortest JWT secret accepted, in bytes.
+const JWT_MIN_SECRET_BYTES: usize = 32;
+/// Longest token lifetime accepted: a push token has no business living longer.
+const JWT_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The JOSE header of every token.
+const JWT_HEADER: &str = r#"{"alg":"HS512","typ":"JWT"}"#;
+
+impl std::fmt::Debug for JwtAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuth")
+            .field("secret", &"[redacted]")
+            .field("issuer", &self.issuer)
+            .field("subject", &self.subject)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl JwtAuth {
+    /// Semantic checks, each a message for the operator that never shows the secret.
+    pub fn check(&self) -> Vec<String> {
+        self.build().err().unwrap_or_default()
+    }
+
+    fn build(&self) -> std::result::Result<JwtSigner, Vec<String>> {
+        let mut errors = Vec::new();
+        if self.secret.trim().is_empty() {
+            errors.push("auth.jwt.secret is empty".to_string());
+        } else if self.secret.len() < JWT_MIN_SECRET_BYTES {
+            errors.push(format!(
+                "auth.jwt.secret must be at least {JWT_MIN_SECRET_BYTES} bytes for HS512, got {}",
+                self.secret.len()
+            ));
+        }
+        if self.issuer.trim().is_empty() {
+            errors.push("auth.jwt.issuer is empty".to_string());
+        }
+        if self.subject.as_deref().is_some_and(|s| s.trim().is_empty()) {
+            errors.push("auth.jwt.subject is empty: leave it out instead".to_string());
+        }
+        let ttl = match parse_duration(&self.ttl) {
+            Ok(d) if d.is_zero() => Err("auth.jwt.ttl must be more than 0".to_string()),
+            Ok(d) if d.subsec_nanos() != 0 => Err(format!(
+                "auth.jwt.ttl ({}) must be whole seconds: JWT times are in seconds",
+                self.ttl
+            )),
+            Ok(d) if d > JWT_MAX_TTL => {
+                Err(format!("auth.jwt.ttl ({}) must be at most 24h", self.ttl))
+            }
+            Ok(d) => Ok(d.as_secs()),
+            Err(e) => Err(format!("auth.jwt.ttl: {e}")),
+        };
+        let ttl_secs = match ttl {
+            Ok(secs) => secs,
+            Err(e) => {
+                errors.push(e);
+                0
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mac = Hmac::<Sha512>::new_from_slice(self.secret.as_bytes())
+            .map_err(|_| vec!["auth.jwt.secret cannot key HMAC-SHA512".to_string()])?;
+        Ok(JwtSigner {
+            mac,
+            issuer: self.issuer.clone(),
+            subject: self.subject.clone(),
+            ttl_secs,
+        })
+    }
+}
+
+/// Signs the per-request tokens of [`JwtAuth`]; holds the keyed MAC, not the secret's text.
+#[derive(Clone)]
+struct JwtSigner {
+    mac: Hmac<Sha512>,
+    issuer: String,
+    subject: Option<String>,
+    ttl_secs: u64,
+}
+
+/// The claims, in output order.
+#[derive(Serialize)]
+struct JwtClaims<'a> {
+    iss: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<&'a str>,
+    iat: u64,
+    exp: u64,
+    jti: &'a str,
+}
+
+impl JwtSigner {
+    /// The compact JWS issued at `iat` (seconds since the epoch) for the request `jti`.
+    fn token(&self, iat: u64, jti: &str) -> String {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let claims = JwtClaims {
+            iss: &self.issuer,
+            sub: self.subject.as_deref(),
+            iat,
+            exp: iat.saturating_add(self.ttl_secs),
+            jti,
+        };
+        // Strings and integers only: serialising cannot fail.
+        let claims = serde_json::to_vec(&claims).unwrap_or_default();
+        let mut token = b64.encode(JWT_HEADER);
+        token.push('.');
+        token.push_str(&b64.encode(claims));
+        let mut mac = self.mac.clone();
+        mac.update(token.as_bytes());
+        let signature = mac.finalize().into_bytes();
+        token.push('.');
+        token.push_str(&b64.encode(signature));
+        token
     }
 }
 
@@ -249,6 +402,12 @@ impl HttpSinkConfig {
         }
         errors.extend(self.retry.check());
         if let Some(auth) = &self.auth {
+            if auth.bearer.is_some() && auth.jwt.is_some() {
+                errors.push("auth: give either bearer or jwt, not both".into());
+            }
+            if let Some(jwt) = &auth.jwt {
+                errors.extend(jwt.check());
+            }
             if let Some(token) = &auth.bearer {
                 if token.trim().is_empty() {
                     errors.push("auth.bearer is empty".into());
@@ -296,6 +455,14 @@ impl HttpSinkConfig {
             }
             None => None,
         };
+        let jwt = match self.auth.as_ref().and_then(|a| a.jwt.as_ref()) {
+            Some(j) => Some(j.build().map_err(|e| config(e.join("; ")))?),
+            None => None,
+        };
+        let mut secrets: Vec<String> = token.into_iter().collect();
+        if let Some(j) = self.auth.as_ref().and_then(|a| a.jwt.as_ref()) {
+            secrets.push(j.secret.clone());
+        }
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -307,7 +474,8 @@ impl HttpSinkConfig {
             url,
             timeout,
             bearer,
-            token,
+            jwt,
+            secrets,
             headers,
             retry,
         })
@@ -409,8 +577,9 @@ pub struct HttpSink {
     shown_url: String,
     timeout: Duration,
     bearer: Option<HeaderValue>,
-    /// Kept only to blank it out of response excerpts.
-    token: Option<String>,
+    jwt: Option<JwtSigner>,
+    /// The bearer token and the JWT secret, kept only to blank them out of response excerpts.
+    secrets: Vec<String>,
     headers: HeaderMap,
     retry: RetryPolicy,
 }
@@ -420,7 +589,14 @@ impl std::fmt::Debug for HttpSink {
         f.debug_struct("HttpSink")
             .field("url", &self.shown_url)
             .field("timeout", &self.timeout)
-            .field("auth", &self.bearer.as_ref().map(|_| "bearer [redacted]"))
+            .field(
+                "auth",
+                &match (&self.bearer, &self.jwt) {
+                    (Some(_), _) => Some("bearer [redacted]"),
+                    (None, Some(_)) => Some("jwt HS512 [redacted]"),
+                    (None, None) => None,
+                },
+            )
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("retry", &self.retry)
             .finish()
@@ -439,8 +615,8 @@ impl HttpSink {
     }
 
     /// One attempt: POSTs `body` with `Content-Type: content_type`, `Idempotency-Key:
-    /// idempotency_key` (the same on every attempt for one document), the bearer token and the
-    /// configured headers, and classifies the outcome.
+    /// idempotency_key` (the same on every attempt for one document), the bearer token or a
+    /// fresh JWT whose `jti` is that key, and the configured headers, and classifies the outcome.
     pub async fn deliver(
         &self,
         body: Vec<u8>,
@@ -463,6 +639,20 @@ impl HttpSink {
         if let Some(bearer) = &self.bearer {
             headers.insert(reqwest::header::AUTHORIZATION, bearer.clone());
         }
+        let mut jwt_token = None;
+        if let Some(signer) = &self.jwt {
+            let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+            let token = signer.token(now, idempotency_key);
+            // Base64url and dots only: always a valid header value.
+            let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+                return DeliveryResult::Permanent {
+                    reason: "the signed JWT is not a valid header value".into(),
+                };
+            };
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            jwt_token = Some(token);
+        }
         let sent = self
             .client
             .post(self.url.clone())
@@ -471,12 +661,13 @@ impl HttpSink {
             .send()
             .await;
         match sent {
-            Ok(response) => self.classify(response).await,
+            Ok(response) => self.classify(response, jwt_token.as_deref()).await,
             Err(e) => self.failed(&e),
         }
     }
 
-    async fn classify(&self, mut response: reqwest::Response) -> DeliveryResult {
+    /// `jwt` is the token this request carried, blanked out of the excerpt like the secrets.
+    async fn classify(&self, mut response: reqwest::Response, jwt: Option<&str>) -> DeliveryResult {
         let status = response.status();
         let code = status.as_u16();
         if status.is_success() {
@@ -500,7 +691,7 @@ impl HttpSink {
         } else {
             None
         };
-        let excerpt = self.excerpt(&mut response).await;
+        let excerpt = self.excerpt(&mut response, jwt).await;
         let mut reason = format!("{} answered {}", self.shown_url, status_text(status));
         match excerpt {
             Some(text) => reason.push_str(&format!(": {text:?}")),
@@ -523,9 +714,9 @@ impl HttpSink {
         DeliveryResult::Permanent { reason }
     }
 
-    /// Up to [`EXCERPT_CHARS`] characters of the body, whitespace folded, the token blanked;
-    /// `None` for an empty (or unreadable) body.
-    async fn excerpt(&self, response: &mut reqwest::Response) -> Option<String> {
+    /// Up to [`EXCERPT_CHARS`] characters of the body, whitespace folded, secrets and the
+    /// request's JWT blanked; `None` for an empty (or unreadable) body.
+    async fn excerpt(&self, response: &mut reqwest::Response, jwt: Option<&str>) -> Option<String> {
         let mut raw = Vec::new();
         // A read error (timeout, reset) only shortens the excerpt.
         while raw.len() < EXCERPT_READ_BYTES {
@@ -535,8 +726,10 @@ impl HttpSink {
             }
         }
         let mut text = String::from_utf8_lossy(&raw).into_owned();
-        if let Some(token) = &self.token {
-            text = text.replace(token.as_str(), "[redacted]");
+        for secret in self.secrets.iter().map(String::as_str).chain(jwt) {
+            if !secret.is_empty() {
+                text = text.replace(secret, "[redacted]");
+            }
         }
         let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
         if folded.is_empty() {
@@ -743,6 +936,7 @@ mod tests {
             url: url.to_string(),
             auth: Some(HttpAuth {
                 bearer: Some("s3cret-T0KEN".into()),
+                jwt: None,
             }),
             timeout: "2s".into(),
             retry: RetryPolicyConfig::default(),
@@ -1144,13 +1338,15 @@ mod tests {
         );
         assert_eq!(
             check(&|c| c.auth = Some(HttpAuth {
-                bearer: Some(" ".into())
+                bearer: Some(" ".into()),
+                jwt: None,
             })),
             ["auth.bearer is empty"]
         );
         assert_eq!(
             check(&|c| c.auth = Some(HttpAuth {
-                bearer: Some("a\nb".into())
+                bearer: Some("a\nb".into()),
+                jwt: None,
             })),
             ["auth.bearer contains characters not allowed in an HTTP header"]
         );
@@ -1174,5 +1370,257 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("; timeout: "), "{err}");
+    }
+
+    const JWT_SECRET: &str = "a-shared-secret-of-at-least-32-bytes!";
+
+    fn jwt_auth(secret: &str, subject: Option<&str>) -> HttpAuth {
+        HttpAuth {
+            bearer: None,
+            jwt: Some(JwtAuth {
+                secret: secret.into(),
+                issuer: "snodo".into(),
+                subject: subject.map(Into::into),
+                ttl: "5m".into(),
+            }),
+        }
+    }
+
+    /// HMAC-SHA512 (RFC 2104) written out over `sha2`, so the check does not rest on the code
+    /// under test or on the `hmac` crate.
+    fn hmac_sha512(key: &[u8], message: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        const BLOCK: usize = 128;
+        let mut k = if key.len() > BLOCK {
+            Sha512::digest(key).to_vec()
+        } else {
+            key.to_vec()
+        };
+        k.resize(BLOCK, 0);
+        let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+        let inner = Sha512::new()
+            .chain_update(pad(0x36))
+            .chain_update(message)
+            .finalize();
+        Sha512::new()
+            .chain_update(pad(0x5c))
+            .chain_update(inner)
+            .finalize()
+            .to_vec()
+    }
+
+    fn b64url(s: &str) -> Vec<u8> {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .expect("base64url without padding")
+    }
+
+    /// Checks the bearer JWT of a received request and returns its claims.
+    fn verified_claims(r: &Received, secret: &str) -> serde_json::Value {
+        let auth = r.header("authorization").expect("an Authorization header");
+        let token = auth.strip_prefix("Bearer ").expect("a bearer token");
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3, "{token}");
+        assert!(
+            token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            "base64url without padding: {token}"
+        );
+        assert_eq!(b64url(parts[0]), br#"{"alg":"HS512","typ":"JWT"}"#);
+        let signed = format!("{}.{}", parts[0], parts[1]);
+        assert_eq!(
+            b64url(parts[2]),
+            hmac_sha512(secret.as_bytes(), signed.as_bytes()),
+            "the signature verifies with the shared secret"
+        );
+        assert_ne!(
+            b64url(parts[2]),
+            hmac_sha512(b"another-secret-of-at-least-32-bytes!", signed.as_bytes())
+        );
+        serde_json::from_slice(&b64url(parts[1])).expect("claims are JSON")
+    }
+
+    #[tokio::test]
+    async fn a_jwt_is_signed_afresh_for_each_request() {
+        let (url, seen) = server(vec![
+            response("200 OK", &[], ""),
+            response("201 Created", &[], ""),
+        ])
+        .await;
+        let mut cfg = config(&url);
+        cfg.auth = Some(jwt_auth(JWT_SECRET, Some("c_g224")));
+        let sink = cfg.build().unwrap();
+        let before = chrono::Utc::now().timestamp();
+        assert_eq!(
+            sink.deliver(b"{}".to_vec(), "application/json", "rt-42")
+                .await,
+            DeliveryResult::Delivered { status: 200 }
+        );
+        assert_eq!(
+            sink.deliver(b"{}".to_vec(), "application/json", "rt-43")
+                .await,
+            DeliveryResult::Delivered { status: 201 }
+        );
+        let after = chrono::Utc::now().timestamp();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        for (r, key) in seen.iter().zip(["rt-42", "rt-43"]) {
+            assert_eq!(r.header("idempotency-key"), Some(key));
+            let claims = verified_claims(r, JWT_SECRET);
+            let names: Vec<&str> = claims
+                .as_object()
+                .expect("an object")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(names.len(), 5, "{claims}");
+            assert_eq!(claims["iss"], "snodo");
+            assert_eq!(claims["sub"], "c_g224");
+            assert_eq!(claims["jti"], key);
+            let iat = claims["iat"].as_i64().expect("iat in seconds");
+            let exp = claims["exp"].as_i64().expect("exp in seconds");
+            assert!(before <= iat && iat <= after, "{iat} in {before}..={after}");
+            assert_eq!(exp - iat, 300, "exp = iat + ttl");
+        }
+        assert_ne!(
+            seen[0].header("authorization"),
+            seen[1].header("authorization")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_jwt_without_subject_and_with_a_long_secret() {
+        let (url, seen) = server(vec![response("200 OK", &[], "")]).await;
+        // Longer than SHA-512's block: HMAC hashes the key first.
+        let secret = "k".repeat(200);
+        let mut cfg = config(&url);
+        cfg.auth = Some(jwt_auth(&secret, None));
+        if let Some(jwt) = cfg.auth.as_mut().and_then(|a| a.jwt.as_mut()) {
+            jwt.ttl = "90s".into();
+        }
+        let result = cfg
+            .build()
+            .unwrap()
+            .deliver(b"x".to_vec(), "text/plain", "k-1")
+            .await;
+        assert_eq!(result, DeliveryResult::Delivered { status: 200 });
+        let claims = verified_claims(&seen.lock().unwrap()[0], &secret);
+        assert!(claims.get("sub").is_none(), "{claims}");
+        assert_eq!(
+            claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+            90
+        );
+    }
+
+    #[tokio::test]
+    async fn the_jwt_secret_and_token_never_show() {
+        let body = format!("bad token; key was {JWT_SECRET}");
+        let (url, _) = server(vec![response("401 Unauthorized", &[], &body)]).await;
+        let mut cfg = config(&url);
+        cfg.auth = Some(jwt_auth(JWT_SECRET, Some("c_g224")));
+        assert!(!format!("{cfg:?}").contains(JWT_SECRET));
+        let sink = cfg.build().unwrap();
+        let shown = format!("{sink:?}");
+        assert!(shown.contains("jwt HS512 [redacted]"), "{shown}");
+        assert!(!shown.contains(JWT_SECRET));
+        let DeliveryResult::Permanent { reason } =
+            sink.deliver(b"x".to_vec(), "text/plain", "k").await
+        else {
+            panic!("a 401 is permanent");
+        };
+        assert_eq!(
+            reason,
+            format!("{url} answered 401 Unauthorized: \"bad token; key was [redacted]\"")
+        );
+    }
+
+    #[test]
+    fn jwt_config_defaults_and_checks() {
+        let cfg: HttpSinkConfig = serde_json::from_value(serde_json::json!({
+            "url": "http://erp.example/receipts",
+            "auth": { "jwt": { "secret": JWT_SECRET } },
+        }))
+        .unwrap();
+        let jwt = cfg.auth.as_ref().and_then(|a| a.jwt.as_ref()).unwrap();
+        assert_eq!(jwt.issuer, "snodo");
+        assert_eq!(jwt.subject, None);
+        assert_eq!(jwt.ttl, "5m");
+        assert!(cfg.check().is_empty(), "{:?}", cfg.check());
+        let unknown = serde_json::from_value::<HttpSinkConfig>(serde_json::json!({
+            "url": "http://erp.example/", "auth": { "jwt": { "secret": JWT_SECRET, "alg": "HS256" } },
+        }));
+        assert!(unknown.is_err());
+
+        let check = |f: &dyn Fn(&mut JwtAuth)| {
+            let mut cfg = config("http://erp.example/receipts");
+            let mut auth = jwt_auth(JWT_SECRET, Some("c_g224"));
+            if let Some(j) = auth.jwt.as_mut() {
+                f(j);
+            }
+            cfg.auth = Some(auth);
+            let errors = cfg.check();
+            assert!(
+                errors.iter().all(|e| !e.contains("shared-secret")),
+                "{errors:?}"
+            );
+            errors
+        };
+        assert_eq!(check(&|_| {}), Vec::<String>::new());
+        assert_eq!(
+            check(&|j| j.secret = " ".into()),
+            ["auth.jwt.secret is empty"]
+        );
+        assert_eq!(
+            check(&|j| j.secret = "a-shared-secret-of-31-bytes-xyz".into()),
+            ["auth.jwt.secret must be at least 32 bytes for HS512, got 31"]
+        );
+        // Bytes, not characters: 16 two-byte characters are enough.
+        assert_eq!(check(&|j| j.secret = "è".repeat(16)), Vec::<String>::new());
+        assert_eq!(
+            check(&|j| j.issuer = "".into()),
+            ["auth.jwt.issuer is empty"]
+        );
+        assert_eq!(
+            check(&|j| j.subject = Some(" ".into())),
+            ["auth.jwt.subject is empty: leave it out instead"]
+        );
+        assert_eq!(
+            check(&|j| j.ttl = "5".into()),
+            ["auth.jwt.ttl: duration \"5\" needs a unit (ms, s, m, h)"]
+        );
+        assert_eq!(
+            check(&|j| j.ttl = "0s".into()),
+            ["auth.jwt.ttl must be more than 0"]
+        );
+        assert_eq!(
+            check(&|j| j.ttl = "1500ms".into()),
+            ["auth.jwt.ttl (1500ms) must be whole seconds: JWT times are in seconds"]
+        );
+        assert_eq!(
+            check(&|j| j.ttl = "25h".into()),
+            ["auth.jwt.ttl (25h) must be at most 24h"]
+        );
+        assert_eq!(check(&|j| j.ttl = "24h".into()), Vec::<String>::new());
+        assert_eq!(
+            check(&|j| {
+                j.secret = "short".into();
+                j.ttl = "1x".into();
+            }),
+            [
+                "auth.jwt.secret must be at least 32 bytes for HS512, got 5",
+                "auth.jwt.ttl: duration \"1x\": unknown unit \"x\" (ms, s, m, h)",
+            ]
+        );
+
+        let mut both = config("http://erp.example/receipts");
+        both.auth = Some(HttpAuth {
+            bearer: Some("TOKEN".into()),
+            ..jwt_auth(JWT_SECRET, None)
+        });
+        assert_eq!(both.check(), ["auth: give either bearer or jwt, not both"]);
+        let err = both.build().unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
+        assert!(!err.contains(JWT_SECRET) && !err.contains("TOKEN"), "{err}");
     }
 }

@@ -105,6 +105,8 @@ pub struct HttpConfig {
     pub listen: String,
     /// The URL the national node and entity systems use to reach this hub.
     pub public_url: Option<String>,
+    /// Bearer token for `/admin/` (dead letters, replay); unset or empty: `/admin/` is off.
+    pub admin_token: Option<Secret>,
 }
 
 impl Default for HttpConfig {
@@ -112,6 +114,7 @@ impl Default for HttpConfig {
         Self {
             listen: default_listen(),
             public_url: None,
+            admin_token: None,
         }
     }
 }
@@ -175,6 +178,34 @@ pub struct PipelineConfig {
     pub encode: Option<Codec>,
     pub to: Endpoint,
     pub outcomes: Option<Endpoint>,
+    /// Receipts pipelines: only receipts of positions of these debt types (empty: all).
+    #[serde(default)]
+    pub debt_types: Vec<String>,
+    /// Receipts pipelines writing files: when to write the next one.
+    pub batch: Option<BatchConfig>,
+}
+
+/// A value never shown by `Debug` (tokens, passwords).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// `batch = { schedule = "0 0 2 * * *" }`: one file per tick with every receipt not yet written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Cron with seconds, Europe/Rome.
+    pub schedule: String,
+    /// Write no file on a tick with no receipts (default: a file with the header only, so the
+    /// entity can tell "nothing paid" from "no export ran").
+    #[serde(default)]
+    pub skip_empty: bool,
 }
 
 /// A pipeline end: a built-in target by name (`"registry"`) or a connector with its settings.

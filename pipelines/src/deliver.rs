@@ -1,45 +1,79 @@
-//! A receipts pipeline at work: claims due deliveries from the outbox, encodes each receipt,
+//! A push receipts pipeline at work: claims due deliveries from the outbox, encodes each receipt,
 //! sends it to the entity's system, and records the outcome (delivered, retry later, or dead).
 //!
 //! Claims are leased in the store, so a crashed hub's deliveries are taken over when the lease
 //! ends; each pipeline has its own task and its own concurrency, so a slow or dead entity system
-//! never delays another entity's receipts.
+//! never delays another entity's receipts. Outcomes are recorded in batches (one commit for many
+//! deliveries), which is what lets one pipeline keep up with thousands of receipts a second.
 
-use crate::plan::{EntityRuntime, PipelineKind, Plan};
+use crate::metrics::DeliveryStats;
+use crate::plan::{EntityRuntime, PipelineKind, Plan, ReceiptFormat, ReceiptRoute};
 use chrono::{DateTime, SecondsFormat, Utc};
-use snodo_adapters::receipt_json::{self, ReceiptContext};
+use snodo_adapters::receipt_json::ReceiptContext;
+use snodo_adapters::{mypay_push, receipt_json};
 use snodo_connectors::http::{DeliveryResult, HttpSink, RetryPolicy};
-use snodo_store::{Attempt, Delivery, Store};
+use snodo_store::{Attempt, Delivery, ReceiptDocument, Store};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{info, warn};
 
-/// Deliveries a pipeline sends at once (and claims per round).
-const CONCURRENCY: u32 = 8;
+/// Deliveries a pipeline has in flight at once.
+const CONCURRENCY: usize = 16;
 /// How long a claim is held; a worker that died lets go after this.
 const LEASE: Duration = Duration::from_secs(120);
 /// Pause when nothing is due.
-const IDLE: Duration = Duration::from_millis(200);
+const IDLE: Duration = Duration::from_millis(100);
+/// Outcomes recorded per commit, at most.
+const RECORD_BATCH: usize = 512;
+/// On shutdown, how long deliveries in flight may take to finish (the rest are retried after
+/// their lease, by this hub or another).
+const DRAIN: Duration = Duration::from_secs(5);
 
 pub struct Deliverer {
     name: String,
     entity: Arc<EntityRuntime>,
-    encoder: String,
+    format: ReceiptFormat,
     sink: Arc<HttpSink>,
     policy: RetryPolicy,
     store: Arc<dyn Store>,
+    stats: Arc<DeliveryStats>,
 }
 
-fn stamp(t: DateTime<Utc>) -> String {
+pub(crate) fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// What every receipt format needs beside the XML.
+pub(crate) fn context<'a>(
+    entity: &'a EntityRuntime,
+    doc: &'a ReceiptDocument,
+) -> ReceiptContext<'a> {
+    ReceiptContext {
+        entity_ipa: &entity.ipa_code,
+        entity_name: &entity.name,
+        iud: doc.iud.as_deref(),
+        debt_type: doc.debt_type.as_deref(),
+        received_at: &doc.receipt.received_at,
+        issue: doc.receipt.issue.as_deref(),
+    }
+}
+
 impl Deliverer {
-    pub fn new(plan: Arc<Plan>, index: usize, store: Arc<dyn Store>) -> Result<Self, String> {
+    pub fn new(
+        plan: Arc<Plan>,
+        index: usize,
+        store: Arc<dyn Store>,
+        stats: Arc<DeliveryStats>,
+    ) -> Result<Self, String> {
         let p = &plan.pipelines[index];
-        let PipelineKind::Receipts { encoder, sink } = &p.kind else {
-            return Err("not a receipts pipeline".into());
+        let PipelineKind::Receipts {
+            format,
+            route: ReceiptRoute::Push(sink),
+            ..
+        } = &p.kind
+        else {
+            return Err("not a push receipts pipeline".into());
         };
         let entity = plan
             .entities
@@ -50,42 +84,113 @@ impl Deliverer {
         Ok(Self {
             name: p.name.clone(),
             entity,
-            encoder: encoder.clone(),
+            format: format.clone(),
             policy: *sink.retry_policy(),
             sink: Arc::new(sink),
             store,
+            stats,
         })
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         info!(pipeline = %self.name, entity = %self.entity.ipa_code, "receipt deliveries started");
         let this = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(CONCURRENCY));
+        let (done, outcomes) = mpsc::unbounded_channel::<(Delivery, Attempt)>();
+        let recorder = tokio::spawn(this.clone().record(outcomes));
         while !*shutdown.borrow() {
-            let claimed = this.claim().await;
+            // Wait for room, then claim as many as there is room for.
+            let first = tokio::select! {
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.changed() => continue,
+            };
+            let room = permits.available_permits() + 1;
+            let claimed = this.claim(room).await;
             if claimed.is_empty() {
+                drop(first);
                 tokio::select! {
                     _ = tokio::time::sleep(IDLE) => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
             }
-            let mut running = tokio::task::JoinSet::new();
+            let mut first = Some(first);
             for d in claimed {
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => match permits.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                };
                 let me = this.clone();
-                running.spawn(async move { me.deliver(d).await });
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let attempt = me.attempt(&d).await;
+                    let _ = done.send((d, attempt));
+                    drop(permit);
+                });
             }
-            while running.join_next().await.is_some() {}
         }
+        // Let deliveries in flight finish (bounded), then record what they came to.
+        let all = u32::try_from(CONCURRENCY).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(DRAIN, permits.acquire_many(all)).await;
+        drop(done);
+        let _ = recorder.await;
         info!(pipeline = %this.name, "receipt deliveries stopped");
     }
 
-    async fn claim(&self) -> Vec<Delivery> {
+    /// Records outcomes as they come, many per commit.
+    async fn record(self: Arc<Self>, mut outcomes: mpsc::UnboundedReceiver<(Delivery, Attempt)>) {
+        let mut batch = Vec::new();
+        while outcomes.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            let mut attempts = Vec::with_capacity(batch.len());
+            for (d, attempt) in batch.drain(..) {
+                self.observe(&d, &attempt);
+                attempts.push((d.id, attempt));
+            }
+            let store = self.store.clone();
+            let n = attempts.len();
+            let recorded =
+                tokio::task::spawn_blocking(move || store.record_attempts(&attempts)).await;
+            if !matches!(recorded, Ok(Ok(()))) {
+                // The leases run out and the deliveries are tried again: at least once, never lost.
+                warn!(pipeline = %self.name, deliveries = n, "cannot record delivery outcomes; they will be retried");
+            }
+        }
+    }
+
+    fn observe(&self, d: &Delivery, attempt: &Attempt) {
+        match attempt {
+            Attempt::Delivered => {
+                self.stats.attempt(&self.name, "delivered");
+                if let Ok(created) = DateTime::parse_from_rfc3339(&d.created_at) {
+                    let latency = (Utc::now() - created.with_timezone(&Utc))
+                        .to_std()
+                        .unwrap_or_default();
+                    self.stats.delivered(&self.name, latency);
+                }
+                info!(pipeline = %self.name, delivery = d.id, receipt_id = %d.idempotency_key, "receipt delivered");
+            }
+            Attempt::Retry { at, error } => {
+                self.stats.attempt(&self.name, "retry");
+                warn!(pipeline = %self.name, delivery = d.id, attempts = d.attempts + 1, "delivery failed, retrying at {at}: {error}");
+            }
+            Attempt::Dead { error } => {
+                self.stats.attempt(&self.name, "dead");
+                warn!(pipeline = %self.name, delivery = d.id, attempts = d.attempts + 1, "delivery is a dead letter: {error}");
+            }
+        }
+    }
+
+    async fn claim(&self, room: usize) -> Vec<Delivery> {
         let store = self.store.clone();
         let name = self.name.clone();
         let now = Utc::now();
         let lease = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let limit = u32::try_from(room).unwrap_or(u32::MAX);
         let claimed = tokio::task::spawn_blocking(move || {
-            store.claim_deliveries(&name, &stamp(now), &stamp(lease), CONCURRENCY)
+            store.claim_deliveries(&name, &stamp(now), &stamp(lease), limit)
         })
         .await;
         match claimed {
@@ -101,36 +206,17 @@ impl Deliverer {
         }
     }
 
-    async fn deliver(&self, d: Delivery) {
-        let attempt = match self.encode(&d).await {
+    async fn attempt(&self, d: &Delivery) -> Attempt {
+        match self.encode(d).await {
             Ok(body) => {
                 let result = self
                     .sink
                     .deliver(body, "application/json", &d.idempotency_key)
                     .await;
-                self.judge(&d, result)
+                self.judge(d, result)
             }
             // A receipt that cannot be encoded will not encode better later.
             Err(e) => Attempt::Dead { error: e },
-        };
-        match &attempt {
-            Attempt::Delivered => {
-                info!(pipeline = %self.name, delivery = d.id, receipt_id = %d.idempotency_key, "receipt delivered")
-            }
-            Attempt::Retry { at, error } => {
-                warn!(pipeline = %self.name, delivery = d.id, attempts = d.attempts + 1, "delivery failed, retrying at {at}: {error}")
-            }
-            Attempt::Dead { error } => {
-                warn!(pipeline = %self.name, delivery = d.id, attempts = d.attempts + 1, "delivery is a dead letter: {error}")
-            }
-        }
-        let store = self.store.clone();
-        let id = d.id;
-        let recorded =
-            tokio::task::spawn_blocking(move || store.record_attempt(id, &attempt)).await;
-        if !matches!(recorded, Ok(Ok(()))) {
-            // The lease runs out and the delivery is tried again: at least once, never lost.
-            warn!(pipeline = %self.name, delivery = id, "cannot record the attempt; it will be retried");
         }
     }
 
@@ -171,20 +257,15 @@ impl Deliverer {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("receipt {receipt} is not in the store"))?;
-        match self.encoder.as_str() {
-            receipt_json::JSON => receipt_json::encode(
-                &ReceiptContext {
-                    entity_ipa: &self.entity.ipa_code,
-                    entity_name: &self.entity.name,
-                    iud: doc.iud.as_deref(),
-                    debt_type: doc.debt_type.as_deref(),
-                    received_at: &doc.receipt.received_at,
-                    issue: doc.receipt.issue.as_deref(),
-                },
-                &doc.xml,
-            )
-            .map_err(|e| e.to_string()),
-            other => Err(format!("unknown receipt format {other}")),
+        let ctx = context(&self.entity, &doc);
+        match &self.format {
+            ReceiptFormat::Json => receipt_json::encode(&ctx, &doc.xml).map_err(|e| e.to_string()),
+            ReceiptFormat::MypayPush => {
+                mypay_push::encode(&ctx, &doc.xml).map_err(|e| e.to_string())
+            }
+            ReceiptFormat::MypayExport { .. } => {
+                Err("MyPay's export is written in files, not pushed".into())
+            }
         }
     }
 }

@@ -3,7 +3,8 @@
 //! another.
 
 use crate::import::{ImportLimits, ImportOutcome, Importer};
-use crate::plan::{EntityRuntime, PipelineKind, PipelinePlan, Plan};
+use crate::metrics::DeliveryStats;
+use crate::plan::{EntityRuntime, PipelineKind, PipelinePlan, Plan, ReceiptRoute};
 use chrono_tz::Europe::Rome;
 use snodo_connectors::{Body, Message, Sink, Source};
 use snodo_store::Store;
@@ -17,6 +18,7 @@ use tracing::{error, info, warn};
 pub struct Hub {
     plan: Arc<Plan>,
     store: Arc<dyn Store>,
+    stats: Arc<DeliveryStats>,
 }
 
 impl Hub {
@@ -24,6 +26,7 @@ impl Hub {
         Self {
             plan: Arc::new(plan),
             store,
+            stats: Default::default(),
         }
     }
 
@@ -46,17 +49,33 @@ impl Hub {
                     )?;
                     tasks.push(tokio::spawn(runner.run(rx)));
                 }
-                PipelineKind::Receipts { .. } => {
+                PipelineKind::Receipts {
+                    route: ReceiptRoute::Push(_),
+                    ..
+                } => {
                     let deliverer = crate::deliver::Deliverer::new(
                         self.plan.clone(),
                         index,
                         self.store.clone(),
+                        self.stats.clone(),
                     )
                     .map_err(|message| EngineError::Start {
                         pipeline: p.name.clone(),
                         message,
                     })?;
                     tasks.push(tokio::spawn(deliverer.run(rx)));
+                }
+                PipelineKind::Receipts {
+                    route: ReceiptRoute::Batch { .. },
+                    ..
+                } => {
+                    let exporter =
+                        crate::export::Exporter::new(self.plan.clone(), index, self.store.clone())
+                            .map_err(|message| EngineError::Start {
+                                pipeline: p.name.clone(),
+                                message,
+                            })?;
+                    tasks.push(tokio::spawn(exporter.run(rx)));
                 }
             }
         }
@@ -112,7 +131,19 @@ impl Hub {
             self.plan.clone(),
             self.store.clone(),
         ));
-        let app = crate::http::router(node, &public_url, started);
+        let admin_token = http
+            .admin_token
+            .as_ref()
+            .map(|t| t.0.clone())
+            .filter(|t| !t.is_empty());
+        let app = crate::http::router(crate::http::AppParts {
+            node,
+            store: self.store.clone(),
+            stats: self.stats.clone(),
+            admin_token,
+            public_url: &public_url,
+            started,
+        });
         info!(listen = %http.listen, "serving the node's calls at {public_url}{}", crate::http::PA_FOR_NODE_PATH);
         Ok(tokio::spawn(async move {
             let stopped = async move {

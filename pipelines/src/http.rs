@@ -1,13 +1,16 @@
 //! The hub's HTTP server: the node's SOAP endpoint (`/pagopa/paForNode`, with the official WSDL
-//! and schemas at `?wsdl` / `?xsd=...`) and the health probe.
+//! and schemas at `?wsdl` / `?xsd=...`), the probes, `/metrics`, and the operators' `/admin/`
+//! API (dead letters and replay) behind a bearer token.
 
+use crate::metrics::DeliveryStats;
 use crate::node::NodeService;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
+use snodo_store::{DeliveryStatus, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -52,28 +55,194 @@ impl Documents {
 
 struct AppState {
     node: Arc<NodeService>,
+    store: Arc<dyn Store>,
+    stats: Arc<DeliveryStats>,
+    admin_token: Option<String>,
     docs: Documents,
     started: Arc<AtomicBool>,
 }
 
-/// `started` turns true once every pipeline runs; `/readyz` also asks the store.
-pub fn router(node: Arc<NodeService>, public_url: &str, started: Arc<AtomicBool>) -> Router {
+/// What the server needs from the running hub.
+pub struct AppParts<'a> {
+    pub node: Arc<NodeService>,
+    pub store: Arc<dyn Store>,
+    pub stats: Arc<DeliveryStats>,
+    /// `None`: `/admin/` answers 404.
+    pub admin_token: Option<String>,
+    pub public_url: &'a str,
+    /// Turns true once every pipeline runs; `/readyz` also asks the store.
+    pub started: Arc<AtomicBool>,
+}
+
+pub fn router(parts: AppParts<'_>) -> Router {
     let state = Arc::new(AppState {
-        node,
-        docs: Documents::new(public_url),
-        started,
+        node: parts.node,
+        store: parts.store,
+        stats: parts.stats,
+        admin_token: parts.admin_token,
+        docs: Documents::new(parts.public_url),
+        started: parts.started,
     });
     Router::new()
         .route(PA_FOR_NODE_PATH, get(documents).post(soap))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/admin/dlq", get(dlq_list))
+        .route("/admin/dlq/replay", post(dlq_replay_all))
+        .route("/admin/dlq/{id}", get(dlq_show))
+        .route("/admin/dlq/{id}/replay", post(dlq_replay_one))
         .with_state(state)
+}
+
+/// A JSON answer, or a JSON error `{"error": "..."}`.
+fn json(status: StatusCode, value: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    json(status, serde_json::json!({ "error": message.into() }))
+}
+
+/// Checks the bearer token in constant time; `Some` is the refusal to answer.
+fn refuse(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let Some(expected) = &state.admin_token else {
+        return Some(error(
+            StatusCode::NOT_FOUND,
+            "the admin API is off: set http.admin_token (e.g. \"${SNODO_ADMIN_TOKEN}\")",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let same = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        None
+    } else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is needed");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        Some(r)
+    }
+}
+
+/// Runs a store call off the async workers and answers its value as JSON.
+async fn with_store<T: serde::Serialize + Send + 'static>(
+    state: &AppState,
+    call: impl FnOnce(&dyn Store) -> snodo_store::Result<Option<T>> + Send + 'static,
+) -> Response {
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || call(&*store)).await {
+        Ok(Ok(Some(v))) => match serde_json::to_value(v) {
+            Ok(v) => json(StatusCode::OK, v),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such delivery"),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DlqQuery {
+    entity: Option<String>,
+    pipeline: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: u32,
+}
+
+fn default_limit() -> u32 {
+    100
+}
+
+/// `GET /admin/dlq?entity=&pipeline=&limit=`: dead letters, newest first.
+async fn dlq_list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<DlqQuery>,
+) -> Response {
+    if let Some(r) = refuse(&state, &headers) {
+        return r;
+    }
+    with_store(&state, move |s| {
+        s.deliveries(
+            DeliveryStatus::Dead,
+            q.entity.as_deref(),
+            q.pipeline.as_deref(),
+            q.limit,
+        )
+        .map(Some)
+    })
+    .await
+}
+
+/// `GET /admin/dlq/{id}`: one delivery, whatever its status.
+async fn dlq_show(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Some(r) = refuse(&state, &headers) {
+        return r;
+    }
+    with_store(&state, move |s| s.delivery(id)).await
+}
+
+/// `POST /admin/dlq/{id}/replay`: back in the outbox, due now.
+async fn dlq_replay_one(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Some(r) = refuse(&state, &headers) {
+        return r;
+    }
+    with_store(&state, move |s| {
+        s.replay(&[id], None)
+            .map(|n| Some(serde_json::json!({ "replayed": n })))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct ReplayQuery {
+    entity: Option<String>,
+}
+
+/// `POST /admin/dlq/replay?entity=`: every dead letter (of one entity).
+async fn dlq_replay_all(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<ReplayQuery>,
+) -> Response {
+    if let Some(r) = refuse(&state, &headers) {
+        return r;
+    }
+    with_store(&state, move |s| {
+        s.replay(&[], q.entity.as_deref())
+            .map(|n| Some(serde_json::json!({ "replayed": n })))
+    })
+    .await
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let node = state.node.clone();
-    match tokio::task::spawn_blocking(move || node.metrics()).await {
+    let stats = state.stats.clone();
+    match tokio::task::spawn_blocking(move || node.metrics(&stats)).await {
         Ok(text) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -5,9 +5,19 @@
 pub mod config;
 pub mod deliver;
 pub mod engine;
+pub mod export;
 pub mod http;
 pub mod import;
 pub mod metrics;
 pub mod node;
 pub mod plan;
 pub mod registry;
+
+/// Test hook: when `SNODO_FAILPOINT` names this point, the process aborts here, as a power cut
+/// would, so tests can prove what survives a crash at the worst moment.
+pub fn failpoint(name: &str) {
+    if std::env::var("SNODO_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}

@@ -4,12 +4,102 @@
 use snodo_store::StoreMetrics;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// Answers to the node's calls, by (operation, fault code; empty for OK).
 pub type Answers = BTreeMap<(&'static str, String), u64>;
 
-pub fn render(answers: &Answers, store: Option<&StoreMetrics>) -> String {
+/// Upper bounds (seconds) of the delivery latency buckets: from "at once" to "after an outage".
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 300.0, 3600.0, 86400.0,
+];
+
+/// This process's deliveries: time from receipt stored to delivered, and attempts by outcome.
+#[derive(Default)]
+pub struct DeliveryStats {
+    pipelines: Mutex<BTreeMap<String, PipelineStats>>,
+}
+
+#[derive(Default, Clone)]
+struct PipelineStats {
+    /// Non-cumulative counts per bucket; the last one is +Inf.
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    count: u64,
+    sum: f64,
+    /// By outcome: delivered, retry, dead.
+    attempts: BTreeMap<&'static str, u64>,
+}
+
+impl DeliveryStats {
+    pub fn delivered(&self, pipeline: &str, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        let mut all = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        let s = all.entry(pipeline.to_string()).or_default();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        s.buckets[bucket] += 1;
+        s.count += 1;
+        s.sum += secs;
+    }
+
+    /// `outcome`: delivered, retry or dead.
+    pub fn attempt(&self, pipeline: &str, outcome: &'static str) {
+        let mut all = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        *all.entry(pipeline.to_string())
+            .or_default()
+            .attempts
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, PipelineStats> {
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+pub fn render(answers: &Answers, stats: &DeliveryStats, store: Option<&StoreMetrics>) -> String {
     let mut out = String::new();
+    let stats = stats.snapshot();
+    let _ = writeln!(
+        out,
+        "# HELP snodo_delivery_latency_seconds From receipt stored to delivered, by pipeline (this process's deliveries).\n# TYPE snodo_delivery_latency_seconds histogram"
+    );
+    for (p, s) in &stats {
+        let mut cumulative = 0;
+        for (i, n) in s.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "+Inf".into());
+            let _ = writeln!(
+                out,
+                "snodo_delivery_latency_seconds_bucket{{pipeline=\"{p}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "snodo_delivery_latency_seconds_sum{{pipeline=\"{p}\"}} {}\nsnodo_delivery_latency_seconds_count{{pipeline=\"{p}\"}} {}",
+            s.sum, s.count
+        );
+    }
+    family(
+        &mut out,
+        "snodo_delivery_attempts_total",
+        "counter",
+        "Delivery attempts by pipeline and outcome (delivered, retry, dead), this process's.",
+        stats.iter().flat_map(|(p, s)| {
+            s.attempts
+                .iter()
+                .map(move |(o, n)| (format!("pipeline=\"{p}\",outcome=\"{o}\""), *n as i64))
+        }),
+    );
     family(
         &mut out,
         "snodo_soap_answers_total",
@@ -42,10 +132,19 @@ pub fn render(answers: &Answers, store: Option<&StoreMetrics>) -> String {
         &mut out,
         "snodo_deliveries",
         "gauge",
-        "Receipt deliveries, by pipeline and status (pending, delivered, dead).",
+        "Receipt deliveries, by pipeline and status (pending, in_flight, delivered, dead).",
         m.deliveries
             .iter()
             .map(|(p, s, n)| (format!("pipeline=\"{p}\",status=\"{s}\""), *n)),
+    );
+    family(
+        &mut out,
+        "snodo_deliveries_retried",
+        "gauge",
+        "Receipt deliveries that needed more than one attempt, by pipeline.",
+        m.retried
+            .iter()
+            .map(|(p, n)| (format!("pipeline=\"{p}\""), *n)),
     );
     family(
         &mut out,
@@ -87,9 +186,15 @@ mod tests {
         let store = StoreMetrics {
             receipts: vec![("c_g224".into(), 4, 1)],
             deliveries: vec![("erp".into(), "dead".into(), 2)],
+            retried: vec![("erp".into(), 3)],
             import_rows: vec![("c_g224".into(), 10, 2)],
         };
-        let text = render(&answers, Some(&store));
+        let stats = DeliveryStats::default();
+        stats.delivered("erp", Duration::from_millis(30));
+        stats.delivered("erp", Duration::from_millis(700));
+        stats.delivered("erp", Duration::from_secs(100_000));
+        stats.attempt("erp", "retry");
+        let text = render(&answers, &stats, Some(&store));
         for line in [
             "# TYPE snodo_soap_answers_total counter",
             "snodo_soap_answers_total{operation=\"paSendRTV2\",fault=\"\"} 3",
@@ -97,12 +202,21 @@ mod tests {
             "snodo_receipts_flagged_total{entity=\"c_g224\"} 1",
             "snodo_deliveries{pipeline=\"erp\",status=\"dead\"} 2",
             "snodo_import_rows_total{entity=\"c_g224\",outcome=\"rejected\"} 2",
+            "snodo_deliveries_retried{pipeline=\"erp\"} 3",
+            "# TYPE snodo_delivery_latency_seconds histogram",
+            "snodo_delivery_latency_seconds_bucket{pipeline=\"erp\",le=\"0.025\"} 0",
+            "snodo_delivery_latency_seconds_bucket{pipeline=\"erp\",le=\"0.05\"} 1",
+            "snodo_delivery_latency_seconds_bucket{pipeline=\"erp\",le=\"1\"} 2",
+            "snodo_delivery_latency_seconds_bucket{pipeline=\"erp\",le=\"86400\"} 2",
+            "snodo_delivery_latency_seconds_bucket{pipeline=\"erp\",le=\"+Inf\"} 3",
+            "snodo_delivery_latency_seconds_count{pipeline=\"erp\"} 3",
+            "snodo_delivery_attempts_total{pipeline=\"erp\",outcome=\"retry\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in {text}"
             );
         }
-        assert!(!render(&answers, None).contains("snodo_deliveries"));
+        assert!(!render(&answers, &stats, None).contains("snodo_deliveries"));
     }
 }

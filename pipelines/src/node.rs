@@ -39,8 +39,8 @@ impl NodeService {
         }
     }
 
-    /// Prometheus text for the node's calls and what the store counts.
-    pub fn metrics(&self) -> String {
+    /// Prometheus text for the node's calls, this process's deliveries and what the store counts.
+    pub fn metrics(&self, deliveries: &crate::metrics::DeliveryStats) -> String {
         let answers = self
             .answers
             .lock()
@@ -51,7 +51,7 @@ impl NodeService {
             .metrics()
             .map_err(|e| tracing::warn!("metrics: store unavailable: {e}"))
             .ok();
-        crate::metrics::render(&answers, store.as_ref())
+        crate::metrics::render(&answers, deliveries, store.as_ref())
     }
 
     /// Whether the store answers (for `/readyz`).
@@ -317,7 +317,7 @@ impl NodeService {
                 operation: op.soap_action(),
                 // The receipt as the node sent it: the evidence every entity system gets back.
                 xml: raw,
-                deliver_to: &self.plan.receipt_pipelines(&entity.ipa_code),
+                deliver_to: &self.plan.deliver_to(&entity.ipa_code, &r.beneficiaries),
             })
             .map_err(system_error)?;
         match stored {
@@ -352,6 +352,8 @@ struct ReceiptFields<'a> {
     psp_id: &'a str,
     psp_name: &'a str,
     payment_date: Option<&'a str>,
+    /// `fiscalCodePA` of each transfer: secondary beneficiaries may list the receipt too.
+    beneficiaries: Vec<&'a str>,
 }
 
 /// `paSendRTReq` and `paSendRTV2Request` name these fields alike but are different types.
@@ -369,6 +371,12 @@ macro_rules! receipt_fields {
             psp_id: &$r.receipt.id_psp,
             psp_name: &$r.receipt.psp_company_name,
             payment_date: $r.receipt.payment_date_time.as_deref(),
+            beneficiaries: $r
+                .receipt
+                .transfer_list
+                .iter()
+                .map(|t| t.fiscal_code_pa.as_str())
+                .collect(),
         }
     };
 }

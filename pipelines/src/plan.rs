@@ -7,6 +7,7 @@ use crate::registry;
 use snodo_connectors::{SinkConfig, SourceConfig};
 use snodo_core::dovuto::{DebtTypeRules, EntityRules};
 use snodo_core::{EntityFiscalCode, Iban, SegregationCode, TaxonomyCode, TaxonomyTable};
+use snodo_store::DeliverTo;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
@@ -44,13 +45,46 @@ pub struct DebtTypePayment {
 }
 
 impl Plan {
-    /// The pipelines that deliver an entity's receipts: a receipt gets one delivery each.
-    pub fn receipt_pipelines(&self, entity: &str) -> Vec<&str> {
-        self.pipelines
+    /// The pipelines that deliver an entity's receipts (each gets a delivery when its debt type
+    /// filter passes), and the export pipelines of `secondary` entities (beneficiaries of some
+    /// transfer of the receipt, by fiscal code) that list such receipts (MyPay export 1.3).
+    pub fn deliver_to(&self, entity: &str, secondary: &[&str]) -> Vec<DeliverTo> {
+        let mut out: Vec<DeliverTo> = self
+            .pipelines
             .iter()
-            .filter(|p| p.entity == entity && matches!(p.kind, PipelineKind::Receipts { .. }))
-            .map(|p| p.name.as_str())
-            .collect()
+            .filter(|p| p.entity == entity)
+            .filter_map(|p| match &p.kind {
+                PipelineKind::Receipts { debt_types, .. } => Some(DeliverTo {
+                    debt_types: debt_types.clone(),
+                    ..DeliverTo::all(&p.name, &p.entity)
+                }),
+                _ => None,
+            })
+            .collect();
+        for fiscal_code in secondary {
+            let Some(other) = self.entity_by_fiscal_code(fiscal_code) else {
+                continue;
+            };
+            if other.ipa_code == entity {
+                continue;
+            }
+            for p in &self.pipelines {
+                if p.entity != other.ipa_code {
+                    continue;
+                }
+                if let PipelineKind::Receipts { format, .. } = &p.kind {
+                    if format.lists_secondary_receipts()
+                        && !out.iter().any(|d| d.pipeline == p.name)
+                    {
+                        out.push(DeliverTo {
+                            secondary: true,
+                            ..DeliverTo::all(&p.name, &p.entity)
+                        });
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The entity the node names by fiscal code (`idPA`).
@@ -69,10 +103,51 @@ pub enum PipelineKind {
         schedule: Box<cron::Schedule>,
         outcomes: Option<Arc<dyn SinkConfig>>,
     },
-    /// Every receipt of the entity, encoded and delivered through the outbox.
+    /// The entity's receipts (of `debt_types` only, when not empty), encoded and delivered
+    /// through the outbox.
     Receipts {
-        encoder: String,
-        sink: Arc<snodo_connectors::http::HttpSinkConfig>,
+        format: ReceiptFormat,
+        route: ReceiptRoute,
+        debt_types: Vec<String>,
+    },
+}
+
+/// How a receipts pipeline writes receipts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptFormat {
+    /// The canonical JSON receipt, one per push.
+    Json,
+    /// MyPay's push body (`rt` + Pagati `esito`), one per push.
+    MypayPush,
+    /// MyPay's ESTRAZIONE_DOVUTI file (version `1.0` to `1.3`), many receipts per file.
+    MypayExport { version: String },
+}
+
+impl ReceiptFormat {
+    /// Version 1.3 of MyPay's export also lists receipts paid to the entity as a secondary
+    /// beneficiary.
+    pub fn lists_secondary_receipts(&self) -> bool {
+        matches!(self, Self::MypayExport { version } if version == "1.3")
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Json => snodo_adapters::receipt_json::JSON,
+            Self::MypayPush => snodo_adapters::mypay_push::MYPAY_PUSH,
+            Self::MypayExport { .. } => snodo_adapters::mypay_export::MYPAY_EXPORT,
+        }
+    }
+}
+
+/// How a receipts pipeline sends what it wrote.
+pub enum ReceiptRoute {
+    /// One HTTP request per receipt, as soon as it is stored.
+    Push(Arc<snodo_connectors::http::HttpSinkConfig>),
+    /// One file per schedule tick with every receipt not yet written.
+    Batch {
+        schedule: Box<cron::Schedule>,
+        sink: Arc<dyn SinkConfig>,
+        skip_empty: bool,
     },
 }
 
@@ -312,8 +387,19 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         }
         let mut local = Vec::new();
         let kind = if matches!(&pc.from, Endpoint::Named(n) if n == RECEIPTS) {
-            receipts_pipeline(pc, &at, &mut local)
+            receipts_pipeline(pc, &at, entities.get(&pc.entity).map(|e| &**e), &mut local)
         } else {
+            for (what, given) in [
+                ("debt_types", !pc.debt_types.is_empty()),
+                ("batch", pc.batch.is_some()),
+            ] {
+                if given {
+                    local.push(Problem::new(
+                        format!("{at}.{what}"),
+                        "only a receipts pipeline (from = \"receipts\") takes this",
+                    ));
+                }
+            }
             import_pipeline(pc, &at, &mut local)
         };
         let ok = local.is_empty();
@@ -424,23 +510,15 @@ fn import_pipeline(
     })
 }
 
-/// `from = "receipts"`, `encode` a receipt format, `to` a delivery connector.
+/// `from = "receipts"`, `encode` a receipt format, `to` a connector; `batch` for file formats.
 fn receipts_pipeline(
     pc: &config::PipelineConfig,
     at: &str,
+    entity: Option<&EntityRuntime>,
     local: &mut Vec<Problem>,
 ) -> Option<PipelineKind> {
-    let encoder = match &pc.encode {
-        Some(Codec { name, .. }) if registry::RECEIPT_ENCODERS.contains(&name.as_str()) => {
-            Some(name.clone())
-        }
-        Some(Codec { name, .. }) => {
-            local.push(Problem::new(
-                format!("{at}.encode"),
-                registry::unknown_name(name, "receipt format", registry::RECEIPT_ENCODERS),
-            ));
-            None
-        }
+    let format = match &pc.encode {
+        Some(c) => receipt_format(c, &format!("{at}.encode"), local),
         None => {
             local.push(Problem::new(
                 format!("{at}.encode"),
@@ -461,7 +539,111 @@ fn receipts_pipeline(
             "a receipts pipeline has no outcome files",
         ));
     }
-    let sink = match &pc.to {
+    for (i, dt) in pc.debt_types.iter().enumerate() {
+        if let Some(e) = entity {
+            if !e.rules.debt_types.contains_key(dt) {
+                let known: Vec<&str> = e.rules.debt_types.keys().map(String::as_str).collect();
+                local.push(Problem::new(
+                    format!("{at}.debt_types[{i}]"),
+                    registry::unknown_name(dt, "debt type of this entity", &known),
+                ));
+            }
+        }
+    }
+    let is_file = matches!(format, Some(ReceiptFormat::MypayExport { .. }));
+    let route = match (&pc.batch, format.as_ref()) {
+        (_, None) => None,
+        (None, Some(f)) if is_file => {
+            local.push(Problem::new(
+                format!("{at}.batch"),
+                format!(
+                    "missing: {:?} writes files; say when, e.g. batch = {{ schedule = \"0 0 2 * * *\" }}",
+                    f.name()
+                ),
+            ));
+            None
+        }
+        (Some(_), Some(f)) if !is_file => {
+            local.push(Problem::new(
+                format!("{at}.batch"),
+                format!(
+                    "{:?} pushes each receipt as it is stored; batch is for file formats such as \"mypay-export\"",
+                    f.name()
+                ),
+            ));
+            None
+        }
+        (Some(batch), Some(_)) => batch_route(pc, batch, at, local),
+        (None, Some(_)) => push_route(pc, at, local),
+    };
+    Some(PipelineKind::Receipts {
+        format: format?,
+        route: route?,
+        debt_types: pc.debt_types.clone(),
+    })
+}
+
+fn receipt_format(c: &Codec, at: &str, local: &mut Vec<Problem>) -> Option<ReceiptFormat> {
+    let no_settings = |local: &mut Vec<Problem>| {
+        if c.params.as_object().is_some_and(|m| !m.is_empty()) {
+            local.push(Problem::new(at, format!("{:?} takes no settings", c.name)));
+        }
+    };
+    match c.name.as_str() {
+        snodo_adapters::receipt_json::JSON => {
+            no_settings(local);
+            Some(ReceiptFormat::Json)
+        }
+        snodo_adapters::mypay_push::MYPAY_PUSH => {
+            no_settings(local);
+            Some(ReceiptFormat::MypayPush)
+        }
+        snodo_adapters::mypay_export::MYPAY_EXPORT => {
+            let mut params = c.params.as_object().cloned().unwrap_or_default();
+            let version = match params.remove("version") {
+                None => "1.0".to_string(),
+                Some(serde_json::Value::String(v)) => v,
+                Some(other) => other.to_string(),
+            };
+            for k in params.keys() {
+                local.push(Problem::new(
+                    format!("{at}.{k}"),
+                    "unknown setting (known: version)",
+                ));
+            }
+            let v = version.replace('_', ".");
+            if EXPORT_VERSIONS.contains(&v.as_str()) {
+                Some(ReceiptFormat::MypayExport { version: v })
+            } else {
+                local.push(Problem::new(
+                    format!("{at}.version"),
+                    format!(
+                        "{version:?} is not a version of MyPay's export (known: {})",
+                        EXPORT_VERSIONS.join(", ")
+                    ),
+                ));
+                None
+            }
+        }
+        other => {
+            local.push(Problem::new(
+                at,
+                registry::unknown_name(other, "receipt format", registry::RECEIPT_ENCODERS),
+            ));
+            None
+        }
+    }
+}
+
+/// Versions of MyPay's ESTRAZIONE_DOVUTI.
+const EXPORT_VERSIONS: &[&str] = &["1.0", "1.1", "1.2", "1.3"];
+
+fn push_route(
+    pc: &config::PipelineConfig,
+    at: &str,
+    local: &mut Vec<Problem>,
+) -> Option<ReceiptRoute> {
+    match &pc.to {
         Endpoint::Connector { kind, params } if kind == snodo_connectors::http::NAME => {
             let path = format!("{at}.to");
             let cfg: Option<snodo_connectors::http::HttpSinkConfig> =
@@ -469,12 +651,12 @@ fn receipts_pipeline(
             if let Some(c) = &cfg {
                 local.extend(c.check().into_iter().map(|m| Problem::new(&path, m)));
             }
-            cfg.map(Arc::new)
+            cfg.map(|c| ReceiptRoute::Push(Arc::new(c)))
         }
         Endpoint::Connector { kind, .. } => {
             local.push(Problem::new(
                 format!("{at}.to.connector"),
-                registry::unknown_name(kind, "delivery connector", &[snodo_connectors::http::NAME]),
+                registry::unknown_name(kind, "push connector", &[snodo_connectors::http::NAME]),
             ));
             None
         }
@@ -485,10 +667,45 @@ fn receipts_pipeline(
             ));
             None
         }
+    }
+}
+
+fn batch_route(
+    pc: &config::PipelineConfig,
+    batch: &config::BatchConfig,
+    at: &str,
+    local: &mut Vec<Problem>,
+) -> Option<ReceiptRoute> {
+    let schedule = match cron::Schedule::from_str(&batch.schedule) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            local.push(Problem::new(
+                format!("{at}.batch.schedule"),
+                format!(
+                    "{:?} is not a cron expression with seconds, e.g. \"0 0 2 * * *\" ({})",
+                    batch.schedule,
+                    e.to_string().lines().last().unwrap_or_default().trim()
+                ),
+            ));
+            None
+        }
     };
-    Some(PipelineKind::Receipts {
-        encoder: encoder?,
+    let sink = match &pc.to {
+        Endpoint::Connector { kind, params } => {
+            registry::parse_sink(kind, params.clone(), &format!("{at}.to"), local)
+        }
+        Endpoint::Named(n) => {
+            local.push(Problem::new(
+                format!("{at}.to"),
+                format!("{n:?}: export files go to a connector, e.g. {{ connector = \"dir\", path = \"...\" }}"),
+            ));
+            None
+        }
+    };
+    Some(ReceiptRoute::Batch {
+        schedule: Box::new(schedule?),
         sink: sink?,
+        skip_empty: batch.skip_empty,
     })
 }
 

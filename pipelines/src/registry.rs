@@ -17,7 +17,11 @@ const SINKS: &[(&str, SinkParser)] = &[(dir::NAME, sink::<dir::DirSinkConfig>)];
 pub const DECODERS: &[&str] = &[snodo_adapters::mypay_import::MYPAY_IMPORT];
 
 /// Formats a receipts pipeline can write.
-pub const RECEIPT_ENCODERS: &[&str] = &[snodo_adapters::receipt_json::JSON];
+pub const RECEIPT_ENCODERS: &[&str] = &[
+    snodo_adapters::receipt_json::JSON,
+    snodo_adapters::mypay_push::MYPAY_PUSH,
+    snodo_adapters::mypay_export::MYPAY_EXPORT,
+];
 
 /// Built-in pipeline targets named by a string instead of a connector table.
 pub const TARGETS: &[&str] = &["registry"];

@@ -218,8 +218,61 @@ pub struct NewReceipt<'a> {
     pub operation: &'a str,
     /// The receipt payload exactly as received: the evidence every entity system gets back.
     pub xml: &'a str,
-    /// The receipt pipelines that must deliver it: their deliveries are created with it.
-    pub deliver_to: &'a [&'a str],
+    /// The receipt pipelines that may deliver it: those whose filter the receipt's position
+    /// passes get a delivery, created with it.
+    pub deliver_to: &'a [DeliverTo],
+}
+
+/// A receipts pipeline as the store sees it when a receipt arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverTo {
+    pub pipeline: String,
+    /// The entity the delivery is for: the receipt's own, or a secondary beneficiary's.
+    pub entity: String,
+    /// Only positions of these debt types (empty: every receipt, unknown notices included).
+    pub debt_types: Vec<String>,
+    /// The entity is a secondary beneficiary of the receipt (a transfer is paid to it).
+    pub secondary: bool,
+}
+
+impl DeliverTo {
+    /// Every receipt of the entity, unfiltered.
+    pub fn all(pipeline: &str, entity: &str) -> Self {
+        Self {
+            pipeline: pipeline.into(),
+            entity: entity.into(),
+            debt_types: Vec::new(),
+            secondary: false,
+        }
+    }
+
+    fn accepts(&self, debt_type: Option<&str>) -> bool {
+        self.debt_types.is_empty()
+            || debt_type.is_some_and(|d| self.debt_types.iter().any(|t| t == d))
+    }
+}
+
+/// A file of receipts being written by a batch pipeline (MyPay's export). Its receipts are fixed
+/// when it opens, so a crash while writing redoes the same file and the next file starts after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Export {
+    pub id: i64,
+    pub pipeline: String,
+    pub entity: String,
+    /// How many deliveries (receipts) it holds.
+    pub receipts: i64,
+    /// When it opened (RFC 3339, UTC): its file name derives from it, so a redo has the same name.
+    pub created_at: String,
+    /// Opened by an earlier run that did not finish it.
+    pub resumed: bool,
+}
+
+/// One receipt of an export.
+#[derive(Debug, Clone)]
+pub struct ExportItem {
+    pub delivery: i64,
+    pub receipt: i64,
+    pub secondary: bool,
 }
 
 /// Why a stored receipt needs an operator.
@@ -351,8 +404,10 @@ pub struct ReceiptDocument {
 pub struct StoreMetrics {
     /// (entity, receipts stored, of which flagged)
     pub receipts: Vec<(String, i64, i64)>,
-    /// (pipeline, status, deliveries)
+    /// (pipeline, status, deliveries); status is pending, in_flight (leased), delivered or dead
     pub deliveries: Vec<(String, String, i64)>,
+    /// (pipeline, deliveries that needed more than one attempt)
+    pub retried: Vec<(String, i64)>,
     /// (entity, rows accepted, rows rejected) over every import flow
     pub import_rows: Vec<(String, i64, i64)>,
 }
@@ -409,6 +464,7 @@ pub trait Store: Send + Sync {
 
     /// Stores a receipt durably, marks its position paid when it matches, and records a
     /// `receipt.stored` event, all in one transaction.
+    /// Receipts arriving together share one commit (group commit), each still all-or-nothing.
     fn store_receipt(&self, receipt: &NewReceipt<'_>) -> Result<ReceiptStored>;
 
     /// An entity's receipts, newest first; only those flagged for operators when `flagged`.
@@ -425,7 +481,34 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Delivery>>;
 
     /// Records an attempt and releases the lease.
-    fn record_attempt(&self, delivery: i64, attempt: &Attempt) -> Result<()>;
+    fn record_attempt(&self, delivery: i64, attempt: &Attempt) -> Result<()> {
+        self.record_attempts(&[(delivery, attempt.clone())])
+    }
+
+    /// Records several attempts in one commit.
+    fn record_attempts(&self, attempts: &[(i64, Attempt)]) -> Result<()>;
+
+    /// The batch pipeline's export to write now: the one an interrupted run left open (same
+    /// receipts), else a new one holding every pending delivery of the pipeline. `None` when
+    /// there is nothing to export and `allow_empty` is false.
+    fn open_export(
+        &self,
+        pipeline: &str,
+        entity: &str,
+        allow_empty: bool,
+    ) -> Result<Option<Export>>;
+
+    /// The export an interrupted run left open, if any.
+    fn unfinished_export(&self, pipeline: &str) -> Result<Option<Export>>;
+
+    /// The receipts of an export, in delivery order.
+    fn export_items(&self, export: i64) -> Result<Vec<ExportItem>>;
+
+    /// The export's file is published: it and its deliveries are done.
+    fn finish_export(&self, export: i64) -> Result<()>;
+
+    /// Writing the export failed; it stays open and is retried with the same receipts.
+    fn fail_export(&self, export: i64, error: &str) -> Result<()>;
 
     /// The receipt a delivery carries.
     fn receipt_document(&self, receipt: i64) -> Result<Option<ReceiptDocument>>;

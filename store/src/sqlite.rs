@@ -4,17 +4,61 @@ use crate::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use snodo_core::dovuto::{Action, RejectCode};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite_0001_init.sql")),
     (2, include_str!("migrations/sqlite_0002_payments.sql")),
     (3, include_str!("migrations/sqlite_0003_outbox.sql")),
+    (4, include_str!("migrations/sqlite_0004_exports.sql")),
 ];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     checkpointer: Checkpointer,
+    /// Receipts waiting for the next group commit.
+    receipt_queue: Mutex<Vec<Arc<ReceiptSlot>>>,
+}
+
+/// A receipt waiting to be committed, and then its outcome.
+struct ReceiptSlot {
+    receipt: OwnedReceipt,
+    outcome: Mutex<Option<Result<ReceiptStored>>>,
+}
+
+#[derive(Debug, Clone)]
+struct OwnedReceipt {
+    entity: String,
+    notice_number: NoticeNumber,
+    receipt_id: String,
+    amount_cents: i64,
+    psp_id: String,
+    psp_name: String,
+    payment_date: Option<String>,
+    operation: String,
+    xml: String,
+    deliver_to: Vec<DeliverTo>,
+}
+
+impl From<&NewReceipt<'_>> for OwnedReceipt {
+    fn from(r: &NewReceipt<'_>) -> Self {
+        Self {
+            entity: r.entity.into(),
+            notice_number: r.notice_number.clone(),
+            receipt_id: r.receipt_id.into(),
+            amount_cents: r.amount_cents,
+            psp_id: r.psp_id.into(),
+            psp_name: r.psp_name.into(),
+            payment_date: r.payment_date.map(str::to_string),
+            operation: r.operation.into(),
+            xml: r.xml.into(),
+            deliver_to: r.deliver_to.to_vec(),
+        }
+    }
+}
+
+fn lock_any<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Copies committed WAL pages into the database file on its own thread and connection, so a
@@ -99,6 +143,7 @@ impl SqliteStore {
         let store = Self {
             conn: Mutex::new(conn),
             checkpointer: Checkpointer::start(path)?,
+            receipt_queue: Mutex::new(Vec::new()),
         };
         store.migrate()?;
         Ok(store)
@@ -351,100 +396,40 @@ impl Store for SqliteStore {
     }
 
     fn store_receipt(&self, r: &NewReceipt<'_>) -> Result<ReceiptStored> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let ts = now();
-        let iuv = r.notice_number.iuv();
-        let target = tx
-            .prepare_cached(
-                "SELECT id, status, amount_cents FROM positions WHERE entity = ?1 AND iuv = ?2
-                 ORDER BY (status = 'annulled'), id DESC LIMIT 1",
-            )?
-            .query_row(params![r.entity, iuv.as_str()], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })
-            .optional()?;
-        let (position, issue) = match &target {
-            None => (None, Some(ReceiptIssue::UnknownNotice)),
-            Some((id, status, _)) if status == PositionStatus::Annulled.as_str() => {
-                (Some(*id), Some(ReceiptIssue::Annulled))
-            }
-            Some((id, status, _)) if status == PositionStatus::Paid.as_str() => {
-                (Some(*id), Some(ReceiptIssue::AlreadyPaid))
-            }
-            Some((id, _, cents)) if *cents != r.amount_cents => (
-                Some(*id),
-                Some(ReceiptIssue::AmountMismatch {
-                    expected_cents: *cents,
-                }),
-            ),
-            Some((id, _, _)) => (Some(*id), None),
-        };
-        let inserted = tx
-            .prepare_cached(
-                "INSERT INTO receipts (entity, receipt_id, notice_number, iuv, position_id, amount_cents, psp_id, psp_name, payment_date, operation, issue, xml, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![
-                r.entity,
-                r.receipt_id,
-                r.notice_number.as_str(),
-                iuv.as_str(),
-                position,
-                r.amount_cents,
-                r.psp_id,
-                r.psp_name,
-                r.payment_date,
-                r.operation,
-                issue.as_ref().map(|i| i.as_str()),
-                r.xml,
-                ts
-            ])?;
-        if inserted == 0 {
-            return Ok(ReceiptStored::Duplicate);
-        }
-        let receipt = tx.last_insert_rowid();
-        let source = format!("receipt:{}", r.receipt_id);
-        if let (Some(pos), None) = (position, &issue) {
-            tx.prepare_cached(
-                "UPDATE positions SET status = 'paid', version = version + 1, updated_at = ?2 WHERE id = ?1",
-            )?
-            .execute(params![pos, ts])?;
-            history(&tx, pos, "P", &source, None, &ts, None)?;
-        }
-        let payload = serde_json::json!({
-            "receipt": receipt,
-            "receipt_id": r.receipt_id,
-            "notice_number": r.notice_number.as_str(),
-            "position": position,
-            "amount_cents": r.amount_cents,
-            "issue": issue,
+        // Group commit: whoever gets the connection commits every receipt queued so far in one
+        // transaction (one fsync); the others find their outcome set when they get it in turn.
+        let slot = Arc::new(ReceiptSlot {
+            receipt: OwnedReceipt::from(r),
+            outcome: Mutex::new(None),
         });
-        for pipeline in r.deliver_to {
-            tx.prepare_cached(
-                "INSERT INTO deliveries (pipeline, entity, receipt, idempotency_key, status, next_attempt_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5)",
-            )?
-            .execute(params![pipeline, r.entity, receipt, r.receipt_id, ts])?;
+        lock_any(&self.receipt_queue).push(slot.clone());
+        let mut conn = self.lock();
+        if let Some(done) = lock_any(&slot.outcome).take() {
+            return done;
         }
-        tx.prepare_cached(
-            "INSERT INTO events (kind, entity, subject, payload, at) VALUES ('receipt.stored', ?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![r.entity, r.notice_number.as_str(), payload.to_string(), ts])?;
-        tx.commit()?;
+        let batch = std::mem::take(&mut *lock_any(&self.receipt_queue));
+        match store_receipts(&mut conn, &batch) {
+            Ok(outcomes) => {
+                for (s, o) in batch.iter().zip(outcomes) {
+                    *lock_any(&s.outcome) = Some(o);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for s in &batch {
+                    *lock_any(&s.outcome) = Some(Err(StoreError::Conflict(format!(
+                        "the receipt was not committed: {msg}"
+                    ))));
+                }
+            }
+        }
+        drop(conn);
         self.checkpointer.nudge();
-        Ok(match (position, issue) {
-            (Some(position), None) => ReceiptStored::Paid { receipt, position },
-            (_, Some(issue)) => ReceiptStored::Flagged { receipt, issue },
-            (None, None) => ReceiptStored::Flagged {
-                receipt,
-                issue: ReceiptIssue::UnknownNotice,
-            },
+        let outcome = lock_any(&slot.outcome).take();
+        outcome.unwrap_or_else(|| {
+            Err(StoreError::Conflict(
+                "the receipt was not committed: lost from its batch".into(),
+            ))
         })
     }
 
@@ -474,7 +459,7 @@ impl Store for SqliteStore {
             "UPDATE deliveries SET lease_until = ?3
              WHERE id IN (SELECT id FROM deliveries
                           WHERE pipeline = ?1 AND status = 'pending' AND next_attempt_at <= ?2
-                            AND (lease_until IS NULL OR lease_until < ?2)
+                            AND (lease_until IS NULL OR lease_until < ?2) AND export_id IS NULL
                           ORDER BY id LIMIT ?4)
              RETURNING {DELIVERY_COLUMNS}"
         ))?;
@@ -487,32 +472,153 @@ impl Store for SqliteStore {
         Ok(claimed)
     }
 
-    fn record_attempt(&self, delivery: i64, attempt: &Attempt) -> Result<()> {
-        let conn = self.lock();
+    fn record_attempts(&self, attempts: &[(i64, Attempt)]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
         let ts = now();
-        let (status, next, error, delivered) = match attempt {
-            Attempt::Delivered => (DeliveryStatus::Delivered, None, None, Some(ts.as_str())),
-            Attempt::Retry { at, error } => (
-                DeliveryStatus::Pending,
-                Some(at.as_str()),
-                Some(error.as_str()),
-                None,
-            ),
-            Attempt::Dead { error } => (DeliveryStatus::Dead, None, Some(error.as_str()), None),
-        };
-        conn.prepare_cached(
-            "UPDATE deliveries SET status = ?2, attempts = attempts + 1, lease_until = NULL,
-             next_attempt_at = COALESCE(?3, next_attempt_at), last_error = COALESCE(?4, last_error),
-             delivered_at = ?5, updated_at = ?6 WHERE id = ?1",
-        )?
-        .execute(params![
-            delivery,
-            status.as_str(),
-            next,
-            error,
-            delivered,
-            ts
-        ])?;
+        for (delivery, attempt) in attempts {
+            let (status, next, error, delivered) = match attempt {
+                Attempt::Delivered => (DeliveryStatus::Delivered, None, None, Some(ts.as_str())),
+                Attempt::Retry { at, error } => (
+                    DeliveryStatus::Pending,
+                    Some(at.as_str()),
+                    Some(error.as_str()),
+                    None,
+                ),
+                Attempt::Dead { error } => (DeliveryStatus::Dead, None, Some(error.as_str()), None),
+            };
+            tx.prepare_cached(
+                "UPDATE deliveries SET status = ?2, attempts = attempts + 1, lease_until = NULL,
+                 next_attempt_at = COALESCE(?3, next_attempt_at), last_error = COALESCE(?4, last_error),
+                 delivered_at = ?5, updated_at = ?6 WHERE id = ?1",
+            )?
+            .execute(params![
+                delivery,
+                status.as_str(),
+                next,
+                error,
+                delivered,
+                ts
+            ])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn unfinished_export(&self, pipeline: &str) -> Result<Option<Export>> {
+        let conn = self.lock();
+        let found = conn
+            .prepare_cached(
+                "SELECT id, entity, receipts, created_at FROM exports
+                 WHERE pipeline = ?1 AND status = 'writing' ORDER BY id LIMIT 1",
+            )?
+            .query_row([pipeline], |r| {
+                Ok(Export {
+                    id: r.get(0)?,
+                    pipeline: pipeline.into(),
+                    entity: r.get(1)?,
+                    receipts: r.get(2)?,
+                    created_at: r.get(3)?,
+                    resumed: true,
+                })
+            })
+            .optional()?;
+        Ok(found)
+    }
+
+    fn open_export(
+        &self,
+        pipeline: &str,
+        entity: &str,
+        allow_empty: bool,
+    ) -> Result<Option<Export>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let open = tx
+            .prepare_cached(
+                "SELECT id, receipts, created_at FROM exports
+                 WHERE pipeline = ?1 AND status = 'writing' ORDER BY id LIMIT 1",
+            )?
+            .query_row([pipeline], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        if let Some((id, receipts, created_at)) = open {
+            return Ok(Some(Export {
+                id,
+                pipeline: pipeline.into(),
+                entity: entity.into(),
+                receipts,
+                created_at,
+                resumed: true,
+            }));
+        }
+        let pending: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE pipeline = ?1 AND status = 'pending' AND export_id IS NULL",
+            [pipeline],
+            |r| r.get(0),
+        )?;
+        if pending == 0 && !allow_empty {
+            return Ok(None);
+        }
+        let ts = now();
+        tx.execute(
+            "INSERT INTO exports (pipeline, entity, status, receipts, created_at) VALUES (?1, ?2, 'writing', ?3, ?4)",
+            params![pipeline, entity, pending, ts],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "UPDATE deliveries SET export_id = ?2, updated_at = ?3
+             WHERE pipeline = ?1 AND status = 'pending' AND export_id IS NULL",
+            params![pipeline, id, ts],
+        )?;
+        tx.commit()?;
+        Ok(Some(Export {
+            id,
+            pipeline: pipeline.into(),
+            entity: entity.into(),
+            receipts: pending,
+            created_at: ts,
+            resumed: false,
+        }))
+    }
+
+    fn export_items(&self, export: i64) -> Result<Vec<ExportItem>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, receipt, secondary FROM deliveries WHERE export_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([export], |r| {
+            Ok(ExportItem {
+                delivery: r.get(0)?,
+                receipt: r.get(1)?,
+                secondary: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn finish_export(&self, export: i64) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let ts = now();
+        tx.execute(
+            "UPDATE exports SET status = 'written', attempts = attempts + 1, written_at = ?2 WHERE id = ?1",
+            params![export, ts],
+        )?;
+        tx.execute(
+            "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = ?2, updated_at = ?2
+             WHERE export_id = ?1",
+            params![export, ts],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn fail_export(&self, export: i64, error: &str) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE exports SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+            params![export, error],
+        )?;
         Ok(())
     }
 
@@ -599,10 +705,18 @@ impl Store for SqliteStore {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT pipeline, status, COUNT(*) FROM deliveries GROUP BY pipeline, status ORDER BY pipeline, status",
+            "SELECT pipeline, CASE WHEN status = 'pending' AND lease_until > ?1 THEN 'in_flight' ELSE status END AS s,
+                    COUNT(*) FROM deliveries GROUP BY pipeline, s ORDER BY pipeline, s",
         )?;
         m.deliveries = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map([now()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT pipeline, COUNT(*) FROM deliveries WHERE attempts > 1 OR (status = 'pending' AND attempts > 0)
+             GROUP BY pipeline ORDER BY pipeline",
+        )?;
+        m.retried = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         let mut stmt = conn.prepare_cached(
             "SELECT entity, SUM(accepted), SUM(rejected) FROM flows GROUP BY entity ORDER BY entity",
@@ -845,6 +959,126 @@ fn active(
             ),
         )),
         Some(cur) => Ok(cur),
+    })
+}
+
+/// Stores a batch of receipts in one transaction; each one in its own savepoint, so a receipt
+/// that fails leaves the others whole.
+fn store_receipts(
+    conn: &mut Connection,
+    batch: &[Arc<ReceiptSlot>],
+) -> Result<Vec<Result<ReceiptStored>>> {
+    let mut tx = conn.transaction()?;
+    let ts = now();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for slot in batch {
+        let sp = tx.savepoint()?;
+        match store_one(&sp, &slot.receipt, &ts) {
+            Ok(o) => {
+                sp.commit()?;
+                outcomes.push(Ok(o));
+            }
+            // Dropping the savepoint rolls this receipt back.
+            Err(e) => outcomes.push(Err(e)),
+        }
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// One receipt inside the batch's transaction.
+fn store_one(tx: &Connection, r: &OwnedReceipt, ts: &str) -> Result<ReceiptStored> {
+    let iuv = r.notice_number.iuv();
+    let target = tx
+        .prepare_cached(
+            "SELECT id, status, amount_cents, debt_type FROM positions WHERE entity = ?1 AND iuv = ?2
+             ORDER BY (status = 'annulled'), id DESC LIMIT 1",
+        )?
+        .query_row(params![r.entity, iuv.as_str()], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .optional()?;
+    let (position, issue) = match &target {
+        None => (None, Some(ReceiptIssue::UnknownNotice)),
+        Some((id, status, _, _)) if status == PositionStatus::Annulled.as_str() => {
+            (Some(*id), Some(ReceiptIssue::Annulled))
+        }
+        Some((id, status, _, _)) if status == PositionStatus::Paid.as_str() => {
+            (Some(*id), Some(ReceiptIssue::AlreadyPaid))
+        }
+        Some((id, _, cents, _)) if *cents != r.amount_cents => (
+            Some(*id),
+            Some(ReceiptIssue::AmountMismatch {
+                expected_cents: *cents,
+            }),
+        ),
+        Some((id, _, _, _)) => (Some(*id), None),
+    };
+    let debt_type = target.as_ref().and_then(|t| t.3.as_deref());
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO receipts (entity, receipt_id, notice_number, iuv, position_id, amount_cents, psp_id, psp_name, payment_date, operation, issue, xml, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            r.entity,
+            r.receipt_id,
+            r.notice_number.as_str(),
+            iuv.as_str(),
+            position,
+            r.amount_cents,
+            r.psp_id,
+            r.psp_name,
+            r.payment_date,
+            r.operation,
+            issue.as_ref().map(|i| i.as_str()),
+            r.xml,
+            ts
+        ])?;
+    if inserted == 0 {
+        return Ok(ReceiptStored::Duplicate);
+    }
+    let receipt = tx.last_insert_rowid();
+    let source = format!("receipt:{}", r.receipt_id);
+    if let (Some(pos), None) = (position, &issue) {
+        tx.prepare_cached(
+            "UPDATE positions SET status = 'paid', version = version + 1, updated_at = ?2 WHERE id = ?1",
+        )?
+        .execute(params![pos, ts])?;
+        history(tx, pos, "P", &source, None, ts, None)?;
+    }
+    let payload = serde_json::json!({
+        "receipt": receipt,
+        "receipt_id": r.receipt_id,
+        "notice_number": r.notice_number.as_str(),
+        "position": position,
+        "amount_cents": r.amount_cents,
+        "issue": issue,
+    });
+    for to in r.deliver_to.iter().filter(|d| d.accepts(debt_type)) {
+        tx.prepare_cached(
+            "INSERT INTO deliveries (pipeline, entity, receipt, idempotency_key, status, next_attempt_at, created_at, updated_at, secondary)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5, ?6)",
+        )?
+        .execute(params![to.pipeline, to.entity, receipt, r.receipt_id, ts, to.secondary])?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO events (kind, entity, subject, payload, at) VALUES ('receipt.stored', ?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![r.entity, r.notice_number.as_str(), payload.to_string(), ts])?;
+    Ok(match (position, issue) {
+        (Some(position), None) => ReceiptStored::Paid { receipt, position },
+        (_, Some(issue)) => ReceiptStored::Flagged { receipt, issue },
+        (None, None) => ReceiptStored::Flagged {
+            receipt,
+            issue: ReceiptIssue::UnknownNotice,
+        },
     })
 }
 
@@ -1271,6 +1505,24 @@ mod tests {
         );
     }
 
+    /// `erp` takes every receipt, `export` only TARI, `mensa` only MENSA.
+    fn pipelines() -> &'static [DeliverTo] {
+        static P: std::sync::OnceLock<Vec<DeliverTo>> = std::sync::OnceLock::new();
+        P.get_or_init(|| {
+            vec![
+                DeliverTo::all("erp", "c_g224"),
+                DeliverTo {
+                    debt_types: vec!["TARI".into()],
+                    ..DeliverTo::all("export", "c_g224")
+                },
+                DeliverTo {
+                    debt_types: vec!["MENSA".into()],
+                    ..DeliverTo::all("mensa", "c_g224")
+                },
+            ]
+        })
+    }
+
     fn receipt<'a>(notice: &'a NoticeNumber, id: &'a str, cents: i64) -> NewReceipt<'a> {
         NewReceipt {
             entity: "c_g224",
@@ -1282,7 +1534,7 @@ mod tests {
             payment_date: Some("2026-11-26"),
             operation: "paSendRTV2",
             xml: "<receipt/>",
-            deliver_to: &["erp", "export"],
+            deliver_to: pipelines(),
         }
     }
 
@@ -1383,6 +1635,142 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn deliveries_follow_the_debt_type_filter() {
+        let (_d, s) = store();
+        let f = flow(&s, "F1");
+        let out = apply(&s, f, &[row(Action::Insert, "A", 100, true)]);
+        let n = NoticeNumber::from_iuv17(&Iuv::parse(&iuv_of(&out[0])).unwrap()).unwrap();
+        s.store_receipt(&receipt(&n, "R1", 100)).unwrap();
+        let unknown = NoticeNumber::parse("301000000000012373").unwrap();
+        s.store_receipt(&receipt(&unknown, "R2", 100)).unwrap();
+        let pending = |p: &str| {
+            s.deliveries(DeliveryStatus::Pending, None, Some(p), 10)
+                .unwrap()
+                .into_iter()
+                .map(|d| d.idempotency_key)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pending("erp"), ["R2", "R1"], "unfiltered: every receipt");
+        assert_eq!(
+            pending("export"),
+            ["R1"],
+            "TARI only; an unknown notice has no type"
+        );
+        assert!(pending("mensa").is_empty());
+    }
+
+    #[test]
+    fn concurrent_receipts_share_commits_and_each_gets_its_own_outcome() {
+        let (_d, s) = store();
+        let s = Arc::new(s);
+        let f = flow(&s, "F1");
+        let rows: Vec<ChunkRow> = (0..64)
+            .map(|i| row(Action::Insert, &format!("I{i}"), 100 + i, true))
+            .collect();
+        let out = apply(&s, f, &rows);
+        let notices: Vec<NoticeNumber> = out
+            .iter()
+            .map(|o| NoticeNumber::from_iuv17(&Iuv::parse(&iuv_of(o)).unwrap()).unwrap())
+            .collect();
+        let threads: Vec<_> = notices
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    // Every other receipt has the wrong amount: flagged, but its neighbours pay.
+                    let cents = if i % 2 == 0 { 100 + i as i64 } else { 1 };
+                    let first = s
+                        .store_receipt(&receipt(&n, &format!("R{i}"), cents))
+                        .unwrap();
+                    let again = s
+                        .store_receipt(&receipt(&n, &format!("R{i}"), cents))
+                        .unwrap();
+                    (i, first, again)
+                })
+            })
+            .collect();
+        for t in threads {
+            let (i, first, again) = t.join().unwrap();
+            if i % 2 == 0 {
+                assert!(
+                    matches!(first, ReceiptStored::Paid { .. }),
+                    "R{i}: {first:?}"
+                );
+            } else {
+                assert!(
+                    matches!(
+                        first,
+                        ReceiptStored::Flagged {
+                            issue: ReceiptIssue::AmountMismatch { .. },
+                            ..
+                        }
+                    ),
+                    "R{i}: {first:?}"
+                );
+            }
+            assert_eq!(again, ReceiptStored::Duplicate, "R{i}");
+        }
+        assert_eq!(s.events_after(0, 1000).unwrap().len(), 64);
+        let m = s.metrics().unwrap();
+        assert_eq!(m.receipts, vec![("c_g224".to_string(), 64, 32)]);
+    }
+
+    #[test]
+    fn an_export_keeps_its_receipts_until_written_and_the_next_starts_after_it() {
+        let (_d, s) = store();
+        let f = flow(&s, "F1");
+        let out = apply(
+            &s,
+            f,
+            &[
+                row(Action::Insert, "A", 100, true),
+                row(Action::Insert, "B", 200, true),
+                row(Action::Insert, "C", 300, true),
+            ],
+        );
+        let n: Vec<NoticeNumber> = out
+            .iter()
+            .map(|o| NoticeNumber::from_iuv17(&Iuv::parse(&iuv_of(o)).unwrap()).unwrap())
+            .collect();
+        assert!(s.open_export("export", "c_g224", false).unwrap().is_none());
+        let empty = s.open_export("export", "c_g224", true).unwrap().unwrap();
+        assert_eq!(empty.receipts, 0);
+        s.finish_export(empty.id).unwrap();
+
+        s.store_receipt(&receipt(&n[0], "R1", 100)).unwrap();
+        s.store_receipt(&receipt(&n[1], "R2", 200)).unwrap();
+        let first = s.open_export("export", "c_g224", false).unwrap().unwrap();
+        assert_eq!((first.receipts, first.resumed), (2, false));
+        assert_eq!(s.unfinished_export("export").unwrap().unwrap().id, first.id);
+        // A receipt arriving while the file is written belongs to the next file.
+        s.store_receipt(&receipt(&n[2], "R3", 300)).unwrap();
+        s.fail_export(first.id, "disk full").unwrap();
+        // The crash: the open export is found again, with the same receipts and name.
+        let again = s.open_export("export", "c_g224", false).unwrap().unwrap();
+        assert_eq!(again.id, first.id);
+        assert!(again.resumed);
+        assert_eq!(again.created_at, first.created_at);
+        let items = s.export_items(again.id).unwrap();
+        assert_eq!(items.len(), 2);
+        s.finish_export(again.id).unwrap();
+        let delivered = s
+            .deliveries(DeliveryStatus::Delivered, None, Some("export"), 10)
+            .unwrap();
+        assert_eq!(delivered.len(), 2);
+
+        let next = s.open_export("export", "c_g224", false).unwrap().unwrap();
+        assert_ne!(next.id, first.id);
+        let items = s.export_items(next.id).unwrap();
+        assert_eq!(items.len(), 1);
+        let doc = s.receipt_document(items[0].receipt).unwrap().unwrap();
+        assert_eq!(doc.receipt.receipt_id, "R3");
+        s.finish_export(next.id).unwrap();
+        assert!(s.open_export("export", "c_g224", false).unwrap().is_none());
+        assert!(s.unfinished_export("export").unwrap().is_none());
     }
 
     #[test]

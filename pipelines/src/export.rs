@@ -1,0 +1,233 @@
+//! A batch receipts pipeline at work: on each schedule tick, one MyPay export file with every
+//! receipt of the entity not yet exported, published through the pipeline's sink.
+//!
+//! Exactly once across crashes: the store fixes an export's receipts when it opens, and the file
+//! name derives from the export, so a hub that dies while writing redoes the same file with the
+//! same receipts at its next start, and the next file starts after them.
+
+use crate::plan::{EntityRuntime, PipelineKind, Plan, ReceiptFormat, ReceiptRoute};
+use chrono::{DateTime, Utc};
+use chrono_tz::Europe::Rome;
+use snodo_adapters::mypay_export::{self, ExportReceipt, ExportVersion, ExportWriter};
+use snodo_connectors::Sink;
+use snodo_store::{Export, Store};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+/// First wait after a failed write; doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(15 * 60);
+
+pub struct Exporter {
+    name: String,
+    entity: Arc<EntityRuntime>,
+    version: ExportVersion,
+    schedule: Box<cron::Schedule>,
+    sink: Box<dyn Sink>,
+    skip_empty: bool,
+    store: Arc<dyn Store>,
+    staging: PathBuf,
+}
+
+/// Why an export file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("store: {0}")]
+    Store(#[from] snodo_store::StoreError),
+    #[error("receipt {0} is not in the store")]
+    Missing(i64),
+    #[error("{0}")]
+    Format(#[from] mypay_export::MypayExportError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("publishing {name}: {source}")]
+    Publish {
+        name: String,
+        source: snodo_connectors::ConnectorError,
+    },
+}
+
+fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
+    move |source| ExportError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl Exporter {
+    pub fn new(plan: Arc<Plan>, index: usize, store: Arc<dyn Store>) -> Result<Self, String> {
+        let p = &plan.pipelines[index];
+        let PipelineKind::Receipts {
+            format: ReceiptFormat::MypayExport { version },
+            route:
+                ReceiptRoute::Batch {
+                    schedule,
+                    sink,
+                    skip_empty,
+                },
+            ..
+        } = &p.kind
+        else {
+            return Err("not an export pipeline".into());
+        };
+        let entity = plan
+            .entities
+            .get(&p.entity)
+            .cloned()
+            .ok_or_else(|| format!("unknown entity {}", p.entity))?;
+        let version = ExportVersion::parse(version).map_err(|e| e.to_string())?;
+        Ok(Self {
+            name: p.name.clone(),
+            entity,
+            version,
+            schedule: schedule.clone(),
+            sink: sink.build().map_err(|e| e.to_string())?,
+            skip_empty: *skip_empty,
+            store,
+            staging: plan.config.hub.data_dir.join("exports").join(&p.name),
+        })
+    }
+
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        info!(pipeline = %self.name, entity = %self.entity.ipa_code, "receipt exports started");
+        let this = Arc::new(self);
+        // An export a crash interrupted is finished first, with the receipts it had.
+        let mut resume = true;
+        loop {
+            if !resume {
+                let wait = this
+                    .schedule
+                    .upcoming(Rome)
+                    .next()
+                    .and_then(|t| (t.with_timezone(&Utc) - Utc::now()).to_std().ok())
+                    .unwrap_or(Duration::from_secs(1));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            let mut backoff = RETRY_FIRST;
+            loop {
+                let work = this.clone();
+                let only_resume = resume;
+                match tokio::task::spawn_blocking(move || work.export(only_resume)).await {
+                    Ok(Ok(_)) => break,
+                    Ok(Err(e)) => {
+                        warn!(pipeline = %this.name, "export failed, retrying in {backoff:?}: {e}")
+                    }
+                    Err(e) => error!(pipeline = %this.name, "export task panicked: {e}"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    break;
+                }
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+            resume = false;
+        }
+        info!(pipeline = %this.name, "receipt exports stopped");
+    }
+
+    /// Writes and publishes the open export (or, unless `only_resume`, a new one). Returns the
+    /// published file's name, if any.
+    pub fn export(&self, only_resume: bool) -> Result<Option<String>, ExportError> {
+        let opened = if only_resume {
+            self.store.unfinished_export(&self.name)?
+        } else {
+            self.store
+                .open_export(&self.name, &self.entity.ipa_code, !self.skip_empty)?
+        };
+        let Some(export) = opened else {
+            return Ok(None);
+        };
+        match self.write(&export) {
+            Ok(name) => {
+                crate::failpoint("export-published");
+                self.store.finish_export(export.id)?;
+                info!(pipeline = %self.name, export = export.id, receipts = export.receipts, file = %name, resumed = export.resumed, "export written");
+                Ok(Some(name))
+            }
+            Err(e) => {
+                if let Err(fe) = self.store.fail_export(export.id, &e.to_string()) {
+                    warn!(pipeline = %self.name, export = export.id, "cannot record the failure: {fe}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn write(&self, export: &Export) -> Result<String, ExportError> {
+        let opened = DateTime::parse_from_rfc3339(&export.created_at)
+            .map(|t| t.with_timezone(&Rome).naive_local())
+            .unwrap_or_else(|_| Utc::now().with_timezone(&Rome).naive_local());
+        let stem = mypay_export::file_stem(
+            self.version,
+            &self.entity.ipa_code,
+            &export.id.to_string(),
+            opened,
+        );
+        std::fs::create_dir_all(&self.staging).map_err(io(&self.staging))?;
+        let csv_path = self.staging.join(format!("{stem}.csv"));
+        let zip_path = self.staging.join(format!("{stem}.zip"));
+        {
+            let file = std::fs::File::create(&csv_path).map_err(io(&csv_path))?;
+            let mut writer = ExportWriter::new(self.version, BufWriter::new(file))?;
+            for item in self.store.export_items(export.id)? {
+                let doc = self
+                    .store
+                    .receipt_document(item.receipt)?
+                    .ok_or(ExportError::Missing(item.receipt))?;
+                writer.push(&ExportReceipt {
+                    entity_ipa: &self.entity.ipa_code,
+                    entity_fiscal_code: self.entity.fiscal_code.as_str(),
+                    entity_name: &self.entity.name,
+                    iud: if item.secondary {
+                        None
+                    } else {
+                        doc.iud.as_deref()
+                    },
+                    debt_type: if item.secondary {
+                        None
+                    } else {
+                        doc.debt_type.as_deref()
+                    },
+                    iuf: None,
+                    received_at: &doc.receipt.received_at,
+                    raw_request: &doc.xml,
+                    secondary: item.secondary,
+                })?;
+            }
+            let mut out = writer.finish()?;
+            out.flush().map_err(io(&csv_path))?;
+        }
+        let csv = std::fs::read(&csv_path).map_err(io(&csv_path))?;
+        {
+            let file = std::fs::File::create(&zip_path).map_err(io(&zip_path))?;
+            // Stamped with the export's own time: a redo after a crash is the same file, byte for byte.
+            mypay_export::zip_at(&stem, &csv, file, opened)?;
+        }
+        let name = format!("{stem}.zip");
+        self.sink
+            .put_file(&name, &zip_path)
+            .map_err(|source| ExportError::Publish {
+                name: name.clone(),
+                source,
+            })?;
+        let _ = std::fs::remove_file(&csv_path);
+        let _ = std::fs::remove_file(&zip_path);
+        Ok(name)
+    }
+}
