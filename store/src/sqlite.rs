@@ -15,15 +15,30 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Read-only connections: in WAL mode reads run beside the writer's commits, so the node's
+    /// verify calls never queue behind an fsync.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
     checkpointer: Checkpointer,
-    /// Receipts waiting for the next group commit.
-    receipt_queue: Mutex<Vec<Arc<ReceiptSlot>>>,
+    /// Node-driven writes waiting for the next group commit.
+    write_queue: Mutex<Vec<Arc<WriteSlot>>>,
 }
 
-/// A receipt waiting to be committed, and then its outcome.
-struct ReceiptSlot {
-    receipt: OwnedReceipt,
-    outcome: Mutex<Option<Result<ReceiptStored>>>,
+/// A write of the node's hot path: small, frequent, each waiting for its commit.
+enum Write {
+    Receipt(Box<OwnedReceipt>),
+    Activation(i64),
+}
+
+enum Written {
+    Receipt(ReceiptStored),
+    Activation,
+}
+
+/// A write waiting to be committed, and then its outcome.
+struct WriteSlot {
+    write: Write,
+    outcome: Mutex<Option<Result<Written>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +76,12 @@ fn lock_any<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Read connections beside the one writer.
+const READERS: usize = 4;
+
+/// Least time between two checkpoints.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Copies committed WAL pages into the database file on its own thread and connection, so a
 /// large import's commits do not also pay for the checkpoint (on two cores, it runs beside them).
 struct Checkpointer {
@@ -77,11 +98,14 @@ impl Checkpointer {
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 use std::sync::mpsc::RecvTimeoutError;
+                let mut last = false;
                 loop {
-                    let last = matches!(
-                        rx.recv_timeout(std::time::Duration::from_secs(1)),
-                        Err(RecvTimeoutError::Disconnected)
-                    );
+                    if !last {
+                        last = matches!(
+                            rx.recv_timeout(std::time::Duration::from_secs(1)),
+                            Err(RecvTimeoutError::Disconnected)
+                        );
+                    }
                     let mode = if last { "TRUNCATE" } else { "PASSIVE" };
                     if let Err(e) =
                         conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
@@ -90,6 +114,19 @@ impl Checkpointer {
                     }
                     if last {
                         break;
+                    }
+                    // Coalesce: under a stream of small commits, one checkpoint copies a hot page
+                    // once for many commits instead of once per commit. Closing ends the wait.
+                    let until = std::time::Instant::now() + CHECKPOINT_EVERY;
+                    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+                        match rx.recv_timeout(left) {
+                            Ok(()) => continue,
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => {
+                                last = true;
+                                break;
+                            }
+                        }
                     }
                 }
             })
@@ -140,13 +177,65 @@ impl SqliteStore {
              PRAGMA wal_autocheckpoint=0;
              PRAGMA journal_size_limit=67108864;",
         )?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            r.execute_batch("PRAGMA busy_timeout=10000; PRAGMA cache_size=-8192;")?;
+            readers.push(Mutex::new(r));
+        }
         let store = Self {
             conn: Mutex::new(conn),
+            readers,
+            next_reader: Default::default(),
             checkpointer: Checkpointer::start(path)?,
-            receipt_queue: Mutex::new(Vec::new()),
+            write_queue: Mutex::new(Vec::new()),
         };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Group commit: whoever gets the connection commits every write queued so far in one
+    /// transaction (one fsync for all); the others find their outcome set when they get it.
+    fn group_commit(&self, write: Write) -> Result<Written> {
+        let slot = Arc::new(WriteSlot {
+            write,
+            outcome: Mutex::new(None),
+        });
+        lock_any(&self.write_queue).push(slot.clone());
+        let mut conn = self.lock();
+        if let Some(done) = lock_any(&slot.outcome).take() {
+            return done;
+        }
+        let batch = std::mem::take(&mut *lock_any(&self.write_queue));
+        for (s, o) in batch.iter().zip(commit_writes(&mut conn, &batch)) {
+            *lock_any(&s.outcome) = Some(o);
+        }
+        drop(conn);
+        self.checkpointer.nudge();
+        let outcome = lock_any(&slot.outcome).take();
+        outcome.unwrap_or_else(|| {
+            Err(StoreError::Conflict(
+                "the write was not committed: lost from its batch".into(),
+            ))
+        })
+    }
+
+    /// A free read connection, else the next one in turn.
+    fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
+        for r in &self.readers {
+            if let Ok(guard) = r.try_lock() {
+                return guard;
+            }
+        }
+        let i = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.readers.len();
+        lock_any(&self.readers[i])
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -219,7 +308,7 @@ struct Live {
 
 impl Store for SqliteStore {
     fn flows_by_iuf(&self, entity: &str, iuf: &str) -> Result<Vec<Flow>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {FLOW_COLUMNS} FROM flows WHERE entity = ?1 AND iuf = ?2 ORDER BY id DESC"
         ))?;
@@ -228,7 +317,7 @@ impl Store for SqliteStore {
     }
 
     fn flow(&self, id: i64) -> Result<Option<Flow>> {
-        let conn = self.lock();
+        let conn = self.read();
         Ok(conn
             .query_row(
                 &format!("SELECT {FLOW_COLUMNS} FROM flows WHERE id = ?1"),
@@ -239,7 +328,7 @@ impl Store for SqliteStore {
     }
 
     fn recent_flows(&self, entity: &str, limit: u32) -> Result<Vec<Flow>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {FLOW_COLUMNS} FROM flows WHERE entity = ?1 ORDER BY id DESC LIMIT ?2"
         ))?;
@@ -320,7 +409,7 @@ impl Store for SqliteStore {
     }
 
     fn positions(&self, entity: &str, query: &PositionQuery<'_>) -> Result<Vec<Position>> {
-        let conn = self.lock();
+        let conn = self.read();
         let base = format!("SELECT {POSITION_COLUMNS} FROM positions p WHERE p.entity = ?1");
         // Each key is looked up among live rows and among annulled rows separately, so that
         // each half uses its partial index.
@@ -359,7 +448,7 @@ impl Store for SqliteStore {
     }
 
     fn position_by_notice(&self, entity: &str, notice: &NoticeNumber) -> Result<Option<Position>> {
-        let conn = self.lock();
+        let conn = self.read();
         let iuv = notice.iuv();
         let live = conn
             .prepare_cached(&format!(
@@ -380,61 +469,21 @@ impl Store for SqliteStore {
     }
 
     fn record_activation(&self, position_id: i64) -> Result<()> {
-        let conn = self.lock();
-        // An activation is bookkeeping, not money: it commits without waiting for the disk
-        // (it survives a crash of the process; the next durable commit covers it too), so the
-        // node's activations are not paced by fsync.
-        conn.execute_batch("PRAGMA synchronous=NORMAL")?;
-        let updated = conn
-            .prepare_cached(
-                "UPDATE positions SET activated_at = ?2, activations = activations + 1 WHERE id = ?1",
-            )
-            .and_then(|mut stmt| stmt.execute(params![position_id, now()]));
-        conn.execute_batch("PRAGMA synchronous=FULL")?;
-        updated?;
-        Ok(())
+        match self.group_commit(Write::Activation(position_id))? {
+            Written::Activation => Ok(()),
+            Written::Receipt(_) => Err(StoreError::Conflict("mixed-up write outcome".into())),
+        }
     }
 
     fn store_receipt(&self, r: &NewReceipt<'_>) -> Result<ReceiptStored> {
-        // Group commit: whoever gets the connection commits every receipt queued so far in one
-        // transaction (one fsync); the others find their outcome set when they get it in turn.
-        let slot = Arc::new(ReceiptSlot {
-            receipt: OwnedReceipt::from(r),
-            outcome: Mutex::new(None),
-        });
-        lock_any(&self.receipt_queue).push(slot.clone());
-        let mut conn = self.lock();
-        if let Some(done) = lock_any(&slot.outcome).take() {
-            return done;
+        match self.group_commit(Write::Receipt(Box::new(OwnedReceipt::from(r))))? {
+            Written::Receipt(stored) => Ok(stored),
+            Written::Activation => Err(StoreError::Conflict("mixed-up write outcome".into())),
         }
-        let batch = std::mem::take(&mut *lock_any(&self.receipt_queue));
-        match store_receipts(&mut conn, &batch) {
-            Ok(outcomes) => {
-                for (s, o) in batch.iter().zip(outcomes) {
-                    *lock_any(&s.outcome) = Some(o);
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                for s in &batch {
-                    *lock_any(&s.outcome) = Some(Err(StoreError::Conflict(format!(
-                        "the receipt was not committed: {msg}"
-                    ))));
-                }
-            }
-        }
-        drop(conn);
-        self.checkpointer.nudge();
-        let outcome = lock_any(&slot.outcome).take();
-        outcome.unwrap_or_else(|| {
-            Err(StoreError::Conflict(
-                "the receipt was not committed: lost from its batch".into(),
-            ))
-        })
     }
 
     fn receipts(&self, entity: &str, flagged: bool, limit: u32) -> Result<Vec<StoredReceipt>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {RECEIPT_COLUMNS} FROM receipts r WHERE r.entity = ?1 AND (?2 = 0 OR r.issue IS NOT NULL)
              ORDER BY r.id DESC LIMIT ?3"
@@ -506,7 +555,7 @@ impl Store for SqliteStore {
     }
 
     fn unfinished_export(&self, pipeline: &str) -> Result<Option<Export>> {
-        let conn = self.lock();
+        let conn = self.read();
         let found = conn
             .prepare_cached(
                 "SELECT id, entity, receipts, created_at FROM exports
@@ -582,7 +631,7 @@ impl Store for SqliteStore {
     }
 
     fn export_items(&self, export: i64) -> Result<Vec<ExportItem>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT id, receipt, secondary FROM deliveries WHERE export_id = ?1 ORDER BY id",
         )?;
@@ -623,7 +672,7 @@ impl Store for SqliteStore {
     }
 
     fn receipt_document(&self, receipt: i64) -> Result<Option<ReceiptDocument>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {RECEIPT_COLUMNS}, r.xml, p.iud, p.debt_type FROM receipts r
              LEFT JOIN positions p ON p.id = r.position_id WHERE r.id = ?1"
@@ -641,7 +690,7 @@ impl Store for SqliteStore {
     }
 
     fn delivery(&self, id: i64) -> Result<Option<Delivery>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"
         ))?;
@@ -656,7 +705,7 @@ impl Store for SqliteStore {
         pipeline: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Delivery>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries
              WHERE status = ?1 AND (?2 IS NULL OR entity = ?2) AND (?3 IS NULL OR pipeline = ?3)
@@ -696,7 +745,7 @@ impl Store for SqliteStore {
     }
 
     fn metrics(&self) -> Result<StoreMetrics> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut m = StoreMetrics::default();
         let mut stmt = conn.prepare_cached(
             "SELECT entity, COUNT(*), COUNT(issue) FROM receipts GROUP BY entity ORDER BY entity",
@@ -728,13 +777,13 @@ impl Store for SqliteStore {
     }
 
     fn ping(&self) -> Result<()> {
-        let conn = self.lock();
+        let conn = self.read();
         conn.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
 
     fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT id, kind, entity, subject, payload, at FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
@@ -753,7 +802,7 @@ impl Store for SqliteStore {
     }
 
     fn history(&self, position_id: i64) -> Result<Vec<HistoryEntry>> {
-        let conn = self.lock();
+        let conn = self.read();
         let created = conn
             .query_row(
                 "SELECT created_by, created_at FROM positions WHERE id = ?1",
@@ -962,47 +1011,73 @@ fn active(
     })
 }
 
-/// Stores a batch of receipts in one transaction; each one in its own savepoint, so a receipt
-/// that fails leaves the others whole.
-fn store_receipts(
-    conn: &mut Connection,
-    batch: &[Arc<ReceiptSlot>],
-) -> Result<Vec<Result<ReceiptStored>>> {
-    let mut tx = conn.transaction()?;
-    let ts = now();
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for slot in batch {
-        let sp = tx.savepoint()?;
-        match store_one(&sp, &slot.receipt, &ts) {
-            Ok(o) => {
-                sp.commit()?;
-                outcomes.push(Ok(o));
-            }
-            // Dropping the savepoint rolls this receipt back.
-            Err(e) => outcomes.push(Err(e)),
+/// Commits a batch of writes in one transaction. Should one fail, the batch is rolled back and
+/// each write is committed alone, so a failure stays with its own write.
+fn commit_writes(conn: &mut Connection, batch: &[Arc<WriteSlot>]) -> Vec<Result<Written>> {
+    let together = (|| {
+        let tx = conn.transaction()?;
+        let ts = now();
+        let mut done = Vec::with_capacity(batch.len());
+        for slot in batch {
+            done.push(apply_write(&tx, &slot.write, &ts)?);
+        }
+        tx.commit()?;
+        Ok::<_, StoreError>(done)
+    })();
+    match together {
+        Ok(done) => done.into_iter().map(Ok).collect(),
+        Err(_) if batch.len() > 1 => batch
+            .iter()
+            .map(|slot| {
+                let tx = conn.transaction()?;
+                let done = apply_write(&tx, &slot.write, &now())?;
+                tx.commit()?;
+                Ok(done)
+            })
+            .collect(),
+        Err(e) => vec![Err(e)],
+    }
+}
+
+fn apply_write(tx: &Connection, write: &Write, ts: &str) -> Result<Written> {
+    match write {
+        Write::Receipt(r) => store_one(tx, r, ts).map(Written::Receipt),
+        Write::Activation(position) => {
+            tx.prepare_cached(
+                "UPDATE positions SET activated_at = ?2, activations = activations + 1 WHERE id = ?1",
+            )?
+            .execute(params![position, ts])?;
+            Ok(Written::Activation)
         }
     }
-    tx.commit()?;
-    Ok(outcomes)
 }
+
+const RECEIPT_TARGET_LIVE: &str = "SELECT id, status, amount_cents, debt_type FROM positions
+     WHERE entity = ?1 AND iuv = ?2 AND status <> 'annulled'";
+const RECEIPT_TARGET_ANNULLED: &str = "SELECT id, status, amount_cents, debt_type FROM positions
+     WHERE entity = ?1 AND iuv = ?2 AND status = 'annulled' ORDER BY id DESC LIMIT 1";
 
 /// One receipt inside the batch's transaction.
 fn store_one(tx: &Connection, r: &OwnedReceipt, ts: &str) -> Result<ReceiptStored> {
     let iuv = r.notice_number.iuv();
-    let target = tx
-        .prepare_cached(
-            "SELECT id, status, amount_cents, debt_type FROM positions WHERE entity = ?1 AND iuv = ?2
-             ORDER BY (status = 'annulled'), id DESC LIMIT 1",
-        )?
-        .query_row(params![r.entity, iuv.as_str()], |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-                row.get::<_, Option<String>>(3)?,
-            ))
-        })
-        .optional()?;
+    // The live position, else the latest annulled one; two queries, each on its partial index
+    // (one query with an ORDER BY on status would scan the table).
+    let lookup = |sql: &str| {
+        tx.prepare_cached(sql)?
+            .query_row(params![r.entity, iuv.as_str()], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .optional()
+    };
+    let target = match lookup(RECEIPT_TARGET_LIVE)? {
+        Some(live) => Some(live),
+        None => lookup(RECEIPT_TARGET_ANNULLED)?,
+    };
     let (position, issue) = match &target {
         None => (None, Some(ReceiptIssue::UnknownNotice)),
         Some((id, status, _, _)) if status == PositionStatus::Annulled.as_str() => {
@@ -1635,6 +1710,25 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn the_receipt_path_searches_indexes_and_never_scans_positions() {
+        let (_d, s) = store();
+        let conn = s.lock();
+        for sql in [RECEIPT_TARGET_LIVE, RECEIPT_TARGET_ANNULLED] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(params!["c_g224", "x"], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert!(
+                plan.iter().all(|step| !step.starts_with("SCAN")),
+                "{sql}: {plan:?}"
+            );
+        }
     }
 
     #[test]
