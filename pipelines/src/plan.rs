@@ -552,7 +552,12 @@ fn receipts_pipeline(
     }
     let is_file = matches!(format, Some(ReceiptFormat::MypayExport { .. }));
     let route = match (&pc.batch, format.as_ref()) {
-        (_, None) => None,
+        (Some(batch), None) => {
+            // Still check what the batch says, so one run of validate lists every problem.
+            batch_route(pc, batch, at, local);
+            None
+        }
+        (None, None) => None,
         (None, Some(f)) if is_file => {
             local.push(Problem::new(
                 format!("{at}.batch"),
@@ -712,5 +717,128 @@ fn batch_route(
 fn problems_extend(p: &mut impl FnMut(String, String), list: Vec<Problem>) {
     for x in list {
         p(x.path, x.message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded demo plus `extra` pipelines, loaded from a file.
+    fn plan_with(extra: &str) -> Result<Plan, Vec<Problem>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let demo = include_str!("../../config/demo.toml").replace(
+            "${SNODO_TAXONOMY_FILE:-../shared/specs/mypay/mypay4/data/tassonomia.csv}",
+            "/nonexistent/tassonomia.csv",
+        );
+        std::fs::write(&path, format!("{demo}\n{extra}")).unwrap();
+        load(Some(&path))
+    }
+
+    const PUSHES: &str = r#"
+[[pipelines]]
+name = "padova-erp"
+entity = "c_g224"
+from = "receipts"
+encode = "json"
+to = { connector = "http", url = "http://127.0.0.1:9/r" }
+
+[[pipelines]]
+name = "padova-mensa"
+entity = "c_g224"
+from = "receipts"
+debt_types = ["MENSA"]
+encode = "mypay-push"
+to = { connector = "http", url = "http://127.0.0.1:9/m" }
+
+[[pipelines]]
+name = "feltre-export-1-0"
+entity = "c_d530"
+from = "receipts"
+encode = { codec = "mypay-export", version = "1.0" }
+batch = { schedule = "0 0 2 * * *" }
+to = { connector = "dir", path = "var/x" }
+
+[[pipelines]]
+name = "feltre-export-1-3"
+entity = "c_d530"
+from = "receipts"
+encode = { codec = "mypay-export", version = "1_3" }
+batch = { schedule = "0 0 3 * * *" }
+to = { connector = "dir", path = "var/y" }
+"#;
+
+    #[test]
+    fn receipts_go_to_the_entity_pipelines_and_to_secondary_1_3_exports() {
+        let plan = plan_with(PUSHES).unwrap_or_else(|p| panic!("{p:?}"));
+        let to = plan.deliver_to("c_g224", &["00644060287", "00133880252", "99999999999"]);
+        let names: Vec<(&str, &str, bool)> = to
+            .iter()
+            .map(|d| (d.pipeline.as_str(), d.entity.as_str(), d.secondary))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("padova-receipts-export", "c_g224", false),
+                ("padova-erp", "c_g224", false),
+                ("padova-mensa", "c_g224", false),
+                ("feltre-export-1-3", "c_d530", true),
+            ],
+            "Feltre's 1.0 export has no secondary rows; unknown fiscal codes are ignored"
+        );
+        assert_eq!(to[2].debt_types, ["MENSA"]);
+        assert!(plan
+            .deliver_to("c_d530", &["00133880252"])
+            .iter()
+            .all(|d| !d.secondary));
+    }
+
+    #[test]
+    fn receipts_pipelines_say_what_is_wrong() {
+        let bad = r#"
+[[pipelines]]
+name = "p1"
+entity = "c_g224"
+from = "receipts"
+debt_types = ["TARY"]
+encode = "mypay-export"
+to = { connector = "dir", path = "var/x" }
+
+[[pipelines]]
+name = "p2"
+entity = "c_g224"
+from = "receipts"
+encode = "json"
+batch = { schedule = "0 0 2 * * *" }
+to = { connector = "http", url = "http://127.0.0.1:9/r" }
+
+[[pipelines]]
+name = "p3"
+entity = "c_g224"
+from = "receipts"
+encode = { codec = "mypay-export", version = "2.0" }
+batch = { schedule = "every night" }
+to = { connector = "dir", path = "var/x" }
+"#;
+        let problems = plan_with(bad).err().expect("problems");
+        let text: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect();
+        let has = |path: &str, words: &str| {
+            assert!(
+                text.iter()
+                    .any(|t| t.starts_with(path) && t.contains(words)),
+                "no {path} … {words} in {text:#?}"
+            )
+        };
+        let n = plan_with("").map(|p| p.pipelines.len()).unwrap_or(0);
+        let at = |i: usize| format!("pipelines[{}]", n + i);
+        has(&format!("{}.debt_types[0]", at(0)), "did you mean \"TARI\"");
+        has(&format!("{}.batch", at(0)), "writes files");
+        has(&format!("{}.batch", at(1)), "pushes each receipt");
+        has(&format!("{}.encode.version", at(2)), "1.0, 1.1, 1.2, 1.3");
+        has(&format!("{}.batch.schedule", at(2)), "cron");
     }
 }
