@@ -17,13 +17,29 @@ fi
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "snodo validate  (the embedded demo: 3 entities, 3 intake pipelines)"
+step "snodo validate  (the embedded demo: 3 entities, 3 intake pipelines, Padova's nightly MyPay export)"
 "$BIN" validate
 
-step "snodo run  (in the background; logs in target/demo/hub.log; SOAP for the node on 127.0.0.1:8080)"
-"$BIN" run >hub.log 2>&1 &
+step "Padova's ERP, played by snodo receiver on 127.0.0.1:9100; the demo config plus a push pipeline to it"
+"$BIN" receiver --listen 127.0.0.1:9100 --log receiver.log >receiver.out 2>&1 &
+RECEIVER=$!
+cp "$REPO/config/demo.toml" demo-push.toml
+cat >>demo-push.toml <<'TOML'
+
+[[pipelines]]
+name = "padova-erp-push"
+entity = "c_g224"
+from = "receipts"
+encode = "json"
+to = { connector = "http", url = "http://127.0.0.1:9100/receipts", timeout = "2s", retry = { max_attempts = 4, initial = "250ms", max = "1s" } }
+TOML
+sed -n '/padova-erp-push/,$p' demo-push.toml | sed 's/^/  /'
+"$BIN" validate -c demo-push.toml
+
+step "snodo run -c demo-push.toml  (in the background; logs in target/demo/hub.log; SOAP for the node on 127.0.0.1:8080)"
+"$BIN" run -c demo-push.toml >hub.log 2>&1 &
 HUB=$!
-trap 'kill $HUB 2>/dev/null || true' EXIT
+trap 'kill $HUB $RECEIVER 2>/dev/null || true' EXIT
 for _ in $(seq 50); do [ -d var/c_g224/in ] && break; sleep 0.2; done
 
 step "Comune di Padova (c_g224) and Comune di Feltre (c_d530) drop their flows"
@@ -72,6 +88,57 @@ echo "  c_g224 positions now paid: $PAID"
 echo "  one of them:"
 "$BIN" positions --entity c_g224 --limit 100000 | grep -m1 '"status":"paid"' | python3 -c 'import json,sys; p=json.loads(sys.stdin.readline()); print("    iud=%s notice=%s status=%s amount_cents=%s history=%s" % (p["iud"], p["notice_number"], p["status"], p["amount_cents"], p["history_count"]))'
 
+step "every receipt went back to Padova's ERP (JSON push, Idempotency-Key = receiptId)"
+for _ in $(seq 100); do [ "$(wc -l <receiver.log)" -ge "$PAID" ] && break; sleep 0.2; done
+echo "  the receiver got $(wc -l <receiver.log) pushes ($(cut -d';' -f2 receiver.log | sort -u | wc -l) distinct receipts) for $PAID paid positions"
+curl -s http://127.0.0.1:8080/metrics | grep -E '^snodo_(deliveries|delivery_latency_seconds_(count|bucket\{pipeline="padova-erp-push",le="1"))' | sed 's/^/  /'
+
+step "one more payment: its receipt reaches the ERP within a second"
+BEFORE=$(wc -l <receiver.log)
+"$BIN" sim -c demo-push.toml --from-config --count 1 >/dev/null
+for _ in $(seq 50); do [ "$(wc -l <receiver.log)" -gt "$BEFORE" ] && break; sleep 0.02; done
+"$BIN" receipts --entity c_g224 --limit 1 | python3 -c '
+import json, sys, datetime
+r = json.loads(sys.stdin.readline())
+last = open("receiver.log").read().splitlines()[-1].split(";")
+stored = datetime.datetime.fromisoformat(r["received_at"].replace("Z", "+00:00")).timestamp() * 1000
+print("  receipt %s stored by the hub, received by the ERP %d ms later" % (r["receipt_id"], int(last[0]) - stored))
+assert last[1] == r["receipt_id"], "the ERP got another receipt"'
+
+step "the ERP goes down: the next receipt is retried, then becomes a dead letter"
+kill -TERM $RECEIVER; wait $RECEIVER 2>/dev/null || true
+"$BIN" sim -c demo-push.toml --from-config --count 1 >/dev/null
+for _ in $(seq 100); do [ -n "$("$BIN" dlq list --entity c_g224)" ] && break; sleep 0.1; done
+"$BIN" dlq list --entity c_g224 | python3 -c 'import json,sys
+for l in sys.stdin:
+    d=json.loads(l); print("  dead letter %s: receipt %s, %s attempts, last error: %s" % (d["id"], d["idempotency_key"], d["attempts"], d["last_error"]))'
+
+step "the ERP is back: snodo dlq replay --all delivers it"
+"$BIN" receiver --listen 127.0.0.1:9100 --log receiver.log >>receiver.out 2>&1 &
+RECEIVER=$!
+sleep 0.5
+BEFORE=$(wc -l <receiver.log)
+"$BIN" dlq replay --all | sed 's/^/  /'
+for _ in $(seq 50); do [ "$(wc -l <receiver.log)" -gt "$BEFORE" ] && break; sleep 0.1; done
+echo "  received: $(tail -n1 receiver.log | cut -d';' -f2); dead letters left: $("$BIN" dlq list --entity c_g224 | wc -l)"
+
+step "the nightly MyPay export (ESTRAZIONE_DOVUTI 1.3), written now instead of at 02:00"
+"$BIN" export --pipeline padova-receipts-export | sed 's/^/  /'
+ZIP=$(ls var/c_g224/export/*.zip | head -n1)
+unzip -l "$ZIP" | sed -n '4p' | sed 's/^/  /'
+rm -rf export-csv && unzip -q "$ZIP" -d export-csv
+CSV=$(ls export-csv/*.csv)
+echo "  $(($(wc -l <"$CSV") - 1)) receipts, $(head -n1 "$CSV" | tr ';' '\n' | wc -l) columns; the first row:"
+python3 - "$CSV" <<'PY'
+import csv, sys
+with open(sys.argv[1], newline="") as f:
+    r = csv.reader(f, delimiter=";")
+    h = next(r)
+    row = next(r)
+for k in ("codIud", "codIuv", "identificativoMessaggioRicevuta", "dataOraMessaggioRicevuta", "singoloImportoPagato", "tipoDovuto"):
+    print("    %s = %s" % (k, row[h.index(k)]))
+PY
+
 step "the same flow again is refused whole"
 cp "$REPO/target/demo/var/c_g224/in/archive/"*/c_g224-DEMO001-1_4.zip var/c_g224/in/
 for _ in $(seq 100); do [ -f var/c_g224/in/failed/c_g224-DEMO001-1_4.zip.error.txt ] && break; sleep 0.2; done
@@ -79,8 +146,9 @@ echo "  var/c_g224/in/failed/c_g224-DEMO001-1_4.zip.error.txt:"
 sed 's/^/    /' var/c_g224/in/failed/c_g224-DEMO001-1_4.zip.error.txt
 
 step "stopping the hub (SIGTERM)"
-kill -TERM $HUB
+kill -TERM $HUB $RECEIVER
 wait $HUB || true
+wait $RECEIVER 2>/dev/null || true
 trap - EXIT
 tail -n 3 hub.log
 echo

@@ -105,6 +105,15 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Write a batch receipts pipeline's next file now (MyPay's export), as its schedule would:
+    /// every receipt not yet exported, or the file an interrupted run left unfinished.
+    Export {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The pipeline's name (`from = "receipts"` with a `batch`).
+        #[arg(long)]
+        pipeline: String,
+    },
     /// Dead letters: receipt deliveries that failed for good or ran out of retries.
     Dlq {
         #[command(subcommand)]
@@ -141,6 +150,9 @@ enum Command {
     /// Simulate the national node and its PSPs: verify, activate and pay notices on a hub over
     /// SOAP, then report calls, faults and latencies (see docs/SIM.md).
     Sim(SimArgs),
+    /// An entity system for benchmarks and demos: accepts every receipt a hub pushes, logs it,
+    /// and prints `received=N distinct=N refused=N` on SIGINT/SIGTERM (see docs/SIM.md).
+    Receiver(ReceiverArgs),
 }
 
 #[derive(clap::Args)]
@@ -181,6 +193,34 @@ struct SimArgs {
     /// fast as the hub answers.
     #[arg(long)]
     rate: Option<f64>,
+    /// Resend a call that got no answer (refused, cut, timed out, HTTP error, not SOAP) for up
+    /// to this long, as the national node does: `60s`, `2m`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    retry_for: Option<std::time::Duration>,
+    /// Start no payment after this long (those in flight finish): `60s`, `2m`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    duration: Option<std::time::Duration>,
+}
+
+#[derive(clap::Args)]
+struct ReceiverArgs {
+    /// Address and port to listen on (port 0: any free port, printed on standard error).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    listen: String,
+    /// Append `<unix ms>;<Idempotency-Key>;<body bytes>` per request to FILE.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// The HTTP status of every answer (e.g. 500, to watch a hub retry).
+    #[arg(long, default_value_t = 200)]
+    status: u16,
+    /// Answer the first N requests 503, then `--status`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    fail_first: u64,
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, as in the configuration.
+fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    snodo_connectors::dir::parse_duration(s)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -323,6 +363,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { action } => dlq(action),
+        Command::Export { config, pipeline } => export(load_plan(config)?, &pipeline),
         Command::Receipts {
             config,
             entity,
@@ -352,7 +393,70 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sim(args) => sim(args),
+        Command::Receiver(args) => receiver(args),
     }
+}
+
+/// `snodo export`: one export of a batch pipeline, through the same code as its schedule.
+fn export(plan: Plan, pipeline: &str) -> Result<ExitCode> {
+    let Some(index) = plan.pipelines.iter().position(|p| p.name == pipeline) else {
+        let batch: Vec<&str> = plan
+            .pipelines
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p.kind,
+                    snodo_pipelines::plan::PipelineKind::Receipts {
+                        route: snodo_pipelines::plan::ReceiptRoute::Batch { .. },
+                        ..
+                    }
+                )
+            })
+            .map(|p| p.name.as_str())
+            .collect();
+        bail!(
+            "no pipeline {pipeline:?} (batch pipelines: {})",
+            if batch.is_empty() {
+                "none".to_string()
+            } else {
+                batch.join(", ")
+            }
+        );
+    };
+    let store = open_store(&plan)?;
+    let exporter = snodo_pipelines::export::Exporter::new(Arc::new(plan), index, store)
+        .map_err(|e| anyhow::anyhow!("pipeline {pipeline}: {e}"))?;
+    // An unfinished file first (same receipts, same name), then a new one.
+    let mut written = Vec::new();
+    if let Some(name) = exporter.export(true)? {
+        written.push(name);
+    }
+    if let Some(name) = exporter.export(false)? {
+        written.push(name);
+    }
+    if written.is_empty() {
+        println!("nothing to export");
+    }
+    for name in written {
+        println!("wrote {name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `snodo receiver`: serves until SIGINT/SIGTERM, then prints what it saw on standard output.
+fn receiver(args: ReceiverArgs) -> Result<ExitCode> {
+    let opts = snodo_sim::receiver::ReceiverOptions {
+        listen: args.listen,
+        log: args.log,
+        status: args.status,
+        fail_first: args.fail_first,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let summary = rt.block_on(snodo_sim::receiver::serve(opts))?;
+    println!("{summary}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `snodo sim`: the notices come from a file or from the hub's store; the rest is the library's.
@@ -390,6 +494,8 @@ fn sim(args: SimArgs) -> Result<ExitCode> {
     opts.receipts_log = args.receipts_log;
     opts.timeout = std::time::Duration::from_secs(args.timeout.max(1));
     opts.rate = args.rate;
+    opts.retry_for = args.retry_for;
+    opts.duration = args.duration;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

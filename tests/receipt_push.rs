@@ -86,12 +86,13 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/mensa" }}
 "#
     ));
     let cfg = cfg.replacen(
-        &format!("listen = \"127.0.0.1:{}\"", home.port),
-        &format!(
-            "listen = \"127.0.0.1:{}\"\nadmin_token = \"adm1n-t0ken\"",
-            home.port
-        ),
+        "admin_token = \"${SNODO_ADMIN_TOKEN:-}\"",
+        "admin_token = \"adm1n-t0ken\"",
         1,
+    );
+    assert!(
+        cfg.contains("adm1n-t0ken"),
+        "the demo config sets http.admin_token"
     );
     std::fs::write(home.config(), cfg).unwrap();
     let o = home.snodo(&["validate", "-c", "config.toml"]);

@@ -13,7 +13,7 @@ fn the_demo_config_is_valid() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     assert!(
-        stdout(&o).contains("3 entities, 3 pipelines"),
+        stdout(&o).contains("3 entities, 4 pipelines"),
         "{}",
         stdout(&o)
     );

@@ -605,6 +605,11 @@ impl std::fmt::Debug for HttpSink {
 
 impl HttpSink {
     /// The retry policy from the config, for the outbox to schedule attempts.
+    /// The longest one delivery can take, connection included.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry
     }

@@ -20,8 +20,9 @@ use tracing::{info, warn};
 
 /// Deliveries a pipeline has in flight at once.
 const CONCURRENCY: usize = 16;
-/// How long a claim is held; a worker that died lets go after this.
-const LEASE: Duration = Duration::from_secs(120);
+/// How long a claim outlives the delivery's own timeout: time to encode, queue and record its
+/// outcome. A hub that died lets go of its claims after the lease (timeout + this).
+const LEASE_MARGIN: Duration = Duration::from_secs(20);
 /// Pause when nothing is due.
 const IDLE: Duration = Duration::from_millis(100);
 /// Outcomes recorded per commit, at most.
@@ -36,6 +37,7 @@ pub struct Deliverer {
     format: ReceiptFormat,
     sink: Arc<HttpSink>,
     policy: RetryPolicy,
+    lease: Duration,
     store: Arc<dyn Store>,
     stats: Arc<DeliveryStats>,
 }
@@ -86,6 +88,7 @@ impl Deliverer {
             entity,
             format: format.clone(),
             policy: *sink.retry_policy(),
+            lease: sink.timeout() + LEASE_MARGIN,
             sink: Arc::new(sink),
             store,
             stats,
@@ -187,7 +190,7 @@ impl Deliverer {
         let store = self.store.clone();
         let name = self.name.clone();
         let now = Utc::now();
-        let lease = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let lease = now + chrono::Duration::from_std(self.lease).unwrap_or_default();
         let limit = u32::try_from(room).unwrap_or(u32::MAX);
         let claimed = tokio::task::spawn_blocking(move || {
             store.claim_deliveries(&name, &stamp(now), &stamp(lease), limit)

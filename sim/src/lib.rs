@@ -9,8 +9,15 @@
 //! It is also the load generator of the SOAP benchmark: `concurrency` workers share one HTTP
 //! client (keep-alive connections), render requests with the adapter's codec straight into the
 //! request body, and keep their counters to themselves until the end of the run.
+//!
+//! Like the real node, it can resend a call that got no answer ([`SimOptions::retry_for`]):
+//! the same request, receipt id included, until the hub answers or the time is up.
+//!
+//! [`receiver`] is the other end of a hub's receipts pipelines: an HTTP server that accepts
+//! every push and logs it, for benchmarks and demos (`snodo receiver`).
 
 mod receipt;
+pub mod receiver;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -169,6 +176,13 @@ pub struct SimOptions {
     /// Start payments at this many per second overall (latency at a fixed load) instead of as
     /// fast as the hub answers.
     pub rate: Option<f64>,
+    /// Resend a call that got no answer (connection refused or cut, timeout, an HTTP error or
+    /// anything but a SOAP answer) for up to this long, as the national node does: the same
+    /// request (a receipt keeps its receipt id), after 50 ms, then twice as long each time up to
+    /// 1 s. A SOAP answer, KO included, ends it. `None`: one attempt per call.
+    pub retry_for: Option<Duration>,
+    /// Start no payment after this long from the start (the payments in flight finish).
+    pub duration: Option<Duration>,
 }
 
 impl SimOptions {
@@ -192,6 +206,8 @@ impl SimOptions {
             receipts_log: None,
             timeout: Duration::from_secs(30),
             rate: None,
+            retry_for: None,
+            duration: None,
         }
     }
 }
@@ -264,7 +280,7 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
         .timeout(opts.timeout)
         .build()
         .map_err(SimError::Client)?;
-    preflight(&client, &endpoint).await?;
+    preflight(&client, &endpoint, opts.retry_for).await?;
     let log = match &opts.receipts_log {
         Some(path) => Some(Mutex::new(
             std::fs::OpenOptions::new()
@@ -288,7 +304,9 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
         v1: opts.v1,
         verify_only: opts.verify_only,
         fault: opts.fault,
+        retry_for: opts.retry_for,
     };
+    let start = Instant::now();
     let shared = Arc::new(Shared {
         client,
         endpoint,
@@ -306,9 +324,10 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
             .rate
             .filter(|r| *r > 0.0)
             .map(|r| Duration::from_secs_f64(1.0 / r)),
-        start: Instant::now(),
+        start,
+        stop_at: opts.duration.and_then(|d| start.checked_add(d)),
+        retry_for: opts.retry_for,
     });
-    let start = shared.start;
     let handles: Vec<_> = (0..workers)
         .map(|_| tokio::spawn(worker(Arc::clone(&shared))))
         .collect();
@@ -319,16 +338,61 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
     Ok(Report::new(shape, stats, start.elapsed()))
 }
 
-/// Fails fast when nothing answers HTTP at the endpoint (any HTTP status will do).
-async fn preflight(client: &reqwest::Client, endpoint: &reqwest::Url) -> Result<(), SimError> {
+/// Fails fast when nothing answers HTTP at the endpoint (any HTTP status will do); with
+/// `retry_for`, only once that time has passed without an answer.
+async fn preflight(
+    client: &reqwest::Client,
+    endpoint: &reqwest::Url,
+    retry_for: Option<Duration>,
+) -> Result<(), SimError> {
     let mut url = endpoint.clone();
     url.set_query(Some("wsdl"));
-    match client.get(url).send().await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(SimError::Unreachable {
-            url: endpoint.to_string(),
-            reason: error_chain(&e),
-        }),
+    let mut backoff = Backoff::new(retry_for);
+    loop {
+        match client.get(url.clone()).send().await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                if !backoff.wait().await {
+                    return Err(SimError::Unreachable {
+                        url: endpoint.to_string(),
+                        reason: error_chain(&e),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The waits between resends: 50 ms, doubling up to 1 s, until the deadline.
+struct Backoff {
+    deadline: Option<Instant>,
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// Starts the clock; `None` allows no resend.
+    fn new(retry_for: Option<Duration>) -> Self {
+        Self {
+            deadline: retry_for.and_then(|d| Instant::now().checked_add(d)),
+            next: Self::FIRST,
+        }
+    }
+
+    /// Sleeps before the next attempt; false (at once) when the time for resends is up.
+    async fn wait(&mut self) -> bool {
+        let Some(deadline) = self.deadline else {
+            return false;
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        tokio::time::sleep(self.next.min(deadline - now)).await;
+        self.next = (self.next * 2).min(Self::MAX);
+        true
     }
 }
 
@@ -359,6 +423,9 @@ struct Shared {
     /// Payment `i` starts no earlier than `start + i * pace` (with `--rate`).
     pace: Option<Duration>,
     start: Instant,
+    /// No payment starts at or after this instant (with `--duration`).
+    stop_at: Option<Instant>,
+    retry_for: Option<Duration>,
 }
 
 static SOAP_ACTION: HeaderName = HeaderName::from_static("soapaction");
@@ -370,7 +437,16 @@ static TEXT_XML: HeaderValue = HeaderValue::from_static("text/xml; charset=utf-8
 enum Answer {
     Ok(Response),
     Ko(String),
-    Error,
+    /// No usable answer, of this kind (as in the report).
+    Error(&'static str),
+}
+
+impl Answer {
+    /// Worth sending again: nothing came back that the hub could have meant as its answer.
+    /// A SOAP answer, even for another operation, is an answer.
+    fn resendable(&self) -> bool {
+        matches!(self, Answer::Error(kind) if *kind != "wrong_operation")
+    }
 }
 
 async fn worker(sh: Arc<Shared>) -> report::Stats {
@@ -382,7 +458,13 @@ async fn worker(sh: Arc<Shared>) -> report::Stats {
         }
         if let Some(pace) = sh.pace {
             let due = sh.start + pace.saturating_mul(i as u32);
+            if sh.stop_at.is_some_and(|stop| due >= stop) {
+                return stats;
+            }
             tokio::time::sleep_until(due.into()).await;
+        }
+        if sh.stop_at.is_some_and(|stop| Instant::now() >= stop) {
+            return stats;
         }
         stats.payments += 1;
         match sh.pay(i, &mut stats).await {
@@ -437,7 +519,7 @@ impl Shared {
                     stats.first_error = Some(format!("{}: {}", op.soap_action(), error_chain(&e)));
                 }
                 stats.op(op).error(kind);
-                return Answer::Error;
+                return Answer::Error(kind);
             }
         };
         let s = stats.op(op);
@@ -445,7 +527,7 @@ impl Shared {
         match soap::parse_response(&bytes) {
             Ok(r) if r.operation() != op => {
                 s.error_answered("wrong_operation");
-                Answer::Error
+                Answer::Error("wrong_operation")
             }
             Ok(r) => match r.outcome() {
                 Outcome::Ok => {
@@ -474,12 +556,34 @@ impl Shared {
             }
             Err(_) if !status.is_success() => {
                 s.error_answered("http_status");
-                Answer::Error
+                Answer::Error("http_status")
             }
             Err(_) => {
                 s.error_answered("invalid_answer");
-                Answer::Error
+                Answer::Error("invalid_answer")
             }
+        }
+    }
+
+    /// [`Shared::call`], resending the same body while there is no answer and `retry_for`
+    /// allows. Returns the final answer and how many times the request was resent.
+    async fn send(&self, op: Operation, body: String, stats: &mut report::Stats) -> (Answer, u32) {
+        if self.retry_for.is_none() {
+            return (self.call(op, body, stats).await, 0);
+        }
+        let mut backoff = Backoff::new(self.retry_for);
+        let mut resent = 0;
+        loop {
+            let answer = self.call(op, body.clone(), stats).await;
+            if !answer.resendable() {
+                return (answer, resent);
+            }
+            if !backoff.wait().await {
+                stats.gave_up += 1;
+                return (answer, resent);
+            }
+            resent += 1;
+            stats.op(op).resent();
         }
     }
 
@@ -488,7 +592,7 @@ impl Shared {
         let outcome = match answer {
             Answer::Ok(_) => "OK",
             Answer::Ko(code) => code.as_str(),
-            Answer::Error => return,
+            Answer::Error(_) => return,
         };
         let line = format!("{receipt_id};{notice};{outcome}\n");
         // One write per line on an unbuffered file: in the OS as soon as it returns. A poisoned
@@ -519,13 +623,13 @@ impl Shared {
             id_station: self.station.clone(),
             qr_code: qr_code.clone(),
         }));
-        let answer = self.call(op, body, stats).await;
+        let (answer, _) = self.send(op, body, stats).await;
         if injected_at == Some(op) {
             self.count_injection(&answer, stats);
         }
         let verified = match answer {
             Answer::Ok(Response::Verify(v)) => v,
-            Answer::Ok(_) | Answer::Error => return End::Errored,
+            Answer::Ok(_) | Answer::Error(_) => return End::Errored,
             Answer::Ko(_) => return End::Faulted,
         };
         if self.verify_only {
@@ -548,10 +652,10 @@ impl Shared {
         } else {
             (Operation::GetPaymentV2, Request::GetPaymentV2(get))
         };
-        let activated = match self.call(op, soap::render_request(&request), stats).await {
+        let activated = match self.send(op, soap::render_request(&request), stats).await.0 {
             Answer::Ok(r) => r,
             Answer::Ko(_) => return End::Faulted,
-            Answer::Error => return End::Errored,
+            Answer::Error(_) => return End::Errored,
         };
 
         // paSendRT(V2)
@@ -596,18 +700,24 @@ impl Shared {
         drop(request);
         let duplicate = self.fault == Some(FaultKind::DuplicateReceipt);
         let again = duplicate.then(|| body.clone());
-        let answer = self.call(op, body, stats).await;
+        let (answer, resent) = self.send(op, body, stats).await;
         self.log_receipt(&receipt_id, &notice, &answer);
         if injected_at == Some(op) && !duplicate {
             self.count_injection(&answer, stats);
         }
-        let end = match answer {
+        let end = match &answer {
             Answer::Ok(_) => End::Completed,
+            // A resent receipt the hub already has: an earlier attempt was stored, and only its
+            // answer was lost. The payment went through.
+            Answer::Ko(code) if resent > 0 && code == soap::fault_codes::RECEIPT_DUPLICATA => {
+                stats.stored_before_resend += 1;
+                End::Completed
+            }
             Answer::Ko(_) => End::Faulted,
-            Answer::Error => End::Errored,
+            Answer::Error(_) => End::Errored,
         };
         if let Some(body) = again {
-            let answer = self.call(op, body, stats).await;
+            let (answer, _) = self.send(op, body, stats).await;
             self.log_receipt(&receipt_id, &notice, &answer);
             self.count_injection(&answer, stats);
         }
@@ -623,7 +733,7 @@ impl Shared {
 
     fn count_injection(&self, answer: &Answer, stats: &mut report::Stats) {
         let Some(fault) = self.fault else { return };
-        if matches!(answer, Answer::Error) {
+        if matches!(answer, Answer::Error(_)) {
             return;
         }
         stats.injected += 1;

@@ -26,6 +26,8 @@ pub(crate) struct OpStats {
     errors: BTreeMap<&'static str, u64>,
     /// Microseconds of every answered call.
     latencies_us: Vec<u32>,
+    /// Calls that were a resend of one without an answer (counted in `calls` too).
+    resent: u64,
 }
 
 impl OpStats {
@@ -59,6 +61,11 @@ impl OpStats {
         *self.errors.entry(kind).or_default() += 1;
     }
 
+    /// The next call is a resend of one that got no answer.
+    pub fn resent(&mut self) {
+        self.resent += 1;
+    }
+
     /// An OK answer (already counted) that lacked what an OK must carry.
     pub fn ok_without_data(&mut self) {
         self.ok = self.ok.saturating_sub(1);
@@ -75,6 +82,7 @@ impl OpStats {
             *self.errors.entry(k).or_default() += v;
         }
         self.latencies_us.extend(other.latencies_us);
+        self.resent += other.resent;
     }
 }
 
@@ -90,6 +98,10 @@ pub(crate) struct Stats {
     pub injected_seen: u64,
     /// The first transport error, to say why a run went wrong.
     pub first_error: Option<String>,
+    /// Calls still without an answer when the time for resends was up.
+    pub gave_up: u64,
+    /// Resent receipts answered `PAA_RECEIPT_DUPLICATA`: an earlier attempt was stored.
+    pub stored_before_resend: u64,
 }
 
 impl Stats {
@@ -107,6 +119,8 @@ impl Stats {
         self.errored += other.errored;
         self.injected += other.injected;
         self.injected_seen += other.injected_seen;
+        self.gave_up += other.gave_up;
+        self.stored_before_resend += other.stored_before_resend;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
@@ -159,6 +173,8 @@ pub struct OpReport {
     pub errors: BTreeMap<String, u64>,
     /// Over the answered calls (OK or KO).
     pub latency: Option<Latency>,
+    /// Calls that resent a call without an answer (with a retry window); included in `calls`.
+    pub resent: u64,
 }
 
 impl OpReport {
@@ -195,6 +211,9 @@ pub struct Report {
     pub(crate) injected_seen: u64,
     pub(crate) wall: Duration,
     pub(crate) first_error: Option<String>,
+    pub(crate) retry_for: Option<Duration>,
+    pub(crate) gave_up: u64,
+    pub(crate) stored_before_resend: u64,
 }
 
 pub(crate) struct RunShape {
@@ -203,6 +222,7 @@ pub(crate) struct RunShape {
     pub v1: bool,
     pub verify_only: bool,
     pub fault: Option<FaultKind>,
+    pub retry_for: Option<Duration>,
 }
 
 impl Report {
@@ -222,6 +242,7 @@ impl Report {
                         .map(|(k, v)| (k.to_string(), v))
                         .collect(),
                     latency: Latency::of(s.latencies_us),
+                    resent: s.resent,
                 }
             })
             .collect();
@@ -240,6 +261,9 @@ impl Report {
             injected_seen: stats.injected_seen,
             wall,
             first_error: stats.first_error,
+            retry_for: shape.retry_for,
+            gave_up: stats.gave_up,
+            stored_before_resend: stats.stored_before_resend,
         }
     }
 
@@ -310,6 +334,22 @@ impl Report {
     pub fn first_error(&self) -> Option<&str> {
         self.first_error.as_deref()
     }
+
+    /// Resends of calls without an answer, all operations together.
+    pub fn resent(&self) -> u64 {
+        self.ops.iter().map(|o| o.resent).sum()
+    }
+
+    /// Calls still without an answer when the time for resends ran out.
+    pub fn gave_up(&self) -> u64 {
+        self.gave_up
+    }
+
+    /// Resent receipts answered `PAA_RECEIPT_DUPLICATA`: stored by an attempt whose answer was
+    /// lost, counted as completed payments.
+    pub fn stored_before_resend(&self) -> u64 {
+        self.stored_before_resend
+    }
 }
 
 fn per_sec(n: u64, wall: Duration) -> f64 {
@@ -338,12 +378,16 @@ impl fmt::Display for Ms {
 /// sim endpoint=http://127.0.0.1:8080/pagopa/paForNode payments=30 concurrency=8 flow=v2 fault=none
 /// paVerifyPaymentNotice calls=30 ok=30 ko=0 err=0 p50_ms=0.412 p90_ms=0.801 p99_ms=1.203 max_ms=1.310
 /// paGetPaymentV2 calls=30 ok=30 ko=0 err=0 p50_ms=...
-/// paSendRTV2 calls=30 ok=30 ko=0 err=0 p50_ms=...
+/// paSendRTV2 calls=32 ok=30 ko=0 err=2 p50_ms=... max_ms=... retries=2
 /// paSendRTV2 fault=PAA_RECEIPT_DUPLICATA count=30
 /// paSendRTV2 error=connect count=2
 /// injection fault=duplicate-receipt expected=PAA_RECEIPT_DUPLICATA at=paSendRTV2 injected=30 seen=30
+/// retry for_s=60 resent=2 gave_up=0 stored_before_resend=0
 /// total payments=30 completed=30 faulted=0 errors=0 wall_ms=153.210 payments_per_s=195.8 calls_per_s=587.4
 /// ```
+///
+/// `retries=` ends every operation line (0 without a retry window); the `retry` line is there
+/// only with one.
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let flow = match (self.verify_only, self.v1) {
@@ -363,7 +407,7 @@ impl fmt::Display for Report {
             let l = o.latency;
             writeln!(
                 f,
-                "{} calls={} ok={} ko={} err={} p50_ms={} p90_ms={} p99_ms={} max_ms={}",
+                "{} calls={} ok={} ko={} err={} p50_ms={} p90_ms={} p99_ms={} max_ms={} retries={}",
                 o.operation.soap_action(),
                 o.calls,
                 o.ok,
@@ -373,6 +417,7 @@ impl fmt::Display for Report {
                 Ms(l.map(|l| l.p90)),
                 Ms(l.map(|l| l.p99)),
                 Ms(l.map(|l| l.max)),
+                o.resent,
             )?;
             for (code, n) in &o.faults {
                 writeln!(f, "{} fault={code} count={n}", o.operation.soap_action())?;
@@ -390,6 +435,16 @@ impl fmt::Display for Report {
                 k.injected_at(self.v1).soap_action(),
                 self.injected,
                 self.injected_seen,
+            )?;
+        }
+        if let Some(window) = self.retry_for {
+            writeln!(
+                f,
+                "retry for_s={} resent={} gave_up={} stored_before_resend={}",
+                window.as_secs_f64(),
+                self.resent(),
+                self.gave_up,
+                self.stored_before_resend,
             )?;
         }
         let calls: u64 = self.ops.iter().map(|o| o.calls).sum();
@@ -451,6 +506,7 @@ mod tests {
             v1: false,
             verify_only: false,
             fault: None,
+            retry_for: None,
         };
         let r = Report::new(shape, a, Duration::from_secs(1));
         let rt = r.op(Operation::SendRtV2).unwrap();
@@ -473,6 +529,11 @@ mod tests {
         assert!(
             text.contains("paVerifyPaymentNotice calls=0 ok=0 ko=0 err=0 p50_ms=- "),
             "{text}"
+        );
+        assert!(text.contains(" max_ms=2.000 retries=0\n"), "{text}");
+        assert!(
+            !text.contains("\nretry "),
+            "no retry line without a window: {text}"
         );
     }
 }

@@ -8,6 +8,7 @@ use snodo_adapters::pagopa::{
     Transfer, TransferV2, UniqueIdentifier, VerifyResponse,
 };
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BROKER: &str = "80007580279";
@@ -24,6 +25,27 @@ struct FakeHub {
     positions: HashMap<String, i64>,
     paid: Mutex<HashSet<String>>,
     receipts: Mutex<HashSet<String>>,
+    chaos: Chaos,
+}
+
+/// What goes wrong with the next POSTs, in this order: the first `drop_requests` are read and
+/// the connection closed without an answer; the next `answer_503` get a plain-text 503; of
+/// the receipts after that, the first `drop_receipt_answers` are stored and then the connection
+/// is closed (the hub crashed between its commit and its answer).
+#[derive(Default)]
+struct Chaos {
+    drop_requests: AtomicUsize,
+    answer_503: AtomicUsize,
+    drop_receipt_answers: AtomicUsize,
+    /// Every POST that reached the server.
+    posts: AtomicUsize,
+}
+
+/// Takes one from a chaos budget; false when it is spent.
+fn take(budget: &AtomicUsize) -> bool {
+    budget
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 fn ko(op: Operation, code: &str) -> Response {
@@ -52,6 +74,7 @@ impl FakeHub {
                 .collect(),
             paid: Mutex::default(),
             receipts: Mutex::default(),
+            chaos: Chaos::default(),
         }
     }
 
@@ -214,9 +237,16 @@ impl FakeHub {
 
 /// Serves the fake hub on a loopback port; returns its base URL.
 async fn start_fake_hub() -> (String, Arc<FakeHub>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_fake_hub_with(FakeHub::new(), 0).await
+}
+
+/// Serves `hub` on a loopback port (0: any free one).
+async fn start_fake_hub_with(hub: FakeHub, port: u16) -> (String, Arc<FakeHub>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let hub = Arc::new(FakeHub::new());
+    let hub = Arc::new(hub);
     let h = Arc::clone(&hub);
     tokio::spawn(async move {
         loop {
@@ -259,11 +289,22 @@ async fn connection(mut sock: tokio::net::TcpStream, hub: Arc<FakeHub>) {
         }
         let body: Vec<u8> = buf.drain(..head_end + length).skip(head_end).collect();
         let (status, answer) = if head.starts_with("POST ") {
-            assert!(
-                head.to_ascii_lowercase().contains("\r\nsoapaction: pa"),
-                "{head}"
-            );
-            ("200 OK", hub.answer(&body))
+            let lower = head.to_ascii_lowercase();
+            assert!(lower.contains("\r\nsoapaction: pa"), "{head}");
+            let chaos = &hub.chaos;
+            chaos.posts.fetch_add(1, Ordering::SeqCst);
+            if take(&chaos.drop_requests) {
+                return;
+            }
+            if take(&chaos.answer_503) {
+                ("503 Service Unavailable", "busy".to_string())
+            } else {
+                let answer = hub.answer(&body);
+                if lower.contains("\r\nsoapaction: pasendrt") && take(&chaos.drop_receipt_answers) {
+                    return;
+                }
+                ("200 OK", answer)
+            }
         } else {
             ("404 Not Found", String::new())
         };
@@ -477,4 +518,165 @@ fn fault_names_round_trip() {
         assert_eq!(k.name().parse::<FaultKind>(), Ok(k));
     }
     assert!("bogus".parse::<FaultKind>().is_err());
+}
+
+fn receipt_log(path: &std::path::Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<_> = l.split(';').collect();
+            assert_eq!(f.len(), 3, "{l}");
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn resends_the_same_request_until_the_hub_answers() {
+    let hub = FakeHub::new();
+    hub.chaos.drop_requests.store(4, Ordering::SeqCst);
+    hub.chaos.answer_503.store(3, Ordering::SeqCst);
+    hub.chaos.drop_receipt_answers.store(2, Ordering::SeqCst);
+    let (url, hub) = start_fake_hub_with(hub, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("r.log");
+    let mut opts = options(&url);
+    opts.concurrency = 3;
+    opts.receipts_log = Some(log.clone());
+    opts.retry_for = Some(Duration::from_secs(20));
+    let report = run(opts).await.unwrap();
+
+    // Every payment went through; 9 calls had no answer and were each resent once.
+    assert_eq!(
+        (report.completed(), report.faulted(), report.errored()),
+        (3, 0, 0),
+        "{report}"
+    );
+    assert_eq!(report.resent(), 9, "{report}");
+    assert_eq!(report.total_errors(), 9, "{report}");
+    assert_eq!(report.gave_up(), 0, "{report}");
+    let calls: u64 = report.operations().iter().map(|o| o.calls).sum();
+    assert_eq!(calls, 9 + 9, "{report}");
+    assert_eq!(hub.chaos.posts.load(Ordering::SeqCst), 18, "{report}");
+    assert_eq!(hub.paid.lock().unwrap().len(), 3);
+    assert_eq!(
+        hub.receipts.lock().unwrap().len(),
+        3,
+        "the same receipt ids resent"
+    );
+
+    // Two receipts were stored but their answers lost: the resends meet them as duplicates,
+    // which completes the payment. One line per receipt, with its final answer.
+    assert_eq!(report.stored_before_resend(), 2, "{report}");
+    assert_eq!(
+        report.faults(Operation::SendRtV2, "PAA_RECEIPT_DUPLICATA"),
+        2,
+        "{report}"
+    );
+    let lines = receipt_log(&log);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let ids: HashSet<_> = lines.iter().map(|l| l.0.clone()).collect();
+    assert_eq!(&ids, &*hub.receipts.lock().unwrap());
+    let mut outcomes: Vec<_> = lines.iter().map(|l| l.2.as_str()).collect();
+    outcomes.sort_unstable();
+    assert_eq!(
+        outcomes,
+        ["OK", "PAA_RECEIPT_DUPLICATA", "PAA_RECEIPT_DUPLICATA"]
+    );
+
+    let text = report.to_string();
+    assert!(
+        text.contains("\nretry for_s=20 resent=9 gave_up=0 stored_before_resend=2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\ntotal payments=3 completed=3 faulted=0 errors=0 "),
+        "{text}"
+    );
+    let resent_on_lines: u64 = text
+        .lines()
+        .filter_map(|l| {
+            l.rsplit_once(" retries=")
+                .map(|(_, n)| n.parse::<u64>().unwrap())
+        })
+        .sum();
+    assert_eq!(resent_on_lines, 9, "{text}");
+}
+
+#[tokio::test]
+async fn without_a_retry_window_a_lost_answer_is_an_error() {
+    let hub = FakeHub::new();
+    hub.chaos.drop_receipt_answers.store(1, Ordering::SeqCst);
+    let (url, hub) = start_fake_hub_with(hub, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("r.log");
+    let mut opts = options(&url);
+    opts.count = 1;
+    opts.receipts_log = Some(log.clone());
+    let report = run(opts).await.unwrap();
+    assert_eq!((report.completed(), report.errored()), (0, 1), "{report}");
+    assert_eq!(report.resent(), 0);
+    assert_eq!(hub.receipts.lock().unwrap().len(), 1, "stored, answer lost");
+    assert!(receipt_log(&log).is_empty(), "no answer, no line");
+    assert!(!report.to_string().contains("\nretry "), "{report}");
+}
+
+#[tokio::test]
+async fn gives_up_when_the_retry_window_closes() {
+    let hub = FakeHub::new();
+    hub.chaos.answer_503.store(usize::MAX, Ordering::SeqCst);
+    let (url, _hub) = start_fake_hub_with(hub, 0).await;
+    let mut opts = options(&url);
+    opts.count = 1;
+    opts.retry_for = Some(Duration::from_millis(400));
+    let started = Instant::now();
+    let report = run(opts).await.unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!((report.errored(), report.gave_up()), (1, 1), "{report}");
+    // 50 + 100 + 200 ms of backoff, then the rest of the window.
+    let verify = report.op(Operation::VerifyPaymentNotice).unwrap();
+    assert!(verify.resent >= 3, "{report}");
+    assert_eq!(verify.calls, verify.resent + 1, "{report}");
+    assert_eq!(
+        verify.errors.get("http_status").copied(),
+        Some(verify.calls),
+        "{report}"
+    );
+    assert_eq!(report.op(Operation::GetPaymentV2).unwrap().calls, 0);
+}
+
+#[tokio::test]
+async fn waits_for_a_hub_that_is_not_up_yet() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        start_fake_hub_with(FakeHub::new(), port).await
+    });
+    let mut opts = options(&url);
+    opts.retry_for = Some(Duration::from_secs(20));
+    let report = run(opts).await.unwrap();
+    assert_eq!(report.completed(), 3, "{report}");
+}
+
+#[tokio::test]
+async fn duration_stops_starting_payments() {
+    let (url, _hub) = start_fake_hub().await;
+    let mut opts = options(&url);
+    opts.verify_only = true;
+    opts.count = 1000;
+    opts.concurrency = 2;
+    opts.rate = Some(10.0);
+    opts.duration = Some(Duration::from_millis(350));
+    let report = run(opts).await.unwrap();
+    // Payments are due at 0, 100, 200 and 300 ms; the one due at 400 ms is past the end.
+    assert_eq!(report.payments(), 4, "{report}");
+    assert!(report.wall() < Duration::from_secs(2), "{report}");
 }

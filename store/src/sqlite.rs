@@ -582,7 +582,8 @@ impl Store for SqliteStore {
         allow_empty: bool,
     ) -> Result<Option<Export>> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        // Immediate: two hubs (or `snodo export` beside a hub) never open the same receipts twice.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let open = tx
             .prepare_cached(
                 "SELECT id, receipts, created_at FROM exports
