@@ -19,7 +19,11 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{info, warn};
 
 /// Deliveries a pipeline has in flight at once.
-const CONCURRENCY: usize = 16;
+const CONCURRENCY: usize = 32;
+/// Under load, a claim waits (briefly) for this much room, so one claim leases many deliveries.
+const CLAIM_BATCH: usize = CONCURRENCY / 4;
+/// How long to wait for that room before claiming anyway.
+const CLAIM_GATHER: Duration = Duration::from_millis(5);
 /// How long a claim outlives the delivery's own timeout: time to encode, queue and record its
 /// outcome. A hub that died lets go of its claims after the lease (timeout + this).
 const LEASE_MARGIN: Duration = Duration::from_secs(20);
@@ -107,25 +111,28 @@ impl Deliverer {
                 p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.changed() => continue,
             };
-            let room = permits.available_permits() + 1;
-            let claimed = this.claim(room).await;
+            let mut held = vec![first];
+            let gather_until = tokio::time::Instant::now() + CLAIM_GATHER;
+            loop {
+                match permits.clone().try_acquire_owned() {
+                    Ok(p) => held.push(p),
+                    Err(_) if held.len() >= CLAIM_BATCH => break,
+                    Err(_) if tokio::time::Instant::now() >= gather_until => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
+            let claimed = this.claim(held.len()).await;
             if claimed.is_empty() {
-                drop(first);
+                drop(held);
                 tokio::select! {
                     _ = tokio::time::sleep(IDLE) => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
             }
-            let mut first = Some(first);
-            for d in claimed {
-                let permit = match first.take() {
-                    Some(p) => p,
-                    None => match permits.clone().acquire_owned().await {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                };
+            // One permit per claimed delivery; the rest go back at once.
+            held.truncate(claimed.len());
+            for (d, permit) in claimed.into_iter().zip(held) {
                 let me = this.clone();
                 let done = done.clone();
                 tokio::spawn(async move {
