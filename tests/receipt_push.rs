@@ -13,7 +13,13 @@ use std::sync::{Arc, Mutex};
 /// What the receiver saw: headers (lower-case names) and body, per request.
 type Seen = Arc<Mutex<Vec<(Vec<(String, String)>, String)>>>;
 
-/// An HTTP receiver on loopback answering every request with the status in `status`.
+/// `status` value that makes the receiver hang (answer nothing for 4 s).
+const HANG: u16 = 1;
+/// Pseudo-header the receiver adds: arrival time in ms since the Unix epoch.
+const ARRIVED: &str = "x-arrived-ms";
+
+/// An HTTP receiver on loopback answering every request with the status in `status` (429 comes
+/// with `Retry-After: 1`; [`HANG`] answers nothing for 4 s).
 fn receiver(status: Arc<AtomicU16>) -> (u16, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -42,14 +48,28 @@ fn receiver(status: Arc<AtomicU16>) -> (u16, Seen) {
                 .unwrap_or(0);
             let mut body = vec![0u8; len];
             let _ = reader.read_exact(&mut body);
+            let arrived = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis();
+            headers.push((ARRIVED.to_string(), arrived.to_string()));
             log.lock()
                 .unwrap()
                 .push((headers, String::from_utf8_lossy(&body).into_owned()));
             let code = status.load(Ordering::SeqCst);
+            if code == HANG {
+                std::thread::sleep(std::time::Duration::from_secs(4));
+                continue;
+            }
             let answer = if code == 200 { "ok" } else { "the ERP says no" };
+            let extra = if code == 429 {
+                "Retry-After: 1\r\n"
+            } else {
+                ""
+            };
             let _ = write!(
                 stream,
-                "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                "HTTP/1.1 {code} X\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{answer}",
                 answer.len()
             );
         }
@@ -98,7 +118,11 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/mensa" }}
     let o = home.snodo(&["validate", "-c", "config.toml"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 
-    let rows = vec![Row::tari("P1", 1, 12050), Row::tari("P2", 2, 500)];
+    let rows = vec![
+        Row::tari("P1", 1, 12050),
+        Row::tari("P2", 2, 500),
+        Row::tari("P3", 3, 700),
+    ];
     let flow = write_zip(home.path(), "c_g224-PUSH1-1_4", csv_text(&rows).as_bytes());
     assert!(home
         .import(&flow, &home.path().join("out"))
@@ -228,7 +252,7 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/mensa" }}
         "snodo_deliveries{pipeline=\"padova-receipts-push\",status=\"delivered\"} 2",
         "snodo_receipts_stored_total{entity=\"c_g224\"} 2",
         "snodo_soap_answers_total{operation=\"paSendRTV2\",fault=\"\"} 2",
-        "snodo_import_rows_total{entity=\"c_g224\",outcome=\"accepted\"} 2",
+        "snodo_import_rows_total{entity=\"c_g224\",outcome=\"accepted\"} 3",
         "snodo_deliveries_retried{pipeline=\"padova-receipts-push\"} 1",
         "snodo_delivery_latency_seconds_count{pipeline=\"padova-receipts-push\"} 2",
         "snodo_delivery_attempts_total{pipeline=\"padova-receipts-push\",outcome=\"retry\"} 2",
@@ -242,6 +266,48 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/mensa" }}
     assert!(
         !metrics.contains("pipeline=\"padova-mensa-push\""),
         "TARI receipts are not for the MENSA-only pipeline:\n{metrics}"
+    );
+
+    // 429 with Retry-After: 1 is waited out; a receiver that hangs past the 2 s timeout is
+    // retried; then it answers and the receipt is delivered.
+    let n3 = notice("P3");
+    let before = seen.lock().unwrap().len();
+    status.store(429, Ordering::SeqCst);
+    let rt = post_soap(
+        home.port,
+        "paSendRTV2",
+        &send_rt_v2(&n3, "RCPT-PUSH-3", "7.00"),
+    );
+    assert!(rt.contains("<outcome>OK</outcome>"), "{rt}");
+    assert!(wait_for(10, || seen.lock().unwrap().len() > before));
+    status.store(HANG, Ordering::SeqCst);
+    assert!(
+        wait_for(10, || seen.lock().unwrap().len() > before + 1),
+        "retried after the 429"
+    );
+    status.store(200, Ordering::SeqCst);
+    assert!(
+        wait_for(15, || seen.lock().unwrap().len() > before + 2),
+        "retried after the timeout"
+    );
+    let seen = seen.lock().unwrap();
+    let tries: Vec<(u128, &str)> = seen[before..]
+        .iter()
+        .map(|(h, _)| {
+            (
+                header(h, ARRIVED).unwrap().parse().unwrap(),
+                header(h, "idempotency-key").unwrap(),
+            )
+        })
+        .collect();
+    assert!(tries.iter().all(|(_, k)| *k == "RCPT-PUSH-3"), "{tries:?}");
+    assert!(
+        tries[1].0 - tries[0].0 >= 900,
+        "Retry-After: 1 is honoured: {tries:?}"
+    );
+    assert!(
+        tries[2].0 - tries[1].0 >= 2000,
+        "the hanging attempt ran into its 2 s timeout: {tries:?}"
     );
 }
 
