@@ -24,7 +24,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Days, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Europe::Rome;
 
-use crate::pagopa::{self, Outcome, ReceiptDestination, Request, SoapError, Subject};
+use crate::pagopa::{self, Outcome, ReceiptTransferView, ReceiptView, SoapError, Subject};
 
 /// Registry key of this codec.
 pub const MYPAY_EXPORT: &str = "mypay-export";
@@ -392,114 +392,25 @@ fn write_record<'s>(buf: &mut Vec<u8>, fields: impl IntoIterator<Item = &'s str>
     buf.push(b'\n');
 }
 
-/// The fields of `ctReceipt` and `ctReceiptV2` the export uses.
-struct View<'r> {
-    station: &'r str,
-    receipt_id: &'r str,
-    fiscal_code: &'r str,
-    outcome: Outcome,
-    creditor_reference_id: &'r str,
-    payment_amount: &'r str,
-    company_name: &'r str,
-    debtor: &'r Subject,
-    payer: Option<&'r Subject>,
-    id_psp: &'r str,
-    psp_company_name: &'r str,
-    fee: Option<&'r str>,
-    payment_date_time: Option<&'r str>,
-    application_date: Option<&'r str>,
-    transfers: Vec<TransferView<'r>>,
-}
-
-struct TransferView<'r> {
-    /// 1-based position in `transferList`, for error paths.
-    position: usize,
-    id_transfer: u8,
-    amount: &'r str,
-    fiscal_code_pa: &'r str,
-    remittance_information: &'r str,
-    transfer_category: &'r str,
-    mbd_attachment: Option<&'r str>,
-}
-
-impl<'r> View<'r> {
-    fn of(request: &'r Request) -> Option<View<'r>> {
-        match request {
-            Request::SendRt(r) => {
-                let rc = &r.receipt;
-                Some(View {
-                    station: &r.id_station,
-                    receipt_id: &rc.receipt_id,
-                    fiscal_code: &rc.fiscal_code,
-                    outcome: rc.outcome,
-                    creditor_reference_id: &rc.creditor_reference_id,
-                    payment_amount: &rc.payment_amount,
-                    company_name: &rc.company_name,
-                    debtor: &rc.debtor,
-                    payer: rc.payer.as_ref(),
-                    id_psp: &rc.id_psp,
-                    psp_company_name: &rc.psp_company_name,
-                    fee: rc.fee.as_deref(),
-                    payment_date_time: rc.payment_date_time.as_deref(),
-                    application_date: rc.application_date.as_deref(),
-                    transfers: rc
-                        .transfer_list
-                        .iter()
-                        .enumerate()
-                        .map(|(i, t)| TransferView {
-                            position: i + 1,
-                            id_transfer: t.id_transfer,
-                            amount: &t.transfer_amount,
-                            fiscal_code_pa: &t.fiscal_code_pa,
-                            remittance_information: &t.remittance_information,
-                            transfer_category: &t.transfer_category,
-                            mbd_attachment: None,
-                        })
-                        .collect(),
-                })
-            }
-            Request::SendRtV2(r) => {
-                let rc = &r.receipt;
-                Some(View {
-                    station: &r.id_station,
-                    receipt_id: &rc.receipt_id,
-                    fiscal_code: &rc.fiscal_code,
-                    outcome: rc.outcome,
-                    creditor_reference_id: &rc.creditor_reference_id,
-                    payment_amount: &rc.payment_amount,
-                    company_name: &rc.company_name,
-                    debtor: &rc.debtor,
-                    payer: rc.payer.as_ref(),
-                    id_psp: &rc.id_psp,
-                    psp_company_name: &rc.psp_company_name,
-                    fee: rc.fee.as_deref(),
-                    payment_date_time: rc.payment_date_time.as_deref(),
-                    application_date: rc.application_date.as_deref(),
-                    transfers: rc
-                        .transfer_list
-                        .iter()
-                        .enumerate()
-                        .map(|(i, t)| TransferView {
-                            position: i + 1,
-                            id_transfer: t.id_transfer,
-                            amount: &t.transfer_amount,
-                            fiscal_code_pa: &t.fiscal_code_pa,
-                            remittance_information: &t.remittance_information,
-                            transfer_category: &t.transfer_category,
-                            mbd_attachment: match &t.destination {
-                                ReceiptDestination::MbdAttachment(b64) => Some(b64.as_str()),
-                                ReceiptDestination::Iban(_) => None,
-                            },
-                        })
-                        .collect(),
-                })
-            }
-            _ => None,
-        }
-    }
-
+/// What the export reads off a receipt's [`ReceiptView`] beyond its fields.
+trait ExportView<'r> {
     /// The first transfer to `fiscal_code`, else the first transfer.
-    fn transfer_to(&self, fiscal_code: &str) -> Option<&TransferView<'r>> {
+    fn transfer_to(&self, fiscal_code: &str) -> Option<&ReceiptTransferView<'r>>;
+
+    fn field_error(&self, field: impl Into<String>, reason: impl Into<String>) -> MypayExportError;
+
+    /// Two-decimal text of a wire amount, parsed exactly.
+    fn amount(
+        &self,
+        wire: &str,
+        field: impl FnOnce() -> String,
+    ) -> Result<String, MypayExportError>;
+
+    fn transfer_amount(&self, t: &ReceiptTransferView<'_>) -> Result<String, MypayExportError>;
+}
+
+impl<'r> ExportView<'r> for ReceiptView<'r> {
+    fn transfer_to(&self, fiscal_code: &str) -> Option<&ReceiptTransferView<'r>> {
         self.transfers
             .iter()
             .find(|t| t.fiscal_code_pa == fiscal_code)
@@ -514,7 +425,6 @@ impl<'r> View<'r> {
         }
     }
 
-    /// Two-decimal text of a wire amount, parsed exactly.
     fn amount(
         &self,
         wire: &str,
@@ -525,7 +435,7 @@ impl<'r> View<'r> {
             .map_err(|e| self.field_error(field(), e.to_string()))
     }
 
-    fn transfer_amount(&self, t: &TransferView<'_>) -> Result<String, MypayExportError> {
+    fn transfer_amount(&self, t: &ReceiptTransferView<'_>) -> Result<String, MypayExportError> {
         self.amount(t.amount, || {
             format!(
                 "receipt/transferList/transfer[{}]/transferAmount",
@@ -547,7 +457,7 @@ struct Times {
 
 impl Times {
     /// `received` (Rome local) stands in for a missing `paymentDateTime`.
-    fn of(view: &View<'_>, received: NaiveDateTime) -> Result<Times, MypayExportError> {
+    fn of(view: &ReceiptView<'_>, received: NaiveDateTime) -> Result<Times, MypayExportError> {
         let paid = match view.payment_date_time {
             Some(s) => rome_local(s).ok_or_else(|| {
                 view.field_error(
@@ -680,7 +590,7 @@ fn encode(
             source,
         }
     })?;
-    let view = View::of(&request).ok_or_else(|| MypayExportError::NotAReceipt {
+    let view = ReceiptView::of(&request).ok_or_else(|| MypayExportError::NotAReceipt {
         received_at: r.received_at.to_owned(),
         operation: request.soap_action(),
     })?;
@@ -730,7 +640,7 @@ fn encode(
 struct RowContext<'v> {
     version: ExportVersion,
     receipt: &'v ExportReceipt<'v>,
-    view: &'v View<'v>,
+    view: &'v ReceiptView<'v>,
     times: &'v Times,
     rt: &'v str,
 }
@@ -745,7 +655,7 @@ struct RowSpec<'v> {
     riferimento_data_richiesta: &'v str,
     attestante_tipo: &'v str,
     importo_totale: String,
-    transfer: &'v TransferView<'v>,
+    transfer: &'v ReceiptTransferView<'v>,
     tipo_dovuto: &'v str,
     pa1_fiscal_code: &'v str,
     pa1_name: &'v str,
@@ -765,7 +675,7 @@ impl<'v> RowContext<'v> {
             num_riga_flusso: Cow::Owned(number.to_string()),
             iud: r.iud.unwrap_or(""),
             versione_oggetto: VERSIONE_OGGETTO,
-            station: v.station,
+            station: v.id_station,
             riferimento_data_richiesta: &self.times.applied_on,
             attestante_tipo: "B",
             importo_totale,
@@ -773,7 +683,7 @@ impl<'v> RowContext<'v> {
             tipo_dovuto: r.debt_type.unwrap_or(""),
             pa1_fiscal_code: r.entity_fiscal_code,
             pa1_name: r.entity_name,
-            pa1_category: transfer.transfer_category,
+            pa1_category: transfer.category,
         })
     }
 
@@ -781,12 +691,10 @@ impl<'v> RowContext<'v> {
     /// writes it from its receipt table.
     fn secondary_row(
         &self,
-        transfer: &'v TransferView<'v>,
+        transfer: &'v ReceiptTransferView<'v>,
     ) -> Result<Vec<Cow<'v, str>>, MypayExportError> {
         let v = self.view;
-        let pa1_category = v
-            .transfer_to(v.fiscal_code)
-            .map_or("", |t| t.transfer_category);
+        let pa1_category = v.transfer_to(v.fiscal_code).map_or("", |t| t.category);
         self.row(RowSpec {
             iuf: Cow::Borrowed(""),
             num_riga_flusso: Cow::Borrowed(""),
@@ -849,7 +757,7 @@ impl<'v> RowContext<'v> {
             Cow::Borrowed(t.paid_on.as_str()),
             Cow::Borrowed(v.receipt_id),
             Cow::Borrowed(s.transfer.remittance_information),
-            dati_specifici_riscossione(s.transfer.transfer_category),
+            dati_specifici_riscossione(s.transfer.category),
             Cow::Borrowed(s.tipo_dovuto),
         ]);
         if self.version.has_receipt_columns() {

@@ -16,6 +16,7 @@ mod model;
 mod parse;
 mod render;
 mod types;
+mod view;
 mod xml;
 
 #[cfg(test)]
@@ -27,6 +28,7 @@ use snodo_core::Amount;
 pub use model::*;
 pub use parse::{parse_request, parse_response};
 pub use render::{render_request, render_response};
+pub use view::{ReceiptTransferView, ReceiptView};
 
 /// Namespace of the `paForNode` payload elements.
 pub const PAF_NS: &str = "http://pagopa-api.pagopa.gov.it/pa/paForNode.xsd";

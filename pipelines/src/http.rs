@@ -140,11 +140,16 @@ fn refuse(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-/// Runs a store call off the async workers and answers its value as JSON.
-async fn with_store<T: serde::Serialize + Send + 'static>(
+/// An admin call: the token checked, then a store call off the async workers, its value answered
+/// as JSON (`None`: 404).
+async fn admin<T: serde::Serialize + Send + 'static>(
     state: &AppState,
+    headers: &HeaderMap,
     call: impl FnOnce(&dyn Store) -> snodo_store::Result<Option<T>> + Send + 'static,
 ) -> Response {
+    if let Some(r) = refuse(state, headers) {
+        return r;
+    }
     let store = state.store.clone();
     match tokio::task::spawn_blocking(move || call(&*store)).await {
         Ok(Ok(Some(v))) => match serde_json::to_value(v) {
@@ -169,23 +174,20 @@ fn default_limit() -> u32 {
     100
 }
 
+fn replayed(n: usize) -> Option<serde_json::Value> {
+    Some(serde_json::json!({ "replayed": n }))
+}
+
 /// `GET /admin/dlq?entity=&pipeline=&limit=`: dead letters, newest first.
 async fn dlq_list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Query<DlqQuery>,
 ) -> Response {
-    if let Some(r) = refuse(&state, &headers) {
-        return r;
-    }
-    with_store(&state, move |s| {
-        s.deliveries(
-            DeliveryStatus::Dead,
-            q.entity.as_deref(),
-            q.pipeline.as_deref(),
-            q.limit,
-        )
-        .map(Some)
+    admin(&state, &headers, move |s| {
+        let (entity, pipeline) = (q.entity.as_deref(), q.pipeline.as_deref());
+        s.deliveries(DeliveryStatus::Dead, entity, pipeline, q.limit)
+            .map(Some)
     })
     .await
 }
@@ -196,10 +198,7 @@ async fn dlq_show(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Response {
-    if let Some(r) = refuse(&state, &headers) {
-        return r;
-    }
-    with_store(&state, move |s| s.delivery(id)).await
+    admin(&state, &headers, move |s| s.delivery(id)).await
 }
 
 /// `POST /admin/dlq/{id}/replay`: back in the outbox, due now.
@@ -208,12 +207,8 @@ async fn dlq_replay_one(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Response {
-    if let Some(r) = refuse(&state, &headers) {
-        return r;
-    }
-    with_store(&state, move |s| {
-        s.replay(&[id], None)
-            .map(|n| Some(serde_json::json!({ "replayed": n })))
+    admin(&state, &headers, move |s| {
+        s.replay(&[id], None).map(replayed)
     })
     .await
 }
@@ -229,12 +224,8 @@ async fn dlq_replay_all(
     headers: HeaderMap,
     Query(q): Query<ReplayQuery>,
 ) -> Response {
-    if let Some(r) = refuse(&state, &headers) {
-        return r;
-    }
-    with_store(&state, move |s| {
-        s.replay(&[], q.entity.as_deref())
-            .map(|n| Some(serde_json::json!({ "replayed": n })))
+    admin(&state, &headers, move |s| {
+        s.replay(&[], q.entity.as_deref()).map(replayed)
     })
     .await
 }

@@ -4,7 +4,7 @@ use chrono::NaiveDate;
 
 use super::*;
 use crate::csv::{CsvLimits, CsvLines};
-use crate::pagopa::{QrCode, SendRtV2Request, VerifyRequest};
+use crate::pagopa::{QrCode, ReceiptDestination, Request, SendRtV2Request, VerifyRequest};
 
 /// paSendRTV2 of Padova's own receipt: payer and debtor, transfer 2 to Feltre, a `"` and
 /// non-ASCII in the causale, paid at 23:30:05.250Z (already the next day in Rome).

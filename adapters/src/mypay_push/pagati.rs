@@ -11,7 +11,7 @@ use snodo_core::taxonomy::dati_specifici_riscossione_valid;
 use snodo_core::Amount;
 
 use super::{MypayPushError, PAGATI_NS, VERSIONE_OGGETTO};
-use crate::pagopa::{self, Outcome, Request, Subject};
+use crate::pagopa::{self, Outcome, ReceiptView, Request, Subject};
 use crate::receipt_json::ReceiptContext;
 
 /// Written where the XSD wants a value the receipt or the context does not have.
@@ -31,56 +31,6 @@ const TEXT140: usize = 140;
 const TEXT16: usize = 16;
 const EMAIL: usize = 256;
 
-/// The fields of `ctReceipt` and `ctReceiptV2` this document needs.
-struct View<'a> {
-    receipt_id: &'a str,
-    fiscal_code: &'a str,
-    outcome: Outcome,
-    creditor_reference_id: &'a str,
-    payment_amount: &'a str,
-    company_name: &'a str,
-    debtor: &'a Subject,
-    id_psp: &'a str,
-    psp_company_name: &'a str,
-    payment_date_time: Option<&'a str>,
-    application_date: Option<&'a str>,
-    transfers: Vec<TransferView<'a>>,
-}
-
-struct TransferView<'a> {
-    amount: &'a str,
-    remittance_information: &'a str,
-    category: &'a str,
-}
-
-macro_rules! view {
-    ($rc:expr) => {{
-        let rc = $rc;
-        View {
-            receipt_id: &rc.receipt_id,
-            fiscal_code: &rc.fiscal_code,
-            outcome: rc.outcome,
-            creditor_reference_id: &rc.creditor_reference_id,
-            payment_amount: &rc.payment_amount,
-            company_name: &rc.company_name,
-            debtor: &rc.debtor,
-            id_psp: &rc.id_psp,
-            psp_company_name: &rc.psp_company_name,
-            payment_date_time: rc.payment_date_time.as_deref(),
-            application_date: rc.application_date.as_deref(),
-            transfers: rc
-                .transfer_list
-                .iter()
-                .map(|t| TransferView {
-                    amount: &t.transfer_amount,
-                    remittance_information: &t.remittance_information,
-                    category: &t.transfer_category,
-                })
-                .collect(),
-        }
-    }};
-}
-
 /// The `Pagati` XML of the receipt in `request`; `received_at` dates it when the receipt has
 /// no `paymentDateTime`.
 pub(super) fn render(
@@ -88,10 +38,8 @@ pub(super) fn render(
     request: &Request,
     received_at: DateTime<Utc>,
 ) -> Result<String, MypayPushError> {
-    let rc = match request {
-        Request::SendRt(r) => view!(&r.receipt),
-        Request::SendRtV2(r) => view!(&r.receipt),
-        other => return Err(MypayPushError::NotAReceipt(other.soap_action())),
+    let Some(rc) = ReceiptView::of(request) else {
+        return Err(MypayPushError::NotAReceipt(request.soap_action()));
     };
     let paid = rc.outcome == Outcome::Ok;
     let total = if paid {
