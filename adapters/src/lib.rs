@@ -10,3 +10,7 @@ pub mod mypay_import;
 pub mod mypay_push;
 pub mod pagopa;
 pub mod receipt_json;
+mod xml_text;
+
+#[cfg(test)]
+pub(crate) mod test_fixtures;

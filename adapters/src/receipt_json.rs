@@ -377,157 +377,37 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::pagopa::{
-        EntityType, GetPaymentRequest, Outcome, QrCode, Receipt, ReceiptTransferV2, ReceiptV2,
-        SendRtRequest, SendRtV2Request, Transfer, UniqueIdentifier,
+    use crate::pagopa::{GetPaymentRequest, Receipt};
+    use crate::test_fixtures::{
+        self, ctx, ctx_at, debtor, qr_code, receipt_v1, receipt_v2, send_rt, BROKER, FELTRE,
+        PADOVA, STATION,
     };
 
     const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/receipt.schema.json");
-    const PADOVA: &str = "00644060287";
-    const FELTRE: &str = "00133880252";
-    const BROKER: &str = "80007580279";
-    const STATION: &str = "80007580279_01";
-    /// Base64 of `<marca/>`, split over two lines as XML allows.
-    const MBD: &str = "PG1h\ncmNhLz4=";
 
-    fn ctx() -> ReceiptContext<'static> {
-        ReceiptContext {
-            entity_ipa: "c_g224",
-            entity_name: "Comune di Padova",
-            iud: Some("TARI-2026-0001"),
-            debt_type: Some("TARI"),
-            received_at: "2026-11-26T10:00:01.123Z",
-            issue: None,
-        }
-    }
-
-    fn debtor() -> Subject {
-        Subject {
-            unique_identifier: UniqueIdentifier {
-                kind: EntityType::F,
-                value: "RSSMRA85T10A562S".into(),
-            },
-            full_name: "Mario Rossi".into(),
-            ..Subject::default()
-        }
-    }
-
-    fn payer() -> Subject {
-        Subject {
-            unique_identifier: UniqueIdentifier {
-                kind: EntityType::G,
-                value: "01234567890".into(),
-            },
-            full_name: "Rossi & Figli S.r.l.".into(),
-            street_name: Some("Via Roma".into()),
-            civic_number: Some("1/A".into()),
-            postal_code: Some("35100".into()),
-            city: Some("Padova".into()),
-            state_province_region: Some("PD".into()),
-            country: Some("IT".into()),
-            email: Some("info@rossi.example".into()),
-        }
-    }
-
-    /// A paSendRT with one transfer, a fee, a payer and metadata.
+    /// The shared paSendRT with a bare debtor, a causale to escape, the PSP's VAT number and
+    /// metadata.
     fn send_rt_v1() -> String {
-        let receipt = Receipt {
-            receipt_id: "c3a7e1f0b2d94a7f8e1c".into(),
-            notice_number: "301000000000012373".into(),
-            fiscal_code: PADOVA.into(),
-            outcome: Outcome::Ok,
-            creditor_reference_id: "01000000000012373".into(),
-            payment_amount: "120.50".into(),
+        send_rt(Receipt {
             description: "TARI 2026 <rata 1>".into(),
-            company_name: "Comune di Padova".into(),
             debtor: debtor(),
-            transfer_list: vec![Transfer {
-                id_transfer: 1,
-                transfer_amount: "120.50".into(),
-                fiscal_code_pa: PADOVA.into(),
-                iban: "IT60X0542811101000000123456".into(),
-                remittance_information: "/RFB/01000000000012373/TXT/TARI".into(),
-                transfer_category: "9/0101100IM/".into(),
-                metadata: vec![MapEntry {
-                    key: "capitolo".into(),
-                    value: "1234".into(),
-                }],
-            }],
-            id_psp: "BCITITMM".into(),
-            psp_fiscal_code: Some("00799960158".into()),
             psp_partita_iva: Some("10810700152".into()),
-            psp_company_name: "Intesa Sanpaolo".into(),
-            id_channel: "BCITITMM_01".into(),
-            channel_description: "app".into(),
-            payer: Some(payer()),
-            payment_method: Some("creditCard".into()),
-            fee: Some("1.00".into()),
-            payment_date_time: Some("2026-11-26T10:00:00".into()),
             application_date: Some("2026-11-26".into()),
-            transfer_date: Some("2026-11-27".into()),
             metadata: vec![MapEntry {
                 key: "canale".into(),
                 value: "web".into(),
             }],
-            ..Receipt::default()
-        };
-        pagopa::render_request(&Request::SendRt(SendRtRequest {
-            id_pa: PADOVA.into(),
-            id_broker_pa: BROKER.into(),
-            id_station: STATION.into(),
-            receipt,
-        }))
+            ..receipt_v1()
+        })
     }
 
-    /// A paSendRTV2 with two transfers: one to an IBAN, one a revenue stamp for another entity.
+    /// The shared paSendRTV2, its revenue stamp's category in the `9/…/` form and the payment
+    /// time with an offset.
     fn send_rt_v2() -> String {
-        let receipt = ReceiptV2 {
-            receipt_id: "9f1e2d3c4b5a69788796".into(),
-            notice_number: "347164993070184562".into(),
-            fiscal_code: PADOVA.into(),
-            outcome: Outcome::Ok,
-            creditor_reference_id: "47164993070184562".into(),
-            payment_amount: "150.07".into(),
-            description: "Certificato".into(),
-            company_name: "Comune di Padova".into(),
-            debtor: debtor(),
-            transfer_list: vec![
-                ReceiptTransferV2 {
-                    id_transfer: 1,
-                    transfer_amount: "134.07".into(),
-                    fiscal_code_pa: PADOVA.into(),
-                    company_name: None,
-                    destination: ReceiptDestination::Iban("IT60X0542811101000000123456".into()),
-                    remittance_information: "/RFB/47164993070184562/TXT/Certificato".into(),
-                    transfer_category: "9/0101100IM/".into(),
-                    metadata: Vec::new(),
-                },
-                ReceiptTransferV2 {
-                    id_transfer: 2,
-                    transfer_amount: "16.00".into(),
-                    fiscal_code_pa: FELTRE.into(),
-                    company_name: Some("Comune di Feltre".into()),
-                    destination: ReceiptDestination::MbdAttachment(MBD.into()),
-                    remittance_information: "Marca da bollo".into(),
-                    transfer_category: "9/0301109AP/".into(),
-                    metadata: Vec::new(),
-                },
-            ],
-            id_psp: "BCITITMM".into(),
-            psp_company_name: "Intesa Sanpaolo".into(),
-            id_channel: "BCITITMM_01".into(),
-            channel_description: "app".into(),
-            payment_note: Some("per la pratica 42".into()),
-            primary_ci_incurred_fee: Some("0.50".into()),
-            payment_date_time: Some("2026-11-26T10:00:00.250+01:00".into()),
-            ..ReceiptV2::default()
-        };
-        pagopa::render_request(&Request::SendRtV2(SendRtV2Request {
-            id_pa: PADOVA.into(),
-            id_broker_pa: BROKER.into(),
-            id_station: STATION.into(),
-            receipt,
-        }))
+        let mut receipt = receipt_v2();
+        receipt.transfer_list[1].transfer_category = "9/0301109AP/".into();
+        receipt.payment_date_time = Some("2026-11-26T10:00:00.250+01:00".into());
+        test_fixtures::send_rt_v2(receipt)
     }
 
     fn encode_to_value(ctx: &ReceiptContext<'_>, raw: &str) -> Value {
@@ -699,10 +579,7 @@ mod tests {
             id_pa: PADOVA.into(),
             id_broker_pa: BROKER.into(),
             id_station: STATION.into(),
-            qr_code: QrCode {
-                fiscal_code: PADOVA.into(),
-                notice_number: "301000000000012373".into(),
-            },
+            qr_code: qr_code(),
             ..GetPaymentRequest::default()
         }));
         assert_eq!(
@@ -733,20 +610,14 @@ mod tests {
             "2026-02-30T10:00:01Z",
             "2026-11-26T10:00:01Zjunk",
         ] {
-            let c = ReceiptContext {
-                received_at,
-                ..ctx()
-            };
+            let c = ctx_at(received_at);
             assert!(
                 matches!(encode(&c, &raw), Err(ReceiptJsonError::Context(_))),
                 "{received_at:?}"
             );
         }
         for received_at in ["2026-11-26T10:00:01Z", "2026-11-26T10:00:01.123456789Z"] {
-            let c = ReceiptContext {
-                received_at,
-                ..ctx()
-            };
+            let c = ctx_at(received_at);
             assert!(encode(&c, &raw).is_ok(), "{received_at:?}");
         }
         let c = ReceiptContext {

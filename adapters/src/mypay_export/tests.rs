@@ -4,7 +4,8 @@ use chrono::NaiveDate;
 
 use super::*;
 use crate::csv::{CsvLimits, CsvLines};
-use crate::pagopa::{QrCode, ReceiptDestination, Request, SendRtV2Request, VerifyRequest};
+use crate::pagopa::{ReceiptDestination, Request, SendRtV2Request};
+use crate::test_fixtures::{verify_request, FELTRE, PADOVA};
 
 /// paSendRTV2 of Padova's own receipt: payer and debtor, transfer 2 to Feltre, a `"` and
 /// non-ASCII in the causale, paid at 23:30:05.250Z (already the next day in Rome).
@@ -16,9 +17,6 @@ const FELTRE_RT: &str = include_str!("../../tests/data/mypay_export/feltre_send_
 const EXPECTED_1_0: &[u8] = include_bytes!("../../tests/data/mypay_export/export_1_0.csv");
 /// As above; the `rt` values are `base64 -w0` of the two requests.
 const EXPECTED_1_3: &[u8] = include_bytes!("../../tests/data/mypay_export/export_1_3.csv");
-
-const PADOVA: &str = "00644060287";
-const FELTRE: &str = "00133880252";
 
 fn padova_own() -> ExportReceipt<'static> {
     ExportReceipt {
@@ -436,15 +434,7 @@ fn an_unreadable_request_is_an_error_naming_the_problem_and_writes_nothing() {
         .unwrap_err();
     assert!(matches!(err, MypayExportError::Unreadable { .. }), "{err}");
 
-    let verify = pagopa::render_request(&Request::Verify(VerifyRequest {
-        id_pa: PADOVA.into(),
-        id_broker_pa: "80007580279".into(),
-        id_station: "80007580279_01".into(),
-        qr_code: QrCode {
-            fiscal_code: PADOVA.into(),
-            notice_number: "301000000000012373".into(),
-        },
-    }));
+    let verify = verify_request();
     let err = w
         .push(&ExportReceipt {
             raw_request: &verify,

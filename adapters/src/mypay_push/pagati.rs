@@ -13,6 +13,7 @@ use snodo_core::Amount;
 use super::{MypayPushError, PAGATI_NS, VERSIONE_OGGETTO};
 use crate::pagopa::{self, Outcome, ReceiptView, Request, Subject};
 use crate::receipt_json::ReceiptContext;
+use crate::xml_text::XmlText;
 
 /// Written where the XSD wants a value the receipt or the context does not have.
 const NOT_AVAILABLE: &str = "n/a";
@@ -75,10 +76,10 @@ pub(super) fn render(
         ctx.entity_name
     };
 
-    let mut w = Xml(String::with_capacity(2048));
-    w.0.push_str(r#"<?xml version="1.0" encoding="UTF-8"?><Pagati xmlns=""#);
-    w.0.push_str(PAGATI_NS);
-    w.0.push_str(r#"">"#);
+    let mut w = XmlText::with_capacity(2048);
+    w.push_str(r#"<?xml version="1.0" encoding="UTF-8"?><Pagati xmlns=""#);
+    w.push_str(PAGATI_NS);
+    w.push_str(r#"">"#);
     w.text("versioneOggetto", VERSIONE_OGGETTO, TEXT16);
     w.open("dominio");
     w.text("identificativoDominio", rc.fiscal_code, TEXT35);
@@ -86,13 +87,10 @@ pub(super) fn render(
     w.text("identificativoMessaggioRicevuta", rc.receipt_id, TEXT35);
     w.raw(
         "dataOraMessaggioRicevuta",
-        &message_time.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        message_time.format("%Y-%m-%dT%H:%M:%S"),
     );
     w.text("riferimentoMessaggioRichiesta", rc.receipt_id, TEXT35);
-    w.raw(
-        "riferimentoDataRichiesta",
-        &request_date.format("%Y-%m-%d").to_string(),
-    );
+    w.raw("riferimentoDataRichiesta", request_date.format("%Y-%m-%d"));
 
     w.open("istitutoAttestante");
     w.open("identificativoUnivocoAttestante");
@@ -121,7 +119,7 @@ pub(super) fn render(
             ESITO_NON_ESEGUITO
         },
     );
-    w.raw("importoTotalePagato", &total.to_string());
+    w.raw("importoTotalePagato", total);
     w.text(
         "identificativoUnivocoVersamento",
         rc.creditor_reference_id,
@@ -134,7 +132,7 @@ pub(super) fn render(
     for (t, amount, dati) in &singoli {
         w.open("datiSingoloPagamento");
         w.text("identificativoUnivocoDovuto", iud, TEXT35);
-        w.raw("singoloImportoPagato", &amount.to_string());
+        w.raw("singoloImportoPagato", amount);
         w.raw("esitoSingoloPagamento", ESITO_ESEGUITO);
         w.raw("dataEsitoSingoloPagamento", &esito_date);
         w.text("identificativoUnivocoRiscossione", rc.receipt_id, TEXT35);
@@ -144,7 +142,7 @@ pub(super) fn render(
     }
     w.close("datiPagamento");
     w.close("Pagati");
-    Ok(w.0)
+    Ok(w.into_string())
 }
 
 /// Cents of a wire amount within `stImporto` (0.00 to 999999999.99).
@@ -260,53 +258,37 @@ pub(super) fn mypay_email(s: &str) -> bool {
         && domain.chars().all(domain_ok)
 }
 
-/// The document being written.
-struct Xml(String);
-
-impl Xml {
-    fn open(&mut self, name: &str) {
-        self.0.push('<');
-        self.0.push_str(name);
-        self.0.push('>');
-    }
-
-    fn close(&mut self, name: &str) {
-        self.0.push_str("</");
-        self.0.push_str(name);
-        self.0.push('>');
-    }
-
-    /// A leaf whose value is ours (a code, a number, a date): no escaping needed.
-    fn raw(&mut self, name: &str, value: &str) {
-        self.open(name);
-        self.0.push_str(value);
-        self.close(name);
-    }
-
+/// What the `Pagati` document writes on top of [`XmlText`]: text leaves of the XSD's types,
+/// [`fit`] first (so the escaping has no character to drop), and the debtor.
+trait PagatiXml {
     /// A mandatory text leaf, fitted to `max`; `n/a` when nothing of it is left, since every
     /// text type of the XSD needs at least one character.
-    fn text(&mut self, name: &str, value: &str, max: usize) {
-        let v = fit(value, max);
-        self.open(name);
-        if v.is_empty() {
-            self.0.push_str(NOT_AVAILABLE);
-        } else {
-            push_escaped(&mut self.0, &v);
-        }
-        self.close(name);
-    }
+    fn text(&mut self, name: &str, value: &str, max: usize);
 
     /// An optional text leaf, left out when nothing of it is left.
+    fn opt_text(&mut self, name: &str, value: Option<&str>, max: usize);
+
+    /// `soggettoPagatore` from the receipt's debtor.
+    fn soggetto_pagatore(&mut self, d: &Subject);
+}
+
+impl PagatiXml for XmlText {
+    fn text(&mut self, name: &str, value: &str, max: usize) {
+        let v = fit(value, max);
+        if v.is_empty() {
+            self.raw(name, NOT_AVAILABLE);
+        } else {
+            self.leaf(name, &v);
+        }
+    }
+
     fn opt_text(&mut self, name: &str, value: Option<&str>, max: usize) {
         let Some(v) = value.map(|v| fit(v, max)).filter(|v| !v.is_empty()) else {
             return;
         };
-        self.open(name);
-        push_escaped(&mut self.0, &v);
-        self.close(name);
+        self.leaf(name, &v);
     }
 
-    /// `soggettoPagatore` from the receipt's debtor.
     fn soggetto_pagatore(&mut self, d: &Subject) {
         self.open("soggettoPagatore");
         self.open("identificativoUnivocoPagatore");
@@ -342,19 +324,5 @@ impl Xml {
             self.opt_text("e-mailPagatore", Some(e), EMAIL);
         }
         self.close("soggettoPagatore");
-    }
-}
-
-/// Appends `s` as XML character data (`s` has been through [`fit`]); CR as a reference so it
-/// survives end-of-line normalisation.
-fn push_escaped(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\r' => out.push_str("&#13;"),
-            c => out.push(c),
-        }
     }
 }

@@ -12,11 +12,8 @@ use serde_json::Value;
 
 use super::pagati::{fit, mypay_email, rome_local};
 use super::*;
-use crate::pagopa::{
-    EntityType, MapEntry, Outcome, QrCode, Receipt, ReceiptDestination, ReceiptTransferV2,
-    ReceiptV2, Request, SendRtRequest, SendRtV2Request, Subject, Transfer, UniqueIdentifier,
-    VerifyRequest,
-};
+use crate::pagopa::{EntityType, Outcome, ReceiptDestination};
+use crate::test_fixtures::*;
 
 const MYPAY_XSD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -27,164 +24,6 @@ const PAGOPA_EXAMPLES: &str = concat!(
     "/../../shared/specs/pagopa/pagopa-api/SANP2.5.1/api-definitions/openapi/examples/"
 );
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mypay_push/");
-const PADOVA: &str = "00644060287";
-const FELTRE: &str = "00133880252";
-const BROKER: &str = "80007580279";
-const STATION: &str = "80007580279_01";
-/// Base64 of `<marca/>`, split over two lines as XML allows.
-const MBD: &str = "PG1h\ncmNhLz4=";
-
-fn ctx() -> ReceiptContext<'static> {
-    ReceiptContext {
-        entity_ipa: "c_g224",
-        entity_name: "Comune di Padova",
-        iud: Some("TARI-2026-0001"),
-        debt_type: Some("TARI"),
-        received_at: "2026-11-26T10:00:01.123Z",
-        issue: None,
-    }
-}
-
-fn debtor() -> Subject {
-    Subject {
-        unique_identifier: UniqueIdentifier {
-            kind: EntityType::F,
-            value: "RSSMRA85T10A562S".into(),
-        },
-        full_name: "Mario Rossi".into(),
-        ..Subject::default()
-    }
-}
-
-fn payer() -> Subject {
-    Subject {
-        unique_identifier: UniqueIdentifier {
-            kind: EntityType::G,
-            value: "01234567890".into(),
-        },
-        full_name: "Rossi & Figli S.r.l.".into(),
-        street_name: Some("Via Roma".into()),
-        civic_number: Some("1/A".into()),
-        postal_code: Some("35100".into()),
-        city: Some("Padova".into()),
-        state_province_region: Some("PD".into()),
-        country: Some("IT".into()),
-        email: Some("info@rossi.example".into()),
-    }
-}
-
-/// A paSendRT with one transfer, a full debtor address and a payer.
-fn receipt_v1() -> Receipt {
-    Receipt {
-        receipt_id: "c3a7e1f0b2d94a7f8e1c".into(),
-        notice_number: "301000000000012373".into(),
-        fiscal_code: PADOVA.into(),
-        outcome: Outcome::Ok,
-        creditor_reference_id: "01000000000012373".into(),
-        payment_amount: "120.50".into(),
-        description: "TARI 2026".into(),
-        company_name: "Comune di Padova".into(),
-        debtor: Subject {
-            street_name: Some("Piazza dei Signori".into()),
-            civic_number: Some("12".into()),
-            postal_code: Some("35139".into()),
-            city: Some("Padova".into()),
-            state_province_region: Some("PD".into()),
-            country: Some("IT".into()),
-            email: Some("mario.rossi@example.it".into()),
-            ..debtor()
-        },
-        transfer_list: vec![Transfer {
-            id_transfer: 1,
-            transfer_amount: "120.50".into(),
-            fiscal_code_pa: PADOVA.into(),
-            iban: "IT60X0542811101000000123456".into(),
-            remittance_information: "/RFB/01000000000012373/TXT/TARI".into(),
-            transfer_category: "9/0101100IM/".into(),
-            metadata: vec![MapEntry {
-                key: "capitolo".into(),
-                value: "1234".into(),
-            }],
-        }],
-        id_psp: "BCITITMM".into(),
-        psp_fiscal_code: Some("00799960158".into()),
-        psp_company_name: "Intesa Sanpaolo".into(),
-        id_channel: "BCITITMM_01".into(),
-        channel_description: "app".into(),
-        payer: Some(payer()),
-        payment_method: Some("creditCard".into()),
-        fee: Some("1.00".into()),
-        payment_date_time: Some("2026-11-26T10:00:00".into()),
-        application_date: Some("2026-11-25".into()),
-        transfer_date: Some("2026-11-27".into()),
-        ..Receipt::default()
-    }
-}
-
-/// A paSendRTV2 with two transfers: one to an IBAN, one a revenue stamp for another entity
-/// whose category is the bare taxonomy code.
-fn receipt_v2() -> ReceiptV2 {
-    ReceiptV2 {
-        receipt_id: "9f1e2d3c4b5a69788796".into(),
-        notice_number: "347164993070184562".into(),
-        fiscal_code: PADOVA.into(),
-        outcome: Outcome::Ok,
-        creditor_reference_id: "47164993070184562".into(),
-        payment_amount: "150.07".into(),
-        description: "Certificato".into(),
-        company_name: "Comune di Padova".into(),
-        debtor: debtor(),
-        transfer_list: vec![
-            ReceiptTransferV2 {
-                id_transfer: 1,
-                transfer_amount: "134.07".into(),
-                fiscal_code_pa: PADOVA.into(),
-                company_name: None,
-                destination: ReceiptDestination::Iban("IT60X0542811101000000123456".into()),
-                remittance_information: "/RFB/47164993070184562/TXT/Certificato".into(),
-                transfer_category: "9/0101100IM/".into(),
-                metadata: Vec::new(),
-            },
-            ReceiptTransferV2 {
-                id_transfer: 2,
-                transfer_amount: "16.00".into(),
-                fiscal_code_pa: FELTRE.into(),
-                company_name: Some("Comune di Feltre".into()),
-                destination: ReceiptDestination::MbdAttachment(MBD.into()),
-                remittance_information: "Marca da bollo".into(),
-                transfer_category: "0301109AP".into(),
-                metadata: Vec::new(),
-            },
-        ],
-        id_psp: "BCITITMM".into(),
-        psp_company_name: "Intesa Sanpaolo".into(),
-        id_channel: "BCITITMM_01".into(),
-        channel_description: "app".into(),
-        payment_note: Some("per la pratica 42".into()),
-        primary_ci_incurred_fee: Some("0.50".into()),
-        // 10:00:00.250 in Rome (CET).
-        payment_date_time: Some("2026-11-26T09:00:00.250Z".into()),
-        ..ReceiptV2::default()
-    }
-}
-
-fn send_rt(receipt: Receipt) -> String {
-    pagopa::render_request(&Request::SendRt(SendRtRequest {
-        id_pa: PADOVA.into(),
-        id_broker_pa: BROKER.into(),
-        id_station: STATION.into(),
-        receipt,
-    }))
-}
-
-fn send_rt_v2(receipt: ReceiptV2) -> String {
-    pagopa::render_request(&Request::SendRtV2(SendRtV2Request {
-        id_pa: PADOVA.into(),
-        id_broker_pa: BROKER.into(),
-        id_station: STATION.into(),
-        receipt,
-    }))
-}
 
 /// Encodes, checks the JSON wrapper and `rt`, and returns the `Pagati` XML.
 fn esito(ctx: &ReceiptContext<'_>, raw: &str) -> String {
@@ -702,10 +541,7 @@ fn dates_are_local_time_in_rome() {
         let mut r = receipt_v1();
         r.payment_date_time = pdt.map(Into::into);
         r.application_date = app.map(Into::into);
-        let c = ReceiptContext {
-            received_at,
-            ..ctx()
-        };
+        let c = ctx_at(received_at);
         let xml = esito(&c, &send_rt(r));
         assert_valid(&[&xml]);
         let f = fields(&xml);
@@ -813,15 +649,7 @@ fn what_is_not_a_receipt_is_an_error_not_a_panic() {
             "{raw:?}"
         );
     }
-    let verify = pagopa::render_request(&Request::Verify(VerifyRequest {
-        id_pa: PADOVA.into(),
-        id_broker_pa: BROKER.into(),
-        id_station: STATION.into(),
-        qr_code: QrCode {
-            fiscal_code: PADOVA.into(),
-            notice_number: "301000000000012373".into(),
-        },
-    }));
+    let verify = verify_request();
     assert_eq!(
         encode(&ctx(), &verify),
         Err(MypayPushError::NotAReceipt("paVerifyPaymentNotice"))
@@ -848,10 +676,7 @@ fn what_is_not_a_receipt_is_an_error_not_a_panic() {
 fn a_bad_context_is_refused() {
     let raw = send_rt(receipt_v1());
     for received_at in ["", "2026-11-26", "2026-11-26T10:00:01", "yesterday"] {
-        let c = ReceiptContext {
-            received_at,
-            ..ctx()
-        };
+        let c = ctx_at(received_at);
         assert!(
             matches!(encode(&c, &raw), Err(MypayPushError::Context(_))),
             "{received_at:?}"

@@ -3,11 +3,11 @@
 //! `None` and empty `metadata` are left out; everything else is written as given (the renderer
 //! does not validate: parse what you render in tests).
 
-use std::fmt::Write as _;
+use std::ops::{Deref, DerefMut};
 
 use super::model::*;
-use super::xml::push_escaped;
 use super::{Request, Response};
+use crate::xml_text::XmlText;
 
 const ENVELOPE_START: &str = concat!(
     r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" "#,
@@ -127,42 +127,38 @@ fn bool_str(b: bool) -> &'static str {
     }
 }
 
-/// The output being written.
-struct W(String);
+/// The output being written: the envelope around an [`XmlText`].
+struct W(XmlText);
+
+impl Deref for W {
+    type Target = XmlText;
+
+    fn deref(&self) -> &XmlText {
+        &self.0
+    }
+}
+
+impl DerefMut for W {
+    fn deref_mut(&mut self) -> &mut XmlText {
+        &mut self.0
+    }
+}
 
 impl W {
     fn envelope(root: &str, capacity: usize) -> W {
-        let mut s = String::with_capacity(capacity);
-        s.push_str(ENVELOPE_START);
-        s.push_str(root);
-        s.push('>');
-        W(s)
+        let mut x = XmlText::with_capacity(capacity);
+        x.push_str(ENVELOPE_START);
+        x.push_str(root);
+        x.push_str(">");
+        W(x)
     }
 
     fn finish(mut self, root: &str) -> String {
-        self.0.push_str("</paf:");
-        self.0.push_str(root);
-        self.0.push('>');
-        self.0.push_str(ENVELOPE_END);
-        self.0
-    }
-
-    fn open(&mut self, name: &str) {
-        self.0.push('<');
-        self.0.push_str(name);
-        self.0.push('>');
-    }
-
-    fn close(&mut self, name: &str) {
-        self.0.push_str("</");
-        self.0.push_str(name);
-        self.0.push('>');
-    }
-
-    fn leaf(&mut self, name: &str, text: &str) {
-        self.open(name);
-        push_escaped(&mut self.0, text);
-        self.close(name);
+        self.push_str("</paf:");
+        self.push_str(root);
+        self.push_str(">");
+        self.push_str(ENVELOPE_END);
+        self.0.into_string()
     }
 
     fn opt(&mut self, name: &str, text: &Option<String>) {
@@ -178,9 +174,7 @@ impl W {
     }
 
     fn id_transfer(&mut self, id: u8) {
-        self.open("idTransfer");
-        let _ = write!(self.0, "{id}");
-        self.close("idTransfer");
+        self.raw("idTransfer", id);
     }
 
     fn head(&mut self, id_pa: &str, id_broker_pa: &str, id_station: &str) {
@@ -205,9 +199,7 @@ impl W {
             self.leaf("id", &f.id);
             self.opt("description", &f.description);
             if let Some(serial) = f.serial {
-                self.open("serial");
-                let _ = write!(self.0, "{serial}");
-                self.close("serial");
+                self.raw("serial", serial);
             }
             self.opt("originalFaultCode", &f.original_fault_code);
             self.opt("originalFaultString", &f.original_fault_string);

@@ -1,4 +1,4 @@
-//! Reading the SOAP envelope down to its payload, and escaping text for rendering.
+//! Reading the SOAP envelope down to its payload.
 //!
 //! Only the Body's element becomes a tree: the Header is skipped unread, and the payload is small
 //! (a receipt is a few hundred elements), so a tree is simpler than streaming into the structs
@@ -345,32 +345,5 @@ fn close_node(stack: &mut Vec<Node>, payload: &mut Option<Node>, state: &mut Sta
                 *state = State::BodyDone;
             }
         }
-    }
-}
-
-/// Appends `s` as XML character data. Characters XML cannot carry (control characters) are
-/// dropped; CR is written as a reference so it survives end-of-line normalisation.
-pub(crate) fn push_escaped(out: &mut String, s: &str) {
-    let bytes = s.as_bytes();
-    let mut last = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let rep = match b {
-            b'&' => "&amp;",
-            b'<' => "&lt;",
-            b'>' => "&gt;",
-            b'\r' => "&#13;",
-            b'\t' | b'\n' => continue,
-            0..=0x1f => "",
-            _ => continue,
-        };
-        // `i` is at an ASCII byte, hence a char boundary.
-        if let Some(chunk) = s.get(last..i) {
-            out.push_str(chunk);
-        }
-        out.push_str(rep);
-        last = i + 1;
-    }
-    if let Some(chunk) = s.get(last..) {
-        out.push_str(chunk);
     }
 }
