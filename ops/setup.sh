@@ -10,8 +10,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Debian packages: sqlite3 (the import benchmark's floor), unzip (demo and tests look inside
 # outcome zips), python3 (the flow generator), procps (kill, used by the hub tests), curl (the
 # tests call the hub over HTTP), libxml2-utils (xmllint checks answers against the official XSD),
-# wrk (the SOAP benchmark's load).
-PACKAGES=(sqlite3 unzip python3 procps curl libxml2-utils wrk)
+# wrk (the SOAP benchmark's load), libssl-dev and pkg-config (the ssh2 crate builds libssh2 against
+# OpenSSL), openssh-client (the sftp command-line client).
+PACKAGES=(sqlite3 unzip python3 procps curl libxml2-utils wrk libssl-dev pkg-config openssh-client)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -30,6 +31,9 @@ for module in zeep jsonschema; do
     python3 -m pip install --quiet --root-user-action=ignore "$module"
   fi
 done
+
+# The loopback sshd the sftp connector's tests talk to (installs openssh-server if missing).
+ops/sshd.sh
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "ops/setup.sh: cargo is missing: install Rust (https://rustup.rs) first" >&2

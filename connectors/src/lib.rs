@@ -12,6 +12,7 @@
 
 pub mod dir;
 pub mod http;
+pub mod sftp;
 
 use std::path::PathBuf;
 

@@ -3,15 +3,21 @@
 use crate::config::{deserialize_collecting, Problem};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use snodo_connectors::{dir, SinkConfig, SourceConfig};
+use snodo_connectors::{dir, sftp, SinkConfig, SourceConfig};
 use std::sync::Arc;
 
 type SourceParser = fn(Value, &str, &mut Vec<Problem>) -> Option<Arc<dyn SourceConfig>>;
 type SinkParser = fn(Value, &str, &mut Vec<Problem>) -> Option<Arc<dyn SinkConfig>>;
 
-const SOURCES: &[(&str, SourceParser)] = &[(dir::NAME, source::<dir::DirSourceConfig>)];
+const SOURCES: &[(&str, SourceParser)] = &[
+    (dir::NAME, source::<dir::DirSourceConfig>),
+    (sftp::NAME, source::<sftp::SftpSourceConfig>),
+];
 
-const SINKS: &[(&str, SinkParser)] = &[(dir::NAME, sink::<dir::DirSinkConfig>)];
+const SINKS: &[(&str, SinkParser)] = &[
+    (dir::NAME, sink::<dir::DirSinkConfig>),
+    (sftp::NAME, sink::<sftp::SftpSinkConfig>),
+];
 
 /// Decoders that turn a source's messages into registry operations.
 pub const DECODERS: &[&str] = &[snodo_adapters::mypay_import::MYPAY_IMPORT];
