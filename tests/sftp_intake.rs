@@ -4,95 +4,13 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-struct Sshd {
-    port: String,
-    user: String,
-    home: String,
-    key: PathBuf,
-    fingerprint: String,
-}
-
-fn sshd() -> Sshd {
-    let dir = PathBuf::from(
-        std::env::var("SNODO_TEST_SSHD_DIR").unwrap_or_else(|_| "/var/tmp/snodo-sshd".into()),
-    );
-    let read = |f: &str| match std::fs::read_to_string(dir.join(f)) {
-        Ok(s) => s.trim().to_string(),
-        Err(e) => panic!(
-            "the test sshd is not set up ({}: {e}): run ops/setup.sh (or ops/sshd.sh) first",
-            dir.join(f).display()
-        ),
-    };
-    let port = std::env::var("SNODO_TEST_SSHD_PORT").unwrap_or_else(|_| read("port"));
-    if let Err(e) = std::net::TcpStream::connect(format!("127.0.0.1:{port}")) {
-        panic!("the test sshd is not running on 127.0.0.1:{port} ({e}): run ops/setup.sh (or ops/sshd.sh) first");
-    }
-    Sshd {
-        port,
-        user: read("user"),
-        home: read("home"),
-        key: dir.join("client_ed25519"),
-        fingerprint: read("host_fingerprint"),
-    }
-}
-
-impl Sshd {
-    /// Runs `sftp -b -` with these commands; true when every command succeeded.
-    fn batch(&self, commands: &str) -> bool {
-        use std::io::Write;
-        let mut child = Command::new("sftp")
-            .args(["-q", "-b", "-", "-P", &self.port, "-i"])
-            .arg(&self.key)
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-            ])
-            .arg(format!("{}@127.0.0.1", self.user))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the OpenSSH sftp client (ops/setup.sh installs it)");
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(commands.as_bytes()).expect("sftp stdin");
-        }
-        child.wait().expect("sftp").success()
-    }
-
-    fn get(&self, remote: &str, local: &Path) -> bool {
-        self.batch(&format!("get {remote} {}\n", local.display()))
-    }
-}
 
 #[test]
 fn a_flow_dropped_with_the_sftp_client_gets_its_outcome_files_on_the_server() {
-    let s = sshd();
-    let base = format!(
-        "{}/intake-{}-{}",
-        s.home,
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default()
-    );
+    let s = test_sshd();
+    let base = s.fresh("intake");
     let home = Home::new();
-    let remote = |path: &str| {
-        format!(
-            "{{ connector = \"sftp\", host = \"127.0.0.1\", port = {}, user = \"{}\", key = \"{}\", known_host = \"{}\", path = \"{base}/{path}\"",
-            s.port,
-            s.user,
-            s.key.display(),
-            s.fingerprint
-        )
-    };
+    let remote = |path: &str| s.connector(&format!("{base}/{path}"));
     let cfg = std::fs::read_to_string(home.config()).unwrap();
     let from_dir = "from = { connector = \"dir\", path = \"var/c_g224/in\", schedule = \"* * * * * *\", settle = \"0s\" }";
     let out_dir = "outcomes = { connector = \"dir\", path = \"var/c_g224/out\" }";

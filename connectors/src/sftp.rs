@@ -4,11 +4,13 @@
 //!
 //! Source layout under `path`, as for `dir`: new files arrive at the top; a file that has kept
 //! its size and mtime for `settle` (seen across polls) is claimed by a remote rename into
-//! `processing/` (OpenSSH's server refuses a rename onto an existing name and the source name is
-//! gone for whoever comes second, so a file is claimed once even by several hubs), streamed down
-//! to a local staged file and handed over. [`Ack::done`] moves it to `archive/YYYY_MM/` (or
-//! deletes it); [`Ack::failed`] moves it to `failed/` with a `<name>.error.txt` beside it. What a
-//! run left in `processing/` is handed over again, `redelivered`, at the next start.
+//! `processing/<owner>/` (OpenSSH's server refuses a rename onto an existing name and the source
+//! name is gone for whoever comes second, so a file is claimed once even by several hubs),
+//! streamed down to a local staged file and handed over. [`Ack::done`] moves it to
+//! `archive/YYYY_MM/` (or deletes it); [`Ack::failed`] moves it to `failed/` with a
+//! `<name>.error.txt` beside it. What a run left in its own `processing/<owner>/` is handed over
+//! again, `redelivered`, at the next start; `<owner>` is derived from the machine and the local
+//! staging folder, so another hub sharing the remote folder never takes what this one claimed.
 //!
 //! Trust: the server's host key must be pinned (`known_host = "SHA256:..."` as `ssh-keygen -lf`
 //! prints it, or a `known_hosts` file); there is no accept-any default, and a mismatch refuses to
@@ -656,13 +658,23 @@ struct Shared {
     /// Acks that failed (server gone, permission denied): retried before each poll.
     pending: Mutex<Vec<(String, Settle)>>,
     root: String,
+    /// This hub's folder under `processing/` (see [`owner_id`]).
+    owner: String,
     after: After,
 }
 
 impl Shared {
+    /// Where this hub keeps the files it claimed: `processing/<owner>/`.
+    fn processing(&self, name: Option<&str>) -> PathBuf {
+        match name {
+            Some(name) => join(&self.root, &["processing", &self.owner, name]),
+            None => join(&self.root, &["processing", &self.owner]),
+        }
+    }
+
     fn settle(&self, name: &str, how: &Settle) -> Result<()> {
         let root = self.root.as_str();
-        let claimed = join(root, &["processing", name]);
+        let claimed = self.processing(Some(name));
         let mut conn = lock(&self.conn);
         conn.run(|sftp| {
             match sftp.lstat(&claimed) {
@@ -748,15 +760,23 @@ impl SftpSource {
                         }
                     })
                     .collect();
-                std::env::temp_dir().join("snodo-sftp").join(slug)
+                // Two hubs on one machine (started from their own directories) must not share
+                // a staging folder, nor the owner id derived from it.
+                let cwd = std::env::current_dir().unwrap_or_default();
+                let here = short_hex(&Sha256::digest(cwd.as_os_str().as_encoded_bytes()));
+                std::env::temp_dir()
+                    .join("snodo-sftp")
+                    .join(format!("{slug}-{here}"))
             }
         };
         fs::create_dir_all(&staging).map_err(|e| ConnectorError::io(staging.display(), e))?;
+        let owner = owner_id(&staging);
         Ok(Self {
             shared: Arc::new(Shared {
                 conn: Mutex::new(Conn::new(remote)?),
                 pending: Mutex::new(Vec::new()),
                 root: cfg.path.clone(),
+                owner,
                 after: cfg.after,
             }),
             staging,
@@ -770,7 +790,7 @@ impl SftpSource {
 
     /// Streams `processing/<name>` down to the staging folder; the message's body is that file.
     fn fetch(&self, name: &str, redelivered: bool) -> Result<Message> {
-        let remote = join(&self.shared.root, &["processing", name]);
+        let remote = self.shared.processing(Some(name));
         let local = self.staging.join(name);
         let part = self.staging.join(format!(".{name}.part"));
         let mut conn = lock(&self.shared.conn);
@@ -839,6 +859,26 @@ impl SftpSource {
     }
 }
 
+/// This hub's name for its folder under `processing/`: the machine and the local staging folder,
+/// hashed. Stable across restarts of the same hub (so it takes back what it claimed before a
+/// crash) and distinct between hubs sharing a remote folder (so none takes another's claims).
+fn owner_id(staging: &Path) -> String {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default();
+    let staging = fs::canonicalize(staging).unwrap_or_else(|_| staging.to_path_buf());
+    let mut h = Sha256::new();
+    h.update(host.trim().as_bytes());
+    h.update([0]);
+    h.update(staging.as_os_str().as_encoded_bytes());
+    format!("hub-{}", short_hex(&h.finalize()))
+}
+
+/// The first 6 bytes of a digest, in hex.
+fn short_hex(digest: &[u8]) -> String {
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
 fn is_candidate(name: &str) -> bool {
     !name.starts_with('.')
         && !name.ends_with(".tmp")
@@ -868,12 +908,14 @@ impl Source for SftpSource {
             {
                 let mut conn = lock(&self.shared.conn);
                 conn.run(|sftp| {
-                    mkdirs(sftp, &join(&root, &["processing"]))?;
+                    mkdirs(sftp, &self.shared.processing(None))?;
                     mkdirs(sftp, &join(&root, &["failed"]))
                 })?;
             }
-            // Files left in processing/ were claimed by a run that stopped before finishing them.
-            for (name, _) in self.list(&join(&root, &["processing"]))? {
+            // Files left in this hub's processing/<owner>/ were claimed by a run of it that stopped
+            // before finishing them. Other hubs' folders are theirs: taking those would import a
+            // flow that hub is importing right now.
+            for (name, _) in self.list(&self.shared.processing(None))? {
                 if is_candidate(&name) {
                     todo.push((name, true));
                 }
@@ -901,7 +943,7 @@ impl Source for SftpSource {
                 continue;
             }
             let from = join(&root, &[&name]);
-            let to = join(&root, &["processing", &name]);
+            let to = self.shared.processing(Some(&name));
             let mut conn = lock(&self.shared.conn);
             let claimed = conn.run(|sftp| {
                 if sftp.lstat(&to).is_ok() {
@@ -1199,6 +1241,11 @@ mod tests {
         v
     }
 
+    /// The source's own folder under `processing/`.
+    fn mine(src: &SftpSource) -> String {
+        src.shared.processing(None).display().to_string()
+    }
+
     fn body(m: &Message) -> Vec<u8> {
         match &m.body {
             Body::File(p) => fs::read(p).unwrap(),
@@ -1224,7 +1271,7 @@ mod tests {
         );
         assert!(!msgs[0].redelivered);
         assert_eq!(body(&msgs[0]), b"AAAA");
-        assert_eq!(names(&mut c, &format!("{dir}/processing")), ["a.zip"]);
+        assert_eq!(names(&mut c, &mine(&src)), ["a.zip"]);
         assert!(
             src.poll().unwrap().is_empty(),
             "a claimed file is not handed out twice"
@@ -1241,7 +1288,7 @@ mod tests {
             read(&mut c, &format!("{dir}/archive/{month}/a.zip")).as_deref(),
             Some(&b"AAAA"[..])
         );
-        assert!(names(&mut c, &format!("{dir}/processing")).is_empty());
+        assert!(names(&mut c, &mine(&src)).is_empty());
         assert!(!local.exists(), "the staged download is removed once acked");
         // The partial and temporary uploads were never touched.
         assert!(read(&mut c, &format!("{dir}/.b.zip.part")).is_some());
@@ -1272,6 +1319,108 @@ mod tests {
     }
 
     #[test]
+    fn a_second_hub_starting_does_not_take_what_the_first_one_claimed() {
+        let s = sshd();
+        let dir = s.folder("two-hubs");
+        let (sa, sb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut c = s.client();
+        put(&mut c, &format!("{dir}/a.zip"), b"AAAA", false);
+        let mut a = SftpSource::new(&s.source(&dir, "0s", sa.path())).unwrap();
+        let got = a.poll().unwrap();
+        assert_eq!(got.len(), 1);
+        // Hub B starts while A is still importing a.zip: its recovery must leave it alone.
+        let mut b = SftpSource::new(&s.source(&dir, "0s", sb.path())).unwrap();
+        assert_ne!(mine(&a), mine(&b));
+        assert!(b.poll().unwrap().is_empty(), "B took A's claimed file");
+        put(&mut c, &format!("{dir}/b.zip"), b"BB", false);
+        let got_b = b.poll().unwrap();
+        assert_eq!(got_b.len(), 1);
+        assert!(a.poll().unwrap().is_empty());
+        for m in got.into_iter().chain(got_b) {
+            m.ack.done().unwrap();
+        }
+        let month = chrono::Local::now().format("%Y_%m").to_string();
+        assert_eq!(
+            names(&mut c, &format!("{dir}/archive/{month}")),
+            ["a.zip", "b.zip"]
+        );
+        // A restarted A (same staging) takes back only its own unfinished claims.
+        put(&mut c, &format!("{dir}/c.zip"), b"C", false);
+        assert_eq!(a.poll().unwrap().len(), 1);
+        drop(a);
+        let mut b2 = SftpSource::new(&s.source(&dir, "0s", sb.path())).unwrap();
+        assert!(b2.poll().unwrap().is_empty());
+        let mut a2 = SftpSource::new(&s.source(&dir, "0s", sa.path())).unwrap();
+        let again = a2.poll().unwrap();
+        assert_eq!(again.len(), 1);
+        assert!(again[0].redelivered);
+        assert_eq!(again[0].name, "c.zip");
+    }
+
+    fn chmod(c: &mut Conn, path: &str, mode: u32) {
+        let p = PathBuf::from(path);
+        c.run(|sftp| {
+            mkdirs(sftp, &p)?;
+            let st = FileStat {
+                size: None,
+                uid: None,
+                gid: None,
+                perm: Some(mode),
+                atime: None,
+                mtime: None,
+            };
+            sftp.setstat(&p, st).map_err(ssh_at(&p))
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn an_archive_folder_without_write_permission_keeps_the_file_claimed_until_fixed() {
+        let s = sshd();
+        let dir = s.folder("perm");
+        let staging = tempfile::tempdir().unwrap();
+        let mut c = s.client();
+        put(&mut c, &format!("{dir}/p.zip"), b"PPPP", false);
+        // archive/ exists but the server's user cannot create archive/YYYY_MM in it.
+        chmod(&mut c, &format!("{dir}/archive"), 0o555);
+        let mut src = SftpSource::new(&s.source(&dir, "0s", staging.path())).unwrap();
+        let msgs = src.poll().unwrap();
+        assert_eq!(msgs.len(), 1);
+        let err = msgs
+            .into_iter()
+            .next()
+            .unwrap()
+            .ack
+            .done()
+            .unwrap_err()
+            .to_string();
+        let month = chrono::Local::now().format("%Y_%m").to_string();
+        assert!(
+            err.contains(&format!("{dir}/archive/{month}")),
+            "names the folder: {err}"
+        );
+        assert!(err.to_lowercase().contains("permission"), "says why: {err}");
+        // Claimed, not lost, and not handed over again as a new file.
+        assert_eq!(names(&mut c, &mine(&src)), ["p.zip"]);
+        assert!(src.poll().unwrap().is_empty(), "still denied: nothing new");
+        assert_eq!(names(&mut c, &mine(&src)), ["p.zip"]);
+        assert_eq!(
+            names(&mut c, &dir),
+            ["archive", "failed", "processing"],
+            "not put back nor failed"
+        );
+
+        // The operator fixes the permission: the next poll finishes the archiving.
+        chmod(&mut c, &format!("{dir}/archive"), 0o755);
+        assert!(src.poll().unwrap().is_empty());
+        assert!(names(&mut c, &mine(&src)).is_empty());
+        assert_eq!(
+            read(&mut c, &format!("{dir}/archive/{month}/p.zip")).as_deref(),
+            Some(&b"PPPP"[..])
+        );
+    }
+
+    #[test]
     fn a_growing_file_is_not_taken_before_it_settles() {
         let s = sshd();
         let dir = s.folder("growing");
@@ -1292,10 +1441,7 @@ mod tests {
             src.poll().unwrap().is_empty(),
             "1.4 s after first sight but grew 0 s ago: not settled"
         );
-        assert_eq!(
-            names(&mut c, &format!("{dir}/processing")),
-            Vec::<String>::new()
-        );
+        assert_eq!(names(&mut c, &mine(&src)), Vec::<String>::new());
         std::thread::sleep(Duration::from_millis(1200));
         let msgs = src.poll().unwrap();
         assert_eq!(msgs.len(), 1);
@@ -1329,7 +1475,7 @@ mod tests {
             read(&mut c, &format!("{dir}/failed/b.zip.error.txt")).as_deref(),
             Some(&b"PAA_IMPORT_FORMATO_ZIP: not a zip file\n"[..])
         );
-        assert!(names(&mut c, &format!("{dir}/processing")).is_empty());
+        assert!(names(&mut c, &mine(&src)).is_empty());
     }
 
     #[test]

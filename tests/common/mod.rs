@@ -355,3 +355,134 @@ pub fn send_rt_v2(notice: &str, receipt_id: &str, amount: &str) -> String {
         },
     ))
 }
+
+/// The loopback OpenSSH server `ops/sshd.sh` (run by `ops/setup.sh`) starts for the sftp tests.
+/// Missing, it fails the test saying so: sftp tests never skip.
+pub struct TestSshd {
+    pub port: String,
+    pub user: String,
+    pub home: String,
+    pub key: PathBuf,
+    pub fingerprint: String,
+}
+
+pub fn test_sshd() -> TestSshd {
+    let dir = PathBuf::from(
+        std::env::var("SNODO_TEST_SSHD_DIR").unwrap_or_else(|_| "/var/tmp/snodo-sshd".into()),
+    );
+    let read = |f: &str| match std::fs::read_to_string(dir.join(f)) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) => panic!(
+            "the test sshd is not set up ({}: {e}): run ops/setup.sh (or ops/sshd.sh) first",
+            dir.join(f).display()
+        ),
+    };
+    let port = std::env::var("SNODO_TEST_SSHD_PORT").unwrap_or_else(|_| read("port"));
+    if let Err(e) = std::net::TcpStream::connect(format!("127.0.0.1:{port}")) {
+        panic!("the test sshd is not running on 127.0.0.1:{port} ({e}): run ops/setup.sh (or ops/sshd.sh) first");
+    }
+    TestSshd {
+        port,
+        user: read("user"),
+        home: read("home"),
+        key: dir.join("client_ed25519"),
+        fingerprint: read("host_fingerprint"),
+    }
+}
+
+impl TestSshd {
+    /// A fresh remote folder name (not created) under the test user's home.
+    pub fn fresh(&self, tag: &str) -> String {
+        format!(
+            "{}/{tag}-{}-{}",
+            self.home,
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or_default()
+        )
+    }
+
+    /// `{ connector = "sftp", host, port, user, key, known_host, path = "<path>"` — close it
+    /// with ` }` (after adding keys).
+    pub fn connector(&self, path: &str) -> String {
+        format!(
+            "{{ connector = \"sftp\", host = \"127.0.0.1\", port = {}, user = \"{}\", key = \"{}\", known_host = \"{}\", path = \"{path}\"",
+            self.port,
+            self.user,
+            self.key.display(),
+            self.fingerprint
+        )
+    }
+
+    fn sftp(&self, commands: &str) -> Output {
+        let mut child = Command::new("sftp")
+            .args(["-q", "-b", "-", "-P", &self.port, "-i"])
+            .arg(&self.key)
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .arg(format!("{}@127.0.0.1", self.user))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the OpenSSH sftp client (ops/setup.sh installs it)");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(commands.as_bytes()).expect("sftp stdin");
+        }
+        child.wait_with_output().expect("sftp")
+    }
+
+    /// Runs `sftp -b -` with these commands; true when every command succeeded.
+    pub fn batch(&self, commands: &str) -> bool {
+        self.sftp(commands).status.success()
+    }
+
+    pub fn get(&self, remote: &str, local: &Path) -> bool {
+        self.batch(&format!("get {remote} {}\n", local.display()))
+    }
+
+    /// The names in a remote folder, hidden ones included (not `.`/`..`), sorted; None when
+    /// the folder cannot be listed (missing).
+    pub fn ls(&self, dir: &str) -> Option<Vec<String>> {
+        let o = self.sftp(&format!("ls -1a {dir}\n"));
+        if !o.status.success() {
+            return None;
+        }
+        let mut names: Vec<String> = stdout(&o)
+            .lines()
+            .filter(|l| !l.starts_with("sftp>"))
+            .filter_map(|l| l.trim().rsplit('/').next().map(str::to_string))
+            .filter(|n| !n.is_empty() && n != "." && n != "..")
+            .collect();
+        names.sort();
+        Some(names)
+    }
+
+    /// `ls -l`-style sizes of the regular files in a remote folder (hidden ones included).
+    pub fn sizes(&self, dir: &str) -> Option<Vec<(String, u64)>> {
+        let o = self.sftp(&format!("ls -la {dir}\n"));
+        if !o.status.success() {
+            return None;
+        }
+        let mut v: Vec<(String, u64)> = stdout(&o)
+            .lines()
+            .filter(|l| l.starts_with('-'))
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let size = f.get(4)?.parse().ok()?;
+                let name = f.last()?.rsplit('/').next()?.to_string();
+                Some((name, size))
+            })
+            .collect();
+        v.sort();
+        Some(v)
+    }
+}
