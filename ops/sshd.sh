@@ -10,12 +10,15 @@
 #     port                  the port sshd listens on (127.0.0.1)
 #     user, home            the test user and its home; tests make their own folders under it
 #     host_fingerprint      the host key's SHA256 fingerprint, as `ssh-keygen -lf` prints it
-# Homes are not chrooted per entity: every test works in its own folder under one user's home.
+# The test user is chrooted (as an entity's account on a real server would be) into
+# $SNODO_TEST_SSHD_CHROOT (default /srv/snodo-sftp/tests, root-owned as sshd requires); it writes
+# under /data there, and every test works in its own folder below it.
 set -euo pipefail
 
 STATE="${SNODO_TEST_SSHD_DIR:-/var/tmp/snodo-sshd}"
 PORT="${SNODO_TEST_SSHD_PORT:-2222}"
 USER_NAME="${SNODO_TEST_SSHD_USER:-snodo-sftp}"
+CHROOT="${SNODO_TEST_SSHD_CHROOT:-/srv/snodo-sftp/tests}"
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -32,9 +35,13 @@ $SUDO chmod 755 "$STATE"
 if ! id "$USER_NAME" >/dev/null 2>&1; then
   $SUDO useradd --create-home --shell /bin/sh "$USER_NAME"
 fi
-HOME_DIR="$(getent passwd "$USER_NAME" | cut -d: -f6)"
-$SUDO mkdir -p "$HOME_DIR"
-$SUDO chown "$USER_NAME:" "$HOME_DIR"
+# sshd wants every component of the chroot path root-owned and writable by root only.
+$SUDO mkdir -p "$CHROOT/data"
+$SUDO chown root:root "$CHROOT" "$(dirname "$CHROOT")"
+$SUDO chmod 755 "$CHROOT" "$(dirname "$CHROOT")"
+$SUDO chown "$USER_NAME:" "$CHROOT/data"
+# The folder the tests see, inside the chroot.
+HOME_DIR=/data
 # useradd leaves the account locked ("!"), which some PAM-less sshd builds treat as unusable
 # even for key logins; "*" means no password but not locked.
 if $SUDO grep -q "^$USER_NAME:!" /etc/shadow 2>/dev/null; then
@@ -71,6 +78,9 @@ X11Forwarding no
 AllowTcpForwarding no
 Subsystem sftp internal-sftp
 LogLevel INFO
+Match User $USER_NAME
+  ChrootDirectory $CHROOT
+  ForceCommand internal-sftp
 EOF
 
 $SUDO /usr/sbin/sshd -t -f "$STATE/sshd_config"
@@ -98,5 +108,5 @@ echo "$USER_NAME" | $SUDO tee "$STATE/user" >/dev/null
 echo "$HOME_DIR" | $SUDO tee "$STATE/home" >/dev/null
 ssh-keygen -lf "$STATE/host_ed25519_key.pub" | awk '{print $2}' | $SUDO tee "$STATE/host_fingerprint" >/dev/null
 
-echo "ops/sshd.sh: sshd (pid $(cat "$STATE/sshd.pid")) on 127.0.0.1:$PORT, user $USER_NAME (home $HOME_DIR)"
+echo "ops/sshd.sh: sshd (pid $(cat "$STATE/sshd.pid")) on 127.0.0.1:$PORT, user $USER_NAME chrooted in $CHROOT (writes under $HOME_DIR)"
 echo "ops/sshd.sh: client key $STATE/client_ed25519, host key $(cat "$STATE/host_fingerprint")"

@@ -11,6 +11,9 @@
 //! `<name>.error.txt` beside it. What a run left in its own `processing/<owner>/` is handed over
 //! again, `redelivered`, at the next start; `<owner>` is derived from the machine and the local
 //! staging folder, so another hub sharing the remote folder never takes what this one claimed.
+//! With `marker = "done" | "md5"` a file is taken once its `<name>.done` / `<name>.md5` exists
+//! instead of once settled; the marker travels with it, and an `.md5` is checked against the
+//! content while it streams down (a mismatch fails the file).
 //!
 //! Trust: the server's host key must be pinned (`known_host = "SHA256:..."` as `ssh-keygen -lf`
 //! prints it, or a `known_hosts` file); there is no accept-any default, and a mismatch refuses to
@@ -82,6 +85,53 @@ pub struct SftpSourceConfig {
     pub timeout: String,
     /// Local folder for downloaded files (default: a folder under the system's temp dir).
     pub staging: Option<PathBuf>,
+    /// A companion file that says `<name>` is complete: `"done"` (`<name>.done`) or `"md5"`
+    /// (`<name>.md5` holding the content's MD5, checked after download). None: `settle` only.
+    pub marker: Option<String>,
+}
+
+/// The companion file that marks a flow complete (the `marker` option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    /// `<name>.done` exists: its content is not read.
+    Done,
+    /// `<name>.md5` holds the hex MD5 of `<name>` (as `md5sum` writes it), checked after download.
+    Md5,
+}
+
+/// Names ending so are markers, never flows (whatever `marker` is set to).
+const MARKER_SUFFIXES: [&str; 2] = [".done", ".md5"];
+
+impl Marker {
+    fn parse(s: Option<&str>) -> std::result::Result<Option<Self>, String> {
+        match s.map(str::trim) {
+            None => Ok(None),
+            Some("done") => Ok(Some(Marker::Done)),
+            Some("md5") => Ok(Some(Marker::Md5)),
+            Some(other) => Err(format!(
+                "marker {other:?} is not known: \"done\" (<name>.done) or \"md5\" (<name>.md5 \
+                 holding the content's MD5), or leave it out to take files once they settle"
+            )),
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Marker::Done => ".done",
+            Marker::Md5 => ".md5",
+        }
+    }
+
+    fn of(self, name: &str) -> String {
+        format!("{name}{}", self.suffix())
+    }
+}
+
+/// The MD5 an `.md5` marker holds: the first word, 32 hex digits (lowercased).
+fn parse_md5_marker(text: &str) -> Option<String> {
+    let word = text.split_whitespace().next()?;
+    (word.len() == 32 && word.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| word.to_ascii_lowercase())
 }
 
 /// `outcomes = { connector = "sftp", host, user, key, known_host, path = "/out", overwrite = false }`
@@ -238,6 +288,9 @@ impl SourceConfig for SftpSourceConfig {
         let mut p = self.remote().check(&self.path);
         if let Err(e) = parse_duration(&self.settle) {
             p.push(format!("settle: {e}"));
+        }
+        if let Err(e) = Marker::parse(self.marker.as_deref()) {
+            p.push(e);
         }
         p
     }
@@ -661,6 +714,7 @@ struct Shared {
     /// This hub's folder under `processing/` (see [`owner_id`]).
     owner: String,
     after: After,
+    marker: Option<Marker>,
 }
 
 impl Shared {
@@ -683,14 +737,37 @@ impl Shared {
                 Err(e) if is_no_such_file(&e) => return Ok(()),
                 Err(e) => return Err(ssh_at(&claimed)(e)),
             }
+            // The marker goes first: if the file's move then fails, a retry still finds the file
+            // and finishes; the other way round a retry would think all done and leave the marker.
+            let marker = self
+                .marker
+                .map(|m| (self.processing(Some(&m.of(name))), m))
+                .filter(|(p, _)| sftp.lstat(p).is_ok());
+            let move_marker = |dir: &Path, to: &Path| -> Op<()> {
+                if let Some((from, m)) = &marker {
+                    let to_name = to
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| name.to_string());
+                    let mto = free_name(sftp, dir, &m.of(&to_name));
+                    sftp.rename(from, &mto, None).map_err(ssh_at(&mto))?;
+                }
+                Ok(())
+            };
             match how {
                 Settle::Done => match self.after {
-                    After::Delete => sftp.unlink(&claimed).map_err(ssh_at(&claimed)),
+                    After::Delete => {
+                        if let Some((m, _)) = &marker {
+                            sftp.unlink(m).map_err(ssh_at(m))?;
+                        }
+                        sftp.unlink(&claimed).map_err(ssh_at(&claimed))
+                    }
                     After::Archive => {
                         let month = chrono::Local::now().format("%Y_%m").to_string();
                         let dir = join(root, &["archive", &month]);
                         mkdirs(sftp, &dir)?;
                         let to = free_name(sftp, &dir, name);
+                        move_marker(&dir, &to)?;
                         sftp.rename(&claimed, &to, None).map_err(ssh_at(&to))
                     }
                 },
@@ -706,6 +783,7 @@ impl Shared {
                     let tmp = join(root, &["failed", &format!(".{to_name}.error.txt.part")]);
                     let _ = sftp.unlink(&note);
                     upload_atomically(sftp, &mut reason.as_bytes(), &tmp, &note)?;
+                    move_marker(&dir, &to)?;
                     sftp.rename(&claimed, &to, None).map_err(ssh_at(&to))
                 }
             }
@@ -778,6 +856,7 @@ impl SftpSource {
                 root: cfg.path.clone(),
                 owner,
                 after: cfg.after,
+                marker: Marker::parse(cfg.marker.as_deref()).map_err(ConnectorError::Config)?,
             }),
             staging,
             settle,
@@ -789,15 +868,61 @@ impl SftpSource {
     }
 
     /// Streams `processing/<name>` down to the staging folder; the message's body is that file.
-    fn fetch(&self, name: &str, redelivered: bool) -> Result<Message> {
+    /// `None`: the content failed its `.md5` marker, and the file went to `failed/`.
+    fn fetch(&self, name: &str, redelivered: bool) -> Result<Option<Message>> {
         let remote = self.shared.processing(Some(name));
         let local = self.staging.join(name);
         let part = self.staging.join(format!(".{name}.part"));
+        let md5_marker = (self.shared.marker == Some(Marker::Md5)).then(|| {
+            (
+                self.shared.processing(Some(&Marker::Md5.of(name))),
+                join(&self.shared.root, &[&Marker::Md5.of(name)]),
+            )
+        });
         let mut conn = lock(&self.shared.conn);
         let label = self.label.clone();
-        let result = (|| -> Result<()> {
+        // Ok(Some(reason)): downloaded whole, but the content is not what the marker says.
+        let result = (|| -> Result<Option<String>> {
+            // The MD5 the marker holds, or why there is none to check against.
+            let expected = match &md5_marker {
+                None => None,
+                Some((claimed, dropped)) => Some(conn.run(|sftp| {
+                    let mut f = match sftp.open(claimed) {
+                        Ok(f) => f,
+                        // Claimed before the marker could follow (a crash in between).
+                        Err(e) if is_no_such_file(&e) => {
+                            if !claim_marker(sftp, dropped, claimed)? {
+                                return Ok(Err(format!(
+                                    "{name}: its marker {} is gone, nothing to check the \
+                                     content against\n",
+                                    Marker::Md5.of(name)
+                                )));
+                            }
+                            sftp.open(claimed).map_err(ssh_at(claimed))?
+                        }
+                        Err(e) => return Err(ssh_at(claimed)(e)),
+                    };
+                    let mut text = Vec::new();
+                    (&mut f)
+                        .take(4096)
+                        .read_to_end(&mut text)
+                        .map_err(io_at(claimed))?;
+                    let text = String::from_utf8_lossy(&text);
+                    Ok(parse_md5_marker(&text).ok_or_else(|| {
+                        format!(
+                            "{name}: its marker {} holds no MD5 (32 hex digits): {:?}\n",
+                            Marker::Md5.of(name),
+                            text.trim()
+                        )
+                    }))
+                })?),
+            };
+            if let Some(Err(reason)) = expected {
+                return Ok(Some(reason));
+            }
             let mut out =
                 fs::File::create(&part).map_err(|e| ConnectorError::io(part.display(), e))?;
+            let mut md5 = md5::Context::new();
             let got = conn.run(|sftp| {
                 let expect = sftp.stat(&remote).map_err(ssh_at(&remote))?.size;
                 let mut f = sftp.open(&remote).map_err(ssh_at(&remote))?;
@@ -809,11 +934,15 @@ impl SftpSource {
                         break;
                     }
                     out.write_all(&buf[..n]).map_err(io_at(&part))?;
+                    if expected.is_some() {
+                        md5.consume(&buf[..n]);
+                    }
                     total += n as u64;
                 }
                 Ok((total, expect))
             })?;
-            if let (total, Some(expect)) = got {
+            let (total, expect) = got;
+            if let Some(expect) = expect {
                 if total != expect {
                     return Err(ConnectorError::Refused(format!(
                         "{label}{}: downloaded {total} bytes of {expect}",
@@ -824,13 +953,31 @@ impl SftpSource {
             out.flush()
                 .map_err(|e| ConnectorError::io(part.display(), e))?;
             drop(out);
-            fs::rename(&part, &local).map_err(|e| ConnectorError::io(local.display(), e))
+            if let Some(Ok(want)) = expected {
+                let actual = format!("{:x}", md5.compute());
+                if actual != want {
+                    return Ok(Some(format!(
+                        "{name}: MD5 mismatch: {} expects {want}, the content ({total} bytes) \
+                         has {actual}\n",
+                        Marker::Md5.of(name)
+                    )));
+                }
+            }
+            fs::rename(&part, &local).map_err(|e| ConnectorError::io(local.display(), e))?;
+            Ok(None)
         })();
-        if result.is_err() {
+        drop(conn);
+        if !matches!(result, Ok(None)) {
             let _ = fs::remove_file(&part);
         }
-        result?;
-        Ok(Message {
+        if let Some(reason) = result? {
+            tracing::warn!(file = %name, "sftp: {}", reason.trim_end());
+            if let Err(e) = self.shared.settle_or_keep(name, Settle::Failed(reason)) {
+                tracing::warn!(file = %name, "sftp: moving it to failed/ failed, retrying at the next poll: {e}");
+            }
+            return Ok(None);
+        }
+        Ok(Some(Message {
             name: name.to_string(),
             body: Body::File(local.clone()),
             redelivered,
@@ -839,7 +986,101 @@ impl SftpSource {
                 name: name.to_string(),
                 local,
             }),
-        })
+        }))
+    }
+
+    /// Takes back this hub's own unfinished claims (once, at the first poll) and claims the
+    /// drop folder's complete files, adding them to `todo`.
+    fn claim_new(&mut self, todo: &mut Vec<(String, bool)>) -> Result<()> {
+        let root = self.shared.root.clone();
+        if !self.recovered {
+            {
+                let mut conn = lock(&self.shared.conn);
+                conn.run(|sftp| {
+                    mkdirs(sftp, &self.shared.processing(None))?;
+                    mkdirs(sftp, &join(&root, &["failed"]))
+                })?;
+            }
+            // Files left in this hub's processing/<owner>/ were claimed by a run of it that stopped
+            // before finishing them. Other hubs' folders are theirs: taking those would import a
+            // flow that hub is importing right now.
+            for (name, _) in self.list(&self.shared.processing(None))? {
+                if is_candidate(&name) && !todo.iter().any(|(n, _)| *n == name) {
+                    todo.push((name, true));
+                }
+            }
+            self.recovered = true;
+        }
+
+        let listing = self.list(Path::new(&root))?;
+        let present: std::collections::HashSet<&str> =
+            listing.iter().map(|(n, _)| n.as_str()).collect();
+        let marker = self.shared.marker;
+        let now = Instant::now();
+        let mut seen = HashMap::new();
+        for (name, st) in &listing {
+            let name = name.clone();
+            if !is_candidate(&name) {
+                continue;
+            }
+            if let Some(m) = marker {
+                // The marker says it is complete: no need to watch it settle.
+                if !present.contains(m.of(&name).as_str()) {
+                    continue;
+                }
+            } else {
+                let state = (st.size, st.mtime);
+                let since = match self.seen.get(&name) {
+                    Some((size, mtime, since)) if (*size, *mtime) == state => *since,
+                    _ => now,
+                };
+                seen.insert(name.clone(), (state.0, state.1, since));
+                if now.duration_since(since) < self.settle {
+                    continue;
+                }
+            }
+            if todo.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            let from = join(&root, &[&name]);
+            let to = self.shared.processing(Some(&name));
+            let mut conn = lock(&self.shared.conn);
+            let claimed = conn.run(|sftp| {
+                if sftp.lstat(&to).is_ok() {
+                    // A file of that name is still being processed; take this one next time.
+                    return Ok(false);
+                }
+                match sftp.rename(&from, &to, None) {
+                    Ok(()) => {
+                        if let Some(m) = marker {
+                            let mname = m.of(&name);
+                            let mfrom = join(&root, &[&mname]);
+                            let mto = self.shared.processing(Some(&mname));
+                            if let Err((p, e)) = claim_marker(sftp, &mfrom, &mto) {
+                                // Fetching (md5) looks for it again; settling moves what it finds.
+                                let e = sftp_err("", &p, e);
+                                tracing::warn!(file = %name, "sftp: cannot move its marker: {e}");
+                            }
+                        }
+                        Ok(true)
+                    }
+                    // Another hub (or a concurrent poll) claimed it first.
+                    Err(e) if is_no_such_file(&e) => Ok(false),
+                    Err(e) => Err(ssh_at(&from)(e)),
+                }
+            });
+            drop(conn);
+            match claimed {
+                Ok(true) => {
+                    seen.remove(&name);
+                    todo.push((name, false));
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(file = %name, "sftp: cannot claim: {e}"),
+            }
+        }
+        self.seen = seen;
+        Ok(())
     }
 
     fn list(&self, dir: &Path) -> Result<Vec<(String, FileStat)>> {
@@ -884,6 +1125,25 @@ fn is_candidate(name: &str) -> bool {
         && !name.ends_with(".tmp")
         && !name.ends_with(".part")
         && !name.ends_with(".error.txt")
+        && !MARKER_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// Moves a claimed file's marker from the drop folder into `processing/<owner>/` beside it
+/// (replacing a stale one left there). `false`: there was no marker to move.
+fn claim_marker(sftp: &Sftp, from: &Path, to: &Path) -> Op<bool> {
+    match sftp.rename(from, to, None) {
+        Ok(()) => Ok(true),
+        Err(e) if is_no_such_file(&e) => Ok(false),
+        Err(e) => {
+            // OpenSSH refuses to rename onto an existing name: a marker left by an earlier run.
+            if sftp.lstat(to).is_ok() && sftp.lstat(from).is_ok() {
+                sftp.unlink(to).map_err(ssh_at(to))?;
+                sftp.rename(from, to, None).map_err(ssh_at(to))?;
+                return Ok(true);
+            }
+            Err(ssh_at(from)(e))
+        }
+    }
 }
 
 impl Source for SftpSource {
@@ -902,78 +1162,20 @@ impl Source for SftpSource {
             }
         }
 
-        let root = self.shared.root.clone();
+        // Claimed but not downloaded yet (the transfer broke), then what is new: kept for the
+        // next poll if the server cannot be listed now.
         let mut todo: Vec<(String, bool)> = std::mem::take(&mut self.undelivered);
-        if !self.recovered {
-            {
-                let mut conn = lock(&self.shared.conn);
-                conn.run(|sftp| {
-                    mkdirs(sftp, &self.shared.processing(None))?;
-                    mkdirs(sftp, &join(&root, &["failed"]))
-                })?;
-            }
-            // Files left in this hub's processing/<owner>/ were claimed by a run of it that stopped
-            // before finishing them. Other hubs' folders are theirs: taking those would import a
-            // flow that hub is importing right now.
-            for (name, _) in self.list(&self.shared.processing(None))? {
-                if is_candidate(&name) {
-                    todo.push((name, true));
-                }
-            }
-            self.recovered = true;
+        if let Err(e) = self.claim_new(&mut todo) {
+            self.undelivered = todo;
+            return Err(e);
         }
-
-        let listing = self.list(Path::new(&root))?;
-        let now = Instant::now();
-        let mut seen = HashMap::new();
-        for (name, st) in listing {
-            if !is_candidate(&name) {
-                continue;
-            }
-            let state = (st.size, st.mtime);
-            let since = match self.seen.get(&name) {
-                Some((size, mtime, since)) if (*size, *mtime) == state => *since,
-                _ => now,
-            };
-            seen.insert(name.clone(), (state.0, state.1, since));
-            if now.duration_since(since) < self.settle {
-                continue;
-            }
-            if todo.iter().any(|(n, _)| *n == name) {
-                continue;
-            }
-            let from = join(&root, &[&name]);
-            let to = self.shared.processing(Some(&name));
-            let mut conn = lock(&self.shared.conn);
-            let claimed = conn.run(|sftp| {
-                if sftp.lstat(&to).is_ok() {
-                    // A file of that name is still being processed; take this one next time.
-                    return Ok(false);
-                }
-                match sftp.rename(&from, &to, None) {
-                    Ok(()) => Ok(true),
-                    // Another hub (or a concurrent poll) claimed it first.
-                    Err(e) if is_no_such_file(&e) => Ok(false),
-                    Err(e) => Err(ssh_at(&from)(e)),
-                }
-            });
-            drop(conn);
-            match claimed {
-                Ok(true) => {
-                    seen.remove(&name);
-                    todo.push((name, false));
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(file = %name, "sftp: cannot claim: {e}"),
-            }
-        }
-        self.seen = seen;
 
         let mut out = Vec::new();
         let mut first_err = None;
         for (name, redelivered) in todo {
             match self.fetch(&name, redelivered) {
-                Ok(m) => out.push(m),
+                Ok(Some(m)) => out.push(m),
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(file = %name, "sftp: download failed, retrying at the next poll: {e}");
                     first_err.get_or_insert(e);
@@ -1164,6 +1366,7 @@ mod tests {
                 after: After::Archive,
                 timeout: "10s".into(),
                 staging: Some(staging.to_path_buf()),
+                marker: None,
             }
         }
 
@@ -1512,6 +1715,528 @@ mod tests {
         );
     }
 
+    fn with_marker(mut cfg: SftpSourceConfig, marker: &str) -> SftpSourceConfig {
+        cfg.marker = Some(marker.into());
+        cfg
+    }
+
+    fn staged(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_done_marker_gates_the_file_and_travels_with_it() {
+        let s = sshd();
+        let dir = s.folder("marker-done");
+        let staging = tempfile::tempdir().unwrap();
+        let mut c = s.client();
+        put(&mut c, &format!("{dir}/a.zip"), b"AAAA", false);
+        put(&mut c, &format!("{dir}/b.zip"), b"BBBB", false);
+        put(&mut c, &format!("{dir}/b.zip.done"), b"", false);
+        put(&mut c, &format!("{dir}/orphan.zip.done"), b"", false);
+        put(&mut c, &format!("{dir}/x.md5"), b"", false);
+        // A settle of an hour: the marker alone says the file is complete.
+        let cfg = with_marker(s.source(&dir, "1h", staging.path()), "done");
+        let mut src = SftpSource::new(&cfg).unwrap();
+        let msgs = src.poll().unwrap();
+        assert_eq!(
+            msgs.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["b.zip"],
+            "only the marked file, and no marker as a flow"
+        );
+        assert_eq!(body(&msgs[0]), b"BBBB");
+        assert_eq!(names(&mut c, &mine(&src)), ["b.zip", "b.zip.done"]);
+        assert!(src.poll().unwrap().is_empty(), "a.zip has no marker yet");
+        for m in msgs {
+            m.ack.done().unwrap();
+        }
+        let month = chrono::Local::now().format("%Y_%m").to_string();
+        assert_eq!(
+            names(&mut c, &format!("{dir}/archive/{month}")),
+            ["b.zip", "b.zip.done"]
+        );
+        assert!(names(&mut c, &mine(&src)).is_empty());
+
+        // The marker comes: taken; refused by the pipeline, it fails along with its marker.
+        put(&mut c, &format!("{dir}/a.zip.done"), b"", false);
+        let msgs = src.poll().unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].name, "a.zip");
+        for m in msgs {
+            m.ack.failed("refused\n").unwrap();
+        }
+        assert_eq!(
+            names(&mut c, &format!("{dir}/failed")),
+            ["a.zip", "a.zip.done", "a.zip.error.txt"]
+        );
+        assert_eq!(
+            names(&mut c, &dir),
+            [
+                "archive",
+                "failed",
+                "orphan.zip.done",
+                "processing",
+                "x.md5"
+            ],
+            "markers without their file stay where they are"
+        );
+
+        // after = "delete" deletes the marker too.
+        let mut cfg = cfg;
+        cfg.after = After::Delete;
+        let mut src = SftpSource::new(&cfg).unwrap();
+        put(&mut c, &format!("{dir}/d.zip"), b"D", false);
+        put(&mut c, &format!("{dir}/d.zip.done"), b"", false);
+        let msgs = src.poll().unwrap();
+        assert_eq!(msgs.len(), 1);
+        for m in msgs {
+            m.ack.done().unwrap();
+        }
+        assert!(names(&mut c, &mine(&src)).is_empty());
+        assert_eq!(
+            names(&mut c, &format!("{dir}/archive/{month}")),
+            ["b.zip", "b.zip.done"]
+        );
+    }
+
+    #[test]
+    fn an_md5_marker_is_checked_against_the_downloaded_content() {
+        let s = sshd();
+        let dir = s.folder("marker-md5");
+        let staging = tempfile::tempdir().unwrap();
+        let mut c = s.client();
+        let good = vec![42u8; 2 * CHUNK + 5];
+        let good_md5 = format!("{:x}", md5::compute(&good));
+        put(&mut c, &format!("{dir}/good.zip"), &good, false);
+        // As md5sum writes it, in capitals for once.
+        let marker = format!("{}  good.zip\n", good_md5.to_uppercase());
+        put(
+            &mut c,
+            &format!("{dir}/good.zip.md5"),
+            marker.as_bytes(),
+            false,
+        );
+        put(&mut c, &format!("{dir}/bad.zip"), b"tampered", false);
+        let bad_md5 = format!("{:x}", md5::compute(b"original"));
+        put(
+            &mut c,
+            &format!("{dir}/bad.zip.md5"),
+            bad_md5.as_bytes(),
+            false,
+        );
+        put(&mut c, &format!("{dir}/junk.zip"), b"J", false);
+        put(
+            &mut c,
+            &format!("{dir}/junk.zip.md5"),
+            b"not a hash\n",
+            false,
+        );
+        put(&mut c, &format!("{dir}/later.zip"), b"L", false);
+
+        let cfg = with_marker(s.source(&dir, "1h", staging.path()), "md5");
+        let mut src = SftpSource::new(&cfg).unwrap();
+        let msgs = src.poll().unwrap();
+        assert_eq!(
+            msgs.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["good.zip"]
+        );
+        assert_eq!(body(&msgs[0]), good);
+        assert_eq!(
+            staged(staging.path()),
+            ["good.zip"],
+            "nothing of the failed downloads is left in staging"
+        );
+        assert_eq!(
+            names(&mut c, &format!("{dir}/failed")),
+            [
+                "bad.zip",
+                "bad.zip.error.txt",
+                "bad.zip.md5",
+                "junk.zip",
+                "junk.zip.error.txt",
+                "junk.zip.md5"
+            ]
+        );
+        let why =
+            String::from_utf8(read(&mut c, &format!("{dir}/failed/bad.zip.error.txt")).unwrap())
+                .unwrap();
+        let actual = format!("{:x}", md5::compute(b"tampered"));
+        assert!(why.contains("MD5 mismatch"), "{why}");
+        assert!(
+            why.contains(&bad_md5) && why.contains(&actual),
+            "expected and actual: {why}"
+        );
+        let why =
+            String::from_utf8(read(&mut c, &format!("{dir}/failed/junk.zip.error.txt")).unwrap())
+                .unwrap();
+        assert!(why.contains("holds no MD5"), "{why}");
+        assert_eq!(names(&mut c, &mine(&src)), ["good.zip", "good.zip.md5"]);
+        for m in msgs {
+            m.ack.done().unwrap();
+        }
+        let month = chrono::Local::now().format("%Y_%m").to_string();
+        assert_eq!(
+            names(&mut c, &format!("{dir}/archive/{month}")),
+            ["good.zip", "good.zip.md5"]
+        );
+        assert!(src.poll().unwrap().is_empty(), "later.zip has no marker");
+
+        // Claimed, then the hub stopped before the marker followed: the next start finds it
+        // in the drop folder and still checks the content.
+        put(
+            &mut c,
+            &format!("{dir}/later.zip.md5"),
+            format!("{:x}", md5::compute(b"L")).as_bytes(),
+            false,
+        );
+        let from = PathBuf::from(format!("{dir}/later.zip"));
+        let to = src.shared.processing(Some("later.zip"));
+        c.run(|sftp| sftp.rename(&from, &to, None).map_err(ssh_at(&to)))
+            .unwrap();
+        drop(src);
+        let mut src = SftpSource::new(&cfg).unwrap();
+        let msgs = src.poll().unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert!(msgs[0].redelivered);
+        assert_eq!(body(&msgs[0]), b"L");
+        assert_eq!(names(&mut c, &mine(&src)), ["later.zip", "later.zip.md5"]);
+    }
+
+    /// Uploads `len` pseudo-random bytes (a fixed seed) to `path`, generated as they are sent:
+    /// never held whole in memory. Returns their SHA-256, hex.
+    fn put_generated(c: &mut Conn, path: &str, len: u64, seed: u64) -> String {
+        let p = PathBuf::from(path);
+        c.run(|sftp| {
+            if let Some(parent) = p.parent() {
+                mkdirs(sftp, parent)?;
+            }
+            let mut f = sftp
+                .open_mode(
+                    &p,
+                    OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+                    0o644,
+                    OpenType::File,
+                )
+                .map_err(ssh_at(&p))?;
+            let mut sha = Sha256::new();
+            let mut x = seed | 1;
+            let mut buf = vec![0u8; CHUNK];
+            let mut left = len;
+            while left > 0 {
+                for word in buf.chunks_exact_mut(8) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    word.copy_from_slice(&x.to_le_bytes());
+                }
+                let n = usize::try_from(left.min(CHUNK as u64)).unwrap();
+                f.write_all(&buf[..n]).map_err(io_at(&p))?;
+                sha.update(&buf[..n]);
+                left -= n as u64;
+            }
+            f.close().map_err(ssh_at(&p))?;
+            Ok(hex(&sha.finalize()))
+        })
+        .unwrap()
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// SHA-256 of a local file, streamed.
+    fn sha256_file(path: &Path) -> String {
+        let mut f = fs::File::open(path).unwrap();
+        let mut sha = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+        }
+        hex(&sha.finalize())
+    }
+
+    /// A second sshd of this test's own, on a free port, with the shared one's config, host key
+    /// and authorized keys (so the same home and pins): stopping it disturbs no other test.
+    struct PrivateSshd {
+        dir: tempfile::TempDir,
+        port: u16,
+        child: Option<std::process::Child>,
+    }
+
+    impl PrivateSshd {
+        fn start() -> Self {
+            let state = PathBuf::from(
+                std::env::var("SNODO_TEST_SSHD_DIR")
+                    .unwrap_or_else(|_| "/var/tmp/snodo-sshd".into()),
+            );
+            let shared = fs::read_to_string(state.join("sshd_config"))
+                .expect("the test sshd's config (run ops/sshd.sh)");
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir = tempfile::tempdir().unwrap();
+            let pid = dir.path().join("sshd.pid");
+            let cfg: String = shared
+                .lines()
+                .map(|l| {
+                    if l.starts_with("Port ") {
+                        format!("Port {port}")
+                    } else if l.starts_with("PidFile ") {
+                        format!("PidFile {}", pid.display())
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            fs::write(dir.path().join("sshd_config"), cfg + "\n").unwrap();
+            let mut me = Self {
+                dir,
+                port,
+                child: None,
+            };
+            me.spawn();
+            me
+        }
+
+        fn spawn(&mut self) {
+            let child = std::process::Command::new("/usr/sbin/sshd")
+                .arg("-D")
+                .arg("-f")
+                .arg(self.dir.path().join("sshd_config"))
+                .arg("-E")
+                .arg(self.dir.path().join("sshd.log"))
+                .spawn()
+                .expect("start /usr/sbin/sshd");
+            self.child = Some(child);
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+            let started = Instant::now();
+            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the private sshd did not start: {}",
+                    fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        /// Kills the listener and every session process it forked, as a crash or power cut would.
+        fn kill(&mut self) {
+            let Some(mut child) = self.child.take() else {
+                return;
+            };
+            let mut tree = vec![child.id()];
+            let mut i = 0;
+            while i < tree.len() {
+                let parent = tree[i];
+                for e in fs::read_dir("/proc").unwrap().flatten() {
+                    let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                        continue;
+                    };
+                    let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+                        continue;
+                    };
+                    // pid (comm) state ppid ...: comm may hold spaces, so read after the ')'.
+                    let ppid = stat
+                        .rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                        .and_then(|p| p.parse::<u32>().ok());
+                    if ppid == Some(parent) && !tree.contains(&pid) {
+                        tree.push(pid);
+                    }
+                }
+                i += 1;
+            }
+            let _ = std::process::Command::new("kill")
+                .arg("-KILL")
+                .args(tree.iter().map(|p| p.to_string()))
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    impl Drop for PrivateSshd {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+
+    #[test]
+    fn the_server_stopped_mid_transfer_and_restarted_delivers_the_file_whole_once() {
+        let s = sshd();
+        let dir = s.folder("server-dies");
+        let staging = tempfile::tempdir().unwrap();
+        let mut c = s.client();
+        let len = 48 << 20;
+        let want = put_generated(&mut c, &format!("{dir}/big.zip"), len, 0x5eed);
+        let mut server = PrivateSshd::start();
+        let mut cfg = s.source(&dir, "0s", staging.path());
+        cfg.port = server.port;
+        cfg.timeout = "5s".into();
+        let src = SftpSource::new(&cfg).unwrap();
+        let owner_dir = mine(&src);
+
+        let polling = std::thread::spawn(move || {
+            let mut src = src;
+            let got = src.poll();
+            (src, got)
+        });
+        // Stop the server once the download is under way.
+        let part = staging.path().join(".big.zip.part");
+        let started = Instant::now();
+        while fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < (1 << 20) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30) && !polling.is_finished(),
+                "the download never started"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        server.kill();
+        let (mut src, got) = polling.join().unwrap();
+        let err = match got {
+            Ok(msgs) => panic!(
+                "the transfer finished before the server was stopped ({} messages): make the file bigger",
+                msgs.len()
+            ),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("big.zip"), "names the file: {err}");
+        assert!(
+            staged(staging.path()).is_empty(),
+            "nothing partial is left in staging, let alone under the final name"
+        );
+        // Claimed, whole and not lost on the server.
+        assert_eq!(names(&mut c, &owner_dir), ["big.zip"]);
+        assert!(src.poll().is_err(), "the server is still down");
+        assert!(staged(staging.path()).is_empty());
+
+        server.spawn();
+        let msgs = src.poll().unwrap();
+        assert_eq!(msgs.len(), 1, "delivered once the server is back");
+        assert_eq!(msgs[0].name, "big.zip");
+        let local = match &msgs[0].body {
+            Body::File(p) => p.clone(),
+            Body::Bytes(_) => unreachable!(),
+        };
+        assert_eq!(fs::metadata(&local).unwrap().len(), len);
+        assert_eq!(sha256_file(&local), want, "whole and unchanged");
+        assert!(src.poll().unwrap().is_empty(), "not handed over twice");
+        for m in msgs {
+            m.ack.done().unwrap();
+        }
+        assert!(src.poll().unwrap().is_empty());
+        let month = chrono::Local::now().format("%Y_%m").to_string();
+        assert_eq!(
+            names(&mut c, &format!("{dir}/archive/{month}")),
+            ["big.zip"]
+        );
+        assert!(names(&mut c, &owner_dir).is_empty());
+        assert!(staged(staging.path()).is_empty());
+        // 48 MB per run would pile up in the test user's home.
+        let archived = PathBuf::from(format!("{dir}/archive/{month}/big.zip"));
+        c.run(|sftp| sftp.unlink(&archived).map_err(ssh_at(&archived)))
+            .unwrap();
+    }
+
+    /// Peak resident memory of this process so far (`VmHWM`), in bytes.
+    fn peak_rss() -> u64 {
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmHWM in /proc/self/status");
+        kb * 1024
+    }
+
+    const BIG_ENV: &str = "SNODO_TEST_SFTP_BIG";
+
+    #[test]
+    fn a_500_mb_flow_streams_down_with_bounded_memory() {
+        let s = sshd();
+        if let Ok(spec) = std::env::var(BIG_ENV) {
+            // The child process: download and measure, alone in its process.
+            let mut it = spec.splitn(3, '|');
+            let (dir, want, len) = (
+                it.next().unwrap().to_string(),
+                it.next().unwrap().to_string(),
+                it.next().unwrap().parse::<u64>().unwrap(),
+            );
+            let staging = tempfile::tempdir().unwrap();
+            let mut cfg = s.source(&dir, "0s", staging.path());
+            cfg.after = After::Delete;
+            let before = peak_rss();
+            let mut src = SftpSource::new(&cfg).unwrap();
+            let msgs = src.poll().unwrap();
+            let grew = peak_rss().saturating_sub(before);
+            assert_eq!(msgs.len(), 1);
+            let local = match &msgs[0].body {
+                Body::File(p) => p.clone(),
+                Body::Bytes(_) => unreachable!(),
+            };
+            assert_eq!(fs::metadata(&local).unwrap().len(), len);
+            assert_eq!(sha256_file(&local), want);
+            for m in msgs {
+                m.ack.done().unwrap();
+            }
+            eprintln!(
+                "peak RSS grew by {} KiB downloading {len} bytes",
+                grew / 1024
+            );
+            assert!(
+                grew < 64 << 20,
+                "peak RSS grew by {} MiB for a {} MiB flow",
+                grew >> 20,
+                len >> 20
+            );
+            return;
+        }
+        let dir = s.folder("big");
+        let mut c = s.client();
+        let len: u64 = 500 << 20;
+        let want = put_generated(&mut c, &format!("{dir}/big.zip"), len, 0xb16);
+        // Measured in a process of its own: the other tests of this binary run in threads of
+        // this one and would count towards its peak.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "sftp::tests::a_500_mb_flow_streams_down_with_bounded_memory",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(BIG_ENV, format!("{dir}|{want}|{len}"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("1 passed"),
+            "the child ran the download: {text}"
+        );
+        assert!(text.contains("peak RSS grew by"), "{text}");
+        if let Some(line) = text.lines().find(|l| l.contains("peak RSS grew by")) {
+            eprintln!("{line}");
+        }
+        assert!(names(&mut c, &dir).iter().all(|n| n != "big.zip"));
+    }
+
     #[test]
     fn a_wrong_host_key_is_refused_showing_both_fingerprints() {
         let s = sshd();
@@ -1609,6 +2334,14 @@ mod tests {
         assert!(p.contains("settle"), "{p}");
         assert!(p.contains("timeout"), "{p}");
         assert!(SftpSource::new(&cfg).is_err(), "no accept-any default");
+        let mut marked = cfg.clone();
+        marked.marker = Some("sha1".into());
+        let p = marked.check().join("\n");
+        assert!(p.contains("marker \"sha1\" is not known"), "{p}");
+        for ok in ["done", "md5"] {
+            marked.marker = Some(ok.into());
+            assert!(!marked.check().join("\n").contains("marker"), "{ok}");
+        }
 
         let cfg: SftpSinkConfig = serde_json::from_value(serde_json::json!({
             "host": "h", "user": "u", "path": "/out", "key": "/k",
