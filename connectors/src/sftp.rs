@@ -135,6 +135,9 @@ fn parse_md5_marker(text: &str) -> Option<String> {
 }
 
 /// `outcomes = { connector = "sftp", host, user, key, known_host, path = "/out", overwrite = false }`
+///
+/// The connection keys repeat the source's on purpose: serde cannot `flatten` a shared struct
+/// under `deny_unknown_fields`, and a misspelt key must be refused, not ignored.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SftpSinkConfig {
