@@ -11,8 +11,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # outcome zips), python3 (the flow generator), procps (kill, used by the hub tests), curl (the
 # tests call the hub over HTTP), libxml2-utils (xmllint checks answers against the official XSD),
 # wrk (the SOAP benchmark's load), libssl-dev and pkg-config (the ssh2 crate builds libssh2 against
-# OpenSSL), openssh-client (the sftp command-line client).
-PACKAGES=(sqlite3 unzip python3 procps curl libxml2-utils wrk libssl-dev pkg-config openssh-client)
+# OpenSSL), openssh-client (the sftp command-line client), make, g++ and zlib1g-dev (rdkafka
+# builds librdkafka from source: Debian's librdkafka is too old for the test broker).
+PACKAGES=(sqlite3 unzip python3 procps curl libxml2-utils wrk libssl-dev pkg-config openssh-client
+  make g++ zlib1g-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -32,11 +34,27 @@ for module in zeep jsonschema; do
   fi
 done
 
-# The loopback sshd the sftp connector's tests talk to (installs openssh-server if missing).
-ops/sshd.sh
-
 if ! command -v cargo >/dev/null 2>&1; then
   echo "ops/setup.sh: cargo is missing: install Rust (https://rustup.rs) first" >&2
   exit 1
 fi
+
+# The loopback sshd the sftp connector's tests talk to (installs openssh-server if missing).
+ops/sshd.sh
+
+# The Kafka-protocol broker (Tansu) the Kafka tests, demo and benchmarks use: built once, started
+# when not running.
+ops/kafka.sh
+
+# PostgreSQL: the store suite and the several-hubs tests need a server (trust auth on loopback).
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    echo "ops/setup.sh: starting PostgreSQL"
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+  else
+    echo "ops/setup.sh: PostgreSQL is not running on 127.0.0.1:5432 and is not installed" >&2
+    exit 1
+  fi
+fi
+
 echo "ops/setup.sh: ready"

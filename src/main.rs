@@ -147,6 +147,49 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         limit: u32,
     },
+    /// Follow the ops event stream, one line per event (from the event topic with [kafka],
+    /// else from the store).
+    Tail {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Only this entity's events.
+        #[arg(long)]
+        entity: Option<String>,
+        /// Only this kind (`receipt.stored`) or family (`position`).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Read a Kafka topic, every partition, outside any consumer group (commits nothing): one
+    /// `key<TAB>value` line per message; or, with --produce, write such lines to it. For
+    /// operators, tests and the intake benchmark.
+    Topic {
+        /// `host:port[,host:port...]`.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        /// Start from the oldest message (default: only new ones).
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop when nothing arrived for this long: `5s`.
+        #[arg(long, value_parser = parse_duration)]
+        idle: Option<std::time::Duration>,
+        /// Print nothing but the number of messages read and the time it took.
+        #[arg(long)]
+        quiet: bool,
+        /// Produce the `key<TAB>value` lines of FILE (`-`: standard input) instead of reading,
+        /// creating the topic with --partitions when missing.
+        #[arg(long, value_name = "FILE")]
+        produce: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+    },
     /// Simulate the national node and its PSPs: verify, activate and pay notices on a hub over
     /// SOAP, then report calls, faults and latencies (see docs/SIM.md).
     Sim(SimArgs),
@@ -301,6 +344,89 @@ fn load_plan(config: Option<PathBuf>) -> Result<Plan> {
     }
 }
 
+fn produce_topic(brokers: &str, topic: &str, file: &Path, partitions: i32) -> Result<ExitCode> {
+    use snodo_connectors::kafka::{self, KafkaConnection, KafkaProducer};
+    use std::io::BufRead;
+    let conn = KafkaConnection::new(brokers);
+    let timeout = std::time::Duration::from_secs(60);
+    kafka::ensure_topics(&conn, &[(topic.to_string(), partitions)], timeout)?;
+    let producer = KafkaProducer::new(&conn)?;
+    let input: Box<dyn BufRead> = if file == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| file.display().to_string())?,
+        ))
+    };
+    let started = std::time::Instant::now();
+    let mut batch = Vec::with_capacity(10_000);
+    let mut sent = 0u64;
+    for line in input.lines() {
+        let line = line?;
+        let (key, value) = line.split_once('\t').unwrap_or(("", line.as_str()));
+        batch.push((key.to_string(), value.as_bytes().to_vec()));
+        if batch.len() == 10_000 {
+            producer.send_all(topic, &batch, timeout)?;
+            sent += batch.len() as u64;
+            batch.clear();
+        }
+    }
+    producer.send_all(topic, &batch, timeout)?;
+    sent += batch.len() as u64;
+    eprintln!(
+        "produced={sent} seconds={:.3}",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_topic(
+    brokers: &str,
+    topic: &str,
+    from_beginning: bool,
+    count: Option<u64>,
+    idle: Option<std::time::Duration>,
+    quiet: bool,
+) -> Result<ExitCode> {
+    use snodo_connectors::kafka::{KafkaConnection, KafkaReader, ReadFrom};
+    use std::io::Write;
+    let from = if from_beginning {
+        ReadFrom::Beginning
+    } else {
+        ReadFrom::End
+    };
+    let mut reader = KafkaReader::open(&KafkaConnection::new(brokers), topic, from)
+        .with_context(|| format!("reading {topic} on {brokers}"))?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let started = std::time::Instant::now();
+    let mut last = std::time::Instant::now();
+    let mut read = 0u64;
+    while count.is_none_or(|c| read < c) {
+        match reader.next(std::time::Duration::from_millis(200))? {
+            Some(m) => {
+                read += 1;
+                last = std::time::Instant::now();
+                if !quiet {
+                    out.write_all(m.key.as_deref().unwrap_or_default())?;
+                    out.write_all(b"\t")?;
+                    out.write_all(&m.payload)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+            None if idle.is_some_and(|i| last.elapsed() >= i) => break,
+            None => {}
+        }
+    }
+    out.flush()?;
+    if quiet {
+        println!(
+            "messages={read} seconds={:.3}",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn open_store(plan: &Plan) -> Result<Arc<dyn Store>> {
     let store = snodo_store::open(&plan.config.hub.store, &plan.config.hub.data_dir)
         .context("opening the store")?;
@@ -364,6 +490,42 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         }
         Command::Dlq { action } => dlq(action),
         Command::Export { config, pipeline } => export(load_plan(config)?, &pipeline),
+        Command::Topic {
+            brokers,
+            topic,
+            produce: Some(file),
+            partitions,
+            ..
+        } => produce_topic(&brokers, &topic, &file, partitions),
+        Command::Topic {
+            brokers,
+            topic,
+            from_beginning,
+            count,
+            idle,
+            quiet,
+            produce: None,
+            ..
+        } => read_topic(&brokers, &topic, from_beginning, count, idle, quiet),
+        Command::Tail {
+            config,
+            entity,
+            kind,
+            count,
+        } => {
+            let plan = load_plan(config)?;
+            let store = open_store(&plan)?;
+            let filter = snodo_pipelines::events::TailFilter { entity, kind };
+            snodo_pipelines::events::tail(
+                &plan,
+                store.as_ref(),
+                &filter,
+                count,
+                &mut std::io::stdout().lock(),
+            )
+            .map_err(|e| anyhow::anyhow!("tail: {e}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Receipts {
             config,
             entity,
@@ -424,14 +586,15 @@ fn export(plan: Plan, pipeline: &str) -> Result<ExitCode> {
         );
     };
     let store = open_store(&plan)?;
-    let exporter = snodo_pipelines::export::Exporter::new(Arc::new(plan), index, store)
+    let instance = snodo_pipelines::engine::instance_name(&plan.config.hub);
+    let exporter = snodo_pipelines::export::Exporter::new(Arc::new(plan), index, store, instance)
         .map_err(|e| anyhow::anyhow!("pipeline {pipeline}: {e}"))?;
     // An unfinished file first (same receipts, same name), then a new one.
     let mut written = Vec::new();
-    if let Some(name) = exporter.export(true)? {
+    if let Some(name) = exporter.export(true, None)? {
         written.push(name);
     }
-    if let Some(name) = exporter.export(false)? {
+    if let Some(name) = exporter.export(false, None)? {
         written.push(name);
     }
     if written.is_empty() {

@@ -387,11 +387,19 @@ fn concurrent_receipts_are_stored_once_and_duplicates_faulted() {
     assert_eq!(paid, 200);
     let store = snodo_store::SqliteStore::open(&home.path().join("var/snodo.db")).unwrap();
     use snodo_store::Store;
+    let events = store.events_after(0, 10_000).unwrap();
+    let count = |kind: &str| events.iter().filter(|e| e.kind == kind).count();
     assert_eq!(
-        store.events_after(0, 1000).unwrap().len(),
+        count("receipt.stored"),
         200,
         "one receipt.stored event per receipt"
     );
+    assert_eq!(
+        count("position.paid"),
+        200,
+        "one position.paid per position"
+    );
+    assert_eq!(count("soap.fault"), 50, "one soap.fault per duplicate");
 }
 
 /// The official request samples (SANP2.5.1 examples), as shipped and rewritten to this hub's

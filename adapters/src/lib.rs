@@ -9,6 +9,7 @@ pub mod mypay_export;
 pub mod mypay_import;
 pub mod mypay_push;
 pub mod pagopa;
+pub mod position_json;
 pub mod receipt_json;
 mod xml_text;
 

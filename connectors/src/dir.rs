@@ -127,6 +127,8 @@ impl DirSource {
             name: name.clone(),
             body: Body::File(claimed.clone()),
             redelivered,
+            key: None,
+            offset: None,
             ack: Box::new(DirAck {
                 root: self.root.clone(),
                 name,

@@ -23,6 +23,8 @@
 
 use crate::dir::parse_duration;
 use crate::ConnectorError;
+/// Kept here too, where it was first defined: `snodo_connectors::http::DeliveryResult`.
+pub use crate::DeliveryResult;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -552,21 +554,6 @@ fn parse_headers(
     } else {
         Err(errors)
     }
-}
-
-/// What one delivery attempt came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeliveryResult {
-    /// The receiver accepted it (a 2xx answer).
-    Delivered { status: u16 },
-    /// Worth trying again later: a timeout, a connection problem, 408, 429 or 5xx. `after` is
-    /// the wait the server asked for with `Retry-After` (429 and 503 only).
-    Retry {
-        reason: String,
-        after: Option<Duration>,
-    },
-    /// Trying again will not help until someone changes something (another 4xx, a 3xx).
-    Permanent { reason: String },
 }
 
 /// Delivers documents to one URL. Cheap to clone: clones share the connection pool.

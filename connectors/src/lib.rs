@@ -12,9 +12,11 @@
 
 pub mod dir;
 pub mod http;
+pub mod kafka;
 pub mod sftp;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
@@ -28,6 +30,9 @@ pub enum ConnectorError {
     Config(String),
     #[error("{0}")]
     Refused(String),
+    /// The remote did not answer (down, unreachable, too slow): worth trying again later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ConnectorError {
@@ -56,13 +61,26 @@ pub trait Ack: Send {
     fn failed(self: Box<Self>, reason: &str) -> Result<()>;
 }
 
+/// Where a message sits in a stream (Kafka): enough to find it again or to report it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// One claimed input.
 pub struct Message {
-    /// The name the sender gave it (a file name for file transports).
+    /// The name the sender gave it (a file name for file transports; `topic/partition@offset`
+    /// for streams).
     pub name: String,
     pub body: Body,
     /// Claimed before, by this or an earlier run that did not finish it.
     pub redelivered: bool,
+    /// The record key of a stream message; `None` for file transports.
+    pub key: Option<Vec<u8>>,
+    /// Where a stream message sits; `None` for file transports.
+    pub offset: Option<StreamOffset>,
     pub ack: Box<dyn Ack>,
 }
 
@@ -72,6 +90,11 @@ impl std::fmt::Debug for Message {
             .field("name", &self.name)
             .field("body", &self.body)
             .field("redelivered", &self.redelivered)
+            .field(
+                "key",
+                &self.key.as_ref().map(|k| String::from_utf8_lossy(k)),
+            )
+            .field("offset", &self.offset)
             .finish()
     }
 }
@@ -104,4 +127,22 @@ pub trait SinkConfig: Send + Sync + 'static {
 pub trait Sink: Send + Sync {
     /// Publishes a finished file under `name`, all at once: a reader never sees it half written.
     fn put_file(&self, name: &str, content: &std::path::Path) -> Result<()>;
+}
+
+/// What one delivery attempt (of a receipt to a push target) came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryResult {
+    /// The receiver accepted it: for HTTP a 2xx answer (its status); for Kafka the record was
+    /// acknowledged by all in-sync replicas (`status` is 0: there is no status code).
+    Delivered { status: u16 },
+    /// Worth trying again later: a timeout, a connection problem, 408, 429 or 5xx, a broker
+    /// that is down or busy. `after` is the wait the server asked for with `Retry-After`
+    /// (HTTP 429 and 503 only).
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Trying again will not help until someone changes something (another 4xx, a 3xx; a record
+    /// too large, an unauthorised or invalid topic).
+    Permanent { reason: String },
 }

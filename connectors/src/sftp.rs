@@ -984,6 +984,8 @@ impl SftpSource {
             name: name.to_string(),
             body: Body::File(local.clone()),
             redelivered,
+            key: None,
+            offset: None,
             ack: Box::new(SftpAck {
                 shared: self.shared.clone(),
                 name: name.to_string(),

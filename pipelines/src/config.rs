@@ -52,6 +52,25 @@ pub struct Config {
     pub entities: Vec<EntityConfig>,
     #[serde(default)]
     pub pipelines: Vec<PipelineConfig>,
+    /// The hub's own Kafka: when set, the ops event stream is published to `hub.events_topic`.
+    pub kafka: Option<KafkaHubConfig>,
+}
+
+/// `[kafka]`: the broker the hub publishes its event stream to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaHubConfig {
+    pub brokers: String,
+    /// Passed to librdkafka as is: `security.protocol`, `sasl.*`, `ssl.*`...
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+    /// Partitions of the event topic when the hub creates it.
+    #[serde(default = "one")]
+    pub events_partitions: i32,
+}
+
+fn one() -> i32 {
+    1
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,9 +79,17 @@ pub struct HubConfig {
     /// Embedded store, staged flows and relative `dir` paths live here.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// `sqlite` (embedded, the default) or, in a later release, a `postgres://` URL.
+    /// `sqlite` (embedded, the default) or a `postgres://` URL (several hubs may share it).
     #[serde(default = "default_store")]
     pub store: String,
+    /// This hub's name among several sharing a store (leases, claims); default host name + pid.
+    pub instance: Option<String>,
+    /// Topic of the ops event stream (with `[kafka]`).
+    #[serde(default = "default_events_topic")]
+    pub events_topic: String,
+    /// Events kept in the store for `snodo tail` (older ones are pruned).
+    #[serde(default = "default_events_kept")]
+    pub events_kept: u64,
     /// MyPay's tassonomia.csv: when set, taxonomy codes must be in it.
     pub taxonomy_file: Option<PathBuf>,
     /// Largest uncompressed flow accepted (zip-bomb guard).
@@ -78,6 +105,9 @@ impl Default for HubConfig {
         Self {
             data_dir: default_data_dir(),
             store: default_store(),
+            instance: None,
+            events_topic: default_events_topic(),
+            events_kept: default_events_kept(),
             taxonomy_file: None,
             max_flow_bytes: default_max_flow_bytes(),
             import_chunk_rows: default_chunk_rows(),
@@ -90,6 +120,12 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_store() -> String {
     "sqlite".into()
+}
+fn default_events_topic() -> String {
+    "snodo.events".into()
+}
+fn default_events_kept() -> u64 {
+    100_000
 }
 fn default_max_flow_bytes() -> u64 {
     1 << 30

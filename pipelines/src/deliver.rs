@@ -7,11 +7,12 @@
 //! deliveries), which is what lets one pipeline keep up with thousands of receipts a second.
 
 use crate::metrics::DeliveryStats;
-use crate::plan::{EntityRuntime, PipelineKind, Plan, ReceiptFormat, ReceiptRoute};
+use crate::plan::{EntityRuntime, PipelineKind, Plan, PushTarget, ReceiptFormat, ReceiptRoute};
 use chrono::{DateTime, SecondsFormat, Utc};
 use snodo_adapters::receipt_json::ReceiptContext;
 use snodo_adapters::{mypay_push, receipt_json};
 use snodo_connectors::http::{DeliveryResult, HttpSink, RetryPolicy};
+use snodo_connectors::kafka::KafkaSink;
 use snodo_store::{Attempt, Delivery, ReceiptDocument, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +40,7 @@ pub struct Deliverer {
     name: String,
     entity: Arc<EntityRuntime>,
     format: ReceiptFormat,
-    sink: Arc<HttpSink>,
+    sink: PushSink,
     policy: RetryPolicy,
     lease: Duration,
     store: Arc<dyn Store>,
@@ -86,14 +87,25 @@ impl Deliverer {
             .get(&p.entity)
             .cloned()
             .ok_or_else(|| format!("unknown entity {}", p.entity))?;
-        let sink = sink.build().map_err(|e| e.to_string())?;
+        let (sink, policy, timeout) = match sink {
+            PushTarget::Http(c) => {
+                let s = c.build().map_err(|e| e.to_string())?;
+                let (p, t) = (*s.retry_policy(), s.timeout());
+                (PushSink::Http(Arc::new(s)), p, t)
+            }
+            PushTarget::Kafka(c) => {
+                let s = c.build().map_err(|e| e.to_string())?;
+                let (p, t) = (*s.retry_policy(), s.timeout());
+                (PushSink::Kafka(Arc::new(s)), p, t)
+            }
+        };
         Ok(Self {
             name: p.name.clone(),
             entity,
             format: format.clone(),
-            policy: *sink.retry_policy(),
-            lease: sink.timeout() + LEASE_MARGIN,
-            sink: Arc::new(sink),
+            policy,
+            lease: timeout + LEASE_MARGIN,
+            sink,
             store,
             stats,
         })
@@ -218,11 +230,20 @@ impl Deliverer {
 
     async fn attempt(&self, d: &Delivery) -> Attempt {
         match self.encode(d).await {
-            Ok(body) => {
-                let result = self
-                    .sink
-                    .deliver(body, "application/json", &d.idempotency_key)
-                    .await;
+            Ok((notice, body)) => {
+                let result = match &self.sink {
+                    PushSink::Http(s) => {
+                        s.deliver(body, "application/json", &d.idempotency_key)
+                            .await
+                    }
+                    PushSink::Kafka(s) => {
+                        let headers = [
+                            ("Idempotency-Key", d.idempotency_key.as_str()),
+                            ("content-type", "application/json"),
+                        ];
+                        s.deliver(&notice, body, &headers).await
+                    }
+                };
                 self.judge(d, result)
             }
             // A receipt that cannot be encoded will not encode better later.
@@ -259,7 +280,8 @@ impl Deliverer {
         }
     }
 
-    async fn encode(&self, d: &Delivery) -> Result<Vec<u8>, String> {
+    /// The receipt's notice number (a topic's key) and its encoded body.
+    async fn encode(&self, d: &Delivery) -> Result<(String, Vec<u8>), String> {
         let store = self.store.clone();
         let receipt = d.receipt;
         let doc = tokio::task::spawn_blocking(move || store.receipt_document(receipt))
@@ -268,7 +290,7 @@ impl Deliverer {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("receipt {receipt} is not in the store"))?;
         let ctx = context(&self.entity, &doc);
-        match &self.format {
+        let body = match &self.format {
             ReceiptFormat::Json => receipt_json::encode(&ctx, &doc.xml).map_err(|e| e.to_string()),
             ReceiptFormat::MypayPush => {
                 mypay_push::encode(&ctx, &doc.xml).map_err(|e| e.to_string())
@@ -276,6 +298,13 @@ impl Deliverer {
             ReceiptFormat::MypayExport { .. } => {
                 Err("MyPay's export is written in files, not pushed".into())
             }
-        }
+        }?;
+        Ok((doc.receipt.notice_number.clone(), body))
     }
+}
+
+/// Where a push pipeline sends: an entity's HTTP endpoint or a topic.
+enum PushSink {
+    Http(Arc<HttpSink>),
+    Kafka(Arc<KafkaSink>),
 }

@@ -19,14 +19,18 @@ pub struct Hub {
     plan: Arc<Plan>,
     store: Arc<dyn Store>,
     stats: Arc<DeliveryStats>,
+    /// This hub among several sharing the store: the holder of its leases.
+    instance: String,
 }
 
 impl Hub {
     pub fn new(plan: Plan, store: Arc<dyn Store>) -> Self {
+        let instance = instance_name(&plan.config.hub);
         Self {
             plan: Arc::new(plan),
             store,
             stats: Default::default(),
+            instance,
         }
     }
 
@@ -49,6 +53,23 @@ impl Hub {
                     )?;
                     tasks.push(tokio::spawn(runner.run(rx)));
                 }
+                PipelineKind::StreamPositions { .. } => {
+                    let plan = self.plan.clone();
+                    let store = self.store.clone();
+                    let stop = stop.clone();
+                    let name = p.name.clone();
+                    let intake = tokio::task::spawn_blocking(move || {
+                        crate::stream::StreamIntake::new(&plan, index, store)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+                    .map_err(|message| EngineError::Start {
+                        pipeline: name,
+                        message,
+                    })?;
+                    tasks.push(tokio::task::spawn_blocking(move || intake.run(stop)));
+                }
                 PipelineKind::Receipts {
                     route: ReceiptRoute::Push(_),
                     ..
@@ -69,18 +90,35 @@ impl Hub {
                     route: ReceiptRoute::Batch { .. },
                     ..
                 } => {
-                    let exporter =
-                        crate::export::Exporter::new(self.plan.clone(), index, self.store.clone())
-                            .map_err(|message| EngineError::Start {
-                                pipeline: p.name.clone(),
-                                message,
-                            })?;
+                    let exporter = crate::export::Exporter::new(
+                        self.plan.clone(),
+                        index,
+                        self.store.clone(),
+                        self.instance.clone(),
+                    )
+                    .map_err(|message| EngineError::Start {
+                        pipeline: p.name.clone(),
+                        message,
+                    })?;
                     tasks.push(tokio::spawn(exporter.run(rx)));
                 }
             }
         }
+        let (plan, store, instance) =
+            (self.plan.clone(), self.store.clone(), self.instance.clone());
+        let keeper = tokio::task::spawn_blocking(move || {
+            crate::events::EventKeeper::new(&plan, store, instance)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .map_err(|message| EngineError::Start {
+            pipeline: "event stream".into(),
+            message,
+        })?;
+        tasks.push(tokio::spawn(keeper.run(shutdown.clone())));
         started.store(true, Ordering::SeqCst);
-        info!(pipelines = tasks.len() - 1, "hub running");
+        info!(pipelines = self.plan.pipelines.len(), instance = %self.instance, "hub running");
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 break;
@@ -327,6 +365,25 @@ impl PipelineRunner {
             }
         }
     }
+}
+
+/// `hub.instance`, else the host name and a hash of the data directory: unique among hubs
+/// sharing a store (each has its own data directory), and the same after a restart, so a hub
+/// that crashed takes its own leases back at once instead of waiting for them to expire.
+pub fn instance_name(hub: &crate::config::HubConfig) -> String {
+    use sha2::{Digest, Sha256};
+    if let Some(i) = hub.instance.as_ref().filter(|i| !i.is_empty()) {
+        return i.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "hub".into());
+    let dir = std::fs::canonicalize(&hub.data_dir).unwrap_or_else(|_| hub.data_dir.clone());
+    let hash = Sha256::digest(dir.to_string_lossy().as_bytes());
+    format!("{host}-{}", hex::encode(&hash[..4]))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

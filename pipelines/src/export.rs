@@ -31,7 +31,12 @@ pub struct Exporter {
     skip_empty: bool,
     store: Arc<dyn Store>,
     staging: PathBuf,
+    /// Holder of the pipeline's job lease: several hubs sharing a store write each tick once.
+    instance: String,
 }
+
+/// How long a hub may hold an export's lease before another may take over (a hub that died).
+const LEASE: Duration = Duration::from_secs(30 * 60);
 
 /// Why an export file could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +67,12 @@ fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ExportError + '_
 }
 
 impl Exporter {
-    pub fn new(plan: Arc<Plan>, index: usize, store: Arc<dyn Store>) -> Result<Self, String> {
+    pub fn new(
+        plan: Arc<Plan>,
+        index: usize,
+        store: Arc<dyn Store>,
+        instance: String,
+    ) -> Result<Self, String> {
         let p = &plan.pipelines[index];
         let PipelineKind::Receipts {
             format: ReceiptFormat::MypayExport { version },
@@ -92,6 +102,7 @@ impl Exporter {
             skip_empty: *skip_empty,
             store,
             staging: plan.config.hub.data_dir.join("exports").join(&p.name),
+            instance,
         })
     }
 
@@ -101,11 +112,11 @@ impl Exporter {
         // An export a crash interrupted is finished first, with the receipts it had.
         let mut resume = true;
         loop {
+            let mut tick = None;
             if !resume {
-                let wait = this
-                    .schedule
-                    .upcoming(Rome)
-                    .next()
+                let next = this.schedule.upcoming(Rome).next();
+                tick = next.map(|t| crate::deliver::stamp(t.with_timezone(&Utc)));
+                let wait = next
                     .and_then(|t| (t.with_timezone(&Utc) - Utc::now()).to_std().ok())
                     .unwrap_or(Duration::from_secs(1));
                 tokio::select! {
@@ -120,7 +131,10 @@ impl Exporter {
             loop {
                 let work = this.clone();
                 let only_resume = resume;
-                match tokio::task::spawn_blocking(move || work.export(only_resume)).await {
+                // The tick is claimed once; a retry of it runs under the lease already held.
+                let this_tick = tick.take();
+                match tokio::task::spawn_blocking(move || work.export(only_resume, this_tick)).await
+                {
                     Ok(Ok(_)) => break,
                     Ok(Err(e)) => {
                         warn!(pipeline = %this.name, "export failed, retrying in {backoff:?}: {e}")
@@ -142,8 +156,35 @@ impl Exporter {
     }
 
     /// Writes and publishes the open export (or, unless `only_resume`, a new one). Returns the
-    /// published file's name, if any.
-    pub fn export(&self, only_resume: bool) -> Result<Option<String>, ExportError> {
+    /// published file's name, if any. With `tick`, only the first hub to claim that tick of the
+    /// schedule writes; without, it runs unless another hub holds the pipeline's lease.
+    pub fn export(
+        &self,
+        only_resume: bool,
+        tick: Option<String>,
+    ) -> Result<Option<String>, ExportError> {
+        let job = format!("export:{}", self.name);
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let taken = self.store.take_job(
+            &job,
+            &self.instance,
+            &crate::deliver::stamp(now),
+            &crate::deliver::stamp(until),
+            tick.as_deref(),
+        )?;
+        if !taken {
+            info!(pipeline = %self.name, tick = tick.as_deref().unwrap_or("-"), "another hub runs this export");
+            return Ok(None);
+        }
+        let result = self.export_leased(only_resume);
+        if let Err(e) = self.store.release_job(&job, &self.instance) {
+            warn!(pipeline = %self.name, "cannot release the export lease (it expires by itself): {e}");
+        }
+        result
+    }
+
+    fn export_leased(&self, only_resume: bool) -> Result<Option<String>, ExportError> {
         let opened = if only_resume {
             self.store.unfinished_export(&self.name)?
         } else {

@@ -297,7 +297,8 @@ async fn documents(
 async fn soap(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let node = state.node.clone();
     // The store is blocking (SQLite): keep it off the async workers.
-    match tokio::task::spawn_blocking(move || node.handle(&body)).await {
+    let corr = crate::events::correlation_id();
+    match tokio::task::spawn_blocking(move || node.handle(&body, &corr)).await {
         Ok(answer) => xml(StatusCode::OK, answer),
         Err(e) => {
             tracing::error!("SOAP handler failed: {e}");

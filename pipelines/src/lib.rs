@@ -5,6 +5,7 @@
 pub mod config;
 pub mod deliver;
 pub mod engine;
+pub mod events;
 pub mod export;
 pub mod http;
 pub mod import;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod node;
 pub mod plan;
 pub mod registry;
+pub mod stream;
 
 /// Test hook: when `SNODO_FAILPOINT` names this point, the process aborts here, as a power cut
 /// would, so tests can prove what survives a crash at the worst moment.

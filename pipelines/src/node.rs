@@ -14,7 +14,7 @@ use snodo_adapters::pagopa::{
 use snodo_core::dovuto::{self, SubjectKind};
 use snodo_core::payment::{self, NodeFault};
 use snodo_core::NoticeNumber;
-use snodo_store::{NewReceipt, Position, ReceiptIssue, ReceiptStored, Store};
+use snodo_store::{NewEvent, NewReceipt, Position, ReceiptIssue, ReceiptStored, Store};
 use std::sync::Arc;
 
 /// Due date told to the node for positions that have none (the XSD requires one).
@@ -59,11 +59,24 @@ impl NodeService {
         self.store.ping().is_ok()
     }
 
-    /// Answers one SOAP request body with a SOAP response body.
-    pub fn handle(&self, body: &[u8]) -> String {
+    /// Answers one SOAP request body with a SOAP response body. `corr` ties the call's log lines
+    /// and the events it causes together.
+    pub fn handle(&self, body: &[u8], corr: &str) -> String {
+        let _span = tracing::info_span!("soap", corr = %corr).entered();
+        let mut about = (String::new(), String::new());
         let response = match soap::parse_request(body) {
             // The parser accepted it, so it is UTF-8.
-            Ok(request) => self.answer(&request, std::str::from_utf8(body).unwrap_or_default()),
+            Ok(request) => {
+                about = (
+                    request_id_pa(&request).to_string(),
+                    request_notice(&request),
+                );
+                self.answer(
+                    &request,
+                    std::str::from_utf8(body).unwrap_or_default(),
+                    corr,
+                )
+            }
             Err(e) => match e.operation() {
                 Some(op) => {
                     tracing::warn!(operation = op.soap_action(), "invalid request: {e}");
@@ -86,6 +99,30 @@ impl NodeService {
             .unwrap_or_default();
         if !fault.is_empty() {
             tracing::info!(operation = op, fault = %fault, "answered KO");
+            let entity = self
+                .plan
+                .entity_by_fiscal_code(&about.0)
+                .map(|e| e.ipa_code.as_str())
+                .unwrap_or_default();
+            let description = response
+                .fault()
+                .and_then(|f| f.description.clone())
+                .unwrap_or_default();
+            let event = NewEvent {
+                kind: "soap.fault",
+                entity,
+                subject: &about.1,
+                payload: serde_json::json!({
+                    "operation": op,
+                    "fault": fault,
+                    "description": description,
+                    "id_pa": &about.0,
+                }),
+                correlation: Some(corr),
+            };
+            if let Err(e) = self.store.record_events(&[event]) {
+                tracing::warn!("cannot record the fault event: {e}");
+            }
         }
         *self
             .answers
@@ -97,18 +134,18 @@ impl NodeService {
     }
 
     /// `raw` is the request as received: a receipt is stored exactly as the node sent it.
-    fn answer(&self, request: &Request, raw: &str) -> Response {
+    fn answer(&self, request: &Request, raw: &str, corr: &str) -> Response {
         let op = request.operation();
         let result = match request {
             Request::Verify(r) => self.verify(r),
-            Request::GetPayment(r) => self.get_payment(r).map(|(pos, entity)| {
+            Request::GetPayment(r) => self.get_payment(r, corr).map(|(pos, entity)| {
                 Response::GetPayment(GetPaymentResponse {
                     outcome: Outcome::Ok,
                     fault: None,
                     data: Some(payment_data(&pos, &entity)),
                 })
             }),
-            Request::GetPaymentV2(r) => self.get_payment(r).map(|(pos, entity)| {
+            Request::GetPaymentV2(r) => self.get_payment(r, corr).map(|(pos, entity)| {
                 Response::GetPaymentV2(GetPaymentV2Response {
                     outcome: Outcome::Ok,
                     fault: None,
@@ -116,10 +153,10 @@ impl NodeService {
                 })
             }),
             Request::SendRt(r) => self
-                .send_rt(receipt_fields!(r), op, raw)
+                .send_rt(receipt_fields!(r), op, raw, corr)
                 .map(|_| Response::SendRt(SendRtResponse::ok())),
             Request::SendRtV2(r) => self
-                .send_rt(receipt_fields!(r), op, raw)
+                .send_rt(receipt_fields!(r), op, raw, corr)
                 .map(|_| Response::SendRtV2(SendRtResponse::ok())),
         };
         result.unwrap_or_else(|(fault, description)| {
@@ -236,6 +273,7 @@ impl NodeService {
     fn get_payment(
         &self,
         r: &GetPaymentRequest,
+        corr: &str,
     ) -> Result<(Activation, Arc<EntityRuntime>), Refusal> {
         let entity = self.caller(&r.id_pa, &r.id_broker_pa, &r.id_station)?;
         let position = self.payable(&entity, &r.qr_code.fiscal_code, &r.qr_code.notice_number)?;
@@ -266,7 +304,7 @@ impl NodeService {
         .map_err(|f| (f, Some("transfers do not add up to the amount".to_string())))?;
         // The node retries activations: each one is answered again and counted.
         self.store
-            .record_activation(position.id)
+            .record_activation(position.id, Some(corr))
             .map_err(system_error)?;
         Ok((
             Activation {
@@ -278,7 +316,13 @@ impl NodeService {
         ))
     }
 
-    fn send_rt(&self, r: ReceiptFields<'_>, op: Operation, raw: &str) -> Result<(), Refusal> {
+    fn send_rt(
+        &self,
+        r: ReceiptFields<'_>,
+        op: Operation,
+        raw: &str,
+        corr: &str,
+    ) -> Result<(), Refusal> {
         let entity = self.caller(r.id_pa, r.id_broker, r.id_station)?;
         if r.fiscal_code != entity.fiscal_code.as_str() {
             return Err((
@@ -318,6 +362,7 @@ impl NodeService {
                 // The receipt as the node sent it: the evidence every entity system gets back.
                 xml: raw,
                 deliver_to: &self.plan.deliver_to(&entity.ipa_code, &r.beneficiaries),
+                correlation: Some(corr),
             })
             .map_err(system_error)?;
         match stored {
@@ -395,6 +440,16 @@ fn request_id_pa(r: &Request) -> &str {
         Request::GetPayment(r) | Request::GetPaymentV2(r) => &r.id_pa,
         Request::SendRt(r) => &r.id_pa,
         Request::SendRtV2(r) => &r.id_pa,
+    }
+}
+
+/// The notice number a request is about (the subject of its events).
+fn request_notice(r: &Request) -> String {
+    match r {
+        Request::Verify(r) => r.qr_code.notice_number.clone(),
+        Request::GetPayment(r) | Request::GetPaymentV2(r) => r.qr_code.notice_number.clone(),
+        Request::SendRt(r) => r.receipt.notice_number.clone(),
+        Request::SendRtV2(r) => r.receipt.notice_number.clone(),
     }
 }
 

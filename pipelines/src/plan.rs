@@ -4,7 +4,7 @@
 
 use crate::config::{self, Codec, Config, Endpoint, Problem};
 use crate::registry;
-use snodo_connectors::{SinkConfig, SourceConfig};
+use snodo_connectors::{kafka, SinkConfig, SourceConfig};
 use snodo_core::dovuto::{DebtTypeRules, EntityRules};
 use snodo_core::{EntityFiscalCode, Iban, SegregationCode, TaxonomyCode, TaxonomyTable};
 use snodo_store::DeliverTo;
@@ -103,6 +103,12 @@ pub enum PipelineKind {
         schedule: Box<cron::Schedule>,
         outcomes: Option<Arc<dyn SinkConfig>>,
     },
+    /// Debt positions, one per message of a stream (Kafka), into the registry; one outcome per
+    /// message to a topic.
+    StreamPositions {
+        source: Arc<dyn SourceConfig>,
+        outcomes: Option<StreamOutcomes>,
+    },
     /// The entity's receipts (of `debt_types` only, when not empty), encoded and delivered
     /// through the outbox.
     Receipts {
@@ -139,10 +145,37 @@ impl ReceiptFormat {
     }
 }
 
+/// The topic a stream intake produces its outcomes to.
+pub struct StreamOutcomes {
+    pub config: Arc<kafka::KafkaSinkConfig>,
+    pub topic: String,
+}
+
+impl StreamOutcomes {
+    /// A producer for the outcomes, the topic created first when missing.
+    pub fn producer(&self) -> Result<kafka::KafkaProducer, snodo_connectors::ConnectorError> {
+        let conn = self.config.connection();
+        kafka::ensure_topics(
+            &conn,
+            &[(self.topic.clone(), self.config.partitions.unwrap_or(1))],
+            std::time::Duration::from_secs(10),
+        )?;
+        kafka::KafkaProducer::new(&conn)
+    }
+}
+
+/// Where a push receipts pipeline sends each receipt.
+pub enum PushTarget {
+    /// One HTTP request per receipt.
+    Http(Arc<snodo_connectors::http::HttpSinkConfig>),
+    /// One message per receipt, keyed by notice number.
+    Kafka(Arc<kafka::KafkaSinkConfig>),
+}
+
 /// How a receipts pipeline sends what it wrote.
 pub enum ReceiptRoute {
-    /// One HTTP request per receipt, as soon as it is stored.
-    Push(Arc<snodo_connectors::http::HttpSinkConfig>),
+    /// One message per receipt, as soon as it is stored.
+    Push(PushTarget),
     /// One file per schedule tick with every receipt not yet written.
     Batch {
         schedule: Box<cron::Schedule>,
@@ -181,13 +214,15 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
     if cfg.hub.import_chunk_rows == 0 {
         p("hub.import_chunk_rows".into(), "must be at least 1".into());
     }
-    if !(cfg.hub.store == "sqlite" || cfg.hub.store.starts_with("sqlite://")) {
+    let store = cfg.hub.store.as_str();
+    if !(store == "sqlite"
+        || store.starts_with("sqlite://")
+        || store.starts_with("postgres://")
+        || store.starts_with("postgresql://"))
+    {
         p(
             "hub.store".into(),
-            format!(
-                "{:?} is not supported: use \"sqlite\" (PostgreSQL comes in a later release)",
-                cfg.hub.store
-            ),
+            "is neither \"sqlite\" nor a postgres:// URL".into(),
         );
     }
     if let Err(e) = cfg.http.listen.parse::<std::net::SocketAddr>() {
@@ -428,6 +463,9 @@ fn import_pipeline(
     at: &str,
     local: &mut Vec<Problem>,
 ) -> Option<PipelineKind> {
+    if matches!(&pc.from, Endpoint::Connector { kind, .. } if kind == kafka::NAME) {
+        return stream_pipeline(pc, at, local);
+    }
     let source = match &pc.from {
         Endpoint::Connector { kind, params } => {
             registry::parse_source(kind, params.clone(), &format!("{at}.from"), local)
@@ -506,6 +544,79 @@ fn import_pipeline(
     Some(PipelineKind::ImportFlows {
         source: source?,
         schedule: Box::new(schedule?),
+        outcomes,
+    })
+}
+
+/// `from` a stream connector (kafka), `decode = "position-json"`, `to = "registry"`, `outcomes`
+/// a topic.
+fn stream_pipeline(
+    pc: &config::PipelineConfig,
+    at: &str,
+    local: &mut Vec<Problem>,
+) -> Option<PipelineKind> {
+    let source = match &pc.from {
+        Endpoint::Connector { kind, params } => {
+            registry::parse_source(kind, params.clone(), &format!("{at}.from"), local)
+        }
+        Endpoint::Named(_) => None,
+    };
+    match &pc.decode {
+        Some(Codec { name, .. }) if registry::STREAM_DECODERS.contains(&name.as_str()) => {}
+        Some(Codec { name, .. }) => local.push(Problem::new(
+            format!("{at}.decode"),
+            format!(
+                "{name:?} does not read one position per message; a kafka source takes {}",
+                registry::STREAM_DECODERS.join(", ")
+            ),
+        )),
+        None => local.push(Problem::new(
+            format!("{at}.decode"),
+            format!(
+                "missing: a kafka source takes decode = {:?}",
+                registry::STREAM_DECODERS[0]
+            ),
+        )),
+    }
+    if let Some(c) = &pc.encode {
+        local.push(Problem::new(
+            format!("{at}.encode"),
+            format!(
+                "{:?}: an intake pipeline writes to the registry and encodes nothing",
+                c.name
+            ),
+        ));
+    }
+    if !matches!(&pc.to, Endpoint::Named(n) if n == "registry") {
+        local.push(Problem::new(
+            format!("{at}.to"),
+            "a kafka intake pipeline goes to \"registry\"",
+        ));
+    }
+    let outcomes = match &pc.outcomes {
+        None => None,
+        Some(Endpoint::Connector { kind, params }) if kind == kafka::NAME => {
+            let path = format!("{at}.outcomes");
+            let cfg: Option<kafka::KafkaSinkConfig> =
+                config::deserialize_collecting(params.clone(), &path, local);
+            if let Some(c) = &cfg {
+                local.extend(c.check().into_iter().map(|m| Problem::new(&path, m)));
+            }
+            cfg.map(|c| StreamOutcomes {
+                topic: c.topic.clone(),
+                config: Arc::new(c),
+            })
+        }
+        Some(_) => {
+            local.push(Problem::new(
+                format!("{at}.outcomes"),
+                "a kafka intake answers on a topic: { connector = \"kafka\", brokers = ..., topic = ... }",
+            ));
+            None
+        }
+    };
+    Some(PipelineKind::StreamPositions {
+        source: source?,
         outcomes,
     })
 }
@@ -656,12 +767,25 @@ fn push_route(
             if let Some(c) = &cfg {
                 local.extend(c.check().into_iter().map(|m| Problem::new(&path, m)));
             }
-            cfg.map(|c| ReceiptRoute::Push(Arc::new(c)))
+            cfg.map(|c| ReceiptRoute::Push(PushTarget::Http(Arc::new(c))))
+        }
+        Endpoint::Connector { kind, params } if kind == kafka::NAME => {
+            let path = format!("{at}.to");
+            let cfg: Option<kafka::KafkaSinkConfig> =
+                config::deserialize_collecting(params.clone(), &path, local);
+            if let Some(c) = &cfg {
+                local.extend(c.check().into_iter().map(|m| Problem::new(&path, m)));
+            }
+            cfg.map(|c| ReceiptRoute::Push(PushTarget::Kafka(Arc::new(c))))
         }
         Endpoint::Connector { kind, .. } => {
             local.push(Problem::new(
                 format!("{at}.to.connector"),
-                registry::unknown_name(kind, "push connector", &[snodo_connectors::http::NAME]),
+                registry::unknown_name(
+                    kind,
+                    "push connector",
+                    &[snodo_connectors::http::NAME, kafka::NAME],
+                ),
             ));
             None
         }

@@ -3,7 +3,7 @@
 use crate::config::{deserialize_collecting, Problem};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use snodo_connectors::{dir, sftp, SinkConfig, SourceConfig};
+use snodo_connectors::{dir, kafka, sftp, SinkConfig, SourceConfig};
 use std::sync::Arc;
 
 type SourceParser = fn(Value, &str, &mut Vec<Problem>) -> Option<Arc<dyn SourceConfig>>;
@@ -12,6 +12,7 @@ type SinkParser = fn(Value, &str, &mut Vec<Problem>) -> Option<Arc<dyn SinkConfi
 const SOURCES: &[(&str, SourceParser)] = &[
     (dir::NAME, source::<dir::DirSourceConfig>),
     (sftp::NAME, source::<sftp::SftpSourceConfig>),
+    (kafka::NAME, source::<kafka::KafkaSourceConfig>),
 ];
 
 const SINKS: &[(&str, SinkParser)] = &[
@@ -21,6 +22,9 @@ const SINKS: &[(&str, SinkParser)] = &[
 
 /// Decoders that turn a source's messages into registry operations.
 pub const DECODERS: &[&str] = &[snodo_adapters::mypay_import::MYPAY_IMPORT];
+
+/// Decoders of one position per message, for stream sources.
+pub const STREAM_DECODERS: &[&str] = &[snodo_adapters::position_json::POSITION_JSON];
 
 /// Formats a receipts pipeline can write.
 pub const RECEIPT_ENCODERS: &[&str] = &[

@@ -1,12 +1,16 @@
 //! Persistence for the hub: debt positions with their history, import flows with their
 //! checkpoints, and the IUV counters.
 //!
-//! Callers see one [`Store`] trait with blocking methods: SQLite is embedded and fast when called
-//! from a blocking thread, and a PostgreSQL implementation slots in behind the same trait. Every
-//! method that changes state commits before it returns, so "returned Ok" means "durable".
+//! Callers see one [`Store`] trait with blocking methods, called from blocking threads: SQLite
+//! (embedded, one hub) or PostgreSQL (several hubs sharing one database). Every method that
+//! changes state commits before it returns, so "returned Ok" means "durable", and writes the
+//! events of its change in the same transaction.
 
+mod ops;
+mod postgres;
 mod sqlite;
 
+pub use crate::postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use serde::Serialize;
@@ -19,6 +23,8 @@ use snodo_core::{Iuv, NoticeNumber, SegregationCode};
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("PostgreSQL error: {0}")]
+    Pg(#[from] ::postgres::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("{0}")]
@@ -221,6 +227,8 @@ pub struct NewReceipt<'a> {
     /// The receipt pipelines that may deliver it: those whose filter the receipt's position
     /// passes get a delivery, created with it.
     pub deliver_to: &'a [DeliverTo],
+    /// Ties the receipt's events to the rest of its story (e.g. the node's request).
+    pub correlation: Option<&'a str>,
 }
 
 /// A receipts pipeline as the store sees it when a receipt arrives.
@@ -421,12 +429,52 @@ pub struct Event {
     pub subject: String,
     pub payload: serde_json::Value,
     pub at: String,
+    /// Groups the events of one story: `flow-<id>` for an import, the caller's id otherwise.
+    pub correlation: Option<String>,
+}
+
+/// An event a caller records itself (the store records its own changes' events).
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub kind: &'a str,
+    pub entity: &'a str,
+    pub subject: &'a str,
+    pub payload: serde_json::Value,
+    pub correlation: Option<&'a str>,
+}
+
+/// A message a stream intake must publish once its chunk is committed (e.g. a reply topic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub key: String,
+    pub payload: String,
+}
+
+/// What commits with a chunk besides its rows.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkCommit {
+    pub checkpoint: Checkpoint,
+    pub outbox: Vec<OutboxMessage>,
+}
+
+impl From<Checkpoint> for ChunkCommit {
+    fn from(checkpoint: Checkpoint) -> Self {
+        Self {
+            checkpoint,
+            outbox: Vec::new(),
+        }
+    }
 }
 
 /// Called inside the transaction of a chunk, after the rows are applied and before commit: it
-/// writes the chunk's outcome lines and returns the checkpoint to commit with them.
+/// writes the chunk's outcome lines and returns the checkpoint (and outbox) to commit with them.
 pub type ChunkCallback<'c> =
-    dyn FnMut(&[RowOutcome]) -> std::result::Result<Checkpoint, String> + 'c;
+    dyn FnMut(&[RowOutcome]) -> std::result::Result<ChunkCommit, String> + 'c;
+
+/// The correlation of an import flow's events.
+pub fn flow_correlation(flow_id: i64) -> String {
+    format!("flow-{flow_id}")
+}
 
 pub trait Store: Send + Sync {
     /// Flows of an entity with this IUF, newest first.
@@ -434,8 +482,13 @@ pub trait Store: Send + Sync {
     fn flow(&self, id: i64) -> Result<Option<Flow>>;
     /// An entity's most recent flows, newest first.
     fn recent_flows(&self, entity: &str, limit: u32) -> Result<Vec<Flow>>;
-    /// Records a new flow in `LOAD_IMPORT`.
+    /// Records a new flow in `LOAD_IMPORT` (and its `flow.received` event).
     fn create_flow(&self, flow: &NewFlow<'_>) -> Result<Flow>;
+    /// The standing flow of a stream (e.g. one Kafka partition) by entity and IUF, created in
+    /// `IMPORT_IN_ELAB` when missing; race-free between processes.
+    fn stream_flow(&self, flow: &NewFlow<'_>) -> Result<Flow>;
+    /// Moves a flow to `status`; becoming `IMPORT_ESEGUITO` or `IMPORT_ABORTITO` writes
+    /// `flow.imported` or `flow.aborted`.
     fn set_flow_status(
         &self,
         id: i64,
@@ -444,14 +497,22 @@ pub trait Store: Send + Sync {
     ) -> Result<()>;
 
     /// Applies a chunk of valid rows of a flow in one transaction: positions, history, IUV
-    /// counters and the checkpoint `after` returns all commit together, or none does.
+    /// counters, events, and the checkpoint and outbox `after` returns all commit together, or
+    /// none does. With `expect_rows_done`, a flow whose committed `rows_done` differs (another
+    /// process got there first) is a [`StoreError::Conflict`] and nothing is applied.
     fn apply_chunk(
         &self,
         flow_id: i64,
         entity: &EntityKey<'_>,
         rows: &[ChunkRow],
+        expect_rows_done: Option<u64>,
         after: &mut ChunkCallback<'_>,
     ) -> Result<()>;
+
+    /// A flow's outbox messages, oldest first, with their ids.
+    fn flow_outbox(&self, flow_id: i64, limit: u32) -> Result<Vec<(i64, OutboxMessage)>>;
+    /// The messages are published: forget them.
+    fn clear_flow_outbox(&self, ids: &[i64]) -> Result<()>;
 
     fn positions(&self, entity: &str, query: &PositionQuery<'_>) -> Result<Vec<Position>>;
 
@@ -459,11 +520,12 @@ pub trait Store: Send + Sync {
     /// the node can be told it was annulled rather than unknown). Hot path of the node's calls.
     fn position_by_notice(&self, entity: &str, notice: &NoticeNumber) -> Result<Option<Position>>;
 
-    /// The node activated a payment of this position (paGetPayment): counted and timestamped.
-    fn record_activation(&self, position_id: i64) -> Result<()>;
+    /// The node activated a payment of this position (paGetPayment): counted and timestamped,
+    /// with a `payment.activated` event.
+    fn record_activation(&self, position_id: i64, correlation: Option<&str>) -> Result<()>;
 
     /// Stores a receipt durably, marks its position paid when it matches, and records a
-    /// `receipt.stored` event, all in one transaction.
+    /// `receipt.stored` event (and `position.paid` when it paid), all in one transaction.
     /// Receipts arriving together share one commit (group commit), each still all-or-nothing.
     fn store_receipt(&self, receipt: &NewReceipt<'_>) -> Result<ReceiptStored>;
 
@@ -485,7 +547,8 @@ pub trait Store: Send + Sync {
         self.record_attempts(&[(delivery, attempt.clone())])
     }
 
-    /// Records several attempts in one commit.
+    /// Records several attempts in one commit, with a `delivery.retried` or `delivery.dead` event
+    /// for each that was not delivered.
     fn record_attempts(&self, attempts: &[(i64, Attempt)]) -> Result<()>;
 
     /// The batch pipeline's export to write now: the one an interrupted run left open (same
@@ -535,19 +598,48 @@ pub trait Store: Send + Sync {
 
     /// Events after `after_id`, oldest first.
     fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>>;
+    /// The newest event's id (0 when there is none): where a live follower starts.
+    fn last_event_id(&self) -> Result<i64>;
+    /// Records events in one commit.
+    fn record_events(&self, events: &[NewEvent<'_>]) -> Result<()>;
+    /// Deletes all but the newest `keep` events; returns how many went.
+    fn prune_events(&self, keep: u64) -> Result<u64>;
+
+    /// Takes or renews the lease of `job` for `holder` until `until` when it is free, expired at
+    /// `now`, or already `holder`'s; with `tick`, only if that tick has not run yet (then it is
+    /// recorded). Atomic across processes sharing the store. Returns whether it was taken.
+    fn take_job(
+        &self,
+        job: &str,
+        holder: &str,
+        now: &str,
+        until: &str,
+        tick: Option<&str>,
+    ) -> Result<bool>;
+    /// Gives the lease up (its tick and cursor stay).
+    fn release_job(&self, job: &str, holder: &str) -> Result<()>;
+    /// Where the job got to (0 when never set).
+    fn job_cursor(&self, job: &str) -> Result<i64>;
+    /// Moves the cursor, only while `holder` is the lease's holder of record (nobody took it over
+    /// and it was not released). Returns whether it moved.
+    fn set_job_cursor(&self, job: &str, holder: &str, cursor: i64) -> Result<bool>;
     /// A position's history, oldest first: its creation, then every change.
     fn history(&self, position_id: i64) -> Result<Vec<HistoryEntry>>;
 }
 
-/// Opens the store a `hub.store` setting names: `sqlite` (a file under the data dir) for now.
+/// Opens the store a `hub.store` setting names: `sqlite` (a file under the data dir),
+/// `sqlite://<path>`, or a PostgreSQL URL (`postgres://…`, `postgresql://…`, `?pool=N`).
 pub fn open(setting: &str, data_dir: &std::path::Path) -> Result<Box<dyn Store>> {
     match setting {
         "sqlite" | "" => Ok(Box::new(SqliteStore::open(&data_dir.join("snodo.db"))?)),
         s if s.starts_with("sqlite://") => Ok(Box::new(SqliteStore::open(std::path::Path::new(
             &s["sqlite://".len()..],
         ))?)),
+        s if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
+            Ok(Box::new(PgStore::open(s)?))
+        }
         other => Err(StoreError::Open(format!(
-            "unsupported store {other:?}: use \"sqlite\" (PostgreSQL support is not built yet)"
+            "unsupported store {other:?}: use \"sqlite\", \"sqlite://<path>\" or a \"postgres://user@host/db\" URL"
         ))),
     }
 }

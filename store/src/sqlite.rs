@@ -1,8 +1,12 @@
 //! The embedded store: one SQLite file in WAL mode, one writer connection.
 
+use crate::ops::{
+    self, check_rows_done, now, Live, NewPosition, Ops, OwnedReceipt, RawEvent, Target,
+    TAKE_JOB_SQL,
+};
 use crate::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use snodo_core::dovuto::{Action, RejectCode};
+use snodo_core::dovuto::Action;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -11,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/sqlite_0002_payments.sql")),
     (3, include_str!("migrations/sqlite_0003_outbox.sql")),
     (4, include_str!("migrations/sqlite_0004_exports.sql")),
+    (5, include_str!("migrations/sqlite_0005_streams_jobs.sql")),
 ];
 
 pub struct SqliteStore {
@@ -27,7 +32,7 @@ pub struct SqliteStore {
 /// A write of the node's hot path: small, frequent, each waiting for its commit.
 enum Write {
     Receipt(Box<OwnedReceipt>),
-    Activation(i64),
+    Activation(i64, Option<String>),
 }
 
 enum Written {
@@ -39,37 +44,6 @@ enum Written {
 struct WriteSlot {
     write: Write,
     outcome: Mutex<Option<Result<Written>>>,
-}
-
-#[derive(Debug, Clone)]
-struct OwnedReceipt {
-    entity: String,
-    notice_number: NoticeNumber,
-    receipt_id: String,
-    amount_cents: i64,
-    psp_id: String,
-    psp_name: String,
-    payment_date: Option<String>,
-    operation: String,
-    xml: String,
-    deliver_to: Vec<DeliverTo>,
-}
-
-impl From<&NewReceipt<'_>> for OwnedReceipt {
-    fn from(r: &NewReceipt<'_>) -> Self {
-        Self {
-            entity: r.entity.into(),
-            notice_number: r.notice_number.clone(),
-            receipt_id: r.receipt_id.into(),
-            amount_cents: r.amount_cents,
-            psp_id: r.psp_id.into(),
-            psp_name: r.psp_name.into(),
-            payment_date: r.payment_date.map(str::to_string),
-            operation: r.operation.into(),
-            xml: r.xml.into(),
-            deliver_to: r.deliver_to.to_vec(),
-        }
-    }
 }
 
 fn lock_any<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -153,10 +127,6 @@ impl Drop for Checkpointer {
     }
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
@@ -165,7 +135,12 @@ impl SqliteStore {
                     .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
             }
         }
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
+        // Immediate: a write transaction takes the write lock first (waiting its turn), so one
+        // that reads before writing never fails on a snapshot another process made stale.
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+        // Every statement of the writer stays prepared (the default 16 would evict some).
+        conn.set_prepared_statement_cache_capacity(64);
         // FULL: a commit survives power loss, not only a crash; commits are per chunk, so cheap.
         conn.execute_batch(
             "PRAGMA page_size=4096;
@@ -296,16 +271,6 @@ fn flow_from_row(r: &Row<'_>) -> rusqlite::Result<Flow> {
     })
 }
 
-/// A live position as the apply step needs it.
-struct Live {
-    id: i64,
-    iuv: Option<String>,
-    iuv_generated: bool,
-    status: String,
-    debt_type: String,
-    data: String,
-}
-
 impl Store for SqliteStore {
     fn flows_by_iuf(&self, entity: &str, iuf: &str) -> Result<Vec<Flow>> {
         let conn = self.read();
@@ -337,17 +302,51 @@ impl Store for SqliteStore {
     }
 
     fn create_flow(&self, f: &NewFlow<'_>) -> Result<Flow> {
-        let conn = self.lock();
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
         let ts = now();
-        conn.execute(
+        tx.execute(
             "INSERT INTO flows (entity, iuf, file_name, version, content_sha256, status, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
             params![f.entity, f.iuf, f.file_name, f.version, f.content_sha256, FlowStatus::LoadImport.as_str(), ts],
         )?;
-        let id = conn.last_insert_rowid();
-        conn.query_row(
+        let id = tx.last_insert_rowid();
+        let flow = tx.query_row(
             &format!("SELECT {FLOW_COLUMNS} FROM flows WHERE id = ?1"),
             [id],
+            flow_from_row,
+        )?;
+        let correlation = flow_correlation(id);
+        insert_event(
+            &tx,
+            &NewEvent {
+                kind: "flow.received",
+                entity: &flow.entity,
+                subject: &flow.iuf,
+                payload: ops::flow_received(&flow),
+                correlation: Some(&correlation),
+            },
+            &ts,
+        )?;
+        tx.commit()?;
+        Ok(flow)
+    }
+
+    fn stream_flow(&self, f: &NewFlow<'_>) -> Result<Flow> {
+        let conn = self.lock();
+        let ts = now();
+        // The partial unique index decides between processes: whoever inserts second gets the
+        // first one's flow.
+        conn.execute(
+            "INSERT INTO flows (entity, iuf, file_name, version, content_sha256, status, stream, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7) ON CONFLICT DO NOTHING",
+            params![f.entity, f.iuf, f.file_name, f.version, f.content_sha256, FlowStatus::InElab.as_str(), ts],
+        )?;
+        conn.query_row(
+            &format!(
+                "SELECT {FLOW_COLUMNS} FROM flows WHERE entity = ?1 AND iuf = ?2 AND stream = 1"
+            ),
+            params![f.entity, f.iuf],
             flow_from_row,
         )
         .map_err(Into::into)
@@ -359,11 +358,46 @@ impl Store for SqliteStore {
         status: FlowStatus,
         error: Option<(&str, &str)>,
     ) -> Result<()> {
-        let conn = self.lock();
-        conn.execute(
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let ts = now();
+        let before = tx
+            .query_row(
+                "SELECT status, entity, iuf, accepted, rejected FROM flows WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        tx.execute(
             "UPDATE flows SET status = ?2, error_code = ?3, error_message = ?4, updated_at = ?5 WHERE id = ?1",
-            params![id, status.as_str(), error.map(|e| e.0), error.map(|e| e.1), now()],
+            params![id, status.as_str(), error.map(|e| e.0), error.map(|e| e.1), ts],
         )?;
+        if let Some((was, entity, iuf, accepted, rejected)) = before {
+            let event = ops::flow_status_event(status, id, &iuf, accepted, rejected, error);
+            if let (Some((kind, payload)), true) = (event, was != status.as_str()) {
+                let correlation = flow_correlation(id);
+                insert_event(
+                    &tx,
+                    &NewEvent {
+                        kind,
+                        entity: &entity,
+                        subject: &iuf,
+                        payload,
+                        correlation: Some(&correlation),
+                    },
+                    &ts,
+                )?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -372,24 +406,34 @@ impl Store for SqliteStore {
         flow_id: i64,
         entity: &EntityKey<'_>,
         rows: &[ChunkRow],
+        expect_rows_done: Option<u64>,
         after: &mut ChunkCallback<'_>,
     ) -> Result<()> {
         let mut conn = self.lock();
+        // Immediate (as every write here): the rows_done check and the writes see one state,
+        // even against another process on the same file.
         let tx = conn.transaction()?;
         let ts = now();
-        let source = format!("flow:{flow_id}");
-        let mut counter = Counter::load(&tx, entity)?;
-        let mut outcomes = Vec::with_capacity(rows.len());
-        for r in rows {
-            let outcome = match r.action {
-                Action::Insert => insert(&tx, entity, flow_id, &ts, &source, r, &mut counter)?,
-                Action::Modify => modify(&tx, entity, flow_id, &ts, &source, r)?,
-                Action::Annul => annul(&tx, entity, flow_id, &ts, &source, r)?,
-            };
-            outcomes.push(outcome);
+        if let Some(expected) = expect_rows_done {
+            let done: Option<i64> = tx
+                .query_row(
+                    "SELECT rows_done FROM flows WHERE id = ?1",
+                    [flow_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            check_rows_done(flow_id, done, expected)?;
         }
-        counter.save(&tx, entity)?;
-        let cp = after(&outcomes).map_err(StoreError::Callback)?;
+        let mut ops = SqliteOps {
+            tx: &tx,
+            counter: None,
+        };
+        let outcomes = ops::apply_rows(&mut ops, entity, flow_id, &ts, rows)?;
+        if let Some(counter) = &ops.counter {
+            counter.save(&tx, entity)?;
+        }
+        let commit = after(&outcomes).map_err(StoreError::Callback)?;
+        let cp = commit.checkpoint;
         tx.execute(
             "UPDATE flows SET status = ?2, rows_done = ?3, accepted = ?4, rejected = ?5, scarti_bytes = ?6, iuv_bytes = ?7, updated_at = ?8 WHERE id = ?1",
             params![
@@ -403,8 +447,46 @@ impl Store for SqliteStore {
                 ts
             ],
         )?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO flow_outbox (flow_id, key, payload) VALUES (?1, ?2, ?3)",
+            )?;
+            for m in &commit.outbox {
+                stmt.execute(params![flow_id, m.key, m.payload])?;
+            }
+        }
         tx.commit()?;
         self.checkpointer.nudge();
+        Ok(())
+    }
+
+    fn flow_outbox(&self, flow_id: i64, limit: u32) -> Result<Vec<(i64, OutboxMessage)>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, key, payload FROM flow_outbox WHERE flow_id = ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![flow_id, limit as i64], |r| {
+            Ok((
+                r.get(0)?,
+                OutboxMessage {
+                    key: r.get(1)?,
+                    payload: r.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn clear_flow_outbox(&self, ids: &[i64]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM flow_outbox WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute([id])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -468,8 +550,9 @@ impl Store for SqliteStore {
         Ok(row)
     }
 
-    fn record_activation(&self, position_id: i64) -> Result<()> {
-        match self.group_commit(Write::Activation(position_id))? {
+    fn record_activation(&self, position_id: i64, correlation: Option<&str>) -> Result<()> {
+        let write = Write::Activation(position_id, correlation.map(str::to_string));
+        match self.group_commit(write)? {
             Written::Activation => Ok(()),
             Written::Receipt(_) => Err(StoreError::Conflict("mixed-up write outcome".into())),
         }
@@ -536,19 +619,42 @@ impl Store for SqliteStore {
                 ),
                 Attempt::Dead { error } => (DeliveryStatus::Dead, None, Some(error.as_str()), None),
             };
-            tx.prepare_cached(
-                "UPDATE deliveries SET status = ?2, attempts = attempts + 1, lease_until = NULL,
-                 next_attempt_at = COALESCE(?3, next_attempt_at), last_error = COALESCE(?4, last_error),
-                 delivered_at = ?5, updated_at = ?6 WHERE id = ?1",
-            )?
-            .execute(params![
-                delivery,
-                status.as_str(),
-                next,
-                error,
-                delivered,
-                ts
-            ])?;
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE deliveries SET status = ?2, attempts = attempts + 1, lease_until = NULL,
+                     next_attempt_at = COALESCE(?3, next_attempt_at), last_error = COALESCE(?4, last_error),
+                     delivered_at = ?5, updated_at = ?6 WHERE id = ?1
+                     RETURNING pipeline, entity, idempotency_key, attempts",
+                )?
+                .query_row(
+                    params![delivery, status.as_str(), next, error, delivered, ts],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            if let Some((pipeline, entity, key, attempts)) = updated {
+                if let Some((kind, payload)) =
+                    ops::attempt_event(attempt, *delivery, &pipeline, attempts)
+                {
+                    insert_event(
+                        &tx,
+                        &NewEvent {
+                            kind,
+                            entity: &entity,
+                            subject: &key,
+                            payload,
+                            correlation: None,
+                        },
+                        &ts,
+                    )?;
+                }
+            }
         }
         tx.commit()?;
         Ok(())
@@ -783,10 +889,16 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn last_event_id(&self) -> Result<i64> {
+        Ok(self
+            .read()
+            .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?)
+    }
+
     fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
         let conn = self.read();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, kind, entity, subject, payload, at FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, kind, entity, subject, payload, at, correlation FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![after_id, limit as i64], |r| {
             let payload: String = r.get(4)?;
@@ -797,9 +909,79 @@ impl Store for SqliteStore {
                 subject: r.get(3)?,
                 payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
                 at: r.get(5)?,
+                correlation: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn record_events(&self, events: &[NewEvent<'_>]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let ts = now();
+        for e in events {
+            insert_event(&tx, e, &ts)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn prune_events(&self, keep: u64) -> Result<u64> {
+        let conn = self.lock();
+        // The newest `keep` walk the primary key backwards; the rest go as one id range.
+        let edge: Option<i64> = conn
+            .prepare_cached(PRUNE_EDGE)?
+            .query_row([keep as i64], |r| r.get(0))
+            .optional()?;
+        let Some(edge) = edge else {
+            return Ok(0);
+        };
+        let n = conn
+            .prepare_cached("DELETE FROM events WHERE id <= ?1")?
+            .execute([edge])?;
+        Ok(n as u64)
+    }
+
+    fn take_job(
+        &self,
+        job: &str,
+        holder: &str,
+        now: &str,
+        until: &str,
+        tick: Option<&str>,
+    ) -> Result<bool> {
+        let conn = self.lock();
+        let n = conn
+            // SQLite numbers `$N` by first use, not by N: it gets `?N`.
+            .prepare_cached(&TAKE_JOB_SQL.replace('$', "?"))?
+            .execute(params![job, holder, now, until, tick])?;
+        Ok(n > 0)
+    }
+
+    fn release_job(&self, job: &str, holder: &str) -> Result<()> {
+        let conn = self.lock();
+        conn.prepare_cached("UPDATE jobs SET lease_until = ?3 WHERE name = ?1 AND holder = ?2")?
+            .execute(params![job, holder, ops::EPOCH])?;
+        Ok(())
+    }
+
+    fn job_cursor(&self, job: &str) -> Result<i64> {
+        let conn = self.read();
+        let cursor: Option<i64> = conn
+            .prepare_cached("SELECT cursor FROM jobs WHERE name = ?1")?
+            .query_row([job], |r| r.get(0))
+            .optional()?;
+        Ok(cursor.unwrap_or(0))
+    }
+
+    fn set_job_cursor(&self, job: &str, holder: &str, cursor: i64) -> Result<bool> {
+        let conn = self.lock();
+        let n = conn
+            .prepare_cached(
+                "UPDATE jobs SET cursor = ?3 WHERE name = ?1 AND holder = ?2 AND lease_until > ?4",
+            )?
+            .execute(params![job, holder, cursor, ops::EPOCH])?;
+        Ok(n > 0)
     }
 
     fn history(&self, position_id: i64) -> Result<Vec<HistoryEntry>> {
@@ -925,11 +1107,11 @@ fn position_from_row(r: &Row<'_>) -> rusqlite::Result<Position> {
     })
 }
 
-/// The entity's IUV counter, read once per chunk and written back in the same transaction, so a
-/// rolled-back chunk never consumes values and a committed one never hands them out again.
+/// The entity's IUV counter, read at the chunk's first generated IUV and written back in the same
+/// transaction, so a rolled-back chunk never consumes values and a committed one never hands them
+/// out again.
 struct Counter {
     next: u64,
-    dirty: bool,
 }
 
 impl Counter {
@@ -943,73 +1125,223 @@ impl Counter {
             .optional()?;
         Ok(Self {
             next: next.unwrap_or(1) as u64,
-            dirty: false,
         })
     }
 
-    fn take(&mut self, seg: SegregationCode) -> Result<Iuv> {
-        let iuv = Iuv::generate(seg, self.next).map_err(|e| StoreError::Conflict(e.to_string()))?;
-        self.next += 1;
-        self.dirty = true;
-        Ok(iuv)
-    }
-
     fn save(&self, tx: &Connection, e: &EntityKey<'_>) -> Result<()> {
-        if self.dirty {
-            tx.execute(
-                "INSERT INTO iuv_counters (entity, segregation_code, next_value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (entity, segregation_code) DO UPDATE SET next_value = excluded.next_value",
-                params![e.ipa_code, e.segregation_code.as_str(), self.next as i64],
-            )?;
-        }
+        tx.execute(
+            "INSERT INTO iuv_counters (entity, segregation_code, next_value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (entity, segregation_code) DO UPDATE SET next_value = excluded.next_value",
+            params![e.ipa_code, e.segregation_code.as_str(), self.next as i64],
+        )?;
         Ok(())
     }
 }
 
-fn reject(code: RejectCode, msg: impl Into<String>) -> RowOutcome {
-    RowOutcome::Rejected(Rejection::new(code, msg))
+/// The rules' statements on SQLite, inside the writer's transaction.
+struct SqliteOps<'c> {
+    tx: &'c Connection,
+    counter: Option<Counter>,
 }
 
-fn live(tx: &Connection, entity: &str, iud: &str) -> Result<Option<Live>> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT id, iuv, iuv_generated, status, debt_type, data FROM positions WHERE entity = ?1 AND iud = ?2 AND status <> 'annulled'",
-    )?;
-    Ok(stmt
-        .query_row(params![entity, iud], |r| {
-            Ok(Live {
-                id: r.get(0)?,
-                iuv: r.get(1)?,
-                iuv_generated: r.get::<_, i64>(2)? != 0,
-                status: r.get(3)?,
-                debt_type: r.get(4)?,
-                data: r.get(5)?,
+fn insert_event(tx: &Connection, e: &NewEvent<'_>, ts: &str) -> Result<()> {
+    insert_raw_event(tx, &RawEvent::new(e, &e.payload.to_string()), ts)
+}
+
+fn insert_raw_event(tx: &Connection, e: &RawEvent<'_>, ts: &str) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO events (kind, entity, subject, payload, at, correlation) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![e.kind, e.entity, e.subject, e.payload, ts, e.correlation])?;
+    Ok(())
+}
+
+impl Ops for SqliteOps<'_> {
+    fn live(&mut self, entity: &str, iud: &str) -> Result<Option<Live>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id, iuv, iuv_generated, status, debt_type, amount_cents, data FROM positions
+             WHERE entity = ?1 AND iud = ?2 AND status <> 'annulled'",
+        )?;
+        Ok(stmt
+            .query_row(params![entity, iud], |r| {
+                Ok(Live {
+                    id: r.get(0)?,
+                    iuv: r.get(1)?,
+                    iuv_generated: r.get::<_, i64>(2)? != 0,
+                    status: r.get(3)?,
+                    debt_type: r.get(4)?,
+                    amount_cents: r.get(5)?,
+                    data: r.get(6)?,
+                })
             })
-        })
-        .optional()?)
-}
+            .optional()?)
+    }
 
-/// The active position an `M` or `A` row acts on, or the row's refusal
-/// (`PAA_IMPORT_DOVUTO_NON_PRESENTE`: none, or it is paid or otherwise no longer active).
-fn active(
-    tx: &Connection,
-    entity: &EntityKey<'_>,
-    iud: &str,
-    verb: &str,
-) -> Result<std::result::Result<Live, RowOutcome>> {
-    Ok(match live(tx, entity.ipa_code, iud)? {
-        None => Err(reject(
-            RejectCode::DovutoNonPresente,
-            format!("no live position with IUD {iud} to be {verb}"),
-        )),
-        Some(cur) if cur.status != PositionStatus::Active.as_str() => Err(reject(
-            RejectCode::DovutoNonPresente,
-            format!(
-                "position with IUD {iud} is {} and cannot be {verb}",
-                cur.status
-            ),
-        )),
-        Some(cur) => Ok(cur),
-    })
+    fn insert_position(&mut self, p: &NewPosition<'_>) -> Result<Option<i64>> {
+        let d = p.row;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO positions (entity, iud, iuv, iuv_generated, status, debt_type, amount_cents, due_date, payer_id, data, version, flow_id, created_by, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?12)
+             ON CONFLICT DO NOTHING",
+        )?;
+        let n = stmt.execute(params![
+            p.entity,
+            d.iud,
+            p.iuv,
+            p.generated as i64,
+            d.debt_type,
+            d.amount.cents(),
+            d.due_date.map(|d| d.to_string()),
+            d.payer_id,
+            d.data,
+            p.flow_id,
+            p.source,
+            p.ts
+        ])?;
+        Ok((n > 0).then(|| self.tx.last_insert_rowid()))
+    }
+
+    fn modify_position(
+        &mut self,
+        id: i64,
+        iuv: Option<&str>,
+        d: &ChunkRow,
+        flow_id: i64,
+        ts: &str,
+    ) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE positions SET iuv = ?2, amount_cents = ?3, due_date = ?4, payer_id = ?5, data = ?6,
+                 version = version + 1, flow_id = ?7, updated_at = ?8 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                iuv,
+                d.amount.cents(),
+                d.due_date.map(|d| d.to_string()),
+                d.payer_id,
+                d.data,
+                flow_id,
+                ts
+            ])?;
+        Ok(())
+    }
+
+    fn annul_position(&mut self, id: i64, flow_id: i64, ts: &str) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE positions SET status = 'annulled', version = version + 1, flow_id = ?2, updated_at = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, flow_id, ts])?;
+        Ok(())
+    }
+
+    fn history(
+        &mut self,
+        position_id: i64,
+        action: &str,
+        source: &str,
+        flow_id: Option<i64>,
+        ts: &str,
+        previous: Option<&str>,
+    ) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO position_history (position_id, action, source, flow_id, at, previous_data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![position_id, action, source, flow_id, ts, previous])?;
+        Ok(())
+    }
+
+    fn next_counter(&mut self, entity: &EntityKey<'_>) -> Result<u64> {
+        let counter = match &mut self.counter {
+            Some(c) => c,
+            None => self.counter.insert(Counter::load(self.tx, entity)?),
+        };
+        let n = counter.next;
+        counter.next += 1;
+        Ok(n)
+    }
+
+    fn receipt_target(
+        &mut self,
+        entity: &str,
+        iuv: &str,
+        annulled: bool,
+    ) -> Result<Option<Target>> {
+        let sql = if annulled {
+            RECEIPT_TARGET_ANNULLED
+        } else {
+            RECEIPT_TARGET_LIVE
+        };
+        Ok(self
+            .tx
+            .prepare_cached(sql)?
+            .query_row(params![entity, iuv], |row| {
+                Ok(Target {
+                    id: row.get(0)?,
+                    status: row.get(1)?,
+                    amount_cents: row.get(2)?,
+                    debt_type: row.get(3)?,
+                    iud: row.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn insert_receipt(
+        &mut self,
+        r: &OwnedReceipt,
+        iuv: &str,
+        position: Option<i64>,
+        issue: Option<&str>,
+        ts: &str,
+    ) -> Result<Option<i64>> {
+        let inserted = self.tx
+            .prepare_cached(
+                "INSERT INTO receipts (entity, receipt_id, notice_number, iuv, position_id, amount_cents, psp_id, psp_name, payment_date, operation, issue, xml, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                r.entity,
+                r.receipt_id,
+                r.notice_number.as_str(),
+                iuv,
+                position,
+                r.amount_cents,
+                r.psp_id,
+                r.psp_name,
+                r.payment_date,
+                r.operation,
+                issue,
+                r.xml,
+                ts
+            ])?;
+        Ok((inserted > 0).then(|| self.tx.last_insert_rowid()))
+    }
+
+    fn pay_position(&mut self, id: i64, ts: &str) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "UPDATE positions SET status = 'paid', version = version + 1, updated_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, ts])?;
+        Ok(())
+    }
+
+    fn insert_delivery(&mut self, to: &DeliverTo, receipt: i64, key: &str, ts: &str) -> Result<()> {
+        self.tx.prepare_cached(
+            "INSERT INTO deliveries (pipeline, entity, receipt, idempotency_key, status, next_attempt_at, created_at, updated_at, secondary)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5, ?6)",
+        )?
+        .execute(params![to.pipeline, to.entity, receipt, key, ts, to.secondary])?;
+        Ok(())
+    }
+
+    fn event(&mut self, e: &RawEvent<'_>, ts: &str) -> Result<()> {
+        insert_raw_event(self.tx, e, ts)
+    }
 }
 
 /// Commits a batch of writes in one transaction. Should one fail, the batch is rolled back and
@@ -1042,12 +1374,39 @@ fn commit_writes(conn: &mut Connection, batch: &[Arc<WriteSlot>]) -> Vec<Result<
 
 fn apply_write(tx: &Connection, write: &Write, ts: &str) -> Result<Written> {
     match write {
-        Write::Receipt(r) => store_one(tx, r, ts).map(Written::Receipt),
-        Write::Activation(position) => {
-            tx.prepare_cached(
-                "UPDATE positions SET activated_at = ?2, activations = activations + 1 WHERE id = ?1",
-            )?
-            .execute(params![position, ts])?;
+        Write::Receipt(r) => {
+            let mut ops = SqliteOps { tx, counter: None };
+            ops::store_receipt(&mut ops, r, ts).map(Written::Receipt)
+        }
+        Write::Activation(position, correlation) => {
+            let activated = tx
+                .prepare_cached(
+                    "UPDATE positions SET activated_at = ?2, activations = activations + 1 WHERE id = ?1
+                     RETURNING entity, iud, iuv, amount_cents",
+                )?
+                .query_row(params![position, ts], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .optional()?;
+            if let Some((entity, iud, iuv, cents)) = activated {
+                let (subject, payload) = ops::activation_payload(&iud, iuv.as_deref(), cents);
+                insert_event(
+                    tx,
+                    &NewEvent {
+                        kind: "payment.activated",
+                        entity: &entity,
+                        subject: &subject,
+                        payload,
+                        correlation: correlation.as_deref(),
+                    },
+                    ts,
+                )?;
+            }
             Ok(Written::Activation)
         }
     }
@@ -1061,299 +1420,18 @@ const CLAIM: &str = "UPDATE deliveries SET lease_until = ?3
                     AND (lease_until IS NULL OR lease_until < ?2) AND export_id IS NULL
                   ORDER BY next_attempt_at, id LIMIT ?4)";
 
-const RECEIPT_TARGET_LIVE: &str = "SELECT id, status, amount_cents, debt_type FROM positions
+const RECEIPT_TARGET_LIVE: &str = "SELECT id, status, amount_cents, debt_type, iud FROM positions
      WHERE entity = ?1 AND iuv = ?2 AND status <> 'annulled'";
-const RECEIPT_TARGET_ANNULLED: &str = "SELECT id, status, amount_cents, debt_type FROM positions
+const RECEIPT_TARGET_ANNULLED: &str =
+    "SELECT id, status, amount_cents, debt_type, iud FROM positions
      WHERE entity = ?1 AND iuv = ?2 AND status = 'annulled' ORDER BY id DESC LIMIT 1";
 
-/// One receipt inside the batch's transaction.
-fn store_one(tx: &Connection, r: &OwnedReceipt, ts: &str) -> Result<ReceiptStored> {
-    let iuv = r.notice_number.iuv();
-    // The live position, else the latest annulled one; two queries, each on its partial index
-    // (one query with an ORDER BY on status would scan the table).
-    let lookup = |sql: &str| {
-        tx.prepare_cached(sql)?
-            .query_row(params![r.entity, iuv.as_str()], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, Option<String>>(3)?,
-                ))
-            })
-            .optional()
-    };
-    let target = match lookup(RECEIPT_TARGET_LIVE)? {
-        Some(live) => Some(live),
-        None => lookup(RECEIPT_TARGET_ANNULLED)?,
-    };
-    let (position, issue) = match &target {
-        None => (None, Some(ReceiptIssue::UnknownNotice)),
-        Some((id, status, _, _)) if status == PositionStatus::Annulled.as_str() => {
-            (Some(*id), Some(ReceiptIssue::Annulled))
-        }
-        Some((id, status, _, _)) if status == PositionStatus::Paid.as_str() => {
-            (Some(*id), Some(ReceiptIssue::AlreadyPaid))
-        }
-        Some((id, _, cents, _)) if *cents != r.amount_cents => (
-            Some(*id),
-            Some(ReceiptIssue::AmountMismatch {
-                expected_cents: *cents,
-            }),
-        ),
-        Some((id, _, _, _)) => (Some(*id), None),
-    };
-    let debt_type = target.as_ref().and_then(|t| t.3.as_deref());
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO receipts (entity, receipt_id, notice_number, iuv, position_id, amount_cents, psp_id, psp_name, payment_date, operation, issue, xml, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-             ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![
-            r.entity,
-            r.receipt_id,
-            r.notice_number.as_str(),
-            iuv.as_str(),
-            position,
-            r.amount_cents,
-            r.psp_id,
-            r.psp_name,
-            r.payment_date,
-            r.operation,
-            issue.as_ref().map(|i| i.as_str()),
-            r.xml,
-            ts
-        ])?;
-    if inserted == 0 {
-        return Ok(ReceiptStored::Duplicate);
-    }
-    let receipt = tx.last_insert_rowid();
-    let source = format!("receipt:{}", r.receipt_id);
-    if let (Some(pos), None) = (position, &issue) {
-        tx.prepare_cached(
-            "UPDATE positions SET status = 'paid', version = version + 1, updated_at = ?2 WHERE id = ?1",
-        )?
-        .execute(params![pos, ts])?;
-        history(tx, pos, "P", &source, None, ts, None)?;
-    }
-    let payload = serde_json::json!({
-        "receipt": receipt,
-        "receipt_id": r.receipt_id,
-        "notice_number": r.notice_number.as_str(),
-        "position": position,
-        "amount_cents": r.amount_cents,
-        "issue": issue,
-    });
-    for to in r.deliver_to.iter().filter(|d| d.accepts(debt_type)) {
-        tx.prepare_cached(
-            "INSERT INTO deliveries (pipeline, entity, receipt, idempotency_key, status, next_attempt_at, created_at, updated_at, secondary)
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5, ?6)",
-        )?
-        .execute(params![to.pipeline, to.entity, receipt, r.receipt_id, ts, to.secondary])?;
-    }
-    tx.prepare_cached(
-        "INSERT INTO events (kind, entity, subject, payload, at) VALUES ('receipt.stored', ?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![r.entity, r.notice_number.as_str(), payload.to_string(), ts])?;
-    Ok(match (position, issue) {
-        (Some(position), None) => ReceiptStored::Paid { receipt, position },
-        (_, Some(issue)) => ReceiptStored::Flagged { receipt, issue },
-        (None, None) => ReceiptStored::Flagged {
-            receipt,
-            issue: ReceiptIssue::UnknownNotice,
-        },
-    })
-}
-
-fn history(
-    tx: &Connection,
-    position_id: i64,
-    action: &str,
-    source: &str,
-    flow_id: Option<i64>,
-    ts: &str,
-    previous: Option<&str>,
-) -> Result<()> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO position_history (position_id, action, source, flow_id, at, previous_data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    stmt.execute(params![position_id, action, source, flow_id, ts, previous])?;
-    Ok(())
-}
-
-fn insert(
-    tx: &Connection,
-    entity: &EntityKey<'_>,
-    flow_id: i64,
-    ts: &str,
-    source: &str,
-    r: &ChunkRow,
-    counter: &mut Counter,
-) -> Result<RowOutcome> {
-    let d = r;
-    let (iuv, generated) = match (&d.iuv, d.generate_iuv) {
-        (Some(iuv), _) => (Some(iuv.clone()), false),
-        (None, true) => (Some(counter.take(entity.segregation_code)?), true),
-        (None, false) => (None, false),
-    };
-    let notice = iuv.as_ref().and_then(|i| i.notice_number());
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO positions (entity, iud, iuv, iuv_generated, status, debt_type, amount_cents, due_date, payer_id, data, version, flow_id, created_by, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11, ?12, ?12)
-         ON CONFLICT DO NOTHING",
-    )?;
-    let n = stmt.execute(params![
-        entity.ipa_code,
-        d.iud,
-        iuv.as_ref().map(|i| i.as_str()),
-        generated as i64,
-        d.debt_type,
-        d.amount.cents(),
-        d.due_date.map(|d| d.to_string()),
-        d.payer_id,
-        r.data,
-        flow_id,
-        source,
-        ts
-    ])?;
-    if n == 0 {
-        return Ok(if live(tx, entity.ipa_code, &d.iud)?.is_some() {
-            reject(
-                RejectCode::IudDuplicato,
-                format!("IUD {} already has a live position", d.iud),
-            )
-        } else {
-            reject(
-                RejectCode::IuvDuplicato,
-                format!(
-                    "IUV {} already belongs to a live position",
-                    iuv.as_ref().map(|i| i.as_str()).unwrap_or("")
-                ),
-            )
-        });
-    }
-    let id = tx.last_insert_rowid();
-    Ok(RowOutcome::Accepted {
-        position_id: id,
-        iuv,
-        notice_number: notice,
-        generated,
-    })
-}
-
-fn modify(
-    tx: &Connection,
-    entity: &EntityKey<'_>,
-    flow_id: i64,
-    ts: &str,
-    source: &str,
-    r: &ChunkRow,
-) -> Result<RowOutcome> {
-    let d = r;
-    let cur = match active(tx, entity, &d.iud, "modified")? {
-        Ok(cur) => cur,
-        Err(refusal) => return Ok(refusal),
-    };
-    if cur.debt_type != d.debt_type {
-        return Ok(reject(
-            RejectCode::TipoDovutoNonModificabile,
-            format!(
-                "tipoDovuto cannot change from {} to {} on modify",
-                cur.debt_type, d.debt_type
-            ),
-        ));
-    }
-    let iuv = match (&d.iuv, &cur.iuv) {
-        (Some(new), Some(old)) if new.as_str() != old => {
-            return Ok(reject(
-                RejectCode::Iuv,
-                format!("IUV cannot change on modify (position has {old}, row has {new})"),
-            ))
-        }
-        (Some(new), _) => Some(new.clone()),
-        // A hub-generated IUV is kept when the row leaves it empty; an entity-supplied one
-        // cannot be blanked (MyPay's PAA_IMPORT_IUV_NO_NULLABLE).
-        (None, Some(old)) if cur.iuv_generated => Some(
-            Iuv::parse(old)
-                .map_err(|e| StoreError::Corrupt(format!("position {}: {e}", cur.id)))?,
-        ),
-        (None, Some(old)) => {
-            return Ok(reject(
-                RejectCode::IuvNoNullable,
-                format!("the position's IUV {old} cannot be blanked"),
-            ))
-        }
-        (None, None) => None,
-    };
-    let notice = iuv.as_ref().and_then(|i| i.notice_number());
-    let mut stmt = tx.prepare_cached(
-        "UPDATE positions SET iuv = ?2, amount_cents = ?3, due_date = ?4, payer_id = ?5, data = ?6,
-         version = version + 1, flow_id = ?7, updated_at = ?8 WHERE id = ?1",
-    )?;
-    stmt.execute(params![
-        cur.id,
-        iuv.as_ref().map(|i| i.as_str()),
-        d.amount.cents(),
-        d.due_date.map(|d| d.to_string()),
-        d.payer_id,
-        r.data,
-        flow_id,
-        ts
-    ])?;
-    history(
-        tx,
-        cur.id,
-        Action::Modify.as_str(),
-        source,
-        Some(flow_id),
-        ts,
-        Some(&cur.data),
-    )?;
-    Ok(RowOutcome::Accepted {
-        position_id: cur.id,
-        iuv,
-        notice_number: notice,
-        generated: false,
-    })
-}
-
-fn annul(
-    tx: &Connection,
-    entity: &EntityKey<'_>,
-    flow_id: i64,
-    ts: &str,
-    source: &str,
-    d: &ChunkRow,
-) -> Result<RowOutcome> {
-    let cur = match active(tx, entity, &d.iud, "annulled")? {
-        Ok(cur) => cur,
-        Err(refusal) => return Ok(refusal),
-    };
-    let mut stmt = tx.prepare_cached(
-        "UPDATE positions SET status = 'annulled', version = version + 1, flow_id = ?2, updated_at = ?3 WHERE id = ?1",
-    )?;
-    stmt.execute(params![cur.id, flow_id, ts])?;
-    history(
-        tx,
-        cur.id,
-        Action::Annul.as_str(),
-        source,
-        Some(flow_id),
-        ts,
-        None,
-    )?;
-    let iuv = cur.iuv.as_deref().and_then(|s| Iuv::parse(s).ok());
-    Ok(RowOutcome::Accepted {
-        position_id: cur.id,
-        notice_number: iuv.as_ref().and_then(|i| i.notice_number()),
-        iuv,
-        generated: false,
-    })
-}
+/// The id of the oldest event to keep's predecessor: a walk of `keep` ids down the primary key.
+const PRUNE_EDGE: &str = "SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?1";
 
 #[cfg(test)]
 mod tests {
+    //! SQLite-only behaviour; what every store must do is in `tests/suite.rs`.
     use super::*;
     use snodo_core::dovuto::{Subject, SubjectKind};
     use snodo_core::Amount;
@@ -1412,12 +1490,13 @@ mod tests {
 
     fn apply(s: &SqliteStore, flow_id: i64, rows: &[ChunkRow]) -> Vec<RowOutcome> {
         let mut got = Vec::new();
-        s.apply_chunk(flow_id, &key(), rows, &mut |o| {
+        s.apply_chunk(flow_id, &key(), rows, None, &mut |o| {
             got = o.to_vec();
             Ok(Checkpoint {
                 rows_done: o.len() as u64,
                 ..Default::default()
-            })
+            }
+            .into())
         })
         .unwrap();
         got
@@ -1428,141 +1507,6 @@ mod tests {
             RowOutcome::Accepted { iuv: Some(i), .. } => i.as_str().to_string(),
             other => panic!("not accepted with an IUV: {other:?}"),
         }
-    }
-
-    fn code_of(o: &RowOutcome) -> RejectCode {
-        match o {
-            RowOutcome::Rejected(r) => r.code,
-            other => panic!("not rejected: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn generated_iuvs_follow_the_counter_and_a_failed_chunk_consumes_nothing() {
-        let (_d, s) = store();
-        let f = flow(&s, "F1");
-        let out = apply(
-            &s,
-            f,
-            &[
-                row(Action::Insert, "A", 100, true),
-                row(Action::Insert, "B", 100, true),
-            ],
-        );
-        assert_eq!(
-            iuv_of(&out[0]),
-            Iuv::generate(key().segregation_code, 1).unwrap().as_str()
-        );
-        assert_eq!(
-            iuv_of(&out[1]),
-            Iuv::generate(key().segregation_code, 2).unwrap().as_str()
-        );
-
-        // The callback fails (outcome files could not be written): nothing of the chunk stays.
-        let err = s.apply_chunk(
-            f,
-            &key(),
-            &[row(Action::Insert, "C", 100, true)],
-            &mut |_| Err("disk full".into()),
-        );
-        assert!(matches!(err, Err(StoreError::Callback(m)) if m == "disk full"));
-        assert!(s
-            .positions("c_g224", &PositionQuery::Iud("C"))
-            .unwrap()
-            .is_empty());
-        assert_eq!(s.flow(f).unwrap().unwrap().progress.rows_done, 2);
-
-        // The counter value the failed chunk drew was never committed, so it is handed out now.
-        let out = apply(&s, f, &[row(Action::Insert, "C", 100, true)]);
-        assert_eq!(
-            iuv_of(&out[0]),
-            Iuv::generate(key().segregation_code, 3).unwrap().as_str()
-        );
-        let p = &s.positions("c_g224", &PositionQuery::Iud("C")).unwrap()[0];
-        assert_eq!(
-            p.notice_number.as_deref(),
-            Some(format!("3{}", iuv_of(&out[0])).as_str())
-        );
-        assert_eq!(
-            p.dovuto.iuv.as_ref().map(|i| i.as_str().to_string()),
-            Some(iuv_of(&out[0]))
-        );
-        let by_notice = s
-            .positions(
-                "c_g224",
-                &PositionQuery::NoticeNumber(p.notice_number.as_deref().unwrap()),
-            )
-            .unwrap();
-        assert_eq!(by_notice[0].iud, "C");
-    }
-
-    #[test]
-    fn duplicates_modify_annul_and_history() {
-        let (_d, s) = store();
-        let f1 = flow(&s, "F1");
-        apply(&s, f1, &[row(Action::Insert, "A", 100, true)]);
-        let f2 = flow(&s, "F2");
-        let out = apply(
-            &s,
-            f2,
-            &[
-                row(Action::Insert, "A", 100, true),
-                row(Action::Modify, "A", 250, false),
-                row(Action::Modify, "NOPE", 1, false),
-                row(Action::Annul, "A", 250, false),
-                row(Action::Modify, "A", 300, false),
-                row(Action::Insert, "A", 400, false),
-            ],
-        );
-        assert_eq!(code_of(&out[0]), RejectCode::IudDuplicato);
-        assert!(matches!(out[1], RowOutcome::Accepted { .. }));
-        assert_eq!(code_of(&out[2]), RejectCode::DovutoNonPresente);
-        assert!(matches!(out[3], RowOutcome::Accepted { .. }));
-        assert_eq!(
-            code_of(&out[4]),
-            RejectCode::DovutoNonPresente,
-            "an annulled position cannot be modified"
-        );
-        assert!(
-            matches!(out[5], RowOutcome::Accepted { .. }),
-            "an annulled IUD is free again"
-        );
-
-        let all = s.positions("c_g224", &PositionQuery::Iud("A")).unwrap();
-        assert_eq!(all.len(), 2);
-        let old = &all[0];
-        assert_eq!(old.status, PositionStatus::Annulled);
-        assert_eq!(old.amount_cents, 250);
-        assert_eq!(old.version, 3);
-        let h = s.history(old.id).unwrap();
-        assert_eq!(
-            h.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
-            ["I", "M", "A"]
-        );
-        assert_eq!(h[0].flow_id, Some(f1));
-        assert_eq!(h[1].flow_id, Some(f2));
-        assert_eq!(
-            h[1].previous.as_ref().unwrap()["amount"],
-            100,
-            "the modify kept the replaced data"
-        );
-        assert_eq!(old.history_count, 3);
-        assert_eq!(all[1].status, PositionStatus::Active);
-        assert_eq!(all[1].amount_cents, 400);
-    }
-
-    #[test]
-    fn a_supplied_iuv_cannot_be_used_twice() {
-        let (_d, s) = store();
-        let f = flow(&s, "F1");
-        let mut a = row(Action::Insert, "A", 100, false);
-        let iuv = Iuv::generate(key().segregation_code, 77).unwrap();
-        a.iuv = Some(iuv.clone());
-        let mut b = a.clone();
-        b.iud = "B".into();
-        let out = apply(&s, f, &[a, b]);
-        assert_eq!(iuv_of(&out[0]), iuv.as_str());
-        assert_eq!(code_of(&out[1]), RejectCode::IuvDuplicato);
     }
 
     #[test]
@@ -1589,25 +1533,8 @@ mod tests {
         );
     }
 
-    /// `erp` takes every receipt, `export` only TARI, `mensa` only MENSA.
-    fn pipelines() -> &'static [DeliverTo] {
-        static P: std::sync::OnceLock<Vec<DeliverTo>> = std::sync::OnceLock::new();
-        P.get_or_init(|| {
-            vec![
-                DeliverTo::all("erp", "c_g224"),
-                DeliverTo {
-                    debt_types: vec!["TARI".into()],
-                    ..DeliverTo::all("export", "c_g224")
-                },
-                DeliverTo {
-                    debt_types: vec!["MENSA".into()],
-                    ..DeliverTo::all("mensa", "c_g224")
-                },
-            ]
-        })
-    }
-
     fn receipt<'a>(notice: &'a NoticeNumber, id: &'a str, cents: i64) -> NewReceipt<'a> {
+        static P: std::sync::OnceLock<Vec<DeliverTo>> = std::sync::OnceLock::new();
         NewReceipt {
             entity: "c_g224",
             notice_number: notice,
@@ -1618,107 +1545,9 @@ mod tests {
             payment_date: Some("2026-11-26"),
             operation: "paSendRTV2",
             xml: "<receipt/>",
-            deliver_to: pipelines(),
+            deliver_to: P.get_or_init(|| vec![DeliverTo::all("erp", "c_g224")]),
+            correlation: None,
         }
-    }
-
-    #[test]
-    fn receipts_pay_once_and_every_anomaly_is_kept() {
-        let (_d, s) = store();
-        let f = flow(&s, "F1");
-        let out = apply(
-            &s,
-            f,
-            &[
-                row(Action::Insert, "A", 1250, true),
-                row(Action::Insert, "B", 500, true),
-            ],
-        );
-        let na = NoticeNumber::from_iuv17(&Iuv::parse(&iuv_of(&out[0])).unwrap()).unwrap();
-        let nb = NoticeNumber::from_iuv17(&Iuv::parse(&iuv_of(&out[1])).unwrap()).unwrap();
-
-        let p = s.position_by_notice("c_g224", &na).unwrap().unwrap();
-        assert_eq!(p.iud, "A");
-        s.record_activation(p.id).unwrap();
-        s.record_activation(p.id).unwrap();
-        let p = s.position_by_notice("c_g224", &na).unwrap().unwrap();
-        assert_eq!(p.activations, 2);
-        assert!(p.activated_at.is_some());
-
-        let paid = s.store_receipt(&receipt(&na, "R1", 1250)).unwrap();
-        assert!(matches!(paid, ReceiptStored::Paid { position, .. } if position == p.id));
-        assert_eq!(
-            s.store_receipt(&receipt(&na, "R1", 1250)).unwrap(),
-            ReceiptStored::Duplicate
-        );
-        let p = s.position_by_notice("c_g224", &na).unwrap().unwrap();
-        assert_eq!(p.status, PositionStatus::Paid);
-        assert_eq!(
-            s.history(p.id).unwrap().last().unwrap().source,
-            "receipt:R1"
-        );
-
-        let twice = s.store_receipt(&receipt(&na, "R2", 1250)).unwrap();
-        assert!(matches!(
-            twice,
-            ReceiptStored::Flagged {
-                issue: ReceiptIssue::AlreadyPaid,
-                ..
-            }
-        ));
-        let wrong = s.store_receipt(&receipt(&nb, "R3", 499)).unwrap();
-        assert!(matches!(
-            wrong,
-            ReceiptStored::Flagged {
-                issue: ReceiptIssue::AmountMismatch {
-                    expected_cents: 500
-                },
-                ..
-            }
-        ));
-        assert_eq!(
-            s.position_by_notice("c_g224", &nb).unwrap().unwrap().status,
-            PositionStatus::Active
-        );
-        let unknown = NoticeNumber::parse("301000000000012373").unwrap();
-        let lost = s.store_receipt(&receipt(&unknown, "R4", 100)).unwrap();
-        assert!(matches!(
-            lost,
-            ReceiptStored::Flagged {
-                issue: ReceiptIssue::UnknownNotice,
-                ..
-            }
-        ));
-
-        let events = s.events_after(0, 100).unwrap();
-        assert_eq!(
-            events.len(),
-            4,
-            "one event per stored receipt, none for the duplicate"
-        );
-        assert!(events.iter().all(|e| e.kind == "receipt.stored"));
-        assert_eq!(events[0].payload["receipt_id"], "R1");
-        assert_eq!(events[1].payload["issue"]["issue"], "already_paid");
-        assert_eq!(s.events_after(events[1].id, 100).unwrap().len(), 2);
-    }
-
-    #[test]
-    fn an_annulled_notice_is_found_as_annulled() {
-        let (_d, s) = store();
-        let f = flow(&s, "F1");
-        let out = apply(&s, f, &[row(Action::Insert, "A", 100, true)]);
-        let n = NoticeNumber::from_iuv17(&Iuv::parse(&iuv_of(&out[0])).unwrap()).unwrap();
-        apply(&s, f, &[row(Action::Annul, "A", 100, false)]);
-        let p = s.position_by_notice("c_g224", &n).unwrap().unwrap();
-        assert_eq!(p.status, PositionStatus::Annulled);
-        let late = s.store_receipt(&receipt(&n, "R9", 100)).unwrap();
-        assert!(matches!(
-            late,
-            ReceiptStored::Flagged {
-                issue: ReceiptIssue::Annulled,
-                ..
-            }
-        ));
     }
 
     #[test]
@@ -1747,31 +1576,35 @@ mod tests {
                 .all(|step| !step.starts_with("SCAN") && !step.contains("TEMP B-TREE")),
             "{plan:?}"
         );
-    }
-
-    #[test]
-    fn deliveries_follow_the_debt_type_filter() {
-        let (_d, s) = store();
-        let f = flow(&s, "F1");
-        let out = apply(&s, f, &[row(Action::Insert, "A", 100, true)]);
-        let n = NoticeNumber::from_iuv17(&Iuv::parse(&iuv_of(&out[0])).unwrap()).unwrap();
-        s.store_receipt(&receipt(&n, "R1", 100)).unwrap();
-        let unknown = NoticeNumber::parse("301000000000012373").unwrap();
-        s.store_receipt(&receipt(&unknown, "R2", 100)).unwrap();
-        let pending = |p: &str| {
-            s.deliveries(DeliveryStatus::Pending, None, Some(p), 10)
-                .unwrap()
-                .into_iter()
-                .map(|d| d.idempotency_key)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(pending("erp"), ["R2", "R1"], "unfiltered: every receipt");
-        assert_eq!(
-            pending("export"),
-            ["R1"],
-            "TARI only; an unknown notice has no type"
+        // Pruning finds its edge by walking the primary key from the newest end, no sort.
+        let plan = plan_of(PRUNE_EDGE, &[&1000]);
+        assert!(
+            plan.iter().all(|step| !step.contains("TEMP B-TREE")),
+            "{plan:?}"
         );
-        assert!(pending("mensa").is_empty());
+        let plan = plan_of("DELETE FROM events WHERE id <= ?1", &[&5]);
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN")),
+            "{plan:?}"
+        );
+        // A stream's outbox and a job lease are key lookups.
+        let plan = plan_of(
+            "SELECT id, key, payload FROM flow_outbox WHERE flow_id = ?1 ORDER BY id LIMIT ?2",
+            &[&1, &10],
+        );
+        assert!(
+            plan.iter()
+                .all(|step| !step.starts_with("SCAN") && !step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+        let plan = plan_of(
+            "SELECT id FROM flows WHERE entity = ?1 AND iuf = ?2 AND stream = 1",
+            &[&"c_g224", &"p0"],
+        );
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN")),
+            "{plan:?}"
+        );
     }
 
     #[test]
@@ -1798,6 +1631,7 @@ mod tests {
                     let first = s
                         .store_receipt(&receipt(&n, &format!("R{i}"), cents))
                         .unwrap();
+                    s.record_activation(1, Some("act")).unwrap();
                     let again = s
                         .store_receipt(&receipt(&n, &format!("R{i}"), cents))
                         .unwrap();
@@ -1826,183 +1660,56 @@ mod tests {
             }
             assert_eq!(again, ReceiptStored::Duplicate, "R{i}");
         }
-        assert_eq!(s.events_after(0, 1000).unwrap().len(), 64);
+        let kinds = |k: &str| {
+            s.events_after(0, 10_000)
+                .unwrap()
+                .iter()
+                .filter(|e| e.kind == k)
+                .count()
+        };
+        assert_eq!(kinds("receipt.stored"), 64);
+        assert_eq!(kinds("position.paid"), 32);
+        assert_eq!(kinds("payment.activated"), 64);
         let m = s.metrics().unwrap();
         assert_eq!(m.receipts, vec![("c_g224".to_string(), 64, 32)]);
     }
 
     #[test]
-    fn an_export_keeps_its_receipts_until_written_and_the_next_starts_after_it() {
-        let (_d, s) = store();
-        let f = flow(&s, "F1");
-        let out = apply(
-            &s,
-            f,
-            &[
-                row(Action::Insert, "A", 100, true),
-                row(Action::Insert, "B", 200, true),
-                row(Action::Insert, "C", 300, true),
-            ],
-        );
-        let n: Vec<NoticeNumber> = out
-            .iter()
-            .map(|o| NoticeNumber::from_iuv17(&Iuv::parse(&iuv_of(o)).unwrap()).unwrap())
-            .collect();
-        assert!(s.open_export("export", "c_g224", false).unwrap().is_none());
-        let empty = s.open_export("export", "c_g224", true).unwrap().unwrap();
-        assert_eq!(empty.receipts, 0);
-        s.finish_export(empty.id).unwrap();
-
-        s.store_receipt(&receipt(&n[0], "R1", 100)).unwrap();
-        s.store_receipt(&receipt(&n[1], "R2", 200)).unwrap();
-        let first = s.open_export("export", "c_g224", false).unwrap().unwrap();
-        assert_eq!((first.receipts, first.resumed), (2, false));
-        assert_eq!(s.unfinished_export("export").unwrap().unwrap().id, first.id);
-        // A receipt arriving while the file is written belongs to the next file.
-        s.store_receipt(&receipt(&n[2], "R3", 300)).unwrap();
-        s.fail_export(first.id, "disk full").unwrap();
-        // The crash: the open export is found again, with the same receipts and name.
-        let again = s.open_export("export", "c_g224", false).unwrap().unwrap();
-        assert_eq!(again.id, first.id);
-        assert!(again.resumed);
-        assert_eq!(again.created_at, first.created_at);
-        let items = s.export_items(again.id).unwrap();
-        assert_eq!(items.len(), 2);
-        s.finish_export(again.id).unwrap();
-        let delivered = s
-            .deliveries(DeliveryStatus::Delivered, None, Some("export"), 10)
+    fn the_schema_migrates_from_version_4() {
+        // A store written before migration 5 (no correlation, stream or jobs) opens and works.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
+            )
             .unwrap();
-        assert_eq!(delivered.len(), 2);
-
-        let next = s.open_export("export", "c_g224", false).unwrap().unwrap();
-        assert_ne!(next.id, first.id);
-        let items = s.export_items(next.id).unwrap();
-        assert_eq!(items.len(), 1);
-        let doc = s.receipt_document(items[0].receipt).unwrap().unwrap();
-        assert_eq!(doc.receipt.receipt_id, "R3");
-        s.finish_export(next.id).unwrap();
-        assert!(s.open_export("export", "c_g224", false).unwrap().is_none());
-        assert!(s.unfinished_export("export").unwrap().is_none());
-    }
-
-    #[test]
-    fn the_outbox_claims_leases_retries_and_replays() {
-        let (_d, s) = store();
-        let f = flow(&s, "F1");
-        let out = apply(&s, f, &[row(Action::Insert, "A", 1250, true)]);
-        let n = NoticeNumber::from_iuv17(&Iuv::parse(&iuv_of(&out[0])).unwrap()).unwrap();
-        s.store_receipt(&receipt(&n, "R1", 1250)).unwrap();
+            for (v, sql) in &MIGRATIONS[..4] {
+                conn.execute_batch(sql).unwrap();
+                conn.execute("INSERT INTO schema_migrations VALUES (?1, 'x')", [v])
+                    .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO events (kind, entity, subject, payload, at) VALUES ('old', 'e', 's', '{}', 'x')",
+                [],
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let e = s.events_after(0, 10).unwrap();
         assert_eq!(
-            s.store_receipt(&receipt(&n, "R1", 1250)).unwrap(),
-            ReceiptStored::Duplicate
+            (e[0].kind.as_str(), e[0].correlation.as_deref()),
+            ("old", None)
         );
-
-        let claimed = s
-            .claim_deliveries(
-                "erp",
-                "9999-01-01T00:00:00.000Z",
-                "9999-01-01T00:01:00.000Z",
-                10,
-            )
-            .unwrap();
-        assert_eq!(
-            claimed.len(),
-            1,
-            "one delivery per pipeline, none for the duplicate"
-        );
-        let d = &claimed[0];
-        assert_eq!(
-            (d.idempotency_key.as_str(), d.entity.as_str()),
-            ("R1", "c_g224")
-        );
-        assert!(
-            s.claim_deliveries(
-                "erp",
-                "9999-01-01T00:00:30.000Z",
-                "9999-01-01T00:02:00.000Z",
-                10
-            )
-            .unwrap()
-            .is_empty(),
-            "leased"
-        );
-        // The worker died: the lease runs out and another claims it.
-        let again = s
-            .claim_deliveries(
-                "erp",
-                "9999-01-01T00:01:30.000Z",
-                "9999-01-01T00:03:00.000Z",
-                10,
-            )
-            .unwrap();
-        assert_eq!(again.len(), 1);
-
-        s.record_attempt(
-            d.id,
-            &Attempt::Retry {
-                at: "9999-02-01T00:00:00.000Z".into(),
-                error: "HTTP 500".into(),
-            },
-        )
-        .unwrap();
-        assert!(
-            s.claim_deliveries(
-                "erp",
-                "9999-01-15T00:00:00.000Z",
-                "9999-01-15T00:01:00.000Z",
-                10
-            )
-            .unwrap()
-            .is_empty(),
-            "not due yet"
-        );
-        let due = s
-            .claim_deliveries(
-                "erp",
-                "9999-02-01T00:00:00.000Z",
-                "9999-02-01T00:01:00.000Z",
-                10,
-            )
-            .unwrap();
-        assert_eq!(due[0].attempts, 1);
-        assert_eq!(due[0].last_error.as_deref(), Some("HTTP 500"));
-
-        s.record_attempt(
-            d.id,
-            &Attempt::Dead {
-                error: "HTTP 400: bad".into(),
-            },
-        )
-        .unwrap();
-        let dead = s
-            .deliveries(DeliveryStatus::Dead, Some("c_g224"), None, 10)
-            .unwrap();
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].attempts, 2);
         assert!(s
-            .deliveries(DeliveryStatus::Dead, Some("c_d530"), None, 10)
-            .unwrap()
-            .is_empty());
-        assert_eq!(s.replay(&[], Some("c_g224")).unwrap(), 1);
-        let back = s.delivery(d.id).unwrap().unwrap();
-        assert_eq!((back.status, back.attempts), (DeliveryStatus::Pending, 0));
-        let again = s
-            .claim_deliveries(
-                "erp",
-                "9999-03-01T00:00:00.000Z",
-                "9999-03-01T00:01:00.000Z",
-                10,
+            .take_job(
+                "j",
+                "h",
+                "2026-01-01T00:00:00.000Z",
+                "2026-01-01T00:01:00.000Z",
+                None
             )
-            .unwrap();
-        s.record_attempt(again[0].id, &Attempt::Delivered).unwrap();
-        let done = s.delivery(d.id).unwrap().unwrap();
-        assert_eq!(done.status, DeliveryStatus::Delivered);
-        assert!(done.delivered_at.is_some());
-
-        let doc = s.receipt_document(d.receipt).unwrap().unwrap();
-        assert_eq!(doc.iud.as_deref(), Some("A"));
-        assert_eq!(doc.debt_type.as_deref(), Some("TARI"));
-        assert_eq!(doc.xml, "<receipt/>");
-        assert_eq!(doc.receipt.receipt_id, "R1");
+            .unwrap());
     }
 }

@@ -21,7 +21,8 @@ use snodo_adapters::mypay_import::{
 };
 use snodo_core::dovuto::{self, FlowVersion, RejectCode, Rejection};
 use snodo_store::{
-    Checkpoint, ChunkRow, EntityKey, Flow, FlowStatus, NewFlow, RowOutcome, Store, StoreError,
+    Checkpoint, ChunkCommit, ChunkRow, EntityKey, Flow, FlowStatus, NewFlow, RowOutcome, Store,
+    StoreError,
 };
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -376,12 +377,12 @@ impl Importer<'_> {
                 let r = {
                     // Runs inside the chunk's transaction, before commit: the outcome lines are
                     // on disk before the rows they describe are committed.
-                    let mut after = |results: &[RowOutcome]| -> Result<Checkpoint, String> {
+                    let mut after = |results: &[RowOutcome]| -> Result<ChunkCommit, String> {
                         let res = write_outcomes(&chunk.pending, results, progress, &mut outcomes);
                         match res {
                             Ok(next) => {
                                 committed = Some(next);
-                                Ok(next)
+                                Ok(next.into())
                             }
                             Err(e) => {
                                 let msg = e.to_string();
@@ -391,7 +392,7 @@ impl Importer<'_> {
                         }
                     };
                     self.store
-                        .apply_chunk(flow.id, &key, &chunk.rows, &mut after)
+                        .apply_chunk(flow.id, &key, &chunk.rows, None, &mut after)
                 };
                 if let Some(e) = outcome_err {
                     return Err(ImportError::Io {

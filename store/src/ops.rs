@@ -1,0 +1,673 @@
+//! The registry's rules, written once over [`Ops`]: each backend supplies the statements, so a
+//! row or a receipt comes out the same on SQLite and on PostgreSQL.
+
+use crate::*;
+use serde::Serialize;
+use snodo_core::dovuto::RejectCode;
+
+/// A live position as the apply step needs it.
+pub(crate) struct Live {
+    pub id: i64,
+    pub iuv: Option<String>,
+    pub iuv_generated: bool,
+    pub status: String,
+    pub debt_type: String,
+    pub amount_cents: i64,
+    pub data: String,
+}
+
+/// The position a receipt designates.
+pub(crate) struct Target {
+    pub id: i64,
+    pub iud: String,
+    pub status: String,
+    pub amount_cents: i64,
+    pub debt_type: Option<String>,
+}
+
+/// A receipt owned, so it can wait in a queue for its commit.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnedReceipt {
+    pub entity: String,
+    pub notice_number: NoticeNumber,
+    pub receipt_id: String,
+    pub amount_cents: i64,
+    pub psp_id: String,
+    pub psp_name: String,
+    pub payment_date: Option<String>,
+    pub operation: String,
+    pub xml: String,
+    pub deliver_to: Vec<DeliverTo>,
+    pub correlation: Option<String>,
+}
+
+impl From<&NewReceipt<'_>> for OwnedReceipt {
+    fn from(r: &NewReceipt<'_>) -> Self {
+        Self {
+            entity: r.entity.into(),
+            notice_number: r.notice_number.clone(),
+            receipt_id: r.receipt_id.into(),
+            amount_cents: r.amount_cents,
+            psp_id: r.psp_id.into(),
+            psp_name: r.psp_name.into(),
+            payment_date: r.payment_date.map(str::to_string),
+            operation: r.operation.into(),
+            xml: r.xml.into(),
+            deliver_to: r.deliver_to.to_vec(),
+            correlation: r.correlation.map(str::to_string),
+        }
+    }
+}
+
+/// A position as inserted.
+pub(crate) struct NewPosition<'a> {
+    pub entity: &'a str,
+    pub row: &'a ChunkRow,
+    pub iuv: Option<&'a str>,
+    pub generated: bool,
+    pub flow_id: i64,
+    pub source: &'a str,
+    pub ts: &'a str,
+}
+
+/// The statements the rules need, inside one open transaction.
+pub(crate) trait Ops {
+    /// The live (not annulled) position of an IUD; backends with concurrent writers lock it.
+    fn live(&mut self, entity: &str, iud: &str) -> Result<Option<Live>>;
+    /// `None` when a unique index refused it (live IUD or IUV taken).
+    fn insert_position(&mut self, p: &NewPosition<'_>) -> Result<Option<i64>>;
+    /// Several inserts in order, as one statement where the backend pays per round trip.
+    fn insert_positions(&mut self, batch: &[NewPosition<'_>]) -> Result<Vec<Option<i64>>> {
+        batch.iter().map(|p| self.insert_position(p)).collect()
+    }
+    fn modify_position(
+        &mut self,
+        id: i64,
+        iuv: Option<&str>,
+        row: &ChunkRow,
+        flow_id: i64,
+        ts: &str,
+    ) -> Result<()>;
+    fn annul_position(&mut self, id: i64, flow_id: i64, ts: &str) -> Result<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn history(
+        &mut self,
+        position_id: i64,
+        action: &str,
+        source: &str,
+        flow_id: Option<i64>,
+        ts: &str,
+        previous: Option<&str>,
+    ) -> Result<()>;
+    /// The entity's next IUV counter value, committed only with the transaction.
+    fn next_counter(&mut self, entity: &EntityKey<'_>) -> Result<u64>;
+    /// The live position with this IUV, or with `annulled` the latest annulled one.
+    fn receipt_target(&mut self, entity: &str, iuv: &str, annulled: bool)
+        -> Result<Option<Target>>;
+    /// `None` when the receipt id is stored already.
+    fn insert_receipt(
+        &mut self,
+        r: &OwnedReceipt,
+        iuv: &str,
+        position: Option<i64>,
+        issue: Option<&str>,
+        ts: &str,
+    ) -> Result<Option<i64>>;
+    fn pay_position(&mut self, id: i64, ts: &str) -> Result<()>;
+    fn insert_delivery(&mut self, to: &DeliverTo, receipt: i64, key: &str, ts: &str) -> Result<()>;
+    fn event(&mut self, e: &RawEvent<'_>, ts: &str) -> Result<()>;
+}
+
+/// An event with its payload already serialised (the import path writes one per row).
+pub(crate) struct RawEvent<'a> {
+    pub kind: &'a str,
+    pub entity: &'a str,
+    pub subject: &'a str,
+    pub payload: &'a str,
+    pub correlation: Option<&'a str>,
+}
+
+impl<'a> RawEvent<'a> {
+    pub fn new(e: &'a NewEvent<'a>, payload: &'a str) -> Self {
+        Self {
+            kind: e.kind,
+            entity: e.entity,
+            subject: e.subject,
+            payload,
+            correlation: e.correlation,
+        }
+    }
+}
+
+/// A position event's payload, serialised straight from borrowed fields.
+#[derive(Serialize)]
+struct PositionPayload<'a> {
+    iud: &'a str,
+    iuv: Option<&'a str>,
+    notice_number: Option<&'a str>,
+    amount_cents: i64,
+    debt_type: &'a str,
+    flow_id: i64,
+}
+
+fn reject(code: RejectCode, msg: impl Into<String>) -> RowOutcome {
+    RowOutcome::Rejected(Rejection::new(code, msg))
+}
+
+/// What an accepted row's event needs beyond its outcome.
+struct Change {
+    kind: &'static str,
+    amount_cents: i64,
+    debt_type: String,
+}
+
+/// Applies a chunk's rows and records one event per accepted row, in row order.
+pub(crate) fn apply_rows(
+    ops: &mut impl Ops,
+    entity: &EntityKey<'_>,
+    flow_id: i64,
+    ts: &str,
+    rows: &[ChunkRow],
+) -> Result<Vec<RowOutcome>> {
+    let ctx = Ctx {
+        entity,
+        flow_id,
+        ts,
+        source: format!("flow:{flow_id}"),
+        correlation: flow_correlation(flow_id),
+    };
+    let mut outcomes = Vec::with_capacity(rows.len());
+    let mut i = 0;
+    while i < rows.len() {
+        // A run of inserts goes in one batch: nothing in between can depend on its order
+        // but the unique indexes, which see the rows in order anyway.
+        let run = rows[i..]
+            .iter()
+            .take_while(|r| matches!(r.action, Action::Insert))
+            .count();
+        if run > 0 {
+            insert_run(ops, &ctx, &rows[i..i + run], &mut outcomes)?;
+            i += run;
+            continue;
+        }
+        let r = &rows[i];
+        let (outcome, change) = match r.action {
+            Action::Modify => modify(ops, &ctx, r)?,
+            _ => annul(ops, &ctx, r)?,
+        };
+        emit(ops, &ctx, r, &outcome, change)?;
+        outcomes.push(outcome);
+        i += 1;
+    }
+    Ok(outcomes)
+}
+
+/// What every row of a chunk shares.
+struct Ctx<'a> {
+    entity: &'a EntityKey<'a>,
+    flow_id: i64,
+    ts: &'a str,
+    source: String,
+    correlation: String,
+}
+
+/// The event of an accepted row.
+fn emit(
+    ops: &mut impl Ops,
+    ctx: &Ctx<'_>,
+    r: &ChunkRow,
+    outcome: &RowOutcome,
+    change: Option<Change>,
+) -> Result<()> {
+    let (
+        RowOutcome::Accepted {
+            iuv, notice_number, ..
+        },
+        Some(c),
+    ) = (outcome, change)
+    else {
+        return Ok(());
+    };
+    let payload = serde_json::to_string(&PositionPayload {
+        iud: &r.iud,
+        iuv: iuv.as_ref().map(|i| i.as_str()),
+        notice_number: notice_number.as_ref().map(|n| n.as_str()),
+        amount_cents: c.amount_cents,
+        debt_type: &c.debt_type,
+        flow_id: ctx.flow_id,
+    })
+    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    ops.event(
+        &RawEvent {
+            kind: c.kind,
+            entity: ctx.entity.ipa_code,
+            subject: &r.iud,
+            payload: &payload,
+            correlation: Some(&ctx.correlation),
+        },
+        ctx.ts,
+    )
+}
+
+fn insert_run(
+    ops: &mut impl Ops,
+    ctx: &Ctx<'_>,
+    run: &[ChunkRow],
+    outcomes: &mut Vec<RowOutcome>,
+) -> Result<()> {
+    let mut iuvs = Vec::with_capacity(run.len());
+    for r in run {
+        iuvs.push(match (&r.iuv, r.generate_iuv) {
+            (Some(iuv), _) => (Some(iuv.clone()), false),
+            (None, true) => {
+                let n = ops.next_counter(ctx.entity)?;
+                let iuv = Iuv::generate(ctx.entity.segregation_code, n)
+                    .map_err(|e| StoreError::Conflict(e.to_string()))?;
+                (Some(iuv), true)
+            }
+            (None, false) => (None, false),
+        });
+    }
+    let batch: Vec<NewPosition<'_>> = run
+        .iter()
+        .zip(&iuvs)
+        .map(|(r, (iuv, generated))| NewPosition {
+            entity: ctx.entity.ipa_code,
+            row: r,
+            iuv: iuv.as_ref().map(|i| i.as_str()),
+            generated: *generated,
+            flow_id: ctx.flow_id,
+            source: &ctx.source,
+            ts: ctx.ts,
+        })
+        .collect();
+    let ids = ops.insert_positions(&batch)?;
+    // Where in the run each IUD went in: a refused row is told what it met in row order,
+    // not what the whole run left behind.
+    let mut went_in: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (k, (r, id)) in run.iter().zip(&ids).enumerate() {
+        if id.is_some() {
+            went_in.insert(r.iud.as_str(), k);
+        }
+    }
+    for (k, ((r, (iuv, generated)), id)) in run.iter().zip(iuvs).zip(ids).enumerate() {
+        let Some(id) = id else {
+            let iud_taken = match went_in.get(r.iud.as_str()) {
+                Some(&j) => j < k,
+                None => ops.live(ctx.entity.ipa_code, &r.iud)?.is_some(),
+            };
+            let refusal = if iud_taken {
+                reject(
+                    RejectCode::IudDuplicato,
+                    format!("IUD {} already has a live position", r.iud),
+                )
+            } else {
+                reject(
+                    RejectCode::IuvDuplicato,
+                    format!(
+                        "IUV {} already belongs to a live position",
+                        iuv.as_ref().map(|i| i.as_str()).unwrap_or("")
+                    ),
+                )
+            };
+            outcomes.push(refusal);
+            continue;
+        };
+        let outcome = RowOutcome::Accepted {
+            position_id: id,
+            notice_number: iuv.as_ref().and_then(|i| i.notice_number()),
+            iuv,
+            generated,
+        };
+        let change = Change {
+            kind: "position.created",
+            amount_cents: r.amount.cents(),
+            debt_type: r.debt_type.clone(),
+        };
+        emit(ops, ctx, r, &outcome, Some(change))?;
+        outcomes.push(outcome);
+    }
+    Ok(())
+}
+
+/// The active position an `M` or `A` row acts on, or the row's refusal
+/// (`PAA_IMPORT_DOVUTO_NON_PRESENTE`: none, or it is paid or otherwise no longer active).
+fn active(
+    ops: &mut impl Ops,
+    entity: &EntityKey<'_>,
+    iud: &str,
+    verb: &str,
+) -> Result<std::result::Result<Live, RowOutcome>> {
+    Ok(match ops.live(entity.ipa_code, iud)? {
+        None => Err(reject(
+            RejectCode::DovutoNonPresente,
+            format!("no live position with IUD {iud} to be {verb}"),
+        )),
+        Some(cur) if cur.status != PositionStatus::Active.as_str() => Err(reject(
+            RejectCode::DovutoNonPresente,
+            format!(
+                "position with IUD {iud} is {} and cannot be {verb}",
+                cur.status
+            ),
+        )),
+        Some(cur) => Ok(cur),
+    })
+}
+
+fn modify(ops: &mut impl Ops, ctx: &Ctx<'_>, d: &ChunkRow) -> Result<(RowOutcome, Option<Change>)> {
+    let (flow_id, ts, source) = (ctx.flow_id, ctx.ts, ctx.source.as_str());
+    let cur = match active(ops, ctx.entity, &d.iud, "modified")? {
+        Ok(cur) => cur,
+        Err(refusal) => return Ok((refusal, None)),
+    };
+    if cur.debt_type != d.debt_type {
+        return Ok((
+            reject(
+                RejectCode::TipoDovutoNonModificabile,
+                format!(
+                    "tipoDovuto cannot change from {} to {} on modify",
+                    cur.debt_type, d.debt_type
+                ),
+            ),
+            None,
+        ));
+    }
+    let iuv = match (&d.iuv, &cur.iuv) {
+        (Some(new), Some(old)) if new.as_str() != old => {
+            return Ok((
+                reject(
+                    RejectCode::Iuv,
+                    format!("IUV cannot change on modify (position has {old}, row has {new})"),
+                ),
+                None,
+            ))
+        }
+        (Some(new), _) => Some(new.clone()),
+        // A hub-generated IUV is kept when the row leaves it empty; an entity-supplied one
+        // cannot be blanked (MyPay's PAA_IMPORT_IUV_NO_NULLABLE).
+        (None, Some(old)) if cur.iuv_generated => Some(
+            Iuv::parse(old)
+                .map_err(|e| StoreError::Corrupt(format!("position {}: {e}", cur.id)))?,
+        ),
+        (None, Some(old)) => {
+            return Ok((
+                reject(
+                    RejectCode::IuvNoNullable,
+                    format!("the position's IUV {old} cannot be blanked"),
+                ),
+                None,
+            ))
+        }
+        (None, None) => None,
+    };
+    let notice = iuv.as_ref().and_then(|i| i.notice_number());
+    ops.modify_position(cur.id, iuv.as_ref().map(|i| i.as_str()), d, flow_id, ts)?;
+    ops.history(
+        cur.id,
+        Action::Modify.as_str(),
+        source,
+        Some(flow_id),
+        ts,
+        Some(&cur.data),
+    )?;
+    Ok((
+        RowOutcome::Accepted {
+            position_id: cur.id,
+            iuv,
+            notice_number: notice,
+            generated: false,
+        },
+        Some(Change {
+            kind: "position.modified",
+            amount_cents: d.amount.cents(),
+            debt_type: d.debt_type.clone(),
+        }),
+    ))
+}
+
+fn annul(ops: &mut impl Ops, ctx: &Ctx<'_>, d: &ChunkRow) -> Result<(RowOutcome, Option<Change>)> {
+    let (flow_id, ts, source) = (ctx.flow_id, ctx.ts, ctx.source.as_str());
+    let cur = match active(ops, ctx.entity, &d.iud, "annulled")? {
+        Ok(cur) => cur,
+        Err(refusal) => return Ok((refusal, None)),
+    };
+    ops.annul_position(cur.id, flow_id, ts)?;
+    ops.history(
+        cur.id,
+        Action::Annul.as_str(),
+        source,
+        Some(flow_id),
+        ts,
+        None,
+    )?;
+    let iuv = cur.iuv.as_deref().and_then(|s| Iuv::parse(s).ok());
+    // The event tells what was annulled: the stored amount, not the row's.
+    Ok((
+        RowOutcome::Accepted {
+            position_id: cur.id,
+            notice_number: iuv.as_ref().and_then(|i| i.notice_number()),
+            iuv,
+            generated: false,
+        },
+        Some(Change {
+            kind: "position.annulled",
+            amount_cents: cur.amount_cents,
+            debt_type: cur.debt_type,
+        }),
+    ))
+}
+
+/// One receipt inside an open transaction: stored, its position paid when it matches, its
+/// deliveries and events created.
+pub(crate) fn store_receipt(
+    ops: &mut impl Ops,
+    r: &OwnedReceipt,
+    ts: &str,
+) -> Result<ReceiptStored> {
+    let iuv = r.notice_number.iuv();
+    // The live position, else the latest annulled one; two lookups, each on its partial index.
+    let target = match ops.receipt_target(&r.entity, iuv.as_str(), false)? {
+        Some(live) => Some(live),
+        None => ops.receipt_target(&r.entity, iuv.as_str(), true)?,
+    };
+    let (position, issue) = match &target {
+        None => (None, Some(ReceiptIssue::UnknownNotice)),
+        Some(t) if t.status == PositionStatus::Annulled.as_str() => {
+            (Some(t.id), Some(ReceiptIssue::Annulled))
+        }
+        Some(t) if t.status == PositionStatus::Paid.as_str() => {
+            (Some(t.id), Some(ReceiptIssue::AlreadyPaid))
+        }
+        Some(t) if t.amount_cents != r.amount_cents => (
+            Some(t.id),
+            Some(ReceiptIssue::AmountMismatch {
+                expected_cents: t.amount_cents,
+            }),
+        ),
+        Some(t) => (Some(t.id), None),
+    };
+    let debt_type = target.as_ref().and_then(|t| t.debt_type.as_deref());
+    let Some(receipt) = ops.insert_receipt(
+        r,
+        iuv.as_str(),
+        position,
+        issue.as_ref().map(|i| i.as_str()),
+        ts,
+    )?
+    else {
+        return Ok(ReceiptStored::Duplicate);
+    };
+    let source = format!("receipt:{}", r.receipt_id);
+    let paid = match (&target, &issue) {
+        (Some(t), None) => {
+            ops.pay_position(t.id, ts)?;
+            ops.history(t.id, "P", &source, None, ts, None)?;
+            Some(t)
+        }
+        _ => None,
+    };
+    for to in r.deliver_to.iter().filter(|d| d.accepts(debt_type)) {
+        ops.insert_delivery(to, receipt, &r.receipt_id, ts)?;
+    }
+    let payload = serde_json::json!({
+        "receipt": receipt,
+        "receipt_id": r.receipt_id,
+        "notice_number": r.notice_number.as_str(),
+        "position": position,
+        "amount_cents": r.amount_cents,
+        "issue": issue,
+    });
+    ops.event(
+        &RawEvent {
+            kind: "receipt.stored",
+            entity: &r.entity,
+            subject: r.notice_number.as_str(),
+            payload: &payload.to_string(),
+            correlation: r.correlation.as_deref(),
+        },
+        ts,
+    )?;
+    if let Some(t) = paid {
+        let payload = serde_json::json!({
+            "iud": t.iud,
+            "iuv": iuv.as_str(),
+            "notice_number": r.notice_number.as_str(),
+            "receipt_id": r.receipt_id,
+            "amount_cents": r.amount_cents,
+        });
+        ops.event(
+            &RawEvent {
+                kind: "position.paid",
+                entity: &r.entity,
+                subject: &t.iud,
+                payload: &payload.to_string(),
+                correlation: r.correlation.as_deref(),
+            },
+            ts,
+        )?;
+    }
+    Ok(match (position, issue) {
+        (Some(position), None) => ReceiptStored::Paid { receipt, position },
+        (_, Some(issue)) => ReceiptStored::Flagged { receipt, issue },
+        (None, None) => ReceiptStored::Flagged {
+            receipt,
+            issue: ReceiptIssue::UnknownNotice,
+        },
+    })
+}
+
+/// The `flow.imported` / `flow.aborted` event of a status change, if it is one.
+pub(crate) fn flow_status_event(
+    status: FlowStatus,
+    flow_id: i64,
+    iuf: &str,
+    accepted: i64,
+    rejected: i64,
+    error: Option<(&str, &str)>,
+) -> Option<(&'static str, serde_json::Value)> {
+    let kind = match status {
+        FlowStatus::Eseguito => "flow.imported",
+        FlowStatus::Abortito => "flow.aborted",
+        _ => return None,
+    };
+    let mut payload = serde_json::json!({
+        "flow_id": flow_id,
+        "iuf": iuf,
+        "accepted": accepted,
+        "rejected": rejected,
+    });
+    if let (Some((code, message)), Some(map)) = (error, payload.as_object_mut()) {
+        map.insert("error_code".into(), code.into());
+        map.insert("error_message".into(), message.into());
+    }
+    Some((kind, payload))
+}
+
+/// The `delivery.retried` / `delivery.dead` event of an attempt, if it is one.
+pub(crate) fn attempt_event(
+    attempt: &Attempt,
+    delivery: i64,
+    pipeline: &str,
+    attempts: i64,
+) -> Option<(&'static str, serde_json::Value)> {
+    match attempt {
+        Attempt::Delivered => None,
+        Attempt::Retry { at, error } => Some((
+            "delivery.retried",
+            serde_json::json!({
+                "delivery": delivery,
+                "pipeline": pipeline,
+                "attempts": attempts,
+                "error": error,
+                "next_attempt_at": at,
+            }),
+        )),
+        Attempt::Dead { error } => Some((
+            "delivery.dead",
+            serde_json::json!({
+                "delivery": delivery,
+                "pipeline": pipeline,
+                "attempts": attempts,
+                "error": error,
+            }),
+        )),
+    }
+}
+
+/// The `payment.activated` event's payload.
+pub(crate) fn activation_payload(
+    iud: &str,
+    iuv: Option<&str>,
+    amount_cents: i64,
+) -> (String, serde_json::Value) {
+    let notice = iuv
+        .and_then(|i| Iuv::parse(i).ok())
+        .and_then(|i| i.notice_number())
+        .map(|n| n.as_str().to_string());
+    let payload = serde_json::json!({
+        "iud": iud,
+        "iuv": iuv,
+        "notice_number": notice,
+        "amount_cents": amount_cents,
+    });
+    (notice.unwrap_or_default(), payload)
+}
+
+/// The flow's `flow.received` event.
+pub(crate) fn flow_received(flow: &Flow) -> serde_json::Value {
+    serde_json::json!({
+        "flow_id": flow.id,
+        "iuf": flow.iuf,
+        "file_name": flow.file_name,
+    })
+}
+
+/// When a released lease ended: before any real `now`.
+pub(crate) const EPOCH: &str = "1970-01-01T00:00:00.000Z";
+
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The `expect_rows_done` guard of a chunk: another process's chunk committed first.
+pub(crate) fn check_rows_done(flow_id: i64, done: Option<i64>, expected: u64) -> Result<()> {
+    match done {
+        None => Err(StoreError::Conflict(format!(
+            "flow {flow_id} does not exist"
+        ))),
+        Some(d) if d as u64 != expected => Err(StoreError::Conflict(format!(
+            "flow {flow_id} has {d} rows done, not the {expected} this chunk continues from"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Takes a job's lease in one statement (SQLite and PostgreSQL alike): a row that exists is only
+/// updated when free, expired or the holder's own, and with a tick only for a newer tick.
+/// Parameters: job, holder, now, until, tick.
+pub(crate) const TAKE_JOB_SQL: &str =
+    "INSERT INTO jobs (name, holder, lease_until, last_tick, cursor) VALUES ($1, $2, $4, $5, 0)
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until,
+         last_tick = COALESCE(excluded.last_tick, jobs.last_tick)
+     WHERE (jobs.lease_until < $3 OR jobs.holder = $2)
+       AND ($5 IS NULL OR jobs.last_tick IS NULL OR jobs.last_tick < $5)";

@@ -1,0 +1,1361 @@
+//! What every store must do, written once over `&dyn Store` and run on SQLite (a temp file) and
+//! on PostgreSQL (a fresh database per test on `SNODO_TEST_PG`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). PostgreSQL being unreachable fails the PG
+//! tests: a store suite that silently skips its second backend proves nothing about it.
+
+use snodo_core::dovuto::{Action, Dovuto, DovutoRow, RejectCode, Subject, SubjectKind};
+use snodo_core::{Amount, Iuv, NoticeNumber, SegregationCode};
+use snodo_store::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A store under test, and how to open a second handle on the same data (another process).
+struct Backend {
+    store: Option<Box<dyn Store>>,
+    setting: String,
+    dir: tempfile::TempDir,
+    /// PostgreSQL: (admin URL, database) to drop at the end.
+    pg: Option<(String, String)>,
+}
+
+impl Backend {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let setting = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = open(&setting, dir.path()).unwrap();
+        Self {
+            store: Some(store),
+            setting,
+            dir,
+            pg: None,
+        }
+    }
+
+    fn pg() -> Self {
+        let (setting, admin_url, db) = pg_database();
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&setting, dir.path()).unwrap();
+        Self {
+            store: Some(store),
+            setting,
+            dir,
+            pg: Some((admin_url, db)),
+        }
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.store.as_deref().unwrap()
+    }
+
+    /// Another handle on the same data, as a second hub would have.
+    fn another(&self) -> Box<dyn Store> {
+        open(&self.setting, self.dir.path()).unwrap()
+    }
+}
+
+/// A fresh, empty database: (its URL, the admin URL, its name).
+fn pg_database() -> (String, String, String) {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let admin_url = std::env::var("SNODO_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL for the store suite is unreachable at {admin_url}: {e}\n\
+                 start it, or point SNODO_TEST_PG at a server where this user may CREATE DATABASE"
+        )
+    });
+    let db = format!(
+        "snodo_t_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    // One statement each: CREATE DATABASE cannot run inside a (multi-statement) transaction.
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .unwrap_or_else(|e| panic!("cannot create the test database {db}: {e}"));
+    (with_database(&admin_url, &db), admin_url, db)
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.store.take();
+        if let Some((admin_url, db)) = &self.pg {
+            if let Ok(mut admin) = postgres::Client::connect(admin_url, postgres::NoTls) {
+                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+/// The URL with its database replaced.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[after_scheme..]
+        .find('/')
+        .map(|i| after_scheme + i)
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{db}", &base[..host_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(&super::Backend::sqlite()) } )*
+        }
+        mod pg {
+            $( #[test] fn $name() { super::$name(&super::Backend::pg()) } )*
+        }
+    };
+}
+
+suite!(
+    generated_iuvs_follow_the_counter_and_a_failed_chunk_consumes_nothing,
+    duplicates_modify_annul_and_history,
+    a_supplied_iuv_cannot_be_used_twice,
+    receipts_pay_once_and_every_anomaly_is_kept,
+    an_annulled_notice_is_found_as_annulled,
+    deliveries_follow_the_debt_type_filter,
+    concurrent_receipts_each_get_their_own_outcome,
+    an_export_keeps_its_receipts_until_written_and_the_next_starts_after_it,
+    the_outbox_claims_leases_retries_and_replays,
+    every_change_writes_its_event,
+    prune_keeps_the_newest_events,
+    a_chunk_commits_only_from_the_expected_row_and_carries_its_outbox,
+    a_stream_flow_is_created_once,
+    job_leases_ticks_and_cursors,
+    two_hubs_never_claim_the_same_delivery,
+    two_hubs_take_one_tick_once,
+    two_hubs_open_one_export,
+);
+
+const E: &str = "c_g224";
+
+fn key() -> EntityKey<'static> {
+    EntityKey {
+        ipa_code: E,
+        segregation_code: SegregationCode::parse("01").unwrap(),
+    }
+}
+
+fn row_of(action: Action, iud: &str, cents: i64, generate: bool, debt_type: &str) -> ChunkRow {
+    ChunkRow::new(DovutoRow {
+        action,
+        dovuto: Dovuto {
+            iud: iud.into(),
+            iuv: None,
+            generate_iuv: generate,
+            payer: Subject {
+                kind: Some(SubjectKind::F),
+                id: "RSSMRA85T10A562S".into(),
+                name: "Mario Rossi".into(),
+                ..Default::default()
+            },
+            due_date: None,
+            amount: Amount::from_cents(cents),
+            pa_fee: None,
+            debt_type: debt_type.into(),
+            payment_kinds: "ALL".into(),
+            causale: "TARI".into(),
+            dati_specifici_riscossione: "9/0101100IM/".into(),
+            bilancio: None,
+            secondary: None,
+        },
+    })
+    .unwrap()
+}
+
+fn row(action: Action, iud: &str, cents: i64, generate: bool) -> ChunkRow {
+    row_of(action, iud, cents, generate, "TARI")
+}
+
+fn new_flow(iuf: &str) -> NewFlow<'_> {
+    NewFlow {
+        entity: E,
+        iuf,
+        file_name: "f.zip",
+        version: "1_4",
+        content_sha256: "x",
+    }
+}
+
+fn flow(s: &dyn Store, iuf: &str) -> i64 {
+    s.create_flow(&new_flow(iuf)).unwrap().id
+}
+
+fn apply(s: &dyn Store, flow_id: i64, rows: &[ChunkRow]) -> Vec<RowOutcome> {
+    let mut got = Vec::new();
+    s.apply_chunk(flow_id, &key(), rows, None, &mut |o| {
+        got = o.to_vec();
+        Ok(Checkpoint {
+            rows_done: o.len() as u64,
+            ..Default::default()
+        }
+        .into())
+    })
+    .unwrap();
+    got
+}
+
+fn iuv_of(o: &RowOutcome) -> String {
+    match o {
+        RowOutcome::Accepted { iuv: Some(i), .. } => i.as_str().to_string(),
+        other => panic!("not accepted with an IUV: {other:?}"),
+    }
+}
+
+fn notice_of(o: &RowOutcome) -> NoticeNumber {
+    NoticeNumber::from_iuv17(&Iuv::parse(&iuv_of(o)).unwrap()).unwrap()
+}
+
+fn code_of(o: &RowOutcome) -> RejectCode {
+    match o {
+        RowOutcome::Rejected(r) => r.code,
+        other => panic!("not rejected: {other:?}"),
+    }
+}
+
+/// `erp` takes every receipt, `export` only TARI, `mensa` only MENSA.
+fn pipelines() -> &'static [DeliverTo] {
+    static P: std::sync::OnceLock<Vec<DeliverTo>> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        vec![
+            DeliverTo::all("erp", E),
+            DeliverTo {
+                debt_types: vec!["TARI".into()],
+                ..DeliverTo::all("export", E)
+            },
+            DeliverTo {
+                debt_types: vec!["MENSA".into()],
+                ..DeliverTo::all("mensa", E)
+            },
+        ]
+    })
+}
+
+fn receipt<'a>(notice: &'a NoticeNumber, id: &'a str, cents: i64) -> NewReceipt<'a> {
+    NewReceipt {
+        entity: E,
+        notice_number: notice,
+        receipt_id: id,
+        amount_cents: cents,
+        psp_id: "BCITITMM",
+        psp_name: "Intesa Sanpaolo",
+        payment_date: Some("2026-11-26"),
+        operation: "paSendRTV2",
+        xml: "<receipt/>",
+        deliver_to: pipelines(),
+        correlation: None,
+    }
+}
+
+fn kinds(events: &[Event]) -> Vec<&str> {
+    events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+/// Events of `kind`, oldest first.
+fn events_of(s: &dyn Store, kind: &str) -> Vec<Event> {
+    s.events_after(0, 100_000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .collect()
+}
+
+fn generated_iuvs_follow_the_counter_and_a_failed_chunk_consumes_nothing(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(
+        s,
+        f,
+        &[
+            row(Action::Insert, "A", 100, true),
+            row(Action::Insert, "B", 100, true),
+        ],
+    );
+    assert_eq!(
+        iuv_of(&out[0]),
+        Iuv::generate(key().segregation_code, 1).unwrap().as_str()
+    );
+    assert_eq!(
+        iuv_of(&out[1]),
+        Iuv::generate(key().segregation_code, 2).unwrap().as_str()
+    );
+
+    // The callback fails (outcome files could not be written): nothing of the chunk stays.
+    let err = s.apply_chunk(
+        f,
+        &key(),
+        &[row(Action::Insert, "C", 100, true)],
+        None,
+        &mut |_| Err("disk full".into()),
+    );
+    assert!(matches!(err, Err(StoreError::Callback(m)) if m == "disk full"));
+    assert!(s.positions(E, &PositionQuery::Iud("C")).unwrap().is_empty());
+    assert_eq!(s.flow(f).unwrap().unwrap().progress.rows_done, 2);
+
+    // The counter value the failed chunk drew was never committed, so it is handed out now.
+    let out = apply(s, f, &[row(Action::Insert, "C", 100, true)]);
+    assert_eq!(
+        iuv_of(&out[0]),
+        Iuv::generate(key().segregation_code, 3).unwrap().as_str()
+    );
+    let p = &s.positions(E, &PositionQuery::Iud("C")).unwrap()[0];
+    assert_eq!(
+        p.notice_number.as_deref(),
+        Some(format!("3{}", iuv_of(&out[0])).as_str())
+    );
+    assert_eq!(
+        p.dovuto.iuv.as_ref().map(|i| i.as_str().to_string()),
+        Some(iuv_of(&out[0]))
+    );
+    assert!(p.iuv_generated);
+    let by_notice = s
+        .positions(
+            E,
+            &PositionQuery::NoticeNumber(p.notice_number.as_deref().unwrap()),
+        )
+        .unwrap();
+    assert_eq!(by_notice[0].iud, "C");
+    let by_iuv = s
+        .positions(E, &PositionQuery::Iuv(p.iuv.as_deref().unwrap()))
+        .unwrap();
+    assert_eq!(by_iuv[0].id, p.id);
+    assert_eq!(
+        s.positions(E, &PositionQuery::All { limit: 2 })
+            .unwrap()
+            .iter()
+            .map(|p| p.iud.as_str())
+            .collect::<Vec<_>>(),
+        ["A", "B"]
+    );
+    assert!(s
+        .positions(E, &PositionQuery::NoticeNumber("not a notice"))
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.flows_by_iuf(E, "F1").unwrap()[0].id, f);
+    assert_eq!(s.recent_flows(E, 10).unwrap().len(), 1);
+}
+
+fn duplicates_modify_annul_and_history(b: &Backend) {
+    let s = b.store();
+    let f1 = flow(s, "F1");
+    apply(s, f1, &[row(Action::Insert, "A", 100, true)]);
+    let f2 = flow(s, "F2");
+    let out = apply(
+        s,
+        f2,
+        &[
+            row(Action::Insert, "A", 100, true),
+            row(Action::Modify, "A", 250, false),
+            row(Action::Modify, "NOPE", 1, false),
+            row(Action::Annul, "A", 250, false),
+            row(Action::Modify, "A", 300, false),
+            row(Action::Insert, "A", 400, false),
+            row_of(Action::Modify, "A", 500, false, "MENSA"),
+        ],
+    );
+    assert_eq!(code_of(&out[0]), RejectCode::IudDuplicato);
+    assert!(matches!(out[1], RowOutcome::Accepted { .. }));
+    assert_eq!(code_of(&out[2]), RejectCode::DovutoNonPresente);
+    assert!(matches!(out[3], RowOutcome::Accepted { .. }));
+    assert_eq!(
+        code_of(&out[4]),
+        RejectCode::DovutoNonPresente,
+        "an annulled position cannot be modified"
+    );
+    assert!(
+        matches!(out[5], RowOutcome::Accepted { .. }),
+        "an annulled IUD is free again"
+    );
+    assert_eq!(code_of(&out[6]), RejectCode::TipoDovutoNonModificabile);
+
+    let all = s.positions(E, &PositionQuery::Iud("A")).unwrap();
+    assert_eq!(all.len(), 2);
+    let old = &all[0];
+    assert_eq!(old.status, PositionStatus::Annulled);
+    assert_eq!(old.amount_cents, 250);
+    assert_eq!(old.version, 3);
+    let h = s.history(old.id).unwrap();
+    assert_eq!(
+        h.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["I", "M", "A"]
+    );
+    assert_eq!(h[0].flow_id, Some(f1));
+    assert_eq!(h[0].source, format!("flow:{f1}"));
+    assert_eq!(h[1].flow_id, Some(f2));
+    assert_eq!(
+        h[1].previous.as_ref().unwrap()["amount"],
+        100,
+        "the modify kept the replaced data"
+    );
+    assert_eq!(old.history_count, 3);
+    assert_eq!(all[1].status, PositionStatus::Active);
+    assert_eq!(all[1].amount_cents, 400);
+    assert!(s.history(999_999).unwrap().is_empty());
+}
+
+fn a_supplied_iuv_cannot_be_used_twice(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let mut a = row(Action::Insert, "A", 100, false);
+    let iuv = Iuv::generate(key().segregation_code, 77).unwrap();
+    a.iuv = Some(iuv.clone());
+    let mut c = a.clone();
+    c.iud = "B".into();
+    let out = apply(s, f, &[a, c]);
+    assert_eq!(iuv_of(&out[0]), iuv.as_str());
+    assert_eq!(code_of(&out[1]), RejectCode::IuvDuplicato);
+    let p = &s.positions(E, &PositionQuery::Iud("A")).unwrap()[0];
+    assert!(!p.iuv_generated);
+
+    // Within one run of inserts the rows still meet the indexes in order.
+    let with_iuv = |iud: &str, n: u64| {
+        let mut r = row(Action::Insert, iud, 100, false);
+        r.iuv = Some(Iuv::generate(key().segregation_code, n).unwrap());
+        r
+    };
+    let out = apply(
+        s,
+        f,
+        &[
+            with_iuv("C", 77),
+            with_iuv("C", 78),
+            with_iuv("D", 78),
+            row(Action::Insert, "C", 100, true),
+            row(Action::Insert, "E", 100, false),
+            row(Action::Insert, "E", 300, false),
+            with_iuv("F", 79),
+        ],
+    );
+    assert_eq!(code_of(&out[0]), RejectCode::IuvDuplicato);
+    assert_eq!(
+        iuv_of(&out[1]),
+        Iuv::generate(key().segregation_code, 78).unwrap().as_str()
+    );
+    assert_eq!(code_of(&out[2]), RejectCode::IuvDuplicato);
+    assert_eq!(code_of(&out[3]), RejectCode::IudDuplicato);
+    assert_eq!(code_of(&out[5]), RejectCode::IudDuplicato);
+    for (i, iud) in [(1, "C"), (4, "E"), (6, "F")] {
+        let RowOutcome::Accepted { position_id, .. } = out[i] else {
+            panic!("row {i}: {:?}", out[i]);
+        };
+        let p = &s.positions(E, &PositionQuery::Iud(iud)).unwrap()[0];
+        assert_eq!(p.id, position_id, "{iud}");
+    }
+    let e = &s.positions(E, &PositionQuery::Iud("E")).unwrap()[0];
+    assert_eq!((e.amount_cents, e.iuv.as_deref()), (100, None));
+    assert_eq!(events_of(s, "position.created").len(), 4);
+}
+
+fn receipts_pay_once_and_every_anomaly_is_kept(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(
+        s,
+        f,
+        &[
+            row(Action::Insert, "A", 1250, true),
+            row(Action::Insert, "B", 500, true),
+        ],
+    );
+    let na = notice_of(&out[0]);
+    let nb = notice_of(&out[1]);
+
+    let p = s.position_by_notice(E, &na).unwrap().unwrap();
+    assert_eq!(p.iud, "A");
+    s.record_activation(p.id, None).unwrap();
+    s.record_activation(p.id, None).unwrap();
+    let p = s.position_by_notice(E, &na).unwrap().unwrap();
+    assert_eq!(p.activations, 2);
+    assert!(p.activated_at.is_some());
+
+    let paid = s.store_receipt(&receipt(&na, "R1", 1250)).unwrap();
+    assert!(matches!(paid, ReceiptStored::Paid { position, .. } if position == p.id));
+    assert_eq!(
+        s.store_receipt(&receipt(&na, "R1", 1250)).unwrap(),
+        ReceiptStored::Duplicate
+    );
+    let p = s.position_by_notice(E, &na).unwrap().unwrap();
+    assert_eq!(p.status, PositionStatus::Paid);
+    assert_eq!(
+        s.history(p.id).unwrap().last().unwrap().source,
+        "receipt:R1"
+    );
+
+    let twice = s.store_receipt(&receipt(&na, "R2", 1250)).unwrap();
+    assert!(matches!(
+        twice,
+        ReceiptStored::Flagged {
+            issue: ReceiptIssue::AlreadyPaid,
+            ..
+        }
+    ));
+    let wrong = s.store_receipt(&receipt(&nb, "R3", 499)).unwrap();
+    assert!(matches!(
+        wrong,
+        ReceiptStored::Flagged {
+            issue: ReceiptIssue::AmountMismatch {
+                expected_cents: 500
+            },
+            ..
+        }
+    ));
+    assert_eq!(
+        s.position_by_notice(E, &nb).unwrap().unwrap().status,
+        PositionStatus::Active
+    );
+    let unknown = NoticeNumber::parse("301000000000012373").unwrap();
+    let lost = s.store_receipt(&receipt(&unknown, "R4", 100)).unwrap();
+    assert!(matches!(
+        lost,
+        ReceiptStored::Flagged {
+            issue: ReceiptIssue::UnknownNotice,
+            ..
+        }
+    ));
+    assert!(s.position_by_notice(E, &unknown).unwrap().is_none());
+
+    let stored = events_of(s, "receipt.stored");
+    assert_eq!(
+        stored.len(),
+        4,
+        "one event per stored receipt, none for the duplicate"
+    );
+    assert_eq!(stored[0].payload["receipt_id"], "R1");
+    assert_eq!(stored[1].payload["issue"]["issue"], "already_paid");
+    assert_eq!(events_of(s, "position.paid").len(), 1, "R1 only paid");
+    assert_eq!(s.events_after(stored[1].id, 100).unwrap().len(), 2);
+
+    let flagged = s.receipts(E, true, 10).unwrap();
+    assert_eq!(
+        flagged
+            .iter()
+            .map(|r| r.receipt_id.as_str())
+            .collect::<Vec<_>>(),
+        ["R4", "R3", "R2"]
+    );
+    assert_eq!(flagged[1].issue.as_deref(), Some("amount_mismatch"));
+    let every = s.receipts(E, false, 10).unwrap();
+    assert_eq!(every.len(), 4);
+    assert_eq!(every[3].position_id, Some(p.id));
+    assert_eq!(every[3].issue, None);
+}
+
+fn an_annulled_notice_is_found_as_annulled(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(s, f, &[row(Action::Insert, "A", 100, true)]);
+    let n = notice_of(&out[0]);
+    apply(s, f, &[row(Action::Annul, "A", 100, false)]);
+    let p = s.position_by_notice(E, &n).unwrap().unwrap();
+    assert_eq!(p.status, PositionStatus::Annulled);
+    let late = s.store_receipt(&receipt(&n, "R9", 100)).unwrap();
+    assert!(matches!(
+        late,
+        ReceiptStored::Flagged {
+            issue: ReceiptIssue::Annulled,
+            ..
+        }
+    ));
+}
+
+fn deliveries_follow_the_debt_type_filter(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(s, f, &[row(Action::Insert, "A", 100, true)]);
+    let n = notice_of(&out[0]);
+    s.store_receipt(&receipt(&n, "R1", 100)).unwrap();
+    let unknown = NoticeNumber::parse("301000000000012373").unwrap();
+    s.store_receipt(&receipt(&unknown, "R2", 100)).unwrap();
+    let pending = |p: &str| {
+        s.deliveries(DeliveryStatus::Pending, None, Some(p), 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.idempotency_key)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pending("erp"), ["R2", "R1"], "unfiltered: every receipt");
+    assert_eq!(
+        pending("export"),
+        ["R1"],
+        "TARI only; an unknown notice has no type"
+    );
+    assert!(pending("mensa").is_empty());
+    assert_eq!(
+        s.deliveries(DeliveryStatus::Pending, Some(E), None, 10)
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+fn concurrent_receipts_each_get_their_own_outcome(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let rows: Vec<ChunkRow> = (0..32)
+        .map(|i| row(Action::Insert, &format!("I{i}"), 100 + i, true))
+        .collect();
+    let out = apply(s, f, &rows);
+    let notices: Vec<NoticeNumber> = out.iter().map(notice_of).collect();
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = notices
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                scope.spawn(move || {
+                    // Every other receipt has the wrong amount: flagged, but its neighbours pay.
+                    let cents = if i % 2 == 0 { 100 + i as i64 } else { 1 };
+                    let id = format!("R{i}");
+                    let first = s.store_receipt(&receipt(n, &id, cents)).unwrap();
+                    let again = s.store_receipt(&receipt(n, &id, cents)).unwrap();
+                    (i, first, again)
+                })
+            })
+            .collect();
+        for t in threads {
+            let (i, first, again) = t.join().unwrap();
+            if i % 2 == 0 {
+                assert!(
+                    matches!(first, ReceiptStored::Paid { .. }),
+                    "R{i}: {first:?}"
+                );
+            } else {
+                assert!(
+                    matches!(
+                        first,
+                        ReceiptStored::Flagged {
+                            issue: ReceiptIssue::AmountMismatch { .. },
+                            ..
+                        }
+                    ),
+                    "R{i}: {first:?}"
+                );
+            }
+            assert_eq!(again, ReceiptStored::Duplicate, "R{i}");
+        }
+    });
+    // The same receipt racing itself on two hubs: stored once, the other is a duplicate.
+    let other = b.another();
+    let n = &notices[1];
+    let (x, y) = std::thread::scope(|scope| {
+        let x = scope.spawn(|| s.store_receipt(&receipt(n, "RACE", 101)).unwrap());
+        let y = scope.spawn(|| other.store_receipt(&receipt(n, "RACE", 101)).unwrap());
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    assert_eq!(
+        [&x, &y]
+            .iter()
+            .filter(|r| ***r == ReceiptStored::Duplicate)
+            .count(),
+        1,
+        "{x:?} {y:?}"
+    );
+    assert_eq!(events_of(s, "receipt.stored").len(), 33);
+    assert_eq!(events_of(s, "position.paid").len(), 17);
+    let m = s.metrics().unwrap();
+    assert_eq!(m.receipts, vec![(E.to_string(), 33, 16)]);
+}
+
+fn an_export_keeps_its_receipts_until_written_and_the_next_starts_after_it(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(
+        s,
+        f,
+        &[
+            row(Action::Insert, "A", 100, true),
+            row(Action::Insert, "B", 200, true),
+            row(Action::Insert, "C", 300, true),
+        ],
+    );
+    let n: Vec<NoticeNumber> = out.iter().map(notice_of).collect();
+    assert!(s.open_export("export", E, false).unwrap().is_none());
+    let empty = s.open_export("export", E, true).unwrap().unwrap();
+    assert_eq!(empty.receipts, 0);
+    s.finish_export(empty.id).unwrap();
+
+    s.store_receipt(&receipt(&n[0], "R1", 100)).unwrap();
+    s.store_receipt(&receipt(&n[1], "R2", 200)).unwrap();
+    let first = s.open_export("export", E, false).unwrap().unwrap();
+    assert_eq!((first.receipts, first.resumed), (2, false));
+    assert_eq!(s.unfinished_export("export").unwrap().unwrap().id, first.id);
+    // A receipt arriving while the file is written belongs to the next file.
+    s.store_receipt(&receipt(&n[2], "R3", 300)).unwrap();
+    s.fail_export(first.id, "disk full").unwrap();
+    // The crash: the open export is found again, with the same receipts and name.
+    let again = s.open_export("export", E, false).unwrap().unwrap();
+    assert_eq!(again.id, first.id);
+    assert!(again.resumed);
+    assert_eq!(again.created_at, first.created_at);
+    let items = s.export_items(again.id).unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(!items[0].secondary);
+    s.finish_export(again.id).unwrap();
+    let delivered = s
+        .deliveries(DeliveryStatus::Delivered, None, Some("export"), 10)
+        .unwrap();
+    assert_eq!(delivered.len(), 2);
+
+    let next = s.open_export("export", E, false).unwrap().unwrap();
+    assert_ne!(next.id, first.id);
+    let items = s.export_items(next.id).unwrap();
+    assert_eq!(items.len(), 1);
+    let doc = s.receipt_document(items[0].receipt).unwrap().unwrap();
+    assert_eq!(doc.receipt.receipt_id, "R3");
+    s.finish_export(next.id).unwrap();
+    assert!(s.open_export("export", E, false).unwrap().is_none());
+    assert!(s.unfinished_export("export").unwrap().is_none());
+}
+
+fn the_outbox_claims_leases_retries_and_replays(b: &Backend) {
+    let s = b.store();
+    s.ping().unwrap();
+    let f = flow(s, "F1");
+    let out = apply(s, f, &[row(Action::Insert, "A", 1250, true)]);
+    let n = notice_of(&out[0]);
+    s.store_receipt(&receipt(&n, "R1", 1250)).unwrap();
+    assert_eq!(
+        s.store_receipt(&receipt(&n, "R1", 1250)).unwrap(),
+        ReceiptStored::Duplicate
+    );
+
+    let claimed = s
+        .claim_deliveries(
+            "erp",
+            "9999-01-01T00:00:00.000Z",
+            "9999-01-01T00:01:00.000Z",
+            10,
+        )
+        .unwrap();
+    assert_eq!(
+        claimed.len(),
+        1,
+        "one delivery per pipeline, none for the duplicate"
+    );
+    let d = &claimed[0];
+    assert_eq!((d.idempotency_key.as_str(), d.entity.as_str()), ("R1", E));
+    assert!(
+        s.claim_deliveries(
+            "erp",
+            "9999-01-01T00:00:30.000Z",
+            "9999-01-01T00:02:00.000Z",
+            10
+        )
+        .unwrap()
+        .is_empty(),
+        "leased"
+    );
+    // The worker died: the lease runs out and another claims it.
+    let again = s
+        .claim_deliveries(
+            "erp",
+            "9999-01-01T00:01:30.000Z",
+            "9999-01-01T00:03:00.000Z",
+            10,
+        )
+        .unwrap();
+    assert_eq!(again.len(), 1);
+
+    s.record_attempt(
+        d.id,
+        &Attempt::Retry {
+            at: "9999-02-01T00:00:00.000Z".into(),
+            error: "HTTP 500".into(),
+        },
+    )
+    .unwrap();
+    assert!(
+        s.claim_deliveries(
+            "erp",
+            "9999-01-15T00:00:00.000Z",
+            "9999-01-15T00:01:00.000Z",
+            10
+        )
+        .unwrap()
+        .is_empty(),
+        "not due yet"
+    );
+    let due = s
+        .claim_deliveries(
+            "erp",
+            "9999-02-01T00:00:00.000Z",
+            "9999-02-01T00:01:00.000Z",
+            10,
+        )
+        .unwrap();
+    assert_eq!(due[0].attempts, 1);
+    assert_eq!(due[0].last_error.as_deref(), Some("HTTP 500"));
+
+    s.record_attempt(
+        d.id,
+        &Attempt::Dead {
+            error: "HTTP 400: bad".into(),
+        },
+    )
+    .unwrap();
+    let dead = s
+        .deliveries(DeliveryStatus::Dead, Some(E), None, 10)
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 2);
+    assert!(s
+        .deliveries(DeliveryStatus::Dead, Some("c_d530"), None, 10)
+        .unwrap()
+        .is_empty());
+    let m = s.metrics().unwrap();
+    assert!(m.deliveries.contains(&("erp".into(), "dead".into(), 1)));
+    assert!(m.retried.contains(&("erp".into(), 1)));
+    assert_eq!(m.import_rows, vec![(E.to_string(), 0, 0)]);
+    assert_eq!(s.replay(&[], Some(E)).unwrap(), 1);
+    let back = s.delivery(d.id).unwrap().unwrap();
+    assert_eq!((back.status, back.attempts), (DeliveryStatus::Pending, 0));
+    let again = s
+        .claim_deliveries(
+            "erp",
+            "9999-03-01T00:00:00.000Z",
+            "9999-03-01T00:01:00.000Z",
+            10,
+        )
+        .unwrap();
+    s.record_attempt(again[0].id, &Attempt::Delivered).unwrap();
+    let done = s.delivery(d.id).unwrap().unwrap();
+    assert_eq!(done.status, DeliveryStatus::Delivered);
+    assert!(done.delivered_at.is_some());
+    assert_eq!(s.replay(&[d.id], None).unwrap(), 0, "only dead letters");
+    assert!(s.delivery(999_999).unwrap().is_none());
+
+    let doc = s.receipt_document(d.receipt).unwrap().unwrap();
+    assert_eq!(doc.iud.as_deref(), Some("A"));
+    assert_eq!(doc.debt_type.as_deref(), Some("TARI"));
+    assert_eq!(doc.xml, "<receipt/>");
+    assert_eq!(doc.receipt.receipt_id, "R1");
+}
+
+fn every_change_writes_its_event(b: &Backend) {
+    let s = b.store();
+    let f = s.create_flow(&new_flow("F1")).unwrap();
+    let corr = format!("flow-{}", f.id);
+    let e = s.events_after(0, 10).unwrap();
+    assert_eq!(kinds(&e), ["flow.received"]);
+    assert_eq!((e[0].entity.as_str(), e[0].subject.as_str()), (E, "F1"));
+    assert_eq!(e[0].correlation.as_deref(), Some(corr.as_str()));
+    assert_eq!(e[0].payload["flow_id"], f.id);
+    assert_eq!(e[0].payload["file_name"], "f.zip");
+    assert!(e[0].at.ends_with('Z') && e[0].at.len() == 24, "{}", e[0].at);
+    let mark = e[0].id;
+
+    let out = apply(
+        s,
+        f.id,
+        &[
+            row(Action::Insert, "A", 100, true),
+            row(Action::Insert, "B", 200, true),
+            row(Action::Insert, "A", 100, true),
+            row(Action::Modify, "A", 150, false),
+            row(Action::Annul, "B", 999, false),
+        ],
+    );
+    let e = s.events_after(mark, 10).unwrap();
+    assert_eq!(
+        kinds(&e),
+        [
+            "position.created",
+            "position.created",
+            "position.modified",
+            "position.annulled"
+        ],
+        "one per accepted row, none for the rejected duplicate"
+    );
+    assert!(e
+        .iter()
+        .all(|e| e.correlation.as_deref() == Some(corr.as_str()) && e.entity == E));
+    assert_eq!(e[0].subject, "A");
+    assert_eq!(e[0].payload["iuv"], iuv_of(&out[0]));
+    assert_eq!(e[0].payload["notice_number"], notice_of(&out[0]).as_str());
+    assert_eq!(e[0].payload["amount_cents"], 100);
+    assert_eq!(e[0].payload["debt_type"], "TARI");
+    assert_eq!(e[0].payload["flow_id"], f.id);
+    assert_eq!(e[2].payload["amount_cents"], 150);
+    assert_eq!(
+        (e[3].subject.as_str(), &e[3].payload["amount_cents"]),
+        ("B", &serde_json::json!(200)),
+        "the annulment tells the stored amount"
+    );
+    let mark = e[3].id;
+
+    s.set_flow_status(f.id, FlowStatus::Eseguito, None).unwrap();
+    s.set_flow_status(f.id, FlowStatus::Eseguito, None).unwrap();
+    let g = flow(s, "F2");
+    s.set_flow_status(g, FlowStatus::Abortito, Some(("PAA_X", "broken")))
+        .unwrap();
+    let e = s.events_after(mark, 10).unwrap();
+    assert_eq!(
+        kinds(&e),
+        ["flow.imported", "flow.received", "flow.aborted"],
+        "a status that does not change writes nothing"
+    );
+    assert_eq!(e[0].subject, "F1");
+    assert_eq!(e[0].payload["flow_id"], f.id);
+    assert!(e[0].payload.get("error_code").is_none());
+    assert_eq!(e[2].payload["error_code"], "PAA_X");
+    assert_eq!(e[2].payload["error_message"], "broken");
+    assert_eq!(e[2].correlation, Some(format!("flow-{g}")));
+    let mark = e[2].id;
+
+    let na = notice_of(&out[0]);
+    let p = s.position_by_notice(E, &na).unwrap().unwrap();
+    s.record_activation(p.id, Some("req-1")).unwrap();
+    s.store_receipt(&NewReceipt {
+        correlation: Some("req-2"),
+        ..receipt(&na, "R1", 150)
+    })
+    .unwrap();
+    let e = s.events_after(mark, 10).unwrap();
+    assert_eq!(
+        kinds(&e),
+        ["payment.activated", "receipt.stored", "position.paid"]
+    );
+    assert_eq!(e[0].subject, na.as_str());
+    assert_eq!(e[0].correlation.as_deref(), Some("req-1"));
+    assert_eq!(e[0].payload["iud"], "A");
+    assert_eq!(e[0].payload["amount_cents"], 150);
+    assert_eq!(e[0].payload["notice_number"], na.as_str());
+    assert_eq!(e[1].correlation.as_deref(), Some("req-2"));
+    assert_eq!(e[2].subject, "A");
+    assert_eq!(e[2].correlation.as_deref(), Some("req-2"));
+    assert_eq!(e[2].payload["receipt_id"], "R1");
+    assert_eq!(e[2].payload["iuv"], iuv_of(&out[0]));
+    let mark = e[2].id;
+
+    let d = s
+        .claim_deliveries(
+            "erp",
+            "9999-01-01T00:00:00.000Z",
+            "9999-01-01T00:01:00.000Z",
+            10,
+        )
+        .unwrap();
+    s.record_attempts(&[(
+        d[0].id,
+        Attempt::Retry {
+            at: "9999-01-02T00:00:00.000Z".into(),
+            error: "HTTP 503".into(),
+        },
+    )])
+    .unwrap();
+    s.record_attempt(
+        d[0].id,
+        &Attempt::Dead {
+            error: "HTTP 400".into(),
+        },
+    )
+    .unwrap();
+    s.replay(&[d[0].id], None).unwrap();
+    s.record_attempt(d[0].id, &Attempt::Delivered).unwrap();
+    let e = s.events_after(mark, 10).unwrap();
+    assert_eq!(
+        kinds(&e),
+        ["delivery.retried", "delivery.dead"],
+        "nothing for a delivery"
+    );
+    assert_eq!((e[0].entity.as_str(), e[0].subject.as_str()), (E, "R1"));
+    assert_eq!(e[0].payload["delivery"], d[0].id);
+    assert_eq!(e[0].payload["pipeline"], "erp");
+    assert_eq!(e[0].payload["attempts"], 1);
+    assert_eq!(e[0].payload["error"], "HTTP 503");
+    assert_eq!(e[0].payload["next_attempt_at"], "9999-01-02T00:00:00.000Z");
+    assert_eq!(e[1].payload["attempts"], 2);
+    assert!(e[1].payload.get("next_attempt_at").is_none());
+    let mark = e[1].id;
+
+    s.record_events(&[
+        NewEvent {
+            kind: "sftp.published",
+            entity: E,
+            subject: "x.zip",
+            payload: serde_json::json!({"bytes": 10}),
+            correlation: Some("c"),
+        },
+        NewEvent {
+            kind: "sftp.acked",
+            entity: E,
+            subject: "x.zip",
+            payload: serde_json::json!(null),
+            correlation: None,
+        },
+    ])
+    .unwrap();
+    s.record_events(&[]).unwrap();
+    let e = s.events_after(mark, 10).unwrap();
+    assert_eq!(kinds(&e), ["sftp.published", "sftp.acked"]);
+    assert_eq!(e[0].payload["bytes"], 10);
+    assert_eq!(e[0].correlation.as_deref(), Some("c"));
+    assert_eq!(e[1].correlation, None);
+}
+
+fn prune_keeps_the_newest_events(b: &Backend) {
+    let s = b.store();
+    assert_eq!(s.prune_events(10).unwrap(), 0, "nothing to prune");
+    let events: Vec<NewEvent> = (0..25)
+        .map(|_| NewEvent {
+            kind: "tick",
+            entity: E,
+            subject: "s",
+            payload: serde_json::json!({}),
+            correlation: None,
+        })
+        .collect();
+    s.record_events(&events).unwrap();
+    let all = s.events_after(0, 100).unwrap();
+    assert_eq!(s.prune_events(100).unwrap(), 0);
+    assert_eq!(s.prune_events(10).unwrap(), 15);
+    let left = s.events_after(0, 100).unwrap();
+    assert_eq!(
+        left.iter().map(|e| e.id).collect::<Vec<_>>(),
+        all[15..].iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    assert_eq!(s.prune_events(10).unwrap(), 0);
+    assert_eq!(s.prune_events(0).unwrap(), 10);
+    assert!(s.events_after(0, 100).unwrap().is_empty());
+    // Ids go on after a prune: a reader's position stays meaningful.
+    s.record_events(&events[..1]).unwrap();
+    assert!(s.events_after(0, 1).unwrap()[0].id > all[24].id);
+}
+
+fn a_chunk_commits_only_from_the_expected_row_and_carries_its_outbox(b: &Backend) {
+    let s = b.store();
+    let f = s.stream_flow(&new_flow("partition-0")).unwrap().id;
+    let chunk = |rows: &[ChunkRow], expect: Option<u64>, done: u64, replies: &[&str]| {
+        let outbox: Vec<OutboxMessage> = replies
+            .iter()
+            .map(|r| OutboxMessage {
+                key: format!("k-{r}"),
+                payload: r.to_string(),
+            })
+            .collect();
+        s.apply_chunk(f, &key(), rows, expect, &mut |_| {
+            Ok(ChunkCommit {
+                checkpoint: Checkpoint {
+                    rows_done: done,
+                    accepted: done,
+                    ..Default::default()
+                },
+                outbox: outbox.clone(),
+            })
+        })
+    };
+    chunk(&[row(Action::Insert, "A", 100, true)], Some(0), 1, &["a"]).unwrap();
+    // A second process replays the same offset: refused whole, nothing applied.
+    let err = chunk(&[row(Action::Insert, "B", 100, true)], Some(0), 1, &["b"]);
+    assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+    assert!(s.positions(E, &PositionQuery::Iud("B")).unwrap().is_empty());
+    // An empty chunk still moves the offset and commits its replies.
+    chunk(&[], Some(1), 2, &["c", "d"]).unwrap();
+    chunk(&[row(Action::Insert, "B", 100, true)], Some(2), 3, &[]).unwrap();
+    // Unchecked chunks (file imports) go as before.
+    chunk(&[], None, 3, &["e"]).unwrap();
+    let flow = s.flow(f).unwrap().unwrap();
+    assert_eq!(flow.progress.rows_done, 3);
+    assert_eq!(flow.status, FlowStatus::InElab);
+    let gen2 = Iuv::generate(key().segregation_code, 2).unwrap();
+    assert_eq!(
+        s.positions(E, &PositionQuery::Iud("B")).unwrap()[0]
+            .iuv
+            .as_deref(),
+        Some(gen2.as_str()),
+        "the refused chunk drew no IUV"
+    );
+    let missing = s.apply_chunk(999_999, &key(), &[], Some(0), &mut |_| {
+        Ok(Checkpoint::default().into())
+    });
+    assert!(matches!(missing, Err(StoreError::Conflict(_))));
+
+    let out = s.flow_outbox(f, 10).unwrap();
+    assert_eq!(
+        out.iter()
+            .map(|(_, m)| m.payload.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "c", "d", "e"]
+    );
+    assert_eq!(out[0].1.key, "k-a");
+    assert_eq!(s.flow_outbox(f, 2).unwrap().len(), 2);
+    let other = s.stream_flow(&new_flow("partition-1")).unwrap().id;
+    assert!(s.flow_outbox(other, 10).unwrap().is_empty());
+    s.clear_flow_outbox(&[out[0].0, out[2].0]).unwrap();
+    s.clear_flow_outbox(&[]).unwrap();
+    assert_eq!(
+        s.flow_outbox(f, 10)
+            .unwrap()
+            .iter()
+            .map(|(_, m)| m.payload.as_str())
+            .collect::<Vec<_>>(),
+        ["c", "e"]
+    );
+}
+
+fn a_stream_flow_is_created_once(b: &Backend) {
+    let s = b.store();
+    let first = s.stream_flow(&new_flow("orders-0")).unwrap();
+    assert_eq!(first.status, FlowStatus::InElab);
+    assert_eq!(first.progress, Checkpoint::default());
+    assert!(
+        s.events_after(0, 10).unwrap().is_empty(),
+        "a standing flow is not a received file"
+    );
+    let again = s.stream_flow(&new_flow("orders-0")).unwrap();
+    assert_eq!(again.id, first.id);
+    // A file import with the same IUF is a flow of its own.
+    let file = flow(s, "orders-0");
+    assert_ne!(file, first.id);
+    assert_eq!(s.stream_flow(&new_flow("orders-0")).unwrap().id, first.id);
+
+    // Two hubs starting together on a new partition agree on one flow.
+    let other = b.another();
+    for p in 0..8 {
+        let iuf = format!("race-{p}");
+        let (x, y) = std::thread::scope(|scope| {
+            let x = scope.spawn(|| s.stream_flow(&new_flow(&iuf)).unwrap().id);
+            let y = scope.spawn(|| other.stream_flow(&new_flow(&iuf)).unwrap().id);
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        assert_eq!(x, y);
+    }
+}
+
+fn job_leases_ticks_and_cursors(b: &Backend) {
+    let s = b.store();
+    let t = |m: u32| format!("2026-05-01T10:{m:02}:00.000Z");
+    assert_eq!(s.job_cursor("export").unwrap(), 0);
+    assert!(s.take_job("export", "hub-a", &t(0), &t(5), None).unwrap());
+    assert!(
+        !s.take_job("export", "hub-b", &t(1), &t(6), None).unwrap(),
+        "held by hub-a"
+    );
+    assert!(
+        s.take_job("export", "hub-a", &t(2), &t(7), None).unwrap(),
+        "renewed by its holder"
+    );
+    assert!(!s.take_job("export", "hub-b", &t(6), &t(11), None).unwrap());
+    assert!(
+        s.take_job("export", "hub-b", &t(8), &t(13), None).unwrap(),
+        "expired: taken over"
+    );
+    assert!(s.set_job_cursor("export", "hub-b", 42).unwrap());
+    assert!(
+        !s.set_job_cursor("export", "hub-a", 7).unwrap(),
+        "not the holder"
+    );
+    assert_eq!(s.job_cursor("export").unwrap(), 42);
+    s.release_job("export", "hub-a").unwrap();
+    assert!(
+        !s.take_job("export", "hub-c", &t(9), &t(14), None).unwrap(),
+        "a non-holder cannot release it"
+    );
+    s.release_job("export", "hub-b").unwrap();
+    assert!(
+        !s.set_job_cursor("export", "hub-b", 43).unwrap(),
+        "released"
+    );
+    assert!(
+        s.take_job("export", "hub-c", &t(9), &t(14), None).unwrap(),
+        "released: free"
+    );
+    assert_eq!(s.job_cursor("export").unwrap(), 42, "the cursor stays");
+    s.release_job("export", "hub-c").unwrap();
+
+    // Ticks: each cron tick runs once, whoever holds the lease.
+    let tick = |m: u32| format!("2026-05-01T11:{m:02}:00.000Z");
+    assert!(s
+        .take_job("cron", "hub-a", &t(0), &t(1), Some(&tick(0)))
+        .unwrap());
+    s.release_job("cron", "hub-a").unwrap();
+    assert!(
+        !s.take_job("cron", "hub-b", &t(2), &t(3), Some(&tick(0)))
+            .unwrap(),
+        "this tick ran"
+    );
+    assert!(
+        !s.take_job("cron", "hub-a", &t(2), &t(3), Some(&tick(0)))
+            .unwrap(),
+        "not even its holder runs it twice"
+    );
+    assert!(s
+        .take_job("cron", "hub-b", &t(2), &t(3), Some(&tick(5)))
+        .unwrap());
+    assert!(
+        !s.take_job("cron", "hub-a", &t(2), &t(3), Some(&tick(10)))
+            .unwrap(),
+        "a newer tick still waits for the lease"
+    );
+    assert!(
+        !s.take_job("cron", "hub-b", &t(2), &t(3), Some(&tick(4)))
+            .unwrap(),
+        "an older tick never runs"
+    );
+    assert!(
+        s.take_job("cron", "hub-b", &t(2), &t(4), None).unwrap(),
+        "a renewal without a tick keeps the tick"
+    );
+    assert!(!s
+        .take_job("cron", "hub-b", &t(2), &t(4), Some(&tick(5)))
+        .unwrap());
+}
+
+fn two_hubs_never_claim_the_same_delivery(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let rows: Vec<ChunkRow> = (0..120)
+        .map(|i| row(Action::Insert, &format!("I{i}"), 100, true))
+        .collect();
+    let out = apply(s, f, &rows);
+    let only_erp = [DeliverTo::all("erp", E)];
+    for (i, o) in out.iter().enumerate() {
+        let n = notice_of(o);
+        let id = format!("R{i}");
+        s.store_receipt(&NewReceipt {
+            deliver_to: &only_erp,
+            ..receipt(&n, &id, 100)
+        })
+        .unwrap();
+    }
+    let other = b.another();
+    let stores: [&dyn Store; 2] = [s, &*other];
+    let claimed: Vec<Vec<i64>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..6)
+            .map(|w| {
+                let st = stores[w % 2];
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    loop {
+                        let got = st
+                            .claim_deliveries(
+                                "erp",
+                                "9999-01-01T00:00:00.000Z",
+                                "9999-01-01T00:01:00.000Z",
+                                7,
+                            )
+                            .unwrap();
+                        if got.is_empty() {
+                            break;
+                        }
+                        mine.extend(got.iter().map(|d| d.id));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let mut all: Vec<i64> = claimed.concat();
+    let total = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), total, "a delivery was claimed twice");
+    assert_eq!(total, 120, "every delivery was claimed");
+}
+
+fn two_hubs_take_one_tick_once(b: &Backend) {
+    let s = b.store();
+    let other = b.another();
+    let stores: [&dyn Store; 2] = [s, &*other];
+    for round in 0..5u32 {
+        let tick = format!("2026-05-01T12:{round:02}:00.000Z");
+        let now = format!("2026-05-01T12:{round:02}:01.000Z");
+        let until = "2026-05-01T11:00:00.000Z"; // already past: leases never block the next round
+        let wins: usize = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..8)
+                .map(|i| {
+                    let st = stores[i % 2];
+                    let (tick, now) = (&tick, &now);
+                    scope.spawn(move || {
+                        st.take_job("nightly", &format!("hub-{i}"), now, until, Some(tick))
+                            .unwrap() as usize
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).sum()
+        });
+        assert_eq!(wins, 1, "round {round}");
+    }
+}
+
+fn two_hubs_open_one_export(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(
+        s,
+        f,
+        &(0..20)
+            .map(|i| row(Action::Insert, &format!("I{i}"), 100, true))
+            .collect::<Vec<_>>(),
+    );
+    for (i, o) in out.iter().enumerate() {
+        let n = notice_of(o);
+        s.store_receipt(&receipt(&n, &format!("R{i}"), 100))
+            .unwrap();
+    }
+    let other = b.another();
+    let (x, y) = std::thread::scope(|scope| {
+        let x = scope.spawn(|| s.open_export("export", E, false).unwrap().unwrap());
+        let y = scope.spawn(|| other.open_export("export", E, false).unwrap().unwrap());
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    assert_eq!(x.id, y.id, "one export, resumed by the second");
+    assert_ne!(x.resumed, y.resumed);
+    assert_eq!((x.receipts, y.receipts), (20, 20));
+    assert_eq!(s.export_items(x.id).unwrap().len(), 20);
+}
+
+/// Hubs starting together migrate one at a time; a `PgStore` may be opened and dropped in async
+/// code (the driver's own runtime must not be created or dropped on a runtime thread).
+#[test]
+fn pg_hubs_migrate_at_once_and_a_store_lives_in_async_code() {
+    let (setting, admin_url, db) = pg_database();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend {
+        store: None,
+        setting: setting.clone(),
+        dir,
+        pg: Some((admin_url, db)),
+    };
+    let stores: Vec<Box<dyn Store>> = std::thread::scope(|scope| {
+        let opening: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| open(&setting, b.dir.path())))
+            .collect();
+        opening
+            .into_iter()
+            .map(|o| o.join().unwrap().unwrap())
+            .collect()
+    });
+    stores[0].ping().unwrap();
+    drop(stores);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let url = setting.clone();
+    rt.block_on(async move {
+        let s: std::sync::Arc<dyn Store> = open(&url, std::path::Path::new(".")).unwrap().into();
+        let t = s.clone();
+        tokio::task::spawn_blocking(move || t.ping())
+            .await
+            .unwrap()
+            .unwrap();
+        drop(s);
+    });
+    assert!(matches!(
+        open("mysql://x", b.dir.path()),
+        Err(StoreError::Open(m)) if m.contains("postgres://")
+    ));
+}
