@@ -32,7 +32,12 @@ entity = "c_g224"
 from = "receipts"
 encode = "json"
 to = { connector = "http", url = "http://127.0.0.1:9100/receipts", timeout = "2s", retry = { max_attempts = 4, initial = "250ms", max = "1s" } }
+
+# The ops event stream on the local broker (ops/kafka.sh), for `snodo tail`.
+[kafka]
+brokers = "127.0.0.1:9092"
 TOML
+sed -i 's/^store = "sqlite"$/store = "sqlite"\nevents_topic = "snodo.demo.events"/' demo-push.toml
 sed -n '/padova-erp-push/,$p' demo-push.toml | sed 's/^/  /'
 "$BIN" validate -c demo-push.toml
 
@@ -81,8 +86,14 @@ curl -s -H 'Content-Type: text/xml' -H 'SOAPAction: paVerifyPaymentNotice' --dat
 </soapenv:Envelope>
 XML
 
-step "snodo sim: the node and PSPs pay 1000 of the notices (verify, paGetPaymentV2, paSendRTV2)"
+step "snodo sim: the node and PSPs pay 1000 of the notices (verify, paGetPaymentV2, paSendRTV2), while snodo tail follows the event topic"
+"$BIN" tail -c demo-push.toml --count 8 >tail.out 2>tail.err &
+TAIL=$!
+sleep 2
 "$BIN" sim --from-config --count 1000 --concurrency 8 | sed 's/^/  /'
+wait $TAIL || { cat tail.err; exit 1; }
+echo "  snodo tail -c demo-push.toml (the first 8 events of the payments, live from the topic snodo.demo.events):"
+sed 's/^/    /' tail.out
 PAID=$("$BIN" positions --entity c_g224 --limit 100000 | grep -c '"status":"paid"' || true)
 echo "  c_g224 positions now paid: $PAID"
 echo "  one of them:"

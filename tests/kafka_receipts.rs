@@ -144,3 +144,47 @@ fn receipts_reach_the_topic_and_tail_shows_the_payments_live() {
         .collect();
     assert_eq!(keys, notices, "snodo topic reads the same notices");
 }
+
+/// Without `[kafka]` the events stay in the store, and `snodo tail` follows them there.
+#[test]
+fn without_kafka_tail_follows_the_store() {
+    let home = Home::new();
+    let rows: Vec<Row> = (0..3)
+        .map(|n| Row::tari(&format!("ST{n:02}"), 400 + n, 3_000 + u64::from(n)))
+        .collect();
+    import_rows(&home, "ST1", &rows);
+    let hub = Hub::start_serving(&home);
+    let mut tail = Command::new(BIN)
+        .args(["tail", "-c", "config.toml", "--entity", "c_g224"])
+        .args(["--kind", "receipt", "--count", "3"])
+        .current_dir(home.path())
+        .env("SNODO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("snodo tail");
+    std::thread::sleep(Duration::from_millis(500));
+    let sim = Command::new(BIN)
+        .args(["sim", "-c", "config.toml", "--from-config", "--count", "3"])
+        .current_dir(home.path())
+        .env("SNODO_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(sim.status.success(), "{}", stderr(&sim));
+    let ended = wait_for(30, || matches!(tail.try_wait(), Ok(Some(_))));
+    if !ended {
+        let _ = tail.kill();
+    }
+    let out = tail.wait_with_output().unwrap();
+    hub.terminate();
+    assert!(ended, "tail did not see 3 receipts: {}", stdout(&out));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.contains(" c_g224 ")
+            && l.contains(" receipt.stored ")
+            && l.contains(" corr=")),
+        "{lines:?}"
+    );
+}

@@ -1,12 +1,20 @@
 //! The `dir` connector: a local folder as a drop box (source) or an outbox (sink).
 //!
 //! Source layout under `path`: new files arrive at the top; a claimed file is renamed into
-//! `processing/` (rename is atomic, so a file is taken once even by several hubs on one folder),
-//! then moved to `archive/YYYY_MM/` (or deleted) once done, or to `failed/` with a
+//! `processing/<owner>/` (rename is atomic, so a file is taken once even by several hubs on one
+//! folder), then moved to `archive/YYYY_MM/` (or deleted) once done, or to `failed/` with a
 //! `<name>.error.txt` beside it saying why.
+//!
+//! `<owner>` names this hub: `hub-<hex>`, hashed from the host name and the hub's working
+//! directory, or set with `owner = "..."` (letters, digits, `-`, `_`, `.`; not starting with `.`).
+//! At start a hub hands over again (`redelivered`) only what is in its own `processing/<owner>/`,
+//! so a hub starting beside a live one on shared storage never takes what that one is processing.
+//! Files directly under `processing/` (claims from versions without owner folders) are taken
+//! back by the first hub to start, each moved into its own folder by an atomic rename.
 
 use crate::{Ack, Body, ConnectorError, Message, Result, Sink, SinkConfig, Source, SourceConfig};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -23,7 +31,8 @@ pub enum After {
     Delete,
 }
 
-/// `from = { connector = "dir", path = "...", schedule = "...", settle = "2s", after = "archive" }`
+/// `from = { connector = "dir", path = "...", schedule = "...", settle = "2s", after = "archive",
+/// owner = "hub-a" }`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirSourceConfig {
@@ -35,6 +44,9 @@ pub struct DirSourceConfig {
     pub settle: String,
     #[serde(default)]
     pub after: After,
+    /// This hub's folder under `processing/`; derived from host and working directory if unset.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 fn default_settle() -> String {
@@ -84,7 +96,9 @@ impl SourceConfig for DirSourceConfig {
     }
 
     fn check(&self) -> Vec<String> {
-        parse_duration(&self.settle).err().into_iter().collect()
+        let mut errors: Vec<String> = parse_duration(&self.settle).err().into_iter().collect();
+        errors.extend(self.owner.as_deref().and_then(owner_error));
+        errors
     }
 
     fn build(&self) -> Result<Box<dyn Source>> {
@@ -98,31 +112,117 @@ impl SinkConfig for DirSinkConfig {
     }
 }
 
+/// Why `owner` cannot name a folder under `processing/`, if it cannot.
+fn owner_error(owner: &str) -> Option<String> {
+    let ok = !owner.is_empty()
+        && owner.len() <= 100
+        && !owner.starts_with('.')
+        && owner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    (!ok).then(|| {
+        format!(
+            "owner {owner:?} must be a plain folder name \
+             (letters, digits, '-', '_', '.'; not starting with '.')"
+        )
+    })
+}
+
+/// This hub's default owner: host name and working directory, hashed. Stable across restarts
+/// of one hub (it takes back its own claims) and distinct between hubs sharing a folder (two
+/// hubs on one machine run from their own directories).
+fn default_owner() -> String {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default();
+    let cwd = std::env::current_dir()
+        .and_then(fs::canonicalize)
+        .unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(host.trim().as_bytes());
+    h.update([0]);
+    h.update(cwd.as_os_str().as_encoded_bytes());
+    let hex: String = h.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("hub-{hex}")
+}
+
 pub struct DirSource {
     root: PathBuf,
     settle: Duration,
     after: After,
+    /// `processing/<owner>/`: where this hub keeps what it claimed.
+    mine: PathBuf,
     recovered: bool,
 }
 
 impl DirSource {
     pub fn new(cfg: &DirSourceConfig) -> Result<Self> {
         let settle = parse_duration(&cfg.settle).map_err(ConnectorError::Config)?;
+        let owner = match &cfg.owner {
+            Some(o) => {
+                if let Some(e) = owner_error(o) {
+                    return Err(ConnectorError::Config(e));
+                }
+                o.clone()
+            }
+            None => default_owner(),
+        };
         let root = cfg.path.clone();
-        for sub in ["", "processing", "failed"] {
-            let p = root.join(sub);
+        let mine = root.join("processing").join(owner);
+        for p in [root.clone(), mine.clone(), root.join("failed")] {
             fs::create_dir_all(&p).map_err(|e| ConnectorError::io(p.display(), e))?;
         }
         Ok(Self {
             root,
             settle,
             after: cfg.after,
+            mine,
             recovered: false,
         })
     }
 
+    /// Moves claims left directly under `processing/` by versions without owner folders into
+    /// this hub's own; the rename is atomic, so each goes to exactly one hub.
+    fn adopt_legacy_claims(&self) -> Result<()> {
+        let dir = self.root.join("processing");
+        for name in list_files(&dir)? {
+            let (from, to) = (dir.join(&name), self.mine.join(&name));
+            if to.exists() {
+                // rename would replace our own claim of that name; try again at the next start.
+                tracing::warn!(file = %name, "dir: {} is also in {}, left where it is", from.display(), self.mine.display());
+                continue;
+            }
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                // Another hub starting at the same time took it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ConnectorError::io(from.display(), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a file of this name is being processed by any hub (or left by an old version).
+    fn in_processing(&self, name: &str) -> Result<bool> {
+        let dir = self.root.join("processing");
+        if dir.join(name).exists() {
+            return Ok(true);
+        }
+        let rd = fs::read_dir(&dir).map_err(|e| ConnectorError::io(dir.display(), e))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| ConnectorError::io(dir.display(), e))?;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && entry.path().join(name).exists() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn message(&self, name: String, redelivered: bool) -> Message {
-        let claimed = self.root.join("processing").join(&name);
+        let claimed = self.mine.join(&name);
         Message {
             name: name.clone(),
             body: Body::File(claimed.clone()),
@@ -149,14 +249,29 @@ fn is_candidate(name: &str) -> bool {
 impl Source for DirSource {
     fn poll(&mut self) -> Result<Vec<Message>> {
         let mut out = Vec::new();
-        // Files left in processing/ were claimed by a run that stopped before finishing them.
+        // Files left in this hub's processing/<owner>/ were claimed by a run of it that stopped
+        // before finishing them. Other hubs' folders are theirs: they may be processing them now.
         if !self.recovered {
-            self.recovered = true;
-            let dir = self.root.join("processing");
-            for name in list_files(&dir)? {
+            self.adopt_legacy_claims()?;
+            for name in list_files(&self.mine)? {
                 out.push(self.message(name, true));
             }
+            self.recovered = true;
         }
+        if let Err(e) = self.claim_new(&mut out) {
+            if out.is_empty() {
+                return Err(e);
+            }
+            // Hand over what is already claimed; dropping it would strand it until a restart.
+            tracing::warn!("dir: {e}; retrying at the next poll");
+        }
+        Ok(out)
+    }
+}
+
+impl DirSource {
+    /// Claims the settled new files at the top into `processing/<owner>/`, appending to `out`.
+    fn claim_new(&self, out: &mut Vec<Message>) -> Result<()> {
         let now = SystemTime::now();
         for name in list_files(&self.root)? {
             if !is_candidate(&name) {
@@ -174,11 +289,12 @@ impl Source for DirSource {
             if age < self.settle {
                 continue;
             }
-            let to = self.root.join("processing").join(&name);
-            if to.exists() {
-                // A file of that name is still being processed; take this one next time.
+            if self.in_processing(&name)? {
+                // A file of that name is still being processed (here or by another hub); take
+                // this one next time, so two files of one name are not in flight at once.
                 continue;
             }
+            let to = self.mine.join(&name);
             match fs::rename(&from, &to) {
                 Ok(()) => out.push(self.message(name, false)),
                 // Another hub (or a concurrent poll) claimed it first.
@@ -186,7 +302,7 @@ impl Source for DirSource {
                 Err(e) => return Err(ConnectorError::io(from.display(), e)),
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -351,14 +467,27 @@ pub fn write_atomically(target: &Path, content: &mut dyn Read, overwrite: bool) 
 mod tests {
     use super::*;
 
-    fn source(dir: &Path) -> DirSource {
-        DirSource::new(&DirSourceConfig {
+    fn config(dir: &Path, owner: Option<&str>) -> DirSourceConfig {
+        DirSourceConfig {
             path: dir.to_path_buf(),
             schedule: None,
             settle: "0s".into(),
             after: After::Archive,
-        })
-        .unwrap()
+            owner: owner.map(str::to_string),
+        }
+    }
+
+    fn source(dir: &Path) -> DirSource {
+        DirSource::new(&config(dir, None)).unwrap()
+    }
+
+    /// A hub with its own name (in one test process all hubs share host and working directory).
+    fn hub(dir: &Path, owner: &str) -> DirSource {
+        DirSource::new(&config(dir, Some(owner))).unwrap()
+    }
+
+    fn names(msgs: &[Message]) -> Vec<&str> {
+        msgs.iter().map(|m| m.name.as_str()).collect()
     }
 
     #[test]
@@ -393,6 +522,7 @@ mod tests {
         assert!(list_files(&tmp.path().join("processing"))
             .unwrap()
             .is_empty());
+        assert!(list_files(&src.mine).unwrap().is_empty());
     }
 
     #[test]
@@ -409,6 +539,132 @@ mod tests {
     }
 
     #[test]
+    fn the_default_owner_is_stable_and_claims_go_into_its_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("a.zip"), b"A").unwrap();
+        let src = source(tmp.path());
+        assert_eq!(src.mine, source(tmp.path()).mine);
+        let owner = src.mine.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(
+            owner.starts_with("hub-") && owner_error(&owner).is_none(),
+            "{owner}"
+        );
+        let mut src = src;
+        let msgs = src.poll().unwrap();
+        assert_eq!(names(&msgs), ["a.zip"]);
+        assert!(tmp
+            .path()
+            .join("processing")
+            .join(&owner)
+            .join("a.zip")
+            .exists());
+    }
+
+    #[test]
+    fn a_second_hub_starting_does_not_take_what_the_first_one_claimed() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("a.zip"), b"A").unwrap();
+        let mut a = hub(tmp.path(), "hub-a");
+        let got = a.poll().unwrap();
+        assert_eq!(names(&got), ["a.zip"]);
+        assert!(!got[0].redelivered);
+        // Hub B starts while A is still importing a.zip: its recovery must leave it alone.
+        let mut b = hub(tmp.path(), "hub-b");
+        assert!(b.poll().unwrap().is_empty(), "B took A's claimed file");
+        // B still claims new files; A does not see them again.
+        fs::write(tmp.path().join("b.zip"), b"B").unwrap();
+        assert_eq!(names(&b.poll().unwrap()), ["b.zip"]);
+        assert!(a.poll().unwrap().is_empty());
+        // A crashes without acking; its restart (same owner) takes a.zip back, and only that.
+        drop((got, a));
+        let again = hub(tmp.path(), "hub-a").poll().unwrap();
+        assert_eq!(names(&again), ["a.zip"]);
+        assert!(again[0].redelivered);
+        let Body::File(path) = &again[0].body else {
+            panic!("dir hands over files")
+        };
+        assert_eq!(path, &tmp.path().join("processing/hub-a/a.zip"));
+    }
+
+    #[test]
+    fn claims_left_by_a_version_without_owner_folders_go_to_the_first_hub_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("processing")).unwrap();
+        fs::write(tmp.path().join("processing/old.zip"), b"O").unwrap();
+        let (mut a, mut b) = (hub(tmp.path(), "hub-a"), hub(tmp.path(), "hub-b"));
+        let got = a.poll().unwrap();
+        assert_eq!(names(&got), ["old.zip"]);
+        assert!(got[0].redelivered);
+        assert!(tmp.path().join("processing/hub-a/old.zip").exists());
+        assert!(b.poll().unwrap().is_empty());
+        got.into_iter().next().unwrap().ack.done().unwrap();
+        let month = chrono::Local::now().format("%Y_%m").to_string();
+        assert!(tmp
+            .path()
+            .join("archive")
+            .join(month)
+            .join("old.zip")
+            .exists());
+    }
+
+    #[test]
+    fn a_name_being_processed_by_another_hub_waits() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("a.zip"), b"1").unwrap();
+        let (mut a, mut b) = (hub(tmp.path(), "hub-a"), hub(tmp.path(), "hub-b"));
+        let first = a.poll().unwrap();
+        fs::write(tmp.path().join("a.zip"), b"2").unwrap();
+        assert!(b.poll().unwrap().is_empty(), "same name while A has it");
+        first.into_iter().next().unwrap().ack.done().unwrap();
+        assert_eq!(names(&b.poll().unwrap()), ["a.zip"]);
+    }
+
+    #[test]
+    fn fifty_files_polled_by_two_hubs_at_once_are_each_claimed_exactly_once() {
+        // A single race is often won whole by one thread; several rounds make them overlap.
+        for _ in 0..20 {
+            race_two_hubs_over_fifty_files();
+        }
+    }
+
+    fn race_two_hubs_over_fifty_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let all: Vec<String> = (0..50).map(|i| format!("f{i:02}.zip")).collect();
+        for n in &all {
+            fs::write(tmp.path().join(n), n.as_bytes()).unwrap();
+        }
+        let go = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let threads: Vec<_> = ["hub-a", "hub-b"]
+            .into_iter()
+            .map(|owner| {
+                let (root, go) = (tmp.path().to_path_buf(), go.clone());
+                std::thread::spawn(move || {
+                    let mut src = hub(&root, owner);
+                    go.wait();
+                    let mut got = Vec::new();
+                    // Poll until the top is empty, as a scheduled source would.
+                    while list_files(&root).unwrap().iter().any(|n| is_candidate(n)) {
+                        got.extend(src.poll().unwrap().into_iter().map(|m| m.name));
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut claimed: Vec<String> = Vec::new();
+        for (t, owner) in threads.into_iter().zip(["hub-a", "hub-b"]) {
+            let got = t.join().unwrap();
+            let mut on_disk = list_files(&tmp.path().join("processing").join(owner)).unwrap();
+            let mut sorted = got.clone();
+            sorted.sort();
+            on_disk.sort();
+            assert_eq!(sorted, on_disk, "{owner} handed over exactly what it holds");
+            claimed.extend(got);
+        }
+        claimed.sort();
+        assert_eq!(claimed, all, "every file claimed once, none twice");
+    }
+
+    #[test]
     fn a_file_younger_than_settle_is_left_alone() {
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join("a.zip"), b"A").unwrap();
@@ -417,6 +673,7 @@ mod tests {
             schedule: None,
             settle: "1h".into(),
             after: After::Delete,
+            owner: None,
         })
         .unwrap();
         assert!(src.poll().unwrap().is_empty());
@@ -442,6 +699,16 @@ mod tests {
         assert!(err.contains("already exists"), "{err}");
         assert_eq!(fs::read(out.join("x.zip")).unwrap(), b"one");
         assert!(sink.put_file("../evil", &a).is_err());
+    }
+
+    #[test]
+    fn an_owner_must_be_a_plain_folder_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        for bad in ["", "..", ".hidden", "a/b", "a\\b", "../x", "a b"] {
+            assert_eq!(config(tmp.path(), Some(bad)).check().len(), 1, "{bad:?}");
+            assert!(DirSource::new(&config(tmp.path(), Some(bad))).is_err());
+        }
+        assert!(config(tmp.path(), Some("hub-a_1.x")).check().is_empty());
     }
 
     #[test]

@@ -10,13 +10,16 @@
 # Environment: DURATION (seconds), POSITIONS (positions imported, default 250000: more than the
 # sim can pay in DURATION), CONCURRENCY (payments in flight, default 32), DRAIN_TIMEOUT (seconds
 # to wait for the outbox to empty, default 300), SKIP_BUILD=1 (reuse target/release/snodo),
-# SNODO_BIN=path (another binary), KEEP=1 (keep the temp dir with logs and store).
+# SNODO_BIN=path (another binary), KEEP=1 (keep the temp dir with logs and store),
+# STORE=sqlite|postgres (default sqlite; postgres: a fresh database on 127.0.0.1:5432, dropped
+# at the end).
 set -euo pipefail
 
 DURATION="${1:-${DURATION:-60}}"
 POSITIONS="${POSITIONS:-250000}"
 CONCURRENCY="${CONCURRENCY:-32}"
 DRAIN_TIMEOUT="${DRAIN_TIMEOUT:-300}"
+STORE="${STORE:-sqlite}"
 for v in DURATION POSITIONS CONCURRENCY DRAIN_TIMEOUT; do
     if ! [[ "${!v}" =~ ^[0-9]+$ ]] || [ "${!v}" -lt 1 ]; then
         echo "usage: $0 [DURATION]   ($v must be a positive number, got ${!v:-nothing})" >&2
@@ -32,11 +35,12 @@ done
 
 BIN="${SNODO_BIN:-$ROOT/target/release/snodo}"
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/snodo-fanout.XXXXXX")"
-HUB="" RECEIVER=""
+HUB="" RECEIVER="" DB=""
 cleanup() {
     [ -n "$HUB" ] && kill "$HUB" 2>/dev/null || true
     [ -n "$RECEIVER" ] && kill "$RECEIVER" 2>/dev/null || true
     wait 2>/dev/null || true
+    [ -n "$DB" ] && psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
     if [ "${KEEP:-0}" = 1 ]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
@@ -61,11 +65,25 @@ else
 fi
 export SNODO_LOG=warn
 
+case "$STORE" in
+    sqlite) STORE_URL=sqlite ;;
+    postgres)
+        DB="snodo_fanout_$(date +%s)"
+        psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DB" >/dev/null
+        STORE_URL="postgres://postgres@127.0.0.1:5432/$DB" ;;
+    *) echo "STORE must be sqlite or postgres" >&2; exit 2 ;;
+esac
+# A query on the hub's store, tab-separated rows.
+sql() {
+    if [ "$STORE" = sqlite ]; then sqlite3 -separator $'\t' var/snodo.db "$1"
+    else psql -h 127.0.0.1 -U postgres -d "$DB" -tA -F $'\t' -c "$1"; fi
+}
+
 # One entity (Comune di Padova, as in config/demo.toml) and one push pipeline to the receiver.
 cat >"$TMP/snodo.toml" <<EOF
 [hub]
 data_dir = "var"
-store = "sqlite"
+store = "$STORE_URL"
 taxonomy_file = "\${SNODO_TAXONOMY_FILE:-../shared/specs/mypay/mypay4/data/tassonomia.csv}"
 
 [http]
@@ -124,7 +142,7 @@ SIM_T1=$(now)
 sed 's/^/   /' sim.out >&2
 
 log "waiting for the outbox to drain (at most ${DRAIN_TIMEOUT}s)"
-left() { sqlite3 var/snodo.db "SELECT count(*) FROM deliveries WHERE status NOT IN ('delivered', 'dead')" 2>/dev/null || echo unknown; }
+left() { sql "SELECT count(*) FROM deliveries WHERE status NOT IN ('delivered', 'dead')" 2>/dev/null || echo unknown; }
 drained=0
 for _ in $(seq $((DRAIN_TIMEOUT * 5))); do
     [ "$(left)" = 0 ] && { drained=1; break; }
@@ -138,11 +156,13 @@ kill -TERM "$HUB"; wait "$HUB" || true; HUB=""
 sleep 0.3
 kill -TERM "$RECEIVER"; wait "$RECEIVER" || true; RECEIVER=""
 
-python3 - "$SIM_T0" "$SIM_T1" "$DRAIN_T1" "$RSS_MIB" "$DURATION" "$CONCURRENCY" "$POSITIONS" "$(cat receiver.out)" <<'PY'
-import datetime, sqlite3, sys
+sql "SELECT idempotency_key, status, created_at, coalesce(delivered_at, '') FROM deliveries" >deliveries.tsv
+sql "SELECT count(*) FROM receipts" >receipts.count
+python3 - "$SIM_T0" "$SIM_T1" "$DRAIN_T1" "$RSS_MIB" "$DURATION" "$CONCURRENCY" "$POSITIONS" "$(cat receiver.out)" "$STORE" <<'PY'
+import datetime, sys
 
 sim_t0, sim_t1, drain_t1 = (float(x) for x in sys.argv[1:4])
-rss, duration, concurrency, positions, receiver = sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7], sys.argv[8]
+rss, duration, concurrency, positions, receiver, store = sys.argv[4:10]
 
 report = {}
 for line in open("sim.out"):
@@ -168,16 +188,14 @@ lost = len(acked - received)
 def ts(s):
     return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
-db = sqlite3.connect("file:var/snodo.db?mode=ro", uri=True)
-rows = db.execute("SELECT created_at, delivered_at FROM deliveries WHERE status = 'delivered'").fetchall()
+deliveries = [l.rstrip("\n").split("\t") for l in open("deliveries.tsv") if l.strip()]
+rows = [(c, d) for _, st, c, d in deliveries if st == "delivered"]
 # Cross-check with the receiver's clock (same machine): stored to first arrival.
-arrived = sorted(
-    first_arrival_ms[k] / 1000 - ts(c)
-    for k, c in db.execute("SELECT idempotency_key, created_at FROM deliveries")
-    if k in first_arrival_ms
-)
-counts = dict(db.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
-stored = db.execute("SELECT count(*) FROM receipts").fetchone()[0]
+arrived = sorted(first_arrival_ms[k] / 1000 - ts(c) for k, _, c, _ in deliveries if k in first_arrival_ms)
+counts = {}
+for _, st, _, _ in deliveries:
+    counts[st] = counts.get(st, 0) + 1
+stored = int(open("receipts.count").read().strip() or 0)
 lat = sorted(ts(d) - ts(c) for c, d in rows)
 def pct(p, sample=None):
     sample = lat if sample is None else sample
@@ -190,7 +208,7 @@ deliveries_s = len(rows) / span if span > 0 else 0
 receipts_s = len(acked) / sim_s if sim_s > 0 else 0
 drain_s = drain_t1 - sim_t1
 
-print(f"duration_s={duration} concurrency={concurrency} positions={positions}")
+print(f"store={store} duration_s={duration} concurrency={concurrency} positions={positions}")
 print(f"sim payments={report.get('payments')} completed={report.get('completed')} faulted={report.get('faulted')} errors={report.get('errors')} wall_s={sim_s:.1f}")
 print(f"receipts acknowledged={len(acked)} stored={stored} receipts_per_s={receipts_s:.0f}")
 print(f"deliveries delivered={counts.get('delivered', 0)} pending={sum(v for k, v in counts.items() if k not in ('delivered', 'dead'))} dead={counts.get('dead', 0)} deliveries_per_s={deliveries_s:.0f} drain_after_sim_s={drain_s:.1f}")
