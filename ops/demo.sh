@@ -87,13 +87,15 @@ curl -s -H 'Content-Type: text/xml' -H 'SOAPAction: paVerifyPaymentNotice' --dat
 XML
 
 step "snodo sim: the node and PSPs pay 1000 of the notices (verify, paGetPaymentV2, paSendRTV2), while snodo tail follows the event topic"
-"$BIN" tail -c demo-push.toml --count 8 >tail.out 2>tail.err &
+"$BIN" tail -c demo-push.toml --count 200 >tail.out 2>tail.err &
 TAIL=$!
 sleep 2
 "$BIN" sim --from-config --count 1000 --concurrency 8 | sed 's/^/  /'
 wait $TAIL || { cat tail.err; exit 1; }
-echo "  snodo tail -c demo-push.toml (the first 8 events of the payments, live from the topic snodo.demo.events):"
-sed 's/^/    /' tail.out
+echo "  snodo tail -c demo-push.toml (live from the topic snodo.demo.events; the first two of each kind):"
+for kind in payment.activated receipt.stored position.paid; do
+  awk -v k=" $kind " 'index($0, k) && n < 2 { print "    " substr($0, 1, 190); n++ }' tail.out
+done
 PAID=$("$BIN" positions --entity c_g224 --limit 100000 | grep -c '"status":"paid"' || true)
 echo "  c_g224 positions now paid: $PAID"
 echo "  one of them:"
