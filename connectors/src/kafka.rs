@@ -8,7 +8,7 @@
 //! works with Apache Kafka, Redpanda, Tansu and anything else that speaks the protocol. The
 //! `options` table is handed to librdkafka verbatim (`security.protocol`, `sasl.mechanism`,
 //! `sasl.username`, `sasl.password`, `ssl.ca.location`, ...); a value may be `${VAR}` or
-//! `${VAR:-default}`, read from the environment when the client is built. Values of keys that
+//! `${VAR:-default}` in the configuration file, which the loader replaces. Values of keys that
 //! hold secrets (see [`is_secret_key`]) are never shown in logs, errors or `Debug` output.
 //!
 //! **At-least-once.** The source never moves the group's committed offset past a message the
@@ -92,7 +92,7 @@ pub fn is_secret_key(key: &str) -> bool {
 pub struct KafkaConnection {
     /// `host:port[,host:port...]`: where to start; the cluster tells the rest.
     pub brokers: String,
-    /// librdkafka properties, verbatim; values may be `${VAR}` or `${VAR:-default}`.
+    /// librdkafka properties, verbatim (the configuration loader has already replaced `${VAR}`).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     /// Replication factor of topics the hub creates. None: the broker's default
@@ -175,23 +175,11 @@ impl KafkaConnection {
         errors
     }
 
-    /// The options with `${VAR}` references replaced; every missing variable is an error.
+    /// The options as librdkafka gets them. `${VAR}` references were replaced when the
+    /// configuration was loaded (`snodo_pipelines::config`); expanding again here would break a
+    /// secret that itself contains `${`.
     fn expanded_options(&self) -> std::result::Result<BTreeMap<String, String>, Vec<String>> {
-        let mut out = BTreeMap::new();
-        let mut errors = Vec::new();
-        for (k, v) in &self.options {
-            match expand_env(v) {
-                Ok(value) => {
-                    out.insert(k.clone(), value);
-                }
-                Err(e) => errors.push(format!("options.\"{k}\": {e}")),
-            }
-        }
-        if errors.is_empty() {
-            Ok(out)
-        } else {
-            Err(errors)
-        }
+        Ok(self.options.clone())
     }
 
     fn client_config(&self, options: &BTreeMap<String, String>) -> ClientConfig {
@@ -297,37 +285,6 @@ fn reserved(key: &str) -> Option<String> {
     } else {
         None
     }
-}
-
-/// Replaces `${VAR}` and `${VAR:-default}` (the default also replaces an empty value, as in the
-/// shell); a missing variable without a default is an error, never an empty string.
-pub fn expand_env(s: &str) -> std::result::Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| "unterminated ${...}".to_string())?;
-        let expr = &after[..end];
-        let (name, default) = match expr.split_once(":-") {
-            Some((n, d)) => (n, Some(d)),
-            None => (expr, None),
-        };
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(format!("${{{name}}} is not a valid variable reference"));
-        }
-        match (std::env::var(name), default) {
-            (Ok(val), None) => out.push_str(&val),
-            (Ok(val), Some(_)) if !val.is_empty() => out.push_str(&val),
-            (_, Some(d)) => out.push_str(d),
-            (Err(_), None) => return Err(format!("environment variable {name} is not set")),
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 /// Problems with a topic name as Kafka sees them (legal characters `[A-Za-z0-9._-]`, at most
@@ -1825,20 +1782,13 @@ mod tests {
     }
 
     #[test]
-    fn kafka_options_expand_the_environment_and_hide_secrets() {
-        std::env::set_var("SNODO_TEST_KAFKA_CLIENT_ID", "snodo-env-test");
-        std::env::set_var("SNODO_TEST_KAFKA_PASSWORD", "s3cr3t-pass");
+    fn kafka_options_pass_verbatim_and_secrets_stay_hidden() {
         let mut c = conn();
         c.options
-            .insert("client.id".into(), "${SNODO_TEST_KAFKA_CLIENT_ID}".into());
-        c.options.insert(
-            "socket.timeout.ms".into(),
-            "${SNODO_TEST_KAFKA_UNSET_TIMEOUT:-31000}".into(),
-        );
-        c.options.insert(
-            "sasl.password".into(),
-            "${SNODO_TEST_KAFKA_PASSWORD}".into(),
-        );
+            .insert("client.id".into(), "snodo-env-test".into());
+        c.options.insert("socket.timeout.ms".into(), "31000".into());
+        c.options
+            .insert("sasl.password".into(), "s3cr3t-pass".into());
         assert!(c.check().is_empty(), "{:?}", c.check());
         let config = c.build_config(Role::Admin, &[], &[]).unwrap();
         assert_eq!(config.get("client.id"), Some("snodo-env-test"));
@@ -1846,21 +1796,6 @@ mod tests {
         assert_eq!(config.get("sasl.password"), Some("s3cr3t-pass"));
         c.options.remove("sasl.password");
         ensure_topics(&c, &[(unique("env"), 1)], Duration::from_secs(10)).unwrap();
-
-        let mut missing = c.clone();
-        missing.options.insert(
-            "sasl.password".into(),
-            "${SNODO_TEST_KAFKA_NEVER_SET_PW}".into(),
-        );
-        let problems = missing.check();
-        assert_eq!(
-            problems,
-            ["options.\"sasl.password\": environment variable SNODO_TEST_KAFKA_NEVER_SET_PW is not set"]
-        );
-        assert!(matches!(
-            ensure_topics(&missing, &[(unique("x"), 1)], Duration::from_secs(5)),
-            Err(ConnectorError::Config(_))
-        ));
 
         let mut shown = c.clone();
         shown
@@ -1871,7 +1806,7 @@ mod tests {
             .insert("ssl.key.password".into(), "hunter3-plain".into());
         let debug = format!("{shown:?}");
         assert!(!debug.contains("hunter"), "{debug}");
-        assert!(debug.contains("snodo-env-test") || debug.contains("SNODO_TEST_KAFKA_CLIENT_ID"));
+        assert!(debug.contains("snodo-env-test"), "{debug}");
     }
 
     #[test]

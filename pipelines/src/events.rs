@@ -202,6 +202,9 @@ impl EventKeeper {
             .map_err(e)?
         {
             warn!("another hub took over the event stream; it republishes from its cursor");
+        } else if prune && !full {
+            // Nearly caught up: what pruning removes (all but the newest `kept`) is published.
+            self.store.prune_events(self.kept).map_err(e)?;
         }
         Ok(full && events.len() as u32 == BATCH)
     }

@@ -919,6 +919,73 @@ to = { connector = "dir", path = "var/y" }
     }
 
     #[test]
+    fn kafka_pipelines_are_planned_and_their_mistakes_named() {
+        let good = r#"
+[[pipelines]]
+name = "k-in"
+entity = "c_g224"
+from = { connector = "kafka", brokers = "127.0.0.1:9092", topic = "c_g224.positions", group = "snodo" }
+decode = "position-json"
+to = "registry"
+outcomes = { connector = "kafka", brokers = "127.0.0.1:9092", topic = "c_g224.outcomes" }
+
+[[pipelines]]
+name = "k-out"
+entity = "c_g224"
+from = "receipts"
+encode = "json"
+to = { connector = "kafka", brokers = "127.0.0.1:9092", topic = "c_g224.receipts" }
+"#;
+        let plan = plan_with(good).unwrap_or_else(|p| panic!("{p:?}"));
+        let kinds: Vec<bool> = plan
+            .pipelines
+            .iter()
+            .filter(|p| p.name.starts_with("k-"))
+            .map(|p| {
+                matches!(
+                    &p.kind,
+                    PipelineKind::StreamPositions {
+                        outcomes: Some(_),
+                        ..
+                    } | PipelineKind::Receipts {
+                        route: ReceiptRoute::Push(PushTarget::Kafka(_)),
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(kinds, [true, true]);
+
+        let bad = r#"
+[[pipelines]]
+name = "k-bad"
+entity = "c_g224"
+from = { connector = "kafka", brokers = "127.0.0.1:9092", topic = "t", group = "g" }
+decode = "mypay-import"
+to = "registry"
+outcomes = { connector = "dir", path = "var/out" }
+"#;
+        let problems: Vec<String> = plan_with(bad)
+            .err()
+            .expect("problems")
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(".decode") && p.contains("position-json")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(".outcomes") && p.contains("topic")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn receipts_pipelines_say_what_is_wrong() {
         let bad = r#"
 [[pipelines]]
