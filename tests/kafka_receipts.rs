@@ -14,16 +14,6 @@ use std::time::Duration;
 
 const PAYMENTS: usize = 20;
 
-fn import_rows(home: &Home, iuf: &str, rows: &[Row]) {
-    let flow = write_zip(
-        home.path(),
-        &format!("c_g224-{iuf}-1_4"),
-        csv_text(rows).as_bytes(),
-    );
-    let o = home.import(&flow, &home.path().join("out"));
-    assert!(o.status.success(), "{}", stderr(&o));
-}
-
 #[test]
 fn receipts_reach_the_topic_and_tail_shows_the_payments_live() {
     let brokers = kafka_brokers();
@@ -44,7 +34,7 @@ fn receipts_reach_the_topic_and_tail_shows_the_payments_live() {
     let rows: Vec<Row> = (0..PAYMENTS as u32)
         .map(|n| Row::tari(&format!("KR{n:02}"), 300 + n, 2_000 + u64::from(n)))
         .collect();
-    import_rows(&home, "KR1", &rows);
+    home.import_rows("KR1", &rows);
     let hub = Hub::start_serving(&home);
 
     // `snodo tail` follows the event topic from now on.
@@ -152,7 +142,7 @@ fn without_kafka_tail_follows_the_store() {
     let rows: Vec<Row> = (0..3)
         .map(|n| Row::tari(&format!("ST{n:02}"), 400 + n, 3_000 + u64::from(n)))
         .collect();
-    import_rows(&home, "ST1", &rows);
+    home.import_rows("ST1", &rows);
     let hub = Hub::start_serving(&home);
     let mut tail = Command::new(BIN)
         .args(["tail", "-c", "config.toml", "--entity", "c_g224"])

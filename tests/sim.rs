@@ -40,21 +40,6 @@ fn line<'a>(report: &'a str, prefix: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{report}"))
 }
 
-fn import_rows(home: &Home, iuf: &str, rows: &[Row]) {
-    let flow = write_zip(
-        home.path(),
-        &format!("c_g224-{iuf}-1_4"),
-        csv_text(rows).as_bytes(),
-    );
-    let o = home.import(&flow, &home.path().join("out"));
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stdout(&o).contains(&format!("accepted={} rejected=0", rows.len())),
-        "{}",
-        stdout(&o)
-    );
-}
-
 fn log_lines(path: &Path) -> Vec<Vec<String>> {
     std::fs::read_to_string(path)
         .expect("receipts log")
@@ -69,7 +54,7 @@ fn the_simulated_node_pays_every_active_position() {
     let rows: Vec<Row> = (0..30)
         .map(|n| Row::tari(&format!("SIM{n:02}"), 100 + n, 1000 + u64::from(n) * 137))
         .collect();
-    import_rows(&home, "SIM1", &rows);
+    home.import_rows("SIM1", &rows);
     let hub = Hub::start_serving(&home);
 
     // 30 payments, 8 at a time: every one verified, activated and paid.
@@ -128,7 +113,7 @@ fn the_simulated_node_pays_every_active_position() {
     let more: Vec<Row> = (0..5)
         .map(|n| Row::tari(&format!("DUP{n}"), 200 + n, 2500))
         .collect();
-    import_rows(&home, "SIM2", &more);
+    home.import_rows("SIM2", &more);
     let r = report(
         &home,
         &[

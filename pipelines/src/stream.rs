@@ -212,6 +212,7 @@ impl StreamIntake {
         let last = items.last().map(|i| i.at.offset).unwrap_or(0);
         let before = flow.progress;
         let with_outbox = self.outcomes.is_some();
+        let mut committed = None;
         let mut after = |outcomes: &[RowOutcome]| -> Result<ChunkCommit, String> {
             let mut stored = outcomes.iter();
             let mut outbox = Vec::new();
@@ -285,28 +286,25 @@ impl StreamIntake {
                     outbox.push(OutboxMessage { key, payload: text });
                 }
             }
-            Ok(ChunkCommit {
-                checkpoint: Checkpoint {
-                    rows_done: u64::try_from(last + 1).unwrap_or(0),
-                    accepted: before.accepted + accepted,
-                    rejected: before.rejected + rejected,
-                    ..before
-                },
-                outbox,
-            })
+            let checkpoint = Checkpoint {
+                rows_done: u64::try_from(last + 1).unwrap_or(0),
+                accepted: before.accepted + accepted,
+                rejected: before.rejected + rejected,
+                ..before
+            };
+            committed = Some(checkpoint);
+            Ok(ChunkCommit { checkpoint, outbox })
         };
         self.store
             .apply_chunk(flow.id, &key, &rows, Some(before.rows_done), &mut after)?;
-        let fresh = self.store.flow(flow.id)?;
-        if let Some(f) = fresh {
-            let part = (
-                items
-                    .first()
-                    .map(|i| i.at.topic.clone())
-                    .unwrap_or_default(),
-                items.first().map(|i| i.at.partition).unwrap_or_default(),
-            );
-            self.flows.insert(part, f);
+        // The cached flow moves with what was just committed: no read back per batch.
+        if let (Some(checkpoint), Some(first)) = (committed, items.first()) {
+            if let Some(f) = self
+                .flows
+                .get_mut(&(first.at.topic.clone(), first.at.partition))
+            {
+                f.progress = checkpoint;
+            }
         }
         Ok(())
     }

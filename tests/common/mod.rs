@@ -81,6 +81,22 @@ impl Home {
         ])
     }
 
+    /// Imports `rows` as c_g224's flow `iuf` with `snodo import`; every row must be accepted.
+    pub fn import_rows(&self, iuf: &str, rows: &[Row]) {
+        let flow = write_zip(
+            self.path(),
+            &format!("c_g224-{iuf}-1_4"),
+            csv_text(rows).as_bytes(),
+        );
+        let o = self.import(&flow, &self.path().join("out"));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains(&format!("accepted={} rejected=0", rows.len())),
+            "{}",
+            stdout(&o)
+        );
+    }
+
     /// Positions of c_g224 as JSON values.
     pub fn positions(&self, extra: &[&str]) -> Vec<serde_json::Value> {
         let mut args = vec!["positions", "-c", "config.toml", "--entity", "c_g224"];
