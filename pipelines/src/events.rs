@@ -70,6 +70,8 @@ pub struct EventKeeper {
     instance: String,
     kept: u64,
     publish: Option<(KafkaProducer, String)>,
+    /// Until when this hub holds the publisher's lease, as far as it knows (it renews early).
+    held_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// How old an event must be to be published. On PostgreSQL ids are taken at insert, not at
     /// commit, so a late commit can hold a smaller id than one already visible: waiting until
     /// every transaction that could hold one has ended keeps the cursor from skipping it.
@@ -107,6 +109,7 @@ impl EventKeeper {
             instance,
             kept: hub.events_kept.max(1),
             publish,
+            held_until: Default::default(),
             settle,
         })
     }
@@ -166,12 +169,23 @@ impl EventKeeper {
             return Ok(false);
         };
         let e = |e: snodo_store::StoreError| e.to_string();
-        if !self
-            .store
-            .take_job(PUBLISHER_JOB, &self.instance, &stamp(now), &until, None)
-            .map_err(e)?
-        {
-            return Ok(false);
+        // Renew the lease only when half of it is gone: a store write per step would cost the
+        // writer (and an fsync on SQLite) five times a second, idle or not.
+        let fresh = self
+            .held_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.saturating_duration_since(std::time::Instant::now()) > LEASE / 2);
+        if !fresh {
+            let taken = self
+                .store
+                .take_job(PUBLISHER_JOB, &self.instance, &stamp(now), &until, None)
+                .map_err(e)?;
+            *self.held_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                taken.then(|| std::time::Instant::now() + LEASE);
+            if !taken {
+                return Ok(false);
+            }
         }
         let cursor = self.store.job_cursor(PUBLISHER_JOB).map_err(e)?;
         let mut events = self.store.events_after(cursor, BATCH).map_err(e)?;
@@ -202,6 +216,7 @@ impl EventKeeper {
             .map_err(e)?
         {
             warn!("another hub took over the event stream; it republishes from its cursor");
+            *self.held_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
         } else if prune && !full {
             // Nearly caught up: what pruning removes (all but the newest `kept`) is published.
             self.store.prune_events(self.kept).map_err(e)?;

@@ -15,7 +15,7 @@ use crate::plan::{EntityRuntime, PipelineKind, Plan};
 use snodo_adapters::position_json::{self, Invalid, Origin, Outcome, OutcomeError};
 use snodo_connectors::kafka::KafkaProducer;
 use snodo_connectors::{Message, Source, StreamOffset};
-use snodo_core::dovuto::{Action, DovutoRow};
+use snodo_core::dovuto::DovutoRow;
 use snodo_store::{
     Checkpoint, ChunkCommit, ChunkRow, EntityKey, Flow, NewFlow, OutboxMessage, RowOutcome, Store,
     StoreError,
@@ -255,7 +255,7 @@ impl StreamIntake {
                                 accepted += 1;
                                 Outcome::Accepted {
                                     iud,
-                                    action: action_str(row.action),
+                                    action: row.action.as_str(),
                                     iuv: iuv.as_ref().map(|i| i.as_str()),
                                     notice_number: notice_number.as_ref().map(|n| n.as_str()),
                                     iuv_generated: *generated,
@@ -335,8 +335,4 @@ impl StreamIntake {
                 .map_err(|e| e.to_string())?;
         }
     }
-}
-
-fn action_str(a: Action) -> &'static str {
-    a.as_str()
 }
