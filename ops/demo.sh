@@ -86,6 +86,71 @@ curl -s -H 'Content-Type: text/xml' -H 'SOAPAction: paVerifyPaymentNotice' --dat
 </soapenv:Envelope>
 XML
 
+step "the REST API (docs/API.md): Padova's citizen portal creates a position with its key"
+"$BIN" sim -c demo-push.toml --serve 127.0.0.1:8090 >standins.out 2>&1 &
+STANDINS=$!
+trap 'kill $HUB $RECEIVER $STANDINS 2>/dev/null || true' EXIT
+KEY_PADOVA="${SNODO_DEMO_KEY_C_G224:-demo-key-c_g224-padova}"
+KEY_FELTRE="${SNODO_DEMO_KEY_C_D530:-demo-key-c_d530-feltre}"
+API=http://127.0.0.1:8080/api/v1
+show() { python3 -c 'import json,sys; d=json.load(sys.stdin); keys=sys.argv[1].split(","); print("   ", "  ".join("%s=%s" % (k, d.get(k)) for k in keys))' "$1"; }
+echo "  curl -X POST $API/entities/c_g224/positions -H 'Authorization: Bearer \$KEY_PADOVA' -d '{\"IUD\": \"PORTAL-1\", ...}'"
+curl -sf -X POST "$API/entities/c_g224/positions" -H "Authorization: Bearer $KEY_PADOVA" -H 'Content-Type: application/json' -d '{
+  "IUD": "PORTAL-1", "tipoIdentificativoUnivoco": "F", "codiceIdentificativoUnivoco": "RSSMRA85T10A562S",
+  "anagraficaPagatore": "Mario Rossi", "importoDovuto": "84.00", "tipoDovuto": "TARI",
+  "dataEsecuzionePagamento": "2099-01-31", "causaleVersamento": "TARI 2026 acconto",
+  "datiSpecificiRiscossione": "9/0101100IM/", "flgGeneraIuv": true}' | show iud,status,amountCents,noticeNumber,qrCode
+echo "  read back: GET $API/entities/c_g224/positions/PORTAL-1"
+curl -sf "$API/entities/c_g224/positions/PORTAL-1" -H "Authorization: Bearer $KEY_PADOVA" | show iud,status,version,causale
+echo "  the same with Feltre's key:"
+curl -s "$API/entities/c_g224/positions/PORTAL-1" -H "Authorization: Bearer $KEY_FELTRE" -w '    HTTP %{http_code}\n' | sed 's/^{/    {/'
+echo "  a wrong amount is refused with the MyPay code and the field:"
+curl -s -X POST "$API/entities/c_g224/positions" -H "Authorization: Bearer $KEY_PADOVA" -H 'Content-Type: application/json' \
+  -d '{"IUD": "PORTAL-2", "tipoIdentificativoUnivoco": "F", "codiceIdentificativoUnivoco": "RSSMRA85T10A562S", "anagraficaPagatore": "Mario Rossi", "importoDovuto": "0", "tipoDovuto": "TARI", "dataEsecuzionePagamento": "2099-01-31", "causaleVersamento": "x", "datiSpecificiRiscossione": "9/0101100IM/"}' | show status,code,field,detail
+
+step "a spontaneous payment (Base mode): what the portal may offer, then a parent tops up the canteen"
+curl -sf "$API/entities/c_g224/spontaneous" -H "Authorization: Bearer $KEY_PADOVA" | python3 -c 'import json,sys
+for o in json.load(sys.stdin)["items"]:
+    print("    %s: %s, amount %s, fields %s" % (o["debtType"], o["causale"], o["amount"], [f["name"] for f in o["fields"]]))'
+SPONT=$(curl -sf -X POST "$API/entities/c_g224/spontaneous/MENSA" -H "Authorization: Bearer $KEY_PADOVA" -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-mensa-1' \
+  -d '{"payer": {"type": "F", "id": "RSSMRA85T10A562S", "name": "Mario Rossi"}, "amountCents": 4500, "fields": {"anno_scolastico": "2026/27", "alunno": "Luca Rossi"}}')
+echo "$SPONT" | show causale,amountCents,noticeNumber,qrCode
+
+step "a cart (Gateway mode): both notices sent to pagoPA Checkout (the sim's stand-in on 127.0.0.1:8090)"
+N1=$(curl -sf "$API/entities/c_g224/positions/PORTAL-1" -H "Authorization: Bearer $KEY_PADOVA" | python3 -c 'import json,sys; print(json.load(sys.stdin)["noticeNumber"])')
+N2=$(echo "$SPONT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["noticeNumber"])')
+CART=$(curl -sf -X POST "$API/entities/c_g224/carts" -H "Authorization: Bearer $KEY_PADOVA" -H 'Content-Type: application/json' \
+  -d "{\"noticeNumbers\": [\"$N1\", \"$N2\"], \"returnUrls\": {\"returnOkUrl\": \"https://www.comune.padova.it/pagato\", \"returnCancelUrl\": \"https://www.comune.padova.it/annullato\", \"returnErrorUrl\": \"https://www.comune.padova.it/errore\"}}")
+echo "$CART" | show id,state,redirectUrl
+REDIRECT=$(echo "$CART" | python3 -c 'import json,sys; print(json.load(sys.stdin)["redirectUrl"])')
+CART_ID=$(echo "$CART" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+echo "  the citizen pays on the Checkout page (POST $REDIRECT/pay: verify, activation, receipt against the hub):"
+curl -s -X POST "$REDIRECT/pay" -D - -o pay.out | grep -i '^location' | sed 's/^/    /'
+sed 's/^/    /' pay.out
+curl -sf "$API/entities/c_g224/carts/$CART_ID" -H "Authorization: Bearer $KEY_PADOVA" | python3 -c 'import json,sys
+c=json.load(sys.stdin); print("    cart %s: %s" % (c["id"], c["state"]))
+for n in c["notices"]: print("      %s %s receipt %s" % (n["noticeNumber"], n["status"], n["receiptId"]))'
+echo "  Padova's system pulls its receipts: GET $API/entities/c_g224/receipts?since="
+curl -sf "$API/entities/c_g224/receipts" -H "Authorization: Bearer $KEY_PADOVA" | python3 -c 'import json,sys
+p=json.load(sys.stdin)
+for r in p["items"]: print("    " + json.dumps(r)[:170] + " ...")
+print("    nextCursor=%s (ask again with ?since=%s)" % (p["nextCursor"], p["nextCursor"]))'
+
+step "real-time verification at the entity: a ZTL notice of the Region lives in its own system (the sim's stand-in)"
+# Segregation code 03, base 0000000002024 (even: the stand-in knows it), check digits mod 93.
+ZTL=$(python3 -c 'h="3"+"03"+"0000000002024"; print(h+"%02d" % (int(h) % 93))')
+echo "  paVerifyPaymentNotice for $ZTL: the hub asks GET http://127.0.0.1:8090/external/r_veneto/$ZTL, then answers the node"
+curl -s -H 'Content-Type: text/xml' -H 'SOAPAction: paVerifyPaymentNotice' --data-binary @- \
+  http://127.0.0.1:8080/pagopa/paForNode <<XML | sed -e 's/></>\n</g' | grep -E '<(outcome|amount|paymentDescription|companyName)>' | sed 's/^/    /'
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:paf="http://pagopa-api.pagopa.gov.it/pa/paForNode.xsd">
+ <soapenv:Body><paf:paVerifyPaymentNoticeReq>
+  <idPA>80007580279</idPA><idBrokerPA>80007580279</idBrokerPA><idStation>80007580279_01</idStation>
+  <qrCode><fiscalCode>80007580279</fiscalCode><noticeNumber>$ZTL</noticeNumber></qrCode>
+ </paf:paVerifyPaymentNoticeReq></soapenv:Body>
+</soapenv:Envelope>
+XML
+"$BIN" positions -c demo-push.toml --entity r_veneto --notice "$ZTL" | python3 -c 'import json,sys; p=json.loads(sys.stdin.readline()); print("  stored for the receipt: iud=%s debt_type=%s amount_cents=%s" % (p["iud"], p["dovuto"]["debt_type"], p["amount_cents"]))'
+
 step "snodo sim: the node and PSPs pay 1000 of the notices (verify, paGetPaymentV2, paSendRTV2), while snodo tail follows the event topic"
 "$BIN" tail -c demo-push.toml --count 200 >tail.out 2>tail.err &
 TAIL=$!
@@ -159,7 +224,7 @@ echo "  var/c_g224/in/failed/c_g224-DEMO001-1_4.zip.error.txt:"
 sed 's/^/    /' var/c_g224/in/failed/c_g224-DEMO001-1_4.zip.error.txt
 
 step "stopping the hub (SIGTERM)"
-kill -TERM $HUB $RECEIVER
+kill -TERM $HUB $RECEIVER $STANDINS
 wait $HUB || true
 wait $RECEIVER 2>/dev/null || true
 trap - EXIT

@@ -12,9 +12,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # tests call the hub over HTTP), libxml2-utils (xmllint checks answers against the official XSD),
 # wrk (the SOAP benchmark's load), libssl-dev and pkg-config (the ssh2 crate builds libssh2 against
 # OpenSSL), openssh-client (the sftp command-line client), make, g++ and zlib1g-dev (rdkafka
-# builds librdkafka from source: Debian's librdkafka is too old for the test broker).
-PACKAGES=(sqlite3 unzip python3 procps curl libxml2-utils wrk libssl-dev pkg-config openssh-client
-  make g++ zlib1g-dev)
+# builds librdkafka from source: Debian's librdkafka is too old for the test broker), python3-venv
+# (ops/fuzz-api.sh installs schemathesis in a venv under ~/.cache/snodo).
+PACKAGES=(sqlite3 unzip python3 python3-venv procps curl libxml2-utils wrk libssl-dev pkg-config
+  openssh-client make g++ zlib1g-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -26,13 +27,17 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # PyPI: zeep, the third-party SOAP client the tests point at the served WSDL; jsonschema, which
-# checks the json receipt format against docs/receipt.schema.json.
-for module in zeep jsonschema; do
+# checks the json receipt format against docs/receipt.schema.json; openapi-spec-validator, which
+# checks the served OpenAPI document (module:package pairs).
+for pair in zeep:zeep jsonschema:jsonschema openapi_spec_validator:openapi-spec-validator; do
+  module="${pair%%:*}"
   if ! python3 -c "import $module" >/dev/null 2>&1; then
-    echo "ops/setup.sh: installing $module"
-    python3 -m pip install --quiet --root-user-action=ignore "$module"
+    echo "ops/setup.sh: installing ${pair#*:}"
+    python3 -m pip install --quiet --root-user-action=ignore "${pair#*:}"
   fi
 done
+# schemathesis, in its own venv, for the API fuzz pass (tests/rest_fuzz.rs).
+"$(dirname "$0")/fuzz-api.sh" --install
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "ops/setup.sh: cargo is missing: install Rust (https://rustup.rs) first" >&2

@@ -191,7 +191,8 @@ enum Command {
         partitions: i32,
     },
     /// Simulate the national node and its PSPs: verify, activate and pay notices on a hub over
-    /// SOAP, then report calls, faults and latencies (see docs/SIM.md).
+    /// SOAP, then report calls, faults and latencies; or, with --serve, the pagoPA Checkout and
+    /// external-verification stand-ins (see docs/SIM.md).
     Sim(SimArgs),
     /// An entity system for benchmarks and demos: accepts every receipt a hub pushes, logs it,
     /// and prints `received=N distinct=N refused=N` on SIGINT/SIGTERM (see docs/SIM.md).
@@ -203,10 +204,10 @@ struct SimArgs {
     #[arg(short, long)]
     config: Option<PathBuf>,
     /// The hub's base URL (default: http://<http.listen of the configuration>).
-    #[arg(long)]
+    #[arg(long, visible_alias = "hub")]
     url: Option<String>,
     /// Pay every active position with a notice number of every configured entity.
-    #[arg(long, conflicts_with = "notices", required_unless_present = "notices")]
+    #[arg(long, conflicts_with = "notices", required_unless_present_any = ["notices", "serve"])]
     from_config: bool,
     /// Notices to pay: one `<fiscalCode>;<noticeNumber>` a line.
     #[arg(long)]
@@ -243,6 +244,28 @@ struct SimArgs {
     /// Start no payment after this long (those in flight finish): `60s`, `2m`.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     duration: Option<std::time::Duration>,
+    /// Pay nothing now: serve the pagoPA Checkout stand-in (carts paid on the hub when their
+    /// page's Pay button is pressed) and the external-verification stand-in on ADDR, until
+    /// SIGINT/SIGTERM.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        conflicts_with_all = ["from_config", "notices", "count", "verify_only", "rate", "duration"]
+    )]
+    serve: Option<String>,
+    /// With --serve: the Ocp-Apim-Subscription-Key a cart must come with (default `demo`).
+    #[arg(long, value_name = "KEY")]
+    checkout_key: Option<String>,
+    /// With --serve: the external-verification answers, a JSON object by notice number, read
+    /// on every request (default: the demo rule, see docs/SIM.md).
+    #[arg(long, value_name = "FILE")]
+    external_file: Option<PathBuf>,
+    /// With --serve: the bearer token the external-verification stand-in requires.
+    #[arg(long, value_name = "TOKEN")]
+    external_token: Option<String>,
+    /// With --serve: the base of the cart URLs handed out (default: http://<ADDR>).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -624,13 +647,50 @@ fn receiver(args: ReceiverArgs) -> Result<ExitCode> {
 
 /// `snodo sim`: the notices come from a file or from the hub's store; the rest is the library's.
 fn sim(args: SimArgs) -> Result<ExitCode> {
-    let plan = load_plan(args.config)?;
+    if args.serve.is_none() {
+        for (given, flag) in [
+            (args.checkout_key.is_some(), "--checkout-key"),
+            (args.external_file.is_some(), "--external-file"),
+            (args.external_token.is_some(), "--external-token"),
+            (args.public_url.is_some(), "--public-url"),
+        ] {
+            if given {
+                bail!("{flag} goes with --serve");
+            }
+        }
+    }
+    let plan = load_plan(args.config.clone())?;
     let pagopa = &plan.config.pagopa;
     let station = pagopa
         .stations
         .first()
         .context("the configuration has no pagopa.stations")?
         .clone();
+    let url = args
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", connectable(&plan.config.http.listen)));
+    if let Some(listen) = args.serve.clone() {
+        let mut payer =
+            snodo_sim::SimOptions::new(url, pagopa.broker_fiscal_code.clone(), station, Vec::new());
+        payer.v1 = args.v1;
+        payer.fault = args.fault.map(Into::into);
+        payer.receipts_log = args.receipts_log;
+        payer.timeout = std::time::Duration::from_secs(args.timeout.max(1));
+        payer.retry_for = args.retry_for;
+        let mut opts = snodo_sim::ServeOptions::new(listen, payer);
+        if let Some(key) = args.checkout_key {
+            opts.checkout_key = key;
+        }
+        opts.external.file = args.external_file;
+        opts.external.token = args.external_token;
+        opts.public_url = args.public_url;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(snodo_sim::serve(opts, snodo_sim::receiver::signalled()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let notices = match &args.notices {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -642,9 +702,6 @@ fn sim(args: SimArgs) -> Result<ExitCode> {
     if notices.is_empty() {
         bail!("no notices to pay (no active position with a notice number, or an empty file)");
     }
-    let url = args
-        .url
-        .unwrap_or_else(|| format!("http://{}", connectable(&plan.config.http.listen)));
     let mut opts =
         snodo_sim::SimOptions::new(url, pagopa.broker_fiscal_code.clone(), station, notices);
     if let Some(n) = args.count {

@@ -74,3 +74,32 @@ fn environment_overrides_and_missing_variables() {
         stdout(&o)
     );
 }
+
+#[test]
+fn api_keys_spontaneous_and_external_settings_are_checked() {
+    let home = Home::new();
+    let cfg = std::fs::read_to_string(home.config())
+        .unwrap()
+        .replace(
+            "${SNODO_DEMO_KEY_C_D530:-demo-key-c_d530-feltre}",
+            "${SNODO_DEMO_KEY_C_G224:-demo-key-c_g224-padova}",
+        )
+        .replace(
+            "causale = \"Mensa {anno_scolastico} - {alunno}\"",
+            "causale = \"Mensa {anno} - {alunno}\"",
+        )
+        .replace("timeout = \"2s\" }", "timeout = \"30s\" }");
+    std::fs::write(home.path().join("api.toml"), cfg).unwrap();
+    let o = home.snodo(&["validate", "-c", "api.toml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    for expected in [
+        "entities[1].api_keys[0]: the same key is also given to c_g224",
+        "entities[0].debt_types[1].spontaneous: causale uses {anno}, which is not a declared field",
+        "entities[2].debt_types[2].external.timeout: must be above 0 and at most 4s",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    // The key itself is never printed.
+    assert!(!out.contains("demo-key-c_g224-padova"), "{out}");
+}

@@ -100,22 +100,7 @@ pub fn decode(
 ) -> Result<DovutoRow, Invalid> {
     let key = key.map(|k| String::from_utf8_lossy(k).into_owned());
     let de = &mut serde_json::Deserializer::from_slice(payload);
-    let m: Message = match serde_path_to_error::deserialize(de) {
-        Ok(m) => m,
-        Err(e) => {
-            let field = e.path().to_string();
-            let inner = e.into_inner();
-            let message = if field.is_empty() || field == "." {
-                format!("not a position: {inner}")
-            } else {
-                format!("{field}: {inner}")
-            };
-            return Err(Invalid {
-                iud: key,
-                rejections: vec![Rejection::new(RejectCode::SintassiCsv, message)],
-            });
-        }
-    };
+    let m: Message = serde_path_to_error::deserialize(de).map_err(|e| syntax(e, key.clone()))?;
     if let (Some(k), Some(iud)) = (&key, &m.iud) {
         if k != iud {
             return Err(Invalid {
@@ -127,6 +112,83 @@ pub fn decode(
             });
         }
     }
+    check(m, key, rules, today)
+}
+
+/// What an API call fixes about the position it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect<'a> {
+    /// The only action allowed (`azione` may be left out and is then this one).
+    pub action: &'a str,
+    /// The IUD the call is about (a URL path): `IUD` may be left out and must match when given.
+    pub iud: Option<&'a str>,
+}
+
+/// Decodes and validates one position from an already parsed JSON value (REST bodies), with the
+/// action and IUD the call fixes.
+pub fn decode_value(
+    value: &serde_json::Value,
+    expect: Expect<'_>,
+    rules: &EntityRules,
+    today: chrono::NaiveDate,
+) -> Result<DovutoRow, Invalid> {
+    let fixed_iud = expect.iud.map(str::to_string);
+    let mut m: Message =
+        serde_path_to_error::deserialize(value).map_err(|e| syntax(e, fixed_iud.clone()))?;
+    if let Some(iud) = expect.iud {
+        match &m.iud {
+            Some(given) if given != iud => {
+                return Err(Invalid {
+                    iud: Some(iud.to_string()),
+                    rejections: vec![Rejection::new(
+                        RejectCode::Iud,
+                        format!("IUD {given:?} is not the IUD {iud:?} of the URL"),
+                    )],
+                })
+            }
+            _ => m.iud = Some(iud.to_string()),
+        }
+    }
+    match m.azione.as_deref() {
+        None | Some("") => m.azione = Some(expect.action.to_string()),
+        Some(a) if a == expect.action => {}
+        Some(a) => {
+            return Err(Invalid {
+                iud: m.iud.clone(),
+                rejections: vec![Rejection::new(
+                    RejectCode::SintassiCsvAzione,
+                    format!(
+                        "azione {a:?} does not fit this call, which is {:?} (leave azione out)",
+                        expect.action
+                    ),
+                )],
+            })
+        }
+    }
+    check(m, None, rules, today)
+}
+
+/// A body that is not a position at all: the rejection names the JSON path of the problem.
+fn syntax<E: std::fmt::Display>(e: serde_path_to_error::Error<E>, iud: Option<String>) -> Invalid {
+    let field = e.path().to_string();
+    let inner = e.into_inner();
+    let rejection = if field.is_empty() || field == "." {
+        Rejection::new(RejectCode::SintassiCsv, format!("not a position: {inner}"))
+    } else {
+        Rejection::new(RejectCode::SintassiCsv, format!("{field}: {inner}")).at(field)
+    };
+    Invalid {
+        iud,
+        rejections: vec![rejection],
+    }
+}
+
+fn check(
+    m: Message,
+    key: Option<String>,
+    rules: &EntityRules,
+    today: chrono::NaiveDate,
+) -> Result<DovutoRow, Invalid> {
     let raw = RawDovuto {
         iud: s(&m.iud),
         cod_iuv: s(&m.cod_iuv),

@@ -10,6 +10,7 @@
 //! The calls are blocking: file and SFTP transfers are blocking by nature, and the engine runs
 //! each pipeline's work on a blocking thread so one slow remote never stalls another.
 
+pub mod call;
 pub mod dir;
 pub mod http;
 pub mod kafka;

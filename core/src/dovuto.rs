@@ -222,6 +222,43 @@ impl RejectCode {
     }
 }
 
+impl RejectCode {
+    /// The field (MyPay's camelCase name, as in `position-json`) the rule is about; `None` for
+    /// rules about the whole record.
+    pub fn field(self) -> Option<&'static str> {
+        use RejectCode::*;
+        Some(match self {
+            SintassiCsv | Error => return None,
+            SintassiCsvAzione => "azione",
+            Iud | IudDuplicato | DovutoNonPresente => "IUD",
+            Iuv | IuvDuplicato | IuvNoNullable => "codIuv",
+            IdUnivFg => "tipoIdentificativoUnivoco",
+            CodFisc | PIva => "codiceIdentificativoUnivoco",
+            Indirizzo => "indirizzoPagatore",
+            Civico => "civicoPagatore",
+            Cap => "capPagatore",
+            Prov => "provinciaPagatore",
+            Naz => "nazionePagatore",
+            Email => "mailPagatore",
+            DataScadenzaPagamento | DataScadenzaPagamentoObbligatoria => "dataEsecuzionePagamento",
+            Importo => "importoDovuto",
+            CommissioniPa => "commissioneCaricoPa",
+            TipoDovutoInesistente
+            | TipoDovutoNonAttivoPerEnte
+            | TipoDovutoNonValidoMarcaDaBollo
+            | TipoDovutoNonModificabile => "tipoDovuto",
+            TipoVers => "tipoVersamento",
+            DatiRiscoss => "datiSpecificiRiscossione",
+            Bilancio => "bilancio",
+            CodFiscEnteSecondario => "codiceFiscaleEnteSecondario",
+            DenominazioneEnteSecondario => "denominazioneEnteSecondario",
+            IbanEnteSecondario => "ibanAccreditoEnteSecondario",
+            DatiRiscossEnteSecondario => "datiSpecificiRiscossioneEnteSecondario",
+            ImportoEnteSecondario => "importoVersamentoEnteSecondario",
+        })
+    }
+}
+
 impl fmt::Display for RejectCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -233,6 +270,8 @@ impl fmt::Display for RejectCode {
 pub struct Rejection {
     pub code: RejectCode,
     pub message: String,
+    /// The input field at fault when the code does not say it (e.g. a JSON path of a syntax error).
+    pub field: Option<String>,
 }
 
 impl Rejection {
@@ -240,7 +279,18 @@ impl Rejection {
         Self {
             code,
             message: message.into(),
+            field: None,
         }
+    }
+
+    pub fn at(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// The input field at fault, if any: the one given, else the one the code is about.
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref().or(self.code.field())
     }
 }
 

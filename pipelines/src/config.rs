@@ -54,6 +54,58 @@ pub struct Config {
     pub pipelines: Vec<PipelineConfig>,
     /// The hub's own Kafka: when set, the ops event stream is published to `hub.events_topic`.
     pub kafka: Option<KafkaHubConfig>,
+    /// The entity REST API under `/api/v1`.
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// `[api]`: limits of the entity REST API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Most positions in one `POST .../positions` array.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Largest request body accepted.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Requests per second each key may make on average...
+    #[serde(default = "default_rate")]
+    pub rate_per_second: u32,
+    /// ...and in a burst.
+    #[serde(default = "default_burst")]
+    pub rate_burst: u32,
+    /// How long an `Idempotency-Key` answer is kept.
+    #[serde(default = "default_idempotency_ttl")]
+    pub idempotency_ttl: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: default_max_batch(),
+            max_body_bytes: default_max_body_bytes(),
+            rate_per_second: default_rate(),
+            rate_burst: default_burst(),
+            idempotency_ttl: default_idempotency_ttl(),
+        }
+    }
+}
+
+fn default_max_batch() -> usize {
+    1000
+}
+fn default_max_body_bytes() -> usize {
+    4 << 20
+}
+fn default_rate() -> u32 {
+    100
+}
+fn default_burst() -> u32 {
+    200
+}
+fn default_idempotency_ttl() -> String {
+    "24h".into()
 }
 
 /// `[kafka]`: the broker the hub publishes its event stream to.
@@ -164,6 +216,24 @@ fn default_listen() -> String {
 pub struct PagopaConfig {
     pub broker_fiscal_code: String,
     pub stations: Vec<String>,
+    /// pagoPA Checkout, for carts started at an entity's site (Gateway mode).
+    pub checkout: Option<CheckoutConfig>,
+}
+
+/// `[pagopa.checkout]`: the Checkout EC API (`checkout_v2.json`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutConfig {
+    /// Base URL, e.g. `https://api.platform.pagopa.it/checkout/ec/v2`; the hub posts to `{url}/carts`.
+    pub url: String,
+    /// Sent as `Ocp-Apim-Subscription-Key`.
+    pub subscription_key: Secret,
+    #[serde(default = "default_checkout_timeout")]
+    pub timeout: String,
+}
+
+fn default_checkout_timeout() -> String {
+    "10s".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,6 +244,10 @@ pub struct EntityConfig {
     pub name: String,
     pub segregation_code: String,
     pub office_name: Option<String>,
+    /// Keys of the entity's systems for `/api/v1` (empty values are ignored, so an unset
+    /// `${VAR:-}` turns a key off).
+    #[serde(default)]
+    pub api_keys: Vec<Secret>,
     #[serde(default)]
     pub debt_types: Vec<DebtTypeConfig>,
 }
@@ -198,6 +272,67 @@ pub struct DebtTypeConfig {
     /// The node may take a payment after the due date (else `PAA_PAGAMENTO_SCADUTO`).
     #[serde(default = "yes")]
     pub late_payment_allowed: bool,
+    /// Citizens may pay it spontaneously through `/api/v1/.../spontaneous` (Base mode).
+    pub spontaneous: Option<SpontaneousConfig>,
+    /// Its positions live in the entity's own system, asked when the node verifies a notice.
+    pub external: Option<ExternalConfig>,
+}
+
+/// `spontaneous = { amount = {...}, causale = "...", fields = [...] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpontaneousConfig {
+    pub amount: AmountRuleConfig,
+    /// With `{field}` placeholders for declared fields.
+    pub causale: String,
+    #[serde(default)]
+    pub fields: Vec<FieldConfig>,
+}
+
+/// `{ fixed_cents = 5000 }` or `{ min_cents = 100, max_cents = 50000 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmountRuleConfig {
+    pub fixed_cents: Option<i64>,
+    pub min_cents: Option<i64>,
+    pub max_cents: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldConfig {
+    pub name: String,
+    pub label: Option<String>,
+    /// `string` (default), `integer`, `date` or `enum`.
+    #[serde(default = "default_field_type", rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub required: bool,
+    pub pattern: Option<String>,
+    /// The choices of an `enum` field.
+    #[serde(default)]
+    pub values: Vec<String>,
+    pub max_length: Option<usize>,
+}
+
+fn default_field_type() -> String {
+    "string".into()
+}
+
+/// `external = { url = "...", timeout = "3s", token = "${...}" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalConfig {
+    /// The hub asks `GET {url}/{noticeNumber}`.
+    pub url: String,
+    #[serde(default = "default_external_timeout")]
+    pub timeout: String,
+    /// Sent as a bearer token when set.
+    pub token: Option<Secret>,
+}
+
+fn default_external_timeout() -> String {
+    "3s".into()
 }
 
 fn yes() -> bool {

@@ -165,15 +165,27 @@ impl Hub {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", http.listen));
+        let flows = Arc::new(crate::intake::StandingFlows::new(self.store.clone()));
         let node = Arc::new(crate::node::NodeService::new(
             self.plan.clone(),
             self.store.clone(),
+            flows.clone(),
         ));
         let admin_token = http
             .admin_token
             .as_ref()
             .map(|t| t.0.clone())
             .filter(|t| !t.is_empty());
+        let api = crate::api::router(
+            self.plan.clone(),
+            self.store.clone(),
+            flows,
+            admin_token.as_deref(),
+        )
+        .map_err(|message| EngineError::Start {
+            pipeline: "api".into(),
+            message,
+        })?;
         let app = crate::http::router(crate::http::AppParts {
             node,
             store: self.store.clone(),
@@ -181,7 +193,13 @@ impl Hub {
             admin_token,
             public_url: &public_url,
             started,
-        });
+        })
+        .merge(api);
+        crate::api::spawn_pruner(
+            self.store.clone(),
+            self.plan.idempotency_ttl,
+            shutdown.clone(),
+        );
         info!(listen = %http.listen, "serving the node's calls at {public_url}{}", crate::http::PA_FOR_NODE_PATH);
         Ok(tokio::spawn(async move {
             let stopped = async move {

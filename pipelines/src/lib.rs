@@ -2,13 +2,16 @@
 //! a connector brings a message, an adapter decodes it, the registry applies it, outcome files go
 //! back out through another connector.
 
+pub mod api;
 pub mod config;
 pub mod deliver;
 pub mod engine;
 pub mod events;
 pub mod export;
+pub mod external;
 pub mod http;
 pub mod import;
+pub mod intake;
 pub mod metrics;
 pub mod node;
 pub mod plan;

@@ -23,6 +23,8 @@ const NO_DUE_DATE: &str = "2099-12-31";
 pub struct NodeService {
     plan: Arc<Plan>,
     store: Arc<dyn Store>,
+    /// Asks entity systems about notices of `external` debt types.
+    external: Option<crate::external::ExternalVerifier>,
     /// Answers given, by operation and fault code ("" for OK), for `/metrics`.
     answers: std::sync::Mutex<std::collections::BTreeMap<(&'static str, String), u64>>,
 }
@@ -31,10 +33,22 @@ pub struct NodeService {
 type Refusal = (NodeFault, Option<String>);
 
 impl NodeService {
-    pub fn new(plan: Arc<Plan>, store: Arc<dyn Store>) -> Self {
+    pub fn new(
+        plan: Arc<Plan>,
+        store: Arc<dyn Store>,
+        flows: Arc<crate::intake::StandingFlows>,
+    ) -> Self {
+        let external = match crate::external::ExternalVerifier::new(store.clone(), flows) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!("external verification is off: {e}");
+                None
+            }
+        };
         Self {
             plan,
             store,
+            external,
             answers: Default::default(),
         }
     }
@@ -230,11 +244,24 @@ impl NodeService {
                 Some(format!("noticeNumber {notice}: {e}")),
             )
         })?;
-        let position = self
+        let stored = self
             .store
             .position_by_notice(&entity.ipa_code, &notice)
-            .map_err(system_error)?
-            .ok_or((NodeFault::PagamentoSconosciuto, None))?;
+            .map_err(system_error)?;
+        let position = match &self.external {
+            Some(ext) if crate::external::ExternalVerifier::applies(entity, stored.as_ref()) => {
+                use crate::external::Unverified;
+                ext.refresh(entity, &notice, stored).map_err(|e| match e {
+                    Unverified::Unknown => (NodeFault::PagamentoSconosciuto, None),
+                    Unverified::Annulled => (NodeFault::PagamentoAnnullato, None),
+                    Unverified::Failed(why) => (
+                        NodeFault::SystemError,
+                        Some(format!("the entity's system: {why}")),
+                    ),
+                })?
+            }
+            _ => stored.ok_or((NodeFault::PagamentoSconosciuto, None))?,
+        };
         let late = entity
             .payments
             .get(&position.dovuto.debt_type)

@@ -13,12 +13,19 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
+/// The node waits about 5 s for a verify answer; an entity system must answer well within.
+pub const MAX_EXTERNAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// Polling schedule when a source names none: every ten seconds.
 pub const DEFAULT_SCHEDULE: &str = "*/10 * * * * *";
 
 pub struct Plan {
     pub config: Config,
     pub entities: HashMap<String, Arc<EntityRuntime>>,
+    /// pagoPA Checkout for carts (Gateway mode); `None`: `POST .../carts` answers 503.
+    pub checkout: Option<Checkout>,
+    /// How long an `Idempotency-Key` answer is kept.
+    pub idempotency_ttl: std::time::Duration,
     pub pipelines: Vec<PipelinePlan>,
     pub taxonomy: Option<Arc<TaxonomyTable>>,
     /// Things that do not stop the hub but an operator should know.
@@ -35,6 +42,46 @@ pub struct EntityRuntime {
     pub rules: EntityRules,
     /// What the node needs to take a payment, by debt type code.
     pub payments: HashMap<String, DebtTypePayment>,
+    /// Keys of the entity's systems for `/api/v1`, hashed.
+    pub api_keys: Vec<ApiKey>,
+    /// Debt types citizens may pay spontaneously, in configuration order.
+    pub spontaneous: Vec<SpontaneousOffer>,
+    /// Debt types whose positions live in the entity's system, asked in configuration order.
+    pub external: Vec<ExternalSource>,
+}
+
+/// An API key as the hub keeps it: only its SHA-256, and an id for logs.
+pub struct ApiKey {
+    /// `<ipa>#<n>`: which configured key it is, never the key itself.
+    pub id: String,
+    pub sha256: [u8; 32],
+}
+
+pub struct SpontaneousOffer {
+    pub debt_type: String,
+    pub description: String,
+    pub rule: snodo_core::spontaneous::SpontaneousRule,
+}
+
+/// Where the positions of an external debt type are asked.
+pub struct ExternalSource {
+    pub debt_type: String,
+    pub url: String,
+    pub timeout: std::time::Duration,
+    pub token: Option<String>,
+}
+
+/// pagoPA Checkout, as configured.
+pub struct Checkout {
+    pub url: String,
+    pub subscription_key: String,
+    pub timeout: std::time::Duration,
+}
+
+/// The SHA-256 of an API key or token, as compared at each request.
+pub fn key_hash(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
 }
 
 /// A debt type as the node's calls need it.
@@ -281,6 +328,36 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         }
     }
 
+    let mut key_owners: HashMap<[u8; 32], String> = HashMap::new();
+    if let Some(admin) = cfg.http.admin_token.as_ref().filter(|t| !t.0.is_empty()) {
+        key_owners.insert(key_hash(&admin.0), "the admin token".into());
+    }
+    let checkout = cfg.pagopa.checkout.as_ref().and_then(|c| {
+        let timeout = snodo_connectors::dir::parse_duration(&c.timeout)
+            .map_err(|why| p("pagopa.checkout.timeout".into(), why))
+            .ok()?;
+        if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+            p(
+                "pagopa.checkout.url".into(),
+                format!("{:?} is not an http(s) URL", c.url),
+            );
+        }
+        Some(Checkout {
+            url: c.url.trim_end_matches('/').to_string(),
+            subscription_key: c.subscription_key.0.clone(),
+            timeout,
+        })
+    });
+    let idempotency_ttl = snodo_connectors::dir::parse_duration(&cfg.api.idempotency_ttl)
+        .map_err(|why| p("api.idempotency_ttl".into(), why))
+        .unwrap_or(std::time::Duration::from_secs(86_400));
+    if cfg.api.max_batch == 0 || cfg.api.rate_per_second == 0 || cfg.api.rate_burst == 0 {
+        p(
+            "api".into(),
+            "max_batch, rate_per_second and rate_burst must be above 0".into(),
+        );
+    }
+
     let mut entities = HashMap::new();
     for (i, e) in cfg.entities.iter().enumerate() {
         let at = format!("entities[{i}]");
@@ -330,10 +407,84 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                 ),
             );
         }
+        let mut api_keys = Vec::new();
+        for (k, key) in e.api_keys.iter().enumerate() {
+            let key = key.0.trim();
+            if key.is_empty() {
+                continue;
+            }
+            if key.len() < 16 {
+                p(
+                    format!("{at}.api_keys[{k}]"),
+                    "an API key must be at least 16 characters".into(),
+                );
+            }
+            let sha256 = key_hash(key);
+            if let Some(owner) = key_owners.insert(sha256, e.ipa_code.clone()) {
+                p(
+                    format!("{at}.api_keys[{k}]"),
+                    format!("the same key is also given to {owner}: a key identifies one entity"),
+                );
+            }
+            api_keys.push(ApiKey {
+                id: format!("{}#{k}", e.ipa_code),
+                sha256,
+            });
+        }
+        let mut spontaneous = Vec::new();
+        let mut external = Vec::new();
         let mut debt_types = HashMap::new();
         let mut payments = HashMap::new();
         for (j, dt) in e.debt_types.iter().enumerate() {
             let at = format!("{at}.debt_types[{j}]");
+            if let Some(sp) = &dt.spontaneous {
+                match spontaneous_rule(sp) {
+                    Ok(rule) => spontaneous.push(SpontaneousOffer {
+                        debt_type: dt.code.clone(),
+                        description: dt.description.clone(),
+                        rule,
+                    }),
+                    Err(why) => p(format!("{at}.spontaneous"), why),
+                }
+                if dt.external.is_some() {
+                    p(
+                        format!("{at}.external"),
+                        "a debt type is either spontaneous or external, not both".into(),
+                    );
+                }
+            }
+            if let Some(ext) = &dt.external {
+                let timeout = snodo_connectors::dir::parse_duration(&ext.timeout)
+                    .map_err(|why| p(format!("{at}.external.timeout"), why))
+                    .ok();
+                if !(ext.url.starts_with("http://") || ext.url.starts_with("https://")) {
+                    p(
+                        format!("{at}.external.url"),
+                        format!("{:?} is not an http(s) URL", ext.url),
+                    );
+                }
+                if let Some(timeout) = timeout {
+                    if timeout.is_zero() || timeout > MAX_EXTERNAL_TIMEOUT {
+                        p(
+                            format!("{at}.external.timeout"),
+                            format!(
+                                "must be above 0 and at most {}s: the node waits for the answer",
+                                MAX_EXTERNAL_TIMEOUT.as_secs()
+                            ),
+                        );
+                    }
+                    external.push(ExternalSource {
+                        debt_type: dt.code.clone(),
+                        url: ext.url.trim_end_matches('/').to_string(),
+                        timeout,
+                        token: ext
+                            .token
+                            .as_ref()
+                            .map(|t| t.0.clone())
+                            .filter(|t| !t.is_empty()),
+                    });
+                }
+            }
             if dt.code.is_empty() || dt.code.len() > 64 {
                 p(format!("{at}.code"), "must be 1 to 64 characters".into());
             }
@@ -391,6 +542,9 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     office_name: e.office_name.clone(),
                     segregation_code: seg,
                     payments,
+                    api_keys,
+                    spontaneous,
+                    external,
                     rules: EntityRules {
                         segregation_code: seg,
                         debt_types,
@@ -451,6 +605,8 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
     Plan {
         config: cfg,
         entities,
+        checkout,
+        idempotency_ttl,
         pipelines,
         taxonomy,
         warnings,
@@ -842,6 +998,36 @@ fn problems_extend(p: &mut impl FnMut(String, String), list: Vec<Problem>) {
     for x in list {
         p(x.path, x.message);
     }
+}
+
+fn spontaneous_rule(
+    sp: &config::SpontaneousConfig,
+) -> Result<snodo_core::spontaneous::SpontaneousRule, String> {
+    use snodo_core::spontaneous::{AmountRule, FieldDef, SpontaneousRule};
+    let a = &sp.amount;
+    let amount = match (a.fixed_cents, a.min_cents, a.max_cents) {
+        (Some(cents), None, None) => AmountRule::Fixed { cents },
+        (None, Some(min), Some(max)) => AmountRule::Range { min, max },
+        _ => {
+            return Err("amount is { fixed_cents = N } or { min_cents = N, max_cents = M }".into())
+        }
+    };
+    let fields = sp
+        .fields
+        .iter()
+        .map(|f| {
+            FieldDef::new(
+                &f.name,
+                f.label.clone(),
+                &f.kind,
+                f.required,
+                f.pattern.clone(),
+                f.values.clone(),
+                f.max_length,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    SpontaneousRule::new(amount, &sp.causale, fields)
 }
 
 #[cfg(test)]

@@ -15,13 +15,20 @@
 //!
 //! [`receiver`] is the other end of a hub's receipts pipelines: an HTTP server that accepts
 //! every push and logs it, for benchmarks and demos (`snodo receiver`).
+//!
+//! [`checkout`] and [`external`] are the stand-ins a hub talks to in Gateway mode: pagoPA
+//! Checkout (carts, paid through [`Payer`]) and an entity's own system answering real-time
+//! verification (`snodo sim --serve`, [`serve`]).
 
+pub mod checkout;
+pub mod external;
 mod receipt;
 pub mod receiver;
 mod report;
 #[cfg(test)]
 mod tests;
 
+pub use checkout::{serve, ServeError, ServeOptions, StandIns};
 pub use report::{Latency, OpReport, Report};
 
 use receipt::{PaidAt, ReceiptFacts, ReceiptIds, PSPS};
@@ -271,33 +278,10 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
     }
     let endpoint = endpoint_url(&opts.url)?;
     let workers = opts.concurrency.clamp(1, opts.count.max(1));
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(workers)
-        .connect_timeout(opts.timeout.min(Duration::from_secs(5)))
-        .timeout(opts.timeout)
-        .build()
-        .map_err(SimError::Client)?;
+    let client = http_client(opts.timeout, workers)?;
     preflight(&client, &endpoint, opts.retry_for).await?;
-    let log = match &opts.receipts_log {
-        Some(path) => Some(Mutex::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| SimError::ReceiptsLog {
-                    path: path.clone(),
-                    source,
-                })?,
-        )),
-        None => None,
-    };
-    let station = match opts.fault {
-        Some(FaultKind::WrongStation) => format!("{}_99", opts.broker_fiscal_code),
-        _ => opts.station.clone(),
-    };
+    let log = open_receipts_log(opts.receipts_log.as_ref())?;
+    let station = station_of(&opts);
     let shape = report::RunShape {
         endpoint: endpoint.to_string(),
         concurrency: workers,
@@ -336,6 +320,92 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
         stats.merge(h.await.map_err(|e| SimError::Worker(e.to_string()))?);
     }
     Ok(Report::new(shape, stats, start.elapsed()))
+}
+
+/// The client every call of a run (or of a [`Payer`]) goes through.
+fn http_client(timeout: Duration, workers: usize) -> Result<reqwest::Client, SimError> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(workers)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .timeout(timeout)
+        .build()
+        .map_err(SimError::Client)
+}
+
+fn open_receipts_log(path: Option<&PathBuf>) -> Result<Option<Mutex<std::fs::File>>, SimError> {
+    let Some(path) = path else { return Ok(None) };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| SimError::ReceiptsLog {
+            path: path.clone(),
+            source,
+        })?;
+    Ok(Some(Mutex::new(file)))
+}
+
+/// The station every call names (a wrong one with [`FaultKind::WrongStation`]).
+fn station_of(opts: &SimOptions) -> String {
+    match opts.fault {
+        Some(FaultKind::WrongStation) => format!("{}_99", opts.broker_fiscal_code),
+        _ => opts.station.clone(),
+    }
+}
+
+/// Pays one notice at a time, on demand, through the same calls as [`run`]: verify, then
+/// activation, then receipt (or their V1), stopping at the first KO. The Checkout stand-in pays
+/// its carts with it.
+pub struct Payer {
+    shared: Shared,
+}
+
+impl Payer {
+    /// The hub, identity and flow of `opts` (`url`, `broker_fiscal_code`, `station`, `v1`,
+    /// `verify_only`, `fault`, `receipts_log`, `timeout`, `retry_for`); its `notices`,
+    /// `count`, `concurrency`, `rate` and `duration` are ignored. Nothing is sent yet: a hub
+    /// that is down only makes each payment fail ([`PaymentOutcome::Failed`]).
+    pub fn new(opts: &SimOptions) -> Result<Self, SimError> {
+        let endpoint = endpoint_url(&opts.url)?;
+        let client = http_client(opts.timeout, 4)?;
+        let log = open_receipts_log(opts.receipts_log.as_ref())?;
+        let start = Instant::now();
+        Ok(Self {
+            shared: Shared {
+                client,
+                endpoint,
+                broker: opts.broker_fiscal_code.clone(),
+                station: station_of(opts),
+                notices: Vec::new(),
+                count: 0,
+                next: AtomicUsize::new(0),
+                v1: opts.v1,
+                verify_only: opts.verify_only,
+                fault: opts.fault,
+                log,
+                ids: ReceiptIds::random(),
+                pace: None,
+                start,
+                stop_at: None,
+                retry_for: opts.retry_for,
+            },
+        })
+    }
+
+    /// The paForNode endpoint the calls go to.
+    pub fn endpoint(&self) -> &str {
+        self.shared.endpoint.as_str()
+    }
+
+    /// Pays `target`: a new receipt id per call, PSPs taken in turn.
+    pub async fn pay(&self, target: &NoticeTarget) -> PaymentOutcome {
+        let i = self.shared.next.fetch_add(1, Ordering::Relaxed);
+        let mut stats = report::Stats::default();
+        self.shared.pay(target, i, &mut stats).await
+    }
 }
 
 /// Fails fast when nothing answers HTTP at the endpoint (any HTTP status will do); with
@@ -467,19 +537,36 @@ async fn worker(sh: Arc<Shared>) -> report::Stats {
             return stats;
         }
         stats.payments += 1;
-        match sh.pay(i, &mut stats).await {
-            End::Completed => stats.completed += 1,
-            End::Faulted => stats.faulted += 1,
-            End::Errored => stats.errored += 1,
+        let target = &sh.notices[i % sh.notices.len()];
+        match sh.pay(target, i, &mut stats).await {
+            PaymentOutcome::Paid { .. } => stats.completed += 1,
+            PaymentOutcome::Refused { .. } => stats.faulted += 1,
+            PaymentOutcome::Failed { .. } => stats.errored += 1,
         }
     }
 }
 
-/// How a payment ended.
-enum End {
-    Completed,
-    Faulted,
-    Errored,
+/// How one payment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    /// Every step answered OK: paid, with the receipt the hub accepted (`None` when only
+    /// verifying). Also a resent receipt the hub already had (`PAA_RECEIPT_DUPLICATA` after a
+    /// call without answer): an earlier attempt was stored.
+    Paid { receipt_id: Option<String> },
+    /// Stopped by a KO answer, with its fault code (`PAA_PAGAMENTO_DUPLICATO`, ...).
+    Refused { fault_code: String },
+    /// Stopped by a call without a usable answer, of this kind (`connect`, `timeout`,
+    /// `http_status`, `invalid_answer`, `wrong_operation`, `no_data`, ...).
+    Failed { kind: &'static str },
+}
+
+/// The internal name: how [`Shared::pay`] ends.
+type End = PaymentOutcome;
+
+impl PaymentOutcome {
+    pub fn is_paid(&self) -> bool {
+        matches!(self, Self::Paid { .. })
+    }
 }
 
 impl Shared {
@@ -603,8 +690,8 @@ impl Shared {
         }
     }
 
-    async fn pay(&self, i: usize, stats: &mut report::Stats) -> End {
-        let target = &self.notices[i % self.notices.len()];
+    /// Payment number `i` (it picks the receipt id and the PSP) of `target`.
+    async fn pay(&self, target: &NoticeTarget, i: usize, stats: &mut report::Stats) -> End {
         let notice = match self.fault {
             Some(FaultKind::UnknownNotice) => receipt::unknown_notice(&target.notice_number, i),
             _ => target.notice_number.clone(),
@@ -629,11 +716,16 @@ impl Shared {
         }
         let verified = match answer {
             Answer::Ok(Response::Verify(v)) => v,
-            Answer::Ok(_) | Answer::Error(_) => return End::Errored,
-            Answer::Ko(_) => return End::Faulted,
+            Answer::Ok(_) => {
+                return End::Failed {
+                    kind: "wrong_operation",
+                }
+            }
+            Answer::Error(kind) => return End::Failed { kind },
+            Answer::Ko(fault_code) => return End::Refused { fault_code },
         };
         if self.verify_only {
-            return End::Completed;
+            return End::Paid { receipt_id: None };
         }
 
         // paGetPayment(V2)
@@ -654,8 +746,8 @@ impl Shared {
         };
         let activated = match self.send(op, soap::render_request(&request), stats).await.0 {
             Answer::Ok(r) => r,
-            Answer::Ko(_) => return End::Faulted,
-            Answer::Error(_) => return End::Errored,
+            Answer::Ko(fault_code) => return End::Refused { fault_code },
+            Answer::Error(kind) => return End::Failed { kind },
         };
 
         // paSendRT(V2)
@@ -694,7 +786,11 @@ impl Shared {
                 ),
                 None => return self.no_data(op, stats),
             },
-            _ => return End::Errored,
+            _ => {
+                return End::Failed {
+                    kind: "wrong_operation",
+                }
+            }
         };
         let body = soap::render_request(&request);
         drop(request);
@@ -705,16 +801,20 @@ impl Shared {
         if injected_at == Some(op) && !duplicate {
             self.count_injection(&answer, stats);
         }
-        let end = match &answer {
-            Answer::Ok(_) => End::Completed,
+        let end = match answer {
+            Answer::Ok(_) => End::Paid {
+                receipt_id: Some(receipt_id.clone()),
+            },
             // A resent receipt the hub already has: an earlier attempt was stored, and only its
             // answer was lost. The payment went through.
             Answer::Ko(code) if resent > 0 && code == soap::fault_codes::RECEIPT_DUPLICATA => {
                 stats.stored_before_resend += 1;
-                End::Completed
+                End::Paid {
+                    receipt_id: Some(receipt_id.clone()),
+                }
             }
-            Answer::Ko(_) => End::Faulted,
-            Answer::Error(_) => End::Errored,
+            Answer::Ko(fault_code) => End::Refused { fault_code },
+            Answer::Error(kind) => End::Failed { kind },
         };
         if let Some(body) = again {
             let (answer, _) = self.send(op, body, stats).await;
@@ -728,7 +828,7 @@ impl Shared {
     fn no_data(&self, op: Operation, stats: &mut report::Stats) -> End {
         let s = stats.op(op);
         s.ok_without_data();
-        End::Errored
+        End::Failed { kind: "no_data" }
     }
 
     fn count_injection(&self, answer: &Answer, stats: &mut report::Stats) {

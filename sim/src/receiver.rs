@@ -272,8 +272,9 @@ pub async fn serve(opts: ReceiverOptions) -> Result<ReceiverSummary, ReceiverErr
     receiver.run(signalled()).await
 }
 
-/// SIGINT or SIGTERM.
-async fn signalled() {
+/// Completes on SIGINT or SIGTERM: the shutdown of the servers of `snodo receiver` and
+/// `snodo sim --serve`.
+pub async fn signalled() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

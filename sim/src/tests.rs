@@ -11,19 +11,19 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BROKER: &str = "80007580279";
-const STATION: &str = "80007580279_01";
-const PADOVA: &str = "00644060287";
-const NOTICES: [&str; 3] = [
+pub(crate) const BROKER: &str = "80007580279";
+pub(crate) const STATION: &str = "80007580279_01";
+pub(crate) const PADOVA: &str = "00644060287";
+pub(crate) const NOTICES: [&str; 3] = [
     "300715700000000032",
     "322201151398574181",
     "347164993070184562",
 ];
 
-struct FakeHub {
+pub(crate) struct FakeHub {
     /// Notice → amount in cents.
     positions: HashMap<String, i64>,
-    paid: Mutex<HashSet<String>>,
+    pub(crate) paid: Mutex<HashSet<String>>,
     receipts: Mutex<HashSet<String>>,
     chaos: Chaos,
 }
@@ -236,7 +236,7 @@ impl FakeHub {
 }
 
 /// Serves the fake hub on a loopback port; returns its base URL.
-async fn start_fake_hub() -> (String, Arc<FakeHub>) {
+pub(crate) async fn start_fake_hub() -> (String, Arc<FakeHub>) {
     start_fake_hub_with(FakeHub::new(), 0).await
 }
 

@@ -190,6 +190,21 @@ pub struct Position {
     pub dovuto: Dovuto,
 }
 
+/// Filters of an entity's position list (API `GET .../positions`).
+#[derive(Debug, Clone, Default)]
+pub struct PositionFilter<'a> {
+    pub status: Option<PositionStatus>,
+    pub debt_type: Option<&'a str>,
+    /// Inclusive; positions without a due date are left out when set.
+    pub due_from: Option<chrono::NaiveDate>,
+    /// Inclusive; positions without a due date are left out when set.
+    pub due_to: Option<chrono::NaiveDate>,
+    pub iuv: Option<&'a str>,
+    /// An aux 3 notice number ("3" + IUV), matched through the IUV column (the only notices
+    /// positions show); any other notice matches nothing.
+    pub notice_number: Option<&'a str>,
+}
+
 /// One change of a position.
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryEntry {
@@ -404,6 +419,38 @@ pub struct ReceiptDocument {
     pub xml: String,
     pub iud: Option<String>,
     pub debt_type: Option<String>,
+}
+
+/// A response kept for an `Idempotency-Key`, so a retried request gets the first answer again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedResponse {
+    /// Tells a retry (same body) from a reuse of the key for another request.
+    pub request_sha256: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// A Checkout cart opened for an entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cart {
+    pub id: String,
+    pub entity: String,
+    pub notice_numbers: Vec<String>,
+    /// Where Checkout sends the payer.
+    pub redirect_url: String,
+    /// The return URLs as the caller gave them (JSON text).
+    pub return_urls: String,
+    pub created_at: String,
+}
+
+/// A cart to record.
+#[derive(Debug, Clone)]
+pub struct NewCart<'a> {
+    pub id: &'a str,
+    pub entity: &'a str,
+    pub notice_numbers: &'a [String],
+    pub redirect_url: &'a str,
+    pub return_urls: &'a str,
 }
 
 /// Counts for `/metrics`, read from the store at scrape time (so every hub sharing a store
@@ -625,6 +672,53 @@ pub trait Store: Send + Sync {
     fn set_job_cursor(&self, job: &str, holder: &str, cursor: i64) -> Result<bool>;
     /// A position's history, oldest first: its creation, then every change.
     fn history(&self, position_id: i64) -> Result<Vec<HistoryEntry>>;
+
+    /// Positions of `entity` passing `filter` with id > `after_id`, ascending id, at most
+    /// `limit`: cursor pagination (the caller passes the last id it saw), stable while rows are
+    /// added. Annulled ones are included unless the status filter leaves them out.
+    fn list_positions(
+        &self,
+        entity: &str,
+        filter: &PositionFilter<'_>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Position>>;
+
+    /// The entity's own receipts with id > `after_id`, ascending id, at most `limit`, with what
+    /// a format needs: a poller's pull, resumed from the last id it saw.
+    fn receipts_after(
+        &self,
+        entity: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<ReceiptDocument>>;
+
+    /// The latest receipt stored for this notice number of the entity, one that paid its
+    /// position preferred over flagged ones, if any.
+    fn receipt_for_notice(
+        &self,
+        entity: &str,
+        notice_number: &str,
+    ) -> Result<Option<StoredReceipt>>;
+
+    /// The response kept for (scope, key), if any.
+    fn saved_response(&self, scope: &str, key: &str) -> Result<Option<SavedResponse>>;
+    /// Keeps `response` for (scope, key) unless one is kept already, and returns the one kept:
+    /// the first writer wins, also between processes racing on the same key.
+    fn save_response(
+        &self,
+        scope: &str,
+        key: &str,
+        response: &SavedResponse,
+    ) -> Result<SavedResponse>;
+    /// Forgets responses kept before `before` (RFC 3339, UTC); returns how many.
+    fn prune_saved_responses(&self, before: &str) -> Result<u64>;
+
+    /// Records a cart with its `cart.opened` event; when (entity, id) exists already, returns
+    /// the existing one unchanged (a retry opens nothing new), race-free between processes.
+    fn create_cart(&self, cart: &NewCart<'_>) -> Result<Cart>;
+    /// The entity's cart with this id, if any.
+    fn cart(&self, entity: &str, id: &str) -> Result<Option<Cart>>;
 }
 
 /// Opens the store a `hub.store` setting names: `sqlite` (a file under the data dir),

@@ -671,3 +671,92 @@ pub(crate) const TAKE_JOB_SQL: &str =
          last_tick = COALESCE(excluded.last_tick, jobs.last_tick)
      WHERE (jobs.lease_until < $3 OR jobs.holder = $2)
        AND ($5 IS NULL OR jobs.last_tick IS NULL OR jobs.last_tick < $5)";
+
+/// A value bound to a statement built at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// The `list_positions` statement over a backend's position columns (rows as `p`), with `$N`
+/// placeholders, and its arguments; `None` when the filter can match nothing. Only the filters
+/// given become conditions, so each combination gets the plan that suits it.
+pub(crate) fn list_positions_query(
+    columns: &str,
+    entity: &str,
+    f: &PositionFilter<'_>,
+    after_id: i64,
+    limit: u32,
+) -> Option<(String, Vec<Arg>)> {
+    // Positions only show aux 3 notices ("3" + IUV), so only those can match one.
+    let notice_iuv = match f.notice_number {
+        None => None,
+        Some(n) => match NoticeNumber::parse(n) {
+            Ok(n) if n.aux_digit() == 3 => Some(n.iuv().as_str().to_string()),
+            _ => return None,
+        },
+    };
+    let iuv = match (f.iuv, notice_iuv) {
+        (Some(a), Some(b)) if a != b => return None,
+        (Some(a), _) => Some(a.to_string()),
+        (None, b) => b,
+    };
+    let mut args = vec![Arg::Text(entity.into()), Arg::Int(after_id)];
+    let from = match iuv {
+        // An IUV names one live position and maybe a few annulled ones: each half is read on
+        // its partial index instead of walking the entity's positions.
+        Some(iuv) => {
+            args.push(Arg::Text(iuv));
+            "(SELECT * FROM positions WHERE entity = $1 AND iuv = $3 AND status <> 'annulled'
+              UNION ALL
+              SELECT * FROM positions WHERE entity = $1 AND iuv = $3 AND status = 'annulled') p"
+        }
+        None => "positions p",
+    };
+    let mut sql = format!("SELECT {columns} FROM {from} WHERE p.entity = $1 AND p.id > $2");
+    let due = |d: Option<chrono::NaiveDate>| d.map(|d| Arg::Text(d.to_string()));
+    // A NULL due date compares as unknown, so a due range leaves undated positions out.
+    let conditions = [
+        ("p.status =", f.status.map(|s| Arg::Text(s.as_str().into()))),
+        ("p.debt_type =", f.debt_type.map(|d| Arg::Text(d.into()))),
+        ("p.due_date >=", due(f.due_from)),
+        ("p.due_date <=", due(f.due_to)),
+    ];
+    for (condition, arg) in conditions {
+        if let Some(arg) = arg {
+            args.push(arg);
+            sql.push_str(&format!(" AND {condition} ${}", args.len()));
+        }
+    }
+    args.push(Arg::Int(i64::from(limit)));
+    sql.push_str(&format!(" ORDER BY p.id LIMIT ${}", args.len()));
+    Some((sql, args))
+}
+
+/// A kept response's status as stored.
+pub(crate) fn http_status(stored: i64) -> Result<u16> {
+    u16::try_from(stored)
+        .map_err(|_| StoreError::Corrupt(format!("kept response with status {stored}")))
+}
+
+/// A cart's notice numbers as stored: a JSON array.
+pub(crate) fn cart_notices_text(notices: &[String]) -> Result<String> {
+    serde_json::to_string(notices).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn cart_notices(id: &str, text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("cart {id}: notice numbers: {e}")))
+}
+
+/// The `cart.opened` event of a new cart.
+pub(crate) fn cart_opened<'a>(cart: &'a NewCart<'a>) -> NewEvent<'a> {
+    NewEvent {
+        kind: "cart.opened",
+        entity: cart.entity,
+        subject: cart.id,
+        payload: serde_json::json!({ "notices": cart.notice_numbers }),
+        correlation: None,
+    }
+}

@@ -5,7 +5,7 @@
 //! thread of its own, so creating or dropping a `PgStore` is safe anywhere.
 
 use crate::ops::{
-    self, check_rows_done, now, Live, NewPosition, Ops, OwnedReceipt, RawEvent, Target,
+    self, check_rows_done, now, Arg, Live, NewPosition, Ops, OwnedReceipt, RawEvent, Target,
 };
 use crate::*;
 use ::postgres::types::ToSql;
@@ -14,7 +14,10 @@ use snodo_core::dovuto::Action;
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/pg_0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/pg_0001_init.sql")),
+    (2, include_str!("migrations/pg_0002_api.sql")),
+];
 
 /// Serialises migrations of hubs starting together (an arbitrary constant: "snodo" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0073_6e6f_646f;
@@ -391,6 +394,42 @@ fn receipt_from_row(r: &Row) -> Result<StoredReceipt> {
         operation: r.try_get(9)?,
         issue: r.try_get(10)?,
         received_at: r.try_get(11)?,
+    })
+}
+
+/// Receipts with what a format needs of their position (see [`document_from_row`]).
+const RECEIPT_DOCUMENTS: &str = "SELECT r.id, r.entity, r.receipt_id, r.notice_number, r.position_id, r.amount_cents, r.psp_id, r.psp_name, r.payment_date, r.operation, r.issue, r.received_at,
+     r.xml, p.iud, p.debt_type FROM receipts r LEFT JOIN positions p ON p.id = r.position_id";
+
+fn document_from_row(row: &Row) -> Result<ReceiptDocument> {
+    Ok(ReceiptDocument {
+        receipt: receipt_from_row(row)?,
+        xml: row.try_get(12)?,
+        iud: row.try_get(13)?,
+        debt_type: row.try_get(14)?,
+    })
+}
+
+const CART_COLUMNS: &str = "id, entity, notice_numbers, redirect_url, return_urls, created_at";
+
+fn cart_from_row(r: &Row) -> Result<Cart> {
+    let id: String = r.try_get(0)?;
+    let notices: String = r.try_get(2)?;
+    Ok(Cart {
+        notice_numbers: ops::cart_notices(&id, &notices)?,
+        id,
+        entity: r.try_get(1)?,
+        redirect_url: r.try_get(3)?,
+        return_urls: r.try_get(4)?,
+        created_at: r.try_get(5)?,
+    })
+}
+
+fn saved_from_row(r: &Row) -> Result<SavedResponse> {
+    Ok(SavedResponse {
+        request_sha256: r.try_get(0)?,
+        status: ops::http_status(i64::from(r.try_get::<_, i32>(1)?))?,
+        body: r.try_get(2)?,
     })
 }
 
@@ -1279,22 +1318,9 @@ impl Store for PgStore {
 
     fn receipt_document(&self, receipt: i64) -> Result<Option<ReceiptDocument>> {
         self.with(|c| {
-            c.opt(
-                &format!(
-                    "SELECT {RECEIPT_COLUMNS}, r.xml, p.iud, p.debt_type FROM receipts r
-                     LEFT JOIN positions p ON p.id = r.position_id WHERE r.id = $1"
-                ),
-                &[&receipt],
-            )?
-            .map(|row| {
-                Ok(ReceiptDocument {
-                    receipt: receipt_from_row(&row)?,
-                    xml: row.try_get(12)?,
-                    iud: row.try_get(13)?,
-                    debt_type: row.try_get(14)?,
-                })
-            })
-            .transpose()
+            c.opt(&format!("{RECEIPT_DOCUMENTS} WHERE r.id = $1"), &[&receipt])?
+                .map(|row| document_from_row(&row))
+                .transpose()
         })
     }
 
@@ -1522,7 +1548,162 @@ impl Store for PgStore {
             Ok(out)
         })
     }
+
+    fn list_positions(
+        &self,
+        entity: &str,
+        filter: &PositionFilter<'_>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Position>> {
+        let Some((sql, args)) =
+            ops::list_positions_query(POSITION_COLUMNS, entity, filter, after_id, limit)
+        else {
+            return Ok(Vec::new());
+        };
+        let params: Vec<&(dyn ToSql + Sync)> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Text(s) => s as &(dyn ToSql + Sync),
+                Arg::Int(i) => i,
+            })
+            .collect();
+        self.with(|c| {
+            let rows = c.query(&sql, &params)?;
+            all(rows, position_from_row)
+        })
+    }
+
+    fn receipts_after(
+        &self,
+        entity: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<ReceiptDocument>> {
+        self.with(|c| {
+            let rows = c.query(
+                &format!(
+                    "{RECEIPT_DOCUMENTS} WHERE r.entity = $1 AND r.id > $2 ORDER BY r.id LIMIT $3"
+                ),
+                &[&entity, &after_id, &(limit as i64)],
+            )?;
+            all(rows, document_from_row)
+        })
+    }
+
+    fn receipt_for_notice(
+        &self,
+        entity: &str,
+        notice_number: &str,
+    ) -> Result<Option<StoredReceipt>> {
+        self.with(|c| {
+            c.opt(
+                &format!(
+                    "SELECT {RECEIPT_COLUMNS} FROM receipts r WHERE r.entity = $1 AND r.notice_number = $2
+                     ORDER BY (r.issue IS NULL) DESC, r.id DESC LIMIT 1"
+                ),
+                &[&entity, &notice_number],
+            )?
+            .map(|r| receipt_from_row(&r))
+            .transpose()
+        })
+    }
+
+    fn saved_response(&self, scope: &str, key: &str) -> Result<Option<SavedResponse>> {
+        self.with(|c| {
+            c.opt(SAVED_RESPONSE, &[&scope, &key])?
+                .map(|r| saved_from_row(&r))
+                .transpose()
+        })
+    }
+
+    fn save_response(
+        &self,
+        scope: &str,
+        key: &str,
+        response: &SavedResponse,
+    ) -> Result<SavedResponse> {
+        self.with(|c| {
+            // The primary key decides: a concurrent second insert waits for the first, inserts
+            // nothing, and the select (a statement of its own) returns the first's response.
+            c.exec(
+                "INSERT INTO api_responses (scope, key, request_sha256, status, body, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[
+                    &scope,
+                    &key,
+                    &response.request_sha256,
+                    &i32::from(response.status),
+                    &response.body,
+                    &now(),
+                ],
+            )?;
+            match c.opt(SAVED_RESPONSE, &[&scope, &key])? {
+                Some(r) => saved_from_row(&r),
+                None => Err(StoreError::Conflict(format!(
+                    "kept response {scope}/{key} vanished after saving"
+                ))),
+            }
+        })
+    }
+
+    fn prune_saved_responses(&self, before: &str) -> Result<u64> {
+        self.with(|c| {
+            c.exec(
+                "DELETE FROM api_responses WHERE created_at < $1",
+                &[&before],
+            )
+        })
+    }
+
+    fn create_cart(&self, cart: &NewCart<'_>) -> Result<Cart> {
+        let notices = ops::cart_notices_text(cart.notice_numbers)?;
+        self.with(|c| {
+            c.tx(|tx| {
+                let ts = now();
+                // A concurrent second insert of the cart waits for the first to commit and
+                // inserts nothing; the select (a statement of its own) then sees the first's.
+                let inserted = tx.opt(
+                    &format!(
+                        "INSERT INTO carts (entity, id, notice_numbers, redirect_url, return_urls, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING {CART_COLUMNS}"
+                    ),
+                    &[
+                        &cart.entity,
+                        &cart.id,
+                        &notices,
+                        &cart.redirect_url,
+                        &cart.return_urls,
+                        &ts,
+                    ],
+                )?;
+                if let Some(r) = inserted {
+                    event_now(tx, &ops::cart_opened(cart), &ts)?;
+                    return cart_from_row(&r);
+                }
+                let r = tx.one(
+                    &format!("SELECT {CART_COLUMNS} FROM carts WHERE entity = $1 AND id = $2"),
+                    &[&cart.entity, &cart.id],
+                )?;
+                cart_from_row(&r)
+            })
+        })
+    }
+
+    fn cart(&self, entity: &str, id: &str) -> Result<Option<Cart>> {
+        self.with(|c| {
+            c.opt(
+                &format!("SELECT {CART_COLUMNS} FROM carts WHERE entity = $1 AND id = $2"),
+                &[&entity, &id],
+            )?
+            .map(|r| cart_from_row(&r))
+            .transpose()
+        })
+    }
 }
+
+const SAVED_RESPONSE: &str =
+    "SELECT request_sha256, status, body FROM api_responses WHERE scope = $1 AND key = $2";
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode, one writer connection.
 
 use crate::ops::{
-    self, check_rows_done, now, Live, NewPosition, Ops, OwnedReceipt, RawEvent, Target,
+    self, check_rows_done, now, Arg, Live, NewPosition, Ops, OwnedReceipt, RawEvent, Target,
     TAKE_JOB_SQL,
 };
 use crate::*;
@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/sqlite_0003_outbox.sql")),
     (4, include_str!("migrations/sqlite_0004_exports.sql")),
     (5, include_str!("migrations/sqlite_0005_streams_jobs.sql")),
+    (6, include_str!("migrations/sqlite_0006_api.sql")),
 ];
 
 pub struct SqliteStore {
@@ -780,20 +781,8 @@ impl Store for SqliteStore {
 
     fn receipt_document(&self, receipt: i64) -> Result<Option<ReceiptDocument>> {
         let conn = self.read();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {RECEIPT_COLUMNS}, r.xml, p.iud, p.debt_type FROM receipts r
-             LEFT JOIN positions p ON p.id = r.position_id WHERE r.id = ?1"
-        ))?;
-        Ok(stmt
-            .query_row([receipt], |row| {
-                Ok(ReceiptDocument {
-                    receipt: receipt_from_row(row)?,
-                    xml: row.get(12)?,
-                    iud: row.get(13)?,
-                    debt_type: row.get(14)?,
-                })
-            })
-            .optional()?)
+        let mut stmt = conn.prepare_cached(&format!("{RECEIPT_DOCUMENTS} WHERE r.id = ?1"))?;
+        Ok(stmt.query_row([receipt], document_from_row).optional()?)
     }
 
     fn delivery(&self, id: i64) -> Result<Option<Delivery>> {
@@ -1023,6 +1012,202 @@ impl Store for SqliteStore {
             all.push(r?);
         }
         Ok(all)
+    }
+
+    fn list_positions(
+        &self,
+        entity: &str,
+        filter: &PositionFilter<'_>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Position>> {
+        let Some((sql, args)) =
+            ops::list_positions_query(POSITION_COLUMNS, entity, filter, after_id, limit)
+        else {
+            return Ok(Vec::new());
+        };
+        let conn = self.read();
+        // SQLite numbers `$N` by first use, not by N: it gets `?N`.
+        let mut stmt = conn.prepare_cached(&sql.replace('$', "?"))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(&args), position_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn receipts_after(
+        &self,
+        entity: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<ReceiptDocument>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(&format!(
+            "{RECEIPT_DOCUMENTS} WHERE r.entity = ?1 AND r.id > ?2 ORDER BY r.id LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![entity, after_id, limit as i64], document_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn receipt_for_notice(
+        &self,
+        entity: &str,
+        notice_number: &str,
+    ) -> Result<Option<StoredReceipt>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECEIPT_COLUMNS} FROM receipts r WHERE r.entity = ?1 AND r.notice_number = ?2
+             ORDER BY r.issue IS NULL DESC, r.id DESC LIMIT 1"
+        ))?;
+        Ok(stmt
+            .query_row(params![entity, notice_number], receipt_from_row)
+            .optional()?)
+    }
+
+    fn saved_response(&self, scope: &str, key: &str) -> Result<Option<SavedResponse>> {
+        saved_response(&self.read(), scope, key)
+    }
+
+    fn save_response(
+        &self,
+        scope: &str,
+        key: &str,
+        response: &SavedResponse,
+    ) -> Result<SavedResponse> {
+        let conn = self.lock();
+        // The primary key decides between processes: the second insert does nothing and the
+        // select returns the first one's response.
+        conn.prepare_cached(
+            "INSERT INTO api_responses (scope, key, request_sha256, status, body, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            scope,
+            key,
+            response.request_sha256,
+            i64::from(response.status),
+            response.body,
+            now()
+        ])?;
+        saved_response(&conn, scope, key)?.ok_or_else(|| {
+            StoreError::Conflict(format!("kept response {scope}/{key} vanished after saving"))
+        })
+    }
+
+    fn prune_saved_responses(&self, before: &str) -> Result<u64> {
+        let conn = self.lock();
+        let n = conn
+            .prepare_cached("DELETE FROM api_responses WHERE created_at < ?1")?
+            .execute([before])?;
+        Ok(n as u64)
+    }
+
+    fn create_cart(&self, cart: &NewCart<'_>) -> Result<Cart> {
+        let notices = ops::cart_notices_text(cart.notice_numbers)?;
+        let mut conn = self.lock();
+        // Immediate: of two processes opening the same cart, the second finds the first's.
+        let tx = conn.transaction()?;
+        let ts = now();
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO carts (entity, id, notice_numbers, redirect_url, return_urls, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                cart.entity,
+                cart.id,
+                notices,
+                cart.redirect_url,
+                cart.return_urls,
+                ts
+            ])?;
+        if inserted > 0 {
+            insert_event(&tx, &ops::cart_opened(cart), &ts)?;
+        }
+        let stored = tx
+            .prepare_cached(&format!(
+                "SELECT {CART_COLUMNS} FROM carts WHERE entity = ?1 AND id = ?2"
+            ))?
+            .query_row(params![cart.entity, cart.id], cart_from_row)?;
+        tx.commit()?;
+        cart_of(stored)
+    }
+
+    fn cart(&self, entity: &str, id: &str) -> Result<Option<Cart>> {
+        let conn = self.read();
+        let found = conn
+            .prepare_cached(&format!(
+                "SELECT {CART_COLUMNS} FROM carts WHERE entity = ?1 AND id = ?2"
+            ))?
+            .query_row(params![entity, id], cart_from_row)
+            .optional()?;
+        found.map(cart_of).transpose()
+    }
+}
+
+fn saved_response(conn: &Connection, scope: &str, key: &str) -> Result<Option<SavedResponse>> {
+    let found = conn
+        .prepare_cached(
+            "SELECT request_sha256, status, body FROM api_responses WHERE scope = ?1 AND key = ?2",
+        )?
+        .query_row(params![scope, key], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .optional()?;
+    found
+        .map(|(request_sha256, status, body)| {
+            Ok(SavedResponse {
+                request_sha256,
+                status: ops::http_status(status)?,
+                body,
+            })
+        })
+        .transpose()
+}
+
+/// Receipts with what a format needs of their position (see [`document_from_row`]).
+const RECEIPT_DOCUMENTS: &str = "SELECT r.id, r.entity, r.receipt_id, r.notice_number, r.position_id, r.amount_cents, r.psp_id, r.psp_name, r.payment_date, r.operation, r.issue, r.received_at,
+     r.xml, p.iud, p.debt_type FROM receipts r LEFT JOIN positions p ON p.id = r.position_id";
+
+fn document_from_row(row: &Row<'_>) -> rusqlite::Result<ReceiptDocument> {
+    Ok(ReceiptDocument {
+        receipt: receipt_from_row(row)?,
+        xml: row.get(12)?,
+        iud: row.get(13)?,
+        debt_type: row.get(14)?,
+    })
+}
+
+const CART_COLUMNS: &str = "id, entity, notice_numbers, redirect_url, return_urls, created_at";
+
+fn cart_from_row(r: &Row<'_>) -> rusqlite::Result<(Cart, String)> {
+    Ok((
+        Cart {
+            id: r.get(0)?,
+            entity: r.get(1)?,
+            notice_numbers: Vec::new(),
+            redirect_url: r.get(3)?,
+            return_urls: r.get(4)?,
+            created_at: r.get(5)?,
+        },
+        r.get(2)?,
+    ))
+}
+
+/// A cart read back, its notice numbers decoded.
+fn cart_of((mut cart, notices): (Cart, String)) -> Result<Cart> {
+    cart.notice_numbers = ops::cart_notices(&cart.id, &notices)?;
+    Ok(cart)
+}
+
+impl rusqlite::ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Arg::Text(s) => s.to_sql(),
+            Arg::Int(i) => i.to_sql(),
+        }
     }
 }
 
@@ -1603,6 +1788,56 @@ mod tests {
         );
         assert!(
             plan.iter().all(|step| !step.starts_with("SCAN")),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn api_pages_walk_indexes() {
+        let (_d, s) = store();
+        let conn = s.lock();
+        let plan_of = |sql: &str, args: &[Arg]| -> Vec<String> {
+            conn.prepare(&format!("EXPLAIN QUERY PLAN {}", sql.replace('$', "?")))
+                .unwrap()
+                .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let day = Some(chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap());
+        let filters = [
+            PositionFilter::default(),
+            PositionFilter {
+                status: Some(PositionStatus::Paid),
+                debt_type: Some("TARI"),
+                due_from: day,
+                due_to: day,
+                ..Default::default()
+            },
+            PositionFilter {
+                iuv: Some("01000000000000001"),
+                ..Default::default()
+            },
+        ];
+        for f in &filters {
+            let (sql, args) =
+                ops::list_positions_query(POSITION_COLUMNS, "c_g224", f, 0, 10).unwrap();
+            let plan = plan_of(&sql, &args);
+            assert!(
+                plan.iter()
+                    .all(|step| !step.starts_with("SCAN") && !step.contains("TEMP B-TREE")),
+                "{f:?}: {plan:?}"
+            );
+        }
+        let plan = plan_of(
+            &format!(
+                "{RECEIPT_DOCUMENTS} WHERE r.entity = $1 AND r.id > $2 ORDER BY r.id LIMIT $3"
+            ),
+            &[Arg::Text("c_g224".into()), Arg::Int(0), Arg::Int(10)],
+        );
+        assert!(
+            plan.iter()
+                .all(|step| !step.starts_with("SCAN r") && !step.contains("TEMP B-TREE")),
             "{plan:?}"
         );
     }

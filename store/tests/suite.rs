@@ -137,6 +137,13 @@ suite!(
     two_hubs_never_claim_the_same_delivery,
     two_hubs_take_one_tick_once,
     two_hubs_open_one_export,
+    list_positions_filters,
+    list_positions_pages_without_gaps_or_duplicates,
+    receipts_after_pages_the_entitys_own_receipts,
+    receipt_for_notice_prefers_the_one_that_paid,
+    a_saved_response_is_the_first_writers,
+    two_hubs_saving_one_key_keep_one_response,
+    a_cart_is_opened_once,
 );
 
 const E: &str = "c_g224";
@@ -149,6 +156,17 @@ fn key() -> EntityKey<'static> {
 }
 
 fn row_of(action: Action, iud: &str, cents: i64, generate: bool, debt_type: &str) -> ChunkRow {
+    row_due(action, iud, cents, generate, debt_type, None)
+}
+
+fn row_due(
+    action: Action,
+    iud: &str,
+    cents: i64,
+    generate: bool,
+    debt_type: &str,
+    due: Option<&str>,
+) -> ChunkRow {
     ChunkRow::new(DovutoRow {
         action,
         dovuto: Dovuto {
@@ -161,7 +179,7 @@ fn row_of(action: Action, iud: &str, cents: i64, generate: bool, debt_type: &str
                 name: "Mario Rossi".into(),
                 ..Default::default()
             },
-            due_date: None,
+            due_date: due.map(|d| d.parse().unwrap()),
             amount: Amount::from_cents(cents),
             pa_fee: None,
             debt_type: debt_type.into(),
@@ -1315,6 +1333,573 @@ fn two_hubs_open_one_export(b: &Backend) {
     assert_ne!(x.resumed, y.resumed);
     assert_eq!((x.receipts, y.receipts), (20, 20));
     assert_eq!(s.export_items(x.id).unwrap().len(), 20);
+}
+
+/// Another entity of the store, with a flow to import into.
+const OTHER: &str = "c_other";
+
+fn apply_other(s: &dyn Store, rows: &[ChunkRow]) -> Vec<RowOutcome> {
+    let f = s
+        .create_flow(&NewFlow {
+            entity: OTHER,
+            ..new_flow("OTHER")
+        })
+        .unwrap()
+        .id;
+    let key = EntityKey {
+        ipa_code: OTHER,
+        segregation_code: SegregationCode::parse("01").unwrap(),
+    };
+    let mut got = Vec::new();
+    s.apply_chunk(f, &key, rows, None, &mut |o| {
+        got = o.to_vec();
+        Ok(Checkpoint::default().into())
+    })
+    .unwrap();
+    got
+}
+
+fn iuds(positions: &[Position]) -> Vec<&str> {
+    positions.iter().map(|p| p.iud.as_str()).collect()
+}
+
+fn list_positions_filters(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(
+        s,
+        f,
+        &[
+            row_due(Action::Insert, "A", 100, true, "TARI", Some("2026-01-10")),
+            row_due(Action::Insert, "B", 200, true, "TARI", Some("2026-01-20")),
+            row_due(Action::Insert, "C", 300, true, "MENSA", Some("2026-01-31")),
+            row_due(Action::Insert, "D", 400, true, "MENSA", None),
+            row_due(Action::Insert, "X", 500, true, "TARI", Some("2026-01-15")),
+        ],
+    );
+    apply(s, f, &[row(Action::Annul, "X", 500, false)]);
+    let nb = notice_of(&out[1]);
+    s.store_receipt(&receipt(&nb, "R1", 200)).unwrap();
+    let a = s.positions(E, &PositionQuery::Iud("A")).unwrap().remove(0);
+    s.record_activation(a.id, None).unwrap();
+    // The other entity's positions are never listed, even with the same IUD and IUV.
+    apply_other(
+        s,
+        &[row_due(
+            Action::Insert,
+            "A",
+            100,
+            true,
+            "TARI",
+            Some("2026-01-10"),
+        )],
+    );
+
+    let list = |f: PositionFilter<'_>| s.list_positions(E, &f, 0, 100).unwrap();
+    let all = list(PositionFilter::default());
+    assert_eq!(iuds(&all), ["A", "B", "C", "D", "X"]);
+    // Built as `positions` builds them: history, activations and data alike.
+    for p in &all {
+        let one = s
+            .positions(E, &PositionQuery::Iud(&p.iud))
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            serde_json::to_value(p).unwrap(),
+            serde_json::to_value(&one).unwrap()
+        );
+    }
+    assert_eq!((all[0].activations, all[0].history_count), (1, 1));
+    assert_eq!(all[1].status, PositionStatus::Paid);
+    assert_eq!(all[4].history_count, 2);
+
+    let status = |st| {
+        iuds(&list(PositionFilter {
+            status: Some(st),
+            ..Default::default()
+        }))
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(status(PositionStatus::Active), ["A", "C", "D"]);
+    assert_eq!(status(PositionStatus::Paid), ["B"]);
+    assert_eq!(status(PositionStatus::Annulled), ["X"]);
+    assert!(status(PositionStatus::Expired).is_empty());
+
+    let mensa = list(PositionFilter {
+        debt_type: Some("MENSA"),
+        ..Default::default()
+    });
+    assert_eq!(iuds(&mensa), ["C", "D"]);
+    let active_tari = list(PositionFilter {
+        status: Some(PositionStatus::Active),
+        debt_type: Some("TARI"),
+        ..Default::default()
+    });
+    assert_eq!(iuds(&active_tari), ["A"]);
+
+    let day = |d: &str| Some(d.parse::<chrono::NaiveDate>().unwrap());
+    let from = list(PositionFilter {
+        due_from: day("2026-01-15"),
+        ..Default::default()
+    });
+    assert_eq!(iuds(&from), ["B", "C", "X"], "inclusive; undated left out");
+    let to = list(PositionFilter {
+        due_to: day("2026-01-20"),
+        ..Default::default()
+    });
+    assert_eq!(iuds(&to), ["A", "B", "X"], "inclusive; undated left out");
+    let one_day = list(PositionFilter {
+        due_from: day("2026-01-20"),
+        due_to: day("2026-01-20"),
+        ..Default::default()
+    });
+    assert_eq!(iuds(&one_day), ["B"]);
+    let range = list(PositionFilter {
+        due_from: day("2026-01-11"),
+        due_to: day("2026-01-30"),
+        ..Default::default()
+    });
+    assert_eq!(iuds(&range), ["B", "X"]);
+
+    let iuv_a = iuv_of(&out[0]);
+    let iuv_x = iuv_of(&out[4]);
+    let by_iuv = |iuv: &str| {
+        list(PositionFilter {
+            iuv: Some(iuv),
+            ..Default::default()
+        })
+    };
+    assert_eq!(iuds(&by_iuv(&iuv_a)), ["A"]);
+    assert_eq!(iuds(&by_iuv(&iuv_x)), ["X"], "an annulled one too");
+    assert!(by_iuv("01000000000000999").is_empty());
+    let by_notice = |n: &str| {
+        list(PositionFilter {
+            notice_number: Some(n),
+            ..Default::default()
+        })
+    };
+    assert_eq!(iuds(&by_notice(nb.as_str())), ["B"]);
+    assert_eq!(
+        by_notice(nb.as_str())[0].notice_number.as_deref(),
+        Some(nb.as_str())
+    );
+    assert!(by_notice("not a notice").is_empty());
+    // Aux 1 carries the same 17 digits, but positions only show aux 3 notices.
+    assert!(NoticeNumber::parse(&format!("1{}", &nb.as_str()[1..])).is_ok());
+    assert!(by_notice(&format!("1{}", &nb.as_str()[1..])).is_empty());
+    let both = |iuv: &str, n: &str| {
+        list(PositionFilter {
+            iuv: Some(iuv),
+            notice_number: Some(n),
+            ..Default::default()
+        })
+    };
+    assert!(both(&iuv_a, nb.as_str()).is_empty(), "they disagree");
+    assert_eq!(iuds(&both(&iuv_of(&out[1]), nb.as_str())), ["B"]);
+    let paid_b = list(PositionFilter {
+        iuv: Some(&iuv_of(&out[1])),
+        status: Some(PositionStatus::Active),
+        ..Default::default()
+    });
+    assert!(paid_b.is_empty(), "B is paid");
+
+    // The cursor and the limit apply to filtered lists as well.
+    let after_a = s
+        .list_positions(E, &PositionFilter::default(), all[0].id, 2)
+        .unwrap();
+    assert_eq!(iuds(&after_a), ["B", "C"]);
+    assert!(s
+        .list_positions(E, &PositionFilter::default(), all[4].id, 10)
+        .unwrap()
+        .is_empty());
+    assert!(s
+        .list_positions(
+            E,
+            &PositionFilter {
+                iuv: Some(&iuv_a),
+                ..Default::default()
+            },
+            all[0].id,
+            10
+        )
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        iuds(
+            &s.list_positions(OTHER, &PositionFilter::default(), 0, 10)
+                .unwrap()
+        ),
+        ["A"]
+    );
+    assert!(s
+        .list_positions("nobody", &PositionFilter::default(), 0, 10)
+        .unwrap()
+        .is_empty());
+}
+
+fn list_positions_pages_without_gaps_or_duplicates(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    // The entity's positions interleaved with another entity's: pages never cross over.
+    for i in 0..25 {
+        let debt_type = if i % 3 == 0 { "MENSA" } else { "TARI" };
+        apply(
+            s,
+            f,
+            &[row_of(
+                Action::Insert,
+                &format!("P{i:02}"),
+                100,
+                true,
+                debt_type,
+            )],
+        );
+        apply_other(s, &[row(Action::Insert, &format!("O{i:02}"), 100, true)]);
+    }
+    let walk = |filter: &PositionFilter<'_>, page: u32| {
+        let (mut seen, mut pages, mut after) = (Vec::new(), 0, 0);
+        loop {
+            let got = s.list_positions(E, filter, after, page).unwrap();
+            assert!(got.len() <= page as usize);
+            let Some(last) = got.last() else { break };
+            assert!(last.id > after, "the cursor moves on");
+            after = last.id;
+            pages += 1;
+            seen.extend(got.iter().map(|p| (p.id, p.iud.clone())));
+        }
+        (seen, pages)
+    };
+    let (seen, pages) = walk(&PositionFilter::default(), 7);
+    assert_eq!(pages, 4);
+    let expected: Vec<String> = (0..25).map(|i| format!("P{i:02}")).collect();
+    assert_eq!(
+        seen.iter().map(|(_, iud)| iud.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "ascending ids");
+
+    let mensa = PositionFilter {
+        debt_type: Some("MENSA"),
+        ..Default::default()
+    };
+    let (seen, pages) = walk(&mensa, 3);
+    let expected: Vec<String> = (0..25)
+        .filter(|i| i % 3 == 0)
+        .map(|i| format!("P{i:02}"))
+        .collect();
+    assert_eq!(
+        seen.iter().map(|(_, iud)| iud.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(pages, 3);
+    let (seen, _) = walk(&mensa, 1);
+    assert_eq!(seen.len(), 9);
+}
+
+fn receipts_after_pages_the_entitys_own_receipts(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let mine = apply(
+        s,
+        f,
+        &[
+            row(Action::Insert, "A", 100, true),
+            row_of(Action::Insert, "B", 200, true, "MENSA"),
+            row(Action::Insert, "C", 300, true),
+        ],
+    );
+    let theirs = apply_other(s, &[row(Action::Insert, "Z", 100, true)]);
+    let unknown = NoticeNumber::parse("301000000000012373").unwrap();
+    let (na, nb, nc, nz) = (
+        notice_of(&mine[0]),
+        notice_of(&mine[1]),
+        notice_of(&mine[2]),
+        notice_of(&theirs[0]),
+    );
+    s.store_receipt(&NewReceipt {
+        xml: "<a/>",
+        ..receipt(&na, "R1", 100)
+    })
+    .unwrap();
+    s.store_receipt(&NewReceipt {
+        entity: OTHER,
+        deliver_to: &[],
+        ..receipt(&nz, "R1", 100)
+    })
+    .unwrap();
+    s.store_receipt(&receipt(&nb, "R2", 200)).unwrap();
+    s.store_receipt(&receipt(&unknown, "R3", 1)).unwrap();
+    s.store_receipt(&NewReceipt {
+        entity: OTHER,
+        deliver_to: &[],
+        ..receipt(&unknown, "R4", 1)
+    })
+    .unwrap();
+    s.store_receipt(&receipt(&nc, "R5", 300)).unwrap();
+
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = s.receipts_after(E, after, 2).unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        assert!(last.receipt.id > after, "the cursor moves on");
+        after = last.receipt.id;
+        seen.extend(page);
+    }
+    assert_eq!(
+        seen.iter()
+            .map(|d| d.receipt.receipt_id.as_str())
+            .collect::<Vec<_>>(),
+        ["R1", "R2", "R3", "R5"]
+    );
+    assert!(seen.iter().all(|d| d.receipt.entity == E));
+    assert!(seen.windows(2).all(|w| w[0].receipt.id < w[1].receipt.id));
+    // What a format needs, as `receipt_document` gives it.
+    assert_eq!(seen[0].xml, "<a/>");
+    assert_eq!(
+        (seen[1].iud.as_deref(), seen[1].debt_type.as_deref()),
+        (Some("B"), Some("MENSA"))
+    );
+    assert_eq!(
+        (seen[2].iud.as_deref(), seen[2].receipt.issue.as_deref()),
+        (None, Some("unknown_notice"))
+    );
+    let doc = s.receipt_document(seen[3].receipt.id).unwrap().unwrap();
+    assert_eq!(
+        (
+            doc.xml.as_str(),
+            doc.iud.as_deref(),
+            doc.receipt.receipt_id.as_str()
+        ),
+        (seen[3].xml.as_str(), seen[3].iud.as_deref(), "R5")
+    );
+    assert!(s
+        .receipts_after(E, seen[3].receipt.id, 10)
+        .unwrap()
+        .is_empty());
+    let theirs: Vec<String> = s
+        .receipts_after(OTHER, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.receipt.receipt_id)
+        .collect();
+    assert_eq!(theirs, ["R1", "R4"]);
+}
+
+fn receipt_for_notice_prefers_the_one_that_paid(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(
+        s,
+        f,
+        &[
+            row(Action::Insert, "A", 100, true),
+            row(Action::Insert, "B", 200, true),
+        ],
+    );
+    let (na, nb) = (notice_of(&out[0]), notice_of(&out[1]));
+    assert!(s.receipt_for_notice(E, na.as_str()).unwrap().is_none());
+    s.store_receipt(&receipt(&na, "R1", 99)).unwrap();
+    let got = |n: &NoticeNumber| {
+        s.receipt_for_notice(E, n.as_str())
+            .unwrap()
+            .map(|r| r.receipt_id)
+    };
+    assert_eq!(got(&na).as_deref(), Some("R1"), "flagged, but the only one");
+    s.store_receipt(&receipt(&na, "R2", 100)).unwrap();
+    s.store_receipt(&receipt(&na, "R3", 100)).unwrap(); // paid twice: flagged
+    assert_eq!(got(&na).as_deref(), Some("R2"), "the one that paid");
+    let r2 = s.receipt_for_notice(E, na.as_str()).unwrap().unwrap();
+    assert_eq!((r2.issue, r2.amount_cents), (None, 100));
+
+    s.store_receipt(&receipt(&nb, "R4", 1)).unwrap();
+    s.store_receipt(&receipt(&nb, "R5", 2)).unwrap();
+    assert_eq!(got(&nb).as_deref(), Some("R5"), "the latest of the flagged");
+    assert!(s.receipt_for_notice(OTHER, na.as_str()).unwrap().is_none());
+    assert!(s
+        .receipt_for_notice(E, "301000000000012373")
+        .unwrap()
+        .is_none());
+}
+
+fn saved(sha: &str, status: u16, body: &str) -> SavedResponse {
+    SavedResponse {
+        request_sha256: sha.into(),
+        status,
+        body: body.into(),
+    }
+}
+
+fn a_saved_response_is_the_first_writers(b: &Backend) {
+    let s = b.store();
+    assert_eq!(s.saved_response("c_g224:positions", "k1").unwrap(), None);
+    let first = saved("aaa", 201, r#"{"iud":"A"}"#);
+    assert_eq!(
+        s.save_response("c_g224:positions", "k1", &first).unwrap(),
+        first
+    );
+    let second = saved("bbb", 422, "{}");
+    assert_eq!(
+        s.save_response("c_g224:positions", "k1", &second).unwrap(),
+        first,
+        "the first writer's response stays"
+    );
+    assert_eq!(
+        s.saved_response("c_g224:positions", "k1").unwrap(),
+        Some(first.clone())
+    );
+    // Keys are per scope.
+    assert_eq!(s.saved_response("c_other:positions", "k1").unwrap(), None);
+    assert_eq!(
+        s.save_response("c_other:positions", "k1", &second).unwrap(),
+        second
+    );
+
+    // Pruning forgets what was kept before the given time, only that.
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mid = at(chrono::Utc::now());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    s.save_response("c_g224:positions", "k2", &second).unwrap();
+    assert_eq!(
+        s.prune_saved_responses("2000-01-01T00:00:00.000Z").unwrap(),
+        0
+    );
+    assert_eq!(s.prune_saved_responses(&mid).unwrap(), 2);
+    assert_eq!(s.saved_response("c_g224:positions", "k1").unwrap(), None);
+    assert_eq!(s.saved_response("c_other:positions", "k1").unwrap(), None);
+    assert_eq!(
+        s.saved_response("c_g224:positions", "k2").unwrap(),
+        Some(second.clone())
+    );
+    // A forgotten key can be kept again.
+    assert_eq!(
+        s.save_response("c_g224:positions", "k1", &second).unwrap(),
+        second
+    );
+    let later = at(chrono::Utc::now() + chrono::Duration::seconds(1));
+    assert_eq!(s.prune_saved_responses(&later).unwrap(), 2);
+    assert_eq!(s.saved_response("c_g224:positions", "k2").unwrap(), None);
+}
+
+fn two_hubs_saving_one_key_keep_one_response(b: &Backend) {
+    let s = b.store();
+    let other = b.another();
+    for round in 0..16 {
+        let key = format!("k{round}");
+        let (x, y) = std::thread::scope(|scope| {
+            let x = scope.spawn(|| s.save_response("sc", &key, &saved("x", 201, "x")).unwrap());
+            let y = scope.spawn(|| {
+                other
+                    .save_response("sc", &key, &saved("y", 200, "y"))
+                    .unwrap()
+            });
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        assert_eq!(x, y, "round {round}: both get the first writer's");
+        assert_eq!(s.saved_response("sc", &key).unwrap(), Some(x.clone()));
+        assert_eq!(other.saved_response("sc", &key).unwrap(), Some(x));
+    }
+}
+
+fn a_cart_is_opened_once(b: &Backend) {
+    let s = b.store();
+    let notices = vec![
+        "301000000000012373".to_string(),
+        "301000000000012470".to_string(),
+    ];
+    let urls = r#"{"returnOkUrl":"https://ok","returnCancelUrl":"https://ko","returnErrorUrl":"https://err"}"#;
+    let new = NewCart {
+        id: "cart-1",
+        entity: E,
+        notice_numbers: &notices,
+        redirect_url: "https://checkout/c/1",
+        return_urls: urls,
+    };
+    assert_eq!(s.cart(E, "cart-1").unwrap(), None);
+    let cart = s.create_cart(&new).unwrap();
+    assert_eq!(
+        (
+            cart.id.as_str(),
+            cart.entity.as_str(),
+            cart.redirect_url.as_str()
+        ),
+        ("cart-1", E, "https://checkout/c/1")
+    );
+    assert_eq!(cart.notice_numbers, notices, "in the caller's order");
+    assert_eq!(cart.return_urls, urls);
+    assert!(!cart.created_at.is_empty());
+    // Again, even with other data: the cart as first recorded, and no second event.
+    let again = s
+        .create_cart(&NewCart {
+            notice_numbers: &notices[..1],
+            redirect_url: "https://checkout/c/2",
+            ..new.clone()
+        })
+        .unwrap();
+    assert_eq!(again, cart);
+    assert_eq!(s.cart(E, "cart-1").unwrap(), Some(cart.clone()));
+    assert_eq!(s.cart(OTHER, "cart-1").unwrap(), None);
+    assert_eq!(s.cart(E, "cart-2").unwrap(), None);
+    // Another entity's cart with the same id is its own.
+    let theirs = s
+        .create_cart(&NewCart {
+            entity: OTHER,
+            notice_numbers: &notices[1..],
+            ..new.clone()
+        })
+        .unwrap();
+    assert_eq!(
+        (theirs.entity.as_str(), theirs.notice_numbers.len()),
+        (OTHER, 1)
+    );
+    assert_eq!(s.cart(E, "cart-1").unwrap(), Some(cart));
+
+    // Two hubs opening the same cart at once record it once.
+    let other = b.another();
+    for round in 0..8 {
+        let id = format!("race-{round}");
+        let (x, y) = std::thread::scope(|scope| {
+            let x = scope.spawn(|| {
+                s.create_cart(&NewCart {
+                    id: &id,
+                    ..new.clone()
+                })
+                .unwrap()
+            });
+            let y = scope.spawn(|| {
+                other
+                    .create_cart(&NewCart {
+                        id: &id,
+                        redirect_url: "https://checkout/other",
+                        ..new.clone()
+                    })
+                    .unwrap()
+            });
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        assert_eq!(x, y, "round {round}");
+    }
+
+    let opened = events_of(s, "cart.opened");
+    assert_eq!(opened.len(), 2 + 8, "one event per cart recorded");
+    assert_eq!(
+        (opened[0].entity.as_str(), opened[0].subject.as_str()),
+        (E, "cart-1")
+    );
+    assert_eq!(opened[0].payload, serde_json::json!({ "notices": notices }));
+    assert_eq!(opened[0].correlation, None);
+    assert_eq!(
+        (
+            opened[1].entity.as_str(),
+            opened[1].payload["notices"].clone()
+        ),
+        (OTHER, serde_json::json!(["301000000000012470"]))
+    );
 }
 
 /// Hubs starting together migrate one at a time; a `PgStore` may be opened and dropped in async

@@ -1,0 +1,273 @@
+//! Real-time verification at the entity (Gateway mode, MyPay's paaSILVerificaEsterna, GovPay's
+//! API-EC): positions of an `external` debt type live in the entity's own system, so when the node
+//! verifies or activates one of their notices the hub asks that system, answers the node from
+//! it, and stores the position so the receipt finds it.
+//!
+//! The contract (docs/API.md): `GET {url}/{noticeNumber}` answers 200 with
+//! `{"amountCents", "dueDate"?, "payer": {"type", "id", "name", "email"?}, "causale", "iud"?}`,
+//! 404 for an unknown notice, 410 for an annulled one. Anything else, or no answer within the
+//! debt type's timeout, is the entity system's failure: the node gets `PAA_SYSTEM_ERROR` in time.
+//!
+//! The answer goes through the same `validate` as a CSV row, so an entity system cannot put in
+//! the registry what an import would refuse.
+
+use crate::intake::StandingFlows;
+use crate::plan::{EntityRuntime, ExternalSource, MAX_EXTERNAL_TIMEOUT};
+use serde::Deserialize;
+use snodo_connectors::call::{CallError, Caller};
+use snodo_core::dovuto::{validate, Action, FlowVersion, RawDovuto};
+use snodo_core::payment::PositionStatus;
+use snodo_core::{Amount, NoticeNumber};
+use snodo_store::{ChunkRow, PositionQuery, RowOutcome, Store};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The standing flow external positions are stored through (`external:<ipa>`).
+pub const ORIGIN: &str = "external";
+
+/// Why there is no position to answer the node with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unverified {
+    #[error("unknown to the entity's system")]
+    Unknown,
+    #[error("annulled in the entity's system")]
+    Annulled,
+    /// The entity system failed, was late, or answered something unusable.
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer {
+    iud: Option<String>,
+    amount_cents: i64,
+    due_date: Option<String>,
+    payer: Payer,
+    causale: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Payer {
+    #[serde(rename = "type")]
+    kind: String,
+    id: String,
+    name: String,
+    email: Option<String>,
+}
+
+pub struct ExternalVerifier {
+    caller: Caller,
+    store: Arc<dyn Store>,
+    flows: Arc<StandingFlows>,
+}
+
+impl ExternalVerifier {
+    pub fn new(store: Arc<dyn Store>, flows: Arc<StandingFlows>) -> Result<Self, String> {
+        Ok(Self {
+            caller: Caller::new().map_err(|e| e.to_string())?,
+            store,
+            flows,
+        })
+    }
+
+    /// Whether the node's call about this notice must ask the entity's system: the entity has
+    /// external debt types and the registry has no position of another kind, nor a paid one.
+    pub fn applies(entity: &EntityRuntime, stored: Option<&snodo_store::Position>) -> bool {
+        match stored {
+            _ if entity.external.is_empty() => false,
+            None => true,
+            Some(p) if p.status == PositionStatus::Paid => false,
+            Some(p) => {
+                p.status == PositionStatus::Annulled
+                    || entity
+                        .external
+                        .iter()
+                        .any(|s| s.debt_type == p.dovuto.debt_type)
+            }
+        }
+    }
+
+    /// Asks the entity's system about `notice` and brings the registry in line with the answer.
+    /// Blocking: call it from a blocking thread.
+    pub fn refresh(
+        &self,
+        entity: &EntityRuntime,
+        notice: &NoticeNumber,
+        stored: Option<snodo_store::Position>,
+    ) -> Result<snodo_store::Position, Unverified> {
+        let live = stored.filter(|p| p.status == PositionStatus::Active);
+        // A stored position is asked where it came from; a new notice, every source in turn.
+        let sources: Vec<&ExternalSource> = match &live {
+            Some(p) => entity
+                .external
+                .iter()
+                .filter(|s| s.debt_type == p.dovuto.debt_type)
+                .collect(),
+            None => entity.external.iter().collect(),
+        };
+        let deadline = Instant::now() + MAX_EXTERNAL_TIMEOUT;
+        let mut failure = None;
+        for source in sources {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                failure = Some("no time left to ask the entity's system".to_string());
+                break;
+            }
+            match self.ask(source, notice, source.timeout.min(left)) {
+                Ok(Some(answer)) => return self.store_answer(entity, source, notice, answer, live),
+                Ok(None) => continue,
+                Err(Unverified::Annulled) => {
+                    if let Some(p) = &live {
+                        self.annul(entity, p);
+                    }
+                    return Err(Unverified::Annulled);
+                }
+                Err(e) => {
+                    tracing::warn!(entity = %entity.ipa_code, debt_type = %source.debt_type, notice = %notice, "entity system: {e}");
+                    failure.get_or_insert(format!("{}: {e}", source.debt_type));
+                }
+            }
+        }
+        match failure {
+            Some(why) => Err(Unverified::Failed(why)),
+            None => Err(Unverified::Unknown),
+        }
+    }
+
+    /// `Ok(None)`: this source does not know the notice.
+    fn ask(
+        &self,
+        source: &ExternalSource,
+        notice: &NoticeNumber,
+        timeout: Duration,
+    ) -> Result<Option<Answer>, Unverified> {
+        let url = format!("{}/{}", source.url, notice.as_str());
+        let call = self.caller.get_json(&url, source.token.as_deref(), timeout);
+        let answer = block_on(call).and_then(|r| r).map_err(|e| match e {
+            CallError::Timeout(t) => Unverified::Failed(format!("no answer within {t:?}")),
+            CallError::Failed(why) => Unverified::Failed(why),
+        })?;
+        match answer.status {
+            200 => serde_json::from_slice::<Answer>(&answer.body)
+                .map(Some)
+                .map_err(|e| Unverified::Failed(format!("unreadable answer: {e}"))),
+            404 => Ok(None),
+            410 => Err(Unverified::Annulled),
+            s => Err(Unverified::Failed(format!("answered HTTP {s}"))),
+        }
+    }
+
+    fn store_answer(
+        &self,
+        entity: &EntityRuntime,
+        source: &ExternalSource,
+        notice: &NoticeNumber,
+        answer: Answer,
+        live: Option<snodo_store::Position>,
+    ) -> Result<snodo_store::Position, Unverified> {
+        let bad = |why: String| Unverified::Failed(format!("the entity's answer: {why}"));
+        if answer.amount_cents < 1 {
+            return Err(bad(format!(
+                "amountCents {} is not positive",
+                answer.amount_cents
+            )));
+        }
+        let taxonomy = entity
+            .payments
+            .get(&source.debt_type)
+            .map(|p| p.taxonomy.as_str())
+            .unwrap_or_default();
+        let iud = match &live {
+            Some(p) => p.iud.clone(),
+            None => answer
+                .iud
+                .clone()
+                .unwrap_or_else(|| notice.as_str().to_string()),
+        };
+        let amount = Amount::from_cents(answer.amount_cents).to_string();
+        let iuv = notice.iuv();
+        let raw = RawDovuto {
+            iud: &iud,
+            cod_iuv: iuv.as_str(),
+            tipo_identificativo_univoco: &answer.payer.kind,
+            codice_identificativo_univoco: &answer.payer.id,
+            anagrafica_pagatore: &answer.payer.name,
+            mail_pagatore: answer.payer.email.as_deref().unwrap_or_default(),
+            data_esecuzione_pagamento: answer.due_date.as_deref().unwrap_or_default(),
+            importo_dovuto: &amount,
+            tipo_dovuto: &source.debt_type,
+            causale_versamento: &answer.causale,
+            dati_specifici_riscossione: taxonomy,
+            azione: if live.is_some() { "M" } else { "I" },
+            ..Default::default()
+        };
+        let row = validate(
+            &raw,
+            FlowVersion::V1_4,
+            &entity.rules,
+            snodo_core::time::today_rome(),
+        )
+        .map_err(|rejections| {
+            let why: Vec<String> = rejections
+                .iter()
+                .map(|r| format!("{} {}", r.code, r.message))
+                .collect();
+            bad(why.join("; "))
+        })?;
+        if let Some(p) = &live {
+            if p.dovuto == row.dovuto {
+                return Ok(p.clone());
+            }
+        }
+        debug_assert!(matches!(row.action, Action::Insert | Action::Modify));
+        let chunk = ChunkRow::new(row).map_err(|e| Unverified::Failed(e.to_string()))?;
+        let outcomes = self
+            .flows
+            .apply(entity, ORIGIN, std::slice::from_ref(&chunk))
+            .map_err(|e| Unverified::Failed(format!("store: {e}")))?;
+        match outcomes.first() {
+            Some(RowOutcome::Accepted { .. }) => {}
+            Some(RowOutcome::Rejected(r)) => {
+                return Err(bad(format!("{} {}", r.code, r.message)));
+            }
+            None => return Err(Unverified::Failed("store: no outcome".into())),
+        }
+        self.store
+            .positions(&entity.ipa_code, &PositionQuery::Iud(&iud))
+            .map_err(|e| Unverified::Failed(format!("store: {e}")))?
+            .into_iter()
+            .find(|p| p.status == PositionStatus::Active)
+            .ok_or_else(|| Unverified::Failed("store: the stored position is gone".into()))
+    }
+
+    /// The entity annulled it: so does the registry (best effort; the node is told anyway).
+    fn annul(&self, entity: &EntityRuntime, p: &snodo_store::Position) {
+        let mut dovuto = p.dovuto.clone();
+        dovuto.iud = p.iud.clone();
+        let row = snodo_core::dovuto::DovutoRow {
+            action: Action::Annul,
+            dovuto,
+        };
+        let done = ChunkRow::new(row).map_err(|e| e.to_string()).and_then(|c| {
+            self.flows
+                .apply(entity, ORIGIN, std::slice::from_ref(&c))
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = done {
+            tracing::warn!(entity = %entity.ipa_code, iud = %p.iud, "cannot annul the external position: {e}");
+        }
+    }
+}
+
+/// Runs an outbound call from a blocking thread: on the hub's runtime when there is one.
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, CallError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => Ok(handle.block_on(f)),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(f))
+            .map_err(|e| CallError::Failed(format!("cannot run an outbound call: {e}"))),
+    }
+}
