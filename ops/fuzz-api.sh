@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the hub's REST API from its own OpenAPI document with schemathesis: every operation gets
-# generated requests (valid and invalid), and the run fails when any answer is a 5xx or a request
-# gets no answer at all.
+# generated requests (valid and invalid), and the run fails when any answer is a 5xx, does not
+# match the document (status, body schema, content type, headers), or never comes.
 #
 #   ops/fuzz-api.sh <base_url> <bearer key> [max_examples]
 #   ops/fuzz-api.sh --install        (only install schemathesis)
@@ -14,6 +14,7 @@
 #   FUZZ_IPA          send every request for this entity (e.g. c_g224, the key's own) instead of
 #                     generated IPA codes, which mostly get 403
 #   FUZZ_SEED         hypothesis seed, to repeat a run
+#   FUZZ_CHECKS       schemathesis checks (default: no 5xx, and answers as documented)
 # schemathesis (pinned below) is installed on first use in a venv under ~/.cache/snodo/venv.
 set -euo pipefail
 
@@ -64,7 +65,7 @@ if [ -n "${FUZZ_IPA:-}" ]; then
 fi
 
 args=(
-  --checks not_a_server_error
+  --checks "${FUZZ_CHECKS:-not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance,response_headers_conformance}"
   --max-examples "$max_examples"
   --header "Authorization: Bearer $key"
   --request-timeout 30
@@ -88,4 +89,4 @@ if [ "$rc" -ne 0 ]; then
   echo "fuzz-api: FAILED (schemathesis exit $rc)" >&2
   exit 1
 fi
-echo "fuzz-api: no 5xx"
+echo "fuzz-api: no 5xx, every answer as documented"

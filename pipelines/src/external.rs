@@ -15,7 +15,7 @@ use crate::intake::StandingFlows;
 use crate::plan::{EntityRuntime, ExternalSource, MAX_EXTERNAL_TIMEOUT};
 use serde::Deserialize;
 use snodo_connectors::call::{CallError, Caller};
-use snodo_core::dovuto::{validate, Action, FlowVersion, RawDovuto};
+use snodo_core::dovuto::{validate, Action, FlowVersion, RawDovuto, RejectCode};
 use snodo_core::payment::PositionStatus;
 use snodo_core::{Amount, NoticeNumber};
 use snodo_store::{ChunkRow, PositionQuery, RowOutcome, Store};
@@ -228,6 +228,19 @@ impl ExternalVerifier {
             .map_err(|e| Unverified::Failed(format!("store: {e}")))?;
         match outcomes.first() {
             Some(RowOutcome::Accepted { .. }) => {}
+            // A verify and an activation of the same notice raced: the other one stored it.
+            Some(RowOutcome::Rejected(r))
+                if matches!(r.code, RejectCode::IudDuplicato | RejectCode::IuvDuplicato) =>
+            {
+                let stored = self
+                    .store
+                    .position_by_notice(&entity.ipa_code, notice)
+                    .map_err(|e| Unverified::Failed(format!("store: {e}")))?;
+                if let Some(p) = stored.filter(|p| p.status == PositionStatus::Active) {
+                    return Ok(p);
+                }
+                return Err(bad(format!("{} {}", r.code, r.message)));
+            }
             Some(RowOutcome::Rejected(r)) => {
                 return Err(bad(format!("{} {}", r.code, r.message)));
             }
