@@ -133,7 +133,7 @@ for n in c["notices"]: print("      %s %s receipt %s" % (n["noticeNumber"], n["s
 echo "  Padova's system pulls its receipts: GET $API/entities/c_g224/receipts?since="
 curl -sf "$API/entities/c_g224/receipts" -H "Authorization: Bearer $KEY_PADOVA" | python3 -c 'import json,sys
 p=json.load(sys.stdin)
-for r in p["items"]: print("    " + json.dumps(r)[:170] + " ...")
+for r in p["items"]: print("    receipt_id=%s notice_number=%s iud=%s debt_type=%s amount=%s psp=%s" % (r["receipt_id"], r["notice_number"], r["iud"], r["debt_type"], r["amount"]["decimal"], r["psp"]["name"]))
 print("    nextCursor=%s (ask again with ?since=%s)" % (p["nextCursor"], p["nextCursor"]))'
 
 step "real-time verification at the entity: a ZTL notice of the Region lives in its own system (the sim's stand-in)"

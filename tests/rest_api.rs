@@ -472,6 +472,31 @@ fn retried_posts_never_make_a_second_position() {
         Some(&spont),
     );
     assert_eq!(later.body, answers[0].body);
+    // A replay is the whole first answer, its Location included.
+    let keyed = api_position("ID-3", 900).to_string();
+    let first = http(
+        p,
+        "POST",
+        POSITIONS,
+        Some(KEY_PADOVA),
+        &[("Idempotency-Key", "pos-3")],
+        Some(&keyed),
+    );
+    let again = http(
+        p,
+        "POST",
+        POSITIONS,
+        Some(KEY_PADOVA),
+        &[("Idempotency-Key", "pos-3")],
+        Some(&keyed),
+    );
+    assert_eq!((first.status, again.status), (201, 201));
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        again.header("location"),
+        Some("/api/v1/entities/c_g224/positions/ID-3")
+    );
+    assert_eq!(again.body, first.body);
     // The same key with another body is refused; another key is another payment.
     let other = spont.replace("4500", "4600");
     let reused = http(

@@ -334,7 +334,9 @@ impl Api {
             if reply.status.is_server_error() {
                 return Ok(reply.into_response());
             }
-            let text = reply.body.to_string();
+            // The body with its `Location`, so a replay is the whole first answer.
+            let text =
+                serde_json::json!({ "location": reply.location, "body": reply.body }).to_string();
             let fresh = SavedResponse {
                 request_sha256: sha.clone(),
                 status: reply.status.as_u16(),
@@ -369,12 +371,13 @@ fn replay(kept: &SavedResponse, sha: &str) -> Response {
         .into_response();
     }
     let status = StatusCode::from_u16(kept.status).unwrap_or(StatusCode::OK);
-    let mut r = (
+    let kept: serde_json::Value = serde_json::from_str(&kept.body).unwrap_or_default();
+    let mut r = Reply {
         status,
-        [(header::CONTENT_TYPE, content_type(status))],
-        kept.body.clone(),
-    )
-        .into_response();
+        body: kept["body"].clone(),
+        location: kept["location"].as_str().map(str::to_string),
+    }
+    .into_response();
     r.headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     r
