@@ -31,7 +31,8 @@ const POSITIONS: &str = "/api/v1/entities/c_g224/positions";
 #[test]
 fn every_route_is_scoped_to_the_key_entity() {
     let home = home("");
-    let hub = Hub::start_serving(&home);
+    let log = home.path().join("hub.log");
+    let hub = Hub::start_logging(&home, &log);
     let p = home.port;
     assert_eq!(
         post(p, POSITIONS, KEY_PADOVA, &api_position("ISO-1", 1000)).status,
@@ -144,6 +145,15 @@ fn every_route_is_scoped_to_the_key_entity() {
         404
     );
     drop(hub);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("c_g224#0") && log.contains("c_d530#0"),
+        "requests and denials name the key id:\n{log}"
+    );
+    assert!(log.contains("another entity's resource"), "{log}");
+    for secret in [KEY_PADOVA, KEY_FELTRE, ADMIN, "not-a-key-of-anyone"] {
+        assert!(!log.contains(secret), "the log shows a key: {secret}");
+    }
 }
 
 #[test]

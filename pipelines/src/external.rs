@@ -72,19 +72,18 @@ impl ExternalVerifier {
     }
 
     /// Whether the node's call about this notice must ask the entity's system: the entity has
-    /// external debt types and the registry has no position of another kind, nor a paid one.
+    /// external debt types, and the registry holds no position for the notice, or an unpaid one
+    /// of an external debt type.
     pub fn applies(entity: &EntityRuntime, stored: Option<&snodo_store::Position>) -> bool {
         match stored {
             _ if entity.external.is_empty() => false,
             None => true,
             Some(p) if p.status == PositionStatus::Paid => false,
-            Some(p) => {
-                p.status == PositionStatus::Annulled
-                    || entity
-                        .external
-                        .iter()
-                        .any(|s| s.debt_type == p.dovuto.debt_type)
-            }
+            // An annulled external position may have been issued again by the entity.
+            Some(p) => entity
+                .external
+                .iter()
+                .any(|s| s.debt_type == p.dovuto.debt_type),
         }
     }
 

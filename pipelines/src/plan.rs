@@ -602,6 +602,11 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         }
     }
 
+    // Only the keys' hashes stay in memory.
+    let mut cfg = cfg;
+    for e in &mut cfg.entities {
+        e.api_keys.clear();
+    }
     Plan {
         config: cfg,
         entities,

@@ -346,9 +346,26 @@ impl Hub {
         Hub(child)
     }
 
+    /// Starts the hub with its log (`SNODO_LOG=info`) in `log`, and waits until it serves.
+    pub fn start_logging(home: &Home, log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("log file");
+        let child = Command::new(BIN)
+            .args(["run", "-c", "config.toml"])
+            .current_dir(home.path())
+            .env("SNODO_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start snodo run");
+        Self::serving(Hub(child), home)
+    }
+
     /// Starts the hub and waits until its HTTP server answers.
     pub fn start_serving(home: &Home) -> Self {
-        let hub = Self::start(home);
+        Self::serving(Self::start(home), home)
+    }
+
+    fn serving(hub: Self, home: &Home) -> Self {
         let url = format!("http://127.0.0.1:{}/readyz", home.port);
         let up = wait_for(20, || {
             Command::new("curl")

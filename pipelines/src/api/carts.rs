@@ -3,11 +3,10 @@
 //! (`POST /carts`, checkout_v2.json), keeps it, and reports its state from the positions and
 //! their receipts.
 
-use super::{bad_path, blocking, read_json, Api, Caller, Problem, Reply};
+use super::{blocking, read_json, Api, Caller, Entered, Problem, Reply};
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -44,20 +43,12 @@ struct ReturnUrls {
 /// `POST /entities/{ipa}/carts`.
 pub(crate) async fn create(
     State(api): State<Arc<Api>>,
-    path: Result<Path<String>, PathRejection>,
-    method: Method,
-    uri: Uri,
+    scope: Entered,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Path(ipa) = match path {
-        Ok(p) => p,
-        Err(e) => return bad_path(e),
-    };
-    let who = match api.enter(&headers, &method, &uri, &ipa) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
+    let who = scope.who.clone();
+    let ipa = scope.param("ipa");
     let (bytes, value) = match read_json(&api, &headers, body).await {
         Ok(b) => b,
         Err(p) => return p.into_response(),
@@ -349,21 +340,10 @@ async fn state(api: &Arc<Api>, who: &Caller, cart: Cart) -> Result<Value, Proble
 }
 
 /// `GET /entities/{ipa}/carts/{id}`.
-pub(crate) async fn read(
-    State(api): State<Arc<Api>>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let Path((ipa, id)) = match path {
-        Ok(p) => p,
-        Err(e) => return bad_path(e),
-    };
-    let who = match api.enter(&headers, &method, &uri, &ipa) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
+pub(crate) async fn read(State(api): State<Arc<Api>>, scope: Entered) -> Response {
+    let who = scope.who.clone();
+    let ipa = scope.param("ipa");
+    let id = scope.param("id");
     let answer = async {
         let store = api.store.clone();
         let (ipa2, id2) = (ipa.clone(), id.clone());

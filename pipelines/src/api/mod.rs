@@ -55,6 +55,39 @@ pub(crate) struct Caller {
     pub entity: Arc<EntityRuntime>,
 }
 
+/// A route's path parameters once the caller is let in: every handler starts from this, so no
+/// handler can forget the key, the rate or the entity scope.
+pub(crate) struct Entered {
+    pub who: Caller,
+    params: HashMap<String, String>,
+}
+
+impl Entered {
+    /// A path parameter of the route (always present: the router matched it).
+    pub fn param(&self, name: &str) -> String {
+        self.params.get(name).cloned().unwrap_or_default()
+    }
+}
+
+impl axum::extract::FromRequestParts<Arc<Api>> for Entered {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &Arc<Api>,
+    ) -> Result<Self, Response> {
+        let axum::extract::Path(params) =
+            axum::extract::Path::<HashMap<String, String>>::from_request_parts(parts, api)
+                .await
+                .map_err(bad_path)?;
+        let ipa = params.get("ipa").map(String::as_str).unwrap_or_default();
+        let who = api
+            .enter(&parts.headers, &parts.method, &parts.uri, ipa)
+            .map_err(|r| *r)?;
+        Ok(Self { who, params })
+    }
+}
+
 /// A token bucket per key: `rate` a second on average, `burst` at once.
 struct RateLimiter {
     rate: f64,

@@ -1,12 +1,11 @@
 //! Positions over HTTP, with the fields, validation and MyPay codes of a CSV row, and the
 //! receipts pull.
 
-use super::{bad_path, blocking, query, read_json, Api, Caller, Problem, Reply, ORIGIN};
+use super::{blocking, query, read_json, Api, Caller, Entered, Problem, Reply, ORIGIN};
 use crate::plan::EntityRuntime;
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -159,20 +158,12 @@ fn same(f: &str) -> String {
 /// `POST /entities/{ipa}/positions`: one position (an object) or a batch (an array).
 pub(crate) async fn create(
     State(api): State<Arc<Api>>,
-    path: Result<Path<String>, PathRejection>,
-    method: Method,
-    uri: Uri,
+    scope: Entered,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Path(ipa) = match path {
-        Ok(p) => p,
-        Err(e) => return bad_path(e),
-    };
-    let who = match api.enter(&headers, &method, &uri, &ipa) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
+    let who = scope.who.clone();
+    let _ipa = scope.param("ipa");
     let (bytes, value) = match read_json(&api, &headers, body).await {
         Ok(b) => b,
         Err(p) => return p.into_response(),
@@ -280,21 +271,10 @@ pub(crate) async fn single(api: &Arc<Api>, entity: &Arc<EntityRuntime>, row: Dov
 }
 
 /// `GET /entities/{ipa}/positions/{iud}`.
-pub(crate) async fn read(
-    State(api): State<Arc<Api>>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let Path((ipa, iud)) = match path {
-        Ok(p) => p,
-        Err(e) => return bad_path(e),
-    };
-    let who = match api.enter(&headers, &method, &uri, &ipa) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
+pub(crate) async fn read(State(api): State<Arc<Api>>, scope: Entered) -> Response {
+    let who = scope.who.clone();
+    let ipa = scope.param("ipa");
+    let iud = scope.param("iud");
     match by_iud(&api, &ipa, &iud).await {
         Ok(Some(p)) => Reply::ok(StatusCode::OK, view(&p, &who.entity)).into_response(),
         Ok(None) => not_found(&iud).into_response(),
@@ -315,20 +295,13 @@ fn not_found(iud: &str) -> Problem {
 /// `PUT /entities/{ipa}/positions/{iud}`: the whole position replaces the live one.
 pub(crate) async fn modify(
     State(api): State<Arc<Api>>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    method: Method,
-    uri: Uri,
+    scope: Entered,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Path((ipa, iud)) = match path {
-        Ok(p) => p,
-        Err(e) => return bad_path(e),
-    };
-    let who = match api.enter(&headers, &method, &uri, &ipa) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
+    let who = scope.who.clone();
+    let ipa = scope.param("ipa");
+    let iud = scope.param("iud");
     let value = match read_json(&api, &headers, body).await {
         Ok((_, v)) => v,
         Err(p) => return p.into_response(),
@@ -358,21 +331,10 @@ pub(crate) async fn modify(
 }
 
 /// `DELETE /entities/{ipa}/positions/{iud}`: annulled, kept in history.
-pub(crate) async fn annul(
-    State(api): State<Arc<Api>>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let Path((ipa, iud)) = match path {
-        Ok(p) => p,
-        Err(e) => return bad_path(e),
-    };
-    let who = match api.enter(&headers, &method, &uri, &ipa) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
+pub(crate) async fn annul(State(api): State<Arc<Api>>, scope: Entered) -> Response {
+    let who = scope.who.clone();
+    let ipa = scope.param("ipa");
+    let iud = scope.param("iud");
     let p = match by_iud(&api, &ipa, &iud).await {
         Ok(Some(p)) => p,
         Ok(None) => return not_found(&iud).into_response(),
@@ -445,21 +407,9 @@ fn cursor(c: Option<&str>, name: &str) -> Result<i64, Problem> {
 }
 
 /// `GET /entities/{ipa}/positions?status=&debtType=&dueFrom=&dueTo=&iuv=&noticeNumber=&cursor=&limit=`.
-pub(crate) async fn list(
-    State(api): State<Arc<Api>>,
-    path: Result<Path<String>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let Path(ipa) = match path {
-        Ok(p) => p,
-        Err(e) => return bad_path(e),
-    };
-    let who = match api.enter(&headers, &method, &uri, &ipa) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
+pub(crate) async fn list(State(api): State<Arc<Api>>, scope: Entered, uri: Uri) -> Response {
+    let who = scope.who.clone();
+    let ipa = scope.param("ipa");
     let page = async {
         let q: ListQuery = query(&uri)?;
         let limit = page_limit(q.limit)?;
@@ -513,21 +463,9 @@ struct ReceiptsQuery {
 
 /// `GET /entities/{ipa}/receipts?since=&limit=`: receipts in store order, in the push `json`
 /// format; `nextCursor` is always given so a poller can keep it.
-pub(crate) async fn receipts(
-    State(api): State<Arc<Api>>,
-    path: Result<Path<String>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let Path(ipa) = match path {
-        Ok(p) => p,
-        Err(e) => return bad_path(e),
-    };
-    let who = match api.enter(&headers, &method, &uri, &ipa) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
+pub(crate) async fn receipts(State(api): State<Arc<Api>>, scope: Entered, uri: Uri) -> Response {
+    let who = scope.who.clone();
+    let ipa = scope.param("ipa");
     let page = async {
         let q: ReceiptsQuery = query(&uri)?;
         let limit = page_limit(q.limit)?;

@@ -2,11 +2,10 @@
 //! citizen's request through the same MyPay rules as any other.
 
 use super::positions::single;
-use super::{bad_path, read_json, Api, Caller, Problem, Reply};
+use super::{read_json, Api, Caller, Entered, Problem, Reply};
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -16,21 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// `GET /entities/{ipa}/spontaneous`.
-pub(crate) async fn list(
-    State(api): State<Arc<Api>>,
-    path: Result<Path<String>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let Path(ipa) = match path {
-        Ok(p) => p,
-        Err(e) => return bad_path(e),
-    };
-    let who = match api.enter(&headers, &method, &uri, &ipa) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
+pub(crate) async fn list(State(_api): State<Arc<Api>>, scope: Entered) -> Response {
+    let who = scope.who.clone();
+    let _ipa = scope.param("ipa");
     let items: Vec<Value> = who
         .entity
         .spontaneous
@@ -70,20 +57,13 @@ struct Payer {
 /// `POST /entities/{ipa}/spontaneous/{debtType}`.
 pub(crate) async fn create(
     State(api): State<Arc<Api>>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    method: Method,
-    uri: Uri,
+    scope: Entered,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Path((ipa, debt_type)) = match path {
-        Ok(p) => p,
-        Err(e) => return bad_path(e),
-    };
-    let who = match api.enter(&headers, &method, &uri, &ipa) {
-        Ok(w) => w,
-        Err(r) => return *r,
-    };
+    let who = scope.who.clone();
+    let ipa = scope.param("ipa");
+    let debt_type = scope.param("debt_type");
     let (bytes, value) = match read_json(&api, &headers, body).await {
         Ok(b) => b,
         Err(p) => return p.into_response(),
