@@ -163,7 +163,6 @@ pub(crate) async fn create(
     body: Body,
 ) -> Response {
     let who = scope.who.clone();
-    let _ipa = scope.param("ipa");
     let (bytes, value) = match read_json(&api, &headers, body).await {
         Ok(b) => b,
         Err(p) => return p.into_response(),

@@ -15,9 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// `GET /entities/{ipa}/spontaneous`.
-pub(crate) async fn list(State(_api): State<Arc<Api>>, scope: Entered) -> Response {
+pub(crate) async fn list(scope: Entered) -> Response {
     let who = scope.who.clone();
-    let _ipa = scope.param("ipa");
     let items: Vec<Value> = who
         .entity
         .spontaneous
