@@ -13,9 +13,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # wrk (the SOAP benchmark's load), libssl-dev and pkg-config (the ssh2 crate builds libssh2 against
 # OpenSSL), openssh-client (the sftp command-line client), make, g++ and zlib1g-dev (rdkafka
 # builds librdkafka from source: Debian's librdkafka is too old for the test broker), python3-venv
-# (ops/fuzz-api.sh installs schemathesis in a venv under ~/.cache/snodo).
+# (ops/fuzz-api.sh installs schemathesis in a venv under ~/.cache/snodo), openssl (tests make a
+# CA and a server certificate to prove https calls are verified), ca-certificates (the trust store
+# of https calls).
 PACKAGES=(sqlite3 unzip python3 python3-venv procps curl libxml2-utils wrk libssl-dev pkg-config
-  openssh-client make g++ zlib1g-dev)
+  openssh-client make g++ zlib1g-dev openssl ca-certificates)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -17,9 +17,8 @@
 //! Redirects are not followed (a 3xx is a permanent failure the operator must fix in the URL),
 //! and proxies from `HTTP_PROXY`/`NO_PROXY` in the environment are honoured.
 //!
-//! TLS is not compiled into this build (reqwest without TLS features), so `https://` URLs are
-//! refused by [`HttpSinkConfig::check`] with "https is not supported by this build"; an `https`
-//! feature enabling a TLS backend is to come. Meanwhile a local TLS-terminating proxy can be used.
+//! `https://` uses rustls with the system's trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR` point it
+//! at another CA bundle, e.g. an entity's private CA).
 
 use crate::dir::parse_duration;
 use crate::ConnectorError;
@@ -487,14 +486,7 @@ impl HttpSinkConfig {
 fn parse_url(s: &str) -> std::result::Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(s).map_err(|e| format!("url {s:?} is not a valid URL: {e}"))?;
     match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(format!(
-                "url {}: https is not supported by this build (it has no TLS); use http://, \
-                 e.g. through a local TLS-terminating proxy",
-                shown_url(&url)
-            ))
-        }
+        "http" | "https" => {}
         other => {
             return Err(format!(
                 "url {}: scheme {other:?} is not supported (only http and https)",
@@ -1287,8 +1279,7 @@ mod tests {
         assert_eq!(check(&|_| {}), Vec::<String>::new());
         assert_eq!(
             check(&|c| c.url = "https://erp.example/receipts?key=abc".into()),
-            ["url https://erp.example/receipts: https is not supported by this build (it has no \
-              TLS); use http://, e.g. through a local TLS-terminating proxy"]
+            Vec::<String>::new()
         );
         assert_eq!(
             check(&|c| c.url = "ftp://erp.example/".into()),
@@ -1354,13 +1345,10 @@ mod tests {
                 "headers: the value of X-Ok contains characters not allowed in an HTTP header",
             ]
         );
-        let mut bad = config("https://erp.example/");
+        let mut bad = config("ftp://erp.example/");
         bad.timeout = "x".into();
         let err = bad.build().unwrap_err().to_string();
-        assert!(
-            err.contains("https is not supported by this build"),
-            "{err}"
-        );
+        assert!(err.contains("scheme \"ftp\" is not supported"), "{err}");
         assert!(err.contains("; timeout: "), "{err}");
     }
 

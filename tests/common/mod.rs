@@ -360,6 +360,20 @@ impl Hub {
         Self::serving(Hub(child), home)
     }
 
+    /// Starts the hub with extra environment variables, and waits until it serves.
+    pub fn start_serving_with_env(home: &Home, env: &[(&str, &str)]) -> Self {
+        let child = Command::new(BIN)
+            .args(["run", "-c", "config.toml"])
+            .current_dir(home.path())
+            .env("SNODO_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start snodo run");
+        Self::serving(Hub(child), home)
+    }
+
     /// Starts the hub and waits until its HTTP server answers.
     pub fn start_serving(home: &Home) -> Self {
         Self::serving(Self::start(home), home)
