@@ -278,7 +278,8 @@ fn veneto_notice(n: u64) -> String {
 fn the_entity_system_is_asked_in_real_time() {
     let sim_port = free_port();
     let home = home(sim_port);
-    let [ok, unknown, annulled, failing, late, changing] = [1, 2, 3, 4, 5, 6].map(veneto_notice);
+    let [ok, unknown, annulled, failing, late, changing, broken, junk] =
+        [1, 2, 3, 4, 5, 6, 7, 8].map(veneto_notice);
     let position = |cents: u64| {
         json!({"amountCents": cents, "dueDate": "2099-12-31", "causale": "Permesso ZTL 2027",
                "payer": {"type": "F", "id": "RSSMRA85T10A562S", "name": "Mario Rossi"}})
@@ -291,6 +292,11 @@ fn the_entity_system_is_asked_in_real_time() {
     slow["delayMs"] = json!(6000);
     answers.insert(late.clone(), slow);
     answers.insert(changing.clone(), position(1000));
+    // Data an import would refuse (a fiscal code with a wrong check character), and not a position.
+    let mut bad_payer = position(900);
+    bad_payer["payer"]["id"] = json!("RSSMRA85T10A562X");
+    answers.insert(broken.clone(), bad_payer);
+    answers.insert(junk.clone(), json!({"amountCents": "many"}));
     let file = home.path().join("external.json");
     std::fs::write(&file, Value::Object(answers.clone()).to_string()).unwrap();
     let _sim = StandIns::start(&home, sim_port, &file);
@@ -317,6 +323,33 @@ fn the_entity_system_is_asked_in_real_time() {
     assert!(
         took < Duration::from_millis(3500),
         "a late entity system held the node for {took:?}"
+    );
+    for bad in [&broken, &junk] {
+        let (answer, _) = verify(p, bad);
+        assert_eq!(
+            fault(&answer).as_deref(),
+            Some("PAA_SYSTEM_ERROR"),
+            "{answer}"
+        );
+        let stored = home.snodo(&[
+            "positions",
+            "-c",
+            "config.toml",
+            "--entity",
+            "r_veneto",
+            "--notice",
+            bad,
+        ]);
+        assert_eq!(
+            stdout(&stored).trim(),
+            "",
+            "nothing stored from a bad answer"
+        );
+    }
+    let (answer, _) = verify(p, &broken);
+    assert!(
+        answer.contains("PAA_IMPORT_COD_FISC"),
+        "the node's operators are told why: {answer}"
     );
 
     // The position is stored, and follows the entity's system when it changes.
