@@ -144,6 +144,29 @@ fn every_route_is_scoped_to_the_key_entity() {
         .status,
         404
     );
+    // Operators see the answers in /metrics, labelled only with what the hub knows.
+    let metrics = http(p, "GET", "/metrics", None, &[], None).body;
+    let count = |labels: &str| -> u64 {
+        let prefix = format!("snodo_api_requests_total{{{labels}}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        count(r#"entity="c_g224",resource="positions",method="DELETE",status="403""#),
+        1,
+        "{metrics}"
+    );
+    assert!(
+        count(r#"entity="c_g224",resource="positions",method="GET",status="401""#) >= 2,
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("c_x999"),
+        "an unknown entity became a label: {metrics}"
+    );
     drop(hub);
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(

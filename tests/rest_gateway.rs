@@ -351,6 +351,17 @@ fn the_entity_system_is_asked_in_real_time() {
         answer.contains("PAA_IMPORT_COD_FISC"),
         "the node's operators are told why: {answer}"
     );
+    let metrics = http(p, "GET", "/metrics", None, &[], None).body;
+    for line in [
+        "snodo_external_verifications_total{entity=\"r_veneto\",outcome=\"failed\"} 5",
+        "snodo_external_verifications_total{entity=\"r_veneto\",outcome=\"unknown\"} 1",
+        "snodo_external_verifications_total{entity=\"r_veneto\",outcome=\"annulled\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line} in {metrics}"
+        );
+    }
 
     // The position is stored, and follows the entity's system when it changes.
     let stored = home.snodo(&[

@@ -166,10 +166,12 @@ impl Hub {
             .clone()
             .unwrap_or_else(|| format!("http://{}", http.listen));
         let flows = Arc::new(crate::intake::StandingFlows::new(self.store.clone()));
+        let api_stats = Arc::new(crate::metrics::ApiStats::default());
         let node = Arc::new(crate::node::NodeService::new(
             self.plan.clone(),
             self.store.clone(),
             flows.clone(),
+            api_stats.clone(),
         ));
         let admin_token = http
             .admin_token
@@ -180,6 +182,7 @@ impl Hub {
             self.plan.clone(),
             self.store.clone(),
             flows,
+            api_stats,
             admin_token.as_deref(),
         )
         .map_err(|message| EngineError::Start {

@@ -1,5 +1,6 @@
 //! `/metrics` in Prometheus text format. The totals come from the store at scrape time, so every
-//! hub sharing a store reports the same; the SOAP answers are this process's own.
+//! hub sharing a store reports the same; the SOAP answers, API requests and verifications at
+//! entity systems are this process's own.
 
 use snodo_store::StoreMetrics;
 use std::collections::BTreeMap;
@@ -63,8 +64,78 @@ impl DeliveryStats {
     }
 }
 
-pub fn render(answers: &Answers, stats: &DeliveryStats, store: Option<&StoreMetrics>) -> String {
+/// This process's entity API requests, and its real-time verifications at entity systems.
+#[derive(Default)]
+pub struct ApiStats {
+    /// By (entity, resource, method, status).
+    requests: Mutex<BTreeMap<(String, String, String, u16), u64>>,
+    /// By (entity, outcome: ok, unknown, annulled, failed).
+    verifications: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl ApiStats {
+    pub fn request(&self, entity: &str, resource: &str, method: &str, status: u16) {
+        let key = (entity.into(), resource.into(), method.into(), status);
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    pub fn verification(&self, entity: &str, outcome: &'static str) {
+        *self
+            .verifications
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((entity.into(), outcome))
+            .or_default() += 1;
+    }
+
+    fn render(&self, out: &mut String) {
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        family(
+            out,
+            "snodo_api_requests_total",
+            "counter",
+            "Entity API requests answered by this process, by entity, resource, method and status.",
+            requests.iter().map(|((e, r, m, s), n)| {
+                (
+                    format!("entity=\"{e}\",resource=\"{r}\",method=\"{m}\",status=\"{s}\""),
+                    *n as i64,
+                )
+            }),
+        );
+        let verifications = self
+            .verifications
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        family(
+            out,
+            "snodo_external_verifications_total",
+            "counter",
+            "Notices asked to entity systems by this process, by entity and outcome (ok, unknown, annulled, failed).",
+            verifications
+                .iter()
+                .map(|((e, o), n)| (format!("entity=\"{e}\",outcome=\"{o}\""), *n as i64)),
+        );
+    }
+}
+
+pub fn render(
+    answers: &Answers,
+    stats: &DeliveryStats,
+    api: &ApiStats,
+    store: Option<&StoreMetrics>,
+) -> String {
     let mut out = String::new();
+    api.render(&mut out);
     let stats = stats.snapshot();
     let _ = writeln!(
         out,
@@ -194,7 +265,11 @@ mod tests {
         stats.delivered("erp", Duration::from_millis(700));
         stats.delivered("erp", Duration::from_secs(100_000));
         stats.attempt("erp", "retry");
-        let text = render(&answers, &stats, Some(&store));
+        let api = ApiStats::default();
+        api.request("c_g224", "positions", "POST", 201);
+        api.request("c_g224", "positions", "POST", 201);
+        api.verification("r_veneto", "failed");
+        let text = render(&answers, &stats, &api, Some(&store));
         for line in [
             "# TYPE snodo_soap_answers_total counter",
             "snodo_soap_answers_total{operation=\"paSendRTV2\",fault=\"\"} 3",
@@ -211,12 +286,14 @@ mod tests {
             "snodo_delivery_latency_seconds_bucket{pipeline=\"erp\",le=\"+Inf\"} 3",
             "snodo_delivery_latency_seconds_count{pipeline=\"erp\"} 3",
             "snodo_delivery_attempts_total{pipeline=\"erp\",outcome=\"retry\"} 1",
+            "snodo_api_requests_total{entity=\"c_g224\",resource=\"positions\",method=\"POST\",status=\"201\"} 2",
+            "snodo_external_verifications_total{entity=\"r_veneto\",outcome=\"failed\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in {text}"
             );
         }
-        assert!(!render(&answers, &stats, None).contains("snodo_deliveries"));
+        assert!(!render(&answers, &stats, &api, None).contains("snodo_deliveries"));
     }
 }

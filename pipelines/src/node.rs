@@ -25,6 +25,8 @@ pub struct NodeService {
     store: Arc<dyn Store>,
     /// Asks entity systems about notices of `external` debt types.
     external: Option<crate::external::ExternalVerifier>,
+    /// This process's API requests and verifications, for `/metrics`.
+    api_stats: Arc<crate::metrics::ApiStats>,
     /// Answers given, by operation and fault code ("" for OK), for `/metrics`.
     answers: std::sync::Mutex<std::collections::BTreeMap<(&'static str, String), u64>>,
 }
@@ -37,6 +39,7 @@ impl NodeService {
         plan: Arc<Plan>,
         store: Arc<dyn Store>,
         flows: Arc<crate::intake::StandingFlows>,
+        api_stats: Arc<crate::metrics::ApiStats>,
     ) -> Self {
         let external = match crate::external::ExternalVerifier::new(store.clone(), flows) {
             Ok(v) => Some(v),
@@ -49,6 +52,7 @@ impl NodeService {
             plan,
             store,
             external,
+            api_stats,
             answers: Default::default(),
         }
     }
@@ -65,7 +69,7 @@ impl NodeService {
             .metrics()
             .map_err(|e| tracing::warn!("metrics: store unavailable: {e}"))
             .ok();
-        crate::metrics::render(&answers, deliveries, store.as_ref())
+        crate::metrics::render(&answers, deliveries, &self.api_stats, store.as_ref())
     }
 
     /// Whether the store answers (for `/readyz`).
@@ -251,7 +255,15 @@ impl NodeService {
         let position = match &self.external {
             Some(ext) if crate::external::ExternalVerifier::applies(entity, stored.as_ref()) => {
                 use crate::external::Unverified;
-                ext.refresh(entity, &notice, stored).map_err(|e| match e {
+                let asked = ext.refresh(entity, &notice, stored);
+                let outcome = match &asked {
+                    Ok(_) => "ok",
+                    Err(Unverified::Unknown) => "unknown",
+                    Err(Unverified::Annulled) => "annulled",
+                    Err(Unverified::Failed(_)) => "failed",
+                };
+                self.api_stats.verification(&entity.ipa_code, outcome);
+                asked.map_err(|e| match e {
                     Unverified::Unknown => (NodeFault::PagamentoSconosciuto, None),
                     Unverified::Annulled => (NodeFault::PagamentoAnnullato, None),
                     Unverified::Failed(why) => (

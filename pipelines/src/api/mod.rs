@@ -144,6 +144,7 @@ pub fn router(
     plan: Arc<Plan>,
     store: Arc<dyn Store>,
     flows: Arc<StandingFlows>,
+    stats: Arc<crate::metrics::ApiStats>,
     admin_token: Option<&str>,
 ) -> Result<Router, String> {
     let mut keys = HashMap::new();
@@ -156,6 +157,8 @@ pub fn router(
         keys.insert(key_hash(t), ("admin".to_string(), None));
     }
     let limiter = RateLimiter::new(plan.config.api.rate_per_second, plan.config.api.rate_burst);
+    let entities: Arc<std::collections::HashSet<String>> =
+        Arc::new(plan.entities.keys().cloned().collect());
     let api = Arc::new(Api {
         plan,
         store,
@@ -186,8 +189,46 @@ pub fn router(
         .route("/entities/{ipa}/carts/{id}", get(carts::read))
         .route("/openapi.json", get(openapi))
         .fallback(no_route)
-        .with_state(api);
+        .with_state(api)
+        .layer(axum::middleware::from_fn_with_state(
+            (stats, entities),
+            count,
+        ));
     Ok(Router::new().nest(BASE, routes))
+}
+
+/// Counts every answer for `/metrics`, by entity and resource (`/entities/{ipa}/{resource}/...`).
+/// Only configured entities, the API's resources and the usual methods become labels, so no
+/// caller can grow the number of series.
+async fn count(
+    axum::extract::State((stats, entities)): axum::extract::State<(
+        Arc<crate::metrics::ApiStats>,
+        Arc<std::collections::HashSet<String>>,
+    )>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        _ => "other",
+    };
+    let path = request.uri().path().to_string();
+    let answer = next.run(request).await;
+    let mut parts = path.split('/').skip_while(|p| *p != "entities").skip(1);
+    let entity = parts.next().filter(|e| entities.contains(*e)).unwrap_or("");
+    let resource = parts
+        .next()
+        .filter(|r| {
+            ROUTES
+                .iter()
+                .any(|(_, route)| route.split('/').nth(3) == Some(*r))
+        })
+        .unwrap_or("");
+    stats.request(entity, resource, method, answer.status().as_u16());
+    answer
 }
 
 /// Forgets `Idempotency-Key` answers older than `ttl`, hourly (and once at start).
