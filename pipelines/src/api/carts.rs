@@ -3,7 +3,7 @@
 //! (`POST /carts`, checkout_v2.json), keeps it, and reports its state from the positions and
 //! their receipts.
 
-use super::{blocking, read_json, Api, Caller, Entered, Problem, Reply};
+use super::{blocking, decode_body, read_json, Api, Caller, Entered, Problem, Reply};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -91,19 +91,7 @@ async fn open(
             "carts need pagoPA Checkout, which this hub does not configure ([pagopa.checkout])",
         ));
     };
-    let req: Request = serde_path_to_error::deserialize(&value).map_err(|e| {
-        let field = e.path().to_string();
-        let p = Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            format!("{field}: {}", e.into_inner()),
-        );
-        if field.is_empty() || field == "." {
-            p
-        } else {
-            p.field(field)
-        }
-    })?;
+    let req: Request = decode_body(&value)?;
     let n = req.notice_numbers.len();
     if n == 0 || n > MAX_NOTICES {
         return Err(invalid(

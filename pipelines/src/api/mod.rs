@@ -574,6 +574,25 @@ pub(crate) async fn read_json(
     Ok((bytes, value))
 }
 
+/// Reads a JSON body into `T` (which refuses unknown fields): a problem names the JSON path.
+pub(crate) fn decode_body<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        let p = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("{field}: {}", e.into_inner()),
+        );
+        if field.is_empty() || field == "." {
+            p
+        } else {
+            p.field(field)
+        }
+    })
+}
+
 /// Reads query parameters into `T`, refusing unknown ones.
 pub(crate) fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T, Problem> {
     axum::extract::Query::<T>::try_from_uri(uri)

@@ -2,7 +2,7 @@
 //! citizen's request through the same MyPay rules as any other.
 
 use super::positions::single;
-use super::{read_json, Api, Caller, Entered, Problem, Reply};
+use super::{decode_body, read_json, Api, Caller, Entered, Problem, Reply};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -112,22 +112,9 @@ async fn spontaneous(
         .field("debtType")
         .into();
     };
-    let req: Request = match serde_path_to_error::deserialize(&value) {
+    let req: Request = match decode_body(&value) {
         Ok(r) => r,
-        Err(e) => {
-            let field = e.path().to_string();
-            let p = Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!("{field}: {}", e.into_inner()),
-            );
-            return if field.is_empty() || field == "." {
-                p
-            } else {
-                p.field(field)
-            }
-            .into();
-        }
+        Err(p) => return p.into(),
     };
     let (amount, causale) = match offer.rule.apply(req.amount_cents, &req.fields) {
         Ok(v) => v,
