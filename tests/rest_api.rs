@@ -108,40 +108,16 @@ fn every_route_is_scoped_to_the_key_entity() {
     }
     // Feltre's own resources are Feltre's; Padova's key may not see them either.
     assert_eq!(
-        http(
-            p,
-            "GET",
-            "/api/v1/entities/c_d530/positions",
-            Some(KEY_FELTRE),
-            &[],
-            None
-        )
-        .status,
+        get(p, "/api/v1/entities/c_d530/positions", KEY_FELTRE).status,
         200
     );
     assert_eq!(
-        http(
-            p,
-            "GET",
-            "/api/v1/entities/c_d530/positions",
-            Some(KEY_PADOVA),
-            &[],
-            None
-        )
-        .status,
+        get(p, "/api/v1/entities/c_d530/positions", KEY_PADOVA).status,
         403
     );
     // The admin token on an entity the hub does not have.
     assert_eq!(
-        http(
-            p,
-            "GET",
-            "/api/v1/entities/c_x999/positions",
-            Some(ADMIN),
-            &[],
-            None
-        )
-        .status,
+        get(p, "/api/v1/entities/c_x999/positions", ADMIN).status,
         404
     );
     // Operators see the answers in /metrics, labelled only with what the hub knows.
@@ -205,25 +181,10 @@ fn positions_round_trip_with_mypay_rules() {
     );
 
     // Read back by IUD, IUV and notice number.
-    let by_iud = http(
-        p,
-        "GET",
-        &format!("{POSITIONS}/RT-1"),
-        Some(KEY_PADOVA),
-        &[],
-        None,
-    );
+    let by_iud = get(p, &format!("{POSITIONS}/RT-1"), KEY_PADOVA);
     assert_eq!(by_iud.json(), v);
     for q in [format!("iuv={iuv}"), format!("noticeNumber={notice}")] {
-        let page = http(
-            p,
-            "GET",
-            &format!("{POSITIONS}?{q}"),
-            Some(KEY_PADOVA),
-            &[],
-            None,
-        )
-        .json();
+        let page = get(p, &format!("{POSITIONS}?{q}"), KEY_PADOVA).json();
         assert_eq!(page["items"].as_array().unwrap().len(), 1, "{q}");
         assert_eq!(page["items"][0]["iud"], "RT-1");
     }
@@ -597,13 +558,10 @@ fn lists_page_with_cursors_and_filters() {
     let mut seen = Vec::new();
     let mut cursor = String::new();
     for _ in 0..10 {
-        let page = http(
+        let page = get(
             p,
-            "GET",
             &format!("{POSITIONS}?limit=10&cursor={cursor}"),
-            Some(KEY_PADOVA),
-            &[],
-            None,
+            KEY_PADOVA,
         )
         .json();
         for item in page["items"].as_array().unwrap() {
@@ -621,15 +579,7 @@ fn lists_page_with_cursors_and_filters() {
     assert_eq!(got, expected, "every position once across pages");
 
     let count = |q: &str| {
-        http(
-            p,
-            "GET",
-            &format!("{POSITIONS}?{q}"),
-            Some(KEY_PADOVA),
-            &[],
-            None,
-        )
-        .json()["items"]
+        get(p, &format!("{POSITIONS}?{q}"), KEY_PADOVA).json()["items"]
             .as_array()
             .unwrap()
             .len()
@@ -639,51 +589,19 @@ fn lists_page_with_cursors_and_filters() {
     assert_eq!(count("dueFrom=2098-06-15&dueTo=2098-06-15"), 5);
     assert_eq!(count("debtType=MENSA"), 0);
     assert_eq!(
-        http(
-            p,
-            "GET",
-            &format!("{POSITIONS}?status=later"),
-            Some(KEY_PADOVA),
-            &[],
-            None
-        )
-        .status,
+        get(p, &format!("{POSITIONS}?status=later"), KEY_PADOVA).status,
         400
     );
     assert_eq!(
-        http(
-            p,
-            "GET",
-            &format!("{POSITIONS}?limit=0"),
-            Some(KEY_PADOVA),
-            &[],
-            None
-        )
-        .status,
+        get(p, &format!("{POSITIONS}?limit=0"), KEY_PADOVA).status,
         400
     );
     assert_eq!(
-        http(
-            p,
-            "GET",
-            &format!("{POSITIONS}?colour=red"),
-            Some(KEY_PADOVA),
-            &[],
-            None
-        )
-        .status,
+        get(p, &format!("{POSITIONS}?colour=red"), KEY_PADOVA).status,
         400
     );
     assert_eq!(
-        http(
-            p,
-            "GET",
-            &format!("{POSITIONS}?cursor=abc"),
-            Some(KEY_PADOVA),
-            &[],
-            None
-        )
-        .status,
+        get(p, &format!("{POSITIONS}?cursor=abc"), KEY_PADOVA).status,
         400
     );
 }
@@ -693,15 +611,7 @@ fn spontaneous_payments_follow_the_declared_fields() {
     let home = home("");
     let _hub = Hub::start_serving(&home);
     let p = home.port;
-    let offers = http(
-        p,
-        "GET",
-        "/api/v1/entities/c_g224/spontaneous",
-        Some(KEY_PADOVA),
-        &[],
-        None,
-    )
-    .json();
+    let offers = get(p, "/api/v1/entities/c_g224/spontaneous", KEY_PADOVA).json();
     let mensa = &offers["items"][0];
     assert_eq!(mensa["debtType"], "MENSA");
     assert_eq!(mensa["amount"], json!({"minCents": 500, "maxCents": 50000}));
@@ -780,31 +690,20 @@ fn rate_and_size_limits_answer_clearly() {
     assert_eq!(r.status, 413, "{}", r.body);
     assert_eq!(r.json()["type"], "https://snodo.eu/problems/body-too-large");
     let statuses: Vec<u16> = (0..4)
-        .map(|_| http(p, "GET", POSITIONS, Some(KEY_PADOVA), &[], None).status)
+        .map(|_| get(p, POSITIONS, KEY_PADOVA).status)
         .collect();
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
-    let limited = http(p, "GET", POSITIONS, Some(KEY_PADOVA), &[], None);
+    let limited = get(p, POSITIONS, KEY_PADOVA);
     assert_eq!(limited.status, 429);
     let wait: u64 = limited.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=2).contains(&wait), "{wait}");
     // Another key has its own budget.
     assert_eq!(
-        http(
-            p,
-            "GET",
-            "/api/v1/entities/c_d530/positions",
-            Some(KEY_FELTRE),
-            &[],
-            None
-        )
-        .status,
+        get(p, "/api/v1/entities/c_d530/positions", KEY_FELTRE).status,
         200
     );
     std::thread::sleep(std::time::Duration::from_millis(1100 * wait));
-    assert_eq!(
-        http(p, "GET", POSITIONS, Some(KEY_PADOVA), &[], None).status,
-        200
-    );
+    assert_eq!(get(p, POSITIONS, KEY_PADOVA).status, 200);
 }
 
 /// The served document is docs/openapi.json, a valid OpenAPI 3 document.
@@ -830,14 +729,7 @@ fn the_openapi_document_is_served_and_valid() {
         stderr(&out)
     );
     // An unknown route under the API is a problem, not a bare 404.
-    let none = http(
-        home.port,
-        "GET",
-        "/api/v1/nothing",
-        Some(KEY_PADOVA),
-        &[],
-        None,
-    );
+    let none = get(home.port, "/api/v1/nothing", KEY_PADOVA);
     assert_eq!(none.status, 404);
     assert_eq!(none.json()["type"], "https://snodo.eu/problems/no-route");
 }

@@ -137,28 +137,12 @@ fn a_cart_is_opened_paid_at_checkout_and_its_receipts_pulled() {
     assert_eq!(paid.status, 303, "{}", paid.body);
     assert_eq!(paid.header("location"), Some("http://portal.example/ok"));
 
-    let state = http(
-        p,
-        "GET",
-        &format!("{carts}/{id}"),
-        Some(KEY_PADOVA),
-        &[],
-        None,
-    )
-    .json();
+    let state = get(p, &format!("{carts}/{id}"), KEY_PADOVA).json();
     assert_eq!(state["state"], "paid", "{state}");
     assert!(state["notices"][0]["receiptId"].is_string(), "{state}");
 
     // Receipts pulled in store order, then nothing new with the same cursor.
-    let page = http(
-        p,
-        "GET",
-        "/api/v1/entities/c_g224/receipts",
-        Some(KEY_PADOVA),
-        &[],
-        None,
-    )
-    .json();
+    let page = get(p, "/api/v1/entities/c_g224/receipts", KEY_PADOVA).json();
     let items = page["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{page}");
     let pulled: Vec<String> = items.iter().map(|r| r.to_string()).collect();
@@ -169,27 +153,16 @@ fn a_cart_is_opened_paid_at_checkout_and_its_receipts_pulled() {
         );
     }
     let cursor = page["nextCursor"].as_str().unwrap().to_string();
-    let next = http(
+    let next = get(
         p,
-        "GET",
         &format!("/api/v1/entities/c_g224/receipts?since={cursor}"),
-        Some(KEY_PADOVA),
-        &[],
-        None,
+        KEY_PADOVA,
     )
     .json();
     assert_eq!(next["items"].as_array().unwrap().len(), 0);
     assert_eq!(next["nextCursor"], cursor.as_str());
     // Feltre sees none of them.
-    let feltre = http(
-        p,
-        "GET",
-        "/api/v1/entities/c_d530/receipts",
-        Some(KEY_FELTRE),
-        &[],
-        None,
-    )
-    .json();
+    let feltre = get(p, "/api/v1/entities/c_d530/receipts", KEY_FELTRE).json();
     assert_eq!(feltre["items"].as_array().unwrap().len(), 0);
 
     // Notices that cannot go in a cart: paid, unknown, too many.
@@ -232,18 +205,7 @@ fn a_cart_is_opened_paid_at_checkout_and_its_receipts_pulled() {
         Some(&lonely.to_string()),
     );
     assert_eq!(r.status, 502, "{}", r.body);
-    assert_eq!(
-        http(
-            p,
-            "GET",
-            &format!("{carts}/down-1"),
-            Some(KEY_PADOVA),
-            &[],
-            None
-        )
-        .status,
-        404
-    );
+    assert_eq!(get(p, &format!("{carts}/down-1"), KEY_PADOVA).status, 404);
 }
 
 const VENETO: &str = "80007580279";
@@ -302,6 +264,18 @@ fn the_entity_system_is_asked_in_real_time() {
     let _sim = StandIns::start(&home, sim_port, &file);
     let _hub = Hub::start_serving(&home);
     let p = home.port;
+    // What `snodo positions` prints for a Region notice (nothing: not stored).
+    let lookup = |notice: &str| {
+        home.snodo(&[
+            "positions",
+            "-c",
+            "config.toml",
+            "--entity",
+            "r_veneto",
+            "--notice",
+            notice,
+        ])
+    };
 
     let (answer, _) = verify(p, &ok);
     assert!(answer.contains("<outcome>OK</outcome>"), "{answer}");
@@ -331,15 +305,7 @@ fn the_entity_system_is_asked_in_real_time() {
             Some("PAA_SYSTEM_ERROR"),
             "{answer}"
         );
-        let stored = home.snodo(&[
-            "positions",
-            "-c",
-            "config.toml",
-            "--entity",
-            "r_veneto",
-            "--notice",
-            bad,
-        ]);
+        let stored = lookup(bad);
         assert_eq!(
             stdout(&stored).trim(),
             "",
@@ -364,15 +330,7 @@ fn the_entity_system_is_asked_in_real_time() {
     }
 
     // The position is stored, and follows the entity's system when it changes.
-    let stored = home.snodo(&[
-        "positions",
-        "-c",
-        "config.toml",
-        "--entity",
-        "r_veneto",
-        "--notice",
-        &ok,
-    ]);
+    let stored = lookup(&ok);
     let v: Value =
         serde_json::from_str(stdout(&stored).lines().next().expect("stored position")).unwrap();
     assert_eq!(v["amount_cents"], 2500);
@@ -391,15 +349,7 @@ fn the_entity_system_is_asked_in_real_time() {
         .output()
         .unwrap();
     assert!(paid.status.success(), "{}{}", stdout(&paid), stderr(&paid));
-    let stored = home.snodo(&[
-        "positions",
-        "-c",
-        "config.toml",
-        "--entity",
-        "r_veneto",
-        "--notice",
-        &ok,
-    ]);
+    let stored = lookup(&ok);
     let v: Value = serde_json::from_str(stdout(&stored).lines().next().unwrap()).unwrap();
     assert_eq!(v["status"], "paid", "{v}");
     // Once paid, the entity system is not asked again: the node hears it is paid.

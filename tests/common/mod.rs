@@ -697,6 +697,11 @@ pub fn http(
     }
 }
 
+/// `GET path` with a bearer key.
+pub fn get(port: u16, path: &str, key: &str) -> HttpAnswer {
+    http(port, "GET", path, Some(key), &[], None)
+}
+
 /// The demo's API keys.
 pub const KEY_PADOVA: &str = "demo-key-c_g224-padova";
 pub const KEY_FELTRE: &str = "demo-key-c_d530-feltre";
