@@ -46,19 +46,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 /// The path of the Checkout API a hub is configured with (its `.../checkout/ec/v2`), plus
 /// `/carts`.
 pub const CARTS_PATH: &str = "/checkout/ec/v2/carts";
 /// The subscription key header of the Checkout API.
 pub const KEY_HEADER: &str = "Ocp-Apim-Subscription-Key";
-/// How long a stopping server waits for the requests in flight.
-const DRAIN: Duration = Duration::from_secs(2);
 /// At most this many notices in a cart (`maxItems` of `paymentNotices`).
 const MAX_NOTICES: usize = 5;
 /// `maxLength` of `companyName` and `description`.
@@ -184,32 +181,9 @@ impl StandIns {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let mut server = tokio::spawn(
-            axum::serve(self.listener, self.app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|stop| *stop).await;
-                })
-                .into_future(),
-        );
-        let served = tokio::select! {
-            () = shutdown => {
-                let _ = stop_tx.send(true);
-                match tokio::time::timeout(DRAIN, &mut server).await {
-                    Ok(joined) => joined,
-                    Err(_) => {
-                        server.abort();
-                        Ok(Ok(()))
-                    }
-                }
-            }
-            joined = &mut server => joined,
-        };
-        match served {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ServeError::Serve(e)),
-            Err(e) => Err(ServeError::Serve(std::io::Error::other(e.to_string()))),
-        }
+        crate::receiver::serve_until(self.listener, self.app, shutdown)
+            .await
+            .map_err(ServeError::Serve)
     }
 }
 

@@ -213,14 +213,6 @@ impl Receiver {
         let app = Router::new()
             .fallback(accept)
             .with_state(Arc::clone(&shared));
-        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let mut server = tokio::spawn(
-            axum::serve(self.listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|stop| *stop).await;
-                })
-                .into_future(),
-        );
         let flusher = {
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
@@ -232,28 +224,12 @@ impl Receiver {
                 }
             })
         };
-        let served = tokio::select! {
-            () = shutdown => {
-                let _ = stop_tx.send(true);
-                match tokio::time::timeout(DRAIN, &mut server).await {
-                    Ok(joined) => joined,
-                    Err(_) => {
-                        server.abort();
-                        Ok(Ok(()))
-                    }
-                }
-            }
-            joined = &mut server => joined,
-        };
+        let served = serve_until(self.listener, app, shutdown).await;
         flusher.abort();
         let mut tally = shared.tally();
         tally.flush();
         let summary = tally.summary();
-        match served {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(ReceiverError::Serve(e)),
-            Err(e) => return Err(ReceiverError::Serve(std::io::Error::other(e.to_string()))),
-        }
+        served.map_err(ReceiverError::Serve)?;
         if let (Some(source), Some(path)) = (tally.log_error.take(), self.log_path) {
             return Err(ReceiverError::WriteLog {
                 path,
@@ -337,6 +313,37 @@ async fn accept(
         tally.keys.insert(key);
     }
     status
+}
+
+/// Serves `app` until `shutdown` completes, then lets the requests in flight finish ([`DRAIN`] at
+/// most).
+pub(crate) async fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+    let served = tokio::select! {
+        () = shutdown => {
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(DRAIN, &mut server).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+        joined = &mut server => joined,
+    };
+    served.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
 }
 
 #[cfg(test)]
