@@ -11,9 +11,7 @@ BIN="$REPO/target/release/snodo"
 DEMO="$REPO/target/demo"
 rm -rf "$DEMO" && mkdir -p "$DEMO"
 cd "$DEMO"
-if [ -f "$REPO/../shared/specs/mypay/mypay4/data/tassonomia.csv" ]; then
-  export SNODO_TAXONOMY_FILE="$REPO/../shared/specs/mypay/mypay4/data/tassonomia.csv"
-fi
+export SNODO_TAXONOMY_FILE="$REPO/adapters/specs/mypay/tassonomia.csv"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 

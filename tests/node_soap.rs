@@ -403,8 +403,7 @@ fn concurrent_receipts_are_stored_once_and_duplicates_faulted() {
 }
 
 /// The official request samples (SANP2.5.1 examples), as shipped and rewritten to this hub's
-/// broker, station, entity and a real position (../shared/specs/pagopa/SOURCES.md says which
-/// samples are themselves invalid, and why).
+/// broker, station, entity and a real position (adapters/specs/SOURCES.md says where they come from).
 #[test]
 fn the_official_samples_are_answered() {
     let home = Home::new();
@@ -426,12 +425,10 @@ fn the_official_samples_are_answered() {
     let sample = |name: &str| {
         std::fs::read_to_string(
             repo()
-                .join(
-                    "../shared/specs/pagopa/pagopa-api/SANP2.5.1/api-definitions/openapi/examples",
-                )
+                .join("adapters/specs/pagopa/SANP2.5.1/examples")
                 .join(name),
         )
-        .expect("official sample (../shared/specs)")
+        .expect("official sample (adapters/specs)")
     };
     let ours = |xml: &str| {
         xml.replace(

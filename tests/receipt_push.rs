@@ -370,12 +370,11 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/esito", auth = {{ jw
     let rt_xml = String::from_utf8(b64.decode(json["rt"].as_str().unwrap()).unwrap()).unwrap();
     assert_eq!(rt_xml, request);
     let pagati = b64.decode(json["esito"].as_str().unwrap()).unwrap();
-    let xsd = std::fs::read_to_string(
-        repo().join("../shared/specs/mypay/mypay4/wsdl/pa/PagInf_Dovuti_Pagati_6_2_0.xsd"),
-    )
-    .unwrap()
-    // The fix SOURCES.md describes: `\/` is not an XSD regex escape.
-    .replace("\\/", "/");
+    let xsd =
+        std::fs::read_to_string(repo().join("adapters/specs/mypay/PagInf_Dovuti_Pagati_6_2_0.xsd"))
+            .unwrap()
+            // The fix SOURCES.md describes: `\/` is not an XSD regex escape.
+            .replace("\\/", "/");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pagati.xsd"), xsd).unwrap();
     std::fs::write(dir.path().join("pagati.xml"), &pagati).unwrap();

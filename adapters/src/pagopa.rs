@@ -27,8 +27,18 @@ use snodo_core::Amount;
 
 pub use model::*;
 pub use parse::{parse_request, parse_response};
-pub use render::{render_request, render_response};
+pub use render::{render_request, render_response, render_soap_fault, SoapFaultCode};
 pub use view::{ReceiptTransferView, ReceiptView};
+
+/// The official interface files the hub serves at `/pagopa/paForNode?wsdl`, as published by
+/// pagoPA (SANP 3.12.0; `specs/SOURCES.md`).
+pub mod specs {
+    pub const WSDL: &str = include_str!("../specs/pagopa/SANP3.12.0/wsdl/paForNode.wsdl");
+    pub const XSD_PA_FOR_NODE: &str =
+        include_str!("../specs/pagopa/SANP3.12.0/wsdl/xsd/paForNode.xsd");
+    pub const XSD_COMMON: &str =
+        include_str!("../specs/pagopa/SANP3.12.0/xsd-common/sac-common-types-1.0.xsd");
+}
 
 /// Namespace of the `paForNode` payload elements.
 pub const PAF_NS: &str = "http://pagopa-api.pagopa.gov.it/pa/paForNode.xsd";

@@ -316,8 +316,7 @@ fn take_string(field: &mut Vec<u8>) -> String {
 mod tests {
     use super::*;
 
-    const MYPAY_TABLE: &str =
-        include_str!("../../../shared/specs/mypay/mypay4/data/tassonomia.csv");
+    const MYPAY_TABLE: &str = include_str!("../../adapters/specs/mypay/tassonomia.csv");
 
     fn code(s: &str) -> TaxonomyCode {
         TaxonomyCode::parse(s).unwrap()

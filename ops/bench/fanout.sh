@@ -56,7 +56,7 @@ fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
 RPORT=$(free_port)
-TAXONOMY="$ROOT/../shared/specs/mypay/mypay4/data/tassonomia.csv"
+TAXONOMY="$ROOT/adapters/specs/mypay/tassonomia.csv"
 if [ -f "$TAXONOMY" ]; then
     SNODO_TAXONOMY_FILE="$(cd "$(dirname "$TAXONOMY")" && pwd)/$(basename "$TAXONOMY")"
     export SNODO_TAXONOMY_FILE
@@ -84,7 +84,7 @@ cat >"$TMP/snodo.toml" <<EOF
 [hub]
 data_dir = "var"
 store = "$STORE_URL"
-taxonomy_file = "\${SNODO_TAXONOMY_FILE:-../shared/specs/mypay/mypay4/data/tassonomia.csv}"
+taxonomy_file = "\${SNODO_TAXONOMY_FILE:-adapters/specs/mypay/tassonomia.csv}"
 
 [http]
 listen = "127.0.0.1:$PORT"

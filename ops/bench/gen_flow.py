@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate a realistic MyPay "import dovuti" flow for benchmarks and tests.
 
-Format: /work/shared/specs/mypay/TRACCIATI.md section 1 (<codIPA>-<IUF>-<versione>, `;`-separated
+Format: adapters/specs/mypay/TRACCIATI.md section 1 (<codIPA>-<IUF>-<versione>, `;`-separated
 UTF-8 CSV with a header line, `\\n` line ends, 20/20/21/22/35 columns for 1_0/1_1/1_2/1_3/1_4,
 `azione` always last).
 

@@ -63,7 +63,7 @@ fi
 # ---- configuration: demo entities, data in the temp dir --------------------------------------
 cp config/demo.toml "$TMP/snodo.toml"
 export SNODO__HUB__DATA_DIR="$TMP/var"
-TAXONOMY="$ROOT/../shared/specs/mypay/mypay4/data/tassonomia.csv"
+TAXONOMY="$ROOT/adapters/specs/mypay/tassonomia.csv"
 if [ -f "$TAXONOMY" ]; then
     SNODO_TAXONOMY_FILE="$(cd "$(dirname "$TAXONOMY")" && pwd)/$(basename "$TAXONOMY")"
     export SNODO_TAXONOMY_FILE

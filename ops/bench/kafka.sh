@@ -34,7 +34,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     cargo build --release --quiet
 fi
 ops/kafka.sh >&2
-TAXONOMY="$(cd "$ROOT/../shared/specs/mypay/mypay4/data" && pwd)/tassonomia.csv"
+TAXONOMY="$(cd "$ROOT/adapters/specs/mypay" && pwd)/tassonomia.csv"
 export SNODO_LOG=warn
 RUN="$(date +%s)"
 TOPIC="bench-positions-$RUN"

@@ -99,7 +99,7 @@ PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 cp config/demo.toml "$TMP/snodo.toml"
 export SNODO__HUB__DATA_DIR="$TMP/var" SNODO__HTTP__LISTEN="127.0.0.1:$PORT" SNODO_LOG=warn
 export SNODO__API__RATE_PER_SECOND=1000000 SNODO__API__RATE_BURST=1000000
-TAXONOMY="$ROOT/../shared/specs/mypay/mypay4/data/tassonomia.csv"
+TAXONOMY="$ROOT/adapters/specs/mypay/tassonomia.csv"
 if [ -f "$TAXONOMY" ]; then
     SNODO_TAXONOMY_FILE="$(cd "$(dirname "$TAXONOMY")" && pwd)/$(basename "$TAXONOMY")"
     export SNODO_TAXONOMY_FILE

@@ -107,7 +107,7 @@ if [ ! -x "$BIN" ]; then
     echo "error: $BIN does not exist" >&2
     exit 1
 fi
-TAXONOMY="$ROOT/../shared/specs/mypay/mypay4/data/tassonomia.csv"
+TAXONOMY="$ROOT/adapters/specs/mypay/tassonomia.csv"
 if [ -f "$TAXONOMY" ]; then
     SNODO_TAXONOMY_FILE="$(cd "$(dirname "$TAXONOMY")" && pwd)/$(basename "$TAXONOMY")"
     export SNODO_TAXONOMY_FILE

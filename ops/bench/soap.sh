@@ -23,7 +23,7 @@ log() { echo "== $*" >&2; }
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cp config/demo.toml "$TMP/snodo.toml"
 export SNODO__HUB__DATA_DIR="$TMP/var" SNODO__HTTP__LISTEN="127.0.0.1:$PORT" SNODO_LOG=warn
-TAXONOMY="$ROOT/../shared/specs/mypay/mypay4/data/tassonomia.csv"
+TAXONOMY="$ROOT/adapters/specs/mypay/tassonomia.csv"
 [ -f "$TAXONOMY" ] && export SNODO_TAXONOMY_FILE="$TAXONOMY"
 
 log "generating and importing $N positions (untimed)"

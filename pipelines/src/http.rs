@@ -15,13 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-const WSDL: &str =
-    include_str!("../../../shared/specs/pagopa/pagopa-api/SANP3.12.0/wsdl/paForNode.wsdl");
-const XSD_PA_FOR_NODE: &str =
-    include_str!("../../../shared/specs/pagopa/pagopa-api/SANP3.12.0/wsdl/xsd/paForNode.xsd");
-const XSD_COMMON: &str = include_str!(
-    "../../../shared/specs/pagopa/pagopa-api/SANP3.12.0/xsd-common/sac-common-types-1.0.xsd"
-);
+use snodo_adapters::pagopa::specs::{WSDL, XSD_COMMON, XSD_PA_FOR_NODE};
 
 /// Where the node's calls arrive, under the hub's public URL.
 pub const PA_FOR_NODE_PATH: &str = "/pagopa/paForNode";

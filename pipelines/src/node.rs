@@ -8,7 +8,7 @@ use crate::plan::{EntityRuntime, Plan};
 use snodo_adapters::pagopa::{
     self as soap, AmountOption, Destination, EntityType, Fault, GetPaymentRequest,
     GetPaymentResponse, GetPaymentV2Response, Operation, Outcome, PaymentData, PaymentDataV2,
-    PaymentOption, Request, Response, SendRtResponse, Subject, Transfer, TransferV2,
+    PaymentOption, Request, Response, SendRtResponse, SoapFaultCode, Subject, Transfer, TransferV2,
     UniqueIdentifier, VerifyRequest, VerifyResponse,
 };
 use snodo_core::dovuto::{self, SubjectKind};
@@ -597,21 +597,12 @@ fn payment_data_v2(a: &Activation, entity: &EntityRuntime) -> PaymentDataV2 {
 
 /// A SOAP 1.1 Fault for a request whose operation could not even be read.
 fn client_fault(reason: &str) -> String {
-    format!(
-        "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body><soapenv:Fault><faultcode>soapenv:Client</faultcode><faultstring>{}</faultstring></soapenv:Fault></soapenv:Body></soapenv:Envelope>",
-        xml_escape(reason)
-    )
+    soap::render_soap_fault(SoapFaultCode::Client, reason)
 }
 
 /// Answer when the handler itself failed (a bug): a SOAP Server fault.
 pub fn system_fault() -> String {
-    "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body><soapenv:Fault><faultcode>soapenv:Server</faultcode><faultstring>PAA_SYSTEM_ERROR</faultstring></soapenv:Fault></soapenv:Body></soapenv:Envelope>".to_string()
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    soap::render_soap_fault(SoapFaultCode::Server, "PAA_SYSTEM_ERROR")
 }
 
 impl std::fmt::Debug for NodeService {

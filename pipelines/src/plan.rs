@@ -1044,7 +1044,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         let demo = include_str!("../../config/demo.toml").replace(
-            "${SNODO_TAXONOMY_FILE:-../shared/specs/mypay/mypay4/data/tassonomia.csv}",
+            "${SNODO_TAXONOMY_FILE:-adapters/specs/mypay/tassonomia.csv}",
             "/nonexistent/tassonomia.csv",
         );
         std::fs::write(&path, format!("{demo}\n{extra}")).unwrap();

@@ -40,9 +40,9 @@ impl Home {
                 "schedule = \"* * * * * *\", settle = \"0s\"",
             )
             .replace(
-                "${SNODO_TAXONOMY_FILE:-../shared/specs/mypay/mypay4/data/tassonomia.csv}",
+                "${SNODO_TAXONOMY_FILE:-adapters/specs/mypay/tassonomia.csv}",
                 &repo()
-                    .join("../shared/specs/mypay/mypay4/data/tassonomia.csv")
+                    .join("adapters/specs/mypay/tassonomia.csv")
                     .display()
                     .to_string(),
             );

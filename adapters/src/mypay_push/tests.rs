@@ -17,11 +17,11 @@ use crate::test_fixtures::*;
 
 const MYPAY_XSD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/specs/mypay/mypay4/wsdl/pa/PagInf_Dovuti_Pagati_6_2_0.xsd"
+    "/specs/mypay/PagInf_Dovuti_Pagati_6_2_0.xsd"
 );
 const PAGOPA_EXAMPLES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/specs/pagopa/pagopa-api/SANP2.5.1/api-definitions/openapi/examples/"
+    "/specs/pagopa/SANP2.5.1/examples/"
 );
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/mypay_push/");
 
@@ -107,7 +107,7 @@ fn xsd_verdicts(docs: &[&str]) -> Result<Vec<Option<String>>, &'static str> {
         Ok(_) => {}
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let xsd = std::fs::read_to_string(MYPAY_XSD).expect("MyPay XSD in ../shared");
+    let xsd = std::fs::read_to_string(MYPAY_XSD).expect("MyPay XSD in adapters/specs");
     assert!(xsd.contains(r"\/"), "the XSD still needs its fix");
     let xsd_path = dir.path().join("PagInf_Dovuti_Pagati_6_2_0.xsd");
     std::fs::write(&xsd_path, xsd.replace(r"\/", "/")).expect("write XSD");

@@ -16,6 +16,31 @@ const ENVELOPE_START: &str = concat!(
 );
 const ENVELOPE_END: &str = "</soapenv:Body></soapenv:Envelope>";
 
+/// Who a SOAP 1.1 Fault blames: the caller's message, or the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoapFaultCode {
+    Client,
+    Server,
+}
+
+/// A SOAP 1.1 Fault envelope: for a request whose operation could not even be read (`Client`),
+/// or a handler that failed (`Server`); pagoPA's own faults travel inside the answers instead.
+pub fn render_soap_fault(code: SoapFaultCode, reason: &str) -> String {
+    let mut x = XmlText::with_capacity(256 + reason.len());
+    x.push_str(r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">"#);
+    x.push_str("<soapenv:Body><soapenv:Fault>");
+    x.raw(
+        "faultcode",
+        match code {
+            SoapFaultCode::Client => "soapenv:Client",
+            SoapFaultCode::Server => "soapenv:Server",
+        },
+    );
+    x.leaf("faultstring", reason);
+    x.push_str("</soapenv:Fault></soapenv:Body></soapenv:Envelope>");
+    x.into_string()
+}
+
 /// Renders the SOAP envelope of a request (for the node simulator).
 pub fn render_request(req: &Request) -> String {
     let op = req.operation();

@@ -7,10 +7,10 @@ use snodo_core::Amount;
 
 use super::*;
 
-const SPECS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/specs/pagopa/");
-const EXAMPLES: &str = "pagopa-api/SANP2.5.1/api-definitions/openapi/examples/";
+const SPECS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/specs/pagopa/");
+const EXAMPLES: &str = "SANP2.5.1/examples/";
 const MOCKS: &str = "samples/pagopa-wisp-soap-converter/at-1e6b4d2/mocks/";
-const XSD: &str = "pagopa-api/SANP3.12.0/wsdl/xsd/paForNode.xsd";
+const XSD: &str = "SANP3.12.0/wsdl/xsd/paForNode.xsd";
 
 fn spec(rel: &str) -> String {
     let path = format!("{SPECS}{rel}");
@@ -934,6 +934,24 @@ fn soap_fault_in_response() {
             fault_string: "boom".into()
         }
     );
+}
+
+#[test]
+fn rendered_soap_faults_read_back() {
+    for (code, text) in [
+        (SoapFaultCode::Client, "soapenv:Client"),
+        (SoapFaultCode::Server, "soapenv:Server"),
+    ] {
+        let xml = render_soap_fault(code, "bad <envelope> & more");
+        assert_eq!(
+            parse_response(xml.as_bytes()).unwrap_err(),
+            SoapError::SoapFault {
+                fault_code: text.into(),
+                fault_string: "bad <envelope> & more".into()
+            },
+            "{xml}"
+        );
+    }
 }
 
 fn verify_error(notice: &str) -> String {

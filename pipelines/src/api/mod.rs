@@ -22,7 +22,6 @@ pub use problem::Problem;
 use snodo_store::{SavedResponse, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 /// Where the API lives.
 pub const BASE: &str = "/api/v1";
@@ -88,42 +87,32 @@ impl axum::extract::FromRequestParts<Arc<Api>> for Entered {
     }
 }
 
-/// A token bucket per key: `rate` a second on average, `burst` at once.
+/// A token bucket per key (GCRA): `rate` a second on average, `burst` at once.
 struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+    keyed: governor::DefaultKeyedRateLimiter<String>,
+    clock: governor::clock::DefaultClock,
 }
 
 impl RateLimiter {
     fn new(rate: u32, burst: u32) -> Self {
+        let one = std::num::NonZeroU32::MIN;
+        let quota = governor::Quota::per_second(std::num::NonZeroU32::new(rate).unwrap_or(one))
+            .allow_burst(std::num::NonZeroU32::new(burst).unwrap_or(one));
         Self {
-            rate: f64::from(rate.max(1)),
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            keyed: governor::RateLimiter::keyed(quota),
+            clock: governor::clock::DefaultClock::default(),
         }
     }
 
-    /// `None`: allowed; `Some(s)`: out of tokens, retry in `s` seconds.
+    /// `None`: allowed; `Some(s)`: out of tokens, retry in `s` seconds (at least 1).
     fn spend(&self, key_id: &str) -> Option<u64> {
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let b = buckets.entry(key_id.to_string()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate).min(self.burst);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            None
-        } else {
-            Some(((1.0 - b.tokens) / self.rate).ceil().max(1.0) as u64)
+        use governor::clock::Clock as _;
+        match self.keyed.check_key(&key_id.to_string()) {
+            Ok(()) => None,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                Some(wait.as_secs_f64().ceil().max(1.0) as u64)
+            }
         }
     }
 }
