@@ -1,4 +1,5 @@
-//! Streaming reader for MyPay's `;`-separated CSV flows.
+//! Streaming reader for MyPay's `;`-separated CSV flows (and, with [`Dialect::POSTGRES`], for
+//! PostgreSQL's CSV exports such as MyPay's taxonomy table: the rules below with `,` and `'`).
 //!
 //! Built for throughput: records are located with `memchr` in one reusable buffer and fields are
 //! handed out as slices of that buffer. Only a quoted field that contains an escape (or text after
@@ -52,6 +53,34 @@ impl Default for CsvLimits {
             max_fields: 64,
         }
     }
+}
+
+/// The separator, the escape before a quote, and whether a header line comes first: MyPay's
+/// flows ([`Dialect::MYPAY`]) and PostgreSQL's CSV exports such as MyPay's taxonomy table
+/// ([`Dialect::POSTGRES`]) differ only there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect {
+    pub separator: u8,
+    /// Inside a quoted field, this byte followed by `"` stands for a `"` (the exception at the
+    /// end of a value applies, see the module docs).
+    pub escape: u8,
+    pub header: bool,
+}
+
+impl Dialect {
+    /// MyPay's flows: `;`, `\"`, a header line.
+    pub const MYPAY: Dialect = Dialect {
+        separator: b';',
+        escape: b'\\',
+        header: true,
+    };
+    /// PostgreSQL `COPY … CSV` with `ESCAPE '''`: `,`, `'"`, no header line. A doubled `''`
+    /// inside a quoted value is left as is: it is the caller's to fold, where it cares.
+    pub const POSTGRES: Dialect = Dialect {
+        separator: b',',
+        escape: b'\'',
+        header: false,
+    };
 }
 
 /// A problem that stops the stream: the caller should abort the whole flow.
@@ -238,6 +267,7 @@ pub struct CsvLines<R> {
     done: bool,
     buf_limit: usize,
     limits: CsvLimits,
+    dialect: Dialect,
     header: String,
     spans: Vec<Span>,
     scratch: Vec<u8>,
@@ -252,10 +282,20 @@ impl<R: Read> CsvLines<R> {
     ///
     /// An empty input gives an empty header and no records.
     pub fn new(inner: R, limits: CsvLimits) -> Result<Self, CsvError> {
-        Self::with_buffer(inner, limits, INITIAL_BUFFER)
+        Self::with_buffer(inner, limits, INITIAL_BUFFER, Dialect::MYPAY)
     }
 
-    fn with_buffer(inner: R, limits: CsvLimits, initial: usize) -> Result<Self, CsvError> {
+    /// A reader of another dialect; without a header line, [`Self::header`] is empty.
+    pub fn with_dialect(inner: R, limits: CsvLimits, dialect: Dialect) -> Result<Self, CsvError> {
+        Self::with_buffer(inner, limits, INITIAL_BUFFER, dialect)
+    }
+
+    fn with_buffer(
+        inner: R,
+        limits: CsvLimits,
+        initial: usize,
+        dialect: Dialect,
+    ) -> Result<Self, CsvError> {
         let limits = CsvLimits {
             max_record_bytes: limits.max_record_bytes.max(1),
             max_fields: limits.max_fields.max(1),
@@ -273,6 +313,7 @@ impl<R: Read> CsvLines<R> {
             done: false,
             buf_limit,
             limits,
+            dialect,
             header: String::new(),
             spans: Vec::with_capacity(limits.max_fields.min(64)),
             scratch: Vec::new(),
@@ -281,7 +322,9 @@ impl<R: Read> CsvLines<R> {
             next_line: 1,
             rows: 0,
         };
-        reader.read_header()?;
+        if dialect.header {
+            reader.read_header()?;
+        }
         Ok(reader)
     }
 
@@ -484,7 +527,7 @@ impl<R: Read> CsvLines<R> {
             self.unterminated = false;
             let mut count = 0;
             let mut start = 0;
-            for sep in memchr_iter(b';', &line[..len]) {
+            for sep in memchr_iter(self.dialect.separator, &line[..len]) {
                 if count < max {
                     self.spans.push(Span {
                         start,
@@ -517,6 +560,11 @@ impl<R: Read> CsvLines<R> {
         let data = &self.buf[self.pos..self.end];
         let eof = self.eof;
         let max = self.limits.max_fields;
+        let Dialect {
+            separator: sep,
+            escape,
+            ..
+        } = self.dialect;
         let n = data.len();
         let spans = &mut self.spans;
         let scratch = &mut self.scratch;
@@ -547,8 +595,8 @@ impl<R: Read> CsvLines<R> {
                         return Scan::NeedMore;
                     }
                     let next = data.get(q + 1).copied();
-                    let next_ends = matches!(next, None | Some(b';' | b'\r' | b'\n'));
-                    if q > content && data[q - 1] == b'\\' && !next_ends {
+                    let next_ends = matches!(next, None | Some(b'\r' | b'\n')) || next == Some(sep);
+                    if q > content && data[q - 1] == escape && !next_ends {
                         scratch.extend_from_slice(&data[piece..q - 1]);
                         scratch.push(b'"');
                         copied = true;
@@ -604,7 +652,10 @@ impl<R: Read> CsvLines<R> {
                     Some(q) => {
                         let after = q + 1;
                         match data.get(after) {
-                            None | Some(b';' | b'\n') => {
+                            None | Some(b'\n') => {
+                                stop = after;
+                            }
+                            Some(&c) if c == sep => {
                                 stop = after;
                             }
                             Some(b'\r') if data.get(after + 1) == Some(&b'\n') => {
@@ -612,7 +663,7 @@ impl<R: Read> CsvLines<R> {
                             }
                             Some(_) => {
                                 // Text after the closing quote: appended as is up to the separator.
-                                let Some(s) = find_field_end(data, after, eof) else {
+                                let Some(s) = find_field_end(data, after, eof, sep) else {
                                     return Scan::NeedMore;
                                 };
                                 stop = s;
@@ -639,7 +690,7 @@ impl<R: Read> CsvLines<R> {
                     }
                 }
             } else {
-                let Some(s) = find_field_end(data, i, eof) else {
+                let Some(s) = find_field_end(data, i, eof, sep) else {
                     return Scan::NeedMore;
                 };
                 stop = s;
@@ -654,7 +705,7 @@ impl<R: Read> CsvLines<R> {
             }
             count += 1;
             match data.get(stop) {
-                Some(b';') => i = stop + 1,
+                Some(&c) if c == sep => i = stop + 1,
                 Some(_) => {
                     // Line break ending the record ("\r\n" or "\n").
                     let len = if stop > 0 && data[stop - 1] == b'\r' {
@@ -689,10 +740,10 @@ impl<R: Read> CsvLines<R> {
     }
 }
 
-/// Index of the `;` or `\n` ending an unquoted field starting at `from`, `n` at the end of
-/// input, `None` when more data is needed.
-fn find_field_end(data: &[u8], from: usize, eof: bool) -> Option<usize> {
-    match memchr2(b';', b'\n', &data[from..]) {
+/// Index of the separator or `\n` ending an unquoted field starting at `from`, `n` at the end
+/// of input, `None` when more data is needed.
+fn find_field_end(data: &[u8], from: usize, eof: bool, sep: u8) -> Option<usize> {
+    match memchr2(sep, b'\n', &data[from..]) {
         Some(k) => Some(from + k),
         None if eof => Some(data.len()),
         None => None,
@@ -741,7 +792,7 @@ mod tests {
         limits: CsvLimits,
         initial: usize,
     ) -> (String, Vec<Rec>, Option<String>) {
-        let mut csv = match CsvLines::with_buffer(reader, limits, initial) {
+        let mut csv = match CsvLines::with_buffer(reader, limits, initial, Dialect::MYPAY) {
             Ok(csv) => csv,
             Err(e) => return (String::new(), Vec::new(), Some(e.to_string())),
         };

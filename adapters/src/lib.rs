@@ -11,6 +11,7 @@ pub mod mypay_push;
 pub mod pagopa;
 pub mod position_json;
 pub mod receipt_json;
+pub mod taxonomy;
 mod xml_text;
 
 #[cfg(test)]

@@ -103,73 +103,20 @@ struct Validity {
     end: NaiveDateTime,
 }
 
-/// Why the taxonomy file could not be read; `line` is where the record starts (from 1).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TaxonomyTableError {
-    #[error("taxonomy table line {line}: a quoted field is never closed")]
-    UnterminatedQuote { line: usize },
-    #[error("taxonomy table line {line}: record has {got} columns, expected at least {expected}")]
-    MissingColumns {
-        line: usize,
-        got: usize,
-        expected: usize,
-    },
-    #[error("taxonomy table line {line}: {error}")]
-    Code { line: usize, error: IdError },
-    #[error(
-        "taxonomy table line {line}: column {column} is {value:?}, expected YYYY-MM-DD HH:MM:SS"
-    )]
-    Date {
-        line: usize,
-        column: usize,
-        value: String,
-    },
-}
-
-/// The taxonomy codes MyPay knows (`mygov_tassonomia`), with their validity periods.
+/// The taxonomy codes in force (MyPay's `mygov_tassonomia`), with their validity periods. The
+/// adapters read it from a file (`snodo_adapters::taxonomy`); the core only asks it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaxonomyTable {
     codes: HashMap<TaxonomyCode, Vec<Validity>>,
 }
 
 impl TaxonomyTable {
-    // Columns of MyPay's tassonomia.csv (0-based): ..., 10 legal basis, 11 valid from,
-    // 12 valid until, 13 codice_tassonomico, ...
-    const COL_START: usize = 11;
-    const COL_END: usize = 12;
-    const COL_CODE: usize = 13;
-
-    /// Reads the text of MyPay's `tassonomia.csv`: a PostgreSQL CSV export (comma-separated,
-    /// fields optionally in double quotes, which may span lines; inside quotes `'` escapes `"`
-    /// and `'`, and `""` is also read as `"`). A first line that does not start with a digit is
-    /// taken as a header. Rows are kept whatever their end date; see [`Self::is_valid_on`].
-    pub fn from_csv(text: &str) -> Result<TaxonomyTable, TaxonomyTableError> {
-        let mut codes: HashMap<TaxonomyCode, Vec<Validity>> = HashMap::new();
-        let mut records = CsvRecords::new(text);
-        let mut first = true;
-        while let Some(record) = records.next_record() {
-            let (line, fields) = record?;
-            if std::mem::take(&mut first)
-                && !fields
-                    .first()
-                    .is_some_and(|f| f.starts_with(|c: char| c.is_ascii_digit()))
-            {
-                continue;
-            }
-            if fields.len() <= Self::COL_CODE {
-                return Err(TaxonomyTableError::MissingColumns {
-                    line,
-                    got: fields.len(),
-                    expected: Self::COL_CODE + 1,
-                });
-            }
-            let code = TaxonomyCode::parse(fields[Self::COL_CODE].trim())
-                .map_err(|error| TaxonomyTableError::Code { line, error })?;
-            let start = parse_timestamp(&fields[Self::COL_START], line, Self::COL_START)?;
-            let end = parse_timestamp(&fields[Self::COL_END], line, Self::COL_END)?;
-            codes.entry(code).or_default().push(Validity { start, end });
-        }
-        Ok(Self { codes })
+    /// Adds one row: `code` in force over `[start, end)`. A code may have several rows.
+    pub fn insert(&mut self, code: TaxonomyCode, start: NaiveDateTime, end: NaiveDateTime) {
+        self.codes
+            .entry(code)
+            .or_default()
+            .push(Validity { start, end });
     }
 
     /// Whether the code is in the table, whatever its validity dates.
@@ -209,121 +156,12 @@ impl TaxonomyTable {
     }
 }
 
-fn parse_timestamp(
-    value: &str,
-    line: usize,
-    column: usize,
-) -> Result<NaiveDateTime, TaxonomyTableError> {
-    let v = value.trim();
-    NaiveDateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S")
-        .or_else(|_| NaiveDateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S%.f"))
-        .or_else(|_| NaiveDate::parse_from_str(v, "%Y-%m-%d").map(|d| d.and_time(NaiveTime::MIN)))
-        .map_err(|_| TaxonomyTableError::Date {
-            line,
-            column,
-            value: value.to_owned(),
-        })
-}
-
-/// Minimal reader for the PostgreSQL CSV dialect of `tassonomia.csv` (see
-/// [`TaxonomyTable::from_csv`]). Blank lines are skipped.
-struct CsvRecords<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-    line: usize,
-}
-
-impl<'a> CsvRecords<'a> {
-    fn new(text: &'a str) -> Self {
-        Self {
-            bytes: text.as_bytes(),
-            pos: 0,
-            line: 1,
-        }
-    }
-
-    /// The next record with the line it starts on.
-    fn next_record(&mut self) -> Option<Result<(usize, Vec<String>), TaxonomyTableError>> {
-        let b = self.bytes;
-        loop {
-            if self.pos >= b.len() {
-                return None;
-            }
-            let start_line = self.line;
-            let mut fields = Vec::new();
-            let mut field: Vec<u8> = Vec::new();
-            let mut in_quotes = false;
-            let mut quoted = false;
-            let mut i = self.pos;
-            let finished = loop {
-                let Some(&c) = b.get(i) else {
-                    if in_quotes {
-                        self.pos = b.len();
-                        return Some(Err(TaxonomyTableError::UnterminatedQuote {
-                            line: start_line,
-                        }));
-                    }
-                    break i;
-                };
-                let next = b.get(i + 1).copied();
-                if in_quotes {
-                    match (c, next) {
-                        (b'\'', Some(n @ (b'"' | b'\''))) | (b'"', Some(n @ b'"')) => {
-                            field.push(n);
-                            i += 2;
-                            continue;
-                        }
-                        (b'"', _) => in_quotes = false,
-                        (b'\n', _) => {
-                            self.line += 1;
-                            field.push(c);
-                        }
-                        _ => field.push(c),
-                    }
-                } else {
-                    match c {
-                        b'"' => {
-                            in_quotes = true;
-                            quoted = true;
-                        }
-                        b',' => fields.push(take_string(&mut field)),
-                        b'\r' if next == Some(b'\n') => {}
-                        b'\n' => {
-                            self.line += 1;
-                            break i + 1;
-                        }
-                        _ => field.push(c),
-                    }
-                }
-                i += 1;
-            };
-            self.pos = finished;
-            if fields.is_empty() && field.is_empty() && !quoted {
-                continue;
-            }
-            fields.push(take_string(&mut field));
-            return Some(Ok((start_line, fields)));
-        }
-    }
-}
-
-/// The text of a field; only ASCII bytes are ever split or dropped, so it stays valid UTF-8.
-fn take_string(field: &mut Vec<u8>) -> String {
-    String::from_utf8_lossy(&std::mem::take(field)).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const MYPAY_TABLE: &str = include_str!("../../adapters/specs/mypay/tassonomia.csv");
-
     fn code(s: &str) -> TaxonomyCode {
         TaxonomyCode::parse(s).unwrap()
-    }
-
-    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
-        NaiveDate::from_ymd_opt(y, m, d).unwrap()
     }
 
     #[test]
@@ -413,84 +251,5 @@ mod tests {
         let longest = format!("9/{}", "x".repeat(138));
         assert!(dati_specifici_riscossione_valid(&longest));
         assert!(!dati_specifici_riscossione_valid(&format!("{longest}x")));
-    }
-
-    #[test]
-    fn mypay_table_loads_every_record() {
-        let table = TaxonomyTable::from_csv(MYPAY_TABLE).unwrap();
-        // One code per record; quoted fields span lines, so records are fewer than lines.
-        assert_eq!(table.row_count(), MYPAY_TABLE.matches(",9/").count());
-        assert_eq!(table.row_count(), 499);
-        // 33 codes appear twice (e.g. 9/0201100TS/ for PROVINCIA and PROVINCIA / CITTA ...).
-        assert_eq!(table.len(), 466);
-        // This record has '"-escaped quotes in the preceding field.
-        assert!(table.contains(&code("9/0101100IM/")));
-        // The record after a multi-line quoted field.
-        assert!(table.contains(&code("9/0709101TS/")));
-        assert!(table.contains(&code("9/1001101AP/")));
-        assert!(!table.contains(&code("9/0101199IM/")));
-
-        let c = code("9/0709100IM/");
-        assert!(table.contains(&c));
-        assert!(!table.is_valid_on(&c, day(2021, 3, 4)));
-        assert!(table.is_valid_on(&c, day(2021, 3, 5)));
-        assert!(table.is_valid_on(&c, day(2079, 12, 31)));
-        assert!(!table.is_valid_on(&c, day(2080, 1, 1)));
-        assert!(!table.is_valid_on(&code("9/0101199IM/"), day(2024, 1, 1)));
-    }
-
-    #[test]
-    fn csv_dialect() {
-        let text = "h,h,h,h,h,h,h,h,h,h,h,h,h,h\r\n\
-            1,a,\"x, '\"y'\" ''z''\",\"multi\nline\",,,,,,,IM,2021-01-01 00:00:00,2022-01-01 00:00:00,9/0101100IM/,extra\r\n\
-            \n\
-            2,,,,,,,,,,TS,2021-01-01,2080-01-01 00:00:00,9/0101101TS/\n";
-        let mut r = CsvRecords::new(text);
-        let (line, header) = r.next_record().unwrap().unwrap();
-        assert_eq!((line, header.len()), (1, 14));
-        let (line, row) = r.next_record().unwrap().unwrap();
-        assert_eq!(line, 2);
-        assert_eq!(row[2], "x, \"y\" 'z'");
-        assert_eq!(row[3], "multi\nline");
-        assert_eq!(row[14], "extra");
-        let (line, row) = r.next_record().unwrap().unwrap();
-        assert_eq!((line, row.len()), (5, 14));
-        assert!(r.next_record().is_none());
-
-        let table = TaxonomyTable::from_csv(text).unwrap();
-        assert_eq!((table.len(), table.row_count()), (2, 2));
-        let c = code("9/0101100IM/");
-        assert!(table.is_valid_on(&c, day(2021, 12, 31)));
-        assert!(!table.is_valid_on(&c, day(2022, 1, 1)));
-        assert!(table.contains(&c));
-    }
-
-    #[test]
-    fn csv_errors() {
-        assert_eq!(
-            TaxonomyTable::from_csv("1,\"open\n"),
-            Err(TaxonomyTableError::UnterminatedQuote { line: 1 })
-        );
-        assert_eq!(
-            TaxonomyTable::from_csv("1,2,3\n"),
-            Err(TaxonomyTableError::MissingColumns {
-                line: 1,
-                got: 3,
-                expected: 14
-            })
-        );
-        let bad_code = "1,,,,,,,,,,IM,2021-01-01 00:00:00,2080-01-01 00:00:00,9/0101100XX/\n";
-        let e = TaxonomyTable::from_csv(bad_code).unwrap_err();
-        assert!(matches!(e, TaxonomyTableError::Code { line: 1, .. }));
-        assert_eq!(
-            e.to_string(),
-            "taxonomy table line 1: taxonomy code legal basis is \"XX\", expected IM, TS, SP, SA or AP"
-        );
-        let bad_date = "1,,,,,,,,,,IM,yesterday,2080-01-01 00:00:00,9/0101100IM/\n";
-        assert!(matches!(
-            TaxonomyTable::from_csv(bad_date),
-            Err(TaxonomyTableError::Date { column: 11, .. })
-        ));
-        assert_eq!(TaxonomyTable::from_csv("").unwrap().len(), 0);
     }
 }

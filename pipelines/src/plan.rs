@@ -282,7 +282,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
     let taxonomy = match &cfg.hub.taxonomy_file {
         None => None,
         Some(file) => match std::fs::read_to_string(file) {
-            Ok(text) => match TaxonomyTable::from_csv(&text) {
+            Ok(text) => match snodo_adapters::taxonomy::from_csv(&text) {
                 Ok(t) => Some(Arc::new(t)),
                 Err(e) => {
                     p(
