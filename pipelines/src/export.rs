@@ -9,6 +9,7 @@ use crate::plan::{EntityRuntime, PipelineKind, Plan, ReceiptFormat, ReceiptRoute
 use chrono::{DateTime, Utc};
 use chrono_tz::Europe::Rome;
 use snodo_adapters::mypay_export::{self, ExportReceipt, ExportVersion, ExportWriter};
+use snodo_adapters::mypay_import::ZipEntryWriter;
 use snodo_connectors::Sink;
 use snodo_store::{Export, Store};
 use std::io::{BufWriter, Write};
@@ -221,11 +222,14 @@ impl Exporter {
             opened,
         );
         std::fs::create_dir_all(&self.staging).map_err(io(&self.staging))?;
-        let csv_path = self.staging.join(format!("{stem}.csv"));
         let zip_path = self.staging.join(format!("{stem}.zip"));
         {
-            let file = std::fs::File::create(&csv_path).map_err(io(&csv_path))?;
-            let mut writer = ExportWriter::new(self.version, BufWriter::new(file))?;
+            let file = std::fs::File::create(&zip_path).map_err(io(&zip_path))?;
+            // Rows stream into the zip entry as they are encoded. Stamped with the export's own
+            // time: a redo after a crash is the same file, byte for byte.
+            let entry = ZipEntryWriter::new(BufWriter::new(file), &format!("{stem}.csv"), opened)
+                .map_err(io(&zip_path))?;
+            let mut writer = ExportWriter::new(self.version, entry)?;
             for item in self.store.export_items(export.id)? {
                 let doc = self
                     .store
@@ -251,14 +255,13 @@ impl Exporter {
                     secondary: item.secondary,
                 })?;
             }
-            let mut out = writer.finish()?;
-            out.flush().map_err(io(&csv_path))?;
-        }
-        let csv = std::fs::read(&csv_path).map_err(io(&csv_path))?;
-        {
-            let file = std::fs::File::create(&zip_path).map_err(io(&zip_path))?;
-            // Stamped with the export's own time: a redo after a crash is the same file, byte for byte.
-            mypay_export::zip_at(&stem, &csv, file, opened)?;
+            let mut out = writer
+                .finish()?
+                .finish()
+                .map_err(io(&zip_path))?
+                .into_inner()
+                .map_err(|e| io(&zip_path)(e.into_error()))?;
+            out.flush().map_err(io(&zip_path))?;
         }
         let name = format!("{stem}.zip");
         self.sink
@@ -267,7 +270,6 @@ impl Exporter {
                 name: name.clone(),
                 source,
             })?;
-        let _ = std::fs::remove_file(&csv_path);
         let _ = std::fs::remove_file(&zip_path);
         Ok(name)
     }
