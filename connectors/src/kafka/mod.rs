@@ -21,10 +21,11 @@
 //! Topics are created when missing ([`ensure_topics`]): many brokers (Tansu among them) do not
 //! create topics on first use, and a hub that starts on an empty cluster should just work.
 
-use crate::dir::parse_duration;
-use crate::http::{RetryPolicy, RetryPolicyConfig};
+use crate::duration::HumanDuration;
+use crate::retry::{RetryPolicy, RetryPolicyConfig};
 use crate::{
-    Ack, Body, ConnectorError, DeliveryResult, Message, Result, Source, SourceConfig, StreamOffset,
+    Ack, Body, ConnectorError, DeliveryResult, Message, MessageSink, MessageSinkConfig, Outgoing,
+    Result, Sending, Source, SourceConfig, StreamOffset,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -900,7 +901,7 @@ pub struct KafkaSinkConfig {
     pub partitions: Option<i32>,
     /// How long one delivery may take, queueing and broker retries included (default 10s).
     #[serde(default)]
-    pub timeout: Option<String>,
+    pub timeout: Option<HumanDuration>,
     #[serde(default)]
     pub retry: RetryPolicyConfig,
 }
@@ -917,7 +918,7 @@ impl std::fmt::Debug for KafkaSinkConfig {
     }
 }
 
-const DEFAULT_SINK_TIMEOUT: &str = "10s";
+const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl KafkaSinkConfig {
     pub fn connection(&self) -> KafkaConnection {
@@ -929,13 +930,15 @@ impl KafkaSinkConfig {
     }
 
     fn timeout(&self) -> std::result::Result<Duration, String> {
-        let text = self.timeout.as_deref().unwrap_or(DEFAULT_SINK_TIMEOUT);
-        match parse_duration(text) {
+        let Some(timeout) = &self.timeout else {
+            return Ok(DEFAULT_SINK_TIMEOUT);
+        };
+        match timeout.get() {
             Ok(d) if d < Duration::from_millis(100) => {
-                Err(format!("timeout ({text}) must be at least 100ms"))
+                Err(format!("timeout ({timeout}) must be at least 100ms"))
             }
             Ok(d) if d.as_millis() > i32::MAX as u128 => {
-                Err(format!("timeout ({text}) is too long"))
+                Err(format!("timeout ({timeout}) is too long"))
             }
             Ok(d) => Ok(d),
             Err(e) => Err(format!("timeout: {e}")),
@@ -1017,6 +1020,45 @@ impl KafkaSink {
 
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+}
+
+impl MessageSinkConfig for KafkaSinkConfig {
+    fn check(&self) -> Vec<String> {
+        KafkaSinkConfig::check(self)
+    }
+
+    fn build(&self) -> Result<Arc<dyn MessageSink>> {
+        Ok(Arc::new(KafkaSinkConfig::build(self)?))
+    }
+}
+
+impl MessageSink for KafkaSink {
+    /// One record keyed by the message's key, its headers as record headers.
+    fn send<'a>(&'a self, message: Outgoing<'a>) -> Sending<'a> {
+        Box::pin(async move {
+            self.producer
+                .deliver(
+                    &self.topic,
+                    message.key,
+                    message.body.to_vec(),
+                    message.headers,
+                )
+                .await
+        })
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// All records handed over at once, then every acknowledgement awaited.
+    fn send_all(&self, messages: &[(String, Vec<u8>)], timeout: Duration) -> Result<()> {
+        self.producer.send_all(&self.topic, messages, timeout)
     }
 }
 

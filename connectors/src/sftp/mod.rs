@@ -19,7 +19,8 @@
 //! prints it, or a `known_hosts` file); there is no accept-any default, and a mismatch refuses to
 //! connect with both fingerprints in the error.
 
-use crate::dir::{parse_duration, After};
+use crate::dir::After;
+use crate::duration::HumanDuration;
 use crate::{Ack, Body, ConnectorError, Message, Result, Sink, SinkConfig, Source, SourceConfig};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -45,10 +46,10 @@ const CHUNK: usize = 256 * 1024;
 fn default_port() -> u16 {
     22
 }
-fn default_settle() -> String {
+fn default_settle() -> HumanDuration {
     "30s".into()
 }
-fn default_timeout() -> String {
+fn default_timeout() -> HumanDuration {
     "30s".into()
 }
 
@@ -77,12 +78,12 @@ pub struct SftpSourceConfig {
     pub schedule: Option<String>,
     /// A file is taken only once its size and mtime have not changed for this long.
     #[serde(default = "default_settle")]
-    pub settle: String,
+    pub settle: HumanDuration,
     #[serde(default)]
     pub after: After,
     /// Connect and per-operation timeout.
     #[serde(default = "default_timeout")]
-    pub timeout: String,
+    pub timeout: HumanDuration,
     /// Local folder for downloaded files (default: a folder under the system's temp dir).
     pub staging: Option<PathBuf>,
     /// A companion file that says `<name>` is complete: `"done"` (`<name>.done`) or `"md5"`
@@ -155,7 +156,7 @@ pub struct SftpSinkConfig {
     #[serde(default)]
     pub overwrite: bool,
     #[serde(default = "default_timeout")]
-    pub timeout: String,
+    pub timeout: HumanDuration,
 }
 
 /// How to reach and trust one remote, shared by source and sink.
@@ -169,7 +170,7 @@ struct Remote {
     password_env: Option<String>,
     known_host: Option<String>,
     known_hosts: Option<PathBuf>,
-    timeout: String,
+    timeout: HumanDuration,
 }
 
 impl SftpSourceConfig {
@@ -244,7 +245,7 @@ impl Remote {
         if self.passphrase_env.is_some() && self.key.is_none() {
             p.push("passphrase_env is set but there is no key".to_string());
         }
-        match parse_duration(&self.timeout) {
+        match self.timeout.get() {
             Err(e) => p.push(format!("timeout: {e}")),
             Ok(d) if d.is_zero() => p.push("timeout must be more than 0".to_string()),
             Ok(d) if u32::try_from(d.as_millis()).is_err() => {
@@ -289,7 +290,7 @@ impl SourceConfig for SftpSourceConfig {
 
     fn check(&self) -> Vec<String> {
         let mut p = self.remote().check(&self.path);
-        if let Err(e) = parse_duration(&self.settle) {
+        if let Err(e) = self.settle.get() {
             p.push(format!("settle: {e}"));
         }
         if let Err(e) = Marker::parse(self.marker.as_deref()) {
@@ -378,7 +379,7 @@ const PROBE_AFTER: Duration = Duration::from_secs(2);
 
 impl Conn {
     fn new(remote: Remote) -> Result<Self> {
-        let timeout = parse_duration(&remote.timeout).map_err(ConnectorError::Config)?;
+        let timeout = remote.timeout.get().map_err(ConnectorError::Config)?;
         Ok(Self {
             remote,
             timeout,
@@ -827,7 +828,7 @@ impl SftpSource {
         }
         let remote = cfg.remote();
         let label = remote.label();
-        let settle = parse_duration(&cfg.settle).map_err(ConnectorError::Config)?;
+        let settle = cfg.settle.get().map_err(ConnectorError::Config)?;
         let staging = match &cfg.staging {
             Some(p) => p.clone(),
             None => {

@@ -12,6 +12,7 @@
 //! Files directly under `processing/` (claims from versions without owner folders) are taken
 //! back by the first hub to start, each moved into its own folder by an atomic rename.
 
+use crate::duration::HumanDuration;
 use crate::{Ack, Body, ConnectorError, Message, Result, Sink, SinkConfig, Source, SourceConfig};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -41,7 +42,7 @@ pub struct DirSourceConfig {
     pub schedule: Option<String>,
     /// A file is taken only when it has not changed for this long (it may still be written).
     #[serde(default = "default_settle")]
-    pub settle: String,
+    pub settle: HumanDuration,
     #[serde(default)]
     pub after: After,
     /// This hub's folder under `processing/`; derived from host and working directory if unset.
@@ -49,7 +50,7 @@ pub struct DirSourceConfig {
     pub owner: Option<String>,
 }
 
-fn default_settle() -> String {
+fn default_settle() -> HumanDuration {
     "1s".into()
 }
 
@@ -63,32 +64,8 @@ pub struct DirSinkConfig {
     pub overwrite: bool,
 }
 
-/// Parses durations such as `500ms`, `30s`, `5m`, `1h`.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("duration {s:?} needs a unit (ms, s, m, h)"))?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("duration {s:?} does not start with a number"))?;
-    let per = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => {
-            return Err(format!(
-                "duration {s:?}: unknown unit {unit:?} (ms, s, m, h)"
-            ))
-        }
-    };
-    let ms = n
-        .checked_mul(per)
-        .ok_or_else(|| format!("duration {s:?} is too long"))?;
-    Ok(Duration::from_millis(ms))
-}
+/// Kept at its old path for callers outside the crate.
+pub use crate::duration::parse_duration;
 
 impl SourceConfig for DirSourceConfig {
     fn schedule(&self) -> Option<&str> {
@@ -96,7 +73,7 @@ impl SourceConfig for DirSourceConfig {
     }
 
     fn check(&self) -> Vec<String> {
-        let mut errors: Vec<String> = parse_duration(&self.settle).err().into_iter().collect();
+        let mut errors: Vec<String> = self.settle.get().err().into_iter().collect();
         errors.extend(self.owner.as_deref().and_then(owner_error));
         errors
     }
@@ -160,7 +137,7 @@ pub struct DirSource {
 
 impl DirSource {
     pub fn new(cfg: &DirSourceConfig) -> Result<Self> {
-        let settle = parse_duration(&cfg.settle).map_err(ConnectorError::Config)?;
+        let settle = cfg.settle.get().map_err(ConnectorError::Config)?;
         let owner = match &cfg.owner {
             Some(o) => {
                 if let Some(e) = owner_error(o) {
