@@ -213,7 +213,9 @@ pub trait MessageSink: Send + Sync {
                 DeliveryResult::Retry { reason, .. } => {
                     return Err(ConnectorError::Unavailable(reason))
                 }
-                DeliveryResult::Permanent { reason } => return Err(ConnectorError::Refused(reason)),
+                DeliveryResult::Permanent { reason } => {
+                    return Err(ConnectorError::Refused(reason))
+                }
             }
         }
         Ok(())

@@ -279,5 +279,4 @@ mod tests {
         assert_eq!(secs("soon"), None);
         assert_eq!(secs(""), None);
     }
-
 }

@@ -13,8 +13,7 @@
 
 use crate::plan::{EntityRuntime, PipelineKind, Plan};
 use snodo_adapters::position_json::{self, Invalid, Origin, Outcome, OutcomeError};
-use snodo_connectors::kafka::KafkaProducer;
-use snodo_connectors::{Message, Source, StreamOffset};
+use snodo_connectors::{Message, MessageSink, Source, StreamOffset};
 use snodo_core::dovuto::DovutoRow;
 use snodo_store::{
     Checkpoint, ChunkCommit, ChunkRow, EntityKey, Flow, NewFlow, OutboxMessage, RowOutcome, Store,
@@ -33,18 +32,13 @@ const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failure that is not the message's fault (store, broker).
 const BACKOFF: Duration = Duration::from_secs(1);
 
-/// Where outcomes go: a producer and its topic.
-pub struct OutcomeTopic {
-    pub producer: KafkaProducer,
-    pub topic: String,
-}
-
 pub struct StreamIntake {
     name: String,
     entity: Arc<EntityRuntime>,
     store: Arc<dyn Store>,
     source: Box<dyn Source>,
-    outcomes: Option<OutcomeTopic>,
+    /// Where outcomes go (a topic).
+    outcomes: Option<Arc<dyn MessageSink>>,
     /// The standing flow of each partition, by topic and partition.
     flows: HashMap<(String, i32), Flow>,
 }
@@ -68,10 +62,7 @@ impl StreamIntake {
             .cloned()
             .ok_or_else(|| format!("unknown entity {}", p.entity))?;
         let outcomes = match outcomes {
-            Some(o) => Some(OutcomeTopic {
-                producer: o.producer().map_err(|e| format!("outcomes: {e}"))?,
-                topic: o.topic.clone(),
-            }),
+            Some(o) => Some(o.build().map_err(|e| format!("outcomes: {e}"))?),
             None => None,
         };
         let source = source.build().map_err(|e| e.to_string())?;
@@ -326,9 +317,8 @@ impl StreamIntake {
                 .iter()
                 .map(|(_, m)| (m.key.clone(), m.payload.clone().into_bytes()))
                 .collect();
-            out.producer
-                .send_all(&out.topic, &messages, PRODUCE_TIMEOUT)
-                .map_err(|e| format!("cannot produce outcomes to {}: {e}", out.topic))?;
+            out.send_all(&messages, PRODUCE_TIMEOUT)
+                .map_err(|e| format!("cannot produce outcomes: {e}"))?;
             let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
             self.store
                 .clear_flow_outbox(&ids)

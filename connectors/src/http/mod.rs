@@ -252,8 +252,6 @@ fn parse_headers(
     }
 }
 
-/// Delivers documents to one URL. Cheap to clone: clones share the connection pool.
-
 impl MessageSinkConfig for HttpSinkConfig {
     fn check(&self) -> Vec<String> {
         HttpSinkConfig::check(self)

@@ -7,6 +7,7 @@ use crate::{DeliveryResult, MessageSink, Outgoing, Sending};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
 
+/// Delivers documents to one URL. Cheap to clone: clones share the connection pool.
 #[derive(Clone)]
 pub struct HttpSink {
     pub(super) client: reqwest::Client,
@@ -246,7 +247,6 @@ fn fmt_duration(d: Duration) -> String {
         format!("{} ms", d.as_millis())
     }
 }
-
 
 impl MessageSink for HttpSink {
     /// [`HttpSink::deliver`] with the message's `content-type` and `Idempotency-Key` headers (the

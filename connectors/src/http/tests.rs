@@ -1,8 +1,8 @@
 use super::*;
 use base64::Engine as _;
 use sha2::Sha512;
-use std::time::Duration;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -598,8 +598,7 @@ async fn the_jwt_secret_and_token_never_show() {
     let shown = format!("{sink:?}");
     assert!(shown.contains("jwt HS512 [redacted]"), "{shown}");
     assert!(!shown.contains(JWT_SECRET));
-    let DeliveryResult::Permanent { reason } =
-        sink.deliver(b"x".to_vec(), "text/plain", "k").await
+    let DeliveryResult::Permanent { reason } = sink.deliver(b"x".to_vec(), "text/plain", "k").await
     else {
         panic!("a 401 is permanent");
     };
