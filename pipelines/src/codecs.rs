@@ -6,32 +6,25 @@ use crate::config::Problem;
 use serde_json::Value;
 use snodo_adapters::receipt_json::ReceiptContext;
 use snodo_adapters::{mypay_export, mypay_import, mypay_push, position_json, receipt_json};
+use snodo_core::dovuto::{DovutoRow, EntityRules};
 
 /// One line per codec.
+#[rustfmt::skip]
 pub const CODECS: &[Codec] = &[
-    Codec {
-        name: mypay_import::MYPAY_IMPORT,
-        does: Does::ImportFlows,
-    },
-    Codec {
-        name: position_json::POSITION_JSON,
-        does: Does::StreamPositions,
-    },
-    Codec {
-        name: receipt_json::JSON,
-        does: Does::ReceiptMessages(|c, xml| {
-            receipt_json::encode(c, xml).map_err(|e| e.to_string())
-        }),
-    },
-    Codec {
-        name: mypay_push::MYPAY_PUSH,
-        does: Does::ReceiptMessages(|c, xml| mypay_push::encode(c, xml).map_err(|e| e.to_string())),
-    },
-    Codec {
-        name: mypay_export::MYPAY_EXPORT,
-        does: Does::ReceiptFiles(mypay_export_settings),
-    },
+    Codec { name: mypay_import::MYPAY_IMPORT, does: Does::ImportFlows },
+    Codec { name: position_json::POSITION_JSON, does: Does::StreamPositions(position_json::decode) },
+    Codec { name: receipt_json::JSON, does: Does::ReceiptMessages(|c, xml| receipt_json::encode(c, xml).map_err(|e| e.to_string())) },
+    Codec { name: mypay_push::MYPAY_PUSH, does: Does::ReceiptMessages(|c, xml| mypay_push::encode(c, xml).map_err(|e| e.to_string())) },
+    Codec { name: mypay_export::MYPAY_EXPORT, does: Does::ReceiptFiles(mypay_export_settings) },
 ];
+
+/// Decodes and validates one stream message (payload, key) into a position row.
+pub type DecodePosition = fn(
+    &[u8],
+    Option<&[u8]>,
+    &EntityRules,
+    chrono::NaiveDate,
+) -> Result<DovutoRow, position_json::Invalid>;
 
 /// Encodes one stored receipt (its XML and what the hub knows beside it) as one message body.
 pub type EncodeReceipt = fn(&ReceiptContext<'_>, &str) -> Result<Vec<u8>, String>;
@@ -50,7 +43,7 @@ pub enum Does {
     /// Decodes flows (files) of debt positions, for an import pipeline.
     ImportFlows,
     /// Decodes one debt position per stream message, for a stream intake.
-    StreamPositions,
+    StreamPositions(DecodePosition),
     /// Encodes one receipt per message, pushed through a message sink.
     ReceiptMessages(EncodeReceipt),
     /// Encodes many receipts per file, written on a schedule through a file sink.

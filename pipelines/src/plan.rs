@@ -2,7 +2,7 @@
 //! connectors and codecs resolved. `snodo validate` prints the problems; `snodo run` refuses to
 //! start with any.
 
-use crate::codecs::{self, Does, EncodeReceipt, ReceiptFile};
+use crate::codecs::{self, DecodePosition, Does, EncodeReceipt, ReceiptFile};
 use crate::config::{self, Codec, Config, Endpoint, Problem};
 use crate::registry::{self, SourceShape};
 use snodo_connectors::{MessageSinkConfig, SinkConfig, SourceConfig};
@@ -155,6 +155,7 @@ pub enum PipelineKind {
     /// message to a topic.
     StreamPositions {
         source: Arc<dyn SourceConfig>,
+        decode: DecodePosition,
         outcomes: Option<Arc<dyn MessageSinkConfig>>,
     },
     /// The entity's receipts (of `debt_types` only, when not empty), encoded and delivered
@@ -716,9 +717,16 @@ fn stream_pipeline(
         }
         Endpoint::Named(_) => None,
     };
-    let decoders = codecs::names(|d| matches!(d, Does::StreamPositions));
+    let decoders = codecs::names(|d| matches!(d, Does::StreamPositions(_)));
+    let decode = match &pc.decode {
+        Some(Codec { name, .. }) => match codecs::codec(name).map(|c| c.does) {
+            Some(Does::StreamPositions(decode)) => Some(decode),
+            _ => None,
+        },
+        None => None,
+    };
     match &pc.decode {
-        Some(Codec { name, .. }) if decoders.contains(&name.as_str()) => {}
+        Some(_) if decode.is_some() => {}
         Some(Codec { name, .. }) => local.push(Problem::new(
             format!("{at}.decode"),
             format!(
@@ -770,6 +778,7 @@ fn stream_pipeline(
     };
     Some(PipelineKind::StreamPositions {
         source: source?,
+        decode: decode?,
         outcomes,
     })
 }
@@ -878,7 +887,7 @@ fn receipt_format(c: &Codec, at: &str, local: &mut Vec<Problem>) -> Option<Recei
             ReceiptEncoding::PerMessage(encode)
         }
         Does::ReceiptFiles(settings) => ReceiptEncoding::File(settings(&c.params, at, local)?),
-        Does::ImportFlows | Does::StreamPositions => {
+        Does::ImportFlows | Does::StreamPositions(_) => {
             local.push(Problem::new(
                 at,
                 registry::unknown_name(&c.name, "receipt format", &known()),

@@ -8,17 +8,12 @@ use snodo_connectors::{dir, http, kafka, sftp, MessageSinkConfig, SinkConfig, So
 use std::sync::Arc;
 
 /// One line per connector: its name and what it can be.
+#[rustfmt::skip]
 pub const CONNECTORS: &[Connector] = &[
-    Connector::new(dir::NAME)
-        .files_from::<dir::DirSourceConfig>()
-        .files_to::<dir::DirSinkConfig>(),
-    Connector::new(sftp::NAME)
-        .files_from::<sftp::SftpSourceConfig>()
-        .files_to::<sftp::SftpSinkConfig>(),
+    Connector::new(dir::NAME).files_from::<dir::DirSourceConfig>().files_to::<dir::DirSinkConfig>(),
+    Connector::new(sftp::NAME).files_from::<sftp::SftpSourceConfig>().files_to::<sftp::SftpSinkConfig>(),
     Connector::new(http::NAME).messages_to::<http::HttpSinkConfig>(),
-    Connector::new(kafka::NAME)
-        .stream_from::<kafka::KafkaSourceConfig>()
-        .messages_to::<kafka::KafkaSinkConfig>(),
+    Connector::new(kafka::NAME).stream_from::<kafka::KafkaSourceConfig>().messages_to::<kafka::KafkaSinkConfig>(),
 ];
 
 /// Built-in pipeline targets named by a string instead of a connector table.

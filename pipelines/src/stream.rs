@@ -11,8 +11,9 @@
 //!   the store refuses a checkpoint that moved under it (`expect_rows_done`);
 //! - outcomes committed but not yet produced when the hub died are produced at the next batch.
 
+use crate::codecs::DecodePosition;
 use crate::plan::{EntityRuntime, PipelineKind, Plan};
-use snodo_adapters::position_json::{self, Invalid, Origin, Outcome, OutcomeError};
+use snodo_adapters::position_json::{Invalid, Origin, Outcome, OutcomeError};
 use snodo_connectors::{Message, MessageSink, Source, StreamOffset};
 use snodo_core::dovuto::DovutoRow;
 use snodo_store::{
@@ -37,6 +38,8 @@ pub struct StreamIntake {
     entity: Arc<EntityRuntime>,
     store: Arc<dyn Store>,
     source: Box<dyn Source>,
+    /// The pipeline's `decode` codec.
+    decode: DecodePosition,
     /// Where outcomes go (a topic).
     outcomes: Option<Arc<dyn MessageSink>>,
     /// The standing flow of each partition, by topic and partition.
@@ -53,7 +56,12 @@ struct Item {
 impl StreamIntake {
     pub fn new(plan: &Plan, index: usize, store: Arc<dyn Store>) -> Result<Self, String> {
         let p = &plan.pipelines[index];
-        let PipelineKind::StreamPositions { source, outcomes } = &p.kind else {
+        let PipelineKind::StreamPositions {
+            source,
+            decode,
+            outcomes,
+        } = &p.kind
+        else {
             return Err("not a stream intake pipeline".into());
         };
         let entity = plan
@@ -71,6 +79,7 @@ impl StreamIntake {
             entity,
             store,
             source,
+            decode: *decode,
             outcomes,
             flows: HashMap::new(),
         })
@@ -110,7 +119,7 @@ impl StreamIntake {
             };
             let decoded = match &msg.body {
                 snodo_connectors::Body::Bytes(b) => {
-                    position_json::decode(b, msg.key.as_deref(), &self.entity.rules, today)
+                    (self.decode)(b, msg.key.as_deref(), &self.entity.rules, today)
                 }
                 snodo_connectors::Body::File(_) => Err(Invalid {
                     iud: None,

@@ -916,7 +916,7 @@ fn a_500_mb_flow_streams_down_with_bounded_memory() {
     // this one and would count towards its peak.
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
-            "sftp::tests::a_500_mb_flow_streams_down_with_bounded_memory",
+            "sftp::integration::a_500_mb_flow_streams_down_with_bounded_memory",
             "--exact",
             "--nocapture",
             "--test-threads=1",
