@@ -1,6 +1,12 @@
 //! Transports. A connector moves bytes between the hub and the outside world and knows no
-//! format: a **source** claims input and hands it over with an acknowledgement handle, a **sink**
-//! puts a finished file somewhere.
+//! format: a **source** claims input and hands it over with an acknowledgement handle, a **file
+//! sink** puts a finished file somewhere, a **message sink** sends one message (key, body,
+//! headers) and says whether it was delivered, is worth retrying (after how long) or is refused.
+//! Each connector lives in its own folder (`dir/`, `sftp/`, `http/`, `kafka/`) and implements
+//! the config traits below for what it can be; the pipeline engine registers it by name.
+//!
+//! Shared by all: typed durations ([`duration`]), the retry policy and `Retry-After` handling
+//! ([`retry`]).
 //!
 //! The contract gives at-least-once delivery by construction: a source forgets a message (moves
 //! the file away, commits the offset) only when the pipeline calls [`Ack::done`] after the result
@@ -12,11 +18,19 @@
 
 pub mod call;
 pub mod dir;
+pub mod duration;
 pub mod http;
 pub mod kafka;
+pub mod retry;
 pub mod sftp;
 
+pub use duration::HumanDuration;
+pub use retry::{RetryPolicy, RetryPolicyConfig};
+
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +142,84 @@ pub trait SinkConfig: Send + Sync + 'static {
 pub trait Sink: Send + Sync {
     /// Publishes a finished file under `name`, all at once: a reader never sees it half written.
     fn put_file(&self, name: &str, content: &std::path::Path) -> Result<()>;
+}
+
+/// A message sink's settings as read from the config.
+pub trait MessageSinkConfig: Send + Sync + 'static {
+    fn check(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Blocking: it may ask the remote first (a topic is created when missing).
+    fn build(&self) -> Result<Arc<dyn MessageSink>>;
+}
+
+/// One message for a [`MessageSink`].
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// What the message is about (a receipt's notice number): a stream's record key, so the
+    /// messages of one key stay in order; an HTTP sink does not send it.
+    pub key: &'a str,
+    pub body: &'a [u8],
+    /// `content-type` and `Idempotency-Key` (the same on every attempt of one message) among
+    /// them: HTTP request headers, or record headers.
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+impl Outgoing<'_> {
+    /// The value of a header, its name compared without case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+}
+
+/// What [`MessageSink::send`] returns: a future the outbox awaits.
+pub type Sending<'a> = Pin<Box<dyn Future<Output = DeliveryResult> + Send + 'a>>;
+
+/// Sends messages one at a time, each attempt classified for the outbox; keeps no state about
+/// them (the durable outbox decides when to try again, with [`MessageSink::retry_policy`]).
+pub trait MessageSink: Send + Sync {
+    /// One attempt.
+    fn send<'a>(&'a self, message: Outgoing<'a>) -> Sending<'a>;
+
+    /// The longest one attempt can take (the outbox's lease outlives it).
+    fn timeout(&self) -> Duration;
+
+    /// When to try again and when to give up, from the sink's `retry` settings.
+    fn retry_policy(&self) -> &RetryPolicy;
+
+    /// Sends `(key, body)` pairs and returns once every one is delivered, or with the first
+    /// failure (some may have been delivered: the caller sends them all again, so receivers
+    /// see duplicates, never gaps). Blocking; within `timeout`. A stream sink overrides this
+    /// with one batch.
+    fn send_all(&self, messages: &[(String, Vec<u8>)], timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        for (key, body) in messages {
+            if std::time::Instant::now() >= deadline {
+                return Err(ConnectorError::Unavailable(format!(
+                    "not all {} messages sent within {timeout:?}",
+                    messages.len()
+                )));
+            }
+            let msg = Outgoing {
+                key,
+                body,
+                headers: &[],
+            };
+            match futures::executor::block_on(self.send(msg)) {
+                DeliveryResult::Delivered { .. } => {}
+                DeliveryResult::Retry { reason, .. } => {
+                    return Err(ConnectorError::Unavailable(reason))
+                }
+                DeliveryResult::Permanent { reason } => {
+                    return Err(ConnectorError::Refused(reason))
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What one delivery attempt (of a receipt to a push target) came to.

@@ -7,6 +7,7 @@
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
+use snodo_connectors::HumanDuration;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -77,7 +78,7 @@ pub struct ApiConfig {
     pub rate_burst: u32,
     /// How long an `Idempotency-Key` answer is kept.
     #[serde(default = "default_idempotency_ttl")]
-    pub idempotency_ttl: String,
+    pub idempotency_ttl: HumanDuration,
 }
 
 impl Default for ApiConfig {
@@ -104,7 +105,7 @@ fn default_rate() -> u32 {
 fn default_burst() -> u32 {
     200
 }
-fn default_idempotency_ttl() -> String {
+fn default_idempotency_ttl() -> HumanDuration {
     "24h".into()
 }
 
@@ -229,10 +230,10 @@ pub struct CheckoutConfig {
     /// Sent as `Ocp-Apim-Subscription-Key`.
     pub subscription_key: Secret,
     #[serde(default = "default_checkout_timeout")]
-    pub timeout: String,
+    pub timeout: HumanDuration,
 }
 
-fn default_checkout_timeout() -> String {
+fn default_checkout_timeout() -> HumanDuration {
     "10s".into()
 }
 
@@ -326,12 +327,12 @@ pub struct ExternalConfig {
     /// The hub asks `GET {url}/{noticeNumber}`.
     pub url: String,
     #[serde(default = "default_external_timeout")]
-    pub timeout: String,
+    pub timeout: HumanDuration,
     /// Sent as a bearer token when set.
     pub token: Option<Secret>,
 }
 
-fn default_external_timeout() -> String {
+fn default_external_timeout() -> HumanDuration {
     "3s".into()
 }
 

@@ -6,13 +6,12 @@
 //! never delays another entity's receipts. Outcomes are recorded in batches (one commit for many
 //! deliveries), which is what lets one pipeline keep up with thousands of receipts a second.
 
+use crate::codecs::EncodeReceipt;
 use crate::metrics::DeliveryStats;
-use crate::plan::{EntityRuntime, PipelineKind, Plan, PushTarget, ReceiptFormat, ReceiptRoute};
+use crate::plan::{EntityRuntime, PipelineKind, Plan, ReceiptEncoding, ReceiptRoute};
 use chrono::{DateTime, SecondsFormat, Utc};
 use snodo_adapters::receipt_json::ReceiptContext;
-use snodo_adapters::{mypay_push, receipt_json};
-use snodo_connectors::http::{DeliveryResult, HttpSink, RetryPolicy};
-use snodo_connectors::kafka::KafkaSink;
+use snodo_connectors::{DeliveryResult, MessageSink, Outgoing, RetryPolicy};
 use snodo_store::{Attempt, Delivery, ReceiptDocument, Store};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +38,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub struct Deliverer {
     name: String,
     entity: Arc<EntityRuntime>,
-    format: ReceiptFormat,
-    sink: PushSink,
+    encode: EncodeReceipt,
+    sink: Arc<dyn MessageSink>,
     policy: RetryPolicy,
     lease: Duration,
     store: Arc<dyn Store>,
@@ -76,33 +75,26 @@ impl Deliverer {
         let p = &plan.pipelines[index];
         let PipelineKind::Receipts {
             format,
-            route: ReceiptRoute::Push(sink),
+            route: ReceiptRoute::Push(target),
             ..
         } = &p.kind
         else {
             return Err("not a push receipts pipeline".into());
+        };
+        let ReceiptEncoding::PerMessage(encode) = format.encoding else {
+            return Err(format!("{:?} is written in files, not pushed", format.name));
         };
         let entity = plan
             .entities
             .get(&p.entity)
             .cloned()
             .ok_or_else(|| format!("unknown entity {}", p.entity))?;
-        let (sink, policy, timeout) = match sink {
-            PushTarget::Http(c) => {
-                let s = c.build().map_err(|e| e.to_string())?;
-                let (p, t) = (*s.retry_policy(), s.timeout());
-                (PushSink::Http(Arc::new(s)), p, t)
-            }
-            PushTarget::Kafka(c) => {
-                let s = c.build().map_err(|e| e.to_string())?;
-                let (p, t) = (*s.retry_policy(), s.timeout());
-                (PushSink::Kafka(Arc::new(s)), p, t)
-            }
-        };
+        let sink = target.sink.build().map_err(|e| e.to_string())?;
+        let (policy, timeout) = (*sink.retry_policy(), sink.timeout());
         Ok(Self {
             name: p.name.clone(),
             entity,
-            format: format.clone(),
+            encode,
             policy,
             lease: timeout + LEASE_MARGIN,
             sink,
@@ -231,19 +223,16 @@ impl Deliverer {
     async fn attempt(&self, d: &Delivery) -> Attempt {
         match self.encode(d).await {
             Ok((notice, body)) => {
-                let result = match &self.sink {
-                    PushSink::Http(s) => {
-                        s.deliver(body, "application/json", &d.idempotency_key)
-                            .await
-                    }
-                    PushSink::Kafka(s) => {
-                        let headers = [
-                            ("Idempotency-Key", d.idempotency_key.as_str()),
-                            ("content-type", "application/json"),
-                        ];
-                        s.deliver(&notice, body, &headers).await
-                    }
+                let headers = [
+                    ("Idempotency-Key", d.idempotency_key.as_str()),
+                    ("content-type", "application/json"),
+                ];
+                let message = Outgoing {
+                    key: &notice,
+                    body: &body,
+                    headers: &headers,
                 };
+                let result = self.sink.send(message).await;
                 self.judge(d, result)
             }
             // A receipt that cannot be encoded will not encode better later.
@@ -290,21 +279,7 @@ impl Deliverer {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("receipt {receipt} is not in the store"))?;
         let ctx = context(&self.entity, &doc);
-        let body = match &self.format {
-            ReceiptFormat::Json => receipt_json::encode(&ctx, &doc.xml).map_err(|e| e.to_string()),
-            ReceiptFormat::MypayPush => {
-                mypay_push::encode(&ctx, &doc.xml).map_err(|e| e.to_string())
-            }
-            ReceiptFormat::MypayExport { .. } => {
-                Err("MyPay's export is written in files, not pushed".into())
-            }
-        }?;
+        let body = (self.encode)(&ctx, &doc.xml)?;
         Ok((doc.receipt.notice_number.clone(), body))
     }
-}
-
-/// Where a push pipeline sends: an entity's HTTP endpoint or a topic.
-enum PushSink {
-    Http(Arc<HttpSink>),
-    Kafka(Arc<KafkaSink>),
 }

@@ -5,7 +5,10 @@
 //! name derives from the export, so a hub that dies while writing redoes the same file with the
 //! same receipts at its next start, and the next file starts after them.
 
-use crate::plan::{EntityRuntime, PipelineKind, Plan, ReceiptFormat, ReceiptRoute};
+use crate::codecs::ReceiptFile;
+use crate::plan::{
+    EntityRuntime, PipelineKind, Plan, ReceiptEncoding, ReceiptFormat, ReceiptRoute,
+};
 use chrono::{DateTime, Utc};
 use chrono_tz::Europe::Rome;
 use snodo_adapters::mypay_export::{self, ExportReceipt, ExportVersion, ExportWriter};
@@ -76,7 +79,11 @@ impl Exporter {
     ) -> Result<Self, String> {
         let p = &plan.pipelines[index];
         let PipelineKind::Receipts {
-            format: ReceiptFormat::MypayExport { version },
+            format:
+                ReceiptFormat {
+                    encoding: ReceiptEncoding::File(ReceiptFile { version, .. }),
+                    ..
+                },
             route:
                 ReceiptRoute::Batch {
                     schedule,

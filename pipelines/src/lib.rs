@@ -3,6 +3,7 @@
 //! back out through another connector.
 
 pub mod api;
+pub mod codecs;
 pub mod config;
 pub mod deliver;
 pub mod engine;

@@ -2,9 +2,10 @@
 //! connectors and codecs resolved. `snodo validate` prints the problems; `snodo run` refuses to
 //! start with any.
 
+use crate::codecs::{self, DecodePosition, Does, EncodeReceipt, ReceiptFile};
 use crate::config::{self, Codec, Config, Endpoint, Problem};
-use crate::registry;
-use snodo_connectors::{kafka, SinkConfig, SourceConfig};
+use crate::registry::{self, SourceShape};
+use snodo_connectors::{MessageSinkConfig, SinkConfig, SourceConfig};
 use snodo_core::dovuto::{DebtTypeRules, EntityRules};
 use snodo_core::{EntityFiscalCode, Iban, SegregationCode, TaxonomyCode, TaxonomyTable};
 use snodo_store::DeliverTo;
@@ -154,7 +155,8 @@ pub enum PipelineKind {
     /// message to a topic.
     StreamPositions {
         source: Arc<dyn SourceConfig>,
-        outcomes: Option<StreamOutcomes>,
+        decode: DecodePosition,
+        outcomes: Option<Arc<dyn MessageSinkConfig>>,
     },
     /// The entity's receipts (of `debt_types` only, when not empty), encoded and delivered
     /// through the outbox.
@@ -165,58 +167,37 @@ pub enum PipelineKind {
     },
 }
 
-/// How a receipts pipeline writes receipts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReceiptFormat {
-    /// The canonical JSON receipt, one per push.
-    Json,
-    /// MyPay's push body (`rt` + Pagati `esito`), one per push.
-    MypayPush,
-    /// MyPay's ESTRAZIONE_DOVUTI file (version `1.0` to `1.3`), many receipts per file.
-    MypayExport { version: String },
+/// How a receipts pipeline writes receipts: a codec of the registry (`codecs.rs`).
+#[derive(Clone)]
+pub struct ReceiptFormat {
+    pub name: &'static str,
+    pub encoding: ReceiptEncoding,
+}
+
+#[derive(Clone)]
+pub enum ReceiptEncoding {
+    /// One document per receipt, pushed as soon as it is stored.
+    PerMessage(EncodeReceipt),
+    /// Many receipts per file, written on a schedule.
+    File(ReceiptFile),
 }
 
 impl ReceiptFormat {
-    /// Version 1.3 of MyPay's export also lists receipts paid to the entity as a secondary
-    /// beneficiary.
+    /// Whether the files also list receipts paid to the entity as a secondary beneficiary
+    /// (MyPay's export 1.3).
     pub fn lists_secondary_receipts(&self) -> bool {
-        matches!(self, Self::MypayExport { version } if version == "1.3")
+        matches!(&self.encoding, ReceiptEncoding::File(f) if f.lists_secondary_receipts)
     }
 
     fn name(&self) -> &'static str {
-        match self {
-            Self::Json => snodo_adapters::receipt_json::JSON,
-            Self::MypayPush => snodo_adapters::mypay_push::MYPAY_PUSH,
-            Self::MypayExport { .. } => snodo_adapters::mypay_export::MYPAY_EXPORT,
-        }
+        self.name
     }
 }
 
-/// The topic a stream intake produces its outcomes to.
-pub struct StreamOutcomes {
-    pub config: Arc<kafka::KafkaSinkConfig>,
-    pub topic: String,
-}
-
-impl StreamOutcomes {
-    /// A producer for the outcomes, the topic created first when missing.
-    pub fn producer(&self) -> Result<kafka::KafkaProducer, snodo_connectors::ConnectorError> {
-        let conn = self.config.connection();
-        kafka::ensure_topics(
-            &conn,
-            &[(self.topic.clone(), self.config.partitions.unwrap_or(1))],
-            std::time::Duration::from_secs(10),
-        )?;
-        kafka::KafkaProducer::new(&conn)
-    }
-}
-
-/// Where a push receipts pipeline sends each receipt.
-pub enum PushTarget {
-    /// One HTTP request per receipt.
-    Http(Arc<snodo_connectors::http::HttpSinkConfig>),
-    /// One message per receipt, keyed by notice number.
-    Kafka(Arc<kafka::KafkaSinkConfig>),
+/// Where a push receipts pipeline sends each receipt: any connector that is a message sink.
+pub struct PushTarget {
+    pub connector: &'static str,
+    pub sink: Arc<dyn MessageSinkConfig>,
 }
 
 /// How a receipts pipeline sends what it wrote.
@@ -333,7 +314,9 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         key_owners.insert(key_hash(&admin.0), "the admin token".into());
     }
     let checkout = cfg.pagopa.checkout.as_ref().and_then(|c| {
-        let timeout = snodo_connectors::dir::parse_duration(&c.timeout)
+        let timeout = c
+            .timeout
+            .get()
             .map_err(|why| p("pagopa.checkout.timeout".into(), why))
             .ok()?;
         if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
@@ -348,7 +331,10 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
             timeout,
         })
     });
-    let idempotency_ttl = snodo_connectors::dir::parse_duration(&cfg.api.idempotency_ttl)
+    let idempotency_ttl = cfg
+        .api
+        .idempotency_ttl
+        .get()
         .map_err(|why| p("api.idempotency_ttl".into(), why))
         .unwrap_or(std::time::Duration::from_secs(86_400));
     if cfg.api.max_batch == 0 || cfg.api.rate_per_second == 0 || cfg.api.rate_burst == 0 {
@@ -454,7 +440,9 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                 }
             }
             if let Some(ext) = &dt.external {
-                let timeout = snodo_connectors::dir::parse_duration(&ext.timeout)
+                let timeout = ext
+                    .timeout
+                    .get()
                     .map_err(|why| p(format!("{at}.external.timeout"), why))
                     .ok();
                 if !(ext.url.starts_with("http://") || ext.url.starts_with("https://")) {
@@ -624,12 +612,16 @@ fn import_pipeline(
     at: &str,
     local: &mut Vec<Problem>,
 ) -> Option<PipelineKind> {
-    if matches!(&pc.from, Endpoint::Connector { kind, .. } if kind == kafka::NAME) {
-        return stream_pipeline(pc, at, local);
+    if let Endpoint::Connector { kind, .. } = &pc.from {
+        let shape = registry::connector(kind).and_then(|c| c.source_shape());
+        if shape == Some(SourceShape::Stream) {
+            return stream_pipeline(pc, kind, at, local);
+        }
     }
     let source = match &pc.from {
         Endpoint::Connector { kind, params } => {
             registry::parse_source(kind, params.clone(), &format!("{at}.from"), local)
+                .map(|(_, s)| s)
         }
         Endpoint::Named(n) => {
             local.push(Problem::new(
@@ -658,11 +650,12 @@ fn import_pipeline(
             None
         }
     };
+    let decoders = codecs::names(|d| matches!(d, Does::ImportFlows));
     match &pc.decode {
-        Some(Codec { name, .. }) if registry::DECODERS.contains(&name.as_str()) => {}
+        Some(Codec { name, .. }) if decoders.contains(&name.as_str()) => {}
         Some(Codec { name, .. }) => local.push(Problem::new(
             format!("{at}.decode"),
-            registry::unknown_name(name, "decoder", registry::DECODERS),
+            registry::unknown_name(name, "decoder", &decoders),
         )),
         None => local.push(Problem::new(
             format!("{at}.decode"),
@@ -709,33 +702,43 @@ fn import_pipeline(
     })
 }
 
-/// `from` a stream connector (kafka), `decode = "position-json"`, `to = "registry"`, `outcomes`
-/// a topic.
+/// `from` a stream connector (kafka), `decode` a codec of one position per message (e.g.
+/// `position-json`), `to = "registry"`, `outcomes` a message sink (a topic).
 fn stream_pipeline(
     pc: &config::PipelineConfig,
+    kind: &str,
     at: &str,
     local: &mut Vec<Problem>,
 ) -> Option<PipelineKind> {
     let source = match &pc.from {
         Endpoint::Connector { kind, params } => {
             registry::parse_source(kind, params.clone(), &format!("{at}.from"), local)
+                .map(|(_, s)| s)
         }
         Endpoint::Named(_) => None,
     };
+    let decoders = codecs::names(|d| matches!(d, Does::StreamPositions(_)));
+    let decode = match &pc.decode {
+        Some(Codec { name, .. }) => match codecs::codec(name).map(|c| c.does) {
+            Some(Does::StreamPositions(decode)) => Some(decode),
+            _ => None,
+        },
+        None => None,
+    };
     match &pc.decode {
-        Some(Codec { name, .. }) if registry::STREAM_DECODERS.contains(&name.as_str()) => {}
+        Some(_) if decode.is_some() => {}
         Some(Codec { name, .. }) => local.push(Problem::new(
             format!("{at}.decode"),
             format!(
-                "{name:?} does not read one position per message; a kafka source takes {}",
-                registry::STREAM_DECODERS.join(", ")
+                "{name:?} does not read one position per message; a {kind} source takes {}",
+                decoders.join(", ")
             ),
         )),
         None => local.push(Problem::new(
             format!("{at}.decode"),
             format!(
-                "missing: a kafka source takes decode = {:?}",
-                registry::STREAM_DECODERS[0]
+                "missing: a {kind} source takes decode = {:?}",
+                decoders.first().copied().unwrap_or_default()
             ),
         )),
     }
@@ -751,33 +754,31 @@ fn stream_pipeline(
     if !matches!(&pc.to, Endpoint::Named(n) if n == "registry") {
         local.push(Problem::new(
             format!("{at}.to"),
-            "a kafka intake pipeline goes to \"registry\"",
+            format!("a {kind} intake pipeline goes to \"registry\""),
         ));
     }
     let outcomes = match &pc.outcomes {
         None => None,
-        Some(Endpoint::Connector { kind, params }) if kind == kafka::NAME => {
-            let path = format!("{at}.outcomes");
-            let cfg: Option<kafka::KafkaSinkConfig> =
-                config::deserialize_collecting(params.clone(), &path, local);
-            if let Some(c) = &cfg {
-                local.extend(c.check().into_iter().map(|m| Problem::new(&path, m)));
-            }
-            cfg.map(|c| StreamOutcomes {
-                topic: c.topic.clone(),
-                config: Arc::new(c),
-            })
+        Some(Endpoint::Connector { kind, params }) if registry::is_message_sink(kind) => {
+            registry::parse_message_sink(
+                kind,
+                params.clone(),
+                &format!("{at}.outcomes"),
+                "connector",
+                local,
+            )
         }
         Some(_) => {
             local.push(Problem::new(
                 format!("{at}.outcomes"),
-                "a kafka intake answers on a topic: { connector = \"kafka\", brokers = ..., topic = ... }",
+                format!("a {kind} intake answers on a topic: {{ connector = \"kafka\", brokers = ..., topic = ... }}"),
             ));
             None
         }
     };
     Some(PipelineKind::StreamPositions {
         source: source?,
+        decode: decode?,
         outcomes,
     })
 }
@@ -822,7 +823,13 @@ fn receipts_pipeline(
             }
         }
     }
-    let is_file = matches!(format, Some(ReceiptFormat::MypayExport { .. }));
+    let is_file = matches!(
+        format,
+        Some(ReceiptFormat {
+            encoding: ReceiptEncoding::File(_),
+            ..
+        })
+    );
     let route = match (&pc.batch, format.as_ref()) {
         (Some(batch), None) => {
             // Still check what the batch says, so one run of validate lists every problem.
@@ -866,54 +873,33 @@ fn receipt_format(c: &Codec, at: &str, local: &mut Vec<Problem>) -> Option<Recei
             local.push(Problem::new(at, format!("{:?} takes no settings", c.name)));
         }
     };
-    match c.name.as_str() {
-        snodo_adapters::receipt_json::JSON => {
+    let known = || codecs::names(|d| matches!(d, Does::ReceiptMessages(_) | Does::ReceiptFiles(_)));
+    let Some(codec) = codecs::codec(&c.name) else {
+        local.push(Problem::new(
+            at,
+            registry::unknown_name(&c.name, "receipt format", &known()),
+        ));
+        return None;
+    };
+    let encoding = match codec.does {
+        Does::ReceiptMessages(encode) => {
             no_settings(local);
-            Some(ReceiptFormat::Json)
+            ReceiptEncoding::PerMessage(encode)
         }
-        snodo_adapters::mypay_push::MYPAY_PUSH => {
-            no_settings(local);
-            Some(ReceiptFormat::MypayPush)
-        }
-        snodo_adapters::mypay_export::MYPAY_EXPORT => {
-            let mut params = c.params.as_object().cloned().unwrap_or_default();
-            let version = match params.remove("version") {
-                None => "1.0".to_string(),
-                Some(serde_json::Value::String(v)) => v,
-                Some(other) => other.to_string(),
-            };
-            for k in params.keys() {
-                local.push(Problem::new(
-                    format!("{at}.{k}"),
-                    "unknown setting (known: version)",
-                ));
-            }
-            let v = version.replace('_', ".");
-            if EXPORT_VERSIONS.contains(&v.as_str()) {
-                Some(ReceiptFormat::MypayExport { version: v })
-            } else {
-                local.push(Problem::new(
-                    format!("{at}.version"),
-                    format!(
-                        "{version:?} is not a version of MyPay's export (known: {})",
-                        EXPORT_VERSIONS.join(", ")
-                    ),
-                ));
-                None
-            }
-        }
-        other => {
+        Does::ReceiptFiles(settings) => ReceiptEncoding::File(settings(&c.params, at, local)?),
+        Does::ImportFlows | Does::StreamPositions(_) => {
             local.push(Problem::new(
                 at,
-                registry::unknown_name(other, "receipt format", registry::RECEIPT_ENCODERS),
+                registry::unknown_name(&c.name, "receipt format", &known()),
             ));
-            None
+            return None;
         }
-    }
+    };
+    Some(ReceiptFormat {
+        name: codec.name,
+        encoding,
+    })
 }
-
-/// Versions of MyPay's ESTRAZIONE_DOVUTI.
-const EXPORT_VERSIONS: &[&str] = &["1.0", "1.1", "1.2", "1.3"];
 
 fn push_route(
     pc: &config::PipelineConfig,
@@ -921,34 +907,12 @@ fn push_route(
     local: &mut Vec<Problem>,
 ) -> Option<ReceiptRoute> {
     match &pc.to {
-        Endpoint::Connector { kind, params } if kind == snodo_connectors::http::NAME => {
+        Endpoint::Connector { kind, params } => {
             let path = format!("{at}.to");
-            let cfg: Option<snodo_connectors::http::HttpSinkConfig> =
-                config::deserialize_collecting(params.clone(), &path, local);
-            if let Some(c) = &cfg {
-                local.extend(c.check().into_iter().map(|m| Problem::new(&path, m)));
-            }
-            cfg.map(|c| ReceiptRoute::Push(PushTarget::Http(Arc::new(c))))
-        }
-        Endpoint::Connector { kind, params } if kind == kafka::NAME => {
-            let path = format!("{at}.to");
-            let cfg: Option<kafka::KafkaSinkConfig> =
-                config::deserialize_collecting(params.clone(), &path, local);
-            if let Some(c) = &cfg {
-                local.extend(c.check().into_iter().map(|m| Problem::new(&path, m)));
-            }
-            cfg.map(|c| ReceiptRoute::Push(PushTarget::Kafka(Arc::new(c))))
-        }
-        Endpoint::Connector { kind, .. } => {
-            local.push(Problem::new(
-                format!("{at}.to.connector"),
-                registry::unknown_name(
-                    kind,
-                    "push connector",
-                    &[snodo_connectors::http::NAME, kafka::NAME],
-                ),
-            ));
-            None
+            let sink =
+                registry::parse_message_sink(kind, params.clone(), &path, "push connector", local)?;
+            let connector = registry::connector(kind)?.name;
+            Some(ReceiptRoute::Push(PushTarget { connector, sink }))
         }
         Endpoint::Named(n) => {
             local.push(Problem::new(
@@ -1139,7 +1103,10 @@ to = { connector = "kafka", brokers = "127.0.0.1:9092", topic = "c_g224.receipts
                         outcomes: Some(_),
                         ..
                     } | PipelineKind::Receipts {
-                        route: ReceiptRoute::Push(PushTarget::Kafka(_)),
+                        route: ReceiptRoute::Push(PushTarget {
+                            connector: "kafka",
+                            ..
+                        }),
                         ..
                     }
                 )

@@ -1,40 +1,96 @@
-//! Connectors and codecs by the name a config uses. Adding one is one line here plus its own file.
+//! Connectors by the name a config uses, each with what it can be. Adding a connector is its
+//! folder in `connectors/src/` plus one line in [`CONNECTORS`]; codecs are in `codecs.rs`.
 
 use crate::config::{deserialize_collecting, Problem};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use snodo_connectors::{dir, kafka, sftp, SinkConfig, SourceConfig};
+use snodo_connectors::{dir, http, kafka, sftp, MessageSinkConfig, SinkConfig, SourceConfig};
 use std::sync::Arc;
 
-type SourceParser = fn(Value, &str, &mut Vec<Problem>) -> Option<Arc<dyn SourceConfig>>;
-type SinkParser = fn(Value, &str, &mut Vec<Problem>) -> Option<Arc<dyn SinkConfig>>;
-
-const SOURCES: &[(&str, SourceParser)] = &[
-    (dir::NAME, source::<dir::DirSourceConfig>),
-    (sftp::NAME, source::<sftp::SftpSourceConfig>),
-    (kafka::NAME, source::<kafka::KafkaSourceConfig>),
-];
-
-const SINKS: &[(&str, SinkParser)] = &[
-    (dir::NAME, sink::<dir::DirSinkConfig>),
-    (sftp::NAME, sink::<sftp::SftpSinkConfig>),
-];
-
-/// Decoders that turn a source's messages into registry operations.
-pub const DECODERS: &[&str] = &[snodo_adapters::mypay_import::MYPAY_IMPORT];
-
-/// Decoders of one position per message, for stream sources.
-pub const STREAM_DECODERS: &[&str] = &[snodo_adapters::position_json::POSITION_JSON];
-
-/// Formats a receipts pipeline can write.
-pub const RECEIPT_ENCODERS: &[&str] = &[
-    snodo_adapters::receipt_json::JSON,
-    snodo_adapters::mypay_push::MYPAY_PUSH,
-    snodo_adapters::mypay_export::MYPAY_EXPORT,
+/// One line per connector: its name and what it can be.
+#[rustfmt::skip]
+pub const CONNECTORS: &[Connector] = &[
+    Connector::new(dir::NAME).files_from::<dir::DirSourceConfig>().files_to::<dir::DirSinkConfig>(),
+    Connector::new(sftp::NAME).files_from::<sftp::SftpSourceConfig>().files_to::<sftp::SftpSinkConfig>(),
+    Connector::new(http::NAME).messages_to::<http::HttpSinkConfig>(),
+    Connector::new(kafka::NAME).stream_from::<kafka::KafkaSourceConfig>().messages_to::<kafka::KafkaSinkConfig>(),
 ];
 
 /// Built-in pipeline targets named by a string instead of a connector table.
 pub const TARGETS: &[&str] = &["registry"];
+
+type SourceParser = fn(Value, &str, &mut Vec<Problem>) -> Option<Arc<dyn SourceConfig>>;
+type SinkParser = fn(Value, &str, &mut Vec<Problem>) -> Option<Arc<dyn SinkConfig>>;
+type MessageSinkParser = fn(Value, &str, &mut Vec<Problem>) -> Option<Arc<dyn MessageSinkConfig>>;
+
+/// How a source hands over its input, which decides the pipeline it can feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceShape {
+    /// Whole files (flows), polled on a schedule.
+    Files,
+    /// Messages with a position in a stream, pushed as they come.
+    Stream,
+}
+
+/// A connector and its capabilities: a source, a file sink, a message sink, or several.
+pub struct Connector {
+    pub name: &'static str,
+    source: Option<(SourceShape, SourceParser)>,
+    file_sink: Option<SinkParser>,
+    message_sink: Option<MessageSinkParser>,
+}
+
+impl Connector {
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            source: None,
+            file_sink: None,
+            message_sink: None,
+        }
+    }
+
+    /// A source of files (flows).
+    pub const fn files_from<C: SourceConfig + DeserializeOwned>(mut self) -> Self {
+        self.source = Some((SourceShape::Files, source::<C>));
+        self
+    }
+
+    /// A source of stream messages.
+    pub const fn stream_from<C: SourceConfig + DeserializeOwned>(mut self) -> Self {
+        self.source = Some((SourceShape::Stream, source::<C>));
+        self
+    }
+
+    /// A sink of finished files.
+    pub const fn files_to<C: SinkConfig + DeserializeOwned>(mut self) -> Self {
+        self.file_sink = Some(sink::<C>);
+        self
+    }
+
+    /// A sink of single messages.
+    pub const fn messages_to<C: MessageSinkConfig + DeserializeOwned>(mut self) -> Self {
+        self.message_sink = Some(message_sink::<C>);
+        self
+    }
+
+    pub fn source_shape(&self) -> Option<SourceShape> {
+        self.source.map(|(shape, _)| shape)
+    }
+}
+
+pub fn connector(name: &str) -> Option<&'static Connector> {
+    CONNECTORS.iter().find(|c| c.name == name)
+}
+
+/// The names of the connectors that can be what `can` says.
+pub fn names(can: impl Fn(&Connector) -> bool) -> Vec<&'static str> {
+    CONNECTORS
+        .iter()
+        .filter(|c| can(c))
+        .map(|c| c.name)
+        .collect()
+}
 
 fn source<C: SourceConfig + DeserializeOwned>(
     v: Value,
@@ -42,8 +98,7 @@ fn source<C: SourceConfig + DeserializeOwned>(
     problems: &mut Vec<Problem>,
 ) -> Option<Arc<dyn SourceConfig>> {
     let c: C = deserialize_collecting(v, path, problems)?;
-    let msgs = c.check();
-    problems.extend(msgs.into_iter().map(|m| Problem::new(path, m)));
+    problems.extend(c.check().into_iter().map(|m| Problem::new(path, m)));
     Some(Arc::new(c))
 }
 
@@ -53,8 +108,17 @@ fn sink<C: SinkConfig + DeserializeOwned>(
     problems: &mut Vec<Problem>,
 ) -> Option<Arc<dyn SinkConfig>> {
     let c: C = deserialize_collecting(v, path, problems)?;
-    let msgs = c.check();
-    problems.extend(msgs.into_iter().map(|m| Problem::new(path, m)));
+    problems.extend(c.check().into_iter().map(|m| Problem::new(path, m)));
+    Some(Arc::new(c))
+}
+
+fn message_sink<C: MessageSinkConfig + DeserializeOwned>(
+    v: Value,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Arc<dyn MessageSinkConfig>> {
+    let c: C = deserialize_collecting(v, path, problems)?;
+    problems.extend(c.check().into_iter().map(|m| Problem::new(path, m)));
     Some(Arc::new(c))
 }
 
@@ -68,20 +132,31 @@ fn unknown(kind: &str, what: &str, known: &[&str]) -> String {
     msg
 }
 
+fn unknown_connector(
+    kind: &str,
+    what: &str,
+    known: &[&str],
+    path: &str,
+    problems: &mut Vec<Problem>,
+) {
+    problems.push(Problem::new(
+        format!("{path}.connector"),
+        unknown(kind, what, known),
+    ));
+}
+
+/// A source, with how it hands over its input.
 pub fn parse_source(
     kind: &str,
     params: Value,
     path: &str,
     problems: &mut Vec<Problem>,
-) -> Option<Arc<dyn SourceConfig>> {
-    match SOURCES.iter().find(|(n, _)| *n == kind) {
-        Some((_, parse)) => parse(params, path, problems),
+) -> Option<(SourceShape, Arc<dyn SourceConfig>)> {
+    match connector(kind).and_then(|c| c.source) {
+        Some((shape, parse)) => parse(params, path, problems).map(|s| (shape, s)),
         None => {
-            let known: Vec<&str> = SOURCES.iter().map(|(n, _)| *n).collect();
-            problems.push(Problem::new(
-                format!("{path}.connector"),
-                unknown(kind, "connector", &known),
-            ));
+            let known = names(|c| c.source.is_some());
+            unknown_connector(kind, "connector", &known, path, problems);
             None
         }
     }
@@ -93,17 +168,37 @@ pub fn parse_sink(
     path: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<Arc<dyn SinkConfig>> {
-    match SINKS.iter().find(|(n, _)| *n == kind) {
-        Some((_, parse)) => parse(params, path, problems),
+    match connector(kind).and_then(|c| c.file_sink) {
+        Some(parse) => parse(params, path, problems),
         None => {
-            let known: Vec<&str> = SINKS.iter().map(|(n, _)| *n).collect();
-            problems.push(Problem::new(
-                format!("{path}.connector"),
-                unknown(kind, "connector", &known),
-            ));
+            let known = names(|c| c.file_sink.is_some());
+            unknown_connector(kind, "connector", &known, path, problems);
             None
         }
     }
+}
+
+/// A message sink; `what` names the role in the message when `kind` cannot be one.
+pub fn parse_message_sink(
+    kind: &str,
+    params: Value,
+    path: &str,
+    what: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Arc<dyn MessageSinkConfig>> {
+    match connector(kind).and_then(|c| c.message_sink) {
+        Some(parse) => parse(params, path, problems),
+        None => {
+            let known = names(|c| c.message_sink.is_some());
+            unknown_connector(kind, what, &known, path, problems);
+            None
+        }
+    }
+}
+
+/// Whether `kind` is a connector that can send messages.
+pub fn is_message_sink(kind: &str) -> bool {
+    connector(kind).is_some_and(|c| c.message_sink.is_some())
 }
 
 pub fn unknown_name(kind: &str, what: &str, known: &[&str]) -> String {

@@ -11,10 +11,10 @@
 //!   the store refuses a checkpoint that moved under it (`expect_rows_done`);
 //! - outcomes committed but not yet produced when the hub died are produced at the next batch.
 
+use crate::codecs::DecodePosition;
 use crate::plan::{EntityRuntime, PipelineKind, Plan};
-use snodo_adapters::position_json::{self, Invalid, Origin, Outcome, OutcomeError};
-use snodo_connectors::kafka::KafkaProducer;
-use snodo_connectors::{Message, Source, StreamOffset};
+use snodo_adapters::position_json::{Invalid, Origin, Outcome, OutcomeError};
+use snodo_connectors::{Message, MessageSink, Source, StreamOffset};
 use snodo_core::dovuto::DovutoRow;
 use snodo_store::{
     Checkpoint, ChunkCommit, ChunkRow, EntityKey, Flow, NewFlow, OutboxMessage, RowOutcome, Store,
@@ -33,18 +33,15 @@ const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failure that is not the message's fault (store, broker).
 const BACKOFF: Duration = Duration::from_secs(1);
 
-/// Where outcomes go: a producer and its topic.
-pub struct OutcomeTopic {
-    pub producer: KafkaProducer,
-    pub topic: String,
-}
-
 pub struct StreamIntake {
     name: String,
     entity: Arc<EntityRuntime>,
     store: Arc<dyn Store>,
     source: Box<dyn Source>,
-    outcomes: Option<OutcomeTopic>,
+    /// The pipeline's `decode` codec.
+    decode: DecodePosition,
+    /// Where outcomes go (a topic).
+    outcomes: Option<Arc<dyn MessageSink>>,
     /// The standing flow of each partition, by topic and partition.
     flows: HashMap<(String, i32), Flow>,
 }
@@ -59,7 +56,12 @@ struct Item {
 impl StreamIntake {
     pub fn new(plan: &Plan, index: usize, store: Arc<dyn Store>) -> Result<Self, String> {
         let p = &plan.pipelines[index];
-        let PipelineKind::StreamPositions { source, outcomes } = &p.kind else {
+        let PipelineKind::StreamPositions {
+            source,
+            decode,
+            outcomes,
+        } = &p.kind
+        else {
             return Err("not a stream intake pipeline".into());
         };
         let entity = plan
@@ -68,10 +70,7 @@ impl StreamIntake {
             .cloned()
             .ok_or_else(|| format!("unknown entity {}", p.entity))?;
         let outcomes = match outcomes {
-            Some(o) => Some(OutcomeTopic {
-                producer: o.producer().map_err(|e| format!("outcomes: {e}"))?,
-                topic: o.topic.clone(),
-            }),
+            Some(o) => Some(o.build().map_err(|e| format!("outcomes: {e}"))?),
             None => None,
         };
         let source = source.build().map_err(|e| e.to_string())?;
@@ -80,6 +79,7 @@ impl StreamIntake {
             entity,
             store,
             source,
+            decode: *decode,
             outcomes,
             flows: HashMap::new(),
         })
@@ -119,7 +119,7 @@ impl StreamIntake {
             };
             let decoded = match &msg.body {
                 snodo_connectors::Body::Bytes(b) => {
-                    position_json::decode(b, msg.key.as_deref(), &self.entity.rules, today)
+                    (self.decode)(b, msg.key.as_deref(), &self.entity.rules, today)
                 }
                 snodo_connectors::Body::File(_) => Err(Invalid {
                     iud: None,
@@ -326,9 +326,8 @@ impl StreamIntake {
                 .iter()
                 .map(|(_, m)| (m.key.clone(), m.payload.clone().into_bytes()))
                 .collect();
-            out.producer
-                .send_all(&out.topic, &messages, PRODUCE_TIMEOUT)
-                .map_err(|e| format!("cannot produce outcomes to {}: {e}", out.topic))?;
+            out.send_all(&messages, PRODUCE_TIMEOUT)
+                .map_err(|e| format!("cannot produce outcomes: {e}"))?;
             let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
             self.store
                 .clear_flow_outbox(&ids)

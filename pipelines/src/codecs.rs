@@ -1,0 +1,112 @@
+//! Codecs by the name a pipeline's `decode` or `encode` gives, each with what it reads or
+//! writes. Adding a format is its adapter file plus one line in [`CODECS`]; the planner picks
+//! the pipeline from what the codec does, never from its name.
+
+use crate::config::Problem;
+use serde_json::Value;
+use snodo_adapters::receipt_json::ReceiptContext;
+use snodo_adapters::{mypay_export, mypay_import, mypay_push, position_json, receipt_json};
+use snodo_core::dovuto::{DovutoRow, EntityRules};
+
+/// One line per codec.
+#[rustfmt::skip]
+pub const CODECS: &[Codec] = &[
+    Codec { name: mypay_import::MYPAY_IMPORT, does: Does::ImportFlows },
+    Codec { name: position_json::POSITION_JSON, does: Does::StreamPositions(position_json::decode) },
+    Codec { name: receipt_json::JSON, does: Does::ReceiptMessages(|c, xml| receipt_json::encode(c, xml).map_err(|e| e.to_string())) },
+    Codec { name: mypay_push::MYPAY_PUSH, does: Does::ReceiptMessages(|c, xml| mypay_push::encode(c, xml).map_err(|e| e.to_string())) },
+    Codec { name: mypay_export::MYPAY_EXPORT, does: Does::ReceiptFiles(mypay_export_settings) },
+];
+
+/// Decodes and validates one stream message (payload, key) into a position row.
+pub type DecodePosition = fn(
+    &[u8],
+    Option<&[u8]>,
+    &EntityRules,
+    chrono::NaiveDate,
+) -> Result<DovutoRow, position_json::Invalid>;
+
+/// Encodes one stored receipt (its XML and what the hub knows beside it) as one message body.
+pub type EncodeReceipt = fn(&ReceiptContext<'_>, &str) -> Result<Vec<u8>, String>;
+
+/// Reads a batch codec's settings (`encode = { codec = "...", ... }`), each problem under `at`.
+pub type FileSettings = fn(&Value, &str, &mut Vec<Problem>) -> Option<ReceiptFile>;
+
+pub struct Codec {
+    pub name: &'static str,
+    pub does: Does,
+}
+
+/// What a codec reads or writes, which decides the pipelines it fits.
+#[derive(Clone, Copy)]
+pub enum Does {
+    /// Decodes flows (files) of debt positions, for an import pipeline.
+    ImportFlows,
+    /// Decodes one debt position per stream message, for a stream intake.
+    StreamPositions(DecodePosition),
+    /// Encodes one receipt per message, pushed through a message sink.
+    ReceiptMessages(EncodeReceipt),
+    /// Encodes many receipts per file, written on a schedule through a file sink.
+    ReceiptFiles(FileSettings),
+}
+
+/// How a batch codec writes its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptFile {
+    /// The file layout's version (MyPay's export: `1.0` to `1.3`).
+    pub version: String,
+    /// The files also list receipts paid to the entity as a secondary beneficiary.
+    pub lists_secondary_receipts: bool,
+}
+
+pub fn codec(name: &str) -> Option<&'static Codec> {
+    CODECS.iter().find(|c| c.name == name)
+}
+
+/// The names of the codecs that do what `fits` says.
+pub fn names(fits: impl Fn(&Does) -> bool) -> Vec<&'static str> {
+    CODECS
+        .iter()
+        .filter(|c| fits(&c.does))
+        .map(|c| c.name)
+        .collect()
+}
+
+/// Versions of MyPay's ESTRAZIONE_DOVUTI.
+const EXPORT_VERSIONS: &[&str] = &["1.0", "1.1", "1.2", "1.3"];
+
+/// `encode = { codec = "mypay-export", version = "1.3" }` (`1_3` too); `1.0` when not given.
+fn mypay_export_settings(
+    params: &Value,
+    at: &str,
+    local: &mut Vec<Problem>,
+) -> Option<ReceiptFile> {
+    let mut params = params.as_object().cloned().unwrap_or_default();
+    let version = match params.remove("version") {
+        None => "1.0".to_string(),
+        Some(Value::String(v)) => v,
+        Some(other) => other.to_string(),
+    };
+    for k in params.keys() {
+        local.push(Problem::new(
+            format!("{at}.{k}"),
+            "unknown setting (known: version)",
+        ));
+    }
+    let v = version.replace('_', ".");
+    if EXPORT_VERSIONS.contains(&v.as_str()) {
+        Some(ReceiptFile {
+            lists_secondary_receipts: v == "1.3",
+            version: v,
+        })
+    } else {
+        local.push(Problem::new(
+            format!("{at}.version"),
+            format!(
+                "{version:?} is not a version of MyPay's export (known: {})",
+                EXPORT_VERSIONS.join(", ")
+            ),
+        ));
+        None
+    }
+}
