@@ -355,11 +355,21 @@ impl<W: Write> ExportWriter<W> {
     /// Appends the rows of one receipt and returns how many: 1 for a primary receipt; for a
     /// secondary one, one per transfer to the entity in 1.3 and none before.
     pub fn push(&mut self, receipt: &ExportReceipt<'_>) -> Result<usize, MypayExportError> {
+        self.push_parsed(receipt, None)
+    }
+
+    /// [`Self::push`] of a receipt already parsed (`request` is `receipt.raw_request` as the
+    /// hub decoded it); with `None` the raw request is parsed.
+    pub fn push_parsed(
+        &mut self,
+        receipt: &ExportReceipt<'_>,
+        request: Option<&pagopa::Request>,
+    ) -> Result<usize, MypayExportError> {
         if receipt.secondary && !self.version.exports_secondary() {
             return Ok(0);
         }
         self.buf.clear();
-        let n = encode(self.version, receipt, self.rows, &mut self.buf)?;
+        let n = encode(self.version, receipt, request, self.rows, &mut self.buf)?;
         self.out.write_all(&self.buf)?;
         self.rows += n as u64;
         Ok(n)
@@ -581,16 +591,24 @@ fn empties<'v>(row: &mut Vec<Cow<'v, str>>, n: usize) {
 fn encode(
     version: ExportVersion,
     r: &ExportReceipt<'_>,
+    parsed: Option<&pagopa::Request>,
     rows_before: u64,
     buf: &mut Vec<u8>,
 ) -> Result<usize, MypayExportError> {
-    let request = pagopa::parse_request(r.raw_request.as_bytes()).map_err(|source| {
-        MypayExportError::Unreadable {
-            received_at: r.received_at.to_owned(),
-            source,
+    let parsed_now;
+    let request = match parsed {
+        Some(request) => request,
+        None => {
+            parsed_now = pagopa::parse_request(r.raw_request.as_bytes()).map_err(|source| {
+                MypayExportError::Unreadable {
+                    received_at: r.received_at.to_owned(),
+                    source,
+                }
+            })?;
+            &parsed_now
         }
-    })?;
-    let view = ReceiptView::of(&request).ok_or_else(|| MypayExportError::NotAReceipt {
+    };
+    let view = ReceiptView::of(request).ok_or_else(|| MypayExportError::NotAReceipt {
         received_at: r.received_at.to_owned(),
         operation: request.soap_action(),
     })?;

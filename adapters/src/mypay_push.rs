@@ -72,6 +72,16 @@ struct Body {
 /// Encodes the receipt carried by `raw_request` (the whole `paSendRTReq` or `paSendRTV2Request`
 /// SOAP message as received) as MyPay's push body.
 pub fn encode(ctx: &ReceiptContext<'_>, raw_request: &str) -> Result<Vec<u8>, MypayPushError> {
+    let request = pagopa::parse_request(raw_request.as_bytes())?;
+    encode_parsed(ctx, raw_request, &request)
+}
+
+/// [`encode`] of a receipt already parsed: `request` is `raw_request` as the hub decoded it.
+pub fn encode_parsed(
+    ctx: &ReceiptContext<'_>,
+    raw_request: &str,
+    request: &pagopa::Request,
+) -> Result<Vec<u8>, MypayPushError> {
     let received_at = chrono::DateTime::parse_from_rfc3339(ctx.received_at)
         .map_err(|_| {
             MypayPushError::Context(format!(
@@ -80,8 +90,7 @@ pub fn encode(ctx: &ReceiptContext<'_>, raw_request: &str) -> Result<Vec<u8>, My
             ))
         })?
         .with_timezone(&chrono::Utc);
-    let request = pagopa::parse_request(raw_request.as_bytes())?;
-    let pagati = pagati::render(ctx, &request, received_at)?;
+    let pagati = pagati::render(ctx, request, received_at)?;
     let b64 = base64::engine::general_purpose::STANDARD;
     let body = Body {
         rt: b64.encode(raw_request.as_bytes()),

@@ -118,6 +118,16 @@ macro_rules! document {
 /// Encodes the receipt carried by `raw_request` (the whole `paSendRTReq` or `paSendRTV2Request`
 /// SOAP message as received) as one canonical JSON document.
 pub fn encode(ctx: &ReceiptContext<'_>, raw_request: &str) -> Result<Vec<u8>, ReceiptJsonError> {
+    let request = pagopa::parse_request(raw_request.as_bytes())?;
+    encode_parsed(ctx, raw_request, &request)
+}
+
+/// [`encode`] of a receipt already parsed: `request` is `raw_request` as the hub decoded it.
+pub fn encode_parsed(
+    ctx: &ReceiptContext<'_>,
+    raw_request: &str,
+    request: &Request,
+) -> Result<Vec<u8>, ReceiptJsonError> {
     if ctx.entity_ipa.is_empty() {
         return Err(ReceiptJsonError::Context("entity_ipa is empty".into()));
     }
@@ -127,9 +137,8 @@ pub fn encode(ctx: &ReceiptContext<'_>, raw_request: &str) -> Result<Vec<u8>, Re
             ctx.received_at
         )));
     }
-    let request = pagopa::parse_request(raw_request.as_bytes())?;
     let xml_base64 = base64::engine::general_purpose::STANDARD.encode(raw_request.as_bytes());
-    let doc = match &request {
+    let doc = match request {
         Request::SendRt(r) => {
             let rc = &r.receipt;
             let transfers = rc
