@@ -1,16 +1,35 @@
 //! Persistence for the hub: debt positions with their history, import flows with their
 //! checkpoints, and the IUV counters.
 //!
-//! Callers see one [`Store`] trait with blocking methods, called from blocking threads: SQLite
-//! (embedded, one hub) or PostgreSQL (several hubs sharing one database). Every method that
-//! changes state commits before it returns, so "returned Ok" means "durable", and writes the
-//! events of its change in the same transaction.
+//! Callers see one [`Store`] trait, the union of one trait per concern, with blocking methods
+//! called from blocking threads: SQLite (embedded, one hub) or PostgreSQL (several hubs sharing one
+//! database). Every method that changes state commits before it returns, so "returned Ok" means
+//! "durable", and writes the events of its change in the same transaction. The SQL is written once
+//! per concern (`flows.rs`, `positions.rs`, ...) over a small driver seam (`db.rs`); `sqlite.rs`
+//! and `postgres.rs` hold what differs: connections, pooling, group commit, batching.
 
+mod api;
+mod db;
+mod deliveries;
+mod events;
+mod exports;
+mod flows;
+mod jobs;
 mod ops;
+mod positions;
 mod postgres;
+mod receipts;
 mod sqlite;
 
 pub use crate::postgres::PgStore;
+pub use api::{ApiStore, CartStore};
+pub use deliveries::OutboxStore;
+pub use events::{EventStore, StatusStore};
+pub use exports::ExportStore;
+pub use flows::FlowStore;
+pub use jobs::JobStore;
+pub use positions::PositionStore;
+pub use receipts::ReceiptStore;
 pub use sqlite::SqliteStore;
 
 use serde::Serialize;
@@ -383,7 +402,7 @@ pub struct Delivery {
     pub id: i64,
     pub pipeline: String,
     pub entity: String,
-    /// The stored receipt's id (see [`Store::receipt_document`]).
+    /// The stored receipt's id (see [`ReceiptStore::receipt_document`]).
     pub receipt: i64,
     /// The receipt id: receivers dedupe on it.
     pub idempotency_key: String,
@@ -523,202 +542,46 @@ pub fn flow_correlation(flow_id: i64) -> String {
     format!("flow-{flow_id}")
 }
 
-pub trait Store: Send + Sync {
-    /// Flows of an entity with this IUF, newest first.
-    fn flows_by_iuf(&self, entity: &str, iuf: &str) -> Result<Vec<Flow>>;
-    fn flow(&self, id: i64) -> Result<Option<Flow>>;
-    /// An entity's most recent flows, newest first.
-    fn recent_flows(&self, entity: &str, limit: u32) -> Result<Vec<Flow>>;
-    /// Records a new flow in `LOAD_IMPORT` (and its `flow.received` event).
-    fn create_flow(&self, flow: &NewFlow<'_>) -> Result<Flow>;
-    /// The standing flow of a stream (e.g. one Kafka partition) by entity and IUF, created in
-    /// `IMPORT_IN_ELAB` when missing; race-free between processes.
-    fn stream_flow(&self, flow: &NewFlow<'_>) -> Result<Flow>;
-    /// Moves a flow to `status`; becoming `IMPORT_ESEGUITO` or `IMPORT_ABORTITO` writes
-    /// `flow.imported` or `flow.aborted`.
-    fn set_flow_status(
-        &self,
-        id: i64,
-        status: FlowStatus,
-        error: Option<(&str, &str)>,
-    ) -> Result<()>;
+/// The whole store, one trait per concern: what callers hold (`Arc<dyn Store>`). Bring the
+/// concerns' methods into scope with `use snodo_store::prelude::*`.
+pub trait Store:
+    FlowStore
+    + PositionStore
+    + ReceiptStore
+    + OutboxStore
+    + ExportStore
+    + EventStore
+    + JobStore
+    + ApiStore
+    + CartStore
+    + StatusStore
+    + Send
+    + Sync
+{
+}
 
-    /// Applies a chunk of valid rows of a flow in one transaction: positions, history, IUV
-    /// counters, events, and the checkpoint and outbox `after` returns all commit together, or
-    /// none does. With `expect_rows_done`, a flow whose committed `rows_done` differs (another
-    /// process got there first) is a [`StoreError::Conflict`] and nothing is applied.
-    fn apply_chunk(
-        &self,
-        flow_id: i64,
-        entity: &EntityKey<'_>,
-        rows: &[ChunkRow],
-        expect_rows_done: Option<u64>,
-        after: &mut ChunkCallback<'_>,
-    ) -> Result<()>;
+impl<T> Store for T where
+    T: FlowStore
+        + PositionStore
+        + ReceiptStore
+        + OutboxStore
+        + ExportStore
+        + EventStore
+        + JobStore
+        + ApiStore
+        + CartStore
+        + StatusStore
+        + Send
+        + Sync
+{
+}
 
-    /// A flow's outbox messages, oldest first, with their ids.
-    fn flow_outbox(&self, flow_id: i64, limit: u32) -> Result<Vec<(i64, OutboxMessage)>>;
-    /// The messages are published: forget them.
-    fn clear_flow_outbox(&self, ids: &[i64]) -> Result<()>;
-
-    fn positions(&self, entity: &str, query: &PositionQuery<'_>) -> Result<Vec<Position>>;
-
-    /// The position a notice number designates: the live one, else the latest annulled one (so
-    /// the node can be told it was annulled rather than unknown). Hot path of the node's calls.
-    fn position_by_notice(&self, entity: &str, notice: &NoticeNumber) -> Result<Option<Position>>;
-
-    /// The node activated a payment of this position (paGetPayment): counted and timestamped,
-    /// with a `payment.activated` event.
-    fn record_activation(&self, position_id: i64, correlation: Option<&str>) -> Result<()>;
-
-    /// Stores a receipt durably, marks its position paid when it matches, and records a
-    /// `receipt.stored` event (and `position.paid` when it paid), all in one transaction.
-    /// Receipts arriving together share one commit (group commit), each still all-or-nothing.
-    fn store_receipt(&self, receipt: &NewReceipt<'_>) -> Result<ReceiptStored>;
-
-    /// An entity's receipts, newest first; only those flagged for operators when `flagged`.
-    fn receipts(&self, entity: &str, flagged: bool, limit: u32) -> Result<Vec<StoredReceipt>>;
-
-    /// Claims up to `limit` deliveries of `pipeline` that are due at `now` and not leased, leasing
-    /// them until `lease_until` (a crashed worker's claims come back when the lease ends).
-    fn claim_deliveries(
-        &self,
-        pipeline: &str,
-        now: &str,
-        lease_until: &str,
-        limit: u32,
-    ) -> Result<Vec<Delivery>>;
-
-    /// Records an attempt and releases the lease.
-    fn record_attempt(&self, delivery: i64, attempt: &Attempt) -> Result<()> {
-        self.record_attempts(&[(delivery, attempt.clone())])
-    }
-
-    /// Records several attempts in one commit, with a `delivery.retried` or `delivery.dead` event
-    /// for each that was not delivered.
-    fn record_attempts(&self, attempts: &[(i64, Attempt)]) -> Result<()>;
-
-    /// The batch pipeline's export to write now: the one an interrupted run left open (same
-    /// receipts), else a new one holding every pending delivery of the pipeline. `None` when
-    /// there is nothing to export and `allow_empty` is false.
-    fn open_export(
-        &self,
-        pipeline: &str,
-        entity: &str,
-        allow_empty: bool,
-    ) -> Result<Option<Export>>;
-
-    /// The export an interrupted run left open, if any.
-    fn unfinished_export(&self, pipeline: &str) -> Result<Option<Export>>;
-
-    /// The receipts of an export, in delivery order.
-    fn export_items(&self, export: i64) -> Result<Vec<ExportItem>>;
-
-    /// The export's file is published: it and its deliveries are done.
-    fn finish_export(&self, export: i64) -> Result<()>;
-
-    /// Writing the export failed; it stays open and is retried with the same receipts.
-    fn fail_export(&self, export: i64, error: &str) -> Result<()>;
-
-    /// The receipt a delivery carries.
-    fn receipt_document(&self, receipt: i64) -> Result<Option<ReceiptDocument>>;
-
-    fn delivery(&self, id: i64) -> Result<Option<Delivery>>;
-
-    /// Deliveries in `status`, newest first, optionally of one entity and/or pipeline.
-    fn deliveries(
-        &self,
-        status: DeliveryStatus,
-        entity: Option<&str>,
-        pipeline: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<Delivery>>;
-
-    /// Puts dead letters back in the outbox, due now, attempts counted from zero again: `ids`,
-    /// or every dead letter (of `entity` when given) when `ids` is empty. Returns how many.
-    fn replay(&self, ids: &[i64], entity: Option<&str>) -> Result<usize>;
-
-    fn metrics(&self) -> Result<StoreMetrics>;
-
-    /// Answers when the store can serve queries (readiness probes).
-    fn ping(&self) -> Result<()>;
-
-    /// Events after `after_id`, oldest first.
-    fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>>;
-    /// The newest event's id (0 when there is none): where a live follower starts.
-    fn last_event_id(&self) -> Result<i64>;
-    /// Records events in one commit.
-    fn record_events(&self, events: &[NewEvent<'_>]) -> Result<()>;
-    /// Deletes all but the newest `keep` events; returns how many went.
-    fn prune_events(&self, keep: u64) -> Result<u64>;
-
-    /// Takes or renews the lease of `job` for `holder` until `until` when it is free, expired at
-    /// `now`, or already `holder`'s; with `tick`, only if that tick has not run yet (then it is
-    /// recorded). Atomic across processes sharing the store. Returns whether it was taken.
-    fn take_job(
-        &self,
-        job: &str,
-        holder: &str,
-        now: &str,
-        until: &str,
-        tick: Option<&str>,
-    ) -> Result<bool>;
-    /// Gives the lease up (its tick and cursor stay).
-    fn release_job(&self, job: &str, holder: &str) -> Result<()>;
-    /// Where the job got to (0 when never set).
-    fn job_cursor(&self, job: &str) -> Result<i64>;
-    /// Moves the cursor, only while `holder` is the lease's holder of record (nobody took it over
-    /// and it was not released). Returns whether it moved.
-    fn set_job_cursor(&self, job: &str, holder: &str, cursor: i64) -> Result<bool>;
-    /// A position's history, oldest first: its creation, then every change.
-    fn history(&self, position_id: i64) -> Result<Vec<HistoryEntry>>;
-
-    /// Positions of `entity` passing `filter` with id > `after_id`, ascending id, at most
-    /// `limit`: cursor pagination (the caller passes the last id it saw), stable while rows are
-    /// added. Annulled ones are included unless the status filter leaves them out.
-    fn list_positions(
-        &self,
-        entity: &str,
-        filter: &PositionFilter<'_>,
-        after_id: i64,
-        limit: u32,
-    ) -> Result<Vec<Position>>;
-
-    /// The entity's own receipts with id > `after_id`, ascending id, at most `limit`, with what
-    /// a format needs: a poller's pull, resumed from the last id it saw.
-    fn receipts_after(
-        &self,
-        entity: &str,
-        after_id: i64,
-        limit: u32,
-    ) -> Result<Vec<ReceiptDocument>>;
-
-    /// The latest receipt stored for this notice number of the entity, one that paid its
-    /// position preferred over flagged ones, if any.
-    fn receipt_for_notice(
-        &self,
-        entity: &str,
-        notice_number: &str,
-    ) -> Result<Option<StoredReceipt>>;
-
-    /// The response kept for (scope, key), if any.
-    fn saved_response(&self, scope: &str, key: &str) -> Result<Option<SavedResponse>>;
-    /// Keeps `response` for (scope, key) unless one is kept already, and returns the one kept:
-    /// the first writer wins, also between processes racing on the same key.
-    fn save_response(
-        &self,
-        scope: &str,
-        key: &str,
-        response: &SavedResponse,
-    ) -> Result<SavedResponse>;
-    /// Forgets responses kept before `before` (RFC 3339, UTC); returns how many.
-    fn prune_saved_responses(&self, before: &str) -> Result<u64>;
-
-    /// Records a cart with its `cart.opened` event; when (entity, id) exists already, returns
-    /// the existing one unchanged (a retry opens nothing new), race-free between processes.
-    fn create_cart(&self, cart: &NewCart<'_>) -> Result<Cart>;
-    /// The entity's cart with this id, if any.
-    fn cart(&self, entity: &str, id: &str) -> Result<Option<Cart>>;
+/// The store traits, for `use snodo_store::prelude::*`.
+pub mod prelude {
+    pub use crate::{
+        ApiStore, CartStore, EventStore, ExportStore, FlowStore, JobStore, OutboxStore,
+        PositionStore, ReceiptStore, StatusStore, Store,
+    };
 }
 
 /// Opens the store a `hub.store` setting names: `sqlite` (a file under the data dir),

@@ -1,6 +1,7 @@
-//! The registry's rules, written once over [`Ops`]: each backend supplies the statements, so a
-//! row or a receipt comes out the same on SQLite and on PostgreSQL.
+//! The registry's rules, written once over [`Ops`] (the statements they need, on either
+//! database), so a row or a receipt comes out the same on SQLite and on PostgreSQL.
 
+use crate::db::{Arg, Conn};
 use crate::*;
 use serde::Serialize;
 use snodo_core::dovuto::RejectCode;
@@ -27,7 +28,7 @@ pub(crate) struct Target {
 
 /// A receipt owned, so it can wait in a queue for its commit.
 #[derive(Debug, Clone)]
-pub(crate) struct OwnedReceipt {
+pub struct OwnedReceipt {
     pub entity: String,
     pub notice_number: NoticeNumber,
     pub receipt_id: String,
@@ -60,7 +61,7 @@ impl From<&NewReceipt<'_>> for OwnedReceipt {
 }
 
 /// A position as inserted.
-pub(crate) struct NewPosition<'a> {
+pub struct NewPosition<'a> {
     pub entity: &'a str,
     pub row: &'a ChunkRow,
     pub iuv: Option<&'a str>,
@@ -70,56 +71,25 @@ pub(crate) struct NewPosition<'a> {
     pub ts: &'a str,
 }
 
-/// The statements the rules need, inside one open transaction.
-pub(crate) trait Ops {
-    /// The live (not annulled) position of an IUD; backends with concurrent writers lock it.
-    fn live(&mut self, entity: &str, iud: &str) -> Result<Option<Live>>;
-    /// `None` when a unique index refused it (live IUD or IUV taken).
-    fn insert_position(&mut self, p: &NewPosition<'_>) -> Result<Option<i64>>;
-    /// Several inserts in order, as one statement where the backend pays per round trip.
-    fn insert_positions(&mut self, batch: &[NewPosition<'_>]) -> Result<Vec<Option<i64>>> {
-        batch.iter().map(|p| self.insert_position(p)).collect()
+/// The statements the rules need, inside one open transaction (see `positions.rs` and
+/// `receipts.rs`), with the entity's IUV counter once drawn from: (next value, value when read).
+pub(crate) struct Ops<'c> {
+    pub c: &'c mut dyn Conn,
+    pub counter: Option<(i64, i64)>,
+}
+
+impl<'c> Ops<'c> {
+    pub fn new(c: &'c mut dyn Conn) -> Self {
+        Self { c, counter: None }
     }
-    fn modify_position(
-        &mut self,
-        id: i64,
-        iuv: Option<&str>,
-        row: &ChunkRow,
-        flow_id: i64,
-        ts: &str,
-    ) -> Result<()>;
-    fn annul_position(&mut self, id: i64, flow_id: i64, ts: &str) -> Result<()>;
-    #[allow(clippy::too_many_arguments)]
-    fn history(
-        &mut self,
-        position_id: i64,
-        action: &str,
-        source: &str,
-        flow_id: Option<i64>,
-        ts: &str,
-        previous: Option<&str>,
-    ) -> Result<()>;
-    /// The entity's next IUV counter value, committed only with the transaction.
-    fn next_counter(&mut self, entity: &EntityKey<'_>) -> Result<u64>;
-    /// The live position with this IUV, or with `annulled` the latest annulled one.
-    fn receipt_target(&mut self, entity: &str, iuv: &str, annulled: bool)
-        -> Result<Option<Target>>;
-    /// `None` when the receipt id is stored already.
-    fn insert_receipt(
-        &mut self,
-        r: &OwnedReceipt,
-        iuv: &str,
-        position: Option<i64>,
-        issue: Option<&str>,
-        ts: &str,
-    ) -> Result<Option<i64>>;
-    fn pay_position(&mut self, id: i64, ts: &str) -> Result<()>;
-    fn insert_delivery(&mut self, to: &DeliverTo, receipt: i64, key: &str, ts: &str) -> Result<()>;
-    fn event(&mut self, e: &RawEvent<'_>, ts: &str) -> Result<()>;
+
+    fn event(&mut self, e: &RawEvent<'_>, ts: &str) -> Result<()> {
+        self.c.event(e, ts)
+    }
 }
 
 /// An event with its payload already serialised (the import path writes one per row).
-pub(crate) struct RawEvent<'a> {
+pub struct RawEvent<'a> {
     pub kind: &'a str,
     pub entity: &'a str,
     pub subject: &'a str,
@@ -163,7 +133,7 @@ struct Change {
 
 /// Applies a chunk's rows and records one event per accepted row, in row order.
 pub(crate) fn apply_rows(
-    ops: &mut impl Ops,
+    ops: &mut Ops<'_>,
     entity: &EntityKey<'_>,
     flow_id: i64,
     ts: &str,
@@ -213,7 +183,7 @@ struct Ctx<'a> {
 
 /// The event of an accepted row.
 fn emit(
-    ops: &mut impl Ops,
+    ops: &mut Ops<'_>,
     ctx: &Ctx<'_>,
     r: &ChunkRow,
     outcome: &RowOutcome,
@@ -250,7 +220,7 @@ fn emit(
 }
 
 fn insert_run(
-    ops: &mut impl Ops,
+    ops: &mut Ops<'_>,
     ctx: &Ctx<'_>,
     run: &[ChunkRow],
     outcomes: &mut Vec<RowOutcome>,
@@ -281,7 +251,7 @@ fn insert_run(
             ts: ctx.ts,
         })
         .collect();
-    let ids = ops.insert_positions(&batch)?;
+    let ids = ops.c.insert_positions(&batch)?;
     // Where in the run each IUD went in: a refused row is told what it met in row order,
     // not what the whole run left behind.
     let mut went_in: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
@@ -333,7 +303,7 @@ fn insert_run(
 /// The active position an `M` or `A` row acts on, or the row's refusal
 /// (`PAA_IMPORT_DOVUTO_NON_PRESENTE`: none, or it is paid or otherwise no longer active).
 fn active(
-    ops: &mut impl Ops,
+    ops: &mut Ops<'_>,
     entity: &EntityKey<'_>,
     iud: &str,
     verb: &str,
@@ -354,7 +324,7 @@ fn active(
     })
 }
 
-fn modify(ops: &mut impl Ops, ctx: &Ctx<'_>, d: &ChunkRow) -> Result<(RowOutcome, Option<Change>)> {
+fn modify(ops: &mut Ops<'_>, ctx: &Ctx<'_>, d: &ChunkRow) -> Result<(RowOutcome, Option<Change>)> {
     let (flow_id, ts, source) = (ctx.flow_id, ctx.ts, ctx.source.as_str());
     let cur = match active(ops, ctx.entity, &d.iud, "modified")? {
         Ok(cur) => cur,
@@ -425,7 +395,7 @@ fn modify(ops: &mut impl Ops, ctx: &Ctx<'_>, d: &ChunkRow) -> Result<(RowOutcome
     ))
 }
 
-fn annul(ops: &mut impl Ops, ctx: &Ctx<'_>, d: &ChunkRow) -> Result<(RowOutcome, Option<Change>)> {
+fn annul(ops: &mut Ops<'_>, ctx: &Ctx<'_>, d: &ChunkRow) -> Result<(RowOutcome, Option<Change>)> {
     let (flow_id, ts, source) = (ctx.flow_id, ctx.ts, ctx.source.as_str());
     let cur = match active(ops, ctx.entity, &d.iud, "annulled")? {
         Ok(cur) => cur,
@@ -460,7 +430,7 @@ fn annul(ops: &mut impl Ops, ctx: &Ctx<'_>, d: &ChunkRow) -> Result<(RowOutcome,
 /// One receipt inside an open transaction: stored, its position paid when it matches, its
 /// deliveries and events created.
 pub(crate) fn store_receipt(
-    ops: &mut impl Ops,
+    ops: &mut Ops<'_>,
     r: &OwnedReceipt,
     ts: &str,
 ) -> Result<ReceiptStored> {
@@ -662,21 +632,20 @@ pub(crate) fn check_rows_done(flow_id: i64, done: Option<i64>, expected: u64) ->
     }
 }
 
-/// Takes a job's lease in one statement (SQLite and PostgreSQL alike): a row that exists is only
-/// updated when free, expired or the holder's own, and with a tick only for a newer tick.
-/// Parameters: job, holder, now, until, tick.
-pub(crate) const TAKE_JOB_SQL: &str =
-    "INSERT INTO jobs (name, holder, lease_until, last_tick, cursor) VALUES ($1, $2, $4, $5, 0)
-     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until,
-         last_tick = COALESCE(excluded.last_tick, jobs.last_tick)
-     WHERE (jobs.lease_until < $3 OR jobs.holder = $2)
-       AND ($5 IS NULL OR jobs.last_tick IS NULL OR jobs.last_tick < $5)";
-
-/// A value bound to a statement built at run time.
+/// An argument of a statement built at run time.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Arg {
+pub(crate) enum Param {
     Text(String),
     Int(i64),
+}
+
+impl<'a> From<&'a Param> for Arg<'a> {
+    fn from(p: &'a Param) -> Self {
+        match p {
+            Param::Text(s) => Arg::Text(s),
+            Param::Int(i) => Arg::Int(*i),
+        }
+    }
 }
 
 /// The `list_positions` statement over a backend's position columns (rows as `p`), with `$N`
@@ -688,7 +657,7 @@ pub(crate) fn list_positions_query(
     f: &PositionFilter<'_>,
     after_id: i64,
     limit: u32,
-) -> Option<(String, Vec<Arg>)> {
+) -> Option<(String, Vec<Param>)> {
     // Positions only show aux 3 notices ("3" + IUV), so only those can match one.
     let notice_iuv = match f.notice_number {
         None => None,
@@ -702,12 +671,12 @@ pub(crate) fn list_positions_query(
         (Some(a), _) => Some(a.to_string()),
         (None, b) => b,
     };
-    let mut args = vec![Arg::Text(entity.into()), Arg::Int(after_id)];
+    let mut args = vec![Param::Text(entity.into()), Param::Int(after_id)];
     let from = match iuv {
         // An IUV names one live position and maybe a few annulled ones: each half is read on
         // its partial index instead of walking the entity's positions.
         Some(iuv) => {
-            args.push(Arg::Text(iuv));
+            args.push(Param::Text(iuv));
             "(SELECT * FROM positions WHERE entity = $1 AND iuv = $3 AND status <> 'annulled'
               UNION ALL
               SELECT * FROM positions WHERE entity = $1 AND iuv = $3 AND status = 'annulled') p"
@@ -715,11 +684,11 @@ pub(crate) fn list_positions_query(
         None => "positions p",
     };
     let mut sql = format!("SELECT {columns} FROM {from} WHERE p.entity = $1 AND p.id > $2");
-    let due = |d: Option<chrono::NaiveDate>| d.map(|d| Arg::Text(d.to_string()));
+    let due = |d: Option<chrono::NaiveDate>| d.map(|d| Param::Text(d.to_string()));
     // A NULL due date compares as unknown, so a due range leaves undated positions out.
     let conditions = [
-        ("p.status =", f.status.map(|s| Arg::Text(s.as_str().into()))),
-        ("p.debt_type =", f.debt_type.map(|d| Arg::Text(d.into()))),
+        ("p.status =", f.status.map(|s| Param::Text(s.as_str().into()))),
+        ("p.debt_type =", f.debt_type.map(|d| Param::Text(d.into()))),
         ("p.due_date >=", due(f.due_from)),
         ("p.due_date <=", due(f.due_to)),
     ];
@@ -729,7 +698,7 @@ pub(crate) fn list_positions_query(
             sql.push_str(&format!(" AND {condition} ${}", args.len()));
         }
     }
-    args.push(Arg::Int(i64::from(limit)));
+    args.push(Param::Int(i64::from(limit)));
     sql.push_str(&format!(" ORDER BY p.id LIMIT ${}", args.len()));
     Some((sql, args))
 }
