@@ -386,7 +386,7 @@ fn concurrent_receipts_are_stored_once_and_duplicates_faulted() {
         .count();
     assert_eq!(paid, 200);
     let store = snodo_store::SqliteStore::open(&home.path().join("var/snodo.db")).unwrap();
-    use snodo_store::Store;
+    use snodo_store::prelude::*;
     let events = store.events_after(0, 10_000).unwrap();
     let count = |kind: &str| events.iter().filter(|e| e.kind == kind).count();
     assert_eq!(

@@ -71,7 +71,7 @@ fn every_receipt_answered_ok_survives_a_kill_9() {
     let again = Hub::start_serving(&home);
     std::thread::sleep(Duration::from_millis(100));
     let store = snodo_store::SqliteStore::open(&home.path().join("var/snodo.db")).unwrap();
-    use snodo_store::Store;
+    use snodo_store::prelude::*;
     let stored: HashSet<String> = store
         .events_after(0, 100_000)
         .unwrap()

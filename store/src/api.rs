@@ -9,8 +9,12 @@ pub trait ApiStore {
     fn saved_response(&self, scope: &str, key: &str) -> Result<Option<SavedResponse>>;
     /// Keeps `response` for (scope, key) unless one is kept already, and returns the one kept:
     /// the first writer wins, also between processes racing on the same key.
-    fn save_response(&self, scope: &str, key: &str, response: &SavedResponse)
-        -> Result<SavedResponse>;
+    fn save_response(
+        &self,
+        scope: &str,
+        key: &str,
+        response: &SavedResponse,
+    ) -> Result<SavedResponse>;
     /// Forgets responses kept before `before` (RFC 3339, UTC); returns how many.
     fn prune_saved_responses(&self, before: &str) -> Result<u64>;
 }

@@ -173,7 +173,10 @@ pub trait Conn {
     /// Adds a flow's outbox messages in order (PostgreSQL in one statement).
     fn insert_outbox(&mut self, flow_id: i64, messages: &[OutboxMessage]) -> Result<()> {
         for m in messages {
-            self.execute(crate::flows::INSERT_OUTBOX, args!(flow_id, &m.key, &m.payload))?;
+            self.execute(
+                crate::flows::INSERT_OUTBOX,
+                args!(flow_id, &m.key, &m.payload),
+            )?;
         }
         Ok(())
     }

@@ -9,8 +9,12 @@ pub trait ExportStore {
     /// The batch pipeline's export to write now: the one an interrupted run left open (same
     /// receipts), else a new one holding every pending delivery of the pipeline. `None` when
     /// there is nothing to export and `allow_empty` is false.
-    fn open_export(&self, pipeline: &str, entity: &str, allow_empty: bool)
-        -> Result<Option<Export>>;
+    fn open_export(
+        &self,
+        pipeline: &str,
+        entity: &str,
+        allow_empty: bool,
+    ) -> Result<Option<Export>>;
 
     /// The export an interrupted run left open, if any.
     fn unfinished_export(&self, pipeline: &str) -> Result<Option<Export>>;

@@ -17,8 +17,12 @@ pub trait FlowStore {
     fn stream_flow(&self, flow: &NewFlow<'_>) -> Result<Flow>;
     /// Moves a flow to `status`; becoming `IMPORT_ESEGUITO` or `IMPORT_ABORTITO` writes
     /// `flow.imported` or `flow.aborted`.
-    fn set_flow_status(&self, id: i64, status: FlowStatus, error: Option<(&str, &str)>)
-        -> Result<()>;
+    fn set_flow_status(
+        &self,
+        id: i64,
+        status: FlowStatus,
+        error: Option<(&str, &str)>,
+    ) -> Result<()>;
 
     /// Applies a chunk of valid rows of a flow in one transaction: positions, history, IUV
     /// counters, events, and the checkpoint and outbox `after` returns all commit together, or
@@ -119,7 +123,15 @@ impl<D: Driver> FlowStore for D {
             let status = FlowStatus::LoadImport.as_str();
             let id = c.insert(
                 INSERT_FLOW,
-                args!(f.entity, f.iuf, f.file_name, f.version, f.content_sha256, status, &ts),
+                args!(
+                    f.entity,
+                    f.iuf,
+                    f.file_name,
+                    f.version,
+                    f.content_sha256,
+                    status,
+                    &ts
+                ),
             )?;
             let flow = match id {
                 Some(id) => c.one(select_flows!("WHERE id = $1"), args!(id), flow_from)?,
@@ -146,7 +158,15 @@ impl<D: Driver> FlowStore for D {
             let status = FlowStatus::InElab.as_str();
             c.execute(
                 INSERT_STREAM,
-                args!(f.entity, f.iuf, f.file_name, f.version, f.content_sha256, status, &now()),
+                args!(
+                    f.entity,
+                    f.iuf,
+                    f.file_name,
+                    f.version,
+                    f.content_sha256,
+                    status,
+                    &now()
+                ),
             )?;
             let sql = select_flows!("WHERE entity = $1 AND iuf = $2 AND stream = TRUE");
             c.one(sql, args!(f.entity, f.iuf), flow_from)?

@@ -27,7 +27,8 @@ pub trait JobStore {
 
 /// One statement: a row that exists is only updated when free, expired or the holder's own, and
 /// with a tick only for a newer tick.
-const TAKE: &str = "INSERT INTO jobs (name, holder, lease_until, last_tick, cursor) VALUES ($1, $2, $4, $5, 0)
+const TAKE: &str =
+    "INSERT INTO jobs (name, holder, lease_until, last_tick, cursor) VALUES ($1, $2, $4, $5, 0)
      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until,
          last_tick = COALESCE(excluded.last_tick, jobs.last_tick)
      WHERE (jobs.lease_until < $3 OR jobs.holder = $2)

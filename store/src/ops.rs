@@ -687,7 +687,10 @@ pub(crate) fn list_positions_query(
     let due = |d: Option<chrono::NaiveDate>| d.map(|d| Param::Text(d.to_string()));
     // A NULL due date compares as unknown, so a due range leaves undated positions out.
     let conditions = [
-        ("p.status =", f.status.map(|s| Param::Text(s.as_str().into()))),
+        (
+            "p.status =",
+            f.status.map(|s| Param::Text(s.as_str().into())),
+        ),
         ("p.debt_type =", f.debt_type.map(|d| Param::Text(d.into()))),
         ("p.due_date >=", due(f.due_from)),
         ("p.due_date <=", due(f.due_to)),

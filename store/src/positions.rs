@@ -124,7 +124,11 @@ const COUNTER: Sql = sql!(
 
 impl<D: Driver> PositionStore for D {
     fn positions(&self, entity: &str, query: &PositionQuery<'_>) -> Result<Vec<Position>> {
-        let base = concat!("SELECT ", columns!(), " FROM positions p WHERE p.entity = $1");
+        let base = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM positions p WHERE p.entity = $1"
+        );
         let by = |column: &str| {
             format!(
                 "{base} AND p.{column} = $2 AND p.status <> 'annulled'

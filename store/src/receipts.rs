@@ -28,8 +28,11 @@ pub trait ReceiptStore {
 
     /// The latest receipt stored for this notice number of the entity, one that paid its
     /// position preferred over flagged ones, if any.
-    fn receipt_for_notice(&self, entity: &str, notice_number: &str)
-        -> Result<Option<StoredReceipt>>;
+    fn receipt_for_notice(
+        &self,
+        entity: &str,
+        notice_number: &str,
+    ) -> Result<Option<StoredReceipt>>;
 }
 
 macro_rules! columns {
