@@ -1,7 +1,7 @@
 //! Domain events in order, and the store's own health and totals.
 
 use crate::db::{args, Access, Driver, Row};
-use crate::ops::{now, RawEvent};
+use crate::ops::now;
 use crate::*;
 
 pub trait EventStore {
@@ -64,7 +64,7 @@ impl<D: Driver> EventStore for D {
         self.tx(|c| {
             let ts = now();
             for e in events {
-                c.event(&RawEvent::new(e, &e.payload.to_string()), &ts)?;
+                c.new_event(e, &ts)?;
             }
             Ok(())
         })

@@ -294,13 +294,14 @@ impl Lite<'_> {
     fn prepare(&self, sql: &str, args: &[Arg<'_>]) -> Result<rusqlite::CachedStatement<'_>> {
         let mut stmt = self.0.prepare_cached(sql)?;
         for i in 1..=stmt.parameter_count() {
-            let n = match stmt.parameter_name(i) {
-                Some(name) => name[1..].parse::<usize>().unwrap_or(i),
-                None => i,
-            };
-            let arg = args.get(n - 1).ok_or_else(|| {
-                StoreError::Corrupt(format!("statement parameter {n} has no argument: {sql}"))
-            })?;
+            let n = stmt
+                .parameter_name(i)
+                .and_then(|name| name.get(1..)?.parse::<usize>().ok())
+                .unwrap_or(i);
+            let arg = n
+                .checked_sub(1)
+                .and_then(|k| args.get(k))
+                .ok_or(rusqlite::Error::InvalidParameterCount(n, args.len()))?;
             stmt.raw_bind_parameter(i, arg)?;
         }
         Ok(stmt)
@@ -542,7 +543,7 @@ mod tests {
             "{plan:?}"
         );
         let plan = plan_of(
-            "SELECT id FROM flows WHERE entity = ?1 AND iuf = ?2 AND stream = 1",
+            "SELECT id FROM flows WHERE entity = ?1 AND iuf = ?2 AND stream = TRUE",
             &[&"c_g224", &"p0"],
         );
         assert!(
