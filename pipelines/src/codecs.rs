@@ -4,6 +4,7 @@
 
 use crate::config::Problem;
 use serde_json::Value;
+use snodo_adapters::pagopa::Request;
 use snodo_adapters::receipt_json::ReceiptContext;
 use snodo_adapters::{mypay_export, mypay_import, mypay_push, position_json, receipt_json};
 use snodo_core::dovuto::{DovutoRow, EntityRules};
@@ -13,8 +14,8 @@ use snodo_core::dovuto::{DovutoRow, EntityRules};
 pub const CODECS: &[Codec] = &[
     Codec { name: mypay_import::MYPAY_IMPORT, does: Does::ImportFlows },
     Codec { name: position_json::POSITION_JSON, does: Does::StreamPositions(position_json::decode) },
-    Codec { name: receipt_json::JSON, does: Does::ReceiptMessages(|c, xml| receipt_json::encode(c, xml).map_err(|e| e.to_string())) },
-    Codec { name: mypay_push::MYPAY_PUSH, does: Does::ReceiptMessages(|c, xml| mypay_push::encode(c, xml).map_err(|e| e.to_string())) },
+    Codec { name: receipt_json::JSON, does: Does::ReceiptMessages(|c, xml, r| receipt_json::encode_parsed(c, xml, r).map_err(|e| e.to_string())) },
+    Codec { name: mypay_push::MYPAY_PUSH, does: Does::ReceiptMessages(|c, xml, r| mypay_push::encode_parsed(c, xml, r).map_err(|e| e.to_string())) },
     Codec { name: mypay_export::MYPAY_EXPORT, does: Does::ReceiptFiles(mypay_export_settings) },
 ];
 
@@ -26,8 +27,9 @@ pub type DecodePosition = fn(
     chrono::NaiveDate,
 ) -> Result<DovutoRow, position_json::Invalid>;
 
-/// Encodes one stored receipt (its XML and what the hub knows beside it) as one message body.
-pub type EncodeReceipt = fn(&ReceiptContext<'_>, &str) -> Result<Vec<u8>, String>;
+/// Encodes one stored receipt (its XML as received, the request decoded from it once on
+/// arrival, and what the hub knows beside it) as one message body.
+pub type EncodeReceipt = fn(&ReceiptContext<'_>, &str, &Request) -> Result<Vec<u8>, String>;
 
 /// Reads a batch codec's settings (`encode = { codec = "...", ... }`), each problem under `at`.
 pub type FileSettings = fn(&Value, &str, &mut Vec<Problem>) -> Option<ReceiptFile>;

@@ -10,6 +10,7 @@ use crate::codecs::EncodeReceipt;
 use crate::metrics::DeliveryStats;
 use crate::plan::{EntityRuntime, PipelineKind, Plan, ReceiptEncoding, ReceiptRoute};
 use chrono::{DateTime, SecondsFormat, Utc};
+use snodo_adapters::pagopa::{self, Request};
 use snodo_adapters::receipt_json::ReceiptContext;
 use snodo_connectors::{DeliveryResult, MessageSink, Outgoing, RetryPolicy};
 use snodo_store::{Attempt, Delivery, ReceiptDocument, Store};
@@ -62,6 +63,16 @@ pub(crate) fn context<'a>(
         debt_type: doc.debt_type.as_deref(),
         received_at: &doc.receipt.received_at,
         issue: doc.receipt.issue.as_deref(),
+    }
+}
+
+/// The receipt's request as decoded when it arrived; parsed from its XML only for receipts
+/// stored before the hub kept the decoded form.
+pub(crate) fn decoded(doc: &ReceiptDocument) -> Result<Request, String> {
+    match &doc.parsed {
+        Some(stored) => pagopa::receipt_from_stored(stored.as_bytes())
+            .map_err(|e| format!("receipt {}: stored form unreadable: {e}", doc.receipt.id)),
+        None => pagopa::parse_request(doc.xml.as_bytes()).map_err(|e| e.to_string()),
     }
 }
 
@@ -279,7 +290,7 @@ impl Deliverer {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("receipt {receipt} is not in the store"))?;
         let ctx = context(&self.entity, &doc);
-        let body = (self.encode)(&ctx, &doc.xml)?;
+        let body = (self.encode)(&ctx, &doc.xml, &decoded(&doc)?)?;
         Ok((doc.receipt.notice_number.clone(), body))
     }
 }

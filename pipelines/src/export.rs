@@ -242,25 +242,30 @@ impl Exporter {
                     .store
                     .receipt_document(item.receipt)?
                     .ok_or(ExportError::Missing(item.receipt))?;
-                writer.push(&ExportReceipt {
-                    entity_ipa: &self.entity.ipa_code,
-                    entity_fiscal_code: self.entity.fiscal_code.as_str(),
-                    entity_name: &self.entity.name,
-                    iud: if item.secondary {
-                        None
-                    } else {
-                        doc.iud.as_deref()
+                let request = crate::deliver::decoded(&doc).ok();
+                writer.push_parsed(
+                    &ExportReceipt {
+                        entity_ipa: &self.entity.ipa_code,
+                        entity_fiscal_code: self.entity.fiscal_code.as_str(),
+                        entity_name: &self.entity.name,
+                        iud: if item.secondary {
+                            None
+                        } else {
+                            doc.iud.as_deref()
+                        },
+                        debt_type: if item.secondary {
+                            None
+                        } else {
+                            doc.debt_type.as_deref()
+                        },
+                        iuf: None,
+                        received_at: &doc.receipt.received_at,
+                        raw_request: &doc.xml,
+                        secondary: item.secondary,
                     },
-                    debt_type: if item.secondary {
-                        None
-                    } else {
-                        doc.debt_type.as_deref()
-                    },
-                    iuf: None,
-                    received_at: &doc.receipt.received_at,
-                    raw_request: &doc.xml,
-                    secondary: item.secondary,
-                })?;
+                    // Unreadable: the writer parses the XML and names the problem.
+                    request.as_ref(),
+                )?;
             }
             let mut out = writer
                 .finish()?

@@ -171,10 +171,10 @@ impl NodeService {
                 })
             }),
             Request::SendRt(r) => self
-                .send_rt(receipt_fields!(r), op, raw, corr)
+                .send_rt(receipt_fields!(r), op, (raw, request), corr)
                 .map(|_| Response::SendRt(SendRtResponse::ok())),
             Request::SendRtV2(r) => self
-                .send_rt(receipt_fields!(r), op, raw, corr)
+                .send_rt(receipt_fields!(r), op, (raw, request), corr)
                 .map(|_| Response::SendRtV2(SendRtResponse::ok())),
         };
         result.unwrap_or_else(|(fault, description)| {
@@ -359,7 +359,7 @@ impl NodeService {
         &self,
         r: ReceiptFields<'_>,
         op: Operation,
-        raw: &str,
+        (raw, request): (&str, &Request),
         corr: &str,
     ) -> Result<(), Refusal> {
         let entity = self.caller(r.id_pa, r.id_broker, r.id_station)?;
@@ -389,20 +389,24 @@ impl NodeService {
         })?;
         let stored = self
             .store
-            .store_receipt(&NewReceipt {
-                entity: &entity.ipa_code,
-                notice_number: &notice,
-                receipt_id: r.receipt_id,
-                amount_cents: amount.cents(),
-                psp_id: r.psp_id,
-                psp_name: r.psp_name,
-                payment_date: r.payment_date,
-                operation: op.soap_action(),
-                // The receipt as the node sent it: the evidence every entity system gets back.
-                xml: raw,
-                deliver_to: &self.plan.deliver_to(&entity.ipa_code, &r.beneficiaries),
-                correlation: Some(corr),
-            })
+            .store_parsed_receipt(
+                &NewReceipt {
+                    entity: &entity.ipa_code,
+                    notice_number: &notice,
+                    receipt_id: r.receipt_id,
+                    amount_cents: amount.cents(),
+                    psp_id: r.psp_id,
+                    psp_name: r.psp_name,
+                    payment_date: r.payment_date,
+                    operation: op.soap_action(),
+                    // The receipt as the node sent it: the evidence every entity system gets back.
+                    xml: raw,
+                    deliver_to: &self.plan.deliver_to(&entity.ipa_code, &r.beneficiaries),
+                    correlation: Some(corr),
+                },
+                // Decoded once, here: deliveries and exports encode from this.
+                soap::receipt_to_stored(request),
+            )
             .map_err(system_error)?;
         match stored {
             ReceiptStored::Paid { .. } => Ok(()),

@@ -438,6 +438,9 @@ pub struct ReceiptDocument {
     pub xml: String,
     pub iud: Option<String>,
     pub debt_type: Option<String>,
+    /// The request as the hub decoded it when it arrived; `None` for receipts stored before
+    /// the hub kept it (parse `xml` then).
+    pub parsed: Option<String>,
 }
 
 /// A response kept for an `Idempotency-Key`, so a retried request gets the first answer again.

@@ -38,6 +38,8 @@ pub struct OwnedReceipt {
     pub payment_date: Option<String>,
     pub operation: String,
     pub xml: String,
+    /// The request as the hub decoded it (`snodo_adapters::pagopa::receipt_to_stored`).
+    pub parsed: Option<String>,
     pub deliver_to: Vec<DeliverTo>,
     pub correlation: Option<String>,
 }
@@ -54,6 +56,7 @@ impl From<&NewReceipt<'_>> for OwnedReceipt {
             payment_date: r.payment_date.map(str::to_string),
             operation: r.operation.into(),
             xml: r.xml.into(),
+            parsed: None,
             deliver_to: r.deliver_to.to_vec(),
             correlation: r.correlation.map(str::to_string),
         }

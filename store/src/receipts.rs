@@ -9,7 +9,17 @@ pub trait ReceiptStore {
     /// Stores a receipt durably, marks its position paid when it matches, and records a
     /// `receipt.stored` event (and `position.paid` when it paid), all in one transaction.
     /// Receipts arriving together share one commit (group commit), each still all-or-nothing.
-    fn store_receipt(&self, receipt: &NewReceipt<'_>) -> Result<ReceiptStored>;
+    fn store_receipt(&self, receipt: &NewReceipt<'_>) -> Result<ReceiptStored> {
+        self.store_parsed_receipt(receipt, None)
+    }
+
+    /// [`Self::store_receipt`], keeping beside the XML the request as the hub decoded it, so
+    /// that deliveries and exports encode from it without parsing the XML again.
+    fn store_parsed_receipt(
+        &self,
+        receipt: &NewReceipt<'_>,
+        parsed: Option<String>,
+    ) -> Result<ReceiptStored>;
 
     /// An entity's receipts, newest first; only those flagged for operators when `flagged`.
     fn receipts(&self, entity: &str, flagged: bool, limit: u32) -> Result<Vec<StoredReceipt>>;
@@ -65,7 +75,7 @@ macro_rules! documents {
         concat!(
             "SELECT ",
             columns!(),
-            ", r.xml, p.iud, p.debt_type FROM receipts r LEFT JOIN positions p ON p.id = r.position_id ",
+            ", r.xml, p.iud, p.debt_type, r.parsed FROM receipts r LEFT JOIN positions p ON p.id = r.position_id ",
             $where
         )
     };
@@ -77,6 +87,7 @@ fn document_from(r: &dyn Row) -> Result<ReceiptDocument> {
         xml: r.get(12)?,
         iud: r.get(13)?,
         debt_type: r.get(14)?,
+        parsed: r.get(15)?,
     })
 }
 
@@ -95,8 +106,16 @@ pub(crate) const TARGET_ANNULLED: &str =
      WHERE entity = $1 AND iuv = $2 AND status = 'annulled' ORDER BY id DESC LIMIT 1";
 
 impl<D: Driver> ReceiptStore for D {
-    fn store_receipt(&self, r: &NewReceipt<'_>) -> Result<ReceiptStored> {
-        match self.commit_hot(Write::Receipt(Box::new(OwnedReceipt::from(r))))? {
+    fn store_parsed_receipt(
+        &self,
+        r: &NewReceipt<'_>,
+        parsed: Option<String>,
+    ) -> Result<ReceiptStored> {
+        let receipt = OwnedReceipt {
+            parsed,
+            ..OwnedReceipt::from(r)
+        };
+        match self.commit_hot(Write::Receipt(Box::new(receipt)))? {
             Written::Receipt(stored) => Ok(stored),
             Written::Activation => Err(StoreError::Conflict("mixed-up write outcome".into())),
         }
@@ -176,8 +195,8 @@ impl Ops<'_> {
         ts: &str,
     ) -> Result<Option<i64>> {
         self.c.insert(
-            "INSERT INTO receipts (entity, receipt_id, notice_number, iuv, position_id, amount_cents, psp_id, psp_name, payment_date, operation, issue, xml, received_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            "INSERT INTO receipts (entity, receipt_id, notice_number, iuv, position_id, amount_cents, psp_id, psp_name, payment_date, operation, issue, xml, received_at, parsed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT DO NOTHING",
             args!(
                 &r.entity,
@@ -192,7 +211,8 @@ impl Ops<'_> {
                 &r.operation,
                 issue,
                 &r.xml,
-                ts
+                ts,
+                r.parsed.as_deref()
             ),
         )
     }

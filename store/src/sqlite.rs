@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/sqlite_0004_exports.sql")),
     (5, include_str!("migrations/sqlite_0005_streams_jobs.sql")),
     (6, include_str!("migrations/sqlite_0006_api.sql")),
+    (7, include_str!("migrations/sqlite_0007_parsed.sql")),
 ];
 
 pub struct SqliteStore {

@@ -474,8 +474,11 @@ pub(crate) async fn receipts(State(api): State<Arc<Api>>, scope: Entered, uri: U
         let mut items = Vec::with_capacity(docs.len());
         for doc in &docs {
             let ctx = crate::deliver::context(&who.entity, doc);
-            let encoded = snodo_adapters::receipt_json::encode(&ctx, &doc.xml)
-                .map_err(|e| e.to_string())
+            let encoded = crate::deliver::decoded(doc)
+                .and_then(|r| {
+                    snodo_adapters::receipt_json::encode_parsed(&ctx, &doc.xml, &r)
+                        .map_err(|e| e.to_string())
+                })
                 .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()));
             match encoded {
                 Ok(v) => items.push(v),
