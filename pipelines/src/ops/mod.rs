@@ -93,5 +93,5 @@ fn entity_store(plan: &Plan, entity: &str) -> Result<Arc<dyn Store>> {
 
 /// `500ms`, `30s`, `5m`, `1h`, as in the configuration (the one parser the config uses).
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    snodo_connectors::dir::parse_duration(s)
+    snodo_connectors::duration::parse_duration(s)
 }
