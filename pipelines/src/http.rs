@@ -4,13 +4,15 @@
 
 use crate::metrics::DeliveryStats;
 use crate::node::NodeService;
+use crate::ops::dlq::{self, DlqQuery};
+use crate::ops::{self, Admin, OpsError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use snodo_store::{DeliveryStatus, Store};
+use snodo_store::Store;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -49,7 +51,7 @@ impl Documents {
 
 struct AppState {
     node: Arc<NodeService>,
-    store: Arc<dyn Store>,
+    admin: Admin,
     stats: Arc<DeliveryStats>,
     admin_token: Option<String>,
     docs: Documents,
@@ -71,7 +73,7 @@ pub struct AppParts<'a> {
 pub fn router(parts: AppParts<'_>) -> Router {
     let state = Arc::new(AppState {
         node: parts.node,
-        store: parts.store,
+        admin: Admin::new(parts.store),
         stats: parts.stats,
         admin_token: parts.admin_token,
         docs: Documents::new(parts.public_url),
@@ -134,42 +136,33 @@ fn refuse(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-/// An admin call: the token checked, then a store call off the async workers, its value answered
-/// as JSON (`None`: 404).
+/// An admin call: the token checked, then the operation off the async workers, its value
+/// answered as JSON.
 async fn admin<T: serde::Serialize + Send + 'static>(
     state: &AppState,
     headers: &HeaderMap,
-    call: impl FnOnce(&dyn Store) -> snodo_store::Result<Option<T>> + Send + 'static,
+    call: impl FnOnce(&Admin) -> ops::Result<T> + Send + 'static,
 ) -> Response {
     if let Some(r) = refuse(state, headers) {
         return r;
     }
-    let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || call(&*store)).await {
-        Ok(Ok(Some(v))) => match serde_json::to_value(v) {
+    let admin = state.admin.clone();
+    match tokio::task::spawn_blocking(move || call(&admin)).await {
+        Ok(Ok(v)) => match serde_json::to_value(v) {
             Ok(v) => json(StatusCode::OK, v),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
-        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such delivery"),
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+        Ok(Err(OpsError::NoDelivery(_))) => error(StatusCode::NOT_FOUND, "no such delivery"),
+        Ok(Err(OpsError::Store(e))) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))
+        }
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-#[derive(serde::Deserialize)]
-struct DlqQuery {
-    entity: Option<String>,
-    pipeline: Option<String>,
-    #[serde(default = "default_limit")]
-    limit: u32,
-}
-
-fn default_limit() -> u32 {
-    100
-}
-
-fn replayed(n: usize) -> Option<serde_json::Value> {
-    Some(serde_json::json!({ "replayed": n }))
+fn replayed(n: usize) -> serde_json::Value {
+    serde_json::json!({ "replayed": n })
 }
 
 /// `GET /admin/dlq?entity=&pipeline=&limit=`: dead letters, newest first.
@@ -178,12 +171,7 @@ async fn dlq_list(
     headers: HeaderMap,
     Query(q): Query<DlqQuery>,
 ) -> Response {
-    admin(&state, &headers, move |s| {
-        let (entity, pipeline) = (q.entity.as_deref(), q.pipeline.as_deref());
-        s.deliveries(DeliveryStatus::Dead, entity, pipeline, q.limit)
-            .map(Some)
-    })
-    .await
+    admin(&state, &headers, move |a| dlq::list(a, &q)).await
 }
 
 /// `GET /admin/dlq/{id}`: one delivery, whatever its status.
@@ -192,7 +180,7 @@ async fn dlq_show(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Response {
-    admin(&state, &headers, move |s| s.delivery(id)).await
+    admin(&state, &headers, move |a| dlq::show(a, id)).await
 }
 
 /// `POST /admin/dlq/{id}/replay`: back in the outbox, due now.
@@ -201,8 +189,8 @@ async fn dlq_replay_one(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Response {
-    admin(&state, &headers, move |s| {
-        s.replay(&[id], None).map(replayed)
+    admin(&state, &headers, move |a| {
+        dlq::replay(a, &[id], None).map(replayed)
     })
     .await
 }
@@ -218,8 +206,8 @@ async fn dlq_replay_all(
     headers: HeaderMap,
     Query(q): Query<ReplayQuery>,
 ) -> Response {
-    admin(&state, &headers, move |s| {
-        s.replay(&[], q.entity.as_deref()).map(replayed)
+    admin(&state, &headers, move |a| {
+        dlq::replay(a, &[], q.entity.as_deref()).map(replayed)
     })
     .await
 }

@@ -15,6 +15,7 @@ pub mod import;
 pub mod intake;
 pub mod metrics;
 pub mod node;
+pub mod ops;
 pub mod plan;
 pub mod registry;
 pub mod stream;

@@ -1,0 +1,118 @@
+//! One MyPay flow imported on demand, through the same importer as a pipeline.
+
+use super::{OpsError, Result};
+use crate::import::{ImportLimits, ImportOutcome, Importer};
+use crate::plan::Plan;
+use snodo_connectors::dir::DirSinkConfig;
+use snodo_connectors::SinkConfig;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+/// Rows of a flow as far as it got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub rows: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+}
+
+#[derive(Debug)]
+pub enum Imported {
+    /// Imported; its outcome files were published to `written`.
+    Done {
+        counts: Counts,
+        status: &'static str,
+        written: Vec<PathBuf>,
+    },
+    /// Refused as a whole with a MyPay file-level code; nothing changed.
+    Aborted {
+        counts: Counts,
+        code: String,
+        message: String,
+    },
+}
+
+/// Imports the flow at `path` for `entity`, then publishes its outcome files through a `dir` sink
+/// on `out` (default: beside `path`). `progress` hears the rows done after each chunk.
+pub fn one_file(
+    plan: &Plan,
+    entity: &str,
+    out: Option<PathBuf>,
+    path: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Imported> {
+    let runtime = plan
+        .entities
+        .get(entity)
+        .ok_or_else(|| OpsError::NoEntity(entity.to_string()))?;
+    let store = super::open_store(plan)?;
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} has no usable file name", path.display()),
+            )
+        })?
+        .to_string();
+    let out_dir = out.unwrap_or_else(|| {
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    });
+    let stop = AtomicBool::new(false);
+    let importer = Importer {
+        store: store.as_ref(),
+        entity: runtime,
+        staging: crate::engine::staging_dir(plan),
+        limits: ImportLimits::from_hub(&plan.config.hub),
+        stop: &stop,
+        progress,
+    };
+    match importer.import(&file_name, path, false)? {
+        ImportOutcome::Done { flow, files, .. } => {
+            // Replacing what is there, as a rerun by hand is meant to.
+            let sink = DirSinkConfig {
+                path: out_dir.clone(),
+                overwrite: true,
+            };
+            let publish = |e| OpsError::Connector {
+                context: format!("publishing to {}", out_dir.display()),
+                source: e,
+            };
+            let sink = sink.build().map_err(publish)?;
+            let mut written = Vec::new();
+            for f in &files {
+                sink.put_file(&f.name, &f.path).map_err(publish)?;
+                // A one-shot import is never redelivered: its staged copy is not needed again.
+                let _ = std::fs::remove_file(&f.path);
+                written.push(out_dir.join(&f.name));
+            }
+            Ok(Imported::Done {
+                counts: counts(&flow.progress),
+                status: flow.status.as_str(),
+                written,
+            })
+        }
+        ImportOutcome::Aborted {
+            flow,
+            code,
+            message,
+        } => Ok(Imported::Aborted {
+            counts: flow.map(|f| counts(&f.progress)).unwrap_or_default(),
+            code,
+            message,
+        }),
+        ImportOutcome::Interrupted => Err(OpsError::Interrupted),
+    }
+}
+
+fn counts(p: &snodo_store::Checkpoint) -> Counts {
+    Counts {
+        rows: p.rows_done,
+        accepted: p.accepted,
+        rejected: p.rejected,
+    }
+}

@@ -1,0 +1,54 @@
+//! An entity's debt positions.
+
+use super::{entity_store, open_store, Result};
+use crate::plan::Plan;
+use snodo_store::{Position, PositionQuery, PositionStatus};
+
+/// Which positions: by one key, or all of them up to a limit.
+#[derive(Debug, Clone, Copy)]
+pub enum Key<'a> {
+    Iud(&'a str),
+    Iuv(&'a str),
+    Notice(&'a str),
+    All { limit: u32 },
+}
+
+pub fn query(plan: &Plan, entity: &str, key: Key<'_>) -> Result<Vec<Position>> {
+    let store = entity_store(plan, entity)?;
+    let q = match key {
+        Key::Iud(v) => PositionQuery::Iud(v),
+        Key::Iuv(v) => PositionQuery::Iuv(v),
+        Key::Notice(v) => PositionQuery::NoticeNumber(v),
+        Key::All { limit } => PositionQuery::All { limit },
+    };
+    Ok(store.positions(entity, &q)?)
+}
+
+/// A notice the national node could pay now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayableNotice {
+    /// The entity's fiscal code.
+    pub fiscal_code: String,
+    pub notice_number: String,
+}
+
+/// Every active position with a notice number, entity by entity (IPA code order).
+pub fn payable_notices(plan: &Plan) -> Result<Vec<PayableNotice>> {
+    let store = open_store(plan)?;
+    let mut entities: Vec<_> = plan.entities.values().collect();
+    entities.sort_by(|a, b| a.ipa_code.cmp(&b.ipa_code));
+    let mut out = Vec::new();
+    for e in entities {
+        let positions = store.positions(&e.ipa_code, &PositionQuery::All { limit: u32::MAX })?;
+        out.extend(positions.into_iter().filter_map(|p| {
+            let notice = p
+                .notice_number
+                .filter(|_| p.status == PositionStatus::Active)?;
+            Some(PayableNotice {
+                fiscal_code: e.fiscal_code.as_str().to_string(),
+                notice_number: notice,
+            })
+        }));
+    }
+    Ok(out)
+}

@@ -1,0 +1,194 @@
+use anyhow::{bail, Context, Result};
+use snodo_pipelines::ops;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// The hub's base URL (default: http://<http.listen of the configuration>).
+    #[arg(long, visible_alias = "hub")]
+    url: Option<String>,
+    /// Pay every active position with a notice number of every configured entity.
+    #[arg(long, conflicts_with = "notices", required_unless_present_any = ["notices", "serve"])]
+    from_config: bool,
+    /// Notices to pay: one `<fiscalCode>;<noticeNumber>` a line.
+    #[arg(long)]
+    notices: Option<PathBuf>,
+    /// Payments to make, taking the notices in order and cycling (default: one per notice).
+    #[arg(long)]
+    count: Option<usize>,
+    /// Payments in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// paGetPayment and paSendRT instead of paGetPaymentV2 and paSendRTV2.
+    #[arg(long)]
+    v1: bool,
+    /// Only paVerifyPaymentNotice: nothing activated or paid (read-only load).
+    #[arg(long)]
+    verify_only: bool,
+    /// Inject a fault the hub must refuse.
+    #[arg(long, value_enum)]
+    fault: Option<Fault>,
+    /// Append `<receiptId>;<noticeNumber>;<OK|faultCode>` per receipt answer to FILE.
+    #[arg(long, value_name = "FILE")]
+    receipts_log: Option<PathBuf>,
+    /// Seconds each call may take, connection included.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Start this many payments per second overall (latency at a fixed load), instead of as
+    /// fast as the hub answers.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Resend a call that got no answer (refused, cut, timed out, HTTP error, not SOAP) for up
+    /// to this long, as the national node does: `60s`, `2m`.
+    #[arg(long, value_name = "DURATION", value_parser = ops::parse_duration)]
+    retry_for: Option<std::time::Duration>,
+    /// Start no payment after this long (those in flight finish): `60s`, `2m`.
+    #[arg(long, value_name = "DURATION", value_parser = ops::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Pay nothing now: serve the pagoPA Checkout stand-in (carts paid on the hub when their
+    /// page's Pay button is pressed) and the external-verification stand-in on ADDR, until
+    /// SIGINT/SIGTERM.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        conflicts_with_all = ["from_config", "notices", "count", "verify_only", "rate", "duration"]
+    )]
+    serve: Option<String>,
+    /// With --serve: the Ocp-Apim-Subscription-Key a cart must come with (default `demo`).
+    #[arg(long, value_name = "KEY")]
+    checkout_key: Option<String>,
+    /// With --serve: the external-verification answers, a JSON object by notice number, read
+    /// on every request (default: the demo rule, see docs/SIM.md).
+    #[arg(long, value_name = "FILE")]
+    external_file: Option<PathBuf>,
+    /// With --serve: the bearer token the external-verification stand-in requires.
+    #[arg(long, value_name = "TOKEN")]
+    external_token: Option<String>,
+    /// With --serve: the base of the cart URLs handed out (default: http://<ADDR>).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Fault {
+    /// idStation `<broker>_99`: PAA_STAZIONE_INT_ERRATA at verify.
+    WrongStation,
+    /// Each receipt sent twice: the second PAA_RECEIPT_DUPLICATA.
+    DuplicateReceipt,
+    /// A well-formed notice number no position has: PAA_PAGAMENTO_SCONOSCIUTO.
+    UnknownNotice,
+    /// Receipt amount one cent more: PAA_SEMANTICA.
+    WrongAmount,
+}
+
+impl From<Fault> for snodo_sim::FaultKind {
+    fn from(f: Fault) -> Self {
+        match f {
+            Fault::WrongStation => Self::WrongStation,
+            Fault::DuplicateReceipt => Self::DuplicateReceipt,
+            Fault::UnknownNotice => Self::UnknownNotice,
+            Fault::WrongAmount => Self::WrongAmount,
+        }
+    }
+}
+
+/// Pays notices from a file or from the hub's store, or serves the stand-ins; the rest is the
+/// sim crate's.
+pub fn exec(args: Args) -> Result<ExitCode> {
+    if args.serve.is_none() {
+        for (given, flag) in [
+            (args.checkout_key.is_some(), "--checkout-key"),
+            (args.external_file.is_some(), "--external-file"),
+            (args.external_token.is_some(), "--external-token"),
+            (args.public_url.is_some(), "--public-url"),
+        ] {
+            if given {
+                bail!("{flag} goes with --serve");
+            }
+        }
+    }
+    let plan = super::load_plan(args.config.clone())?;
+    let pagopa = &plan.config.pagopa;
+    let station = pagopa
+        .stations
+        .first()
+        .context("the configuration has no pagopa.stations")?
+        .clone();
+    let url = args
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", connectable(&plan.config.http.listen)));
+    let broker = pagopa.broker_fiscal_code.clone();
+    if let Some(listen) = args.serve.clone() {
+        let mut payer = snodo_sim::SimOptions::new(url, broker, station, Vec::new());
+        payer.v1 = args.v1;
+        payer.fault = args.fault.map(Into::into);
+        payer.receipts_log = args.receipts_log;
+        payer.timeout = std::time::Duration::from_secs(args.timeout.max(1));
+        payer.retry_for = args.retry_for;
+        let mut opts = snodo_sim::ServeOptions::new(listen, payer);
+        if let Some(key) = args.checkout_key {
+            opts.checkout_key = key;
+        }
+        opts.external.file = args.external_file;
+        opts.external.token = args.external_token;
+        opts.public_url = args.public_url;
+        super::runtime()?.block_on(snodo_sim::serve(opts, snodo_sim::receiver::signalled()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let notices = match &args.notices {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            snodo_sim::parse_notices(&text).with_context(|| path.display().to_string())?
+        }
+        None => ops::positions::payable_notices(&plan)?
+            .into_iter()
+            .map(|n| snodo_sim::NoticeTarget {
+                fiscal_code: n.fiscal_code,
+                notice_number: n.notice_number,
+            })
+            .collect(),
+    };
+    if notices.is_empty() {
+        bail!("no notices to pay (no active position with a notice number, or an empty file)");
+    }
+    let mut opts = snodo_sim::SimOptions::new(url, broker, station, notices);
+    if let Some(n) = args.count {
+        opts.count = n;
+    }
+    opts.concurrency = args.concurrency;
+    opts.v1 = args.v1;
+    opts.verify_only = args.verify_only;
+    opts.fault = args.fault.map(Into::into);
+    opts.receipts_log = args.receipts_log;
+    opts.timeout = std::time::Duration::from_secs(args.timeout.max(1));
+    opts.rate = args.rate;
+    opts.retry_for = args.retry_for;
+    opts.duration = args.duration;
+    match super::runtime()?.block_on(snodo_sim::run(opts)) {
+        Ok(report) => {
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ snodo_sim::SimError::Unreachable { .. }) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A listen address one can connect to: the wildcard addresses become loopback.
+fn connectable(listen: &str) -> String {
+    if let Some(port) = listen.strip_prefix("0.0.0.0:") {
+        format!("127.0.0.1:{port}")
+    } else if let Some(port) = listen.strip_prefix("[::]:") {
+        format!("[::1]:{port}")
+    } else {
+        listen.to_string()
+    }
+}
