@@ -21,7 +21,9 @@
 
 use crate::dir::After;
 use crate::duration::HumanDuration;
-use crate::{Ack, Body, ConnectorError, Message, Result, Sink, SinkConfig, Source, SourceConfig};
+use crate::{
+    Ack, Body, ConnectorError, Message, Result, Sink, SinkConfig, Source, SourceConfig, Supervised,
+};
 use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -300,7 +302,7 @@ impl SourceConfig for SftpSourceConfig {
     }
 
     fn build(&self) -> Result<Box<dyn Source>> {
-        Ok(Box::new(SftpSource::new(self)?))
+        Ok(Box::new(SftpDropFolder::new(self)?))
     }
 }
 
@@ -366,8 +368,9 @@ struct Live {
     used: Instant,
 }
 
-/// One SSH session per connector, opened on first use, checked before reuse after a pause and
-/// reopened when it broke.
+/// One SSH session. The source opens and closes it when the framework says so ([`Conn::connect`],
+/// [`Conn::close`], [`Conn::run_live`]); the sink (and a test's client) opens it on first use and
+/// checks it before reuse after a pause ([`Conn::run`]). A transport error drops it either way.
 struct Conn {
     remote: Remote,
     timeout: Duration,
@@ -387,7 +390,18 @@ impl Conn {
         })
     }
 
-    /// The SFTP channel, connecting (or reconnecting) as needed.
+    /// Opens a new session, replacing any.
+    fn connect(&mut self) -> Result<()> {
+        self.live = None;
+        self.live = Some(self.open()?);
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        self.live = None;
+    }
+
+    /// The SFTP channel, connecting (or reconnecting) as needed: for the sink.
     fn sftp(&mut self) -> Result<&Sftp> {
         let stale = match &self.live {
             None => true,
@@ -399,7 +413,7 @@ impl Conn {
         };
         if stale {
             self.live = None;
-            self.live = Some(self.connect()?);
+            self.live = Some(self.open()?);
         }
         match self.live.as_mut() {
             Some(live) => {
@@ -413,18 +427,22 @@ impl Conn {
         }
     }
 
-    /// Forgets the session when an error says the transport broke (not for a mere SFTP status).
-    fn note(&mut self, e: &Fail) {
-        let broken = match e {
+    /// The error of a failed operation. When the transport broke (not for a mere SFTP status)
+    /// the session is dropped and the error is [`ConnectorError::Unavailable`].
+    fn fail(&mut self, path: &Path, e: Fail) -> ConnectorError {
+        let broken = match &e {
             Fail::Ssh(e) => matches!(e.code(), ErrorCode::Session(_)),
             Fail::Io(_) => true,
         };
+        let err = sftp_err(&self.remote.label(), path, e);
         if broken {
             self.live = None;
+            return ConnectorError::Unavailable(err.to_string());
         }
+        err
     }
 
-    fn connect(&self) -> Result<Live> {
+    fn open(&self) -> Result<Live> {
         let r = &self.remote;
         let label = r.label();
         let io = |e: std::io::Error| ConnectorError::io(&label, e);
@@ -565,17 +583,32 @@ impl Conn {
         }
     }
 
-    /// Runs `op` on the SFTP channel; a transport error drops the session for the next call.
+    /// Runs `op` on the SFTP channel, connecting first if needed (the sink).
     fn run<T>(&mut self, op: impl FnOnce(&Sftp) -> Op<T>) -> Result<T> {
-        let label = self.remote.label();
         let sftp = self.sftp()?;
-        match op(sftp) {
-            Ok(v) => Ok(v),
-            Err((path, e)) => {
-                self.note(&e);
-                Err(sftp_err(&label, &path, e))
-            }
+        op(sftp).map_err(|(path, e)| self.fail(&path, e))
+    }
+
+    /// Runs `op` on the open session; none open is [`ConnectorError::Unavailable`] (the source:
+    /// the framework connects).
+    fn run_live<T>(&mut self, op: impl FnOnce(&Sftp) -> Op<T>) -> Result<T> {
+        let Some(live) = self.live.as_mut() else {
+            return Err(self.not_connected());
+        };
+        live.used = Instant::now();
+        op(&live.sftp).map_err(|(path, e)| self.fail(&path, e))
+    }
+
+    /// Whether a session is open ([`ConnectorError::Unavailable`] if not).
+    fn live(&self) -> Result<()> {
+        match self.live {
+            Some(_) => Ok(()),
+            None => Err(self.not_connected()),
         }
+    }
+
+    fn not_connected(&self) -> ConnectorError {
+        ConnectorError::Unavailable(format!("{}: not connected", self.remote.label()))
     }
 }
 
@@ -734,7 +767,7 @@ impl Shared {
         let root = self.root.as_str();
         let claimed = self.processing(Some(name));
         let mut conn = lock(&self.conn);
-        conn.run(|sftp| {
+        conn.run_live(|sftp| {
             match sftp.lstat(&claimed) {
                 Ok(_) => {}
                 // Settled by an earlier try whose answer was lost.
@@ -808,7 +841,19 @@ impl Shared {
     }
 }
 
-pub struct SftpSource {
+/// A drop folder on an SFTP server under the framework's supervision: what a pipeline polls.
+pub type SftpSource = Supervised<SftpDropFolder>;
+
+impl SftpSource {
+    pub fn new(cfg: &SftpSourceConfig) -> Result<Self> {
+        let folder = SftpDropFolder::new(cfg)?;
+        let name = format!("{}{}", folder.label, cfg.path);
+        Ok(Supervised::wrap(name, Box::new(folder)))
+    }
+}
+
+/// The drop folder itself: connects, polls and closes when the framework says so.
+pub struct SftpDropFolder {
     shared: Arc<Shared>,
     staging: PathBuf,
     settle: Duration,
@@ -820,7 +865,7 @@ pub struct SftpSource {
     undelivered: Vec<(String, bool)>,
 }
 
-impl SftpSource {
+impl SftpDropFolder {
     pub fn new(cfg: &SftpSourceConfig) -> Result<Self> {
         let problems = cfg.check();
         if !problems.is_empty() {
@@ -890,7 +935,7 @@ impl SftpSource {
             // The MD5 the marker holds, or why there is none to check against.
             let expected = match &md5_marker {
                 None => None,
-                Some((claimed, dropped)) => Some(conn.run(|sftp| {
+                Some((claimed, dropped)) => Some(conn.run_live(|sftp| {
                     let mut f = match sftp.open(claimed) {
                         Ok(f) => f,
                         // Claimed before the marker could follow (a crash in between).
@@ -927,7 +972,7 @@ impl SftpSource {
             let mut out =
                 fs::File::create(&part).map_err(|e| ConnectorError::io(part.display(), e))?;
             let mut md5 = md5::Context::new();
-            let got = conn.run(|sftp| {
+            let got = conn.run_live(|sftp| {
                 let expect = sftp.stat(&remote).map_err(ssh_at(&remote))?.size;
                 let mut f = sftp.open(&remote).map_err(ssh_at(&remote))?;
                 let mut buf = vec![0u8; CHUNK];
@@ -1002,7 +1047,7 @@ impl SftpSource {
         if !self.recovered {
             {
                 let mut conn = lock(&self.shared.conn);
-                conn.run(|sftp| {
+                conn.run_live(|sftp| {
                     mkdirs(sftp, &self.shared.processing(None))?;
                     mkdirs(sftp, &join(&root, &["failed"]))
                 })?;
@@ -1051,7 +1096,7 @@ impl SftpSource {
             let from = join(&root, &[&name]);
             let to = self.shared.processing(Some(&name));
             let mut conn = lock(&self.shared.conn);
-            let claimed = conn.run(|sftp| {
+            let claimed = conn.run_live(|sftp| {
                 if sftp.lstat(&to).is_ok() {
                     // A file of that name is still being processed; take this one next time.
                     return Ok(false);
@@ -1082,6 +1127,8 @@ impl SftpSource {
                     todo.push((name, false));
                 }
                 Ok(false) => {}
+                // The session is gone: the framework reconnects; the listing is taken again then.
+                Err(e @ ConnectorError::Unavailable(_)) => return Err(e),
                 Err(e) => tracing::warn!(file = %name, "sftp: cannot claim: {e}"),
             }
         }
@@ -1091,7 +1138,7 @@ impl SftpSource {
 
     fn list(&self, dir: &Path) -> Result<Vec<(String, FileStat)>> {
         let mut conn = lock(&self.shared.conn);
-        let entries = conn.run(|sftp| sftp.readdir(dir).map_err(ssh_at(dir)))?;
+        let entries = conn.run_live(|sftp| sftp.readdir(dir).map_err(ssh_at(dir)))?;
         let mut out: Vec<(String, FileStat)> = entries
             .into_iter()
             .filter(|(_, st)| st.is_file())
@@ -1152,8 +1199,17 @@ fn claim_marker(sftp: &Sftp, from: &Path, to: &Path) -> Op<bool> {
     }
 }
 
-impl Source for SftpSource {
+impl Source for SftpDropFolder {
+    fn connect(&mut self) -> Result<()> {
+        lock(&self.shared.conn).connect()
+    }
+
+    fn close(&mut self) {
+        lock(&self.shared.conn).close();
+    }
+
     fn poll(&mut self) -> Result<Vec<Message>> {
+        lock(&self.shared.conn).live()?;
         // Acks that could not reach the server last time.
         let pending = std::mem::take(
             &mut *self
@@ -1162,9 +1218,21 @@ impl Source for SftpSource {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
-        for (name, how) in pending {
-            if let Err(e) = self.shared.settle_or_keep(&name, how) {
-                tracing::warn!(file = %name, "sftp: settling a handled file failed again: {e}");
+        let mut pending = pending.into_iter();
+        while let Some((name, how)) = pending.next() {
+            match self.shared.settle_or_keep(&name, how) {
+                Ok(()) => {}
+                Err(e @ ConnectorError::Unavailable(_)) => {
+                    self.shared
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(pending);
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %name, "sftp: settling a handled file failed again: {e}")
+                }
             }
         }
 
@@ -1178,10 +1246,18 @@ impl Source for SftpSource {
 
         let mut out = Vec::new();
         let mut first_err = None;
-        for (name, redelivered) in todo {
+        let mut todo = todo.into_iter();
+        while let Some((name, redelivered)) = todo.next() {
             match self.fetch(&name, redelivered) {
                 Ok(Some(m)) => out.push(m),
                 Ok(None) => {}
+                Err(e @ ConnectorError::Unavailable(_)) => {
+                    // The session is gone: the rest waits for the next connection.
+                    self.undelivered.push((name, redelivered));
+                    self.undelivered.extend(todo);
+                    first_err.get_or_insert(e);
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(file = %name, "sftp: download failed, retrying at the next poll: {e}");
                     first_err.get_or_insert(e);
