@@ -257,7 +257,10 @@ mod tests {
         let err = s.poll().unwrap_err().to_string();
         assert_eq!(err, "gone");
         let first = s.due_in();
-        assert!(first > Duration::from_secs(7) && first <= Duration::from_secs(12), "{first:?}");
+        assert!(
+            first > Duration::from_secs(7) && first <= Duration::from_secs(12),
+            "{first:?}"
+        );
         assert_eq!(s.poll().unwrap_err().to_string(), "refused");
         let second = s.due_in();
         assert!(second > Duration::from_secs(15), "doubled: {second:?}");
