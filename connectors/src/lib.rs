@@ -6,7 +6,7 @@
 //! the config traits below for what it can be; the pipeline engine registers it by name.
 //!
 //! Shared by all: typed durations ([`duration`]), the retry policy and `Retry-After` handling
-//! ([`retry`]).
+//! ([`retry`]), and the supervision of a source's connection ([`supervised`]).
 //!
 //! The contract gives at-least-once delivery by construction: a source forgets a message (moves
 //! the file away, commits the offset) only when the pipeline calls [`Ack::done`] after the result
@@ -23,9 +23,11 @@ pub mod http;
 pub mod kafka;
 pub mod retry;
 pub mod sftp;
+pub mod supervised;
 
 pub use duration::HumanDuration;
 pub use retry::{RetryPolicy, RetryPolicyConfig};
+pub use supervised::Supervised;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -114,9 +116,23 @@ impl std::fmt::Debug for Message {
     }
 }
 
+/// A source's lifecycle: connect, poll, close. The framework ([`Supervised`]) drives it: it
+/// connects before the first poll, and when a poll says the connection is lost
+/// ([`ConnectorError::Unavailable`]) it closes and connects again, waiting the shared backoff
+/// between failed tries. A source never reconnects by itself.
 pub trait Source: Send {
+    /// Opens what the source reads through (a session, a consumer). Nothing to open (a local
+    /// folder): the default.
+    fn connect(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Claims what is ready now. An empty list means nothing to do until the next poll.
+    /// `Err(Unavailable)`: the connection is lost (or was never opened); any other error leaves
+    /// it open.
     fn poll(&mut self) -> Result<Vec<Message>>;
+    /// Lets the connection go. Messages already handed over keep their acks: an ack that cannot
+    /// reach the remote now is retried by a later poll.
+    fn close(&mut self) {}
 }
 
 /// A source's settings as read from the config; one impl per connector, registered by name in

@@ -6,7 +6,7 @@ use crate::import::{ImportLimits, ImportOutcome, Importer};
 use crate::metrics::DeliveryStats;
 use crate::plan::{EntityRuntime, PipelineKind, PipelinePlan, Plan, ReceiptRoute};
 use chrono_tz::Europe::Rome;
-use snodo_connectors::{Body, Message, Sink, Source};
+use snodo_connectors::{Body, Message, Sink, Supervised};
 use snodo_store::Store;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -227,7 +227,7 @@ struct PipelineRunner {
     index: usize,
     store: Arc<dyn Store>,
     stop: Arc<AtomicBool>,
-    source: Arc<Mutex<Box<dyn Source>>>,
+    source: Arc<Mutex<Supervised>>,
     schedule: cron::Schedule,
     outcomes: Option<Arc<dyn Sink>>,
     entity: Arc<EntityRuntime>,
@@ -255,7 +255,10 @@ impl PipelineRunner {
         else {
             return Err(start_err("not an import pipeline".into()));
         };
-        let source = source.build().map_err(|e| start_err(e.to_string()))?;
+        let source = Supervised::wrap(
+            p.name.clone(),
+            source.build().map_err(|e| start_err(e.to_string()))?,
+        );
         let outcomes = match outcomes {
             Some(s) => Some(Arc::from(s.build().map_err(|e| start_err(e.to_string()))?)),
             None => None,
@@ -310,17 +313,28 @@ impl PipelineRunner {
                 error!(pipeline = %name, "pipeline work panicked: {e}");
             }
         }
+        let work = this.clone();
+        let _ = tokio::task::spawn_blocking(move || lock(&work.source).close()).await;
         info!(pipeline = %name, "pipeline stopped");
     }
 
-    /// One poll: retry what failed before, then claim and process what is new.
+    /// One poll: retry what failed before, then claim and process what is new. While the
+    /// source is unreachable, it is polled again only once its backoff has passed.
     fn tick(&self) {
         let name = &self.pipeline().name;
         let mut todo: Vec<Message> = std::mem::take(&mut *lock(&self.retry));
-        match lock(&self.source).poll() {
-            Ok(msgs) => todo.extend(msgs),
-            Err(e) => warn!(pipeline = %name, "poll failed, will retry at the next tick: {e}"),
+        let mut source = lock(&self.source);
+        if source.due_in().is_zero() {
+            match source.poll() {
+                Ok(msgs) => todo.extend(msgs),
+                // A connection problem is the supervisor's to log, once.
+                Err(e) if source.is_connected() => {
+                    warn!(pipeline = %name, "poll failed, will retry at the next tick: {e}")
+                }
+                Err(_) => {}
+            }
         }
+        drop(source);
         for msg in todo {
             if self.stop.load(Ordering::SeqCst) {
                 // Left claimed: the next start hands it over again.

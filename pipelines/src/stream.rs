@@ -14,7 +14,7 @@
 use crate::codecs::DecodePosition;
 use crate::plan::{EntityRuntime, PipelineKind, Plan};
 use snodo_adapters::position_json::{Invalid, Origin, Outcome, OutcomeError};
-use snodo_connectors::{Message, MessageSink, Source, StreamOffset};
+use snodo_connectors::{Message, MessageSink, StreamOffset, Supervised};
 use snodo_core::dovuto::DovutoRow;
 use snodo_store::{
     Checkpoint, ChunkCommit, ChunkRow, EntityKey, Flow, NewFlow, OutboxMessage, RowOutcome, Store,
@@ -30,14 +30,16 @@ use tracing::{error, info, warn};
 pub const STREAM_FLOW_VERSION: &str = "position-json";
 /// How long producing a batch's outcomes may take before the batch is tried again.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause after a failure that is not the message's fault (store, broker).
+/// Pause after a batch failed for a reason that is not the message's fault (store, broker).
 const BACKOFF: Duration = Duration::from_secs(1);
+/// How often a wait for the source's backoff looks at the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(200);
 
 pub struct StreamIntake {
     name: String,
     entity: Arc<EntityRuntime>,
     store: Arc<dyn Store>,
-    source: Box<dyn Source>,
+    source: Supervised,
     /// The pipeline's `decode` codec.
     decode: DecodePosition,
     /// Where outcomes go (a topic).
@@ -73,7 +75,7 @@ impl StreamIntake {
             Some(o) => Some(o.build().map_err(|e| format!("outcomes: {e}"))?),
             None => None,
         };
-        let source = source.build().map_err(|e| e.to_string())?;
+        let source = Supervised::wrap(p.name.clone(), source.build().map_err(|e| e.to_string())?);
         Ok(Self {
             name: p.name.clone(),
             entity,
@@ -89,13 +91,21 @@ impl StreamIntake {
     pub fn run(mut self, stop: Arc<AtomicBool>) {
         info!(pipeline = %self.name, entity = %self.entity.ipa_code, "stream intake started");
         while !stop.load(Ordering::SeqCst) {
+            let wait = self.source.due_in();
+            if !wait.is_zero() {
+                // The source is unreachable: wait out its backoff, a slice at a time.
+                std::thread::sleep(wait.min(STOP_CHECK));
+                continue;
+            }
             let batch = match self.source.poll() {
                 Ok(b) => b,
-                Err(e) => {
+                // A connection problem is the supervisor's to log, once.
+                Err(e) if self.source.is_connected() => {
                     warn!(pipeline = %self.name, "poll failed: {e}");
                     std::thread::sleep(BACKOFF);
                     continue;
                 }
+                Err(_) => continue,
             };
             if batch.is_empty() {
                 continue;
@@ -106,6 +116,7 @@ impl StreamIntake {
                 std::thread::sleep(BACKOFF);
             }
         }
+        self.source.close();
         info!(pipeline = %self.name, "stream intake stopped");
     }
 

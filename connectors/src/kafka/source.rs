@@ -255,6 +255,13 @@ impl SourceShared {
 }
 
 impl Source for KafkaSource {
+    /// The consumer is made with the source and librdkafka keeps its broker connections itself:
+    /// nothing to open again, and a new consumer would make the group rebalance. So `close` is
+    /// the default (nothing) too, and after a failed poll the framework only waits its backoff.
+    fn connect(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Waits up to 200 ms for a message, then takes what arrives within 20 ms more, at most
     /// `batch` messages. Rebalances are served here too, so poll regularly.
     fn poll(&mut self) -> Result<Vec<Message>> {
