@@ -114,11 +114,18 @@ impl ExternalVerifier {
                 break;
             }
             match self.ask(source, notice, source.timeout.min(left)) {
-                Ok(Some(answer)) => return self.store_answer(entity, source, notice, answer, live),
+                // The store's time is counted from here, not from the node's call.
+                Ok(Some(answer)) => {
+                    return snodo_store::deadline::renew(crate::node::STORE_BUDGET, || {
+                        self.store_answer(entity, source, notice, answer, live)
+                    })
+                }
                 Ok(None) => continue,
                 Err(Unverified::Annulled) => {
                     if let Some(p) = &live {
-                        self.annul(entity, p);
+                        snodo_store::deadline::renew(crate::node::STORE_BUDGET, || {
+                            self.annul(entity, p)
+                        });
                     }
                     return Err(Unverified::Annulled);
                 }

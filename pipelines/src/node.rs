@@ -20,6 +20,12 @@ use std::sync::Arc;
 /// Due date told to the node for positions that have none (the XSD requires one).
 const NO_DUE_DATE: &str = "2099-12-31";
 
+/// The store's share of a node call: past it the node hears `PAA_SYSTEM_ERROR` instead of
+/// waiting on a database that does not answer (the node itself gives up after a few seconds).
+pub const STORE_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
+/// The store's share of a `/readyz` probe.
+const READY_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct NodeService {
     plan: Arc<Plan>,
     store: Arc<dyn Store>,
@@ -74,12 +80,16 @@ impl NodeService {
 
     /// Whether the store answers (for `/readyz`).
     pub fn store_ready(&self) -> bool {
-        self.store.ping().is_ok()
+        snodo_store::deadline::within(READY_BUDGET, || self.store.ping().is_ok())
     }
 
     /// Answers one SOAP request body with a SOAP response body. `corr` ties the call's log lines
     /// and the events it causes together.
     pub fn handle(&self, body: &[u8], corr: &str) -> String {
+        snodo_store::deadline::within(STORE_BUDGET, || self.handle_in_time(body, corr))
+    }
+
+    fn handle_in_time(&self, body: &[u8], corr: &str) -> String {
         let _span = tracing::info_span!("soap", corr = %corr).entered();
         let mut about = (String::new(), String::new());
         let response = match soap::parse_request(body) {

@@ -10,12 +10,14 @@
 
 mod api;
 mod db;
+pub mod deadline;
 mod deliveries;
 mod events;
 mod exports;
 mod flows;
 mod jobs;
 mod ops;
+mod pgtls;
 mod positions;
 mod postgres;
 mod receipts;
@@ -43,13 +45,17 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("PostgreSQL error: {0}")]
-    Pg(#[from] ::postgres::Error),
+    Pg(#[from] tokio_postgres::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("{0}")]
     Conflict(String),
     #[error("cannot open the store: {0}")]
     Open(String),
+    /// The database did not answer within a limit (pool wait, connect, statement, or the
+    /// caller's [`deadline`]).
+    #[error("the database did not answer in time: {0}")]
+    Timeout(String),
     #[error("{0}")]
     Callback(String),
 }
@@ -588,7 +594,7 @@ pub mod prelude {
 }
 
 /// Opens the store a `hub.store` setting names: `sqlite` (a file under the data dir),
-/// `sqlite://<path>`, or a PostgreSQL URL (`postgres://…`, `postgresql://…`, `?pool=N`).
+/// `sqlite://<path>`, or a PostgreSQL URL (`postgres://…`, `postgresql://…`, with the options of [`PgStore::open`]).
 pub fn open(setting: &str, data_dir: &std::path::Path) -> Result<Box<dyn Store>> {
     match setting {
         "sqlite" | "" => Ok(Box::new(SqliteStore::open(&data_dir.join("snodo.db"))?)),

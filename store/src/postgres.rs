@@ -2,17 +2,27 @@
 //! statements prepared once per connection, and batches sent as one statement (`UNNEST`) where
 //! SQLite runs a cached statement per row, since PostgreSQL pays a round trip per statement.
 //!
-//! The sync `postgres` client runs its own small runtime and panics inside an async context, so
-//! callers use it from blocking threads; the store itself opens and drops its connections on a
-//! thread of its own, so creating or dropping a `PgStore` is safe anywhere.
+//! Each pooled connection is a `tokio-postgres` client on a current-thread runtime of its own,
+//! driven by the calling (blocking) thread, so every wait has a limit: for a pooled connection
+//! (`pool_wait`), for connecting (`connect_timeout`, the whole start-up, TLS included), and for
+//! each statement's answer (`statement_timeout` on the server, and a little more on the client for
+//! a server that went silent), all cut to the caller's [`deadline`](crate::deadline). A connection
+//! that timed out or broke is dropped with the idle ones (they likely share its fate) and new
+//! ones are made on demand: the store recovers when the database does. The runtimes panic when
+//! dropped inside an async context, so connections are opened and dropped on blocking threads
+//! (`open` and `Drop` use a thread of their own).
 
 use crate::db::{args, Access, Arg, Conn, Dialect, Driver, Row};
 use crate::ops::{now, NewPosition, RawEvent};
+use crate::pgtls::{MakeRustls, Verify};
 use crate::*;
-use ::postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use ::postgres::{Client, GenericClient, NoTls, Statement};
 use std::collections::HashMap;
-use std::sync::{Condvar, Mutex};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::{Client, NoTls, Statement};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/pg_0001_init.sql")),
@@ -25,6 +35,145 @@ const MIGRATION_LOCK: i64 = 0x0073_6e6f_646f;
 
 /// Connections kept when the URL does not say `?pool=N`.
 const DEFAULT_POOL: usize = 8;
+/// How long a call waits for a pooled connection (`pool_wait`).
+const DEFAULT_POOL_WAIT: Duration = Duration::from_secs(2);
+/// How long connecting may take, TCP, TLS and start-up together (`connect_timeout`).
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The server cancels a statement running longer (`statement_timeout`; `0` turns it off).
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much longer than `statement_timeout` the client waits for an answer before it gives the
+/// connection up (the server may be unreachable, not slow).
+const ANSWER_MARGIN: Duration = Duration::from_secs(5);
+
+/// How the store connects, from the URL's query (the options the driver does not know are
+/// taken off; the rest is the driver's).
+struct Settings {
+    config: tokio_postgres::Config,
+    pool: usize,
+    pool_wait: Duration,
+    connect_timeout: Duration,
+    /// `None`: off.
+    statement_timeout: Option<Duration>,
+    tls: Option<MakeRustls>,
+    /// `sslmode` as given, for messages.
+    sslmode: String,
+}
+
+/// A duration option: `500ms`, `5s`, `2min`, or a bare number in `bare` units.
+fn duration(key: &str, value: &str, bare: Duration) -> Result<Duration> {
+    let bad = || {
+        StoreError::Open(format!(
+            "{key}={value}: expected a duration such as 500ms, 5s or 2min"
+        ))
+    };
+    let (num, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => value.split_at(i),
+        None => (value, ""),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let unit = match unit {
+        "" => bare,
+        "ms" => Duration::from_millis(1),
+        "s" => Duration::from_secs(1),
+        "min" => Duration::from_secs(60),
+        _ => return Err(bad()),
+    };
+    unit.checked_mul(u32::try_from(n).map_err(|_| bad())?)
+        .ok_or_else(bad)
+}
+
+impl Settings {
+    fn parse(url: &str) -> Result<Self> {
+        let (url, pool) = parse_url(url)?;
+        let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+        let mut s = Settings {
+            config: tokio_postgres::Config::new(),
+            pool,
+            pool_wait: DEFAULT_POOL_WAIT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+            tls: None,
+            sslmode: "disable".into(),
+        };
+        let mut root_cert: Option<PathBuf> = None;
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let sec = Duration::from_secs(1);
+            match key {
+                "pool_wait" => s.pool_wait = duration(key, value, sec)?,
+                "connect_timeout" => s.connect_timeout = duration(key, value, sec)?,
+                // PostgreSQL's own unit: a bare number is milliseconds.
+                "statement_timeout" => {
+                    let d = duration(key, value, Duration::from_millis(1))?;
+                    s.statement_timeout = (!d.is_zero()).then_some(d);
+                }
+                "sslmode" => s.sslmode = value.to_string(),
+                "sslrootcert" => root_cert = Some(PathBuf::from(percent_decode(value))),
+                _ => kept.push(pair),
+            }
+        }
+        let rest = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        s.config = rest
+            .parse()
+            .map_err(|e| StoreError::Open(format!("invalid PostgreSQL URL: {e}")))?;
+        if s.connect_timeout.is_zero() || s.pool_wait.is_zero() {
+            return Err(StoreError::Open(
+                "connect_timeout and pool_wait must be more than 0".into(),
+            ));
+        }
+        s.config.connect_timeout(s.connect_timeout);
+        let verify = match s.sslmode.as_str() {
+            "disable" => None,
+            "require" => Some(Verify::None),
+            "verify-ca" => Some(Verify::Chain),
+            "verify-full" => Some(Verify::Full),
+            other => {
+                return Err(StoreError::Open(format!(
+                    "sslmode={other}: expected disable, require, verify-ca or verify-full"
+                )))
+            }
+        };
+        if let Some(verify) = verify {
+            let config = crate::pgtls::client_config(verify, root_cert.as_deref())
+                .map_err(StoreError::Open)?;
+            s.tls = Some(MakeRustls(Arc::new(config)));
+            s.config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        } else {
+            s.config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
+        Ok(s)
+    }
+}
+
+/// `%XX` escapes in a URL option's value (a path with spaces, say).
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
 
 /// A connection's prepared statements, by their text; `ids` holds inserts prepared with
 /// `RETURNING id` appended.
@@ -34,11 +183,44 @@ struct Statements {
     ids: HashMap<String, Statement>,
 }
 
-/// A pooled connection with its prepared statements (a statement is prepared once per
-/// connection).
+/// A pooled connection: its client, the runtime that drives it, its prepared statements (a
+/// statement is prepared once per connection).
 struct Pooled {
     client: Client,
     stmts: Statements,
+    rt: tokio::runtime::Runtime,
+    /// The client's limit for one statement's answer.
+    answer_wait: Duration,
+}
+
+impl Pooled {
+    /// Runs one exchange under the answer limit and the caller's deadline.
+    fn call<T>(
+        rt: &tokio::runtime::Runtime,
+        wait: Duration,
+        fut: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        let wait = crate::deadline::cap(wait)
+            .ok_or_else(|| StoreError::Timeout("the caller's time is up".into()))?;
+        // The timer is made inside the runtime, which owns the clock.
+        match rt.block_on(async { tokio::time::timeout(wait, fut).await }) {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(StoreError::Timeout(format!(
+                "no answer from PostgreSQL within {wait:?}"
+            ))),
+        }
+    }
+
+    fn batch(&self, sql: &str) -> Result<()> {
+        Self::call(&self.rt, self.answer_wait, self.client.batch_execute(sql))
+    }
+
+    /// Whether the connection still looks usable: lets its task see a close the server sent
+    /// while it sat idle (no round trip).
+    fn alive(&self) -> bool {
+        self.rt.block_on(tokio::task::yield_now());
+        !self.client.is_closed()
+    }
 }
 
 struct PoolState {
@@ -47,8 +229,7 @@ struct PoolState {
 }
 
 pub struct PgStore {
-    url: String,
-    max: usize,
+    settings: Settings,
     state: Mutex<PoolState>,
     freed: Condvar,
 }
@@ -81,33 +262,62 @@ fn parse_url(url: &str) -> Result<(String, usize)> {
     })
 }
 
+/// How a call left its connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Back to the pool.
+    Keep,
+    /// Dropped (a database error may leave it mid-protocol).
+    Drop,
+    /// Dropped with the idle ones: the server went silent or away.
+    DropAll,
+}
+
 /// Returns the connection to the pool, or drops it if the call left it broken (also on panic).
 struct Lease<'s> {
     store: &'s PgStore,
     conn: Option<Pooled>,
-    healthy: bool,
+    after: After,
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         let conn = self.conn.take();
         let mut st = lock_any(&self.store.state);
+        let mut gone = Vec::new();
         match conn {
-            Some(c) if self.healthy && !c.client.is_closed() => st.idle.push(c),
-            _ => st.open = st.open.saturating_sub(1),
+            Some(c) if self.after == After::Keep && !c.client.is_closed() => st.idle.push(c),
+            c => {
+                st.open = st.open.saturating_sub(1);
+                gone.extend(c);
+                if self.after == After::DropAll {
+                    st.open = st.open.saturating_sub(st.idle.len());
+                    gone.append(&mut st.idle);
+                }
+            }
         }
         drop(st);
-        self.store.freed.notify_one();
+        self.store.freed.notify_all();
+        // Outside the lock: dropping closes sockets.
+        drop(gone);
     }
 }
 
 impl PgStore {
-    /// Connects (lazily, up to the pool size) and migrates the schema.
+    /// Connects (lazily, up to the pool size) and migrates the schema. Besides the driver's
+    /// own URL options it takes `pool=N`, `pool_wait`, `connect_timeout`, `statement_timeout`
+    /// (durations: `500ms`, `5s`, `2min`; bare numbers are seconds, milliseconds for
+    /// `statement_timeout` as in PostgreSQL), and `sslmode=disable|require|verify-ca|verify-full`
+    /// with `sslrootcert=<CA file>`.
     pub fn open(url: &str) -> Result<Self> {
-        let (url, max) = parse_url(url)?;
+        let settings = Settings::parse(url)?;
+        if settings.tls.is_none() && !loopback_only(&settings.config) {
+            tracing::warn!(
+                "PostgreSQL beyond loopback without TLS: add sslmode=verify-full&sslrootcert=<CA file> to hub.store"
+            );
+        }
         let store = Self {
-            url,
-            max,
+            settings,
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
@@ -124,12 +334,57 @@ impl PgStore {
     }
 
     fn connect(&self) -> Result<Pooled> {
-        let client = Client::connect(&self.url, NoTls)
-            .map_err(|e| StoreError::Open(format!("cannot connect to PostgreSQL: {e}")))?;
-        Ok(Pooled {
+        let s = &self.settings;
+        let fail = |e: String| {
+            StoreError::Open(format!(
+                "cannot connect to PostgreSQL (sslmode={}): {e}",
+                s.sslmode
+            ))
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        let wait = crate::deadline::cap(s.connect_timeout)
+            .ok_or_else(|| StoreError::Timeout("the caller's time is up".into()))?;
+        let connected = rt.block_on(async {
+            tokio::time::timeout(wait, async {
+                match &s.tls {
+                    None => {
+                        let (client, conn) = s.config.connect(NoTls).await?;
+                        tokio::spawn(conn);
+                        Ok(client)
+                    }
+                    Some(tls) => {
+                        let (client, conn) = s.config.connect(tls.clone()).await?;
+                        tokio::spawn(conn);
+                        Ok::<_, tokio_postgres::Error>(client)
+                    }
+                }
+            })
+            .await
+        });
+        let client = match connected {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(fail(error_chain(&e))),
+            Err(_) => {
+                return Err(StoreError::Timeout(format!(
+                    "connecting to PostgreSQL took more than {wait:?}"
+                )))
+            }
+        };
+        let answer_wait = s
+            .statement_timeout
+            .map_or(Duration::MAX, |t| t.saturating_add(ANSWER_MARGIN));
+        let pooled = Pooled {
             client,
             stmts: Statements::default(),
-        })
+            rt,
+            answer_wait,
+        };
+        let timeout_ms = s.statement_timeout.map_or(0, |t| t.as_millis());
+        pooled.batch(&format!("SET statement_timeout = {timeout_ms}"))?;
+        Ok(pooled)
     }
 
     /// Runs `f` on a pooled connection; one that fails with a database error is dropped, not
@@ -138,62 +393,131 @@ impl PgStore {
         let mut lease = Lease {
             store: self,
             conn: None,
-            healthy: false,
+            after: After::Drop,
         };
+        let waited = Instant::now();
+        let limit = crate::deadline::cap(self.settings.pool_wait)
+            .ok_or_else(|| StoreError::Timeout("the caller's time is up".into()))?;
         {
             let mut st = lock_any(&self.state);
             loop {
                 if let Some(c) = st.idle.pop() {
-                    lease.conn = Some(c);
+                    drop(st);
+                    if c.alive() {
+                        lease.conn = Some(c);
+                        break;
+                    }
+                    // Closed while idle (a restarted server): make a new one in its slot.
+                    drop(c);
+                    lease.conn = Some(self.connect().inspect_err(|e| {
+                        if matches!(e, StoreError::Timeout(_)) {
+                            lease.after = After::DropAll;
+                        }
+                    })?);
                     break;
                 }
-                if st.open < self.max {
+                if st.open < self.settings.pool {
                     st.open += 1;
                     drop(st);
                     // Counted as open: the lease gives the slot back if connecting fails.
-                    lease.conn = Some(self.connect()?);
+                    lease.conn = Some(self.connect().inspect_err(|e| {
+                        if matches!(e, StoreError::Timeout(_)) {
+                            lease.after = After::DropAll;
+                        }
+                    })?);
                     break;
                 }
-                st = self.freed.wait(st).unwrap_or_else(|p| p.into_inner());
+                let left = limit.saturating_sub(waited.elapsed());
+                if left.is_zero() {
+                    // No slot was taken: nothing to give back.
+                    lease.after = After::Keep;
+                    return Err(StoreError::Timeout(format!(
+                        "no PostgreSQL connection free within {limit:?} (pool={})",
+                        self.settings.pool
+                    )));
+                }
+                st = self
+                    .freed
+                    .wait_timeout(st, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
         }
         let Some(conn) = lease.conn.as_mut() else {
             return Err(StoreError::Conflict("no connection was leased".into()));
         };
         let out = f(conn);
-        lease.healthy = !matches!(out, Err(StoreError::Pg(_)));
+        lease.after = match &out {
+            Err(StoreError::Timeout(_)) => After::DropAll,
+            Err(StoreError::Pg(e)) if e.is_closed() => After::DropAll,
+            Err(StoreError::Pg(_)) => After::Drop,
+            _ => After::Keep,
+        };
         out
     }
 
     fn migrate(&self) -> Result<()> {
-        self.with(|c| {
-            let mut tx = c.client.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-            tx.batch_execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
-            )?;
-            for (version, sql) in MIGRATIONS {
-                let done = tx.query_opt(
-                    "SELECT version FROM schema_migrations WHERE version = $1",
-                    &[version],
+        self.with(|p| {
+            in_tx(p, |c| {
+                c.execute("SELECT pg_advisory_xact_lock($1)", args!(MIGRATION_LOCK))?;
+                c.batch(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
                 )?;
-                if done.is_none() {
-                    tx.batch_execute(sql)?;
-                    tx.execute(
-                        "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
-                        &[version, &now()],
+                for (version, sql) in MIGRATIONS {
+                    let done = (c as &mut dyn Conn).one(
+                        "SELECT version FROM schema_migrations WHERE version = $1",
+                        args!(*version),
+                        |_| Ok(()),
                     )?;
+                    if done.is_none() {
+                        c.batch(sql)?;
+                        c.execute(
+                            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                            args!(*version, now().as_str()),
+                        )?;
+                    }
                 }
-            }
-            Ok(tx.commit()?)
+                Ok(())
+            })
         })
     }
 }
 
+/// Whether every host of the URL is this machine (or a Unix socket).
+fn loopback_only(c: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    c.get_hosts().iter().all(|h| match h {
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[allow(unreachable_patterns)]
+        _ => true,
+    }) && c.get_hostaddrs().iter().all(std::net::IpAddr::is_loopback)
+}
+
+/// An error with its causes (the driver's `Display` leaves the TLS reason out).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
+
 impl Drop for PgStore {
     fn drop(&mut self) {
-        // Dropping a client drops its runtime, which panics inside an async context: do it on
-        // a plain thread.
+        // Dropping a connection's runtime panics inside an async context: do it on a plain
+        // thread.
         let idle = std::mem::take(&mut lock_any(&self.state).idle);
         if !idle.is_empty() {
             let _ = std::thread::spawn(move || drop(idle)).join();
@@ -204,56 +528,101 @@ impl Drop for PgStore {
 impl Driver for PgStore {
     fn run<T>(&self, access: Access, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         self.with(|p| {
-            if access != Access::Tx {
-                let mut c = Pg::new(&mut p.client, &mut p.stmts);
-                let out = f(&mut c)?;
-                c.flush()?;
-                return Ok(out);
+            if access == Access::Tx {
+                return in_tx(p, |c| f(c));
             }
-            let mut tx = p.client.transaction()?;
-            let mut c = Pg::new(&mut tx, &mut p.stmts);
+            let mut c = Pg::new(p);
             let out = f(&mut c)?;
             c.flush()?;
-            tx.commit()?;
             Ok(out)
         })
     }
 }
 
-/// A pooled connection or a transaction on it. Events wait in a buffer and go in as one
+/// Runs `f` in a transaction on `p`: committed when it returns Ok, rolled back otherwise.
+fn in_tx<T>(p: &mut Pooled, f: impl FnOnce(&mut Pg<'_>) -> Result<T>) -> Result<T> {
+    p.batch("BEGIN")?;
+    let mut c = Pg::new(p);
+    let out = f(&mut c).and_then(|out| {
+        c.flush()?;
+        Ok(out)
+    });
+    match out {
+        Ok(out) => {
+            p.batch("COMMIT")?;
+            Ok(out)
+        }
+        Err(e) => {
+            // A connection that failed is dropped anyway; a healthy one goes back clean.
+            if !matches!(e, StoreError::Pg(_) | StoreError::Timeout(_)) {
+                p.batch("ROLLBACK")?;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A pooled connection, maybe in a transaction. Events wait in a buffer and go in as one
 /// statement before the transaction commits.
-struct Pg<'a, C> {
-    client: &'a mut C,
-    stmts: &'a mut Statements,
+struct Pg<'a> {
+    conn: &'a mut Pooled,
     events: EventBuf,
 }
 
-impl<'a, C: GenericClient> Pg<'a, C> {
-    fn new(client: &'a mut C, stmts: &'a mut Statements) -> Self {
+impl<'a> Pg<'a> {
+    fn new(conn: &'a mut Pooled) -> Self {
         Self {
-            client,
-            stmts,
+            conn,
             events: EventBuf::default(),
         }
+    }
+
+    fn call<T>(
+        &self,
+        fut: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        Pooled::call(&self.conn.rt, self.conn.answer_wait, fut)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        self.conn.batch(sql)
     }
 
     /// Prepares `sql` once per connection (with `RETURNING id` when `id`).
     fn prepare(&mut self, sql: &str, id: bool) -> Result<Statement> {
         let cache = if id {
-            &mut self.stmts.ids
+            &self.conn.stmts.ids
         } else {
-            &mut self.stmts.plain
+            &self.conn.stmts.plain
         };
         if let Some(s) = cache.get(sql) {
             return Ok(s.clone());
         }
-        let s = if id {
-            self.client.prepare(&format!("{sql} RETURNING id"))?
+        let text = if id {
+            format!("{sql} RETURNING id")
         } else {
-            self.client.prepare(sql)?
+            sql.to_string()
+        };
+        let s = self.call(self.conn.client.prepare(&text))?;
+        let cache = if id {
+            &mut self.conn.stmts.ids
+        } else {
+            &mut self.conn.stmts.plain
         };
         cache.insert(sql.to_string(), s.clone());
         Ok(s)
+    }
+
+    fn exec(&mut self, st: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        self.call(self.conn.client.execute(st, params))
+    }
+
+    fn rows(
+        &mut self,
+        st: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        self.call(self.conn.client.query(st, params))
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -277,7 +646,7 @@ impl<'a, C: GenericClient> Pg<'a, C> {
             &e.at,
             &e.correlation,
         ];
-        self.client.execute(&st, &params)?;
+        self.exec(&st, &params)?;
         Ok(())
     }
 }
@@ -286,20 +655,20 @@ fn params<'b>(args: &'b [Arg<'_>]) -> Vec<&'b (dyn ToSql + Sync)> {
     args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
 }
 
-impl<C: GenericClient> Conn for Pg<'_, C> {
+impl Conn for Pg<'_> {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
 
     fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
         let st = self.prepare(sql, false)?;
-        Ok(self.client.execute(&st, &params(args))?)
+        self.exec(&st, &params(args))
     }
 
     fn insert(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<i64>> {
         let st = self.prepare(sql, true)?;
-        let row = self.client.query_opt(&st, &params(args))?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
+        let rows = self.rows(&st, &params(args))?;
+        Ok(rows.first().map(|r| r.try_get(0)).transpose()?)
     }
 
     fn query(
@@ -309,7 +678,7 @@ impl<C: GenericClient> Conn for Pg<'_, C> {
         each: &mut dyn FnMut(&dyn Row) -> Result<()>,
     ) -> Result<()> {
         let st = self.prepare(sql, false)?;
-        for r in self.client.query(&st, &params(args))? {
+        for r in self.rows(&st, &params(args))? {
             each(&PgRow(&r))?;
         }
         Ok(())
@@ -351,7 +720,7 @@ impl<C: GenericClient> Conn for Pg<'_, C> {
              ON CONFLICT DO NOTHING RETURNING id, iud, iuv",
             false,
         )?;
-        let rows = self.client.query(
+        let rows = self.rows(
             &st,
             &[
                 &first.entity,
@@ -392,7 +761,7 @@ impl<C: GenericClient> Conn for Pg<'_, C> {
              ORDER BY n",
             false,
         )?;
-        self.client.execute(&st, &[&flow_id, &keys, &payloads])?;
+        self.exec(&st, &[&flow_id, &keys, &payloads])?;
         Ok(())
     }
 
@@ -424,7 +793,7 @@ impl EventBuf {
     }
 }
 
-struct PgRow<'a>(&'a ::postgres::Row);
+struct PgRow<'a>(&'a tokio_postgres::Row);
 
 impl Row for PgRow<'_> {
     fn int(&self, i: usize) -> Result<Option<i64>> {
@@ -451,7 +820,7 @@ impl ToSql for Arg<'_> {
     fn to_sql(
         &self,
         ty: &Type,
-        out: &mut ::postgres::types::private::BytesMut,
+        out: &mut tokio_postgres::types::private::BytesMut,
     ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         match *self {
             Arg::Null => Ok(IsNull::Yes),
@@ -496,5 +865,42 @@ mod tests {
         );
         assert!(parse_url("postgres://u@h/db?pool=0").is_err());
         assert!(parse_url("postgres://u@h/db?pool=x").is_err());
+    }
+
+    #[test]
+    fn limits_and_tls_come_off_the_url() {
+        let s = Settings::parse("postgres://u@h/db").unwrap();
+        assert_eq!(s.pool_wait, DEFAULT_POOL_WAIT);
+        assert_eq!(s.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(s.statement_timeout, Some(DEFAULT_STATEMENT_TIMEOUT));
+        assert!(s.tls.is_none());
+        let s = Settings::parse(
+            "postgres://u@h/db?pool=2&pool_wait=500ms&connect_timeout=4&statement_timeout=1500&application_name=x",
+        )
+        .unwrap();
+        assert_eq!(s.pool, 2);
+        assert_eq!(s.pool_wait, Duration::from_millis(500));
+        assert_eq!(s.connect_timeout, Duration::from_secs(4));
+        assert_eq!(s.statement_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(s.config.get_application_name(), Some("x"));
+        let s = Settings::parse("postgres://u@h/db?statement_timeout=0&sslmode=require").unwrap();
+        assert_eq!(s.statement_timeout, None);
+        assert!(s.tls.is_some());
+        for bad in [
+            "postgres://u@h/db?pool_wait=soon",
+            "postgres://u@h/db?connect_timeout=0",
+            "postgres://u@h/db?statement_timeout=5h",
+            "postgres://u@h/db?sslmode=prefer",
+            "postgres://u@h/db?sslmode=verify-full",
+            "postgres://u@h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem",
+        ] {
+            assert!(Settings::parse(bad).is_err(), "{bad}");
+        }
+        let e = Settings::parse("postgres://u@h/db?sslmode=verify-full")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("sslrootcert"), "{e}");
+        assert_eq!(percent_decode("/a%20b/c%2Fd"), "/a b/c/d");
     }
 }
