@@ -64,4 +64,7 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
   fi
 fi
 
+# PostgreSQL over TLS with a test CA (tests/pg_tls.rs); plain connections keep working.
+ops/pg-tls.sh
+
 echo "ops/setup.sh: ready"
