@@ -1,6 +1,6 @@
 //! Runs the plan: one task per pipeline, polling its source on its cron schedule and handing each
 //! claimed message to the pipeline's work on a blocking thread, so a slow entity never holds up
-//! another.
+//! another. Stream intakes, which block on their source for good, run on threads of their own.
 
 use crate::import::{ImportLimits, ImportOutcome, Importer};
 use crate::metrics::DeliveryStats;
@@ -68,7 +68,22 @@ impl Hub {
                         pipeline: name,
                         message,
                     })?;
-                    tasks.push(tokio::task::spawn_blocking(move || intake.run(stop)));
+                    // A thread of its own for good: an intake blocks on its source the whole
+                    // time, and must not take a thread of the pool the answers need.
+                    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+                    std::thread::Builder::new()
+                        .name(format!("stream {}", p.name))
+                        .spawn(move || {
+                            intake.run(stop);
+                            let _ = done.send(());
+                        })
+                        .map_err(|e| EngineError::Start {
+                            pipeline: p.name.clone(),
+                            message: format!("cannot start its thread: {e}"),
+                        })?;
+                    tasks.push(tokio::spawn(async move {
+                        let _ = finished.await;
+                    }));
                 }
                 PipelineKind::Receipts {
                     route: ReceiptRoute::Push(_),

@@ -227,8 +227,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let node = state.node.clone();
-    let store = tokio::task::spawn_blocking(move || node.store_ready())
+    // On the node's threads: a probe must not queue behind a busy shared pool.
+    let store = state
+        .node
+        .reserved(|n| n.store_ready())
         .await
         .unwrap_or(false);
     let pipelines = state.started.load(Ordering::SeqCst);
@@ -277,10 +279,9 @@ async fn documents(
 }
 
 async fn soap(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let node = state.node.clone();
-    // The store is blocking (SQLite): keep it off the async workers.
+    // The store is blocking: off the async workers, on threads kept for the node.
     let corr = crate::events::correlation_id();
-    match tokio::task::spawn_blocking(move || node.handle(&body, &corr)).await {
+    match state.node.reserved(move |n| n.handle(&body, &corr)).await {
         Ok(answer) => xml(StatusCode::OK, answer),
         Err(e) => {
             tracing::error!("SOAP handler failed: {e}");

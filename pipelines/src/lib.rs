@@ -18,6 +18,7 @@ pub mod node;
 pub mod ops;
 pub mod plan;
 pub mod registry;
+pub mod reserved;
 pub mod stream;
 
 /// Test hook: when `SNODO_FAILPOINT` names this point, the process aborts here, as a power cut

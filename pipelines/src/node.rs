@@ -23,6 +23,9 @@ const NO_DUE_DATE: &str = "2099-12-31";
 /// The store's share of a node call: past it the node hears `PAA_SYSTEM_ERROR` instead of
 /// waiting on a database that does not answer (the node itself gives up after a few seconds).
 pub const STORE_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
+/// Threads kept for the node's calls (and `/readyz`), apart from the shared blocking pool.
+const NODE_THREADS: usize = 8;
+
 /// The store's share of a `/readyz` probe.
 const READY_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -35,6 +38,8 @@ pub struct NodeService {
     api_stats: Arc<crate::metrics::ApiStats>,
     /// Answers given, by operation and fault code ("" for OK), for `/metrics`.
     answers: std::sync::Mutex<std::collections::BTreeMap<(&'static str, String), u64>>,
+    /// The node's own threads; `None` (they could not start): the shared blocking pool.
+    reserved: Option<crate::reserved::Reserved>,
 }
 
 /// A refusal: the fault and, when useful, a sentence for the node's operators.
@@ -54,12 +59,36 @@ impl NodeService {
                 None
             }
         };
+        let reserved = crate::reserved::Reserved::new("node", NODE_THREADS)
+            .map_err(|e| {
+                tracing::error!("the node's threads could not start, sharing the pool: {e}")
+            })
+            .ok();
         Self {
             plan,
             store,
             external,
             api_stats,
             answers: Default::default(),
+            reserved,
+        }
+    }
+
+    /// Runs `f` (blocking: store calls) on the threads kept for the node, so it never waits
+    /// for a thread behind imports or API calls.
+    pub async fn reserved<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&NodeService) -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let this = self.clone();
+        match &self.reserved {
+            Some(pool) => pool
+                .run("node", move || f(&this))
+                .await
+                .map_err(|e| e.to_string()),
+            None => tokio::task::spawn_blocking(move || f(&this))
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -80,13 +109,15 @@ impl NodeService {
 
     /// Whether the store answers (for `/readyz`).
     pub fn store_ready(&self) -> bool {
-        snodo_store::deadline::within(READY_BUDGET, || self.store.ping().is_ok())
+        use snodo_store::deadline;
+        deadline::priority(|| deadline::within(READY_BUDGET, || self.store.ping().is_ok()))
     }
 
     /// Answers one SOAP request body with a SOAP response body. `corr` ties the call's log lines
     /// and the events it causes together.
     pub fn handle(&self, body: &[u8], corr: &str) -> String {
-        snodo_store::deadline::within(STORE_BUDGET, || self.handle_in_time(body, corr))
+        use snodo_store::deadline;
+        deadline::priority(|| deadline::within(STORE_BUDGET, || self.handle_in_time(body, corr)))
     }
 
     fn handle_in_time(&self, body: &[u8], corr: &str) -> String {

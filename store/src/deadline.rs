@@ -1,13 +1,31 @@
 //! A time limit on the store calls a thread makes, for callers that must answer in time whatever
 //! the database does (the node's calls, `/readyz`): PostgreSQL's pool wait, connect and statements
 //! all end by it, and the call fails with [`StoreError::Timeout`](crate::StoreError::Timeout).
-//! SQLite is local and ignores it.
+//! [`priority`] calls may also take PostgreSQL connections the others leave free.
+//! SQLite is local and ignores both.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 thread_local! {
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    static PRIORITY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with its store calls allowed the share of PostgreSQL's pool kept for the node.
+pub fn priority<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PRIORITY.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(PRIORITY.with(|p| p.replace(true)));
+    f()
+}
+
+pub(crate) fn is_priority() -> bool {
+    PRIORITY.with(Cell::get)
 }
 
 /// Runs `f` with its store calls ending within `budget` (or an earlier limit already set).
@@ -77,6 +95,9 @@ mod tests {
             });
         });
         assert_eq!(cap(Duration::from_secs(9)), Some(Duration::from_secs(9)));
+        assert!(!is_priority());
+        priority(|| assert!(is_priority()));
+        assert!(!is_priority());
         // Without a limit, renewing sets none.
         renew(Duration::ZERO, || {
             assert_eq!(cap(Duration::from_secs(9)), Some(Duration::from_secs(9)))

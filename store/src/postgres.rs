@@ -226,6 +226,17 @@ impl Pooled {
 struct PoolState {
     idle: Vec<Pooled>,
     open: usize,
+    /// Connections leased by calls without [`priority`](crate::deadline::priority).
+    general: usize,
+}
+
+/// Connections only priority calls (the node's) may take: a quarter of the pool, from 4 up.
+fn reserve(pool: usize) -> usize {
+    if pool >= 4 {
+        pool / 4
+    } else {
+        0
+    }
 }
 
 pub struct PgStore {
@@ -278,16 +289,23 @@ struct Lease<'s> {
     store: &'s PgStore,
     conn: Option<Pooled>,
     after: After,
+    /// Counted in `general` while held.
+    general: bool,
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         let conn = self.conn.take();
         let mut st = lock_any(&self.store.state);
+        if self.general {
+            st.general = st.general.saturating_sub(1);
+        }
         let mut gone = Vec::new();
-        match conn {
-            Some(c) if self.after == After::Keep && !c.client.is_closed() => st.idle.push(c),
-            c => {
+        match (conn, self.after) {
+            // Nothing was taken.
+            (None, After::Keep) => {}
+            (Some(c), After::Keep) if !c.client.is_closed() => st.idle.push(c),
+            (c, _) => {
                 st.open = st.open.saturating_sub(1);
                 gone.extend(c);
                 if self.after == After::DropAll {
@@ -321,6 +339,7 @@ impl PgStore {
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
+                general: 0,
             }),
             freed: Condvar::new(),
         };
@@ -390,18 +409,28 @@ impl PgStore {
     /// Runs `f` on a pooled connection; one that fails with a database error is dropped, not
     /// returned (it may be mid-protocol or its server gone).
     fn with<T>(&self, f: impl FnOnce(&mut Pooled) -> Result<T>) -> Result<T> {
+        let waited = Instant::now();
+        let limit = crate::deadline::cap(self.settings.pool_wait)
+            .ok_or_else(|| StoreError::Timeout("the caller's time is up".into()))?;
+        let priority = crate::deadline::is_priority();
+        let general_max = self.settings.pool - reserve(self.settings.pool);
+        // `Drop` until a connection is in hand: a slot counted open and then not filled (a
+        // failed connect) is given back.
         let mut lease = Lease {
             store: self,
             conn: None,
             after: After::Drop,
+            general: false,
         };
-        let waited = Instant::now();
-        let limit = crate::deadline::cap(self.settings.pool_wait)
-            .ok_or_else(|| StoreError::Timeout("the caller's time is up".into()))?;
         {
             let mut st = lock_any(&self.state);
             loop {
-                if let Some(c) = st.idle.pop() {
+                let may = priority || st.general < general_max;
+                if may && !priority {
+                    st.general += 1;
+                    lease.general = true;
+                }
+                if let Some(c) = if may { st.idle.pop() } else { None } {
                     drop(st);
                     if c.alive() {
                         lease.conn = Some(c);
@@ -416,7 +445,7 @@ impl PgStore {
                     })?);
                     break;
                 }
-                if st.open < self.settings.pool {
+                if may && st.open < self.settings.pool {
                     st.open += 1;
                     drop(st);
                     // Counted as open: the lease gives the slot back if connecting fails.
@@ -426,6 +455,10 @@ impl PgStore {
                         }
                     })?);
                     break;
+                }
+                if lease.general {
+                    st.general -= 1;
+                    lease.general = false;
                 }
                 let left = limit.saturating_sub(waited.elapsed());
                 if left.is_zero() {
@@ -902,5 +935,83 @@ mod tests {
             .to_string();
         assert!(e.contains("sslrootcert"), "{e}");
         assert_eq!(percent_decode("/a%20b/c%2Fd"), "/a b/c/d");
+    }
+
+    /// A fresh database on the test server (`SNODO_TEST_PG`), dropped by the returned guard.
+    struct TempDb(String, String);
+    impl TempDb {
+        fn new() -> Self {
+            let admin = std::env::var("SNODO_TEST_PG")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+            let name = format!("snodo_pool_{}", std::process::id());
+            let mut c = ::postgres::Client::connect(&admin, ::postgres::NoTls)
+                .expect("PostgreSQL on SNODO_TEST_PG (ops/setup.sh)");
+            c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                .unwrap();
+            c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+            Self(admin, name)
+        }
+        fn url(&self, query: &str) -> String {
+            let base = self.0.rsplit_once('/').map_or(self.0.as_str(), |(b, _)| b);
+            format!("{base}/{}?{query}", self.1)
+        }
+    }
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            if let Ok(mut c) = ::postgres::Client::connect(&self.0, ::postgres::NoTls) {
+                let _ =
+                    c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.1));
+            }
+        }
+    }
+
+    #[test]
+    fn the_pool_keeps_a_share_for_priority_calls_and_bounds_every_wait() {
+        let db = TempDb::new();
+        // pool 4: one connection kept for priority calls.
+        let store = PgStore::open(&db.url("pool=4&pool_wait=300ms")).unwrap();
+        let release = std::sync::Barrier::new(4);
+        let held = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    store
+                        .with(|_| {
+                            held.wait();
+                            release.wait();
+                            Ok(())
+                        })
+                        .unwrap()
+                });
+            }
+            held.wait();
+            // Every general connection is taken: a general call waits `pool_wait`, then fails.
+            let t = Instant::now();
+            let e = store.with(|_| Ok(())).err().unwrap();
+            assert!(matches!(e, StoreError::Timeout(_)), "{e}");
+            assert!(
+                t.elapsed() >= Duration::from_millis(250),
+                "{:?}",
+                t.elapsed()
+            );
+            assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+            // The node's calls still get one.
+            crate::deadline::priority(|| store.ping()).unwrap();
+            // The caller's deadline cuts the wait short.
+            let t = Instant::now();
+            let e = crate::deadline::within(Duration::from_millis(50), || {
+                store.with(|_| Ok(())).err().unwrap()
+            });
+            assert!(matches!(e, StoreError::Timeout(_)), "{e}");
+            assert!(
+                t.elapsed() < Duration::from_millis(250),
+                "{:?}",
+                t.elapsed()
+            );
+            release.wait();
+        });
+        store.ping().unwrap();
+        let st = lock_any(&store.state);
+        assert_eq!((st.general, st.open), (0, st.idle.len()));
     }
 }
