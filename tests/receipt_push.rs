@@ -107,11 +107,11 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/mensa" }}
     ));
     let cfg = cfg.replacen(
         "admin_token = \"${SNODO_ADMIN_TOKEN:-}\"",
-        "admin_token = \"adm1n-t0ken\"",
+        "admin_token = \"adm1n-t0ken-of-the-receipt-push-tests\"",
         1,
     );
     assert!(
-        cfg.contains("adm1n-t0ken"),
+        cfg.contains("adm1n-t0ken-of-the-receipt-push-tests"),
         "the demo config sets http.admin_token"
     );
     std::fs::write(home.config(), cfg).unwrap();
@@ -212,21 +212,37 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/mensa" }}
     };
     let (code, body) = admin("GET", "/admin/dlq?entity=c_g224", "wrong");
     assert_eq!(code, "401", "{body}");
-    let (code, body) = admin("GET", "/admin/dlq?entity=c_g224", "adm1n-t0ken");
+    let (code, body) = admin(
+        "GET",
+        "/admin/dlq?entity=c_g224",
+        "adm1n-t0ken-of-the-receipt-push-tests",
+    );
     assert_eq!(code, "200", "{body}");
     let listed: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["idempotency_key"], "RCPT-PUSH-2");
     let id = listed[0]["id"].as_i64().unwrap();
-    let (code, body) = admin("GET", &format!("/admin/dlq/{id}"), "adm1n-t0ken");
+    let (code, body) = admin(
+        "GET",
+        &format!("/admin/dlq/{id}"),
+        "adm1n-t0ken-of-the-receipt-push-tests",
+    );
     assert_eq!(code, "200", "{body}");
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"],
         "dead"
     );
-    let (code, body) = admin("GET", "/admin/dlq/999999", "adm1n-t0ken");
+    let (code, body) = admin(
+        "GET",
+        "/admin/dlq/999999",
+        "adm1n-t0ken-of-the-receipt-push-tests",
+    );
     assert_eq!(code, "404", "{body}");
-    let (code, body) = admin("POST", &format!("/admin/dlq/{id}/replay"), "adm1n-t0ken");
+    let (code, body) = admin(
+        "POST",
+        &format!("/admin/dlq/{id}/replay"),
+        "adm1n-t0ken-of-the-receipt-push-tests",
+    );
     assert_eq!((code.as_str(), body.as_str()), ("200", "{\"replayed\":1}"));
     assert!(
         wait_for(10, || seen.lock().unwrap().len() == before + 1),
@@ -239,7 +255,11 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/mensa" }}
     // The CLI replays too (nothing is dead any more).
     let o = home.snodo(&["dlq", "replay", "-c", "config.toml", "--all"]);
     assert_eq!(stdout(&o).trim(), "replayed=0");
-    let (code, body) = admin("POST", "/admin/dlq/replay?entity=c_g224", "adm1n-t0ken");
+    let (code, body) = admin(
+        "POST",
+        "/admin/dlq/replay?entity=c_g224",
+        "adm1n-t0ken-of-the-receipt-push-tests",
+    );
     assert_eq!((code.as_str(), body.as_str()), ("200", "{\"replayed\":0}"));
 
     // Ops see it all in /metrics.

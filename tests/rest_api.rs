@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-const ADMIN: &str = "admin-token-for-the-rest-tests";
+const ADMIN: &str = "admin-token-for-the-rest-api-tests";
 
 /// A demo home with an admin token and `extra` TOML appended.
 fn home(extra: &str) -> Home {

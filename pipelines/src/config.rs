@@ -196,6 +196,34 @@ pub struct HttpConfig {
     pub public_url: Option<String>,
     /// Bearer token for `/admin/` (dead letters, replay); unset or empty: `/admin/` is off.
     pub admin_token: Option<Secret>,
+    // Listener bounds, TLS and `/metrics` placement (docs/SECURITY.md).
+    /// A request's head must arrive whole within this (slow-header clients are cut off).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: HumanDuration,
+    /// A request must be answered within this (else 503).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+    /// A kept-alive connection with no request for this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Connections served at once; more are answered 503 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest SOAP request body (`/pagopa/paForNode`).
+    #[serde(default = "default_soap_max_body")]
+    pub soap_max_body_bytes: usize,
+    /// Largest `/admin/` request body.
+    #[serde(default = "default_admin_max_body")]
+    pub admin_max_body_bytes: usize,
+    /// Failed authentications (API keys, admin or metrics token) a peer address may make a minute.
+    #[serde(default = "default_auth_failures")]
+    pub auth_failures_per_minute: u32,
+    /// Serve `/metrics` on this address only (not on `listen`).
+    pub metrics_listen: Option<String>,
+    /// Bearer token `/metrics` asks for (unset or empty: none).
+    pub metrics_token: Option<Secret>,
+    /// `[http.tls]`: serve https.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for HttpConfig {
@@ -204,6 +232,16 @@ impl Default for HttpConfig {
             listen: default_listen(),
             public_url: None,
             admin_token: None,
+            header_timeout: default_header_timeout(),
+            request_timeout: default_request_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            soap_max_body_bytes: default_soap_max_body(),
+            admin_max_body_bytes: default_admin_max_body(),
+            auth_failures_per_minute: default_auth_failures(),
+            metrics_listen: None,
+            metrics_token: None,
+            tls: None,
         }
     }
 }
@@ -219,6 +257,9 @@ pub struct PagopaConfig {
     pub stations: Vec<String>,
     /// pagoPA Checkout, for carts started at an entity's site (Gateway mode).
     pub checkout: Option<CheckoutConfig>,
+    /// Who may call `/pagopa/paForNode`: `"mtls"`, `"proxy"`, `"allowlist"`, `"none"` or a table.
+    #[serde(default, deserialize_with = "NodeAuthConfig::deserialize_opt")]
+    pub node_auth: Option<NodeAuthConfig>,
 }
 
 /// `[pagopa.checkout]`: the Checkout EC API (`checkout_v2.json`).
@@ -432,6 +473,77 @@ impl<'de> Deserialize<'de> for Codec {
             },
             _ => Err(D::Error::custom(
                 "expected a codec name or a { codec = ... } table",
+            )),
+        }
+    }
+}
+
+// ---- The listeners' guard (issue #14): bounds, TLS, node authentication. ----
+
+fn default_header_timeout() -> HumanDuration {
+    "10s".into()
+}
+fn default_request_timeout() -> HumanDuration {
+    "60s".into()
+}
+fn default_idle_timeout() -> HumanDuration {
+    "60s".into()
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_soap_max_body() -> usize {
+    1 << 20
+}
+fn default_admin_max_body() -> usize {
+    64 << 10
+}
+fn default_auth_failures() -> u32 {
+    60
+}
+
+/// `[http.tls]`: the listeners' certificate, re-read when the files change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// `[pagopa] node_auth`: a mode alone (`node_auth = "none"`), or a table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAuthConfig {
+    /// `mtls`, `proxy`, `allowlist` or `none`.
+    pub mode: String,
+    /// mtls: PEM bundle of the CAs the node's client certificate must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate's subject must hold these attributes (`CN=..., O=...`).
+    pub subject: Option<String>,
+    /// mtls: the client certificate must name this DNS SAN.
+    pub san: Option<String>,
+    /// Peer addresses (CIDRs) allowed; checked before the body is read. proxy: the proxy's.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// proxy: the header carrying the proxy's verified client-certificate subject.
+    pub subject_header: Option<String>,
+}
+
+impl NodeAuthConfig {
+    fn deserialize_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
+        use serde::de::Error;
+        match Value::deserialize(d)? {
+            Value::String(mode) => Ok(Some(Self {
+                mode,
+                ..Self::default()
+            })),
+            v @ Value::Object(_) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(D::Error::custom),
+            _ => Err(D::Error::custom(
+                "expected \"mtls\", \"proxy\", \"allowlist\", \"none\" or a table",
             )),
         }
     }

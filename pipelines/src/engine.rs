@@ -166,7 +166,7 @@ impl Hub {
     /// Binds `http.listen` now (a taken port stops the start) and serves until shutdown.
     async fn serve_http(
         &self,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
         started: Arc<AtomicBool>,
     ) -> Result<tokio::task::JoinHandle<()>, EngineError> {
         let http = &self.plan.config.http;
@@ -176,10 +176,10 @@ impl Hub {
                 listen: http.listen.clone(),
                 source,
             })?;
-        let public_url = http
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", http.listen));
+        let public_url = http.public_url.clone().unwrap_or_else(|| {
+            let scheme = if http.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{}", http.listen)
+        });
         let flows = Arc::new(crate::intake::StandingFlows::new(self.store.clone()));
         let api_stats = Arc::new(crate::metrics::ApiStats::default());
         let node = Arc::new(crate::node::NodeService::new(
@@ -193,47 +193,64 @@ impl Hub {
             .as_ref()
             .map(|t| t.0.clone())
             .filter(|t| !t.is_empty());
+        let start_err = |message: String| EngineError::Start {
+            pipeline: "http".into(),
+            message,
+        };
+        let guard = Arc::new(
+            crate::listen::Guard::new(&self.plan.config, self.store.clone()).map_err(start_err)?,
+        );
         let api = crate::api::router(
             self.plan.clone(),
             self.store.clone(),
             flows,
             api_stats,
             admin_token.as_deref(),
+            guard.failures.clone(),
         )
         .map_err(|message| EngineError::Start {
             pipeline: "api".into(),
             message,
         })?;
-        let app = crate::http::router(crate::http::AppParts {
+        let (app, metrics_app) = crate::http::router(crate::http::AppParts {
             node,
             store: self.store.clone(),
             stats: self.stats.clone(),
             admin_token,
             public_url: &public_url,
             started,
-        })
-        .merge(api);
+            guard: guard.clone(),
+        });
+        let app = app.merge(api);
         crate::api::spawn_pruner(
             self.store.clone(),
             self.plan.idempotency_ttl,
             shutdown.clone(),
         );
-        info!(listen = %http.listen, "serving the node's calls at {public_url}{}", crate::http::PA_FOR_NODE_PATH);
-        Ok(tokio::spawn(async move {
-            let stopped = async move {
-                while !*shutdown.borrow() {
-                    if shutdown.changed().await.is_err() {
-                        break;
-                    }
-                }
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
+        if let (Some(addr), Some(metrics_app)) = (guard.metrics_listen.clone(), metrics_app) {
+            let l = tokio::net::TcpListener::bind(&addr)
                 .await
-            {
-                error!("HTTP server failed: {e}");
-            }
-        }))
+                .map_err(|source| EngineError::Listen {
+                    listen: addr.clone(),
+                    source,
+                })?;
+            info!(listen = %addr, "serving /metrics");
+            tokio::spawn(crate::listen::serve(
+                l,
+                metrics_app,
+                guard.limits.clone(),
+                None,
+                shutdown.clone(),
+            ));
+        }
+        info!(listen = %http.listen, tls = guard.tls.is_some(), "serving the node's calls at {public_url}{}", crate::http::PA_FOR_NODE_PATH);
+        Ok(tokio::spawn(crate::listen::serve(
+            listener,
+            app,
+            guard.limits.clone(),
+            guard.tls.clone(),
+            shutdown,
+        )))
     }
 }
 

@@ -2,13 +2,15 @@
 //! and schemas at `?wsdl` / `?xsd=...`), the probes, `/metrics`, and the operators' `/admin/`
 //! API (dead letters and replay) behind a bearer token.
 
+use crate::listen::{same_secret, Guard, Peer};
 use crate::metrics::DeliveryStats;
 use crate::node::NodeService;
 use crate::ops::dlq::{self, DlqQuery};
 use crate::ops::{self, Admin, OpsError};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -56,6 +58,7 @@ struct AppState {
     admin_token: Option<String>,
     docs: Documents,
     started: Arc<AtomicBool>,
+    guard: Arc<Guard>,
 }
 
 /// What the server needs from the running hub.
@@ -68,9 +71,14 @@ pub struct AppParts<'a> {
     pub public_url: &'a str,
     /// Turns true once every pipeline runs; `/readyz` also asks the store.
     pub started: Arc<AtomicBool>,
+    /// Node authentication, failed-authentication bounds, body limits, `/metrics` placement.
+    pub guard: Arc<Guard>,
 }
 
-pub fn router(parts: AppParts<'_>) -> Router {
+/// The hub's routes, and the `/metrics` router for `http.metrics_listen` when it is set (then
+/// `/metrics` is not on the main listener).
+pub fn router(parts: AppParts<'_>) -> (Router, Option<Router>) {
+    let guard = parts.guard.clone();
     let state = Arc::new(AppState {
         node: parts.node,
         admin: Admin::new(parts.store),
@@ -78,17 +86,100 @@ pub fn router(parts: AppParts<'_>) -> Router {
         admin_token: parts.admin_token,
         docs: Documents::new(parts.public_url),
         started: parts.started,
+        guard: parts.guard,
     });
-    Router::new()
+    let soap = Router::new()
         .route(PA_FOR_NODE_PATH, get(documents).post(soap))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+        .route_layer(from_fn_with_state(state.clone(), node_gate))
+        .layer(DefaultBodyLimit::max(guard.soap_max_body));
+    let admin = Router::new()
         .route("/admin/dlq", get(dlq_list))
         .route("/admin/dlq/replay", post(dlq_replay_all))
         .route("/admin/dlq/{id}", get(dlq_show))
         .route("/admin/dlq/{id}/replay", post(dlq_replay_one))
-        .with_state(state)
+        .route_layer(from_fn_with_state(state.clone(), admin_gate))
+        .layer(DefaultBodyLimit::max(guard.admin_max_body));
+    let metrics_routes = Router::new().route("/metrics", get(metrics));
+    let (main, separate) = if guard.metrics_listen.is_some() {
+        (
+            Router::new(),
+            Some(metrics_routes.with_state(state.clone())),
+        )
+    } else {
+        (metrics_routes, None)
+    };
+    let main = main
+        .merge(soap)
+        .merge(admin)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(state);
+    (main, separate)
+}
+
+/// The node's endpoint: who may call is checked before the body is read.
+async fn node_gate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let Some(gate) = &state.guard.gate else {
+        return next.run(request).await;
+    };
+    let peer = request.extensions().get::<Peer>();
+    match gate.check(peer, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err((status, reason)) => {
+            gate.refused(peer, reason);
+            (status, format!("refused: {reason}\n")).into_response()
+        }
+    }
+}
+
+/// A bearer secret checked in constant time, with failures bounded per peer address.
+fn bearer(guard: &Guard, request: &Request, expected: &str, what: &str) -> Option<Response> {
+    let ip = request
+        .extensions()
+        .get::<Peer>()
+        .map(|p| p.addr.ip().to_canonical());
+    if let Some(wait) = ip.and_then(|ip| guard.failures.check(ip)) {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many failed authentications: retry in {wait} s"),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+        return Some(r);
+    }
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if same_secret(given, expected) {
+        return None;
+    }
+    if let Some(ip) = ip {
+        guard.failures.failed(ip);
+    }
+    tracing::warn!(peer = ?ip, "{what}: refused, no valid token");
+    let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is needed");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Some(r)
+}
+
+/// `/admin/`: off without a token, else the token before anything else.
+async fn admin_gate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let Some(expected) = &state.admin_token else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "the admin API is off: set http.admin_token (e.g. \"${SNODO_ADMIN_TOKEN}\")",
+        );
+    };
+    match bearer(&state.guard, &request, expected, "admin") {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    }
 }
 
 /// A JSON answer, or a JSON error `{"error": "..."}`.
@@ -105,47 +196,13 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     json(status, serde_json::json!({ "error": message.into() }))
 }
 
-/// Checks the bearer token in constant time; `Some` is the refusal to answer.
-fn refuse(state: &AppState, headers: &HeaderMap) -> Option<Response> {
-    let Some(expected) = &state.admin_token else {
-        return Some(error(
-            StatusCode::NOT_FOUND,
-            "the admin API is off: set http.admin_token (e.g. \"${SNODO_ADMIN_TOKEN}\")",
-        ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let same = given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
-        None
-    } else {
-        let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is needed");
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        Some(r)
-    }
-}
-
-/// An admin call: the token checked, then the operation off the async workers, its value
-/// answered as JSON.
+/// An admin call (the token checked by `admin_gate`): the operation off the async workers,
+/// its value answered as JSON.
 async fn admin<T: serde::Serialize + Send + 'static>(
     state: &AppState,
-    headers: &HeaderMap,
+    _headers: &HeaderMap,
     call: impl FnOnce(&Admin) -> ops::Result<T> + Send + 'static,
 ) -> Response {
-    if let Some(r) = refuse(state, headers) {
-        return r;
-    }
     let admin = state.admin.clone();
     match tokio::task::spawn_blocking(move || call(&admin)).await {
         Ok(Ok(v)) => match serde_json::to_value(v) {
@@ -212,10 +269,24 @@ async fn dlq_replay_all(
     .await
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    if let Some(token) = &state.guard.metrics_token {
+        if let Some(refused) = bearer(&state.guard, &request, token, "metrics") {
+            return refused;
+        }
+    }
     let node = state.node.clone();
     let stats = state.stats.clone();
-    match tokio::task::spawn_blocking(move || node.metrics(&stats)).await {
+    let gate = state.guard.gate.clone();
+    match tokio::task::spawn_blocking(move || {
+        let mut text = node.metrics(&stats);
+        if let Some(g) = gate {
+            text.push_str(&g.metrics());
+        }
+        text
+    })
+    .await
+    {
         Ok(text) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

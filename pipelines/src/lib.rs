@@ -13,6 +13,7 @@ pub mod external;
 pub mod http;
 pub mod import;
 pub mod intake;
+pub mod listen;
 pub mod metrics;
 pub mod node;
 pub mod ops;

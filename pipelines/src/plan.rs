@@ -237,6 +237,8 @@ pub fn load(path: Option<&Path>) -> Result<Plan, Vec<Problem>> {
 
 fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
     let mut warnings = Vec::new();
+    // The listeners: bounds, TLS, node authentication, the admin token (docs/SECURITY.md).
+    problems.extend(crate::listen::check(&cfg));
     let mut p = |path: String, msg: String| problems.push(Problem::new(path, msg));
 
     if cfg.hub.import_chunk_rows == 0 {

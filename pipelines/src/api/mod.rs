@@ -80,8 +80,12 @@ impl axum::extract::FromRequestParts<Arc<Api>> for Entered {
                 .await
                 .map_err(bad_path)?;
         let ipa = params.get("ipa").map(String::as_str).unwrap_or_default();
+        let peer = parts
+            .extensions
+            .get::<crate::listen::Peer>()
+            .map(|p| p.addr.ip().to_canonical());
         let who = api
-            .enter(&parts.headers, &parts.method, &parts.uri, ipa)
+            .enter(&parts.headers, &parts.method, &parts.uri, ipa, peer)
             .map_err(|r| *r)?;
         Ok(Self { who, params })
     }
@@ -125,6 +129,8 @@ pub(crate) struct Api {
     /// Key hash -> (key id, entity); the admin token's entity is `None`.
     keys: HashMap<[u8; 32], (String, Option<String>)>,
     limiter: RateLimiter,
+    /// Failed authentications per peer address.
+    failures: Arc<crate::listen::AuthFailures>,
     /// Serialises concurrent calls with the same `Idempotency-Key` in this process.
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -135,6 +141,7 @@ pub fn router(
     flows: Arc<StandingFlows>,
     stats: Arc<crate::metrics::ApiStats>,
     admin_token: Option<&str>,
+    failures: Arc<crate::listen::AuthFailures>,
 ) -> Result<Router, String> {
     let mut keys = HashMap::new();
     for e in plan.entities.values() {
@@ -155,6 +162,7 @@ pub fn router(
         caller: snodo_connectors::call::Caller::new().map_err(|e| e.to_string())?,
         keys,
         limiter,
+        failures,
         in_flight: Mutex::new(HashMap::new()),
     });
     let routes = Router::new()
@@ -274,7 +282,20 @@ impl Api {
         method: &Method,
         uri: &Uri,
         ipa: &str,
+        peer: Option<std::net::IpAddr>,
     ) -> Result<Caller, Box<Response>> {
+        if let Some(wait) = peer.and_then(|ip| self.failures.check(ip)) {
+            tracing::warn!(peer = ?peer, %method, path = %uri.path(), "api: refused, too many failed authentications");
+            let mut r = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                format!("too many failed authentications from this address: retry in {wait} s"),
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            return Err(Box::new(r));
+        }
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -282,6 +303,9 @@ impl Api {
             .map(str::trim)
             .filter(|k| !k.is_empty());
         let Some((key_id, own)) = presented.and_then(|k| self.keys.get(&key_hash(k))) else {
+            if let Some(ip) = peer {
+                self.failures.failed(ip);
+            }
             tracing::warn!(%method, path = %uri.path(), "api: refused, no valid key");
             let mut r = Problem::new(
                 StatusCode::UNAUTHORIZED,
