@@ -223,6 +223,24 @@ fn the_node_is_answered_by_its_certificate_and_others_are_refused() {
     let soap = |client: &str, body: &str| {
         curl(&home, client, "POST", "/pagopa/paForNode", Some(body), &[])
     };
+    // `snodo tail` follows the events from now: started before the refusals.
+    let mut tail = Command::new(BIN)
+        .args([
+            "tail",
+            "-c",
+            "config.toml",
+            "--kind",
+            "soap.refused",
+            "--count",
+            "1",
+        ])
+        .current_dir(home.path())
+        .env("SNODO_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("snodo tail");
+    std::thread::sleep(Duration::from_secs(1));
 
     let (code, body) = soap("node", &verify_body(&notice));
     assert_eq!(code, 200, "{body}");
@@ -264,20 +282,20 @@ fn the_node_is_answered_by_its_certificate_and_others_are_refused() {
         metric(&home, r#"snodo_soap_refused_total{reason="subject"}"#),
         2
     );
-    let tail = home.snodo(&[
-        "tail",
-        "-c",
-        "config.toml",
-        "--kind",
-        "soap.refused",
-        "--count",
-        "1",
-    ]);
+    let tail_ok = wait_for(10, || matches!(tail.try_wait(), Ok(Some(_))));
+    if !tail_ok {
+        let _ = tail.kill();
+    }
+    let mut seen = String::new();
+    use std::io::Read as _;
+    tail.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut seen)
+        .unwrap();
     assert!(
-        stdout(&tail).contains("127.0.0.1"),
-        "{} {}",
-        stdout(&tail),
-        stderr(&tail)
+        seen.contains("soap.refused") && seen.contains("127.0.0.1"),
+        "no soap.refused event with the peer: {seen:?}"
     );
 
     // The node's own receipt goes through.
