@@ -63,7 +63,7 @@ enum Command {
     /// Simulate the national node and its PSPs: verify, activate and pay notices on a hub over
     /// SOAP, then report calls, faults and latencies; or, with --serve, the pagoPA Checkout and
     /// external-verification stand-ins (see docs/SIM.md).
-    Sim(cmd::sim::Args),
+    Sim(Box<cmd::sim::Args>),
     /// An entity system for benchmarks and demos: accepts every receipt a hub pushes, logs it,
     /// and prints `received=N distinct=N refused=N` on SIGINT/SIGTERM (see docs/SIM.md).
     Receiver(cmd::receiver::Args),
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         Command::Positions(a) => cmd::positions::exec(a),
         Command::Tail(a) => cmd::tail::exec(a),
         Command::Topic(a) => cmd::topic::exec(a),
-        Command::Sim(a) => cmd::sim::exec(a),
+        Command::Sim(a) => cmd::sim::exec(*a),
         Command::Receiver(a) => cmd::receiver::exec(a),
     };
     match done {

@@ -438,3 +438,57 @@ fn a_short_admin_token_is_refused() {
     assert!(!v.status.success());
     assert!(format!("{}{}", stdout(&v), stderr(&v)).contains("http.admin_token"));
 }
+
+/// `snodo sim` calls the hub as the node does: over https with the private CA and the node's
+/// client certificate (the TLS benchmark, ops/bench/soap_tls.sh, drives it this way); another
+/// subject's certificate gets no answer.
+#[test]
+fn the_sim_calls_over_tls_with_the_nodes_certificate() {
+    let home = tls_home();
+    home.import_rows("SIMTLS", &[Row::tari("SIMTLS", 1, 4200)]);
+    let notice = home.positions(&["--iud", "SIMTLS"])[0]["notice_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        home.path().join("notices.txt"),
+        format!("{PADOVA};{notice}\n"),
+    )
+    .unwrap();
+    let _hub = start_tls(&home);
+    let sim = |client: &str| {
+        let o = Command::new(BIN)
+            .args([
+                "sim",
+                "-c",
+                "config.toml",
+                "--notices",
+                "notices.txt",
+                "--verify-only",
+                "--ca-file",
+                "ca.pem",
+                "--client-cert",
+                &format!("{client}.pem"),
+                "--client-key",
+                &format!("{client}.key"),
+            ])
+            .current_dir(home.path())
+            .env("SNODO_LOG", "warn")
+            .output()
+            .expect("snodo sim");
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        stdout(&o)
+    };
+    // The URL defaults to https:// because the configuration has [http.tls].
+    let report = sim("node");
+    assert!(
+        report.contains("paVerifyPaymentNotice calls=1 ok=1 ko=0 err=0"),
+        "{report}"
+    );
+    assert!(report.contains("https://127.0.0.1:"), "{report}");
+    let report = sim("stranger");
+    assert!(
+        report.contains("paVerifyPaymentNotice calls=1 ok=0 ko=0 err=1"),
+        "{report}"
+    );
+}

@@ -190,6 +190,13 @@ pub struct SimOptions {
     pub retry_for: Option<Duration>,
     /// Start no payment after this long from the start (the payments in flight finish).
     pub duration: Option<Duration>,
+    /// With an `https://` URL: the PEM bundle the hub's certificate must chain to, on top of
+    /// the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// With an `https://` URL: the client certificate (PEM, chain included) presented to the
+    /// hub, as pagoPA's node does under `node_auth = "mtls"`; `client_key` is its private key.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 impl SimOptions {
@@ -215,6 +222,9 @@ impl SimOptions {
             rate: None,
             retry_for: None,
             duration: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }
@@ -229,6 +239,8 @@ pub enum SimError {
     Url { url: String, reason: String },
     #[error("cannot build the HTTP client: {0}")]
     Client(reqwest::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot open the receipts log {path}: {source}")]
     ReceiptsLog {
         path: PathBuf,
@@ -263,8 +275,8 @@ fn endpoint_url(url: &str) -> Result<reqwest::Url, SimError> {
         format!("{trimmed}{PA_FOR_NODE_PATH}")
     };
     let parsed = reqwest::Url::parse(&full).map_err(|e| bad(e.to_string()))?;
-    if parsed.scheme() != "http" {
-        return Err(bad("only plain http:// is supported".into()));
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("expected http:// or https://".into()));
     }
     Ok(parsed)
 }
@@ -278,7 +290,7 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
     }
     let endpoint = endpoint_url(&opts.url)?;
     let workers = opts.concurrency.clamp(1, opts.count.max(1));
-    let client = http_client(opts.timeout, workers)?;
+    let client = http_client(&opts, workers)?;
     preflight(&client, &endpoint, opts.retry_for).await?;
     let log = open_receipts_log(opts.receipts_log.as_ref())?;
     let station = station_of(&opts);
@@ -322,17 +334,49 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
     Ok(Report::new(shape, stats, start.elapsed()))
 }
 
-/// The client every call of a run (or of a [`Payer`]) goes through.
-fn http_client(timeout: Duration, workers: usize) -> Result<reqwest::Client, SimError> {
-    reqwest::Client::builder()
+/// The client every call of a run (or of a [`Payer`]) goes through: a private CA and a client
+/// certificate when given.
+fn http_client(opts: &SimOptions, workers: usize) -> Result<reqwest::Client, SimError> {
+    let timeout = opts.timeout;
+    let mut b = reqwest::Client::builder()
         .no_proxy()
         .http1_only()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(workers)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .timeout(timeout)
-        .build()
-        .map_err(SimError::Client)
+        .timeout(timeout);
+    let read = |p: &PathBuf| {
+        std::fs::read(p).map_err(|e| SimError::Tls(format!("reading {}: {e}", p.display())))
+    };
+    if let Some(ca) = &opts.ca_file {
+        let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?)
+            .map_err(|e| SimError::Tls(format!("{}: {e}", ca.display())))?;
+        if certs.is_empty() {
+            return Err(SimError::Tls(format!("{}: no certificate", ca.display())));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    match (&opts.client_cert, &opts.client_key) {
+        (Some(cert), Some(key)) => {
+            // reqwest wants the key and the chain in one PEM.
+            let mut pem = read(key)?;
+            pem.push(b'\n');
+            pem.extend(read(cert)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                SimError::Tls(format!("{} + {}: {e}", cert.display(), key.display()))
+            })?;
+            b = b.identity(id);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(SimError::Tls(
+                "a client certificate needs both its certificate and its key".into(),
+            ))
+        }
+    }
+    b.build().map_err(SimError::Client)
 }
 
 fn open_receipts_log(path: Option<&PathBuf>) -> Result<Option<Mutex<std::fs::File>>, SimError> {
@@ -370,7 +414,7 @@ impl Payer {
     /// that is down only makes each payment fail ([`PaymentOutcome::Failed`]).
     pub fn new(opts: &SimOptions) -> Result<Self, SimError> {
         let endpoint = endpoint_url(&opts.url)?;
-        let client = http_client(opts.timeout, 4)?;
+        let client = http_client(opts, 4)?;
         let log = open_receipts_log(opts.receipts_log.as_ref())?;
         let start = Instant::now();
         Ok(Self {

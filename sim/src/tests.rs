@@ -508,7 +508,12 @@ fn endpoints() {
             .as_str(),
         "http://h:1/x/pagopa/paForNode"
     );
-    assert!(endpoint_url("https://h").is_err());
+    // https is supported since the node's mutual TLS (--client-cert); other schemes are not.
+    assert_eq!(
+        endpoint_url("https://h:8443").unwrap().as_str(),
+        "https://h:8443/pagopa/paForNode"
+    );
+    assert!(endpoint_url("ftp://h").is_err());
     assert!(endpoint_url("not a url").is_err());
 }
 

@@ -7,9 +7,21 @@ use std::process::ExitCode;
 pub struct Args {
     #[arg(short, long)]
     config: Option<PathBuf>,
-    /// The hub's base URL (default: http://<http.listen of the configuration>).
+    /// The hub's base URL (default: http://<http.listen of the configuration>, https:// when
+    /// it has [http.tls]).
     #[arg(long, visible_alias = "hub")]
     url: Option<String>,
+    /// With https://: a PEM bundle the hub's certificate may chain to (a private CA), on top of
+    /// the system's roots.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// With https://: the client certificate (PEM) to present, as pagoPA's node does to a hub
+    /// with `node_auth` mtls; needs --client-key.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Pay every active position with a notice number of every configured entity.
     #[arg(long, conflicts_with = "notices", required_unless_present_any = ["notices", "serve"])]
     from_config: bool,
@@ -117,10 +129,15 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         .first()
         .context("the configuration has no pagopa.stations")?
         .clone();
-    let url = args
-        .url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", connectable(&plan.config.http.listen)));
+    let url = args.url.clone().unwrap_or_else(|| {
+        let scheme = if plan.config.http.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", connectable(&plan.config.http.listen))
+    });
+    let tls = (args.ca_file, args.client_cert, args.client_key);
     let broker = pagopa.broker_fiscal_code.clone();
     if let Some(listen) = args.serve.clone() {
         let mut payer = snodo_sim::SimOptions::new(url, broker, station, Vec::new());
@@ -129,6 +146,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         payer.receipts_log = args.receipts_log;
         payer.timeout = std::time::Duration::from_secs(args.timeout.max(1));
         payer.retry_for = args.retry_for;
+        (payer.ca_file, payer.client_cert, payer.client_key) = tls;
         let mut opts = snodo_sim::ServeOptions::new(listen, payer);
         if let Some(key) = args.checkout_key {
             opts.checkout_key = key;
@@ -169,6 +187,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
     opts.rate = args.rate;
     opts.retry_for = args.retry_for;
     opts.duration = args.duration;
+    (opts.ca_file, opts.client_cert, opts.client_key) = tls;
     match super::runtime()?.block_on(snodo_sim::run(opts)) {
         Ok(report) => {
             print!("{report}");
