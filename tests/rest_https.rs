@@ -13,63 +13,14 @@ use std::process::{Child, Command, Stdio};
 /// A private CA and a certificate for 127.0.0.1 signed by it: (ca.pem, server.pem, server.key).
 fn certificates(dir: &Path) -> (String, String, String) {
     let path = |n: &str| dir.join(n).display().to_string();
-    let run = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=snodo test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
+    ca(dir, "ca");
+    leaf(
+        dir,
+        "ca",
+        "server",
         "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(
-        dir.join("san.ext"),
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.pem",
-    ]);
+    );
     (path("ca.pem"), path("server.pem"), path("server.key"))
 }
 

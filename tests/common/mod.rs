@@ -721,3 +721,79 @@ pub fn api_position(iud: &str, cents: u64) -> serde_json::Value {
         "flgGeneraIuv": true,
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Certificates made with openssl, for the TLS tests
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `openssl` in `dir`, failing the test with its error output.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+}
+
+/// A private CA for tests: `name.pem` and `name.key` in `dir`, subject `/CN=<name>`.
+pub fn ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+/// `name.pem` / `name.key` signed by `ca`, with `subj` and the extensions `ext`.
+pub fn leaf(dir: &Path, ca: &str, name: &str, subj: &str, ext: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            subj,
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
