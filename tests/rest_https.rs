@@ -151,25 +151,6 @@ fn checkout_and_entity_systems_over_https_are_verified() {
 
 /// A trust store with only an unrelated CA, so the test does not depend on the machine's.
 fn cert_of_nobody(dir: &Path) -> String {
-    let o = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=nobody",
-            "-keyout",
-            "nobody.key",
-            "-out",
-            "nobody.pem",
-        ])
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(o.status.success(), "{}", stderr(&o));
+    ca(dir, "nobody");
     dir.join("nobody.pem").display().to_string()
 }
