@@ -23,8 +23,9 @@ const NO_DUE_DATE: &str = "2099-12-31";
 /// The store's share of a node call: past it the node hears `PAA_SYSTEM_ERROR` instead of
 /// waiting on a database that does not answer (the node itself gives up after a few seconds).
 pub const STORE_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
-/// Threads kept for the node's calls (and `/readyz`), apart from the shared blocking pool.
-const NODE_THREADS: usize = 8;
+/// Threads kept for the node's calls (and `/readyz`), apart from the shared blocking pool: as many
+/// as the pool they replace had, so receipts and activations still share commits in large groups.
+const NODE_THREADS: usize = 16;
 
 /// The store's share of a `/readyz` probe.
 const READY_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
