@@ -91,7 +91,7 @@ pub enum CsvError {
     #[error("line {line}: record longer than {max} bytes")]
     RecordTooLong { line: u64, max: usize },
     #[error(
-        "line {line}: invalid UTF-8 at byte {offset} of the record; the flow must be UTF-8 encoded"
+        "line {line}: invalid UTF-8 at byte {offset} of the record; the flow must be UTF-8 encoded, or its pipeline must declare its encoding (e.g. encoding = \"windows-1252\")"
     )]
     InvalidUtf8 { line: u64, offset: usize },
 }
@@ -322,6 +322,13 @@ impl<R: Read> CsvLines<R> {
             next_line: 1,
             rows: 0,
         };
+        // A UTF-8 byte order mark (Windows editors write one) is not part of the first record.
+        if !reader.eof {
+            reader.fill()?;
+        }
+        if reader.buf[reader.pos..reader.end].starts_with(b"\xEF\xBB\xBF") {
+            reader.pos += 3;
+        }
         if dialect.header {
             reader.read_header()?;
         }
@@ -989,12 +996,27 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_record() {
+        for dialect in [Dialect::MYPAY, Dialect::POSTGRES] {
+            let text = b"\xEF\xBB\xBFIUD;x\nA1;y\n";
+            let mut lines =
+                CsvLines::with_dialect(&text[..], CsvLimits::default(), dialect).expect("start");
+            if dialect.header {
+                assert_eq!(lines.header(), "IUD;x");
+            } else {
+                let first = lines.next_record().expect("read").expect("record");
+                assert_eq!(first.raw, "IUD;x");
+            }
+        }
+    }
+
+    #[test]
     fn invalid_utf8_stops_the_stream() {
         let (_, recs, err) = read(b"h\n1;ok\n\n2;caf\xe9\n3;never\n");
         assert_eq!(recs.len(), 1);
         assert_eq!(
             err.as_deref(),
-            Some("line 4: invalid UTF-8 at byte 5 of the record; the flow must be UTF-8 encoded")
+            Some("line 4: invalid UTF-8 at byte 5 of the record; the flow must be UTF-8 encoded, or its pipeline must declare its encoding (e.g. encoding = \"windows-1252\")")
         );
         let e = CsvLines::new(&b"h\xff\n"[..], CsvLimits::default()).err();
         assert_eq!(e.and_then(|e| e.line()), Some(1));

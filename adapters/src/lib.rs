@@ -5,6 +5,7 @@
 //! flows (millions of rows) without per-field allocation.
 
 pub mod csv;
+pub mod flow_format;
 pub mod mypay_export;
 pub mod mypay_import;
 pub mod mypay_push;
@@ -12,6 +13,7 @@ pub mod pagopa;
 pub mod position_json;
 pub mod receipt_json;
 pub mod taxonomy;
+pub mod text_encoding;
 mod xml_text;
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! MyPay's import flow of dovuti (TRACCIATI.md §1–2): the flow name, the zip around the CSV, the
 //! column layout of each version, and the outcome files (`_SCARTI`, `_IUV`) written back.
 //!
-//! A typical import:
+//! The importer drives it through [`MyPayImport`], its [`crate::flow_format::FlowFormat`]. By
+//! hand, a typical import:
 //!
 //! 1. [`FlowName::parse`] the uploaded file name;
 //! 2. [`FlowZip::open`] the zip and read [`FlowZip::csv`] (or wrap a bare `.csv` in
@@ -13,15 +14,18 @@
 
 mod archive;
 mod columns;
+mod format;
 mod name;
 mod outcome;
 
-pub use archive::{open_flow_csv, FlowZip, SizeLimited};
+pub use crate::flow_format::RenderedRow;
+pub use archive::{open_flow_csv, FlowZip, SizeLimited, DEFAULT_MAX_ENTRIES};
 pub use columns::{map_row, unmap_row, ColumnCountError, RowFields};
+pub use format::MyPayImport;
 pub use name::FlowName;
 pub use outcome::{
-    iuv_name, render_accepted, scarti_name, zip_single_file, zip_single_file_at, IuvWriter,
-    RenderedRow, ScartiWriter, ZipEntryWriter,
+    iuv_line, iuv_name, render_accepted, scarti_line, scarti_name, zip_single_file,
+    zip_single_file_at, IuvWriter, ScartiWriter, ZipEntryWriter,
 };
 
 /// Registry key of this codec.
@@ -39,6 +43,12 @@ pub mod codes {
     pub const ERROR: &str = "PAA_IMPORT_ERROR";
     /// Row syntax error (lengths, presence, column count).
     pub const SINTASSI_CSV: &str = "PAA_IMPORT_SINTASSI_CSV";
+    /// The flow names another entity than the one uploading it.
+    pub const ENTE_ERR: &str = "PAA_IMPORT_ENTE_ERR";
+    /// A flow with this IUF was imported before.
+    pub const FLUSSO_DUPLICATO: &str = "PAA_IMPORT_FLUSSO_DUPLICATO";
+    /// Another file with this IUF is being imported.
+    pub const FLUSSO_IN_CARICAMENTO: &str = "PAA_IMPORT_FLUSSO_IN_CARICAMENTO";
 }
 
 /// A flow-level failure: the whole flow is refused with [`FlowError::code`].
@@ -59,6 +69,9 @@ pub enum FlowError {
     /// The CSV entry is encrypted or compressed with a method other than deflate or stored.
     #[error("zip entry {entry:?} cannot be read: {reason}")]
     UnsupportedEntry { entry: String, reason: String },
+    /// The zip holds more entries than allowed.
+    #[error("the zip holds {entries} entries, more than the limit of {limit}")]
+    TooManyEntries { entries: u64, limit: u64 },
     /// The CSV entry declares more uncompressed bytes than allowed.
     #[error("zip entry {entry:?} declares {declared} bytes uncompressed, more than the limit of {limit} bytes")]
     TooLarge {
@@ -75,9 +88,10 @@ impl FlowError {
             Self::BadName { .. } => codes::NOME_FILE_ERR,
             Self::BadVersion { .. } => codes::FILE_VERSIONE_ERR,
             Self::NoCsv { .. } => codes::NO_CSV,
-            Self::NotAZip(_) | Self::UnsupportedEntry { .. } | Self::TooLarge { .. } => {
-                codes::ERROR
-            }
+            Self::NotAZip(_)
+            | Self::UnsupportedEntry { .. }
+            | Self::TooLarge { .. }
+            | Self::TooManyEntries { .. } => codes::ERROR,
         }
     }
 }

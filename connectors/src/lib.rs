@@ -130,6 +130,9 @@ pub trait Source: Send {
     /// `Err(Unavailable)`: the connection is lost (or was never opened); any other error leaves
     /// it open.
     fn poll(&mut self) -> Result<Vec<Message>>;
+    /// Files larger than this are set aside (to the source's failed place, with why) without
+    /// being taken in, where the transport tells a file's size before reading it.
+    fn limit_file_size(&mut self, _max_bytes: u64) {}
     /// Lets the connection go. Messages already handed over keep their acks: an ack that cannot
     /// reach the remote now is retried by a later poll.
     fn close(&mut self) {}

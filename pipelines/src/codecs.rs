@@ -4,6 +4,7 @@
 
 use crate::config::Problem;
 use serde_json::Value;
+use snodo_adapters::flow_format::FlowFormat;
 use snodo_adapters::pagopa::Request;
 use snodo_adapters::receipt_json::ReceiptContext;
 use snodo_adapters::{mypay_export, mypay_import, mypay_push, position_json, receipt_json};
@@ -12,7 +13,7 @@ use snodo_core::dovuto::{DovutoRow, EntityRules};
 /// One line per codec.
 #[rustfmt::skip]
 pub const CODECS: &[Codec] = &[
-    Codec { name: mypay_import::MYPAY_IMPORT, does: Does::ImportFlows },
+    Codec { name: mypay_import::MYPAY_IMPORT, does: Does::ImportFlows(&mypay_import::MyPayImport) },
     Codec { name: position_json::POSITION_JSON, does: Does::StreamPositions(position_json::decode) },
     Codec { name: receipt_json::JSON, does: Does::ReceiptMessages(|c, xml, r| receipt_json::encode_parsed(c, xml, r).map_err(|e| e.to_string())) },
     Codec { name: mypay_push::MYPAY_PUSH, does: Does::ReceiptMessages(|c, xml, r| mypay_push::encode_parsed(c, xml, r).map_err(|e| e.to_string())) },
@@ -43,7 +44,7 @@ pub struct Codec {
 #[derive(Clone, Copy)]
 pub enum Does {
     /// Decodes flows (files) of debt positions, for an import pipeline.
-    ImportFlows,
+    ImportFlows(&'static dyn FlowFormat),
     /// Decodes one debt position per stream message, for a stream intake.
     StreamPositions(DecodePosition),
     /// Encodes one receipt per message, pushed through a message sink.

@@ -148,6 +148,9 @@ pub struct HubConfig {
     /// Largest uncompressed flow accepted (zip-bomb guard).
     #[serde(default = "default_max_flow_bytes")]
     pub max_flow_bytes: u64,
+    /// Most entries a flow's zip may hold, checked before its directory is read.
+    #[serde(default = "default_max_flow_entries")]
+    pub max_flow_entries: u64,
     /// Rows applied per transaction during an import (also the crash-recovery granularity).
     #[serde(default = "default_chunk_rows")]
     pub import_chunk_rows: usize,
@@ -163,6 +166,7 @@ impl Default for HubConfig {
             events_kept: default_events_kept(),
             taxonomy_file: None,
             max_flow_bytes: default_max_flow_bytes(),
+            max_flow_entries: default_max_flow_entries(),
             import_chunk_rows: default_chunk_rows(),
         }
     }
@@ -182,6 +186,9 @@ fn default_events_kept() -> u64 {
 }
 fn default_max_flow_bytes() -> u64 {
     1 << 30
+}
+fn default_max_flow_entries() -> u64 {
+    snodo_adapters::mypay_import::DEFAULT_MAX_ENTRIES
 }
 fn default_chunk_rows() -> usize {
     20_000
@@ -396,6 +403,9 @@ pub struct PipelineConfig {
     pub debt_types: Vec<String>,
     /// Receipts pipelines writing files: when to write the next one.
     pub batch: Option<BatchConfig>,
+    /// Import pipelines: the flows' character encoding (default UTF-8); outcome files are
+    /// written back in it.
+    pub encoding: Option<String>,
 }
 
 /// A value never shown by `Debug` (tokens, passwords).

@@ -6,6 +6,8 @@ use crate::import::{ImportLimits, ImportOutcome, Importer};
 use crate::metrics::DeliveryStats;
 use crate::plan::{EntityRuntime, PipelineKind, PipelinePlan, Plan, ReceiptRoute};
 use chrono_tz::Europe::Rome;
+use snodo_adapters::flow_format::FlowFormat;
+use snodo_adapters::text_encoding::Encoding;
 use snodo_connectors::{Body, Message, Sink, Supervised};
 use snodo_store::Store;
 use std::path::PathBuf;
@@ -259,6 +261,8 @@ struct PipelineRunner {
     index: usize,
     store: Arc<dyn Store>,
     stop: Arc<AtomicBool>,
+    format: &'static dyn FlowFormat,
+    encoding: Encoding,
     source: Arc<Mutex<Supervised>>,
     schedule: cron::Schedule,
     outcomes: Option<Arc<dyn Sink>>,
@@ -280,6 +284,8 @@ impl PipelineRunner {
             message,
         };
         let PipelineKind::ImportFlows {
+            format,
+            encoding,
             source,
             schedule,
             outcomes,
@@ -287,10 +293,10 @@ impl PipelineRunner {
         else {
             return Err(start_err("not an import pipeline".into()));
         };
-        let source = Supervised::wrap(
-            p.name.clone(),
-            source.build().map_err(|e| start_err(e.to_string()))?,
-        );
+        let mut source = source.build().map_err(|e| start_err(e.to_string()))?;
+        // A file larger than a flow may be is not worth taking in.
+        source.limit_file_size(plan.config.hub.max_flow_bytes);
+        let source = Supervised::wrap(p.name.clone(), source);
         let outcomes = match outcomes {
             Some(s) => Some(Arc::from(s.build().map_err(|e| start_err(e.to_string()))?)),
             None => None,
@@ -306,6 +312,8 @@ impl PipelineRunner {
             index,
             store,
             stop,
+            format: *format,
+            encoding: *encoding,
             source: Arc::new(Mutex::new(source)),
             schedule,
             outcomes,
@@ -372,30 +380,113 @@ impl PipelineRunner {
                 // Left claimed: the next start hands it over again.
                 continue;
             }
-            self.process(msg);
+            let file = msg.name.clone();
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process(msg)));
+            if let Err(panic) = run {
+                // The claim stays with the source: the next start hands it over again, and the
+                // attempt counted for it sets it aside once it has failed too often.
+                let what = panic_text(&panic);
+                error!(pipeline = %name, file = %file, "the import panicked: {what}");
+                let _ = self.store.fail_file_attempt(
+                    name,
+                    &file,
+                    &format!("the import panicked: {what}"),
+                );
+            }
         }
     }
 
-    fn process(&self, mut msg: Message) {
+    /// Counts an attempt at the claimed file and returns its number; `None` when the file was
+    /// set aside (the attempts before this one all failed or stopped the hub) or the count could
+    /// not be kept (the file waits for the next tick).
+    fn begin_attempt(&self, msg: &mut Option<Message>) -> Option<u32> {
         let name = &self.pipeline().name;
+        let m = msg.as_ref()?;
+        let (before, last_error) = match self.store.begin_file_attempt(name, &m.name) {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(pipeline = %name, file = %m.name, "cannot count the attempt, retrying at the next tick: {e}");
+                if let Some(mut m) = msg.take() {
+                    m.redelivered = true;
+                    lock(&self.retry).push(m);
+                }
+                return None;
+            }
+        };
+        if before < MAX_FILE_ATTEMPTS {
+            return Some(before + 1);
+        }
+        let last = last_error.unwrap_or_else(|| {
+            "none recorded: the hub stopped during each attempt (a crash or a kill)".to_string()
+        });
+        if let Some(m) = msg.take() {
+            self.set_aside(m, before, &last);
+        }
+        None
+    }
+
+    /// Moves a file that failed `attempts` times to the source's failed place, with why.
+    fn set_aside(&self, msg: Message, attempts: u32, last_error: &str) {
+        let name = &self.pipeline().name;
+        let file = msg.name.clone();
+        error!(pipeline = %name, file = %file, attempts, "flow set aside after repeated failures; last error: {last_error}");
+        let reason = format!(
+            "set aside after {attempts} attempts that failed or stopped the hub; last error: {last_error}\n"
+        );
+        match msg.ack.failed(&reason) {
+            Ok(()) => {
+                if let Err(e) = self.store.forget_file_attempts(name, &file) {
+                    warn!(pipeline = %name, file = %file, "cannot forget the attempts: {e}");
+                }
+            }
+            Err(e) => {
+                error!(pipeline = %name, file = %file, "cannot move the flow to failed/: {e}")
+            }
+        }
+    }
+
+    fn process(&self, msg: Message) {
+        let name = &self.pipeline().name;
+        let mut slot = Some(msg);
+        let Some(attempt) = self.begin_attempt(&mut slot) else {
+            return;
+        };
+        let Some(mut msg) = slot else { return };
+        let forget = |file: &str| {
+            if let Err(e) = self.store.forget_file_attempts(name, file) {
+                warn!(pipeline = %name, file = %file, "cannot forget the attempts: {e}");
+            }
+        };
         let path = match &msg.body {
             Body::File(p) => p.clone(),
             Body::Bytes(_) => {
                 error!(pipeline = %name, file = %msg.name, "in-memory messages are not import flows");
                 let _ = msg.ack.failed("an import flow must arrive as a file");
+                forget(&msg.name);
                 return;
             }
         };
-        info!(pipeline = %name, file = %msg.name, redelivered = msg.redelivered, "flow claimed");
+        info!(pipeline = %name, file = %msg.name, redelivered = msg.redelivered, attempt, "flow claimed");
+        crate::failpoint("import-claimed");
         let importer = Importer {
             store: self.store.as_ref(),
+            format: self.format,
+            encoding: self.encoding,
             entity: &self.entity,
             staging: staging_dir(&self.plan),
             limits: ImportLimits::from_hub(&self.plan.config.hub),
             stop: &self.stop,
             progress: &|_| {},
         };
-        match importer.import(&msg.name, &path, msg.redelivered) {
+        let outcome = importer.import(&msg.name, &path, msg.redelivered);
+        if matches!(
+            outcome,
+            Ok(ImportOutcome::Done { .. } | ImportOutcome::Aborted { .. })
+        ) {
+            // Imported or refused for good: publishing is retried on its own, without counting.
+            forget(&msg.name);
+        }
+        match outcome {
             Ok(ImportOutcome::Done { flow, files, .. }) => {
                 if let Some(sink) = &self.outcomes {
                     for f in &files {
@@ -424,9 +515,20 @@ impl PipelineRunner {
             }
             Ok(ImportOutcome::Interrupted) => {
                 info!(pipeline = %name, file = %msg.name, "stopping mid-flow; it resumes at the next start");
+                if let Err(e) = self.store.spare_file_attempt(name, &msg.name) {
+                    warn!(pipeline = %name, file = %msg.name, "cannot uncount the attempt: {e}");
+                }
             }
             Err(e) => {
-                warn!(pipeline = %name, file = %msg.name, "import failed, retrying at the next tick: {e}");
+                let error = e.to_string();
+                if let Err(e) = self.store.fail_file_attempt(name, &msg.name, &error) {
+                    warn!(pipeline = %name, file = %msg.name, "cannot record the failure: {e}");
+                }
+                if attempt >= MAX_FILE_ATTEMPTS {
+                    self.set_aside(msg, attempt, &error);
+                    return;
+                }
+                warn!(pipeline = %name, file = %msg.name, attempt, "import failed, retrying at the next tick: {error}");
                 msg.redelivered = true;
                 lock(&self.retry).push(msg);
             }
@@ -451,6 +553,17 @@ pub fn instance_name(hub: &crate::config::HubConfig) -> String {
     let dir = std::fs::canonicalize(&hub.data_dir).unwrap_or_else(|_| hub.data_dir.clone());
     let hash = Sha256::digest(dir.to_string_lossy().as_bytes());
     format!("{host}-{}", hex::encode(&hash[..4]))
+}
+
+/// Attempts at a claimed file, failed or ended by the hub stopping, before it is set aside.
+pub const MAX_FILE_ATTEMPTS: u32 = 3;
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

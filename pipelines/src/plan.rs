@@ -5,6 +5,8 @@
 use crate::codecs::{self, DecodePosition, Does, EncodeReceipt, ReceiptFile};
 use crate::config::{self, Codec, Config, Endpoint, Problem};
 use crate::registry::{self, SourceShape};
+use snodo_adapters::flow_format::FlowFormat;
+use snodo_adapters::text_encoding::Encoding;
 use snodo_connectors::{MessageSinkConfig, SinkConfig, SourceConfig};
 use snodo_core::dovuto::{DebtTypeRules, EntityRules};
 use snodo_core::{EntityFiscalCode, Iban, SegregationCode, TaxonomyCode, TaxonomyTable};
@@ -147,6 +149,9 @@ pub enum PipelineKind {
     /// MyPay import flows from a source polled on `schedule` into the registry, outcome files to
     /// a sink.
     ImportFlows {
+        format: &'static dyn FlowFormat,
+        /// The flows' character encoding, their outcome files' too.
+        encoding: Encoding,
         source: Arc<dyn SourceConfig>,
         schedule: Box<cron::Schedule>,
         outcomes: Option<Arc<dyn SinkConfig>>,
@@ -566,6 +571,12 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         }
         let mut local = Vec::new();
         let kind = if matches!(&pc.from, Endpoint::Named(n) if n == RECEIPTS) {
+            if pc.encoding.is_some() {
+                local.push(Problem::new(
+                    format!("{at}.encoding"),
+                    "only a pipeline importing flows (files) takes this",
+                ));
+            }
             receipts_pipeline(pc, &at, entities.get(&pc.entity).map(|e| &**e), &mut local)
         } else {
             for (what, given) in [
@@ -617,9 +628,26 @@ fn import_pipeline(
     if let Endpoint::Connector { kind, .. } = &pc.from {
         let shape = registry::connector(kind).and_then(|c| c.source_shape());
         if shape == Some(SourceShape::Stream) {
+            if pc.encoding.is_some() {
+                local.push(Problem::new(
+                    format!("{at}.encoding"),
+                    "only a pipeline importing flows (files) takes this: stream messages are UTF-8",
+                ));
+            }
             return stream_pipeline(pc, kind, at, local);
         }
     }
+    let encoding = match pc.encoding.as_deref().map(|e| (e, Encoding::parse(e))) {
+        None => Some(Encoding::Utf8),
+        Some((_, Some(e))) => Some(e),
+        Some((given, None)) => {
+            local.push(Problem::new(
+                format!("{at}.encoding"),
+                registry::unknown_name(given, "encoding", Encoding::NAMES),
+            ));
+            None
+        }
+    };
     let source = match &pc.from {
         Endpoint::Connector { kind, params } => {
             registry::parse_source(kind, params.clone(), &format!("{at}.from"), local)
@@ -652,18 +680,26 @@ fn import_pipeline(
             None
         }
     };
-    let decoders = codecs::names(|d| matches!(d, Does::ImportFlows));
-    match &pc.decode {
-        Some(Codec { name, .. }) if decoders.contains(&name.as_str()) => {}
-        Some(Codec { name, .. }) => local.push(Problem::new(
-            format!("{at}.decode"),
-            registry::unknown_name(name, "decoder", &decoders),
-        )),
-        None => local.push(Problem::new(
-            format!("{at}.decode"),
-            "missing: say how to read the source, e.g. \"mypay-import\"",
-        )),
-    }
+    let decoders = codecs::names(|d| matches!(d, Does::ImportFlows(_)));
+    let format = match &pc.decode {
+        Some(Codec { name, .. }) => match codecs::codec(name).map(|c| c.does) {
+            Some(Does::ImportFlows(format)) => Some(format),
+            _ => {
+                local.push(Problem::new(
+                    format!("{at}.decode"),
+                    registry::unknown_name(name, "decoder", &decoders),
+                ));
+                None
+            }
+        },
+        None => {
+            local.push(Problem::new(
+                format!("{at}.decode"),
+                "missing: say how to read the source, e.g. \"mypay-import\"",
+            ));
+            None
+        }
+    };
     if let Some(c) = &pc.encode {
         local.push(Problem::new(
             format!("{at}.encode"),
@@ -698,6 +734,8 @@ fn import_pipeline(
         }
     };
     Some(PipelineKind::ImportFlows {
+        format: format?,
+        encoding: encoding?,
         source: source?,
         schedule: Box::new(schedule?),
         outcomes,
@@ -889,7 +927,7 @@ fn receipt_format(c: &Codec, at: &str, local: &mut Vec<Problem>) -> Option<Recei
             ReceiptEncoding::PerMessage(encode)
         }
         Does::ReceiptFiles(settings) => ReceiptEncoding::File(settings(&c.params, at, local)?),
-        Does::ImportFlows | Does::StreamPositions(_) => {
+        Does::ImportFlows(_) | Does::StreamPositions(_) => {
             local.push(Problem::new(
                 at,
                 registry::unknown_name(&c.name, "receipt format", &known()),

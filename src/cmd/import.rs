@@ -11,6 +11,13 @@ pub struct Args {
     /// IPA code of the entity the flow belongs to.
     #[arg(long)]
     entity: String,
+    /// The flow's format: a codec that decodes flows, as a pipeline's `decode` names it.
+    #[arg(long, default_value = "mypay-import")]
+    decode: String,
+    /// The flow's character encoding (utf-8, windows-1252, iso-8859-1, iso-8859-15); the
+    /// outcome files are written in it too.
+    #[arg(long, default_value = "utf-8")]
+    encoding: String,
     /// Where the outcome files go (default: beside PATH).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -27,7 +34,15 @@ pub fn exec(a: Args) -> Result<ExitCode> {
             b.set_position(rows);
         }
     };
-    let imported = ops::import::one_file(&plan, &a.entity, a.out, &a.path, &on_progress);
+    let imported = ops::import::one_file(
+        &plan,
+        &a.entity,
+        &a.decode,
+        &a.encoding,
+        a.out,
+        &a.path,
+        &on_progress,
+    );
     if let Some(b) = &bar {
         b.finish_and_clear();
     }

@@ -41,7 +41,24 @@ pub trait FlowStore {
     fn flow_outbox(&self, flow_id: i64, limit: u32) -> Result<Vec<(i64, OutboxMessage)>>;
     /// The messages are published: forget them.
     fn clear_flow_outbox(&self, ids: &[i64]) -> Result<()>;
+
+    /// Counts one more attempt at the file `name` claimed by `pipeline`, committed before the
+    /// work starts so that an attempt the process dies in counts too. Returns the attempts
+    /// before this one and the last error recorded.
+    fn begin_file_attempt(&self, pipeline: &str, name: &str) -> Result<(u32, Option<String>)>;
+    /// Records why the current attempt at the file failed.
+    fn fail_file_attempt(&self, pipeline: &str, name: &str, error: &str) -> Result<()>;
+    /// The current attempt stopped cleanly (the hub is shutting down): it does not count.
+    fn spare_file_attempt(&self, pipeline: &str, name: &str) -> Result<()>;
+    /// The file is done with (imported, refused or set aside): its attempts are forgotten.
+    fn forget_file_attempts(&self, pipeline: &str, name: &str) -> Result<()>;
 }
+
+const BEGIN_ATTEMPT: &str = "INSERT INTO file_attempts (pipeline, name, attempts, updated_at)
+     VALUES ($1, $2, 1, $3)
+     ON CONFLICT (pipeline, name) DO UPDATE SET attempts = file_attempts.attempts + 1,
+         updated_at = excluded.updated_at
+     RETURNING attempts - 1, last_error";
 
 macro_rules! select_flows {
     ($where:literal) => {
@@ -114,6 +131,40 @@ impl<D: Driver> FlowStore for D {
         self.read(|c| {
             let sql = select_flows!("WHERE entity = $1 ORDER BY id DESC LIMIT $2");
             c.all(sql, args!(entity, limit), flow_from)
+        })
+    }
+
+    fn begin_file_attempt(&self, pipeline: &str, name: &str) -> Result<(u32, Option<String>)> {
+        self.tx(|c| {
+            let row = c.one(BEGIN_ATTEMPT, args!(pipeline, name, &now()), |r| {
+                Ok((r.get::<i64>(0)?, r.get::<Option<String>>(1)?))
+            })?;
+            let (before, last) = row.unwrap_or((0, None));
+            Ok((u32::try_from(before).unwrap_or(u32::MAX), last))
+        })
+    }
+
+    fn fail_file_attempt(&self, pipeline: &str, name: &str, error: &str) -> Result<()> {
+        let sql = "UPDATE file_attempts SET last_error = $3, updated_at = $4
+                   WHERE pipeline = $1 AND name = $2";
+        self.run(Access::Write, |c| {
+            c.execute(sql, args!(pipeline, name, error, &now()))
+                .map(drop)
+        })
+    }
+
+    fn spare_file_attempt(&self, pipeline: &str, name: &str) -> Result<()> {
+        let sql = "UPDATE file_attempts SET attempts = attempts - 1
+                   WHERE pipeline = $1 AND name = $2 AND attempts > 0";
+        self.run(Access::Write, |c| {
+            c.execute(sql, args!(pipeline, name)).map(drop)
+        })
+    }
+
+    fn forget_file_attempts(&self, pipeline: &str, name: &str) -> Result<()> {
+        let sql = "DELETE FROM file_attempts WHERE pipeline = $1 AND name = $2";
+        self.run(Access::Write, |c| {
+            c.execute(sql, args!(pipeline, name)).map(drop)
         })
     }
 

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/sqlite_0005_streams_jobs.sql")),
     (6, include_str!("migrations/sqlite_0006_api.sql")),
     (7, include_str!("migrations/sqlite_0007_parsed.sql")),
+    (10, include_str!("migrations/sqlite_0010_file_attempts.sql")),
 ];
 
 pub struct SqliteStore {

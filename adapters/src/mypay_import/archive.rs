@@ -103,6 +103,30 @@ impl<R: Read + Seek> FlowZip<R> {
     /// that were found instead. The entry must be stored or deflated, not encrypted, and declare
     /// at most `max_uncompressed` bytes.
     pub fn open(zip: R, stem: &str, max_uncompressed: u64) -> Result<Self, FlowError> {
+        Self::open_with(zip, stem, max_uncompressed, DEFAULT_MAX_ENTRIES)
+    }
+
+    /// [`FlowZip::open`], refusing a zip of more than `max_entries` entries before its central
+    /// directory is read (the `zip` crate loads it whole: a million empty entries would take
+    /// hundreds of MB).
+    pub fn open_with(
+        mut zip: R,
+        stem: &str,
+        max_uncompressed: u64,
+        max_entries: u64,
+    ) -> Result<Self, FlowError> {
+        if let Some(entries) =
+            entry_count(&mut zip).map_err(|e| FlowError::NotAZip(e.to_string()))?
+        {
+            if entries > max_entries {
+                return Err(FlowError::TooManyEntries {
+                    entries,
+                    limit: max_entries,
+                });
+            }
+        }
+        zip.seek(io::SeekFrom::Start(0))
+            .map_err(|e| FlowError::NotAZip(format!("i/o error: {e}")))?;
         let mut archive = ZipArchive::new(zip).map_err(|e| FlowError::NotAZip(describe(&e)))?;
         let wanted = format!("{stem}.csv");
         let Some(index) = archive.index_for_name(&wanted) else {
@@ -174,6 +198,53 @@ impl<R: Read + Seek> FlowZip<R> {
             .map_err(|e| FlowError::NotAZip(describe(&e)))?;
         Ok(SizeLimited::new(file, limit))
     }
+}
+
+/// Entries a flow zip may hold unless configured otherwise (MyPay's hold one).
+pub const DEFAULT_MAX_ENTRIES: u64 = 1000;
+
+/// The number of entries the zip's end records declare, read from its tail alone; `None` when
+/// there is no end record to read (the `zip` crate then says what is wrong).
+fn entry_count<R: Read + Seek>(r: &mut R) -> io::Result<Option<u64>> {
+    const EOCD: [u8; 4] = [0x50, 0x4b, 0x05, 0x06];
+    const LOCATOR: [u8; 4] = [0x50, 0x4b, 0x06, 0x07];
+    const EOCD64: [u8; 4] = [0x50, 0x4b, 0x06, 0x06];
+    let len = r.seek(io::SeekFrom::End(0))?;
+    // The end record is 22 bytes plus a comment of at most 65535.
+    let tail_len = len.min(22 + 65_535);
+    r.seek(io::SeekFrom::Start(len - tail_len))?;
+    let mut tail = vec![0u8; tail_len as usize];
+    r.read_exact(&mut tail)?;
+    let Some(at) = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&i| tail[i..i + 4] == EOCD)
+    else {
+        return Ok(None);
+    };
+    let u16_at = |i: usize| u16::from_le_bytes([tail[i], tail[i + 1]]);
+    let entries = u16_at(at + 10);
+    if entries != u16::MAX {
+        return Ok(Some(u64::from(entries)));
+    }
+    // ZIP64: a locator just before the end record points at the 64-bit end record.
+    let Some(loc) = at.checked_sub(20).filter(|&l| tail[l..l + 4] == LOCATOR) else {
+        return Ok(Some(u64::from(entries)));
+    };
+    let mut offset = [0u8; 8];
+    offset.copy_from_slice(&tail[loc + 8..loc + 16]);
+    let offset = u64::from_le_bytes(offset);
+    if offset.saturating_add(56) > len {
+        return Ok(None);
+    }
+    r.seek(io::SeekFrom::Start(offset))?;
+    let mut record = [0u8; 56];
+    r.read_exact(&mut record)?;
+    if record[..4] != EOCD64 {
+        return Ok(None);
+    }
+    let mut total = [0u8; 8];
+    total.copy_from_slice(&record[32..40]);
+    Ok(Some(u64::from_le_bytes(total)))
 }
 
 /// A zip error as text, with the underlying I/O error when there is one.
@@ -253,6 +324,36 @@ mod tests {
             }
         }
         w.finish().expect("finish").into_inner()
+    }
+
+    #[test]
+    fn a_zip_of_too_many_entries_is_refused_before_its_directory_is_read() {
+        let names: Vec<String> = (0..=DEFAULT_MAX_ENTRIES).map(|i| format!("e{i}")).collect();
+        let mut entries: Vec<(&str, &[u8])> =
+            names.iter().map(|n| (n.as_str(), &b""[..])).collect();
+        entries.push(("f.csv", b"IUD\n"));
+        let zip = make_zip(&entries);
+        let err = FlowZip::open(Cursor::new(zip.clone()), "f", u64::MAX).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FlowError::TooManyEntries {
+                    entries: 1002,
+                    limit: 1000
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.code(), "PAA_IMPORT_ERROR");
+        assert!(FlowZip::open_with(Cursor::new(zip), "f", u64::MAX, 1002).is_ok());
+        assert_eq!(
+            entry_count(&mut Cursor::new(make_zip(&[("a", b"x"), ("b", b"")]))).unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            entry_count(&mut Cursor::new(b"not a zip".to_vec())).unwrap(),
+            None
+        );
     }
 
     fn read_all(zip: Vec<u8>, stem: &str, limit: u64) -> Result<Vec<u8>, String> {

@@ -11,6 +11,7 @@ use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use super::columns::unmap_row;
 use crate::csv::FieldSource;
+use crate::flow_format::RenderedRow;
 
 /// `<stem>_SCARTI`: base name of the rejected-rows file (`.csv` inside `.zip`).
 pub fn scarti_name(stem: &str) -> String {
@@ -59,12 +60,7 @@ impl<W: Write> ScartiWriter<W> {
     ) -> io::Result<()> {
         let line = &mut self.line;
         line.clear();
-        line.extend_from_slice(raw_row.as_bytes());
-        line.push(b';');
-        push_joined(line, codes);
-        line.push(b';');
-        push_joined(line, descriptions);
-        line.push(b'\n');
+        scarti_line(raw_row, codes, descriptions, line);
         self.out.write_all(line)?;
         self.rows += 1;
         Ok(())
@@ -95,6 +91,16 @@ impl<W: Write> ScartiWriter<W> {
         self.out.flush()?;
         Ok(self.out)
     }
+}
+
+/// Appends one SCARTI line: `raw_row;code1|code2;description1|description2\n`.
+pub fn scarti_line(raw_row: &str, codes: &[&str], descriptions: &[&str], line: &mut Vec<u8>) {
+    line.extend_from_slice(raw_row.as_bytes());
+    line.push(b';');
+    push_joined(line, codes);
+    line.push(b';');
+    push_joined(line, descriptions);
+    line.push(b'\n');
 }
 
 fn push_joined(line: &mut Vec<u8>, parts: &[&str]) {
@@ -153,16 +159,10 @@ impl<W: Write> IuvWriter<W> {
         row: &RenderedRow,
         generated_iuv: Option<&str>,
     ) -> io::Result<()> {
-        match generated_iuv {
-            None => self.out.write_all(&row.line)?,
-            Some(iuv) => {
-                self.out.write_all(&row.line[..row.iuv_at.start])?;
-                let mut value = Vec::with_capacity(iuv.len() + 2);
-                push_field(&mut value, iuv);
-                self.out.write_all(&value)?;
-                self.out.write_all(&row.line[row.iuv_at.end..])?;
-            }
-        }
+        let line = &mut self.line;
+        line.clear();
+        iuv_line(row, generated_iuv, line);
+        self.out.write_all(line)?;
         self.rows += 1;
         Ok(())
     }
@@ -231,12 +231,17 @@ impl<W: Write> IuvWriter<W> {
     }
 }
 
-/// An accepted row serialised ahead of time (on a reader thread, say), with the place of its
-/// `codIuv` marked so that an IUV generated later goes in without serialising the row again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderedRow {
-    line: Vec<u8>,
-    iuv_at: std::ops::Range<usize>,
+/// Appends a row rendered by [`render_accepted`], with `generated_iuv` (when given) in place of
+/// its `codIuv`.
+pub fn iuv_line(row: &RenderedRow, generated_iuv: Option<&str>, line: &mut Vec<u8>) {
+    match generated_iuv {
+        None => line.extend_from_slice(&row.line),
+        Some(iuv) => {
+            line.extend_from_slice(&row.line[..row.iuv_at.start]);
+            push_field(line, iuv);
+            line.extend_from_slice(&row.line[row.iuv_at.end..]);
+        }
+    }
 }
 
 /// Renders a row as [`IuvWriter::accept`] would write it with no generated IUV.

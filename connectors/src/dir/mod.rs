@@ -133,6 +133,8 @@ pub struct DirSource {
     /// `processing/<owner>/`: where this hub keeps what it claimed.
     mine: PathBuf,
     recovered: bool,
+    /// Larger files are set aside when claimed, not handed over.
+    max_bytes: u64,
 }
 
 impl DirSource {
@@ -158,7 +160,36 @@ impl DirSource {
             after: cfg.after,
             mine,
             recovered: false,
+            max_bytes: u64::MAX,
         })
+    }
+
+    /// Hands over the claimed file `name`, or sets it aside when it is not a regular file (a
+    /// symbolic link swapped in after listing is never followed) or is too large.
+    fn hand_over(&self, name: String, redelivered: bool, out: &mut Vec<Message>) {
+        let claimed = self.mine.join(&name);
+        let why = match fs::symlink_metadata(&claimed) {
+            Err(e) => Some(format!("{name}: cannot be read: {e}\n")),
+            Ok(m) if !m.file_type().is_file() => Some(format!(
+                "{name}: not a regular file (a symbolic link or a special file): not followed\n"
+            )),
+            Ok(m) if m.len() > self.max_bytes => Some(format!(
+                "{name}: {} bytes, larger than the limit of {} bytes\n",
+                m.len(),
+                self.max_bytes
+            )),
+            Ok(_) => None,
+        };
+        let msg = self.message(name, redelivered);
+        match why {
+            None => out.push(msg),
+            Some(reason) => {
+                tracing::warn!(file = %msg.name, "dir: {}", reason.trim_end());
+                if let Err(e) = msg.ack.failed(&reason) {
+                    tracing::warn!("dir: cannot set the file aside: {e}");
+                }
+            }
+        }
     }
 
     /// Moves claims left directly under `processing/` by versions without owner folders into
@@ -224,6 +255,10 @@ fn is_candidate(name: &str) -> bool {
 }
 
 impl Source for DirSource {
+    fn limit_file_size(&mut self, max_bytes: u64) {
+        self.max_bytes = max_bytes;
+    }
+
     fn poll(&mut self) -> Result<Vec<Message>> {
         let mut out = Vec::new();
         // Files left in this hub's processing/<owner>/ were claimed by a run of it that stopped
@@ -231,7 +266,7 @@ impl Source for DirSource {
         if !self.recovered {
             self.adopt_legacy_claims()?;
             for name in list_files(&self.mine)? {
-                out.push(self.message(name, true));
+                self.hand_over(name, true, &mut out);
             }
             self.recovered = true;
         }
@@ -273,7 +308,7 @@ impl DirSource {
             }
             let to = self.mine.join(&name);
             match fs::rename(&from, &to) {
-                Ok(()) => out.push(self.message(name, false)),
+                Ok(()) => self.hand_over(name, false, out),
                 // Another hub (or a concurrent poll) claimed it first.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(ConnectorError::io(from.display(), e)),

@@ -255,3 +255,48 @@ fn durations() {
     );
     assert!(parse_duration("3d").is_err());
 }
+
+#[test]
+fn a_file_larger_than_the_limit_is_set_aside_when_claimed() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("big.zip"), vec![7u8; 5000]).unwrap();
+    fs::write(tmp.path().join("small.zip"), b"S").unwrap();
+    let mut src = source(tmp.path());
+    src.limit_file_size(1000);
+    let msgs = src.poll().unwrap();
+    assert_eq!(names(&msgs), ["small.zip"]);
+    let why = fs::read_to_string(tmp.path().join("failed/big.zip.error.txt")).unwrap();
+    assert!(
+        why.contains("5000 bytes, larger than the limit of 1000"),
+        "{why}"
+    );
+    assert!(tmp.path().join("failed/big.zip").exists());
+}
+
+/// A link swapped in for a listed file between the listing and the claim is moved aside as it
+/// is, never followed: the hub must not import (and answer with) a file someone points it at.
+#[test]
+fn a_symbolic_link_swapped_in_is_set_aside_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let secret = elsewhere.path().join("secret.txt");
+    fs::write(&secret, b"not for the hub").unwrap();
+    let src = source(tmp.path());
+    // What a rename of a swapped-in link leaves in this hub's claim folder.
+    std::os::unix::fs::symlink(&secret, src.mine.join("x.zip")).unwrap();
+    let mut out = Vec::new();
+    src.hand_over("x.zip".into(), false, &mut out);
+    assert!(out.is_empty(), "a link is not handed over");
+    let why = fs::read_to_string(tmp.path().join("failed/x.zip.error.txt")).unwrap();
+    assert!(why.contains("not a regular file"), "{why}");
+    let moved = tmp.path().join("failed/x.zip");
+    assert!(fs::symlink_metadata(&moved)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read(&secret).unwrap(), b"not for the hub");
+    // A link at the top of the drop folder is never even claimed.
+    std::os::unix::fs::symlink(&secret, tmp.path().join("y.zip")).unwrap();
+    let mut src = source(tmp.path());
+    assert!(src.poll().unwrap().is_empty());
+}

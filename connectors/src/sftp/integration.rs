@@ -229,6 +229,43 @@ fn source_round_trip_claims_once_archives_on_done_and_redelivers_after_a_crash()
 }
 
 #[test]
+fn a_file_larger_than_the_limit_is_set_aside_without_being_downloaded() {
+    let s = sshd();
+    let dir = s.folder("too-large");
+    let staging = tempfile::tempdir().unwrap();
+    let mut c = s.client();
+    put(&mut c, &format!("{dir}/big.zip"), &[7u8; 5000], false);
+    put(&mut c, &format!("{dir}/small.zip"), b"SMALL", false);
+    let mut folder = SftpDropFolder::new(&s.source(&dir, "0s", staging.path())).unwrap();
+    folder.limit_file_size(1000);
+    let mut src = Supervised::wrap("too-large", Box::new(folder));
+    let msgs = src.poll().unwrap();
+    assert_eq!(
+        msgs.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        ["small.zip"]
+    );
+    assert_eq!(
+        names(&mut c, &format!("{dir}/failed")),
+        ["big.zip", "big.zip.error.txt"]
+    );
+    let why = read(&mut c, &format!("{dir}/failed/big.zip.error.txt")).unwrap();
+    let why = String::from_utf8_lossy(&why);
+    assert!(why.contains("5000 bytes"), "{why}");
+    assert!(why.contains("limit of 1000 bytes"), "{why}");
+    // Nothing of it reached the local staging folder.
+    let local: Vec<_> = std::fs::read_dir(staging.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("big"))
+        .collect();
+    assert!(local.is_empty(), "{local:?}");
+    for m in msgs {
+        m.ack.done().unwrap();
+    }
+}
+
+#[test]
 fn a_second_hub_starting_does_not_take_what_the_first_one_claimed() {
     let s = sshd();
     let dir = s.folder("two-hubs");

@@ -129,6 +129,8 @@ pub struct SftpDropFolder {
     pub(super) seen: HashMap<String, (Option<u64>, Option<u64>, Instant)>,
     /// Claimed but not yet downloaded (the transfer broke): fetched again at the next poll.
     pub(super) undelivered: Vec<(String, bool)>,
+    /// Larger files are set aside without being downloaded.
+    pub(super) max_bytes: u64,
 }
 
 impl SftpDropFolder {
@@ -179,6 +181,7 @@ impl SftpDropFolder {
             recovered: false,
             seen: HashMap::new(),
             undelivered: Vec::new(),
+            max_bytes: u64::MAX,
         })
     }
 
@@ -238,8 +241,15 @@ impl SftpDropFolder {
             let mut out =
                 fs::File::create(&part).map_err(|e| ConnectorError::io(part.display(), e))?;
             let mut md5 = md5::Context::new();
+            let max = self.max_bytes;
+            let too_large = |size: u64| {
+                format!("{name}: {size} bytes or more, larger than the limit of {max} bytes (not downloaded)\n")
+            };
             let got = conn.run_live(|sftp| {
                 let expect = sftp.stat(&remote).map_err(ssh_at(&remote))?.size;
+                if let Some(size) = expect.filter(|&s| s > max) {
+                    return Ok(Err(too_large(size)));
+                }
                 let mut f = sftp.open(&remote).map_err(ssh_at(&remote))?;
                 let mut buf = vec![0u8; CHUNK];
                 let mut total = 0u64;
@@ -253,10 +263,17 @@ impl SftpDropFolder {
                         md5.consume(&buf[..n]);
                     }
                     total += n as u64;
+                    if total > max {
+                        // The file grew, or the server did not tell its size.
+                        return Ok(Err(too_large(total)));
+                    }
                 }
-                Ok((total, expect))
+                Ok(Ok((total, expect)))
             })?;
-            let (total, expect) = got;
+            let (total, expect) = match got {
+                Ok(v) => v,
+                Err(reason) => return Ok(Some(reason)),
+            };
             if let Some(expect) = expect {
                 if total != expect {
                     return Err(ConnectorError::Refused(format!(
@@ -468,6 +485,10 @@ pub(super) fn claim_marker(sftp: &Sftp, from: &Path, to: &Path) -> Op<bool> {
 impl Source for SftpDropFolder {
     fn connect(&mut self) -> Result<()> {
         lock(&self.shared.conn).connect()
+    }
+
+    fn limit_file_size(&mut self, max_bytes: u64) {
+        self.max_bytes = max_bytes;
     }
 
     fn close(&mut self) {

@@ -1,5 +1,6 @@
-//! Importing one MyPay flow into the registry: the same code path for `snodo import` and for a
-//! pipeline's source.
+//! Importing one flow of debt positions into the registry: the same code path for `snodo import`
+//! and for a pipeline's source. What is the format's own (names, records, outcome lines) comes
+//! from its [`FlowFormat`]; MyPay's is the one shipped.
 //!
 //! Crash safety: rows are applied in chunks; each chunk's positions, history, IUV counter and the
 //! flow checkpoint (rows consumed, counts, outcome-file lengths) commit in one transaction, after
@@ -9,17 +10,19 @@
 //! and every IUV handed out once.
 
 mod outcomes;
+#[cfg(test)]
+mod tests;
 
 use crate::plan::EntityRuntime;
 pub use outcomes::OutcomeFile;
 use outcomes::Outcomes;
 use sha2::{Digest, Sha256};
-use snodo_adapters::csv::{CsvError, CsvLimits, CsvLines};
-use snodo_adapters::mypay_import::{
-    self as mypay, iuv_name, map_row, render_accepted, scarti_name, FlowName, FlowZip, RenderedRow,
-    ScartiWriter, SizeLimited,
+use snodo_adapters::csv::{CsvError, CsvLimits, CsvLines, Dialect};
+use snodo_adapters::flow_format::{
+    FlowFile, FlowFormat, FlowLimits, FlowProblem, Refusal, RenderedRow,
 };
-use snodo_core::dovuto::{self, FlowVersion, RejectCode, Rejection};
+pub use snodo_adapters::text_encoding::Encoding;
+use snodo_core::dovuto::{self, RejectCode, Rejection};
 use snodo_store::{
     Checkpoint, ChunkCommit, ChunkRow, EntityKey, Flow, FlowStatus, NewFlow, RowOutcome, Store,
     StoreError,
@@ -27,7 +30,7 @@ use snodo_store::{
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -35,14 +38,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug, Clone, Copy)]
 pub struct ImportLimits {
     pub max_flow_bytes: u64,
+    pub max_flow_entries: u64,
     pub chunk_rows: usize,
     pub csv: CsvLimits,
 }
 
 impl ImportLimits {
+    fn flow(&self) -> FlowLimits {
+        FlowLimits {
+            max_bytes: self.max_flow_bytes,
+            max_entries: self.max_flow_entries,
+        }
+    }
+
     pub fn from_hub(hub: &crate::config::HubConfig) -> Self {
         Self {
             max_flow_bytes: hub.max_flow_bytes,
+            max_flow_entries: hub.max_flow_entries,
             chunk_rows: hub.import_chunk_rows.max(1),
             csv: CsvLimits::default(),
         }
@@ -58,7 +70,7 @@ pub enum ImportOutcome {
         files: Vec<OutcomeFile>,
         already: bool,
     },
-    /// The flow was refused as a whole with a MyPay file-level code; nothing changed.
+    /// The flow was refused as a whole with a file-level code of its format; nothing changed.
     Aborted {
         flow: Option<Flow>,
         code: String,
@@ -86,12 +98,12 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ImportError {
     move |source| ImportError::Io { context, source }
 }
 
-pub const ENTE_ERR: &str = "PAA_IMPORT_ENTE_ERR";
-pub const FLUSSO_DUPLICATO: &str = "PAA_IMPORT_FLUSSO_DUPLICATO";
-pub const FLUSSO_IN_CARICAMENTO: &str = "PAA_IMPORT_FLUSSO_IN_CARICAMENTO";
-
 pub struct Importer<'a> {
     pub store: &'a dyn Store,
+    /// The flows' format (a pipeline's `decode`).
+    pub format: &'a dyn FlowFormat,
+    /// The flows' character encoding; outcome files are written in it too.
+    pub encoding: Encoding,
     pub entity: &'a EntityRuntime,
     /// Root of the per-flow staging folders.
     pub staging: PathBuf,
@@ -114,17 +126,18 @@ impl Importer<'_> {
         path: &Path,
         redelivered: bool,
     ) -> Result<ImportOutcome, ImportError> {
-        let name = match FlowName::parse(file_name) {
+        let code = |p| self.format.code(p);
+        let name = match self.format.parse_name(file_name) {
             Ok(n) => n,
-            Err(e) => return Ok(aborted(None, e.code(), e.to_string())),
+            Err(r) => return Ok(aborted(None, r.code, r.message)),
         };
-        if name.ipa_code != self.entity.ipa_code {
+        if name.entity != self.entity.ipa_code {
             return Ok(aborted(
                 None,
-                ENTE_ERR,
+                code(FlowProblem::WrongEntity),
                 format!(
                     "the flow names entity {:?} but belongs to {:?}",
-                    name.ipa_code, self.entity.ipa_code
+                    name.entity, self.entity.ipa_code
                 ),
             ));
         }
@@ -132,12 +145,12 @@ impl Importer<'_> {
         let sha = sha256_file(path)?;
         tracing::debug!(elapsed = ?started.elapsed(), "flow hashed");
         let entity = &self.entity.ipa_code;
-        let flows = self.store.flows_by_iuf(entity, &name.iuf)?;
+        let flows = self.store.flows_by_iuf(entity, &name.flow_id)?;
 
         if let Some(done) = flows.iter().find(|f| f.status == FlowStatus::Eseguito) {
             if redelivered && done.content_sha256 == sha {
                 // Finished before the source could forget it: hand the same outcome back.
-                let files = self.outcome_files(done.id, &name.stem);
+                let files = self.outcome_files(done.id, &name);
                 if files.iter().all(|f| f.path.exists()) {
                     return Ok(ImportOutcome::Done {
                         flow: done.clone(),
@@ -148,10 +161,10 @@ impl Importer<'_> {
             }
             return Ok(aborted(
                 None,
-                FLUSSO_DUPLICATO,
+                code(FlowProblem::Duplicate),
                 format!(
                     "flow {} was already imported for {entity} (flow id {}, {})",
-                    name.iuf, done.id, done.updated_at
+                    name.flow_id, done.id, done.updated_at
                 ),
             ));
         }
@@ -163,18 +176,18 @@ impl Importer<'_> {
             Some(f) => {
                 return Ok(aborted(
                     None,
-                    FLUSSO_IN_CARICAMENTO,
+                    code(FlowProblem::InProgress),
                     format!(
                         "another file with IUF {} is being loaded (flow id {}, different content)",
-                        name.iuf, f.id
+                        name.flow_id, f.id
                     ),
                 ))
             }
             None => self.store.create_flow(&NewFlow {
                 entity,
-                iuf: &name.iuf,
+                iuf: &name.flow_id,
                 file_name,
-                version: name.version.as_str(),
+                version: &name.version,
                 content_sha256: &sha,
             })?,
         };
@@ -198,11 +211,13 @@ impl Importer<'_> {
             }
         };
         let step = std::time::Instant::now();
-        let files = self.outcome_files(flow.id, &name.stem);
+        let files = self.outcome_files(flow.id, &name);
         let source = FlowSource {
+            format: self.format,
+            encoding: self.encoding,
             path,
             name: &name,
-            max: self.limits.max_flow_bytes,
+            limits: self.limits.flow(),
         };
         let Some(done) = self.apply(&flow, &source, &dir, &files)? else {
             return Ok(ImportOutcome::Interrupted);
@@ -222,102 +237,97 @@ impl Importer<'_> {
         })
     }
 
-    /// The SCARTI and IUV zips of a flow, in that order.
-    fn outcome_files(&self, flow_id: i64, stem: &str) -> [OutcomeFile; 2] {
+    /// The rejected-rows and accepted-rows zips of a flow, in that order.
+    fn outcome_files(&self, flow_id: i64, name: &FlowFile) -> [OutcomeFile; 2] {
         let dir = self.staging.join(flow_id.to_string());
-        [scarti_name(stem), iuv_name(stem)].map(|n| {
-            let name = format!("{n}.zip");
-            OutcomeFile {
-                path: dir.join(&name),
-                name,
-            }
+        self.format.outcome_names(name).map(|n| OutcomeFile {
+            path: dir.join(&n.file),
+            name: n.file,
+            entry: n.entry,
         })
     }
 
-    /// Unpacks the CSV to the staging folder (for a zip) and checks the whole file is readable
-    /// (size, UTF-8, record lengths) before any row is applied, so a broken file changes nothing.
-    fn prepare(&self, flow: &Flow, name: &FlowName, path: &Path) -> Result<Prepared, ImportError> {
+    /// Reads the whole flow once, as the import will (size, encoding, record lengths, a damaged
+    /// archive), before any row is applied, so a broken file changes nothing.
+    fn prepare(&self, flow: &Flow, name: &FlowFile, path: &Path) -> Result<Prepared, ImportError> {
         if flow.status != FlowStatus::LoadImport {
             return Ok(Prepared::Ready);
         }
         let max = self.limits.max_flow_bytes;
-        let verdict = if name.is_zip {
-            self.check_zip(path, name)?
+        let unreadable = self.format.code(FlowProblem::Unreadable);
+        let len = open_flow(path)
+            .and_then(|f| f.metadata())
+            .map_err(io_err(format!("reading {}", path.display())))?
+            .len();
+        let verdict = if len > max {
+            Err(Refusal::new(
+                unreadable,
+                format!("the flow is {len} bytes, more than the limit of {max} bytes"),
+            ))
         } else {
-            let len = fs::metadata(path)
-                .map_err(io_err(format!("reading {}", path.display())))?
-                .len();
-            if len > max {
-                Err((
-                    mypay::codes::ERROR,
-                    format!("the flow is {len} bytes, more than the limit of {max} bytes"),
-                ))
-            } else {
-                let file =
-                    File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
-                check_csv(SizeLimited::new(file, max), self.limits.csv)
-                    .map_err(|reason| (mypay::codes::ERROR, reason))
-            }
+            self.check(path, name)?
+                .map_err(|reason| Refusal::new(unreadable, reason))
+                .and_then(|r| r)
         };
-        if let Err((code, message)) = verdict {
-            return Ok(refused(code, message));
+        if let Err(r) = verdict {
+            return Ok(refused(r.code, r.message));
         }
         self.store
             .set_flow_status(flow.id, FlowStatus::InElab, None)?;
         Ok(Prepared::Ready)
     }
 
-    /// Reads the zip's CSV to the end as the import will: a thread inflates while this one
-    /// parses. `Ok(Err((code, reason)))` refuses the flow.
-    fn check_zip(
+    /// Reads the records to the end as the import will: `Ok(Err(reason))` when they cannot be,
+    /// `Ok(Ok(Err(refusal)))` when the format refuses the file. A packed flow is unpacked by a
+    /// second thread while this one parses.
+    fn check(
         &self,
         path: &Path,
-        name: &FlowName,
-    ) -> Result<Result<(), (&'static str, String)>, ImportError> {
-        let file = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
-        let mut zip = match FlowZip::open(
-            io::BufReader::new(file),
-            &name.stem,
-            self.limits.max_flow_bytes,
-        ) {
-            Ok(z) => z,
-            Err(e) => return Ok(Err((e.code(), e.to_string()))),
-        };
-        let verdict = std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
-            scope.spawn(move || {
-                let mut reader = match zip.csv() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(io::Error::other(e.to_string())));
-                        return;
-                    }
-                };
-                loop {
-                    let mut block = vec![0u8; 256 * 1024];
-                    let sent = match read_block(&mut reader, &mut block) {
-                        Ok(0) => return,
-                        Ok(n) => {
-                            block.truncate(n);
-                            tx.send(Ok(block))
-                        }
-                        Err(e) => tx.send(Err(e)),
-                    };
-                    if sent.is_err() {
-                        return;
-                    }
-                }
+        name: &FlowFile,
+    ) -> Result<Result<Result<(), Refusal>, String>, ImportError> {
+        let (limits, dialect) = (self.limits.csv, self.format.dialect());
+        let max = self.limits.flow();
+        let open = || open_flow(path).map_err(io_err(format!("opening {}", path.display())));
+        if !name.packed {
+            let mut verdict = Ok(());
+            let opened = self.format.open_records(open()?, name, max, &mut |r, _| {
+                verdict = check_csv(self.encoding.decoder(r), limits, dialect);
             });
-            check_csv(
-                BlockReader {
-                    blocks: rx,
-                    current: Vec::new(),
-                    pos: 0,
-                },
-                self.limits.csv,
-            )
-        });
-        Ok(verdict.map_err(|reason| (mypay::codes::ERROR, reason)))
+            return Ok(verdict.map(|()| opened));
+        }
+        let file = open()?;
+        Ok(std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+            let unpacking = scope.spawn(move || {
+                self.format
+                    .open_records(file, name, max, &mut |reader, _| loop {
+                        let mut block = vec![0u8; 256 * 1024];
+                        let sent = match read_block(reader, &mut block) {
+                            Ok(0) => return,
+                            Ok(n) => {
+                                block.truncate(n);
+                                tx.send(Ok(block))
+                            }
+                            Err(e) => tx.send(Err(e)),
+                        };
+                        if sent.is_err() {
+                            return;
+                        }
+                    })
+            });
+            let mut blocks = BlockReader {
+                blocks: rx,
+                current: Vec::new(),
+                pos: 0,
+            };
+            let verdict = check_csv(self.encoding.decoder(&mut blocks), limits, dialect);
+            // The format's refusal (no records found, say) explains an empty read best.
+            match unpacking.join() {
+                Ok(Err(refusal)) => Ok(Err(refusal)),
+                Ok(Ok(())) => verdict.map(Ok),
+                Err(_) => Err("the flow could not be unpacked".to_string()),
+            }
+        }))
     }
 
     /// Applies every row from the checkpoint on and zips the outcome files; returns the final
@@ -332,12 +342,14 @@ impl Importer<'_> {
         dir: &Path,
         files: &[OutcomeFile; 2],
     ) -> Result<Option<Checkpoint>, ImportError> {
-        let limits = self.limits.csv;
+        let (limits, dialect) = (self.limits.csv, self.format.dialect());
         let (header, csv_len) = source
-            .read(|r, len| CsvLines::new(r, limits).map(|l| (l.header().to_string(), len)))?
+            .read(|r, len| {
+                CsvLines::with_dialect(r, limits, dialect).map(|l| (l.header().to_string(), len))
+            })?
             .map_err(changed_after_check)?;
         let cp = flow.progress;
-        let mut outcomes = Outcomes::open(dir, cp, &header, files)?;
+        let mut outcomes = Outcomes::open(self.format, self.encoding, dir, cp, &header, files)?;
         let key = EntityKey {
             ipa_code: &self.entity.ipa_code,
             segregation_code: self.entity.segregation_code,
@@ -347,7 +359,8 @@ impl Importer<'_> {
             // Two chunks in flight at most: memory stays bounded whatever the flow's size.
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, CsvError>>(0);
             let reader = ChunkReader {
-                version: source.name.version,
+                format: self.format,
+                flow: source.name,
                 rules: &self.entity.rules,
                 today: snodo_core::time::today_rome(),
                 skip: cp.rows_done,
@@ -357,12 +370,13 @@ impl Importer<'_> {
             std::thread::Builder::new()
                 .name("flow-reader".into())
                 .spawn_scoped(scope, move || {
-                    let read = source.read(|r, _| match CsvLines::new(r, limits) {
-                        Ok(lines) => reader.run(lines, &tx),
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                        }
-                    });
+                    let read =
+                        source.read(|r, _| match CsvLines::with_dialect(r, limits, dialect) {
+                            Ok(lines) => reader.run(lines, &tx),
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                            }
+                        });
                     if let Err(e) = read {
                         let _ = tx.send(Err(CsvError::Io(io::Error::other(e.to_string()))));
                     }
@@ -431,7 +445,8 @@ struct Chunk {
 
 /// Reads and validates rows into chunks, on its own thread.
 struct ChunkReader<'a> {
-    version: FlowVersion,
+    format: &'a dyn FlowFormat,
+    flow: &'a FlowFile,
     rules: &'a dovuto::EntityRules,
     today: chrono::NaiveDate,
     /// Rows already committed before a restart.
@@ -473,7 +488,8 @@ impl ChunkReader<'_> {
             }
             pending.push(classify(
                 &rec,
-                self.version,
+                self.format,
+                self.flow,
                 self.rules,
                 self.today,
                 first,
@@ -501,14 +517,14 @@ fn write_outcomes(
     pending: &[Pending],
     outcomes: &[RowOutcome],
     from: Checkpoint,
-    out: &mut Outcomes,
+    out: &mut Outcomes<'_>,
 ) -> io::Result<Checkpoint> {
     let mut next = from;
     for p in pending {
         next.rows_done += 1;
         match p {
             Pending::Rejected { raw, rejections } => {
-                write_reject(&mut out.scarti, raw, rejections)?;
+                out.reject(raw, rejections)?;
                 next.rejected += 1;
             }
             Pending::Valid { raw, line, index } => match outcomes.get(*index) {
@@ -518,11 +534,11 @@ fn write_outcomes(
                     } else {
                         None
                     };
-                    out.iuv.accept_rendered(line, generated_iuv)?;
+                    out.accept(line, generated_iuv)?;
                     next.accepted += 1;
                 }
                 Some(RowOutcome::Rejected(r)) => {
-                    write_reject(&mut out.scarti, raw, std::slice::from_ref(r))?;
+                    out.reject(raw, std::slice::from_ref(r))?;
                     next.rejected += 1;
                 }
                 None => {
@@ -539,8 +555,8 @@ fn write_outcomes(
 
 /// Reads the whole flow as the import will, so that whatever would stop it midway (invalid
 /// UTF-8, an endless record, a truncated zip) refuses it before any row is applied.
-fn check_csv<R: Read>(reader: R, limits: CsvLimits) -> Result<(), String> {
-    let mut lines = CsvLines::new(reader, limits).map_err(|e| csv_problem(&e))?;
+fn check_csv<R: Read>(reader: R, limits: CsvLimits, dialect: Dialect) -> Result<(), String> {
+    let mut lines = CsvLines::with_dialect(reader, limits, dialect).map_err(|e| csv_problem(&e))?;
     while lines.next_record().map_err(|e| csv_problem(&e))?.is_some() {}
     if lines.lines() == 0 {
         return Err("the flow is empty: not even a header line".to_string());
@@ -549,7 +565,7 @@ fn check_csv<R: Read>(reader: R, limits: CsvLimits) -> Result<(), String> {
 }
 
 /// Fills `block` as far as the reader allows; 0 only at the end.
-fn read_block(r: &mut impl Read, block: &mut [u8]) -> io::Result<usize> {
+fn read_block<R: Read + ?Sized>(r: &mut R, block: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < block.len() {
         match r.read(&mut block[n..]) {
@@ -587,32 +603,38 @@ impl Read for BlockReader {
     }
 }
 
-/// Where an import reads its CSV: the flow file itself, or the entry inside its zip (inflated
-/// again on every read rather than unpacked to disk).
+/// Where an import reads its records, through the format: read again (and unpacked again) on
+/// every pass rather than unpacked to disk.
 struct FlowSource<'a> {
+    format: &'a dyn FlowFormat,
+    encoding: Encoding,
     path: &'a Path,
-    name: &'a FlowName,
-    max: u64,
+    name: &'a FlowFile,
+    limits: FlowLimits,
 }
 
 impl FlowSource<'_> {
-    /// Calls `f` with a reader of the CSV and its (declared) size.
-    fn read<T>(&self, f: impl FnOnce(Box<dyn Read + '_>, u64) -> T) -> Result<T, ImportError> {
+    /// Calls `f` with a reader of the records and their (declared) size.
+    fn read<T>(&self, f: impl FnOnce(&mut dyn Read, u64) -> T) -> Result<T, ImportError> {
         let file =
-            File::open(self.path).map_err(io_err(format!("opening {}", self.path.display())))?;
-        if !self.name.is_zip {
-            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            return Ok(f(Box::new(SizeLimited::new(file, self.max)), len));
-        }
-        let changed = |e: mypay::FlowError| ImportError::Io {
+            open_flow(self.path).map_err(io_err(format!("opening {}", self.path.display())))?;
+        let mut f = Some(f);
+        let mut out = None;
+        self.format
+            .open_records(file, self.name, self.limits, &mut |r, len| {
+                out = f.take().map(|f| f(&mut *self.encoding.decoder(r), len));
+            })
+            .map_err(|r| ImportError::Io {
+                context: format!("reading {}", self.path.display()),
+                source: io::Error::other(format!(
+                    "the flow changed after it was checked: {}",
+                    r.message
+                )),
+            })?;
+        out.ok_or_else(|| ImportError::Io {
             context: format!("reading {}", self.path.display()),
-            source: io::Error::other(format!("the flow changed after it was checked: {e}")),
-        };
-        let mut zip =
-            FlowZip::open(io::BufReader::new(file), &self.name.stem, self.max).map_err(changed)?;
-        let len = zip.declared_size();
-        let csv = zip.csv().map_err(changed)?;
-        Ok(f(Box::new(csv), len))
+            source: io::Error::other("the format opened no records"),
+        })
     }
 }
 
@@ -638,8 +660,21 @@ fn csv_problem(e: &CsvError) -> String {
     }
 }
 
+/// Opens a flow for reading without following a symbolic link: a link swapped in for a claimed
+/// file must not make the hub read (and answer with) a file of someone else's choosing.
+fn open_flow(path: &Path) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path)
+}
+
 fn sha256_file(path: &Path) -> Result<String, ImportError> {
-    let mut f = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+    let mut f = open_flow(path).map_err(io_err(format!("opening {}", path.display())))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -670,7 +705,8 @@ enum Pending {
 
 fn classify(
     rec: &snodo_adapters::csv::Record<'_>,
-    version: FlowVersion,
+    format: &dyn FlowFormat,
+    flow: &FlowFile,
     rules: &dovuto::EntityRules,
     today: chrono::NaiveDate,
     first_of_iud: bool,
@@ -683,11 +719,11 @@ fn classify(
     if let Some(e) = rec.error() {
         return reject(vec![Rejection::new(RejectCode::SintassiCsv, e.to_string())]);
     }
-    let raw = match map_row(version, rec) {
+    let raw = match format.decode(flow, rec) {
         Ok(r) => r,
-        Err(e) => return reject(vec![Rejection::new(RejectCode::SintassiCsv, e.to_string())]),
+        Err(e) => return reject(vec![Rejection::new(RejectCode::SintassiCsv, e)]),
     };
-    let result = dovuto::validate(&raw, version, rules, today);
+    let result = dovuto::validate(&raw, flow.rules, rules, today);
     let dup = (!first_of_iud).then(|| {
         Rejection::new(
             RejectCode::IudDuplicato,
@@ -702,7 +738,7 @@ fn classify(
             }
             Pending::Valid {
                 raw: rec.raw.to_string(),
-                line: render_accepted(version, rec),
+                line: format.render_accepted(flow, rec),
                 index: rows.len() - 1,
             }
         }
@@ -712,16 +748,6 @@ fn classify(
             reject(errs)
         }
     }
-}
-
-fn write_reject<W: Write>(
-    w: &mut ScartiWriter<W>,
-    raw: &str,
-    rejections: &[Rejection],
-) -> io::Result<()> {
-    let codes: Vec<&str> = rejections.iter().map(|r| r.code.as_str()).collect();
-    let descs: Vec<&str> = rejections.iter().map(|r| r.message.as_str()).collect();
-    w.reject(raw, &codes, &descs)
 }
 
 /// IUDs seen in this flow, as 128-bit hashes: a million rows fit in a few tens of MB.

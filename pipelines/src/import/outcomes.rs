@@ -1,9 +1,12 @@
-//! The outcome files of one import: SCARTI and IUV lines staged on disk chunk by chunk (cut back
+//! The outcome files of one import: rejected and accepted lines (MyPay's SCARTI and IUV) staged on disk chunk by chunk (cut back
 //! to the committed length after a crash), and each deflated into its zip by a background thread
 //! that follows the committed length, so zipping a large flow overlaps with applying it.
 
 use super::{io_err, ImportError};
-use snodo_adapters::mypay_import::{IuvWriter, ScartiWriter, ZipEntryWriter};
+use snodo_adapters::flow_format::{FlowFormat, RenderedRow};
+use snodo_adapters::mypay_import::ZipEntryWriter;
+use snodo_adapters::text_encoding::Encoding;
+use snodo_core::dovuto::Rejection;
 use snodo_store::Checkpoint;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -11,10 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-/// Both outcome files of a flow being imported.
-pub(super) struct Outcomes {
-    pub scarti: ScartiWriter<Staged>,
-    pub iuv: IuvWriter<Staged>,
+/// Both outcome files of a flow being imported, their lines written by the flow's format.
+pub(super) struct Outcomes<'f> {
+    format: &'f dyn FlowFormat,
+    encoding: Encoding,
+    /// A line in the flow's encoding, when it is not UTF-8.
+    encoded: Vec<u8>,
+    rejected: Staged,
+    accepted: Staged,
+    line: Vec<u8>,
     zips: [Zipper; 2],
 }
 
@@ -22,44 +30,86 @@ pub(super) struct Outcomes {
 #[derive(Debug, Clone)]
 pub struct OutcomeFile {
     pub name: String,
+    /// The file inside the zip.
+    pub entry: String,
     pub path: PathBuf,
 }
 
-impl Outcomes {
+impl<'f> Outcomes<'f> {
     /// Opens the staged files at the checkpoint (writing the headers on a fresh start) and starts
-    /// zipping what is committed. `files` are the SCARTI and IUV zips to produce, in that order.
+    /// zipping what is committed. `files` are the rejected-rows and accepted-rows zips to
+    /// produce, in that order.
     pub fn open(
+        format: &'f dyn FlowFormat,
+        encoding: Encoding,
         dir: &Path,
         cp: Checkpoint,
         header: &str,
         files: &[OutcomeFile; 2],
     ) -> Result<Self, ImportError> {
-        let scarti_path = dir.join("scarti.csv");
-        let iuv_path = dir.join("iuv.csv");
-        let scarti = Staged::open(&scarti_path, cp.scarti_bytes)?;
-        let iuv = Staged::open(&iuv_path, cp.iuv_bytes)?;
-        let scarti = if cp.scarti_bytes == 0 {
-            ScartiWriter::new(scarti, header)
-        } else {
-            Ok(ScartiWriter::append(scarti))
+        // Names kept from before formats were pluggable: a flow interrupted across an upgrade
+        // resumes on its staged files.
+        let rejected_path = dir.join("scarti.csv");
+        let accepted_path = dir.join("iuv.csv");
+        let mut rejected = Staged::open(&rejected_path, cp.scarti_bytes)?;
+        let mut accepted = Staged::open(&accepted_path, cp.iuv_bytes)?;
+        let (mut line, mut encoded) = (Vec::with_capacity(512), Vec::new());
+        if cp.scarti_bytes == 0 {
+            format.rejected_header(header, &mut line);
+            write_in(encoding, &line, &mut encoded, &mut rejected)
+                .map_err(io_err("writing the rejected-rows file"))?;
+            line.clear();
         }
-        .map_err(io_err("writing the SCARTI file"))?;
-        let iuv = if cp.iuv_bytes == 0 {
-            IuvWriter::new(iuv, header)
-        } else {
-            Ok(IuvWriter::append(iuv))
+        if cp.iuv_bytes == 0 {
+            format.accepted_header(header, &mut line);
+            write_in(encoding, &line, &mut encoded, &mut accepted)
+                .map_err(io_err("writing the accepted-rows file"))?;
+            line.clear();
         }
-        .map_err(io_err("writing the IUV file"))?;
         let zips = [
-            Zipper::start(scarti_path, &files[0], cp.scarti_bytes)?,
-            Zipper::start(iuv_path, &files[1], cp.iuv_bytes)?,
+            Zipper::start(rejected_path, &files[0], cp.scarti_bytes)?,
+            Zipper::start(accepted_path, &files[1], cp.iuv_bytes)?,
         ];
-        Ok(Self { scarti, iuv, zips })
+        Ok(Self {
+            format,
+            encoding,
+            encoded,
+            rejected,
+            accepted,
+            line,
+            zips,
+        })
     }
 
-    /// Flushes and syncs both staged files; returns their lengths (scarti, iuv) to commit.
+    /// Writes one rejected row (not yet synced).
+    pub fn reject(&mut self, raw: &str, why: &[Rejection]) -> io::Result<()> {
+        self.line.clear();
+        self.format.rejected_line(raw, why, &mut self.line);
+        write_in(
+            self.encoding,
+            &self.line,
+            &mut self.encoded,
+            &mut self.rejected,
+        )
+    }
+
+    /// Writes one accepted row (not yet synced).
+    pub fn accept(&mut self, row: &RenderedRow, generated_iuv: Option<&str>) -> io::Result<()> {
+        self.line.clear();
+        self.format
+            .accepted_line(row, generated_iuv, &mut self.line);
+        write_in(
+            self.encoding,
+            &self.line,
+            &mut self.encoded,
+            &mut self.accepted,
+        )
+    }
+
+    /// Flushes and syncs both staged files; returns their lengths (rejected, accepted) to
+    /// commit.
     pub fn sync(&mut self) -> io::Result<(u64, u64)> {
-        Ok((self.scarti.get_mut().sync()?, self.iuv.get_mut().sync()?))
+        Ok((self.rejected.sync()?, self.accepted.sync()?))
     }
 
     /// The lengths in `cp` are committed: the zippers may take everything up to them.
@@ -70,11 +120,27 @@ impl Outcomes {
 
     /// Waits for both zips to take the last committed bytes, then publishes them locally.
     pub fn finish(mut self, cp: &Checkpoint) -> Result<(), ImportError> {
-        let [scarti, iuv] = std::mem::replace(&mut self.zips, [Zipper::idle(), Zipper::idle()]);
-        scarti.finish(cp.scarti_bytes)?;
-        iuv.finish(cp.iuv_bytes)?;
+        let [rejected, accepted] =
+            std::mem::replace(&mut self.zips, [Zipper::idle(), Zipper::idle()]);
+        rejected.finish(cp.scarti_bytes)?;
+        accepted.finish(cp.iuv_bytes)?;
         Ok(())
     }
+}
+
+/// Writes a UTF-8 `line` to `out` in `encoding`.
+fn write_in(
+    encoding: Encoding,
+    line: &[u8],
+    encoded: &mut Vec<u8>,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    if encoding == Encoding::Utf8 {
+        return out.write_all(line);
+    }
+    encoded.clear();
+    encoding.encode_into(line, encoded);
+    out.write_all(encoded)
 }
 
 /// A staged outcome file, cut back to its committed length on open.
@@ -151,7 +217,7 @@ impl Zipper {
 
     fn start(source: PathBuf, file: &OutcomeFile, ready: u64) -> Result<Self, ImportError> {
         let tmp = PathBuf::from(format!("{}.tmp", file.path.display()));
-        let entry = format!("{}.csv", file.name.trim_end_matches(".zip"));
+        let entry = file.entry.clone();
         let shared: Arc<(Mutex<Progress>, Condvar)> = Arc::new((
             Mutex::new(Progress {
                 ready,

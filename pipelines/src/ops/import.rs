@@ -1,7 +1,8 @@
-//! One MyPay flow imported on demand, through the same importer as a pipeline.
+//! One flow imported on demand, through the same importer as a pipeline.
 
 use super::{OpsError, Result};
-use crate::import::{ImportLimits, ImportOutcome, Importer};
+use crate::codecs::Does;
+use crate::import::{Encoding, ImportLimits, ImportOutcome, Importer};
 use crate::plan::Plan;
 use snodo_connectors::dir::DirSinkConfig;
 use snodo_connectors::SinkConfig;
@@ -32,11 +33,15 @@ pub enum Imported {
     },
 }
 
-/// Imports the flow at `path` for `entity`, then publishes its outcome files through a `dir` sink
-/// on `out` (default: beside `path`). `progress` hears the rows done after each chunk.
+/// Imports the flow at `path` for `entity`, read as `decode` (a flow format's codec name) in
+/// `encoding`, then publishes its outcome files through a `dir` sink on `out` (default: beside
+/// `path`). `progress` hears the rows done after each chunk.
+#[allow(clippy::too_many_arguments)]
 pub fn one_file(
     plan: &Plan,
     entity: &str,
+    decode: &str,
+    encoding: &str,
     out: Option<PathBuf>,
     path: &Path,
     progress: &(dyn Fn(u64) + Sync),
@@ -45,6 +50,17 @@ pub fn one_file(
         .entities
         .get(entity)
         .ok_or_else(|| OpsError::NoEntity(entity.to_string()))?;
+    let format = match crate::codecs::codec(decode).map(|c| c.does) {
+        Some(Does::ImportFlows(format)) => format,
+        _ => {
+            return Err(OpsError::NoFormat {
+                name: decode.to_string(),
+                known: crate::codecs::names(|d| matches!(d, Does::ImportFlows(_))).join(", "),
+            })
+        }
+    };
+    let encoding =
+        Encoding::parse(encoding).ok_or_else(|| OpsError::NoEncoding(encoding.to_string()))?;
     let store = super::open_store(plan)?;
     let file_name = path
         .file_name()
@@ -65,6 +81,8 @@ pub fn one_file(
     let stop = AtomicBool::new(false);
     let importer = Importer {
         store: store.as_ref(),
+        format,
+        encoding,
         entity: runtime,
         staging: crate::engine::staging_dir(plan),
         limits: ImportLimits::from_hub(&plan.config.hub),

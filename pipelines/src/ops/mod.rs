@@ -25,6 +25,10 @@ pub enum OpsError {
     Store(#[from] StoreError),
     #[error("entity {0:?} is not configured")]
     NoEntity(String),
+    #[error("{name:?} is not a flow format (known: {known})")]
+    NoFormat { name: String, known: String },
+    #[error("{0:?} is not an encoding (known: utf-8, windows-1252, iso-8859-1, iso-8859-15)")]
+    NoEncoding(String),
     #[error("no delivery {0}")]
     NoDelivery(i64),
     #[error("no pipeline {name:?} (batch pipelines: {batch})")]
