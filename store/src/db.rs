@@ -180,6 +180,14 @@ pub trait Conn {
         }
         Ok(())
     }
+    /// Adds to running totals of `metric_counts`: (kind, label, amount), keys distinct and in
+    /// order (see [`crate::events::add_counts`]). PostgreSQL sends them in one statement.
+    fn add_counts(&mut self, counts: &[(&str, &str, i64)]) -> Result<()> {
+        for (kind, label, n) in counts {
+            self.execute(crate::events::ADD_COUNT, args!(*kind, *label, *n))?;
+        }
+        Ok(())
+    }
     /// Holds a lock named `key` until the transaction ends. SQLite's write transactions hold the
     /// whole database already; PostgreSQL takes an advisory lock.
     fn lock(&mut self, _key: &str) -> Result<()> {

@@ -1,8 +1,9 @@
 //! Domain events in order, and the store's own health and totals.
 
-use crate::db::{args, Access, Driver, Row};
+use crate::db::{args, Access, Conn, Driver};
 use crate::ops::now;
 use crate::*;
+use std::collections::BTreeMap;
 
 pub trait EventStore {
     /// Events after `after_id`, oldest first.
@@ -26,6 +27,57 @@ pub(crate) const INSERT: &str =
 
 /// The id of the oldest event to keep's predecessor: a walk of `keep` ids down the primary key.
 pub(crate) const PRUNE_EDGE: &str = "SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET $1";
+
+/// What `metric_counts` keeps (its `kind`); the label is the entity, or the pipeline.
+pub(crate) mod count {
+    /// Receipts stored, and of those flagged for operators.
+    pub const RECEIPTS: &str = "receipts";
+    pub const FLAGGED: &str = "receipts_flagged";
+    /// Deliveries created (whatever their status now).
+    pub const DELIVERIES: &str = "deliveries";
+    /// Import rows accepted and rejected, as the flows' checkpoints count them.
+    pub const ACCEPTED: &str = "import_accepted";
+    pub const REJECTED: &str = "import_rejected";
+}
+
+/// Adds to a running total (SQLite; PostgreSQL's adds to the connection's shard of it).
+pub(crate) const ADD_COUNT: &str = "INSERT INTO metric_counts (kind, label, n) VALUES ($1, $2, $3)
+     ON CONFLICT (kind, label) DO UPDATE SET n = n + excluded.n";
+
+/// Adds to running totals inside the caller's transaction, the one writing what they count.
+/// Keys are merged and sorted: transactions sharing rows on PostgreSQL lock them in one order.
+pub(crate) fn add_counts(c: &mut dyn Conn, mut counts: Vec<(&str, &str, i64)>) -> Result<()> {
+    counts.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    counts.dedup_by(|next, kept| {
+        let same = (next.0, next.1) == (kept.0, kept.1);
+        if same {
+            kept.2 += next.2;
+        }
+        same
+    });
+    c.add_counts(&counts)
+}
+
+/// The scrape's totals, summed over shards: a few rows per entity and pipeline, never the rows
+/// they count.
+pub(crate) const SCRAPE_COUNTS: &str =
+    "SELECT kind, label, CAST(SUM(n) AS BIGINT) FROM metric_counts
+     GROUP BY kind, label ORDER BY kind, label";
+
+/// Per pipeline: deliveries created, pending, leased (in flight, `$1` is now), dead and retried.
+/// One statement, so one snapshot: delivered is created - pending - dead. Each count is a range
+/// of an index whose predicate the condition matches (`deliveries_due`, `deliveries_leased`,
+/// `deliveries_retried`), so a backlog costs its own size and the delivered rows cost nothing.
+pub(crate) const SCRAPE_DELIVERIES: &str = "SELECT p.label, p.total,
+       (SELECT COUNT(*) FROM deliveries WHERE pipeline = p.label AND status = 'pending'),
+       (SELECT COUNT(*) FROM deliveries
+        WHERE pipeline = p.label AND status = 'pending' AND lease_until > $1),
+       (SELECT COUNT(*) FROM deliveries WHERE pipeline = p.label AND status = 'dead'),
+       (SELECT COUNT(*) FROM deliveries
+        WHERE pipeline = p.label AND (attempts > 1 OR (status = 'pending' AND attempts > 0)))
+     FROM (SELECT label, CAST(SUM(n) AS BIGINT) AS total FROM metric_counts
+           WHERE kind = 'deliveries' GROUP BY label) p
+     ORDER BY p.label";
 
 impl<D: Driver> EventStore for D {
     fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
@@ -84,35 +136,56 @@ impl<D: Driver> EventStore for D {
 impl<D: Driver> StatusStore for D {
     fn metrics(&self) -> Result<StoreMetrics> {
         self.read(|c| {
-            let three = |r: &dyn Row| -> Result<(String, i64, i64)> {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            };
+            let totals = c.all(SCRAPE_COUNTS, &[], |r| {
+                Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<i64>(2)?))
+            })?;
+            // (entity, first, second): receipts (stored, flagged), import rows (accepted, rejected).
+            let mut receipts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+            let mut import_rows: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+            for (kind, label, n) in totals {
+                match kind.as_str() {
+                    count::RECEIPTS => receipts.entry(label).or_default().0 = n,
+                    count::FLAGGED => receipts.entry(label).or_default().1 = n,
+                    count::ACCEPTED => import_rows.entry(label).or_default().0 = n,
+                    count::REJECTED => import_rows.entry(label).or_default().1 = n,
+                    _ => {}
+                }
+            }
+            let mut deliveries = Vec::new();
+            let mut retried = Vec::new();
+            let rows = c.all(SCRAPE_DELIVERIES, args!(&now()), |r| {
+                let n: [i64; 5] = [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?];
+                Ok((r.get::<String>(0)?, n))
+            })?;
+            for (pipeline, [total, pending, leased, dead, again]) in rows {
+                // Sorted by status, and only the statuses some delivery has (as a GROUP BY
+                // would list them).
+                for (status, n) in [
+                    ("dead", dead),
+                    ("delivered", total - pending - dead),
+                    ("in_flight", leased),
+                    ("pending", pending - leased),
+                ] {
+                    if n != 0 {
+                        deliveries.push((pipeline.clone(), status.to_string(), n));
+                    }
+                }
+                if again > 0 {
+                    retried.push((pipeline, again));
+                }
+            }
             Ok(StoreMetrics {
-                receipts: c.all(
-                    "SELECT entity, COUNT(*), COUNT(issue) FROM receipts GROUP BY entity ORDER BY entity",
-                    &[],
-                    three,
-                )?,
-                deliveries: c.all(
-                    "SELECT pipeline,
-                            CASE WHEN status = 'pending' AND lease_until > $1 THEN 'in_flight' ELSE status END AS s,
-                            COUNT(*) FROM deliveries GROUP BY pipeline, s ORDER BY pipeline, s",
-                    args!(&now()),
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )?,
-                retried: c.all(
-                    "SELECT pipeline, COUNT(*) FROM deliveries
-                     WHERE attempts > 1 OR (status = 'pending' AND attempts > 0)
-                     GROUP BY pipeline ORDER BY pipeline",
-                    &[],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?,
-                import_rows: c.all(
-                    "SELECT entity, CAST(SUM(accepted) AS BIGINT), CAST(SUM(rejected) AS BIGINT)
-                     FROM flows GROUP BY entity ORDER BY entity",
-                    &[],
-                    three,
-                )?,
+                receipts: receipts
+                    .into_iter()
+                    .filter(|(_, (stored, _))| *stored > 0)
+                    .map(|(e, (stored, flagged))| (e, stored, flagged))
+                    .collect(),
+                deliveries,
+                retried,
+                import_rows: import_rows
+                    .into_iter()
+                    .map(|(e, (accepted, rejected))| (e, accepted, rejected))
+                    .collect(),
             })
         })
     }

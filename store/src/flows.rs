@@ -1,6 +1,7 @@
 //! Import flows: their lifecycle, the chunks applied under them, and a stream's outbox.
 
 use crate::db::{args, sql, Access, Driver, Row, Sql};
+use crate::events::count;
 use crate::ops::{self, check_rows_done, now, Ops};
 use crate::*;
 
@@ -107,13 +108,21 @@ const INSERT_STREAM: &str =
 const FLOW_STATE: Sql = sql!(
     "SELECT status, entity, iuf, accepted, rejected FROM flows WHERE id = $1" => " FOR UPDATE"
 );
-const ROWS_DONE: Sql = sql!("SELECT rows_done FROM flows WHERE id = $1" => " FOR UPDATE");
+const ROWS_DONE: Sql = sql!(
+    "SELECT rows_done, accepted, rejected, entity FROM flows WHERE id = $1" => " FOR UPDATE"
+);
 pub(crate) const INSERT_OUTBOX: &str =
     "INSERT INTO flow_outbox (flow_id, key, payload) VALUES ($1, $2, $3)";
 const CLEAR_OUTBOX: Sql = Sql {
     sqlite: "DELETE FROM flow_outbox WHERE id = $1",
     pg: "DELETE FROM flow_outbox WHERE id = ANY($1)",
 };
+
+/// A new flow's entity gets its import totals (at zero), so /metrics lists it from its first flow.
+fn count_entity(c: &mut dyn crate::db::Conn, entity: &str) -> Result<()> {
+    let counts = vec![(count::ACCEPTED, entity, 0), (count::REJECTED, entity, 0)];
+    crate::events::add_counts(c, counts)
+}
 
 impl<D: Driver> FlowStore for D {
     fn flows_by_iuf(&self, entity: &str, iuf: &str) -> Result<Vec<Flow>> {
@@ -189,6 +198,7 @@ impl<D: Driver> FlowStore for D {
                 None => None,
             }
             .ok_or_else(|| StoreError::Conflict(format!("flow {} was not created", f.iuf)))?;
+            count_entity(c, &flow.entity)?;
             let correlation = flow_correlation(flow.id);
             c.new_event(
                 &NewEvent {
@@ -207,7 +217,7 @@ impl<D: Driver> FlowStore for D {
     fn stream_flow(&self, f: &NewFlow<'_>) -> Result<Flow> {
         self.run(Access::Write, |c| {
             let status = FlowStatus::InElab.as_str();
-            c.execute(
+            let created = c.execute(
                 INSERT_STREAM,
                 args!(
                     f.entity,
@@ -219,6 +229,9 @@ impl<D: Driver> FlowStore for D {
                     &now()
                 ),
             )?;
+            if created > 0 {
+                count_entity(c, f.entity)?;
+            }
             let sql = select_flows!("WHERE entity = $1 AND iuf = $2 AND stream = TRUE");
             c.one(sql, args!(f.entity, f.iuf), flow_from)?
                 .ok_or_else(|| {
@@ -282,9 +295,16 @@ impl<D: Driver> FlowStore for D {
         // state, even against another process on the same file.
         self.tx(|c| {
             let ts = now();
-            let done = c.one(c.pick(&ROWS_DONE), args!(flow_id), |r| r.get::<i64>(0))?;
+            let before = c.one(c.pick(&ROWS_DONE), args!(flow_id), |r| {
+                Ok((
+                    r.get::<i64>(0)?,
+                    r.get::<i64>(1)?,
+                    r.get::<i64>(2)?,
+                    r.get::<String>(3)?,
+                ))
+            })?;
             if let Some(expected) = expect_rows_done {
-                check_rows_done(flow_id, done, expected)?;
+                check_rows_done(flow_id, before.as_ref().map(|b| b.0), expected)?;
             }
             let mut ops = Ops::new(c);
             let outcomes = ops::apply_rows(&mut ops, entity, flow_id, &ts, rows)?;
@@ -305,6 +325,19 @@ impl<D: Driver> FlowStore for D {
                     &ts
                 ),
             )?;
+            // The entity's totals move by what this checkpoint adds to the flow's own.
+            if let Some((_, accepted, rejected, entity)) = &before {
+                let counts = [
+                    (count::ACCEPTED, cp.accepted as i64 - accepted),
+                    (count::REJECTED, cp.rejected as i64 - rejected),
+                ];
+                let moved = counts
+                    .into_iter()
+                    .filter(|(_, n)| *n != 0)
+                    .map(|(kind, n)| (kind, entity.as_str(), n))
+                    .collect::<Vec<_>>();
+                crate::events::add_counts(c, moved)?;
+            }
             c.insert_outbox(flow_id, &commit.outbox)
         })
     }

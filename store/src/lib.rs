@@ -483,7 +483,7 @@ pub struct NewCart<'a> {
 
 /// Counts for `/metrics`, read from the store at scrape time (so every hub sharing a store
 /// reports the same totals).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreMetrics {
     /// (entity, receipts stored, of which flagged)
     pub receipts: Vec<(String, i64, i64)>,

@@ -2,6 +2,7 @@
 //! database), so a row or a receipt comes out the same on SQLite and on PostgreSQL.
 
 use crate::db::{Arg, Conn};
+use crate::events::count;
 use crate::*;
 use serde::Serialize;
 use snodo_core::dovuto::RejectCode;
@@ -479,9 +480,16 @@ pub(crate) fn store_receipt(
         }
         _ => None,
     };
+    let mut counts = vec![(count::RECEIPTS, r.entity.as_str(), 1)];
+    if issue.is_some() {
+        counts.push((count::FLAGGED, r.entity.as_str(), 1));
+    }
     for to in r.deliver_to.iter().filter(|d| d.accepts(debt_type)) {
         ops.insert_delivery(to, receipt, &r.receipt_id, ts)?;
+        counts.push((count::DELIVERIES, to.pipeline.as_str(), 1));
     }
+    // Counted only here, past the duplicate check: a receipt the node sends again counts once.
+    crate::events::add_counts(ops.c, counts)?;
     let payload = serde_json::json!({
         "receipt": receipt,
         "receipt_id": r.receipt_id,

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/pg_0001_init.sql")),
     (2, include_str!("migrations/pg_0002_api.sql")),
     (3, include_str!("migrations/pg_0003_parsed.sql")),
+    (4, include_str!("migrations/pg_0004_metric_counts.sql")),
     (6, include_str!("migrations/pg_0006_file_attempts.sql")),
 ];
 
@@ -799,6 +800,27 @@ impl Conn for Pg<'_> {
         Ok(())
     }
 
+    fn add_counts(&mut self, counts: &[(&str, &str, i64)]) -> Result<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let kinds: Vec<&str> = counts.iter().map(|c| c.0).collect();
+        let labels: Vec<&str> = counts.iter().map(|c| c.1).collect();
+        let ns: Vec<i64> = counts.iter().map(|c| c.2).collect();
+        // The connection's shard: transactions on other connections (other hubs) add to other
+        // rows instead of waiting for this one's commit. Rows are locked in the callers' order.
+        let st = self.prepare(
+            "INSERT INTO metric_counts (kind, label, shard, n)
+             SELECT k, l, pg_backend_pid() % 16, v
+             FROM UNNEST($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS u(k, l, v, o)
+             ORDER BY o
+             ON CONFLICT (kind, label, shard) DO UPDATE SET n = metric_counts.n + EXCLUDED.n",
+            false,
+        )?;
+        self.exec(&st, &[&kinds, &labels, &ns])?;
+        Ok(())
+    }
+
     fn lock(&mut self, key: &str) -> Result<()> {
         let sql = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
         self.execute(sql, args!(key)).map(drop)
@@ -944,7 +966,9 @@ mod tests {
         fn new() -> Self {
             let admin = std::env::var("SNODO_TEST_PG")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-            let name = format!("snodo_pool_{}", std::process::id());
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("snodo_pool_{}_{n}", std::process::id());
             let mut c = ::postgres::Client::connect(&admin, ::postgres::NoTls)
                 .expect("PostgreSQL on SNODO_TEST_PG (ops/setup.sh)");
             c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
@@ -963,6 +987,58 @@ mod tests {
                 let _ =
                     c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.1));
             }
+        }
+    }
+
+    /// Plans of the scrape's statements with sequential scans priced out (a small table would be
+    /// read whole, as it should): every read of receipts, deliveries or flows is an index range.
+    #[test]
+    fn the_scrape_counts_on_indexes_and_never_scans_a_table() {
+        let db = TempDb::new();
+        drop(PgStore::open(&db.url("pool=1")).unwrap());
+        let mut c = ::postgres::Client::connect(&db.url(""), ::postgres::NoTls).unwrap();
+        c.batch_execute("SET enable_seqscan = off").unwrap();
+        let now = "2026-01-01T00:00:00.000Z";
+        let explain = |c: &mut ::postgres::Client, sql: &str, args: &[&(dyn ToSql + Sync)]| {
+            c.query(&format!("EXPLAIN {sql}"), args)
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        };
+        let counts = explain(&mut c, crate::events::SCRAPE_COUNTS, &[]);
+        let deliveries = explain(&mut c, crate::events::SCRAPE_DELIVERIES, &[&now]);
+        for plan in [&counts, &deliveries] {
+            for (i, node) in plan.iter().enumerate() {
+                let on_table = ["receipts", "deliveries", "flows"]
+                    .iter()
+                    .any(|t| node.contains(&format!(" on {t} ")));
+                if !on_table {
+                    continue;
+                }
+                // A node's details follow it, up to the next node.
+                let details: Vec<&String> = plan[i + 1..]
+                    .iter()
+                    .take_while(|l| !l.contains("->"))
+                    .collect();
+                let bounded = details
+                    .iter()
+                    .any(|d| d.contains("Index Cond:") || d.contains("Recheck Cond:"));
+                assert!(
+                    !node.contains("Seq Scan") && bounded,
+                    "{node}: {}",
+                    plan.join("\n")
+                );
+            }
+        }
+        for index in ["deliveries_due", "deliveries_leased", "deliveries_retried"] {
+            assert!(
+                deliveries
+                    .iter()
+                    .any(|l| l.contains(&format!("using {index} on deliveries"))),
+                "{index}: {}",
+                deliveries.join("\n")
+            );
         }
     }
 

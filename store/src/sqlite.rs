@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/sqlite_0005_streams_jobs.sql")),
     (6, include_str!("migrations/sqlite_0006_api.sql")),
     (7, include_str!("migrations/sqlite_0007_parsed.sql")),
+    (8, include_str!("migrations/sqlite_0008_metric_counts.sql")),
     (10, include_str!("migrations/sqlite_0010_file_attempts.sql")),
 ];
 
@@ -601,6 +602,48 @@ mod tests {
                 .all(|step| !step.starts_with("SCAN r") && !step.contains("TEMP B-TREE")),
             "{plan:?}"
         );
+    }
+
+    #[test]
+    fn the_scrape_counts_on_indexes_and_never_scans_a_table() {
+        let (_d, s) = store();
+        let conn = s.lock();
+        let plan_of = |sql: &str, args: &[Arg]| -> Vec<String> {
+            conn.prepare(&format!("EXPLAIN QUERY PLAN {}", sql.replace('$', "?")))
+                .unwrap()
+                .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let scans = |plan: &[String]| {
+            plan.iter()
+                .filter(|step| {
+                    ["receipts", "deliveries", "flows"]
+                        .iter()
+                        .any(|t| step.starts_with(&format!("SCAN {t}")))
+                })
+                .count()
+        };
+        let plan = plan_of(crate::events::SCRAPE_COUNTS, &[]);
+        assert_eq!(scans(&plan), 0, "{plan:?}");
+        let plan = plan_of(
+            crate::events::SCRAPE_DELIVERIES,
+            &[Arg::Text("2026-01-01T00:00:00.000Z")],
+        );
+        assert_eq!(scans(&plan), 0, "{plan:?}");
+        // Each count is a range of the index that holds just what it counts.
+        for index in [
+            "USING COVERING INDEX deliveries_due (pipeline=? AND status=?)",
+            "USING COVERING INDEX deliveries_leased (pipeline=? AND lease_until>?)",
+            "USING COVERING INDEX deliveries_retried (pipeline=?)",
+        ] {
+            assert!(
+                plan.iter()
+                    .any(|step| step == &format!("SEARCH deliveries {index}")),
+                "{index}: {plan:?}"
+            );
+        }
     }
 
     #[test]

@@ -46,6 +46,36 @@ impl Backend {
         self.store.as_deref().unwrap()
     }
 
+    /// Rows of `sql` read straight from the database, not through the store, each as
+    /// (text, text, integer, integer).
+    fn raw(&self, sql: &str) -> Vec<(String, String, i64, i64)> {
+        if self.pg.is_some() {
+            let mut c = postgres::Client::connect(&self.setting, postgres::NoTls).unwrap();
+            let rows = c.query(sql, &[]).unwrap();
+            return rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect();
+        }
+        let c = rusqlite::Connection::open(self.dir.path().join("t.db")).unwrap();
+        let mut st = c.prepare(sql).unwrap();
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    /// Runs statements straight on the database.
+    fn raw_batch(&self, sql: &str) {
+        if self.pg.is_some() {
+            let mut c = postgres::Client::connect(&self.setting, postgres::NoTls).unwrap();
+            c.batch_execute(sql).unwrap();
+        } else {
+            let c = rusqlite::Connection::open(self.dir.path().join("t.db")).unwrap();
+            c.execute_batch(sql).unwrap();
+        }
+    }
+
     /// Another handle on the same data, as a second hub would have.
     fn another(&self) -> Box<dyn Store> {
         open(&self.setting, self.dir.path()).unwrap()
@@ -144,6 +174,7 @@ suite!(
     a_saved_response_is_the_first_writers,
     two_hubs_saving_one_key_keep_one_response,
     a_cart_is_opened_once,
+    metric_counts_agree_with_counting_every_row,
 );
 
 const E: &str = "c_g224";
@@ -1943,4 +1974,212 @@ fn pg_hubs_migrate_at_once_and_a_store_lives_in_async_code() {
         open("mysql://x", b.dir.path()),
         Err(StoreError::Open(m)) if m.contains("postgres://")
     ));
+}
+
+/// The scrape's numbers counted the slow way, over every row (as `/metrics` did before it kept
+/// running totals): what the totals must always equal.
+fn counted(b: &Backend) -> StoreMetrics {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let three = |rows: Vec<(String, String, i64, i64)>| {
+        rows.into_iter()
+            .map(|(a, _, n, m)| (a, n, m))
+            .collect::<Vec<_>>()
+    };
+    StoreMetrics {
+        receipts: three(b.raw(
+            "SELECT entity, CAST('' AS TEXT), COUNT(*), COUNT(issue) FROM receipts
+             GROUP BY entity ORDER BY entity",
+        )),
+        deliveries: b
+            .raw(&format!(
+                "SELECT pipeline,
+                        CASE WHEN status = 'pending' AND lease_until > '{now}' THEN 'in_flight'
+                             ELSE status END AS s,
+                        COUNT(*), CAST(0 AS BIGINT) FROM deliveries
+                 GROUP BY pipeline, s ORDER BY pipeline, s"
+            ))
+            .into_iter()
+            .map(|(p, s, n, _)| (p, s, n))
+            .collect(),
+        retried: b
+            .raw(
+                "SELECT pipeline, CAST('' AS TEXT), COUNT(*), CAST(0 AS BIGINT) FROM deliveries
+                 WHERE attempts > 1 OR (status = 'pending' AND attempts > 0)
+                 GROUP BY pipeline ORDER BY pipeline",
+            )
+            .into_iter()
+            .map(|(p, _, n, _)| (p, n))
+            .collect(),
+        import_rows: three(b.raw(
+            "SELECT entity, CAST('' AS TEXT), CAST(SUM(accepted) AS BIGINT),
+                    CAST(SUM(rejected) AS BIGINT)
+             FROM flows GROUP BY entity ORDER BY entity",
+        )),
+    }
+}
+
+/// The running totals behind `/metrics` equal a count of every row after each kind of write,
+/// from two hubs, and after the migration counts them from rows already stored.
+fn metric_counts_agree_with_counting_every_row(b: &Backend) {
+    let s = b.store();
+    let agree = |want: &StoreMetrics| {
+        let got = s.metrics().unwrap();
+        assert_eq!(&got, want);
+        assert_eq!(got, counted(b));
+    };
+    agree(&StoreMetrics::default());
+
+    // Import rows: each checkpoint carries the flow's totals so far; a refused chunk counts
+    // nothing. An entity whose flows took no row yet is listed at zero.
+    let f = flow(s, "F1");
+    let chunk = |f: i64, rows: &[ChunkRow], expect: Option<u64>, before: Checkpoint| {
+        s.apply_chunk(f, &key(), rows, expect, &mut |o| {
+            let accepted = o
+                .iter()
+                .filter(|o| matches!(o, RowOutcome::Accepted { .. }))
+                .count() as u64;
+            Ok(Checkpoint {
+                rows_done: before.rows_done + o.len() as u64,
+                accepted: before.accepted + accepted,
+                rejected: before.rejected + o.len() as u64 - accepted,
+                ..Default::default()
+            }
+            .into())
+        })
+    };
+    let rows = [
+        row(Action::Insert, "A", 1250, true),
+        row(Action::Insert, "B", 100, true),
+        row(Action::Insert, "A", 1250, true),
+    ];
+    chunk(f, &rows, Some(0), Checkpoint::default()).unwrap();
+    let done = s.flow(f).unwrap().unwrap().progress;
+    assert_eq!((done.accepted, done.rejected), (2, 1));
+    let err = chunk(f, &[row(Action::Insert, "C", 1, true)], Some(0), done);
+    assert!(matches!(err, Err(StoreError::Conflict(_))), "{err:?}");
+    chunk(f, &[row(Action::Insert, "C", 700, true)], Some(3), done).unwrap();
+    let stream = s.stream_flow(&new_flow("partition-0")).unwrap().id;
+    chunk(
+        stream,
+        &[row(Action::Modify, "nobody", 1, false)],
+        None,
+        Checkpoint::default(),
+    )
+    .unwrap();
+    s.create_flow(&NewFlow {
+        entity: "c_d530",
+        ..new_flow("F9")
+    })
+    .unwrap();
+    let mut want = StoreMetrics {
+        import_rows: vec![("c_d530".to_string(), 0, 0), (E.to_string(), 3, 2)],
+        ..Default::default()
+    };
+    agree(&want);
+
+    // Receipts: one pays, one has the wrong amount, one names no position; a receipt sent again
+    // (on this hub or another) counts once. erp takes each, export the TARI ones.
+    let notice = |iud: &str| {
+        let p = &s.positions(E, &PositionQuery::Iud(iud)).unwrap()[0];
+        NoticeNumber::parse(p.notice_number.as_deref().unwrap()).unwrap()
+    };
+    let (a, bb, c) = (notice("A"), notice("B"), notice("C"));
+    let unknown = NoticeNumber::parse("301000000000012373").unwrap();
+    let other = b.another();
+    s.store_receipt(&receipt(&a, "R-A", 1250)).unwrap();
+    s.store_receipt(&receipt(&bb, "R-B", 1)).unwrap();
+    other.store_receipt(&receipt(&unknown, "R-X", 1)).unwrap();
+    other.store_receipt(&receipt(&c, "R-C", 700)).unwrap();
+    for (n, id, cents) in [(&a, "R-A", 1250), (&unknown, "R-X", 1)] {
+        assert_eq!(
+            s.store_receipt(&receipt(n, id, cents)).unwrap(),
+            ReceiptStored::Duplicate
+        );
+        assert_eq!(
+            other.store_receipt(&receipt(n, id, cents)).unwrap(),
+            ReceiptStored::Duplicate
+        );
+    }
+    want.receipts = vec![(E.to_string(), 4, 2)];
+    want.deliveries = vec![
+        ("erp".to_string(), "pending".to_string(), 4),
+        ("export".to_string(), "pending".to_string(), 3),
+    ];
+    agree(&want);
+
+    // Deliveries change state: leased (in flight), delivered, retried, dead, replayed.
+    let far = |m: u32| format!("9999-{m:02}-01T00:00:00.000Z");
+    let claimed = s.claim_deliveries("erp", &far(1), &far(2), 10).unwrap();
+    assert_eq!(claimed.len(), 4);
+    want.deliveries[0] = ("erp".into(), "in_flight".into(), 4);
+    agree(&want);
+    let retry = Attempt::Retry {
+        at: far(3),
+        error: "HTTP 500".into(),
+    };
+    s.record_attempts(&[
+        (claimed[0].id, Attempt::Delivered),
+        (claimed[1].id, retry.clone()),
+        (
+            claimed[2].id,
+            Attempt::Dead {
+                error: "HTTP 400".into(),
+            },
+        ),
+    ])
+    .unwrap();
+    want.deliveries.splice(
+        0..1,
+        [
+            ("erp".into(), "dead".into(), 1),
+            ("erp".into(), "delivered".into(), 1),
+            ("erp".into(), "in_flight".into(), 1),
+            ("erp".into(), "pending".into(), 1),
+        ],
+    );
+    want.retried = vec![("erp".into(), 1)];
+    agree(&want);
+    let again = other.claim_deliveries("erp", &far(4), &far(5), 10).unwrap();
+    assert_eq!(
+        again.len(),
+        2,
+        "the retried one and the one whose lease ran out"
+    );
+    other
+        .record_attempts(&[
+            (again[0].id, Attempt::Delivered),
+            (again[1].id, Attempt::Delivered),
+        ])
+        .unwrap();
+    assert_eq!(s.replay(&[claimed[2].id], None).unwrap(), 1);
+    want.deliveries.splice(
+        0..4,
+        [
+            ("erp".into(), "delivered".into(), 3),
+            ("erp".into(), "pending".into(), 1),
+        ],
+    );
+    agree(&want);
+
+    // An upgraded database: the totals are counted once from the rows already stored.
+    let before = s.metrics().unwrap();
+    let migration = if b.pg.is_some() { 4 } else { 8 };
+    b.raw_batch(&format!(
+        "DROP TABLE metric_counts; DROP INDEX deliveries_leased; DROP INDEX deliveries_retried;
+         DELETE FROM schema_migrations WHERE version = {migration};"
+    ));
+    let upgraded = b.another();
+    assert_eq!(upgraded.metrics().unwrap(), before);
+    assert_eq!(before, counted(b));
+    // And they go on from there.
+    let p = upgraded
+        .claim_deliveries("export", &far(6), &far(7), 1)
+        .unwrap();
+    upgraded.record_attempt(p[0].id, &retry).unwrap();
+    upgraded.store_receipt(&receipt(&a, "R-A2", 1250)).unwrap();
+    let m = upgraded.metrics().unwrap();
+    assert_eq!(m, counted(b));
+    assert_eq!(m.receipts, vec![(E.to_string(), 5, 3)]);
+    assert_eq!(m.retried, vec![("erp".into(), 1), ("export".into(), 1)]);
+    assert_eq!(m.import_rows, want.import_rows);
 }

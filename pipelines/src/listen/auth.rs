@@ -44,9 +44,14 @@ impl AuthFailures {
 
     /// `None`: the peer may try; `Some(s)`: not before `s` seconds.
     pub fn check(&self, ip: IpAddr) -> Option<u64> {
+        self.check_at(ip, Instant::now())
+    }
+
+    /// [`Self::check`] at `now` (tests move the clock instead of sleeping).
+    fn check_at(&self, ip: IpAddr, now: Instant) -> Option<u64> {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         let (tokens, at) = *peers.get(&ip)?;
-        let level = self.level(tokens, at, Instant::now());
+        let level = self.level(tokens, at, now);
         if level >= 1.0 {
             None
         } else {
@@ -56,7 +61,10 @@ impl AuthFailures {
 
     /// Records one failed authentication from `ip`.
     pub fn failed(&self, ip: IpAddr) {
-        let now = Instant::now();
+        self.failed_at(ip, Instant::now())
+    }
+
+    fn failed_at(&self, ip: IpAddr, now: Instant) {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if peers.len() >= MAX_PEERS {
             let per_minute = self.per_minute;
@@ -92,5 +100,33 @@ mod tests {
         }
         assert!(f.check(ip).is_some());
         assert_eq!(f.check(other), None);
+    }
+
+    #[test]
+    fn a_stopped_peer_may_try_again_once_its_wait_is_over() {
+        // 3 a minute: one failure is forgiven every 20 s.
+        let f = AuthFailures::new(3);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            f.failed_at(ip, t0);
+        }
+        let after = |s: u64| t0 + std::time::Duration::from_secs(s);
+        assert_eq!(
+            f.check_at(ip, t0),
+            Some(20),
+            "refused (429), Retry-After 20"
+        );
+        assert!(f.check_at(ip, after(19)).is_some());
+        assert_eq!(f.check_at(ip, after(20)), None, "let through again");
+        // The one failure it earned back is spent at once; a minute restores all three.
+        f.failed_at(ip, after(20));
+        assert!(f.check_at(ip, after(21)).is_some());
+        assert_eq!(f.check_at(ip, after(80)), None);
+        for k in 0..3 {
+            assert_eq!(f.check_at(ip, after(80)), None, "failure {k} of 3");
+            f.failed_at(ip, after(80));
+        }
+        assert!(f.check_at(ip, after(80)).is_some());
     }
 }
