@@ -27,6 +27,12 @@ pub(crate) const INSERT: &str =
 /// The id of the oldest event to keep's predecessor: a walk of `keep` ids down the primary key.
 pub(crate) const PRUNE_EDGE: &str = "SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET $1";
 
+/// Receipts held for an operator, by entity: walks the held rows alone (few, and only while
+/// held), each joined to its receipt by primary key (`CROSS JOIN`: SQLite keeps that order).
+pub(crate) const HELD: &str = "SELECT r.entity, COUNT(DISTINCT h.receipt)
+     FROM held_deliveries h CROSS JOIN receipts r WHERE r.id = h.receipt
+     GROUP BY r.entity ORDER BY r.entity";
+
 impl<D: Driver> EventStore for D {
     fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
         self.read(|c| {
@@ -113,6 +119,7 @@ impl<D: Driver> StatusStore for D {
                     &[],
                     three,
                 )?,
+                held: c.all(HELD, &[], |r| Ok((r.get(0)?, r.get(1)?)))?,
             })
         })
     }

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/pg_0001_init.sql")),
     (2, include_str!("migrations/pg_0002_api.sql")),
     (3, include_str!("migrations/pg_0003_parsed.sql")),
+    (5, include_str!("migrations/pg_0005_held.sql")),
 ];
 
 /// Serialises migrations of hubs starting together (an arbitrary constant: "snodo" in ASCII).

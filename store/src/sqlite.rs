@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/sqlite_0005_streams_jobs.sql")),
     (6, include_str!("migrations/sqlite_0006_api.sql")),
     (7, include_str!("migrations/sqlite_0007_parsed.sql")),
+    (9, include_str!("migrations/sqlite_0009_held.sql")),
 ];
 
 pub struct SqliteStore {
@@ -513,6 +514,26 @@ mod tests {
             assert!(
                 plan.iter().all(|step| !step.starts_with("SCAN")),
                 "{sql}: {plan:?}"
+            );
+        }
+        // A resent receipt id finds its first copy and the conflicting ones by index.
+        let first = crate::receipts::FIRST_COPY.sqlite.replace('$', "?");
+        let copies = "SELECT id FROM receipts WHERE conflict_of = ?1 ORDER BY id";
+        for plan in [plan_of(&first, &[&"c_g224", &"x"]), plan_of(copies, &[&1])] {
+            assert!(
+                plan.iter()
+                    .all(|step| !step.starts_with("SCAN") && !step.contains("TEMP B-TREE")),
+                "{plan:?}"
+            );
+        }
+        // The held-receipts gauge walks the held rows alone, never the receipts.
+        for plan in [
+            plan_of(crate::events::HELD, &[]),
+            plan_of(crate::receipts::HELD, &[&"c_g224", &10]),
+        ] {
+            assert!(
+                plan.iter().all(|step| !step.starts_with("SCAN r")),
+                "{plan:?}"
             );
         }
         // A claim must not sort the backlog: it walks the due index and stops at the limit.
