@@ -27,7 +27,7 @@ use snodo_core::amount::AmountError;
 use snodo_core::Amount;
 
 pub use model::*;
-pub use parse::{parse_request, parse_response};
+pub use parse::{parse_request, parse_response, request_operation};
 pub use render::{render_request, render_response, render_soap_fault, SoapFaultCode};
 pub use stored::{receipt_from_stored, receipt_to_stored};
 pub use view::{ReceiptTransferView, ReceiptView};

@@ -13,11 +13,13 @@ use snodo_core::dovuto::{DovutoRow, EntityRules};
 /// One line per codec.
 #[rustfmt::skip]
 pub const CODECS: &[Codec] = &[
-    Codec { name: mypay_import::MYPAY_IMPORT, does: Does::ImportFlows(&mypay_import::MyPayImport) },
-    Codec { name: position_json::POSITION_JSON, does: Does::StreamPositions(position_json::decode) },
-    Codec { name: receipt_json::JSON, does: Does::ReceiptMessages(|c, xml, r| receipt_json::encode_parsed(c, xml, r).map_err(|e| e.to_string())) },
-    Codec { name: mypay_push::MYPAY_PUSH, does: Does::ReceiptMessages(|c, xml, r| mypay_push::encode_parsed(c, xml, r).map_err(|e| e.to_string())) },
-    Codec { name: mypay_export::MYPAY_EXPORT, does: Does::ReceiptFiles(mypay_export_settings) },
+    Codec { name: mypay_import::MYPAY_IMPORT, does: Does::ImportFlows(&mypay_import::MyPayImport), holds_flagged: false },
+    Codec { name: position_json::POSITION_JSON, does: Does::StreamPositions(position_json::decode), holds_flagged: false },
+    // `issue` says what is wrong with a flagged receipt: delivered like any other.
+    Codec { name: receipt_json::JSON, does: Does::ReceiptMessages(|c, xml, r| receipt_json::encode_parsed(c, xml, r).map_err(|e| e.to_string())), holds_flagged: false },
+    // MyPay's formats have no such field: the ERP would book a normal payment.
+    Codec { name: mypay_push::MYPAY_PUSH, does: Does::ReceiptMessages(|c, xml, r| mypay_push::encode_parsed(c, xml, r).map_err(|e| e.to_string())), holds_flagged: true },
+    Codec { name: mypay_export::MYPAY_EXPORT, does: Does::ReceiptFiles(mypay_export_settings), holds_flagged: true },
 ];
 
 /// Decodes and validates one stream message (payload, key) into a position row.
@@ -38,6 +40,9 @@ pub type FileSettings = fn(&Value, &str, &mut Vec<Problem>) -> Option<ReceiptFil
 pub struct Codec {
     pub name: &'static str,
     pub does: Does,
+    /// A receipt format that cannot say what is wrong with a flagged receipt (unknown notice,
+    /// amount differs, paid twice, annulled): such receipts wait for an operator's release.
+    pub holds_flagged: bool,
 }
 
 /// What a codec reads or writes, which decides the pipelines it fits.

@@ -172,15 +172,24 @@ impl Deliverer {
             let mut attempts = Vec::with_capacity(batch.len());
             for (d, attempt) in batch.drain(..) {
                 self.observe(&d, &attempt);
-                attempts.push((d.id, attempt));
+                attempts.push((d.claim(), attempt));
             }
             let store = self.store.clone();
             let n = attempts.len();
             let recorded =
                 tokio::task::spawn_blocking(move || store.record_attempts(&attempts)).await;
-            if !matches!(recorded, Ok(Ok(()))) {
+            match recorded {
+                Ok(Ok(stale)) => {
+                    for id in stale {
+                        // Another worker claimed it after this one's lease ran out: its outcome
+                        // stands, this one's would overwrite it.
+                        warn!(pipeline = %self.name, delivery = id, "outcome discarded: the lease ran out and the delivery was claimed again or recorded");
+                    }
+                }
                 // The leases run out and the deliveries are tried again: at least once, never lost.
-                warn!(pipeline = %self.name, deliveries = n, "cannot record delivery outcomes; they will be retried");
+                _ => {
+                    warn!(pipeline = %self.name, deliveries = n, "cannot record delivery outcomes; they will be retried")
+                }
             }
         }
     }
@@ -247,7 +256,20 @@ impl Deliverer {
                 self.judge(d, result)
             }
             // A receipt that cannot be encoded will not encode better later.
-            Err(e) => Attempt::Dead { error: e },
+            Err(Unsent::Unencodable(e)) => Attempt::Dead { error: e },
+            // The store will answer again: the receipt is fine, try later.
+            Err(Unsent::Store(e)) => self.retry_later(d, format!("reading the receipt: {e}")),
+        }
+    }
+
+    /// A retry after the policy's wait, however many attempts it took: the fault is the hub's.
+    fn retry_later(&self, d: &Delivery, error: String) -> Attempt {
+        let attempts = (d.attempts + 1).max(1) as u32;
+        let wait = self.policy.wait(attempts, None);
+        let at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        Attempt::Retry {
+            at: stamp(at),
+            error,
         }
     }
 
@@ -281,16 +303,187 @@ impl Deliverer {
     }
 
     /// The receipt's notice number (a topic's key) and its encoded body.
-    async fn encode(&self, d: &Delivery) -> Result<(String, Vec<u8>), String> {
+    async fn encode(&self, d: &Delivery) -> Result<(String, Vec<u8>), Unsent> {
         let store = self.store.clone();
         let receipt = d.receipt;
         let doc = tokio::task::spawn_blocking(move || store.receipt_document(receipt))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("receipt {receipt} is not in the store"))?;
+            .map_err(|e| Unsent::Store(e.to_string()))?
+            .map_err(Unsent::from)?
+            .ok_or_else(|| Unsent::Unencodable(format!("receipt {receipt} is not in the store")))?;
         let ctx = context(&self.entity, &doc);
-        let body = (self.encode)(&ctx, &doc.xml, &decoded(&doc)?)?;
+        let request = decoded(&doc).map_err(Unsent::Unencodable)?;
+        let body = (self.encode)(&ctx, &doc.xml, &request).map_err(Unsent::Unencodable)?;
         Ok((doc.receipt.notice_number.clone(), body))
+    }
+}
+
+/// Why a receipt was not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Unsent {
+    /// The record itself is unusable: a dead letter.
+    Unencodable(String),
+    /// The store did not answer (or not in time): retried.
+    Store(String),
+}
+
+impl From<snodo_store::StoreError> for Unsent {
+    fn from(e: snodo_store::StoreError) -> Self {
+        match e {
+            // Stored data that does not read as a receipt will not read better later.
+            snodo_store::StoreError::Corrupt(_) => Self::Unencodable(e.to_string()),
+            _ => Self::Store(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snodo_core::NoticeNumber;
+    use snodo_store::prelude::*;
+    use snodo_store::{DeliverTo, NewReceipt, SqliteStore};
+
+    fn plan(dir: &std::path::Path) -> Arc<Plan> {
+        let path = dir.join("c.toml");
+        let demo = include_str!("../../config/demo.toml").replace(
+            "${SNODO_TAXONOMY_FILE:-adapters/specs/mypay/tassonomia.csv}",
+            "/nonexistent/tassonomia.csv",
+        );
+        // Nobody listens on port 9: a receipt that gets as far as sending is retried.
+        let push = r#"
+[[pipelines]]
+name = "padova-erp"
+entity = "c_g224"
+from = "receipts"
+encode = "json"
+to = { connector = "http", url = "http://127.0.0.1:9/r", retry = { max_attempts = 1 } }
+"#;
+        std::fs::write(&path, format!("{demo}\n{push}")).unwrap();
+        Arc::new(crate::plan::load(Some(&path)).unwrap_or_else(|p| panic!("{p:?}")))
+    }
+
+    /// A schema-valid paSendRTV2 of Padova.
+    fn receipt_xml(id: &str) -> String {
+        use snodo_adapters::pagopa::*;
+        let padova = "00644060287";
+        let receipt = ReceiptV2 {
+            receipt_id: id.into(),
+            notice_number: "301000000000012373".into(),
+            fiscal_code: padova.into(),
+            outcome: Outcome::Ok,
+            creditor_reference_id: "01000000000012373".into(),
+            payment_amount: "1.00".into(),
+            description: "TARI".into(),
+            company_name: "Comune di Padova".into(),
+            debtor: Subject {
+                unique_identifier: UniqueIdentifier {
+                    kind: EntityType::F,
+                    value: "RSSMRA85T10A562S".into(),
+                },
+                full_name: "Mario Rossi".into(),
+                ..Default::default()
+            },
+            transfer_list: vec![ReceiptTransferV2 {
+                id_transfer: 1,
+                transfer_amount: "1.00".into(),
+                fiscal_code_pa: padova.into(),
+                company_name: None,
+                destination: ReceiptDestination::Iban("IT60X0542811101000000123456".into()),
+                remittance_information: "/RFB/x/TXT/TARI".into(),
+                transfer_category: "9/0101100IM/".into(),
+                metadata: Vec::new(),
+            }],
+            id_psp: "BCITITMM".into(),
+            psp_company_name: "Intesa Sanpaolo".into(),
+            id_channel: "BCITITMM_01".into(),
+            channel_description: "app".into(),
+            ..Default::default()
+        };
+        render_request(&Request::SendRtV2(SendRtV2Request {
+            id_pa: padova.into(),
+            id_broker_pa: "80007580279".into(),
+            id_station: "80007580279_01".into(),
+            receipt,
+        }))
+    }
+
+    fn store_receipt(store: &SqliteStore, id: &str, xml: &str) {
+        let notice = NoticeNumber::parse("301000000000012373").unwrap();
+        store
+            .store_receipt(&NewReceipt {
+                entity: "c_g224",
+                notice_number: &notice,
+                receipt_id: id,
+                amount_cents: 100,
+                psp_id: "BCITITMM",
+                psp_name: "Intesa Sanpaolo",
+                payment_date: None,
+                operation: "paSendRTV2",
+                xml,
+                deliver_to: &[DeliverTo::all("padova-erp", "c_g224")],
+                correlation: None,
+            })
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_store_error_is_retried_and_an_unreadable_receipt_is_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan(dir.path());
+        let db = dir.path().join("s.db");
+        let sqlite = Arc::new(SqliteStore::open(&db).unwrap());
+        store_receipt(&sqlite, "R-OK", &receipt_xml("R-OK"));
+        store_receipt(&sqlite, "R-BAD", "<not a receipt");
+        let store: Arc<dyn Store> = sqlite.clone();
+        let index = plan
+            .pipelines
+            .iter()
+            .position(|p| p.name == "padova-erp")
+            .unwrap();
+        let stats = Arc::new(DeliveryStats::default());
+        let deliverer = Deliverer::new(plan.clone(), index, store.clone(), stats).unwrap();
+        let claimed = deliverer.claim(10).await;
+        assert_eq!(claimed.len(), 2);
+        let (good, bad) = (&claimed[0], &claimed[1]);
+        assert_eq!(good.idempotency_key, "R-OK");
+
+        // A receipt that cannot be read is a dead letter at once.
+        let Attempt::Dead { error } = deliverer.attempt(bad).await else {
+            panic!("an unreadable receipt is a dead letter")
+        };
+        assert!(error.contains("not well-formed XML"), "{error}");
+
+        // The store failing while the receipt is read: retried later, however many attempts
+        // the policy allows (one here), never a dead letter.
+        let side = rusqlite::Connection::open(&db).unwrap();
+        side.execute_batch("ALTER TABLE receipts RENAME TO receipts_away")
+            .unwrap();
+        let Attempt::Retry { at, error } = deliverer.attempt(good).await else {
+            panic!("a store error is retried")
+        };
+        assert!(error.starts_with("reading the receipt: "), "{error}");
+        assert!(at > stamp(Utc::now()), "{at}");
+
+        // Back: the receipt is read and encoded, and only the send fails (no receiver).
+        side.execute_batch("ALTER TABLE receipts_away RENAME TO receipts")
+            .unwrap();
+        match deliverer.attempt(good).await {
+            Attempt::Dead { error } | Attempt::Retry { error, .. } => {
+                assert!(!error.contains("reading the receipt"), "{error}")
+            }
+            Attempt::Delivered => panic!("nobody listens on port 9"),
+        }
+
+        // Outcomes are recorded under the claim's lease: a stale claim changes nothing.
+        let mut stale = good.clone();
+        stale.lease_until = Some("1970-01-01T00:00:00.000Z".into());
+        let outcome = Attempt::Dead {
+            error: "stale".into(),
+        };
+        assert!(!store.record_attempt(&stale, &outcome).unwrap());
+        assert!(store.record_attempt(good, &Attempt::Delivered).unwrap());
+        let recorded = store.delivery(good.id).unwrap().unwrap();
+        assert_eq!(recorded.status, snodo_store::DeliveryStatus::Delivered);
     }
 }

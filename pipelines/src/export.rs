@@ -203,10 +203,14 @@ impl Exporter {
             return Ok(None);
         };
         match self.write(&export) {
-            Ok(name) => {
+            Ok((name, left_out)) => {
                 crate::failpoint("export-published");
-                self.store.finish_export(export.id)?;
-                info!(pipeline = %self.name, export = export.id, receipts = export.receipts, file = %name, resumed = export.resumed, "export written");
+                self.store.finish_export_without(export.id, &left_out)?;
+                for (delivery, why) in &left_out {
+                    warn!(pipeline = %self.name, export = export.id, delivery, "receipt left out of the export, a dead letter: {why}");
+                }
+                let receipts = export.receipts - left_out.len() as i64;
+                info!(pipeline = %self.name, export = export.id, receipts, left_out = left_out.len(), file = %name, resumed = export.resumed, "export written");
                 Ok(Some(name))
             }
             Err(e) => {
@@ -218,7 +222,10 @@ impl Exporter {
         }
     }
 
-    fn write(&self, export: &Export) -> Result<String, ExportError> {
+    /// Writes and publishes the export's file; returns its name and the deliveries left out of
+    /// it, with why: receipts that cannot be encoded (the same on a redo, so a redone file is
+    /// the same file). A store or file error fails the whole file, to be retried.
+    fn write(&self, export: &Export) -> Result<(String, Vec<(i64, String)>), ExportError> {
         let opened = DateTime::parse_from_rfc3339(&export.created_at)
             .map(|t| t.with_timezone(&Rome).naive_local())
             .unwrap_or_else(|_| Utc::now().with_timezone(&Rome).naive_local());
@@ -230,6 +237,7 @@ impl Exporter {
         );
         std::fs::create_dir_all(&self.staging).map_err(io(&self.staging))?;
         let zip_path = self.staging.join(format!("{stem}.zip"));
+        let mut left_out = Vec::new();
         {
             let file = std::fs::File::create(&zip_path).map_err(io(&zip_path))?;
             // Rows stream into the zip entry as they are encoded. Stamped with the export's own
@@ -238,12 +246,15 @@ impl Exporter {
                 .map_err(io(&zip_path))?;
             let mut writer = ExportWriter::new(self.version, entry)?;
             for item in self.store.export_items(export.id)? {
-                let doc = self
-                    .store
-                    .receipt_document(item.receipt)?
-                    .ok_or(ExportError::Missing(item.receipt))?;
+                let Some(doc) = self.store.receipt_document(item.receipt)? else {
+                    left_out.push((
+                        item.delivery,
+                        ExportError::Missing(item.receipt).to_string(),
+                    ));
+                    continue;
+                };
                 let request = crate::deliver::decoded(&doc).ok();
-                writer.push_parsed(
+                let pushed = writer.push_parsed(
                     &ExportReceipt {
                         entity_ipa: &self.entity.ipa_code,
                         entity_fiscal_code: self.entity.fiscal_code.as_str(),
@@ -265,7 +276,13 @@ impl Exporter {
                     },
                     // Unreadable: the writer parses the XML and names the problem.
                     request.as_ref(),
-                )?;
+                );
+                match pushed {
+                    Ok(_) => {}
+                    Err(e @ mypay_export::MypayExportError::Io(_)) => return Err(e.into()),
+                    // Nothing of it was written: the file goes on without it.
+                    Err(e) => left_out.push((item.delivery, e.to_string())),
+                }
             }
             let mut out = writer
                 .finish()?
@@ -283,6 +300,6 @@ impl Exporter {
                 source,
             })?;
         let _ = std::fs::remove_file(&zip_path);
-        Ok(name)
+        Ok((name, left_out))
     }
 }

@@ -1,6 +1,6 @@
 //! The hub's HTTP server: the node's SOAP endpoint (`/pagopa/paForNode`, with the official WSDL
 //! and schemas at `?wsdl` / `?xsd=...`), the probes, `/metrics`, and the operators' `/admin/`
-//! API (dead letters and replay) behind a bearer token.
+//! API (dead letters and replay, held receipts) behind a bearer token.
 
 use crate::listen::{same_secret, Guard, Peer};
 use crate::metrics::DeliveryStats;
@@ -97,6 +97,9 @@ pub fn router(parts: AppParts<'_>) -> (Router, Option<Router>) {
         .route("/admin/dlq/replay", post(dlq_replay_all))
         .route("/admin/dlq/{id}", get(dlq_show))
         .route("/admin/dlq/{id}/replay", post(dlq_replay_one))
+        .route("/admin/receipts", get(receipts_list))
+        .route("/admin/receipts/{id}/release", post(receipt_release))
+        .route("/admin/receipts/{id}/dismiss", post(receipt_dismiss))
         .route_layer(from_fn_with_state(state.clone(), admin_gate))
         .layer(DefaultBodyLimit::max(guard.admin_max_body));
     let metrics_routes = Router::new().route("/metrics", get(metrics));
@@ -210,6 +213,8 @@ async fn admin<T: serde::Serialize + Send + 'static>(
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
         Ok(Err(OpsError::NoDelivery(_))) => error(StatusCode::NOT_FOUND, "no such delivery"),
+        Ok(Err(OpsError::NoReceipt(_))) => error(StatusCode::NOT_FOUND, "no such receipt"),
+        Ok(Err(e @ OpsError::NotHeld { .. })) => error(StatusCode::CONFLICT, e.to_string()),
         Ok(Err(OpsError::Store(e))) => {
             error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))
         }
@@ -267,6 +272,34 @@ async fn dlq_replay_all(
         dlq::replay(a, &[], q.entity.as_deref()).map(replayed)
     })
     .await
+}
+
+/// `GET /admin/receipts?entity=&flagged=&held=&limit=`: an entity's receipts, newest first
+/// (as `snodo receipts`).
+async fn receipts_list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<ops::receipts::ReceiptQuery>,
+) -> Response {
+    admin(&state, &headers, move |a| ops::receipts::query(a, &q)).await
+}
+
+/// `POST /admin/receipts/{id}/release`: a held receipt is delivered after all.
+async fn receipt_release(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    admin(&state, &headers, move |a| ops::receipts::release(a, id)).await
+}
+
+/// `POST /admin/receipts/{id}/dismiss`: a held receipt is never delivered where it was held.
+async fn receipt_dismiss(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    admin(&state, &headers, move |a| ops::receipts::dismiss(a, id)).await
 }
 
 async fn metrics(State(state): State<Arc<AppState>>, request: Request) -> Response {

@@ -201,6 +201,13 @@ pub fn render(
     );
     family(
         &mut out,
+        "snodo_receipts_held",
+        "gauge",
+        "Flagged receipts whose deliveries wait for an operator's release or dismissal, by entity.",
+        m.held.iter().map(|(e, n)| (format!("entity=\"{e}\""), *n)),
+    );
+    family(
+        &mut out,
         "snodo_deliveries",
         "gauge",
         "Receipt deliveries, by pipeline and status (pending, in_flight, delivered, dead).",
@@ -259,6 +266,7 @@ mod tests {
             deliveries: vec![("erp".into(), "dead".into(), 2)],
             retried: vec![("erp".into(), 3)],
             import_rows: vec![("c_g224".into(), 10, 2)],
+            held: vec![("c_g224".into(), 1)],
         };
         let stats = DeliveryStats::default();
         stats.delivered("erp", Duration::from_millis(30));
@@ -275,6 +283,8 @@ mod tests {
             "snodo_soap_answers_total{operation=\"paSendRTV2\",fault=\"\"} 3",
             "snodo_soap_answers_total{operation=\"paSendRTV2\",fault=\"PAA_RECEIPT_DUPLICATA\"} 1",
             "snodo_receipts_flagged_total{entity=\"c_g224\"} 1",
+            "# TYPE snodo_receipts_held gauge",
+            "snodo_receipts_held{entity=\"c_g224\"} 1",
             "snodo_deliveries{pipeline=\"erp\",status=\"dead\"} 2",
             "snodo_import_rows_total{entity=\"c_g224\",outcome=\"rejected\"} 2",
             "snodo_deliveries_retried{pipeline=\"erp\"} 3",

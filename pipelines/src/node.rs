@@ -125,19 +125,23 @@ impl NodeService {
         let _span = tracing::info_span!("soap", corr = %corr).entered();
         let mut about = (String::new(), String::new());
         let response = match soap::parse_request(body) {
-            // The parser accepted it, so it is UTF-8.
             Ok(request) => {
                 about = (
                     request_id_pa(&request).to_string(),
                     request_notice(&request),
                 );
-                self.answer(
-                    &request,
-                    std::str::from_utf8(body).unwrap_or_default(),
-                    corr,
-                )
+                // The parser refuses bytes that are not UTF-8; a receipt is never stored
+                // without the request exactly as received, even if that ever changed.
+                match std::str::from_utf8(body) {
+                    Ok(raw) => self.answer(&request, raw, corr),
+                    Err(e) => Response::ko(
+                        request.operation(),
+                        self.fault(NodeFault::SintassiXsd, None, Some(e.to_string())),
+                    ),
+                }
             }
-            Err(e) => match e.operation() {
+            // A request refused for its bytes alone still gets its own KO response.
+            Err(e) => match e.operation().or_else(|| soap::request_operation(body)) {
                 Some(op) => {
                     tracing::warn!(operation = op.soap_action(), "invalid request: {e}");
                     Response::ko(
@@ -453,6 +457,14 @@ impl NodeService {
         match stored {
             ReceiptStored::Paid { .. } => Ok(()),
             ReceiptStored::Duplicate => Err((NodeFault::ReceiptDuplicata, None)),
+            // The first receipt stays; the other content is kept for operators.
+            ReceiptStored::Conflict { receipt, original } => {
+                tracing::warn!(entity = %entity.ipa_code, notice = %notice, receipt_id = r.receipt_id, stored_as = receipt, original, "receipt id resent with other content: kept as a conflicting copy for operators");
+                Err((
+                    NodeFault::ReceiptDuplicata,
+                    Some(format!("receipt {} was received before with other content; this copy is stored for operators", r.receipt_id)),
+                ))
+            }
             ReceiptStored::Flagged { receipt, issue } => {
                 tracing::warn!(entity = %entity.ipa_code, notice = %notice, receipt_id = r.receipt_id, stored_as = receipt, issue = issue.as_str(), "receipt stored and flagged for operators");
                 Err(match issue {

@@ -104,8 +104,11 @@ impl Plan {
             .iter()
             .filter(|p| p.entity == entity)
             .filter_map(|p| match &p.kind {
-                PipelineKind::Receipts { debt_types, .. } => Some(DeliverTo {
+                PipelineKind::Receipts {
+                    debt_types, format, ..
+                } => Some(DeliverTo {
                     debt_types: debt_types.clone(),
+                    holds_flagged: format.holds_flagged,
                     ..DeliverTo::all(&p.name, &p.entity)
                 }),
                 _ => None,
@@ -128,6 +131,7 @@ impl Plan {
                     {
                         out.push(DeliverTo {
                             secondary: true,
+                            holds_flagged: format.holds_flagged,
                             ..DeliverTo::all(&p.name, &p.entity)
                         });
                     }
@@ -177,6 +181,8 @@ pub enum PipelineKind {
 pub struct ReceiptFormat {
     pub name: &'static str,
     pub encoding: ReceiptEncoding,
+    /// Flagged receipts are held for an operator (`codecs::Codec::holds_flagged`).
+    pub holds_flagged: bool,
 }
 
 #[derive(Clone)]
@@ -938,6 +944,7 @@ fn receipt_format(c: &Codec, at: &str, local: &mut Vec<Problem>) -> Option<Recei
     Some(ReceiptFormat {
         name: codec.name,
         encoding,
+        holds_flagged: codec.holds_flagged,
     })
 }
 
@@ -1107,6 +1114,9 @@ to = { connector = "dir", path = "var/y" }
             "Feltre's 1.0 export has no secondary rows; unknown fiscal codes are ignored"
         );
         assert_eq!(to[2].debt_types, ["MENSA"]);
+        // MyPay's formats cannot say a receipt is flagged: they hold such receipts; json can.
+        let holds: Vec<bool> = to.iter().map(|d| d.holds_flagged).collect();
+        assert_eq!(holds, [true, false, true, true]);
         assert!(plan
             .deliver_to("c_d530", &["00133880252"])
             .iter()

@@ -16,14 +16,19 @@ pub trait OutboxStore {
         limit: u32,
     ) -> Result<Vec<Delivery>>;
 
-    /// Records an attempt and releases the lease.
-    fn record_attempt(&self, delivery: i64, attempt: &Attempt) -> Result<()> {
-        self.record_attempts(&[(delivery, attempt.clone())])
+    /// Records the attempt of a claimed delivery and releases the lease; `false` when the claim
+    /// was stale (see [`Self::record_attempts`]).
+    fn record_attempt(&self, delivery: &Delivery, attempt: &Attempt) -> Result<bool> {
+        Ok(self
+            .record_attempts(&[(delivery.claim(), attempt.clone())])?
+            .is_empty())
     }
 
     /// Records several attempts in one commit, with a `delivery.retried` or `delivery.dead` event
-    /// for each that was not delivered.
-    fn record_attempts(&self, attempts: &[(i64, Attempt)]) -> Result<()>;
+    /// for each that was not delivered. Each is recorded only under the lease of its claim: a
+    /// worker that outlived its lease (the delivery claimed again since, or its outcome already
+    /// recorded) changes nothing. Returns the deliveries whose outcome was discarded so.
+    fn record_attempts(&self, attempts: &[(Claim, Attempt)]) -> Result<Vec<i64>>;
 
     fn delivery(&self, id: i64) -> Result<Option<Delivery>>;
 
@@ -44,7 +49,7 @@ pub trait OutboxStore {
 macro_rules! columns {
     () => {
         "id, pipeline, entity, receipt, idempotency_key, status, attempts, next_attempt_at,
-         last_error, created_at, updated_at, delivered_at"
+         last_error, created_at, updated_at, delivered_at, lease_until"
     };
 }
 
@@ -62,6 +67,7 @@ fn delivery_from(r: &dyn Row) -> Result<Delivery> {
         created_at: r.get(9)?,
         updated_at: r.get(10)?,
         delivered_at: r.get(11)?,
+        lease_until: r.get(12)?,
     })
 }
 
@@ -103,10 +109,12 @@ impl<D: Driver> OutboxStore for D {
         Ok(claimed)
     }
 
-    fn record_attempts(&self, attempts: &[(i64, Attempt)]) -> Result<()> {
+    fn record_attempts(&self, attempts: &[(Claim, Attempt)]) -> Result<Vec<i64>> {
         self.tx(|c| {
             let ts = now();
-            for (delivery, attempt) in attempts {
+            let mut stale = Vec::new();
+            for (claim, attempt) in attempts {
+                let delivery = &claim.delivery;
                 let (status, next, error, delivered) = match attempt {
                     Attempt::Delivered => (DeliveryStatus::Delivered, None, None, Some(&ts)),
                     Attempt::Retry { at, error } => {
@@ -117,9 +125,18 @@ impl<D: Driver> OutboxStore for D {
                 let updated = c.one(
                     "UPDATE deliveries SET status = $2, attempts = attempts + 1, lease_until = NULL,
                      next_attempt_at = COALESCE($3, next_attempt_at), last_error = COALESCE($4, last_error),
-                     delivered_at = $5, updated_at = $6 WHERE id = $1
+                     delivered_at = $5, updated_at = $6
+                     WHERE id = $1 AND status = 'pending' AND lease_until = $7
                      RETURNING pipeline, entity, idempotency_key, attempts",
-                    args!(*delivery, status.as_str(), next, error, delivered, &ts),
+                    args!(
+                        *delivery,
+                        status.as_str(),
+                        next,
+                        error,
+                        delivered,
+                        &ts,
+                        claim.lease_until.as_str()
+                    ),
                     |r| {
                         let row: (String, String, String, i64) =
                             (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
@@ -127,6 +144,7 @@ impl<D: Driver> OutboxStore for D {
                     },
                 )?;
                 let Some((pipeline, entity, key, attempts)) = updated else {
+                    stale.push(*delivery);
                     continue;
                 };
                 if let Some((kind, payload)) =
@@ -142,7 +160,7 @@ impl<D: Driver> OutboxStore for D {
                     c.new_event(&e, &ts)?;
                 }
             }
-            Ok(())
+            Ok(stale)
         })
     }
 

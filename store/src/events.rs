@@ -79,6 +79,12 @@ pub(crate) const SCRAPE_DELIVERIES: &str = "SELECT p.label, p.total,
            WHERE kind = 'deliveries' GROUP BY label) p
      ORDER BY p.label";
 
+/// Receipts held for an operator, by entity: walks the held rows alone (few, and only while
+/// held), each joined to its receipt by primary key (`CROSS JOIN`: SQLite keeps that order).
+pub(crate) const HELD: &str = "SELECT r.entity, COUNT(DISTINCT h.receipt)
+     FROM held_deliveries h CROSS JOIN receipts r WHERE r.id = h.receipt
+     GROUP BY r.entity ORDER BY r.entity";
+
 impl<D: Driver> EventStore for D {
     fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
         self.read(|c| {
@@ -186,6 +192,7 @@ impl<D: Driver> StatusStore for D {
                     .into_iter()
                     .map(|(e, (accepted, rejected))| (e, accepted, rejected))
                     .collect(),
+                held: c.all(HELD, &[], |r| Ok((r.get(0)?, r.get(1)?)))?,
             })
         })
     }

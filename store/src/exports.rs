@@ -23,7 +23,14 @@ pub trait ExportStore {
     fn export_items(&self, export: i64) -> Result<Vec<ExportItem>>;
 
     /// The export's file is published: it and its deliveries are done.
-    fn finish_export(&self, export: i64) -> Result<()>;
+    fn finish_export(&self, export: i64) -> Result<()> {
+        self.finish_export_without(export, &[])
+    }
+
+    /// The export's file is published without the receipts of `dead` (delivery, why: receipts
+    /// that cannot be encoded): those deliveries become dead letters (leaving the export, so a
+    /// replay puts them in the next file), the others are done.
+    fn finish_export_without(&self, export: i64, dead: &[(i64, String)]) -> Result<()>;
 
     /// Writing the export failed; it stays open and is retried with the same receipts.
     fn fail_export(&self, export: i64, error: &str) -> Result<()>;
@@ -123,13 +130,47 @@ impl<D: Driver> ExportStore for D {
         })
     }
 
-    fn finish_export(&self, export: i64) -> Result<()> {
+    fn finish_export_without(&self, export: i64, dead: &[(i64, String)]) -> Result<()> {
         self.tx(|c| {
             let ts = now();
+            let mut left_out = 0_i64;
+            for (delivery, error) in dead {
+                let letter = c.one(
+                    "UPDATE deliveries SET status = 'dead', attempts = attempts + 1,
+                     last_error = $3, updated_at = $4, export_id = NULL
+                     WHERE id = $1 AND export_id = $2
+                     RETURNING pipeline, entity, idempotency_key, attempts",
+                    args!(*delivery, export, error.as_str(), &ts),
+                    |r| {
+                        let row: (String, String, String, i64) =
+                            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+                        Ok(row)
+                    },
+                )?;
+                let Some((pipeline, entity, key, attempts)) = letter else {
+                    continue;
+                };
+                left_out += 1;
+                let attempt = Attempt::Dead {
+                    error: error.clone(),
+                };
+                if let Some((kind, payload)) =
+                    crate::ops::attempt_event(&attempt, *delivery, &pipeline, attempts)
+                {
+                    let e = NewEvent {
+                        kind,
+                        entity: &entity,
+                        subject: &key,
+                        payload,
+                        correlation: None,
+                    };
+                    c.new_event(&e, &ts)?;
+                }
+            }
             c.execute(
-                "UPDATE exports SET status = 'written', attempts = attempts + 1, written_at = $2
-                 WHERE id = $1",
-                args!(export, &ts),
+                "UPDATE exports SET status = 'written', attempts = attempts + 1, written_at = $2,
+                 receipts = receipts - $3 WHERE id = $1",
+                args!(export, &ts, left_out),
             )?;
             c.execute(
                 "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1,

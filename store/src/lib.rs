@@ -281,6 +281,9 @@ pub struct DeliverTo {
     pub debt_types: Vec<String>,
     /// The entity is a secondary beneficiary of the receipt (a transfer is paid to it).
     pub secondary: bool,
+    /// The pipeline's format has no field for what is wrong with a flagged receipt (MyPay's):
+    /// a flagged receipt's delivery is held until an operator releases or dismisses it.
+    pub holds_flagged: bool,
 }
 
 impl DeliverTo {
@@ -291,6 +294,7 @@ impl DeliverTo {
             entity: entity.into(),
             debt_types: Vec::new(),
             secondary: false,
+            holds_flagged: false,
         }
     }
 
@@ -354,8 +358,52 @@ pub enum ReceiptStored {
     Paid { receipt: i64, position: i64 },
     /// Stored, not applied to any position: operators must look at it.
     Flagged { receipt: i64, issue: ReceiptIssue },
-    /// This receipt id was stored before; nothing changed.
+    /// This receipt id was stored before with the same content; nothing changed.
     Duplicate,
+    /// This receipt id was stored before with other content: kept as a flagged copy of the
+    /// first (which stays the receipt), delivered nowhere, raised as `receipt.conflict`.
+    Conflict { receipt: i64, original: i64 },
+}
+
+/// The `issue` of a conflicting copy of a receipt (see [`ReceiptStored::Conflict`]).
+pub const CONFLICT_ISSUE: &str = "conflict";
+
+/// An operator's decision on a held receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Review {
+    /// Deliver it after all: each held delivery becomes a delivery, due now.
+    Released,
+    /// Never deliver it to the formats that held it.
+    Dismissed,
+}
+
+impl Review {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Released => "released",
+            Self::Dismissed => "dismissed",
+        }
+    }
+}
+
+/// What a review did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Reviewed {
+    /// Done: `pipelines` now get a delivery (released) or never will (dismissed).
+    Done {
+        receipt: i64,
+        receipt_id: String,
+        review: Review,
+        pipelines: Vec<String>,
+    },
+    NoReceipt,
+    /// Nothing held to release, or already reviewed (`review` says how).
+    NotHeld {
+        issue: Option<String>,
+        review: Option<String>,
+    },
 }
 
 /// A stored receipt as operators see it (the receipt XML itself is left out).
@@ -374,6 +422,15 @@ pub struct StoredReceipt {
     /// Why operators must look at it; `None` when it paid its position normally.
     pub issue: Option<String>,
     pub received_at: String,
+    /// A conflicting copy: the id of the receipt first stored with this receipt id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflict_of: Option<i64>,
+    /// An operator's decision on it: `released` or `dismissed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
+    /// The pipelines whose deliveries of it wait for an operator (filled by listings).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
 }
 
 /// Where a delivery stands.
@@ -419,6 +476,28 @@ pub struct Delivery {
     pub created_at: String,
     pub updated_at: String,
     pub delivered_at: Option<String>,
+    /// The lease of the claim that holds it: its outcome is recorded only under that lease.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<String>,
+}
+
+impl Delivery {
+    /// The claim this delivery was handed out under, which its outcome is recorded with.
+    pub fn claim(&self) -> Claim {
+        Claim {
+            delivery: self.id,
+            // Never claimed: an empty lease matches none, so nothing is recorded.
+            lease_until: self.lease_until.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A delivery as claimed: its id and the lease its claim set. A later claim (after this lease
+/// ran out) sets a later lease, so the lease tells this claim from any other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub delivery: i64,
+    pub lease_until: String,
 }
 
 /// What a delivery attempt came to.
@@ -493,6 +572,8 @@ pub struct StoreMetrics {
     pub retried: Vec<(String, i64)>,
     /// (entity, rows accepted, rows rejected) over every import flow
     pub import_rows: Vec<(String, i64, i64)>,
+    /// (entity, receipts held for an operator)
+    pub held: Vec<(String, i64)>,
 }
 
 /// Something that happened, kept in order for whoever fans it out (the receipt outbox, ops).

@@ -469,7 +469,7 @@ pub(crate) fn store_receipt(
         ts,
     )?
     else {
-        return Ok(ReceiptStored::Duplicate);
+        return resent(ops, r, ts);
     };
     let source = format!("receipt:{}", r.receipt_id);
     let paid = match (&target, &issue) {
@@ -484,13 +484,20 @@ pub(crate) fn store_receipt(
     if issue.is_some() {
         counts.push((count::FLAGGED, r.entity.as_str(), 1));
     }
+    let mut held = Vec::new();
     for to in r.deliver_to.iter().filter(|d| d.accepts(debt_type)) {
-        ops.insert_delivery(to, receipt, &r.receipt_id, ts)?;
-        counts.push((count::DELIVERIES, to.pipeline.as_str(), 1));
+        // A format that cannot say what is wrong would hand the entity a normal payment.
+        if issue.is_some() && to.holds_flagged {
+            ops.hold_delivery(to, receipt, &r.receipt_id, ts)?;
+            held.push(to.pipeline.as_str());
+        } else {
+            ops.insert_delivery(to, receipt, &r.receipt_id, ts)?;
+            counts.push((count::DELIVERIES, to.pipeline.as_str(), 1));
+        }
     }
     // Counted only here, past the duplicate check: a receipt the node sends again counts once.
     crate::events::add_counts(ops.c, counts)?;
-    let payload = serde_json::json!({
+    let mut payload = serde_json::json!({
         "receipt": receipt,
         "receipt_id": r.receipt_id,
         "notice_number": r.notice_number.as_str(),
@@ -498,6 +505,9 @@ pub(crate) fn store_receipt(
         "amount_cents": r.amount_cents,
         "issue": issue,
     });
+    if let (false, Some(map)) = (held.is_empty(), payload.as_object_mut()) {
+        map.insert("held".into(), held.into());
+    }
     ops.event(
         &RawEvent {
             kind: "receipt.stored",
@@ -534,6 +544,55 @@ pub(crate) fn store_receipt(
             receipt,
             issue: ReceiptIssue::UnknownNotice,
         },
+    })
+}
+
+/// A receipt id stored before: the same content again is a duplicate; other content is kept as
+/// a conflicting copy of the first (unless this very content was kept already), flagged and
+/// raised as `receipt.conflict`. The first copy stays the receipt: it alone pays and delivers.
+fn resent(ops: &mut Ops<'_>, r: &OwnedReceipt, ts: &str) -> Result<ReceiptStored> {
+    let copies = ops.receipt_copies(&r.entity, &r.receipt_id)?;
+    let Some(first) = copies.first() else {
+        // Skipped by a unique index yet not there: only a conflict the store cannot explain.
+        return Err(StoreError::Conflict(format!(
+            "receipt {} was neither stored nor found",
+            r.receipt_id
+        )));
+    };
+    if copies.iter().any(|c| c.same_as(r)) {
+        return Ok(ReceiptStored::Duplicate);
+    }
+    let iuv = r.notice_number.iuv();
+    let receipt = ops.insert_conflict(r, iuv.as_str(), first, ts)?;
+    // A stored (and flagged) row like any other, so the totals still equal the rows.
+    crate::events::add_counts(
+        ops.c,
+        vec![
+            (count::RECEIPTS, r.entity.as_str(), 1),
+            (count::FLAGGED, r.entity.as_str(), 1),
+        ],
+    )?;
+    let payload = serde_json::json!({
+        "receipt": receipt,
+        "original": first.id,
+        "receipt_id": r.receipt_id,
+        "notice_number": r.notice_number.as_str(),
+        "amount_cents": r.amount_cents,
+        "original_amount_cents": first.amount_cents(),
+    });
+    ops.event(
+        &RawEvent {
+            kind: "receipt.conflict",
+            entity: &r.entity,
+            subject: r.notice_number.as_str(),
+            payload: &payload.to_string(),
+            correlation: r.correlation.as_deref(),
+        },
+        ts,
+    )?;
+    Ok(ReceiptStored::Conflict {
+        receipt,
+        original: first.id,
     })
 }
 

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/pg_0002_api.sql")),
     (3, include_str!("migrations/pg_0003_parsed.sql")),
     (4, include_str!("migrations/pg_0004_metric_counts.sql")),
+    (5, include_str!("migrations/pg_0005_held.sql")),
     (6, include_str!("migrations/pg_0006_file_attempts.sql")),
 ];
 

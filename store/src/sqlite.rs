@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/sqlite_0006_api.sql")),
     (7, include_str!("migrations/sqlite_0007_parsed.sql")),
     (8, include_str!("migrations/sqlite_0008_metric_counts.sql")),
+    (9, include_str!("migrations/sqlite_0009_held.sql")),
     (10, include_str!("migrations/sqlite_0010_file_attempts.sql")),
 ];
 
@@ -515,6 +516,26 @@ mod tests {
             assert!(
                 plan.iter().all(|step| !step.starts_with("SCAN")),
                 "{sql}: {plan:?}"
+            );
+        }
+        // A resent receipt id finds its first copy and the conflicting ones by index.
+        let first = crate::receipts::FIRST_COPY.sqlite.replace('$', "?");
+        let copies = "SELECT id FROM receipts WHERE conflict_of = ?1 ORDER BY id";
+        for plan in [plan_of(&first, &[&"c_g224", &"x"]), plan_of(copies, &[&1])] {
+            assert!(
+                plan.iter()
+                    .all(|step| !step.starts_with("SCAN") && !step.contains("TEMP B-TREE")),
+                "{plan:?}"
+            );
+        }
+        // The held-receipts gauge walks the held rows alone, never the receipts.
+        for plan in [
+            plan_of(crate::events::HELD, &[]),
+            plan_of(crate::receipts::HELD, &[&"c_g224", &10]),
+        ] {
+            assert!(
+                plan.iter().all(|step| !step.starts_with("SCAN r")),
+                "{plan:?}"
             );
         }
         // A claim must not sort the backlog: it walks the due index and stops at the limit.

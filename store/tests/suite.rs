@@ -175,6 +175,10 @@ suite!(
     two_hubs_saving_one_key_keep_one_response,
     a_cart_is_opened_once,
     metric_counts_agree_with_counting_every_row,
+    a_receipt_id_resent_with_other_content_is_a_flagged_copy,
+    flagged_receipts_are_held_until_released_or_dismissed,
+    a_worker_past_its_lease_cannot_overwrite_the_outcome,
+    an_export_leaves_out_what_cannot_be_encoded,
 );
 
 const E: &str = "c_g224";
@@ -815,15 +819,29 @@ fn the_outbox_claims_leases_retries_and_replays(b: &Backend) {
         )
         .unwrap();
     assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].lease_until.as_deref(),
+        Some("9999-01-01T00:03:00.000Z")
+    );
 
-    s.record_attempt(
-        d.id,
-        &Attempt::Retry {
-            at: "9999-02-01T00:00:00.000Z".into(),
-            error: "HTTP 500".into(),
-        },
-    )
-    .unwrap();
+    // The first worker outlived its lease: what it says is discarded, the second's counts.
+    assert!(!s
+        .record_attempt(
+            d,
+            &Attempt::Dead {
+                error: "late".into()
+            }
+        )
+        .unwrap());
+    assert!(s
+        .record_attempt(
+            &again[0],
+            &Attempt::Retry {
+                at: "9999-02-01T00:00:00.000Z".into(),
+                error: "HTTP 500".into(),
+            },
+        )
+        .unwrap());
     assert!(
         s.claim_deliveries(
             "erp",
@@ -847,7 +865,7 @@ fn the_outbox_claims_leases_retries_and_replays(b: &Backend) {
     assert_eq!(due[0].last_error.as_deref(), Some("HTTP 500"));
 
     s.record_attempt(
-        d.id,
+        &due[0],
         &Attempt::Dead {
             error: "HTTP 400: bad".into(),
         },
@@ -877,7 +895,7 @@ fn the_outbox_claims_leases_retries_and_replays(b: &Backend) {
             10,
         )
         .unwrap();
-    s.record_attempt(again[0].id, &Attempt::Delivered).unwrap();
+    s.record_attempt(&again[0], &Attempt::Delivered).unwrap();
     let done = s.delivery(d.id).unwrap().unwrap();
     assert_eq!(done.status, DeliveryStatus::Delivered);
     assert!(done.delivered_at.is_some());
@@ -996,22 +1014,25 @@ fn every_change_writes_its_event(b: &Backend) {
         )
         .unwrap();
     s.record_attempts(&[(
-        d[0].id,
+        d[0].claim(),
         Attempt::Retry {
             at: "9999-01-02T00:00:00.000Z".into(),
             error: "HTTP 503".into(),
         },
     )])
     .unwrap();
+    let claim = |at: &str, until: &str| s.claim_deliveries("erp", at, until, 10).unwrap();
+    let due = claim("9999-01-02T00:00:00.000Z", "9999-01-02T00:01:00.000Z");
     s.record_attempt(
-        d[0].id,
+        &due[0],
         &Attempt::Dead {
             error: "HTTP 400".into(),
         },
     )
     .unwrap();
     s.replay(&[d[0].id], None).unwrap();
-    s.record_attempt(d[0].id, &Attempt::Delivered).unwrap();
+    let replayed = claim("9999-01-03T00:00:00.000Z", "9999-01-03T00:01:00.000Z");
+    s.record_attempt(&replayed[0], &Attempt::Delivered).unwrap();
     let e = s.events_after(mark, 10).unwrap();
     assert_eq!(
         kinds(&e),
@@ -2015,6 +2036,7 @@ fn counted(b: &Backend) -> StoreMetrics {
                     CAST(SUM(rejected) AS BIGINT)
              FROM flows GROUP BY entity ORDER BY entity",
         )),
+        held: Vec::new(),
     }
 }
 
@@ -2118,10 +2140,10 @@ fn metric_counts_agree_with_counting_every_row(b: &Backend) {
         error: "HTTP 500".into(),
     };
     s.record_attempts(&[
-        (claimed[0].id, Attempt::Delivered),
-        (claimed[1].id, retry.clone()),
+        (claimed[0].claim(), Attempt::Delivered),
+        (claimed[1].claim(), retry.clone()),
         (
-            claimed[2].id,
+            claimed[2].claim(),
             Attempt::Dead {
                 error: "HTTP 400".into(),
             },
@@ -2147,8 +2169,8 @@ fn metric_counts_agree_with_counting_every_row(b: &Backend) {
     );
     other
         .record_attempts(&[
-            (again[0].id, Attempt::Delivered),
-            (again[1].id, Attempt::Delivered),
+            (again[0].claim(), Attempt::Delivered),
+            (again[1].claim(), Attempt::Delivered),
         ])
         .unwrap();
     assert_eq!(s.replay(&[claimed[2].id], None).unwrap(), 1);
@@ -2175,11 +2197,386 @@ fn metric_counts_agree_with_counting_every_row(b: &Backend) {
     let p = upgraded
         .claim_deliveries("export", &far(6), &far(7), 1)
         .unwrap();
-    upgraded.record_attempt(p[0].id, &retry).unwrap();
+    upgraded.record_attempt(&p[0], &retry).unwrap();
     upgraded.store_receipt(&receipt(&a, "R-A2", 1250)).unwrap();
     let m = upgraded.metrics().unwrap();
     assert_eq!(m, counted(b));
     assert_eq!(m.receipts, vec![(E.to_string(), 5, 3)]);
     assert_eq!(m.retried, vec![("erp".into(), 1), ("export".into(), 1)]);
     assert_eq!(m.import_rows, want.import_rows);
+}
+
+/// `erp` (json) delivers flagged receipts, `push` (mypay-push) and `export` (TARI only) hold them.
+fn holding_pipelines() -> &'static [DeliverTo] {
+    static P: std::sync::OnceLock<Vec<DeliverTo>> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        vec![
+            DeliverTo::all("erp", E),
+            DeliverTo {
+                holds_flagged: true,
+                ..DeliverTo::all("push", E)
+            },
+            DeliverTo {
+                debt_types: vec!["TARI".into()],
+                holds_flagged: true,
+                ..DeliverTo::all("export", E)
+            },
+        ]
+    })
+}
+
+fn pending_of(s: &dyn Store, pipeline: &str) -> Vec<String> {
+    s.deliveries(DeliveryStatus::Pending, None, Some(pipeline), 100)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.idempotency_key)
+        .collect()
+}
+
+fn a_receipt_id_resent_with_other_content_is_a_flagged_copy(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(
+        s,
+        f,
+        &[
+            row(Action::Insert, "A", 1250, true),
+            row(Action::Insert, "B", 700, true),
+        ],
+    );
+    let (na, nb) = (notice_of(&out[0]), notice_of(&out[1]));
+    let first = s.store_receipt(&receipt(&na, "R1", 1250)).unwrap();
+    let ReceiptStored::Paid {
+        receipt: original, ..
+    } = first
+    else {
+        panic!("{first:?}")
+    };
+    // The same receipt id with another amount and another body.
+    let other = NewReceipt {
+        xml: "<receipt amount='99.00'/>",
+        ..receipt(&na, "R1", 9900)
+    };
+    let copy = s.store_receipt(&other).unwrap();
+    let ReceiptStored::Conflict {
+        receipt: copy_id,
+        original: of,
+    } = copy
+    else {
+        panic!("{copy:?}")
+    };
+    assert_eq!(of, original);
+    // Either content again is a plain duplicate: nothing more is kept.
+    assert_eq!(s.store_receipt(&other).unwrap(), ReceiptStored::Duplicate);
+    assert_eq!(
+        s.store_receipt(&receipt(&na, "R1", 1250)).unwrap(),
+        ReceiptStored::Duplicate
+    );
+    // The first stays the receipt: paid once, one delivery per pipeline, none for the copy.
+    assert_eq!(events_of(s, "position.paid").len(), 1);
+    assert_eq!(events_of(s, "receipt.stored").len(), 1);
+    assert_eq!(pending_of(s, "erp"), ["R1"]);
+    let conflicts = events_of(s, "receipt.conflict");
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].subject, na.as_str());
+    assert_eq!(conflicts[0].payload["receipt"], copy_id);
+    assert_eq!(conflicts[0].payload["original"], original);
+    assert_eq!(conflicts[0].payload["amount_cents"], 9900);
+    assert_eq!(conflicts[0].payload["original_amount_cents"], 1250);
+
+    let flagged = s.receipts(E, true, 10).unwrap();
+    assert_eq!(flagged.len(), 1);
+    assert_eq!(flagged[0].id, copy_id);
+    assert_eq!(flagged[0].issue.as_deref(), Some(CONFLICT_ISSUE));
+    assert_eq!(flagged[0].conflict_of, Some(original));
+    assert_eq!(flagged[0].amount_cents, 9900);
+    assert!(flagged[0].held.is_empty(), "a copy is delivered nowhere");
+    // Pollers and carts see the first copy only.
+    let pulled = s.receipts_after(E, 0, 10).unwrap();
+    assert_eq!(pulled.len(), 1);
+    assert_eq!(pulled[0].receipt.id, original);
+    let cart = s.receipt_for_notice(E, na.as_str()).unwrap().unwrap();
+    assert_eq!(cart.id, original);
+
+    // A copy holds nothing to release, but operators can clear it.
+    assert!(matches!(
+        s.review_receipt(copy_id, Review::Released).unwrap(),
+        Reviewed::NotHeld { review: None, .. }
+    ));
+    assert!(matches!(
+        s.review_receipt(copy_id, Review::Dismissed).unwrap(),
+        Reviewed::Done { ref pipelines, .. } if pipelines.is_empty()
+    ));
+    assert_eq!(
+        s.receipts(E, true, 10).unwrap()[0].review.as_deref(),
+        Some("dismissed")
+    );
+    assert_eq!(
+        s.review_receipt(999_999, Review::Released).unwrap(),
+        Reviewed::NoReceipt
+    );
+
+    // Two hubs at once, one receipt id, two contents: one receipt, one flagged copy.
+    let another = b.another();
+    let (x, y) = std::thread::scope(|scope| {
+        let x = scope.spawn(|| s.store_receipt(&receipt(&nb, "RACE", 700)).unwrap());
+        let y = scope.spawn(|| {
+            another
+                .store_receipt(&NewReceipt {
+                    xml: "<other/>",
+                    ..receipt(&nb, "RACE", 700)
+                })
+                .unwrap()
+        });
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    let copies = [&x, &y]
+        .iter()
+        .filter(|r| matches!(r, ReceiptStored::Conflict { .. }))
+        .count();
+    let paid = [&x, &y]
+        .iter()
+        .filter(|r| matches!(r, ReceiptStored::Paid { .. }))
+        .count();
+    assert_eq!((paid, copies), (1, 1), "{x:?} {y:?}");
+}
+
+fn flagged_receipts_are_held_until_released_or_dismissed(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(
+        s,
+        f,
+        &[
+            row(Action::Insert, "A", 100, true),
+            row(Action::Insert, "B", 200, true),
+            row(Action::Insert, "C", 300, true),
+        ],
+    );
+    let n: Vec<NoticeNumber> = out.iter().map(notice_of).collect();
+    apply(s, f, &[row(Action::Annul, "A", 100, false)]);
+    let held = |n: &NoticeNumber, id: &'static str, cents| {
+        let stored = s
+            .store_receipt(&NewReceipt {
+                deliver_to: holding_pipelines(),
+                ..receipt(n, id, cents)
+            })
+            .unwrap();
+        match stored {
+            ReceiptStored::Flagged { receipt, .. } | ReceiptStored::Paid { receipt, .. } => receipt,
+            other => panic!("{other:?}"),
+        }
+    };
+    let annulled = held(&n[0], "R-ANN", 100);
+    let wrong = held(&n[1], "R-AMT", 1);
+    let fine = held(&n[2], "R-OK", 300);
+
+    // json gets every receipt, flag and all; MyPay's formats only the one that paid.
+    assert_eq!(pending_of(s, "erp"), ["R-OK", "R-AMT", "R-ANN"]);
+    assert_eq!(pending_of(s, "push"), ["R-OK"]);
+    assert_eq!(pending_of(s, "export"), ["R-OK"]);
+    let stored = events_of(s, "receipt.stored");
+    assert_eq!(
+        stored[0].payload["held"],
+        serde_json::json!(["push", "export"])
+    );
+    assert_eq!(
+        stored[2].payload.get("held"),
+        None,
+        "only when something is held"
+    );
+    let export = s.open_export("export", E, false).unwrap().unwrap();
+    assert_eq!(export.receipts, 1, "the held receipts are in no file");
+    s.finish_export(export.id).unwrap();
+    assert!(s.open_export("export", E, false).unwrap().is_none());
+
+    // Operators see them, and /metrics counts them.
+    let listed = s.held_receipts(E, 10).unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [wrong, annulled]
+    );
+    assert_eq!(listed[1].held, ["export", "push"]);
+    assert_eq!(listed[1].issue.as_deref(), Some("annulled"));
+    let flagged = s.receipts(E, true, 10).unwrap();
+    assert_eq!(flagged.len(), 2);
+    assert_eq!(flagged[0].held, ["export", "push"]);
+    assert_eq!(s.metrics().unwrap().held, vec![(E.to_string(), 2)]);
+
+    // Released: exactly one delivery per pipeline that held it, in the next file.
+    let released = s.review_receipt(annulled, Review::Released).unwrap();
+    assert_eq!(
+        released,
+        Reviewed::Done {
+            receipt: annulled,
+            receipt_id: "R-ANN".into(),
+            review: Review::Released,
+            pipelines: vec!["export".into(), "push".into()],
+        }
+    );
+    assert_eq!(pending_of(s, "push"), ["R-ANN", "R-OK"]);
+    let next = s.open_export("export", E, false).unwrap().unwrap();
+    let items = s.export_items(next.id).unwrap();
+    assert_eq!(
+        items.iter().map(|i| i.receipt).collect::<Vec<_>>(),
+        [annulled]
+    );
+    s.finish_export(next.id).unwrap();
+    assert_eq!(
+        s.review_receipt(annulled, Review::Released).unwrap(),
+        Reviewed::NotHeld {
+            issue: Some("annulled".into()),
+            review: Some("released".into()),
+        },
+        "released once"
+    );
+    assert_eq!(
+        pending_of(s, "push"),
+        ["R-ANN", "R-OK"],
+        "still one delivery"
+    );
+
+    // Dismissed: never delivered to those formats.
+    assert!(matches!(
+        s.review_receipt(wrong, Review::Dismissed).unwrap(),
+        Reviewed::Done {
+            review: Review::Dismissed,
+            ..
+        }
+    ));
+    assert!(matches!(
+        s.review_receipt(wrong, Review::Released).unwrap(),
+        Reviewed::NotHeld { .. }
+    ));
+    assert_eq!(pending_of(s, "push"), ["R-ANN", "R-OK"]);
+    assert!(s.open_export("export", E, false).unwrap().is_none());
+    assert!(s.held_receipts(E, 10).unwrap().is_empty());
+    assert!(s.metrics().unwrap().held.is_empty());
+    assert!(matches!(
+        s.review_receipt(fine, Review::Dismissed).unwrap(),
+        Reviewed::NotHeld { issue: None, .. }
+    ));
+    let reviews: Vec<(String, serde_json::Value)> = s
+        .events_after(0, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind.starts_with("receipt.") && e.kind != "receipt.stored")
+        .map(|e| (e.kind, e.payload["receipt"].clone()))
+        .collect();
+    assert_eq!(
+        reviews,
+        [
+            ("receipt.released".to_string(), serde_json::json!(annulled)),
+            ("receipt.dismissed".to_string(), serde_json::json!(wrong)),
+        ]
+    );
+}
+
+fn a_worker_past_its_lease_cannot_overwrite_the_outcome(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(s, f, &[row(Action::Insert, "A", 100, true)]);
+    let n = notice_of(&out[0]);
+    let only_erp = [DeliverTo::all("erp", E)];
+    s.store_receipt(&NewReceipt {
+        deliver_to: &only_erp,
+        ..receipt(&n, "R1", 100)
+    })
+    .unwrap();
+    let other = b.another();
+    let t = |m: u32| format!("9999-01-01T00:{m:02}:00.000Z");
+    // The first worker claims, then pauses past its lease; the second claims and delivers.
+    let first = s.claim_deliveries("erp", &t(0), &t(1), 10).unwrap();
+    let second = other.claim_deliveries("erp", &t(2), &t(3), 10).unwrap();
+    assert_eq!((first.len(), second.len()), (1, 1));
+    assert_eq!(first[0].id, second[0].id);
+    assert!(other
+        .record_attempt(&second[0], &Attempt::Delivered)
+        .unwrap());
+    // The first wakes up and reports a failure: discarded, whatever it says.
+    let late = Attempt::Dead {
+        error: "timed out".into(),
+    };
+    assert_eq!(
+        s.record_attempts(&[(first[0].claim(), late.clone())])
+            .unwrap(),
+        [first[0].id]
+    );
+    let d = s.delivery(first[0].id).unwrap().unwrap();
+    assert_eq!(d.status, DeliveryStatus::Delivered);
+    assert_eq!(d.attempts, 1, "delivered once");
+    assert!(d.last_error.is_none());
+    assert!(events_of(s, "delivery.dead").is_empty());
+    assert!(s
+        .claim_deliveries("erp", &t(30), &t(31), 10)
+        .unwrap()
+        .is_empty());
+
+    // The other order: the late worker reports before the one holding the lease.
+    let f2 = flow(s, "F2");
+    let out = apply(s, f2, &[row(Action::Insert, "B", 100, true)]);
+    let nb = notice_of(&out[0]);
+    s.store_receipt(&NewReceipt {
+        deliver_to: &only_erp,
+        ..receipt(&nb, "R2", 100)
+    })
+    .unwrap();
+    let first = s.claim_deliveries("erp", &t(40), &t(41), 10).unwrap();
+    let second = other.claim_deliveries("erp", &t(42), &t(43), 10).unwrap();
+    assert!(!s.record_attempt(&first[0], &late).unwrap());
+    assert!(other
+        .record_attempt(&second[0], &Attempt::Delivered)
+        .unwrap());
+    let d = s.delivery(second[0].id).unwrap().unwrap();
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 1));
+    // A delivery never claimed has no lease to record under.
+    let unclaimed = Delivery {
+        lease_until: None,
+        ..d
+    };
+    assert!(!s.record_attempt(&unclaimed, &Attempt::Delivered).unwrap());
+}
+
+fn an_export_leaves_out_what_cannot_be_encoded(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(
+        s,
+        f,
+        &[
+            row(Action::Insert, "A", 100, true),
+            row(Action::Insert, "B", 200, true),
+        ],
+    );
+    s.store_receipt(&receipt(&notice_of(&out[0]), "R1", 100))
+        .unwrap();
+    s.store_receipt(&receipt(&notice_of(&out[1]), "R2", 200))
+        .unwrap();
+    let export = s.open_export("export", E, false).unwrap().unwrap();
+    let items = s.export_items(export.id).unwrap();
+    assert_eq!(items.len(), 2);
+    let bad = items[1].delivery;
+    s.finish_export_without(export.id, &[(bad, "cannot be read".into())])
+        .unwrap();
+    let d = s.delivery(bad).unwrap().unwrap();
+    assert_eq!(d.status, DeliveryStatus::Dead);
+    assert_eq!(d.last_error.as_deref(), Some("cannot be read"));
+    let good = s.delivery(items[0].delivery).unwrap().unwrap();
+    assert_eq!(good.status, DeliveryStatus::Delivered);
+    let dead = events_of(s, "delivery.dead");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].payload["delivery"], bad);
+    assert_eq!(dead[0].payload["error"], "cannot be read");
+    // Nothing else waits; a replay puts it in the next file.
+    assert!(s.open_export("export", E, false).unwrap().is_none());
+    assert_eq!(s.replay(&[bad], None).unwrap(), 1);
+    let next = s.open_export("export", E, false).unwrap().unwrap();
+    assert_eq!(
+        s.export_items(next.id)
+            .unwrap()
+            .iter()
+            .map(|i| i.delivery)
+            .collect::<Vec<_>>(),
+        [bad]
+    );
 }

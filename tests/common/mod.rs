@@ -797,3 +797,85 @@ pub fn leaf(dir: &Path, ca: &str, name: &str, subj: &str, ext: &str) {
         ],
     );
 }
+
+/// [`post_soap`] of a body that need not be UTF-8.
+pub fn post_soap_bytes(port: u16, action: &str, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the hub");
+    let head = format!(
+        "POST /pagopa/paForNode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml; charset=utf-8\r\nSOAPAction: {action}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("send");
+    stream.write_all(body).expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    match answer.split_once("\r\n\r\n") {
+        Some((head, body)) => {
+            assert!(
+                head.starts_with("HTTP/1.1 200"),
+                "unexpected answer: {head}"
+            );
+            body.to_string()
+        }
+        None => panic!("not an HTTP answer: {answer}"),
+    }
+}
+
+/// What an entity system received, per request: (path, `Idempotency-Key`, body).
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+/// An entity system on loopback that accepts every receipt pushed to it (200), keeping each
+/// request's path, idempotency key (the receipt id) and body.
+pub fn accepting_receiver() -> (u16, Received) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Received = Default::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let path = line.split(' ').nth(1).unwrap_or_default().to_string();
+            let (mut len, mut key) = (0, String::new());
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.trim_end().split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    } else if k.eq_ignore_ascii_case("idempotency-key") {
+                        key = v.trim().to_string();
+                    }
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            log.lock()
+                .unwrap()
+                .push((path, key, String::from_utf8_lossy(&body).into_owned()));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            );
+        }
+    });
+    (port, seen)
+}
+
+/// The events of `kind` a hub home's SQLite store holds, oldest first.
+pub fn store_events(home: &Home, kind: &str) -> Vec<snodo_store::Event> {
+    use snodo_store::EventStore;
+    let store = snodo_store::SqliteStore::open(&home.path().join("var/snodo.db")).expect("store");
+    store
+        .events_after(0, 100_000)
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .collect()
+}

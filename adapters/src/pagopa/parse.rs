@@ -30,6 +30,21 @@ pub fn parse_request(body: &[u8]) -> Result<Request, SoapError> {
     })
 }
 
+/// The operation of a request that [`parse_request`] refused for bytes that are not UTF-8, read
+/// with those bytes replaced: so such a request is answered with its own KO response
+/// (`PAA_SINTASSI_XSD`) rather than a bare SOAP fault. `None` for anything else it refused.
+pub fn request_operation(body: &[u8]) -> Option<Operation> {
+    if std::str::from_utf8(body).is_ok() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(body);
+    let root = read_payload(text.as_bytes()).ok()?;
+    if root.ns.as_deref() != Some(PAF_NS) {
+        return None;
+    }
+    Operation::from_request_element(&root.name)
+}
+
 /// Parses a SOAP response of the broker into a [`Response`] (for the node simulator).
 pub fn parse_response(body: &[u8]) -> Result<Response, SoapError> {
     let root = read_payload(body)?;

@@ -907,6 +907,64 @@ fn not_xml_and_not_soap() {
 }
 
 #[test]
+fn bytes_that_are_not_utf8_are_refused_wherever_they_are() {
+    // A receipt, otherwise valid, with one byte that is not UTF-8 where the payload reader
+    // never looks: a comment, an attribute, the Header. The whole document must be UTF-8.
+    let good = render_request(&Request::SendRtV2(SendRtV2Request {
+        id_pa: "77777777777".into(),
+        id_broker_pa: "77777777777".into(),
+        id_station: "77777777777_01".into(),
+        receipt: receipt_v2(),
+    }));
+    let body_at = good.find("<soapenv:Header/>").expect("a Header");
+    let tail = &good[body_at..];
+    let places = [
+        ("comment", format!("<!-- caf\u{a7} -->{tail}")),
+        (
+            "attribute",
+            tail.replacen("<soapenv:Body>", "<soapenv:Body x=\"caf\u{a7}\">", 1),
+        ),
+        (
+            "Header",
+            tail.replacen(
+                "<soapenv:Header/>",
+                "<soapenv:Header><h>caf\u{a7}</h></soapenv:Header>",
+                1,
+            ),
+        ),
+    ];
+    for (place, tail) in places {
+        let doc = format!("{}{tail}", &good[..body_at]);
+        parse_request(doc.as_bytes()).unwrap_or_else(|e| panic!("{place}: valid UTF-8: {e}"));
+        assert_eq!(doc.matches('\u{a7}').count(), 1, "{place}: one marker");
+        // § is C2 A7 in UTF-8; as ISO-8859-1 it is the lone byte A7.
+        let bytes = doc.replace('\u{a7}', "\u{1}").into_bytes();
+        let at = bytes.iter().position(|&b| b == 1).expect("the marker");
+        let mut bytes = bytes;
+        bytes[at] = 0xA7;
+        let err = parse_request(&bytes).expect_err(place);
+        assert!(matches!(err, SoapError::NotXml(_)), "{place}: {err:?}");
+        assert!(
+            err.to_string()
+                .contains(&format!("byte 0xA7 at offset {at} (line 1) is not UTF-8")),
+            "{place}: {err}"
+        );
+        assert_eq!(err.fault_code(), "PAA_SINTASSI_XSD");
+        // The operation can still be told, so the node gets its own KO response.
+        assert_eq!(
+            request_operation(&bytes),
+            Some(Operation::SendRtV2),
+            "{place}"
+        );
+        assert_eq!(request_operation(doc.as_bytes()), None, "valid: not asked");
+    }
+    // A BOM counts in the offset; garbage is no operation at all.
+    let err = parse_request(b"\xEF\xBB\xBF<a>\n\xFF</a>").unwrap_err();
+    assert!(err.to_string().contains("offset 7 (line 2)"), "{err}");
+    assert_eq!(request_operation(b"\xFFgarbage"), None);
+}
+
+#[test]
 fn unknown_and_unsupported_operations() {
     let err = parse_request(envelope("<pafn:paFooReq/>").as_bytes()).unwrap_err();
     assert_eq!(err, SoapError::UnknownOperation("paFooReq".into()));

@@ -149,9 +149,28 @@ fn check_decl_encoding(d: &quick_xml::events::BytesDecl<'_>) -> Result<(), SoapE
     Ok(())
 }
 
+/// The whole document must be UTF-8, not only what the payload reads: comments, attributes and
+/// the skipped Header too, since a receipt is kept (and handed back) exactly as received.
+fn check_utf8(input: &[u8], skipped: usize) -> Result<(), SoapError> {
+    match std::str::from_utf8(input) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let at = e.valid_up_to();
+            let line = 1 + input[..at].iter().filter(|&&b| b == b'\n').count();
+            Err(SoapError::NotXml(format!(
+                "byte 0x{:02X} at offset {} (line {line}) is not UTF-8",
+                input[at],
+                at + skipped
+            )))
+        }
+    }
+}
+
 /// Reads a SOAP 1.1 envelope and returns the single element of its Body.
 pub(crate) fn read_payload(input: &[u8]) -> Result<Node, SoapError> {
+    let whole = input.len();
     let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
+    check_utf8(input, whole - input.len())?;
     let mut reader = NsReader::from_reader(input);
     let mut state = State::BeforeEnvelope;
     let mut stack: Vec<Node> = Vec::with_capacity(MAX_DEPTH);

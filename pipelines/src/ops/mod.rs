@@ -31,6 +31,10 @@ pub enum OpsError {
     NoEncoding(String),
     #[error("no delivery {0}")]
     NoDelivery(i64),
+    #[error("no receipt {0}")]
+    NoReceipt(i64),
+    #[error("receipt {receipt} is not held: {why}")]
+    NotHeld { receipt: i64, why: String },
     #[error("no pipeline {name:?} (batch pipelines: {batch})")]
     NoPipeline { name: String, batch: String },
     #[error("pipeline {pipeline}: {message}")]
