@@ -5,6 +5,7 @@
 //! flows (millions of rows) without per-field allocation.
 
 pub mod csv;
+pub mod fdr;
 pub mod flow_format;
 pub mod mypay_export;
 pub mod mypay_import;

@@ -18,7 +18,7 @@ mod render;
 mod stored;
 mod types;
 mod view;
-mod xml;
+pub(crate) mod xml;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,201 @@
+//! `fdr-json`: a settlement flow as the hub hands it to an entity, with its payments, their
+//! links to receipts and the anomalies found (format `snodo.report.v1`, described field by field
+//! in `docs/FORMATS.md` and by `docs/report.schema.json`). Money is in integer cents, dates are
+//! `yyyy-mm-dd` (Rome), instants RFC 3339 UTC. Every key is always present; a missing value is
+//! null.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+use snodo_core::settlement::link::{LinkSummary, RowLink};
+use snodo_core::settlement::{SettlementFlow, SettlementPayment};
+
+pub const FORMAT: &str = "snodo.report.v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportJsonError {
+    #[error("{payments} payments but {links} links: one link per payment row is needed")]
+    Rows { payments: usize, links: usize },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    format: &'static str,
+    iuf: &'a str,
+    psp_id: &'a str,
+    revision: u32,
+    flow_time: String,
+    flow_date: String,
+    published: Option<String>,
+    regulation: Regulation<'a>,
+    sender: Sender<'a>,
+    receiver: Receiver<'a>,
+    declared: Totals,
+    computed: Totals,
+    linked: u64,
+    payments: Rows<'a>,
+    anomalies: Vec<AnomalyOut>,
+}
+
+#[derive(Serialize)]
+struct Regulation<'a> {
+    id: &'a str,
+    date: String,
+    bic_code_pouring_bank: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Sender<'a> {
+    kind: &'static str,
+    id: &'a str,
+    name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Receiver<'a> {
+    id: &'a str,
+    organization_id: &'a str,
+    name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Totals {
+    count: u64,
+    amount: i64,
+}
+
+/// The rows, serialised one by one from the borrowed slices.
+struct Rows<'a> {
+    payments: &'a [SettlementPayment],
+    links: &'a [RowLink],
+}
+
+impl Serialize for Rows<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.payments.iter().zip(self.links).map(|(p, l)| Row {
+            row: l.row,
+            iuv: &p.iuv,
+            iur: &p.iur,
+            transfer_index: p.transfer_index.map(|i| i.get()),
+            amount: p.amount.cents(),
+            esito: p.status.esito(),
+            status: p.status.rest_name(),
+            date: p.date.format("%Y-%m-%d").to_string(),
+            receipt: l.linked.as_ref().map(|t| Link {
+                receipt_id: &t.receipt_id,
+                transfer_index: t.transfer_index.get(),
+                amount: t.amount.cents(),
+            }),
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct Row<'a> {
+    row: u64,
+    iuv: &'a str,
+    iur: &'a str,
+    transfer_index: Option<u8>,
+    amount: i64,
+    esito: u8,
+    status: &'static str,
+    date: String,
+    receipt: Option<Link<'a>>,
+}
+
+#[derive(Serialize)]
+struct Link<'a> {
+    receipt_id: &'a str,
+    transfer_index: u8,
+    amount: i64,
+}
+
+#[derive(Serialize)]
+struct AnomalyOut {
+    code: &'static str,
+    severity: &'static str,
+    row: Option<u64>,
+    message: String,
+}
+
+/// Writes the report of `flow`: `payments` and `links` row for row (as the linking rules gave
+/// them), and `summary`'s totals and anomalies.
+pub fn write_report<W: Write>(
+    out: W,
+    flow: &SettlementFlow,
+    payments: &[SettlementPayment],
+    links: &[RowLink],
+    summary: &LinkSummary,
+) -> Result<(), ReportJsonError> {
+    if payments.len() != links.len() {
+        return Err(ReportJsonError::Rows {
+            payments: payments.len(),
+            links: links.len(),
+        });
+    }
+    let instant =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    let report = Report {
+        format: FORMAT,
+        iuf: flow.iuf.as_str(),
+        psp_id: &flow.psp_id,
+        revision: flow.revision,
+        flow_time: instant(flow.flow_time),
+        flow_date: flow.flow_date().format("%Y-%m-%d").to_string(),
+        published: flow.published.map(instant),
+        regulation: Regulation {
+            id: &flow.regulation_id,
+            date: flow.regulation_date.format("%Y-%m-%d").to_string(),
+            bic_code_pouring_bank: flow.bic_code_pouring_bank.as_deref(),
+        },
+        sender: Sender {
+            kind: flow.sender.kind.rest_name(),
+            id: &flow.sender.id,
+            name: flow.sender.name.as_deref(),
+        },
+        receiver: Receiver {
+            id: &flow.receiver.id,
+            organization_id: &flow.receiver.organization_id,
+            name: flow.receiver.name.as_deref(),
+        },
+        declared: Totals {
+            count: flow.declared_count,
+            amount: flow.declared_amount.cents(),
+        },
+        computed: Totals {
+            count: summary.computed_count,
+            amount: summary.computed_amount.cents(),
+        },
+        linked: summary.linked,
+        payments: Rows { payments, links },
+        anomalies: summary
+            .anomalies
+            .iter()
+            .map(|a| AnomalyOut {
+                code: a.code(),
+                severity: a.severity().as_str(),
+                row: a.row(),
+                message: a.to_string(),
+            })
+            .collect(),
+    };
+    let mut out = io::BufWriter::new(out);
+    serde_json::to_writer(&mut out, &report).map_err(io::Error::from)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// [`write_report`] into bytes.
+pub fn encode(
+    flow: &SettlementFlow,
+    payments: &[SettlementPayment],
+    links: &[RowLink],
+    summary: &LinkSummary,
+) -> Result<Vec<u8>, ReportJsonError> {
+    let mut out = Vec::with_capacity(1024 + payments.len() * 200);
+    write_report(&mut out, flow, payments, links, summary)?;
+    Ok(out)
+}
