@@ -307,6 +307,9 @@ pub struct DebtTypeConfig {
     pub code: String,
     pub description: String,
     pub iban: String,
+    /// Accounts announced ahead of time: each replaces `iban` from its date (Europe/Rome) on.
+    #[serde(default)]
+    pub iban_changes: Vec<IbanChange>,
     pub taxonomy: String,
     #[serde(default)]
     pub due_date_required: bool,
@@ -325,6 +328,15 @@ pub struct DebtTypeConfig {
     pub spontaneous: Option<SpontaneousConfig>,
     /// Its positions live in the entity's own system, asked when the node verifies a notice.
     pub external: Option<ExternalConfig>,
+}
+
+/// `iban_changes = [{ from = "2027-01-01", iban = "IT..." }]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IbanChange {
+    /// The first day (Europe/Rome, `YYYY-MM-DD`) the node is given this account.
+    pub from: String,
+    pub iban: String,
 }
 
 /// `spontaneous = { amount = {...}, causale = "...", fields = [...] }`.

@@ -383,7 +383,8 @@ impl NodeService {
             &position.dovuto,
             &iuv,
             &entity.fiscal_code,
-            &debt_type.iban,
+            // The account valid today: an entity may announce a new one ahead of time.
+            debt_type.iban_on(snodo_core::time::today_rome()),
             &debt_type.taxonomy,
         )
         .map_err(|f| (f, Some("transfers do not add up to the amount".to_string())))?;

@@ -89,9 +89,23 @@ pub fn key_hash(key: &str) -> [u8; 32] {
 
 /// A debt type as the node's calls need it.
 pub struct DebtTypePayment {
+    /// The account until the first of `iban_changes`.
     pub iban: Iban,
+    /// Later accounts, each from its day on, in date order.
+    pub iban_changes: Vec<(chrono::NaiveDate, Iban)>,
     pub taxonomy: String,
     pub late_payment_allowed: bool,
+}
+
+impl DebtTypePayment {
+    /// The account the node is given on `day` (Europe/Rome).
+    pub fn iban_on(&self, day: chrono::NaiveDate) -> &Iban {
+        self.iban_changes
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= day)
+            .map_or(&self.iban, |(_, iban)| iban)
+    }
 }
 
 impl Plan {
@@ -495,6 +509,31 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     format!("{:?} is configured twice for this entity", dt.code),
                 );
             }
+            let mut iban_changes = Vec::new();
+            for (k, change) in dt.iban_changes.iter().enumerate() {
+                let at = format!("{at}.iban_changes[{k}]");
+                let from = chrono::NaiveDate::parse_from_str(&change.from, "%Y-%m-%d");
+                let iban = Iban::parse(&change.iban);
+                match (from, iban) {
+                    (Err(_), _) => p(
+                        format!("{at}.from"),
+                        format!("{:?} is not a date (YYYY-MM-DD)", change.from),
+                    ),
+                    (_, Err(err)) => p(format!("{at}.iban"), format!("{:?} {err}", change.iban)),
+                    (Ok(from), Ok(iban)) => {
+                        if iban_changes.last().is_some_and(|(last, _)| *last >= from) {
+                            p(
+                                format!("{at}.from"),
+                                format!(
+                                    "{} is not after the change before it: list them in date order",
+                                    change.from
+                                ),
+                            );
+                        }
+                        iban_changes.push((from, iban));
+                    }
+                }
+            }
             match Iban::parse(&dt.iban) {
                 Err(err) => p(format!("{at}.iban"), format!("{:?} {err}", dt.iban)),
                 Ok(iban) => {
@@ -502,6 +541,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                         dt.code.clone(),
                         DebtTypePayment {
                             iban,
+                            iban_changes,
                             taxonomy: dt.taxonomy.clone(),
                             late_payment_allowed: dt.late_payment_allowed,
                         },
@@ -1051,6 +1091,70 @@ mod tests {
     use super::*;
 
     /// The embedded demo plus `extra` pipelines, loaded from a file.
+    /// The demo with c_g224's first debt type announcing `changes`.
+    fn plan_with_iban_changes(changes: &str) -> Result<Plan, Vec<Problem>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let demo = include_str!("../../config/demo.toml")
+            .replace(
+                "${SNODO_TAXONOMY_FILE:-adapters/specs/mypay/tassonomia.csv}",
+                "/nonexistent/tassonomia.csv",
+            )
+            .replacen(
+                "  iban = \"IT60X0542811101000000123456\"\n",
+                &format!("  iban = \"IT60X0542811101000000123456\"\n  iban_changes = {changes}\n"),
+                1,
+            );
+        std::fs::write(&path, demo).unwrap();
+        load(Some(&path))
+    }
+
+    #[test]
+    fn an_account_announced_ahead_of_time_applies_from_its_day() {
+        let plan = plan_with_iban_changes(
+            r#"[{ from = "2027-01-01", iban = "IT90J0200812100000041234567" }]"#,
+        )
+        .expect("valid");
+        let entity = plan.entities.get("c_g224").expect("c_g224");
+        let (_, dt) = entity
+            .payments
+            .iter()
+            .find(|(_, d)| !d.iban_changes.is_empty())
+            .expect("the debt type with the change");
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(
+            dt.iban_on(day("2026-12-31")).as_str(),
+            "IT60X0542811101000000123456"
+        );
+        assert_eq!(
+            dt.iban_on(day("2027-01-01")).as_str(),
+            "IT90J0200812100000041234567"
+        );
+        assert_eq!(
+            dt.iban_on(day("2030-06-01")).as_str(),
+            "IT90J0200812100000041234567"
+        );
+
+        let problems = plan_with_iban_changes(
+            r#"[{ from = "2027-02-01", iban = "IT90J0200812100000041234567" }, { from = "2027-01-01", iban = "IT60X0542811101000000123456" }, { from = "1 March", iban = "IT90J0200812100000041234567" }, { from = "2028-01-01", iban = "IT00X0542811101000000123456" }]"#,
+        )
+        .err()
+        .expect("problems");
+        let text: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect();
+        let has = |path: &str, words: &str| {
+            assert!(
+                text.iter().any(|t| t.contains(path) && t.contains(words)),
+                "no {path} … {words} in {text:#?}"
+            )
+        };
+        has("iban_changes[1].from", "date order");
+        has("iban_changes[2].from", "is not a date");
+        has("iban_changes[3].iban", "IT00X");
+    }
+
     fn plan_with(extra: &str) -> Result<Plan, Vec<Problem>> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
