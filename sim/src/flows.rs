@@ -25,7 +25,7 @@
 
 use crate::ledger::{self, Entry, LedgerError, LedgerPayment};
 use crate::receipt::PSPS;
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, SubsecRound, TimeZone, Utc};
 use chrono_tz::Europe::Rome;
 use serde::{Deserialize, Serialize};
 use snodo_adapters::fdr::rest::{FdrRestError, Payment, SingleFlow};
@@ -120,7 +120,7 @@ pub struct PublishOptions {
     /// The day (Rome) whose payments are settled.
     pub date: NaiveDate,
     pub anomalies: bool,
-    /// `published` of the first flow; each next one a millisecond later.
+    /// `published` of the first flow (to the millisecond); each next one a millisecond later.
     pub published_at: DateTime<Utc>,
 }
 
@@ -191,14 +191,16 @@ pub fn publish(opts: &PublishOptions) -> Result<Vec<Published>, FlowsError> {
         add_anomalies(&mut flows, opts.date);
     }
     let n = flows.len();
+    // Whole milliseconds: a client that writes its cursor with milliseconds loses nothing.
+    let at = opts.published_at.trunc_subsecs(3);
     for (i, (mut header, rows)) in flows.into_iter().enumerate() {
-        header.published = Some(opts.published_at + Duration::milliseconds(i as i64));
+        header.published = Some(at + Duration::milliseconds(i as i64));
         if opts.anomalies && i == 0 {
             let mut second = header.clone();
             second.revision = 2;
             second.regulation_id = regulation_id(second.iuf.as_str(), 2);
             second.flow_time += Duration::hours(1);
-            second.published = Some(opts.published_at + Duration::milliseconds(n as i64));
+            second.published = Some(at + Duration::milliseconds(n as i64));
             revisions.push((header, rows.clone()));
             revisions.push((second, rows));
         } else {

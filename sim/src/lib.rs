@@ -23,6 +23,8 @@
 pub mod checkout;
 pub mod external;
 pub mod fdr;
+#[cfg(test)]
+mod fdr_tests;
 pub mod flows;
 pub mod ledger;
 mod receipt;
