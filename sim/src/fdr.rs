@@ -99,6 +99,9 @@ pub fn router(opts: FdrOptions) -> Router {
 
 type Params = Query<HashMap<String, String>>;
 
+/// An error answer, boxed: a `Response` is too large to travel in every `Err`.
+type Refusal = Box<Response>;
+
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(body) {
         Ok(b) => (status, [(CONTENT_TYPE, "application/json")], b).into_response(),
@@ -146,32 +149,32 @@ fn unauthorized(opts: &FdrOptions, headers: &HeaderMap, params: &Params) -> Opti
     ))
 }
 
-fn load(opts: &FdrOptions) -> Result<Vec<PublishedFlow>, Response> {
+fn load(opts: &FdrOptions) -> Result<Vec<PublishedFlow>, Refusal> {
     flows::load_all(&opts.ledger).map_err(|e| {
-        error(
+        Box::new(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "FDR-0500",
             None,
             e.to_string(),
-        )
+        ))
     })
 }
 
-fn int_param(params: &Params, name: &str, default: i64, max: i64) -> Result<i64, Response> {
+fn int_param(params: &Params, name: &str, default: i64, max: i64) -> Result<i64, Refusal> {
     let Some(v) = params.get(name) else {
         return Ok(default);
     };
     match v.trim().parse::<i64>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(bad_param(
+        _ => Err(Box::new(bad_param(
             name,
             format!("{name} must be an integer from 1 to {max}, got {v:?}"),
-        )),
+        ))),
     }
 }
 
 /// An ISO-8601 instant; without a zone it is UTC (`yyyy-MM-dd'T'HH:mm:ss`).
-fn instant_param(params: &Params, name: &str) -> Result<Option<DateTime<Utc>>, Response> {
+fn instant_param(params: &Params, name: &str) -> Result<Option<DateTime<Utc>>, Refusal> {
     let Some(v) = params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
@@ -184,10 +187,10 @@ fn instant_param(params: &Params, name: &str) -> Result<Option<DateTime<Utc>>, R
     if let Ok(d) = NaiveDate::parse_from_str(v, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()));
     }
-    Err(bad_param(
+    Err(Box::new(bad_param(
         name,
         format!("{name} must be an ISO-8601 date-time, got {v:?}"),
-    ))
+    )))
 }
 
 /// The specification's default lower limit: the start of the previous calendar month, UTC.
@@ -231,16 +234,16 @@ async fn list(
         let default = previous_month_start(Utc::now());
         let published_gt = instant_param(&params, "publishedGt")?.unwrap_or(default);
         let flow_date = instant_param(&params, "flowDate")?.unwrap_or(default);
-        Ok::<_, Response>((page, size, published_gt, flow_date))
+        Ok::<_, Refusal>((page, size, published_gt, flow_date))
     })();
     let (page, size, published_gt, flow_date) = match parsed {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let psp = params.get("pspId");
     let all = match load(&opts) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let matching: Vec<FlowByPsp> = all
         .iter()
@@ -280,14 +283,14 @@ fn find(
     fdr: &str,
     revision: &str,
     psp_id: &str,
-) -> Result<PublishedFlow, Response> {
+) -> Result<PublishedFlow, Refusal> {
     let revision = match revision.parse::<i64>() {
         Ok(r) if r >= 1 => r,
         _ => {
-            return Err(bad_param(
+            return Err(Box::new(bad_param(
                 "revision",
                 format!("revision must be an integer from 1, got {revision:?}"),
-            ))
+            )))
         }
     };
     load(opts)?
@@ -299,12 +302,12 @@ fn find(
                 && f.flow.receiver.organization_id == organization_id
         })
         .ok_or_else(|| {
-            error(
+            Box::new(error(
                 StatusCode::NOT_FOUND,
                 FLOW_NOT_FOUND,
                 None,
                 format!("Fdr [{fdr}] not found"),
-            )
+            ))
         })
 }
 
@@ -319,7 +322,7 @@ async fn single(
     }
     match find(&opts, &organization_id, &fdr, &revision, &psp_id) {
         Ok(f) => json_response(StatusCode::OK, &f.flow),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -336,11 +339,11 @@ async fn payments(
         .and_then(|page| Ok((page, int_param(&params, "size", MAX_SIZE, i64::MAX)?)));
     let (page, size) = match sizes {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let flow = match find(&opts, &organization_id, &fdr, &revision, &psp_id) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (start, end, tot_page) = page_bounds(flow.payments.len(), page, size);
     json_response(
