@@ -200,11 +200,23 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let flows = opts
+        .fdr
+        .as_ref()
+        .map(|f| f.ledger.join(crate::flows::FLOWS_DIR));
     let stand_ins = StandIns::bind(opts).await?;
     println!(
         "sim: checkout and external stand-ins on http://{}",
         connectable(stand_ins.local_addr())
     );
+    if let Some(flows) = flows {
+        println!(
+            "sim: reporting (FdR 3 {}, nodeForPa {}) serving {}",
+            crate::fdr::FDR_ORG_PATH,
+            crate::fdr::NODE_FOR_PA_PATH,
+            flows.display()
+        );
+    }
     stand_ins.run(shutdown).await
 }
 
