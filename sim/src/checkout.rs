@@ -74,6 +74,9 @@ pub struct ServeOptions {
     pub checkout_key: String,
     /// The external-verification stand-in.
     pub external: ExternalOptions,
+    /// pagoPA's reporting services (FdR 3 REST and the legacy SOAP) over the flows published
+    /// in a ledger directory; `None`: not served.
+    pub fdr: Option<crate::fdr::FdrOptions>,
     /// How carts are paid: the hub's URL, the broker and station it expects, the flow (see
     /// [`Payer::new`]; the notices are ignored).
     pub payer: SimOptions,
@@ -87,6 +90,7 @@ impl ServeOptions {
             public_url: None,
             checkout_key: "demo".into(),
             external: ExternalOptions::default(),
+            fdr: None,
             payer,
         }
     }
@@ -150,13 +154,16 @@ impl StandIns {
             ids: ReceiptIds::random(),
             next: AtomicUsize::new(0),
         });
-        let app = Router::new()
+        let mut app = Router::new()
             .route(CARTS_PATH, post(create_cart))
             .route("/checkout/carts/{id}", get(page))
             .route("/checkout/carts/{id}/pay", post(pay))
             .route("/checkout/carts/{id}/status", get(status))
             .with_state(checkout)
             .merge(external::router(opts.external));
+        if let Some(fdr) = opts.fdr {
+            app = app.merge(crate::fdr::router(fdr));
+        }
         Ok(Self {
             listener,
             addr,
@@ -193,11 +200,23 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let flows = opts
+        .fdr
+        .as_ref()
+        .map(|f| f.ledger.join(crate::flows::FLOWS_DIR));
     let stand_ins = StandIns::bind(opts).await?;
     println!(
         "sim: checkout and external stand-ins on http://{}",
         connectable(stand_ins.local_addr())
     );
+    if let Some(flows) = flows {
+        println!(
+            "sim: reporting (FdR 3 {}, nodeForPa {}) serving {}",
+            crate::fdr::FDR_ORG_PATH,
+            crate::fdr::NODE_FOR_PA_PATH,
+            flows.display()
+        );
+    }
     stand_ins.run(shutdown).await
 }
 

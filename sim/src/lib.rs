@@ -22,6 +22,11 @@
 
 pub mod checkout;
 pub mod external;
+pub mod fdr;
+#[cfg(test)]
+mod fdr_tests;
+pub mod flows;
+pub mod ledger;
 mod receipt;
 pub mod receiver;
 mod report;
@@ -178,6 +183,10 @@ pub struct SimOptions {
     /// Appends `<receiptId>;<noticeNumber>;<OK|faultCode>` per receipt answer, written as soon
     /// as the answer arrives.
     pub receipts_log: Option<PathBuf>,
+    /// The ledger directory ([`ledger`]): every receipt is recorded in
+    /// `<dir>/payments.jsonl` before it is sent, and the hub's answer after, so the payments
+    /// can be settled later ([`flows::publish`]). `None`: nothing is recorded.
+    pub ledger: Option<PathBuf>,
     /// Per call, connection included.
     pub timeout: Duration,
     /// Start payments at this many per second overall (latency at a fixed load) instead of as
@@ -218,6 +227,7 @@ impl SimOptions {
             verify_only: false,
             fault: None,
             receipts_log: None,
+            ledger: None,
             timeout: Duration::from_secs(30),
             rate: None,
             retry_for: None,
@@ -246,6 +256,8 @@ pub enum SimError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
     #[error("the hub could not be reached at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("a simulated payment crashed: {0}")]
@@ -293,6 +305,7 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
     let client = http_client(&opts, workers)?;
     preflight(&client, &endpoint, opts.retry_for).await?;
     let log = open_receipts_log(opts.receipts_log.as_ref())?;
+    let ledger = open_ledger(&opts)?;
     let station = station_of(&opts);
     let shape = report::RunShape {
         endpoint: endpoint.to_string(),
@@ -315,6 +328,7 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
         verify_only: opts.verify_only,
         fault: opts.fault,
         log,
+        ledger,
         ids: ReceiptIds::random(),
         pace: opts
             .rate
@@ -392,6 +406,14 @@ fn open_receipts_log(path: Option<&PathBuf>) -> Result<Option<Mutex<std::fs::Fil
     Ok(Some(Mutex::new(file)))
 }
 
+/// The ledger, unless only verifying (nothing is paid then).
+fn open_ledger(opts: &SimOptions) -> Result<Option<ledger::Ledger>, SimError> {
+    match &opts.ledger {
+        Some(dir) if !opts.verify_only => Ok(Some(ledger::Ledger::open(dir)?)),
+        _ => Ok(None),
+    }
+}
+
 /// The station every call names (a wrong one with [`FaultKind::WrongStation`]).
 fn station_of(opts: &SimOptions) -> String {
     match opts.fault {
@@ -416,6 +438,7 @@ impl Payer {
         let endpoint = endpoint_url(&opts.url)?;
         let client = http_client(opts, 4)?;
         let log = open_receipts_log(opts.receipts_log.as_ref())?;
+        let ledger = open_ledger(opts)?;
         let start = Instant::now();
         Ok(Self {
             shared: Shared {
@@ -430,6 +453,7 @@ impl Payer {
                 verify_only: opts.verify_only,
                 fault: opts.fault,
                 log,
+                ledger,
                 ids: ReceiptIds::random(),
                 pace: None,
                 start,
@@ -533,6 +557,7 @@ struct Shared {
     verify_only: bool,
     fault: Option<FaultKind>,
     log: Option<Mutex<std::fs::File>>,
+    ledger: Option<ledger::Ledger>,
     ids: ReceiptIds,
     /// Payment `i` starts no earlier than `start + i * pace` (with `--rate`).
     pace: Option<Duration>,
@@ -719,12 +744,21 @@ impl Shared {
     }
 
     fn log_receipt(&self, receipt_id: &str, notice: &str, answer: &Answer) {
-        let Some(log) = &self.log else { return };
         let outcome = match answer {
             Answer::Ok(_) => "OK",
             Answer::Ko(code) => code.as_str(),
             Answer::Error(_) => return,
         };
+        if let Some(ledger) = &self.ledger {
+            let entry = ledger::Entry::Answer(ledger::LedgerAnswer {
+                receipt_id: receipt_id.to_string(),
+                outcome: outcome.to_string(),
+            });
+            if let Err(e) = ledger.append(&entry) {
+                eprintln!("{e}");
+            }
+        }
+        let Some(log) = &self.log else { return };
         let line = format!("{receipt_id};{notice};{outcome}\n");
         // One write per line on an unbuffered file: in the OS as soon as it returns. A poisoned
         // lock only means another worker panicked mid-write; the file is still usable.
@@ -836,6 +870,15 @@ impl Shared {
                 }
             }
         };
+        // The ledger first: a receipt the hub may keep is always one the PSP can settle.
+        if let Some(ledger) = &self.ledger {
+            if let Some(p) = ledger::LedgerPayment::from_request(&request) {
+                if let Err(e) = ledger.append(&ledger::Entry::Payment(p)) {
+                    eprintln!("{e}");
+                    return End::Failed { kind: "ledger" };
+                }
+            }
+        }
         let body = soap::render_request(&request);
         drop(request);
         let duplicate = self.fault == Some(FaultKind::DuplicateReceipt);

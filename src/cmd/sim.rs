@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "client_cert")]
     client_key: Option<PathBuf>,
     /// Pay every active position with a notice number of every configured entity.
-    #[arg(long, conflicts_with = "notices", required_unless_present_any = ["notices", "serve"])]
+    #[arg(long, conflicts_with = "notices", required_unless_present_any = ["notices", "serve", "publish_flows"])]
     from_config: bool,
     /// Notices to pay: one `<fiscalCode>;<noticeNumber>` a line.
     #[arg(long)]
@@ -82,6 +82,34 @@ pub struct Args {
     /// With --serve: the base of the cart URLs handed out (default: http://<ADDR>).
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
+    /// The ledger directory: every receipt is recorded in DIR/payments.jsonl before it is
+    /// sent; --publish-flows settles it into DIR/flows/, --serve serves those (default:
+    /// sim-ledger beside the configuration file, or in the current directory).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_ledger")]
+    ledger: Option<PathBuf>,
+    /// Record no payment in the ledger (and serve no flows).
+    #[arg(long)]
+    no_ledger: bool,
+    /// Pay nothing: settle the ledger's payments of --date into published flows (one per PSP
+    /// and entity), print them and exit.
+    #[arg(
+        long,
+        conflicts_with_all = ["serve", "from_config", "notices", "count", "verify_only", "rate", "duration", "no_ledger"]
+    )]
+    publish_flows: bool,
+    /// With --publish-flows: the day (Rome) whose payments are settled (default: today).
+    #[arg(long, value_name = "YYYY-MM-DD", requires = "publish_flows")]
+    date: Option<String>,
+    /// With --publish-flows: add the anomalies (a revision 2, a revoked payment, NO_RPT and
+    /// STAND_IN_NO_RPT rows for IUVs never paid, a wrong declared total): docs/SIM.md.
+    #[arg(long, requires = "publish_flows")]
+    anomalies: bool,
+    /// With --serve: the FdR 3 subscription key (Ocp-Apim-Subscription-Key; default `demo`).
+    #[arg(long, value_name = "KEY")]
+    fdr_key: Option<String>,
+    /// With --serve: the station password nodoChiedi* calls must carry (default: any).
+    #[arg(long, value_name = "PASSWORD")]
+    fdr_password: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -116,11 +144,18 @@ pub fn exec(args: Args) -> Result<ExitCode> {
             (args.external_file.is_some(), "--external-file"),
             (args.external_token.is_some(), "--external-token"),
             (args.public_url.is_some(), "--public-url"),
+            (args.fdr_key.is_some(), "--fdr-key"),
+            (args.fdr_password.is_some(), "--fdr-password"),
         ] {
             if given {
                 bail!("{flag} goes with --serve");
             }
         }
+    }
+    let ledger = ledger_dir(&args);
+    if args.publish_flows {
+        let dir = ledger.context("--publish-flows needs a ledger")?;
+        return publish(&dir, args.date, args.anomalies);
     }
     let plan = super::load_plan(args.config.clone())?;
     let pagopa = &plan.config.pagopa;
@@ -154,6 +189,15 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         opts.external.file = args.external_file;
         opts.external.token = args.external_token;
         opts.public_url = args.public_url;
+        if let Some(dir) = &ledger {
+            let mut fdr = snodo_sim::fdr::FdrOptions::new(dir);
+            if let Some(key) = args.fdr_key {
+                fdr.key = key;
+            }
+            fdr.password = args.fdr_password;
+            opts.fdr = Some(fdr);
+        }
+        opts.payer.ledger = usable(ledger, args.ledger.is_some())?;
         super::runtime()?.block_on(snodo_sim::serve(opts, snodo_sim::receiver::signalled()))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -183,6 +227,9 @@ pub fn exec(args: Args) -> Result<ExitCode> {
     opts.verify_only = args.verify_only;
     opts.fault = args.fault.map(Into::into);
     opts.receipts_log = args.receipts_log;
+    if !args.verify_only {
+        opts.ledger = usable(ledger, args.ledger.is_some())?;
+    }
     opts.timeout = std::time::Duration::from_secs(args.timeout.max(1));
     opts.rate = args.rate;
     opts.retry_for = args.retry_for;
@@ -199,6 +246,63 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `--ledger`, else `sim-ledger` beside the configuration file (in the current directory
+/// without one); `None` with `--no-ledger`.
+fn ledger_dir(args: &Args) -> Option<PathBuf> {
+    if args.no_ledger {
+        return None;
+    }
+    if let Some(dir) = &args.ledger {
+        return Some(dir.clone());
+    }
+    let config = super::config_path(args.config.clone());
+    let beside = config
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Some(beside.join("sim-ledger"))
+}
+
+/// The ledger to record into: a `--ledger` that cannot be created is an error; the default
+/// one only a warning (the run goes on without a ledger).
+fn usable(dir: Option<PathBuf>, explicit: bool) -> Result<Option<PathBuf>> {
+    let Some(dir) = dir else { return Ok(None) };
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Ok(Some(dir)),
+        Err(e) if explicit => Err(e).with_context(|| format!("creating {}", dir.display())),
+        Err(e) => {
+            eprintln!(
+                "warning: no ledger ({}: {e}); payments will not be settled",
+                dir.display()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// `--publish-flows`: one line per revision written, then a total.
+fn publish(dir: &std::path::Path, date: Option<String>, anomalies: bool) -> Result<ExitCode> {
+    let date = match date {
+        Some(d) => snodo_sim::flows::parse_date(&d)
+            .with_context(|| format!("--date {d:?}: expected YYYY-MM-DD"))?,
+        None => snodo_sim::flows::today(),
+    };
+    let mut opts = snodo_sim::flows::PublishOptions::new(dir, date);
+    opts.anomalies = anomalies;
+    let published = snodo_sim::flows::publish(&opts)?;
+    for p in &published {
+        println!("{p}");
+    }
+    println!(
+        "published date={date} flows={} ledger={}",
+        published.len(),
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A listen address one can connect to: the wildcard addresses become loopback.

@@ -235,3 +235,125 @@ fn date_time(s: &str) -> Option<DateTime<Utc>> {
         LocalResult::None => None,
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The node's side (for the simulator): requests read, answers and faults written.
+// ---------------------------------------------------------------------------------------------
+
+/// The fault code for a flow the node does not know (FDR1's `NodoChiediFlussoRendicontazioneActor`).
+pub const FLOW_UNKNOWN: &str = "PPT_ID_FLUSSO_SCONOSCIUTO";
+/// The fault code for a wrong station password.
+pub const AUTHENTICATION: &str = "PPT_AUTENTICAZIONE";
+
+/// A reporting request as the node receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRequest {
+    /// [`LIST_OPERATION`] or [`FLOW_OPERATION`].
+    pub operation: &'static str,
+    pub broker_id: String,
+    pub station_id: String,
+    pub password: String,
+    pub entity: Option<String>,
+    pub psp_id: Option<String>,
+    /// `identificativoFlusso`, with [`FLOW_OPERATION`] only.
+    pub iuf: Option<String>,
+}
+
+/// Reads a `nodoChiediElencoFlussiRendicontazione` or `nodoChiediFlussoRendicontazione`
+/// request; the required fields must be there.
+pub fn parse_request(body: &[u8]) -> Result<NodeRequest, FdrSoapError> {
+    let root = read_payload(body)?;
+    let operation = match root.name.as_str() {
+        LIST_OPERATION => LIST_OPERATION,
+        FLOW_OPERATION => FLOW_OPERATION,
+        other => {
+            return Err(FdrSoapError::Invalid {
+                path: other.to_owned(),
+                reason: format!("expected {LIST_OPERATION} or {FLOW_OPERATION}"),
+            })
+        }
+    };
+    if root.ns.as_deref() != Some(NODE_FOR_PA_NS) {
+        return Err(FdrSoapError::Invalid {
+            path: root.name.clone(),
+            reason: format!("expected namespace {NODE_FOR_PA_NS}"),
+        });
+    }
+    let required = |n: &str| {
+        text_of(&root, n).ok_or_else(|| FdrSoapError::Invalid {
+            path: format!("{operation}/{n}"),
+            reason: "missing".into(),
+        })
+    };
+    Ok(NodeRequest {
+        operation,
+        broker_id: required("identificativoIntermediarioPA")?,
+        station_id: required("identificativoStazioneIntermediarioPA")?,
+        password: required("password")?,
+        entity: text_of(&root, "identificativoDominio"),
+        psp_id: text_of(&root, "identificativoPSP"),
+        iuf: if operation == FLOW_OPERATION {
+            Some(required("identificativoFlusso")?)
+        } else {
+            None
+        },
+    })
+}
+
+fn answer_start(x: &mut XmlText, op: &str) {
+    x.push_str(&format!(
+        "<soapenv:Envelope xmlns:soapenv=\"{SOAP_ENV_NS}\" xmlns:ppt=\"{NODE_FOR_PA_NS}\"><soapenv:Body><ppt:{op}Risposta>"
+    ));
+}
+
+fn answer_end(x: &mut XmlText, op: &str) {
+    x.push_str(&format!(
+        "</ppt:{op}Risposta></soapenv:Body></soapenv:Envelope>"
+    ));
+}
+
+/// The node's answer to the list request (for the simulator). `dataOraFlusso` is written in
+/// Rome's local time without a zone, as the node writes it.
+pub fn render_list_response(flows: &[ListedFlow]) -> String {
+    let mut x = XmlText::with_capacity(256 + flows.len() * 128);
+    answer_start(&mut x, LIST_OPERATION);
+    x.open("elencoFlussiRendicontazione");
+    x.raw("totRestituiti", flows.len());
+    for f in flows {
+        x.open("idRendicontazione");
+        x.leaf("identificativoFlusso", &f.iuf);
+        x.raw(
+            "dataOraFlusso",
+            f.flow_time.with_timezone(&Rome).format("%Y-%m-%dT%H:%M:%S"),
+        );
+        x.close("idRendicontazione");
+    }
+    x.close("elencoFlussiRendicontazione");
+    answer_end(&mut x, LIST_OPERATION);
+    x.into_string()
+}
+
+/// The node's answer to `operation` carrying only its `fault` (for the simulator).
+pub fn render_fault_response(operation: &str, fault: &NodeFault) -> String {
+    let mut x = XmlText::with_capacity(512);
+    answer_start(&mut x, operation);
+    x.open("fault");
+    x.leaf("faultCode", &fault.fault_code);
+    x.leaf("faultString", &fault.fault_string);
+    x.leaf("id", &fault.id);
+    let optional = [
+        ("description", &fault.description),
+        ("serial", &fault.serial),
+        ("originalFaultCode", &fault.original_fault_code),
+        ("originalFaultString", &fault.original_fault_string),
+        ("originalDescription", &fault.original_description),
+    ];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            x.leaf(name, v);
+        }
+    }
+    x.close("fault");
+    answer_end(&mut x, operation);
+    x.into_string()
+}

@@ -849,3 +849,72 @@ for path in sys.argv[2:]:
     assert_eq!(verdicts.len(), files.len(), "{stdout}");
     verdicts
 }
+
+#[test]
+fn the_node_side_answers_validate_and_read_back() {
+    use chrono::TimeZone;
+    let caller = NodeCaller {
+        broker_id: "80000000005",
+        station_id: "80000000005_01",
+        password: "pw",
+        entity: Some("80000000005"),
+        psp_id: Some("BCITITMM"),
+    };
+    let req = soap::parse_request(soap::render_flow_request(&caller, "F-1").as_bytes()).unwrap();
+    assert_eq!(req.operation, soap::FLOW_OPERATION);
+    assert_eq!(req.iuf.as_deref(), Some("F-1"));
+    assert_eq!(req.psp_id.as_deref(), Some("BCITITMM"));
+    assert_eq!(req.password, "pw");
+    let req = soap::parse_request(soap::render_list_request(&caller).as_bytes()).unwrap();
+    assert_eq!((req.operation, req.iuf), (soap::LIST_OPERATION, None));
+    assert!(soap::parse_request(b"<x/>").is_err());
+
+    let t = chrono::Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
+    let flows = vec![
+        soap::ListedFlow {
+            iuf: "2026-03-02BCITITMM-1".into(),
+            flow_time: t,
+        },
+        soap::ListedFlow {
+            iuf: "2026-03-02BCITITMM-2".into(),
+            flow_time: t + chrono::Duration::hours(1),
+        },
+    ];
+    let list = soap::render_list_response(&flows);
+    assert_eq!(soap::parse_list_response(list.as_bytes()).unwrap(), flows);
+    let fault = soap::NodeFault {
+        fault_code: soap::FLOW_UNKNOWN.into(),
+        fault_string: "Identificativo flusso sconosciuto.".into(),
+        id: "NodoDeiPagamentiSPC".into(),
+        description: Some("Rendicontazione sconosciuta".into()),
+        serial: None,
+        original_fault_code: None,
+        original_fault_string: None,
+        original_description: None,
+    };
+    let ko = soap::render_fault_response(soap::FLOW_OPERATION, &fault);
+    match soap::parse_flow_response(ko.as_bytes()) {
+        Err(FdrSoapError::Fault(f)) => assert_eq!(*f, fault),
+        other => panic!("{other:?}"),
+    }
+    let payload = |env: &str, op: &str| {
+        let start = env.find("<soapenv:Body>").unwrap() + "<soapenv:Body>".len();
+        let end = env.find("</soapenv:Body>").unwrap();
+        env[start..end]
+            .replacen(
+                &format!("<ppt:{op}Risposta>"),
+                &format!("<ppt:{op}Risposta xmlns:ppt=\"{}\">", soap::NODE_FOR_PA_NS),
+                1,
+            )
+            .into_bytes()
+    };
+    let docs = vec![
+        payload(&list, soap::LIST_OPERATION),
+        payload(&ko, soap::FLOW_OPERATION),
+        payload(&soap::render_flow_response(b"<x/>"), soap::FLOW_OPERATION),
+    ];
+    let xsd = format!("{SPECS}/pagopa/SANP3.12.0/wsdl/xsd/nodeForPa.xsd");
+    if let Some(v) = xsd_verdicts(&xsd, &docs) {
+        assert_eq!(v, vec![None, None, None]);
+    }
+}
