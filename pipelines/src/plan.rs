@@ -27,6 +27,8 @@ pub struct Plan {
     pub entities: HashMap<String, Arc<EntityRuntime>>,
     /// pagoPA Checkout for carts (Gateway mode); `None`: `POST .../carts` answers 503.
     pub checkout: Option<Checkout>,
+    /// `[pagopa.fdr]`: the settlement flows pull; `None`: not configured.
+    pub fdr: Option<Fdr>,
     /// How long an `Idempotency-Key` answer is kept.
     pub idempotency_ttl: std::time::Duration,
     pub pipelines: Vec<PipelinePlan>,
@@ -79,6 +81,24 @@ pub struct Checkout {
     pub url: String,
     pub subscription_key: String,
     pub timeout: std::time::Duration,
+}
+
+/// `[pagopa.fdr]`, checked.
+pub struct Fdr {
+    pub mode: config::FdrMode,
+    /// Without a trailing `/`.
+    pub url: String,
+    /// REST's `Ocp-Apim-Subscription-Key` (never logged).
+    pub subscription_key: Option<String>,
+    /// SOAP: the broker, station and password the node's calls carry.
+    pub broker: String,
+    pub station: String,
+    pub password: Option<String>,
+    pub schedule: Box<cron::Schedule>,
+    pub connect_timeout: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub page_size: u32,
+    pub attempts: u32,
 }
 
 /// The SHA-256 of an API key or token, as compared at each request.
@@ -344,6 +364,11 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
             timeout,
         })
     });
+    let fdr = cfg
+        .pagopa
+        .fdr
+        .as_ref()
+        .and_then(|f| fdr_plan(f, &cfg.pagopa, &mut p));
     let idempotency_ttl = cfg
         .api
         .idempotency_ttl
@@ -618,11 +643,119 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         config: cfg,
         entities,
         checkout,
+        fdr,
         idempotency_ttl,
         pipelines,
         taxonomy,
         warnings,
     }
+}
+
+/// `[pagopa.fdr]` into [`Fdr`], every problem reported.
+fn fdr_plan(
+    f: &config::FdrConfig,
+    pagopa: &config::PagopaConfig,
+    p: &mut impl FnMut(String, String),
+) -> Option<Fdr> {
+    let at = |k: &str| format!("pagopa.fdr.{k}");
+    let mut ok = true;
+    let url = f.url.trim();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        p(at("url"), format!("{:?} is not an http(s) URL", f.url));
+        ok = false;
+    }
+    let key = f
+        .subscription_key
+        .as_ref()
+        .map(|s| s.0.clone())
+        .filter(|s| !s.is_empty());
+    let password = f
+        .password
+        .as_ref()
+        .map(|s| s.0.clone())
+        .filter(|s| !s.is_empty());
+    match f.mode {
+        config::FdrMode::Rest if key.is_none() => {
+            p(
+                at("subscription_key"),
+                "missing: FdR 3 needs the Ocp-Apim-Subscription-Key, e.g. subscription_key = \"${FDR_KEY}\"".into(),
+            );
+            ok = false;
+        }
+        config::FdrMode::Soap if password.is_none() => {
+            p(
+                at("password"),
+                "missing: the node's calls carry the station's password, e.g. password = \"${NODE_PASSWORD}\"".into(),
+            );
+            ok = false;
+        }
+        _ => {}
+    }
+    let station = match &f.station {
+        Some(s) if !pagopa.stations.contains(s) => {
+            p(
+                at("station"),
+                format!("{s:?} is not one of pagopa.stations"),
+            );
+            ok = false;
+            s.clone()
+        }
+        Some(s) => s.clone(),
+        None => pagopa.stations.first().cloned().unwrap_or_default(),
+    };
+    let schedule = match cron::Schedule::from_str(&f.schedule) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            p(
+                at("schedule"),
+                format!(
+                    "{:?} is not a cron expression with seconds, e.g. \"0 */15 * * * *\" ({e})",
+                    f.schedule
+                ),
+            );
+            None
+        }
+    };
+    let mut duration = |k: &str, d: &snodo_connectors::HumanDuration| match d.get() {
+        Ok(v) if !v.is_zero() => Some(v),
+        Ok(_) => {
+            p(at(k), "must be more than 0".into());
+            None
+        }
+        Err(why) => {
+            p(at(k), why);
+            None
+        }
+    };
+    let connect_timeout = duration("connect_timeout", &f.connect_timeout);
+    let timeout = duration("timeout", &f.timeout);
+    if !(1..=1000).contains(&f.page_size) {
+        p(
+            at("page_size"),
+            format!("{} is not 1 to 1000 (FdR 3's largest page)", f.page_size),
+        );
+        ok = false;
+    }
+    if f.attempts == 0 {
+        p(at("attempts"), "must be at least 1".into());
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    Some(Fdr {
+        mode: f.mode,
+        url: url.trim_end_matches('/').to_string(),
+        subscription_key: key,
+        broker: pagopa.broker_fiscal_code.clone(),
+        station,
+        password,
+        schedule: Box::new(schedule?),
+        connect_timeout: connect_timeout?,
+        timeout: timeout?,
+        page_size: f.page_size,
+        attempts: f.attempts,
+    })
 }
 
 /// `from` a connector, `decode` a flow format, `to = "registry"`, `outcomes` a sink.
