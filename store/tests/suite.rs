@@ -2741,7 +2741,9 @@ fn settlement_flows_link_resume_supersede_and_fail(b: &Backend) {
         computed_cents: 1751,
         linked: 1,
     };
-    assert!(s.finish_report(r1.id, &totals, std::slice::from_ref(&total)).unwrap());
+    assert!(s
+        .finish_report(r1.id, &totals, std::slice::from_ref(&total))
+        .unwrap());
     assert!(
         !s.finish_report(r1.id, &totals, &[total]).unwrap(),
         "finished once"
