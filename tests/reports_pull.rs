@@ -194,8 +194,6 @@ fn rest_pull_links_reports_anomalies_once_and_goes_on_past_a_bad_flow() {
             .and_then(|p| p.parse().ok())
             .unwrap_or(1);
         let base = format!("/organizations/{PADOVA}/fdrs");
-        let borrow =
-            |rows: &Vec<(String, String, f64)>| -> Vec<(String, String, f64)> { rows.clone() };
         let as_refs = |rows: Vec<(String, String, f64)>, page: usize| {
             let refs: Vec<(&str, &str, f64)> = rows
                 .iter()
@@ -237,13 +235,13 @@ fn rest_pull_links_reports_anomalies_once_and_goes_on_past_a_bad_flow() {
                 (200, header("2026-11-27PSPC-1", "PSPC", 1, 2, 39.99))
             }
             p if p == flow("2026-11-27PSPA-1", "PSPA") + "/payments" => {
-                (200, as_refs(borrow(&a_rows), page))
+                (200, as_refs(a_rows.clone(), page))
             }
             p if p == flow("2026-11-27PSPB-1", "PSPB") + "/payments" => {
                 (200, "<html>oops</html>".into())
             }
             p if p == flow("2026-11-27PSPC-1", "PSPC") + "/payments" => {
-                (200, as_refs(borrow(&c_rows), page))
+                (200, as_refs(c_rows.clone(), page))
             }
             _ => (
                 404,

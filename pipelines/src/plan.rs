@@ -1229,6 +1229,71 @@ to = { connector = "dir", path = "var/y" }
 "#;
 
     #[test]
+    fn fdr_is_planned_with_its_defaults_and_its_mistakes_named() {
+        let ok = plan_with(
+            "[pagopa.fdr]\nmode = \"rest\"\nurl = \"https://api.example/fdr-org/service/v1/\"\nsubscription_key = \"k\"\n",
+        )
+        .unwrap_or_else(|p| panic!("{p:?}"));
+        let f = ok.fdr.as_ref().expect("planned");
+        assert_eq!(f.url, "https://api.example/fdr-org/service/v1");
+        assert_eq!(f.station, "80007580279_01");
+        assert_eq!((f.page_size, f.attempts), (1000, 4));
+        assert_eq!(f.timeout, std::time::Duration::from_secs(60));
+        // Every quarter of an hour by default.
+        let ticks: Vec<_> = f
+            .schedule
+            .upcoming(chrono_tz::Europe::Rome)
+            .take(2)
+            .collect();
+        assert_eq!((ticks[1] - ticks[0]).num_minutes(), 15);
+        assert!(plan_with("")
+            .unwrap_or_else(|p| panic!("{p:?}"))
+            .fdr
+            .is_none());
+
+        let problems = |toml: &str| -> Vec<String> {
+            plan_with(toml)
+                .err()
+                .expect("problems")
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        };
+        let rest = problems(
+            "[pagopa.fdr]\nmode = \"rest\"\nurl = \"ftp://x\"\nschedule = \"hourly\"\ntimeout = \"0s\"\npage_size = 5000\n",
+        );
+        for want in [
+            "pagopa.fdr.url: \"ftp://x\" is not an http(s) URL",
+            "pagopa.fdr.subscription_key: missing",
+            "pagopa.fdr.schedule: \"hourly\" is not a cron expression",
+            "pagopa.fdr.timeout: must be more than 0",
+            "pagopa.fdr.page_size: 5000 is not 1 to 1000",
+        ] {
+            assert!(
+                rest.iter().any(|p| p.starts_with(want)),
+                "{want} not in {rest:?}"
+            );
+        }
+        let soap = problems(
+            "[pagopa.fdr]\nmode = \"soap\"\nurl = \"http://node/x\"\nstation = \"99999999999_01\"\n",
+        );
+        assert!(
+            soap.iter()
+                .any(|p| p.starts_with("pagopa.fdr.password: missing")),
+            "{soap:?}"
+        );
+        assert!(
+            soap.iter().any(|p| p.starts_with("pagopa.fdr.station:")),
+            "{soap:?}"
+        );
+        let mode = problems("[pagopa.fdr]\nmode = \"ftp\"\nurl = \"http://x\"\n");
+        assert!(
+            mode.iter().any(|p| p.contains("pagopa.fdr.mode")),
+            "{mode:?}"
+        );
+    }
+
+    #[test]
     fn receipts_go_to_the_entity_pipelines_and_to_secondary_1_3_exports() {
         let plan = plan_with(PUSHES).unwrap_or_else(|p| panic!("{p:?}"));
         let to = plan.deliver_to("c_g224", &["00644060287", "00133880252", "99999999999"]);
