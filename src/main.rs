@@ -51,6 +51,9 @@ enum Command {
     },
     /// Print an entity's receipts from the node as JSON lines, newest first.
     Receipts(cmd::receipts::Args),
+    /// pagoPA's settlement flows (FdR): an entity's flows as JSON lines (newest first), `pull`
+    /// now, or `show` one with its payments, links and anomalies.
+    Reports(cmd::reports::Args),
     /// Print an entity's positions as JSON lines.
     Positions(cmd::positions::Args),
     /// Follow the ops event stream, one line per event (from the event topic with [kafka],
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Export(a) => cmd::export::exec(a),
         Command::Dlq { action } => cmd::dlq::exec(action),
         Command::Receipts(a) => cmd::receipts::exec(a),
+        Command::Reports(a) => cmd::reports::exec(a),
         Command::Positions(a) => cmd::positions::exec(a),
         Command::Tail(a) => cmd::tail::exec(a),
         Command::Topic(a) => cmd::topic::exec(a),

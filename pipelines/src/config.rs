@@ -267,6 +267,65 @@ pub struct PagopaConfig {
     /// Who may call `/pagopa/paForNode`: `"mtls"`, `"proxy"`, `"allowlist"`, `"none"` or a table.
     #[serde(default, deserialize_with = "NodeAuthConfig::deserialize_opt")]
     pub node_auth: Option<NodeAuthConfig>,
+    /// `[pagopa.fdr]`: pull pagoPA's settlement flows (FdR) for every entity.
+    pub fdr: Option<FdrConfig>,
+}
+
+/// How the hub asks pagoPA for settlement flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FdrMode {
+    /// FdR 3's organization REST API (`GET /organizations/{fiscalCode}/fdrs`).
+    Rest,
+    /// The node's legacy `nodoChiediElencoFlussiRendicontazione` / `nodoChiediFlussoRendicontazione`.
+    Soap,
+}
+
+/// `[pagopa.fdr]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdrConfig {
+    pub mode: FdrMode,
+    /// REST: the organization API's base URL; SOAP: the nodeForPa endpoint.
+    pub url: String,
+    /// REST: sent as `Ocp-Apim-Subscription-Key`.
+    pub subscription_key: Option<Secret>,
+    /// SOAP: the station's password for the node.
+    pub password: Option<Secret>,
+    /// SOAP: the station the calls name (default: the first of `pagopa.stations`).
+    pub station: Option<String>,
+    /// When to pull: cron with seconds, Europe/Rome.
+    #[serde(default = "default_fdr_schedule")]
+    pub schedule: String,
+    /// Connecting to pagoPA must succeed within this.
+    #[serde(default = "default_fdr_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Each call must be answered (whole body) within this.
+    #[serde(default = "default_fdr_timeout")]
+    pub timeout: HumanDuration,
+    /// REST: rows asked per page (FdR 3 allows up to 1000).
+    #[serde(default = "default_fdr_page_size")]
+    pub page_size: u32,
+    /// Attempts at a call failing transiently (connection, timeout, 5xx, 429) before the
+    /// entity's pull stops until the next tick.
+    #[serde(default = "default_fdr_attempts")]
+    pub attempts: u32,
+}
+
+fn default_fdr_schedule() -> String {
+    "0 */15 * * * *".into()
+}
+fn default_fdr_connect_timeout() -> HumanDuration {
+    "10s".into()
+}
+fn default_fdr_timeout() -> HumanDuration {
+    "60s".into()
+}
+fn default_fdr_page_size() -> u32 {
+    1000
+}
+fn default_fdr_attempts() -> u32 {
+    4
 }
 
 /// `[pagopa.checkout]`: the Checkout EC API (`checkout_v2.json`).

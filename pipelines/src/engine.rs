@@ -121,6 +121,19 @@ impl Hub {
                 }
             }
         }
+        if self.plan.fdr.is_some() {
+            let puller = crate::reports::Puller::new(
+                self.plan.clone(),
+                self.store.clone(),
+                self.instance.clone(),
+                tokio::runtime::Handle::current(),
+            )
+            .map_err(|e| EngineError::Start {
+                pipeline: "settlement flows pull".into(),
+                message: e.to_string(),
+            })?;
+            tasks.push(tokio::spawn(puller.run(shutdown.clone())));
+        }
         let (plan, store, instance) =
             (self.plan.clone(), self.store.clone(), self.instance.clone());
         let keeper = tokio::task::spawn_blocking(move || {

@@ -236,6 +236,27 @@ pub fn render(
             ]
         }),
     );
+    family(
+        &mut out,
+        "snodo_reports_total",
+        "counter",
+        "Settlement flows (FdR) pulled, by entity and outcome (stored, failed).",
+        m.reports.iter().flat_map(|(e, ok, failed, _)| {
+            [
+                (format!("entity=\"{e}\",outcome=\"stored\""), *ok),
+                (format!("entity=\"{e}\",outcome=\"failed\""), *failed),
+            ]
+        }),
+    );
+    family(
+        &mut out,
+        "snodo_report_anomalies_total",
+        "counter",
+        "Anomalies found in settlement flows (payments without receipt, amounts that differ, ...), by entity.",
+        m.reports
+            .iter()
+            .map(|(e, _, _, n)| (format!("entity=\"{e}\""), *n)),
+    );
     out
 }
 
@@ -267,6 +288,7 @@ mod tests {
             retried: vec![("erp".into(), 3)],
             import_rows: vec![("c_g224".into(), 10, 2)],
             held: vec![("c_g224".into(), 1)],
+            reports: vec![("c_g224".into(), 3, 1, 2)],
         };
         let stats = DeliveryStats::default();
         stats.delivered("erp", Duration::from_millis(30));
@@ -287,6 +309,8 @@ mod tests {
             "snodo_receipts_held{entity=\"c_g224\"} 1",
             "snodo_deliveries{pipeline=\"erp\",status=\"dead\"} 2",
             "snodo_import_rows_total{entity=\"c_g224\",outcome=\"rejected\"} 2",
+            "snodo_reports_total{entity=\"c_g224\",outcome=\"failed\"} 1",
+            "snodo_report_anomalies_total{entity=\"c_g224\"} 2",
             "snodo_deliveries_retried{pipeline=\"erp\"} 3",
             "# TYPE snodo_delivery_latency_seconds histogram",
             "snodo_delivery_latency_seconds_bucket{pipeline=\"erp\",le=\"0.025\"} 0",

@@ -27,6 +27,8 @@ pub struct Plan {
     pub entities: HashMap<String, Arc<EntityRuntime>>,
     /// pagoPA Checkout for carts (Gateway mode); `None`: `POST .../carts` answers 503.
     pub checkout: Option<Checkout>,
+    /// `[pagopa.fdr]`: the settlement flows pull; `None`: not configured.
+    pub fdr: Option<Fdr>,
     /// How long an `Idempotency-Key` answer is kept.
     pub idempotency_ttl: std::time::Duration,
     pub pipelines: Vec<PipelinePlan>,
@@ -79,6 +81,24 @@ pub struct Checkout {
     pub url: String,
     pub subscription_key: String,
     pub timeout: std::time::Duration,
+}
+
+/// `[pagopa.fdr]`, checked.
+pub struct Fdr {
+    pub mode: config::FdrMode,
+    /// Without a trailing `/`.
+    pub url: String,
+    /// REST's `Ocp-Apim-Subscription-Key` (never logged).
+    pub subscription_key: Option<String>,
+    /// SOAP: the broker, station and password the node's calls carry.
+    pub broker: String,
+    pub station: String,
+    pub password: Option<String>,
+    pub schedule: Box<cron::Schedule>,
+    pub connect_timeout: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub page_size: u32,
+    pub attempts: u32,
 }
 
 /// The SHA-256 of an API key or token, as compared at each request.
@@ -358,6 +378,11 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
             timeout,
         })
     });
+    let fdr = cfg
+        .pagopa
+        .fdr
+        .as_ref()
+        .and_then(|f| fdr_plan(f, &cfg.pagopa, &mut p));
     let idempotency_ttl = cfg
         .api
         .idempotency_ttl
@@ -658,11 +683,119 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         config: cfg,
         entities,
         checkout,
+        fdr,
         idempotency_ttl,
         pipelines,
         taxonomy,
         warnings,
     }
+}
+
+/// `[pagopa.fdr]` into [`Fdr`], every problem reported.
+fn fdr_plan(
+    f: &config::FdrConfig,
+    pagopa: &config::PagopaConfig,
+    p: &mut impl FnMut(String, String),
+) -> Option<Fdr> {
+    let at = |k: &str| format!("pagopa.fdr.{k}");
+    let mut ok = true;
+    let url = f.url.trim();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        p(at("url"), format!("{:?} is not an http(s) URL", f.url));
+        ok = false;
+    }
+    let key = f
+        .subscription_key
+        .as_ref()
+        .map(|s| s.0.clone())
+        .filter(|s| !s.is_empty());
+    let password = f
+        .password
+        .as_ref()
+        .map(|s| s.0.clone())
+        .filter(|s| !s.is_empty());
+    match f.mode {
+        config::FdrMode::Rest if key.is_none() => {
+            p(
+                at("subscription_key"),
+                "missing: FdR 3 needs the Ocp-Apim-Subscription-Key, e.g. subscription_key = \"${FDR_KEY}\"".into(),
+            );
+            ok = false;
+        }
+        config::FdrMode::Soap if password.is_none() => {
+            p(
+                at("password"),
+                "missing: the node's calls carry the station's password, e.g. password = \"${NODE_PASSWORD}\"".into(),
+            );
+            ok = false;
+        }
+        _ => {}
+    }
+    let station = match &f.station {
+        Some(s) if !pagopa.stations.contains(s) => {
+            p(
+                at("station"),
+                format!("{s:?} is not one of pagopa.stations"),
+            );
+            ok = false;
+            s.clone()
+        }
+        Some(s) => s.clone(),
+        None => pagopa.stations.first().cloned().unwrap_or_default(),
+    };
+    let schedule = match cron::Schedule::from_str(&f.schedule) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            p(
+                at("schedule"),
+                format!(
+                    "{:?} is not a cron expression with seconds, e.g. \"0 */15 * * * *\" ({e})",
+                    f.schedule
+                ),
+            );
+            None
+        }
+    };
+    let mut duration = |k: &str, d: &snodo_connectors::HumanDuration| match d.get() {
+        Ok(v) if !v.is_zero() => Some(v),
+        Ok(_) => {
+            p(at(k), "must be more than 0".into());
+            None
+        }
+        Err(why) => {
+            p(at(k), why);
+            None
+        }
+    };
+    let connect_timeout = duration("connect_timeout", &f.connect_timeout);
+    let timeout = duration("timeout", &f.timeout);
+    if !(1..=1000).contains(&f.page_size) {
+        p(
+            at("page_size"),
+            format!("{} is not 1 to 1000 (FdR 3's largest page)", f.page_size),
+        );
+        ok = false;
+    }
+    if f.attempts == 0 {
+        p(at("attempts"), "must be at least 1".into());
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    Some(Fdr {
+        mode: f.mode,
+        url: url.trim_end_matches('/').to_string(),
+        subscription_key: key,
+        broker: pagopa.broker_fiscal_code.clone(),
+        station,
+        password,
+        schedule: Box::new(schedule?),
+        connect_timeout: connect_timeout?,
+        timeout: timeout?,
+        page_size: f.page_size,
+        attempts: f.attempts,
+    })
 }
 
 /// `from` a connector, `decode` a flow format, `to = "registry"`, `outcomes` a sink.
@@ -1198,6 +1331,71 @@ encode = { codec = "mypay-export", version = "1_3" }
 batch = { schedule = "0 0 3 * * *" }
 to = { connector = "dir", path = "var/y" }
 "#;
+
+    #[test]
+    fn fdr_is_planned_with_its_defaults_and_its_mistakes_named() {
+        let ok = plan_with(
+            "[pagopa.fdr]\nmode = \"rest\"\nurl = \"https://api.example/fdr-org/service/v1/\"\nsubscription_key = \"k\"\n",
+        )
+        .unwrap_or_else(|p| panic!("{p:?}"));
+        let f = ok.fdr.as_ref().expect("planned");
+        assert_eq!(f.url, "https://api.example/fdr-org/service/v1");
+        assert_eq!(f.station, "80007580279_01");
+        assert_eq!((f.page_size, f.attempts), (1000, 4));
+        assert_eq!(f.timeout, std::time::Duration::from_secs(60));
+        // Every quarter of an hour by default.
+        let ticks: Vec<_> = f
+            .schedule
+            .upcoming(chrono_tz::Europe::Rome)
+            .take(2)
+            .collect();
+        assert_eq!((ticks[1] - ticks[0]).num_minutes(), 15);
+        assert!(plan_with("")
+            .unwrap_or_else(|p| panic!("{p:?}"))
+            .fdr
+            .is_none());
+
+        let problems = |toml: &str| -> Vec<String> {
+            plan_with(toml)
+                .err()
+                .expect("problems")
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        };
+        let rest = problems(
+            "[pagopa.fdr]\nmode = \"rest\"\nurl = \"ftp://x\"\nschedule = \"hourly\"\ntimeout = \"0s\"\npage_size = 5000\n",
+        );
+        for want in [
+            "pagopa.fdr.url: \"ftp://x\" is not an http(s) URL",
+            "pagopa.fdr.subscription_key: missing",
+            "pagopa.fdr.schedule: \"hourly\" is not a cron expression",
+            "pagopa.fdr.timeout: must be more than 0",
+            "pagopa.fdr.page_size: 5000 is not 1 to 1000",
+        ] {
+            assert!(
+                rest.iter().any(|p| p.starts_with(want)),
+                "{want} not in {rest:?}"
+            );
+        }
+        let soap = problems(
+            "[pagopa.fdr]\nmode = \"soap\"\nurl = \"http://node/x\"\nstation = \"99999999999_01\"\n",
+        );
+        assert!(
+            soap.iter()
+                .any(|p| p.starts_with("pagopa.fdr.password: missing")),
+            "{soap:?}"
+        );
+        assert!(
+            soap.iter().any(|p| p.starts_with("pagopa.fdr.station:")),
+            "{soap:?}"
+        );
+        let mode = problems("[pagopa.fdr]\nmode = \"ftp\"\nurl = \"http://x\"\n");
+        assert!(
+            mode.iter().any(|p| p.contains("pagopa.fdr.mode")),
+            "{mode:?}"
+        );
+    }
 
     #[test]
     fn receipts_go_to_the_entity_pipelines_and_to_secondary_1_3_exports() {

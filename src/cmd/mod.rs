@@ -7,6 +7,7 @@ pub mod import;
 pub mod positions;
 pub mod receipts;
 pub mod receiver;
+pub mod reports;
 pub mod run;
 pub mod sim;
 pub mod tail;

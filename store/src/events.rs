@@ -38,6 +38,10 @@ pub(crate) mod count {
     /// Import rows accepted and rejected, as the flows' checkpoints count them.
     pub const ACCEPTED: &str = "import_accepted";
     pub const REJECTED: &str = "import_rejected";
+    /// Settlement flows stored (ok) and failed, and anomalies found in them, per entity.
+    pub const REPORTS: &str = "reports";
+    pub const REPORTS_FAILED: &str = "reports_failed";
+    pub const REPORT_ANOMALIES: &str = "report_anomalies";
 }
 
 /// Adds to a running total (SQLite; PostgreSQL's adds to the connection's shard of it).
@@ -148,12 +152,16 @@ impl<D: Driver> StatusStore for D {
             // (entity, first, second): receipts (stored, flagged), import rows (accepted, rejected).
             let mut receipts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
             let mut import_rows: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+            let mut reports: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
             for (kind, label, n) in totals {
                 match kind.as_str() {
                     count::RECEIPTS => receipts.entry(label).or_default().0 = n,
                     count::FLAGGED => receipts.entry(label).or_default().1 = n,
                     count::ACCEPTED => import_rows.entry(label).or_default().0 = n,
                     count::REJECTED => import_rows.entry(label).or_default().1 = n,
+                    count::REPORTS => reports.entry(label).or_default().0 = n,
+                    count::REPORTS_FAILED => reports.entry(label).or_default().1 = n,
+                    count::REPORT_ANOMALIES => reports.entry(label).or_default().2 = n,
                     _ => {}
                 }
             }
@@ -193,6 +201,10 @@ impl<D: Driver> StatusStore for D {
                     .map(|(e, (accepted, rejected))| (e, accepted, rejected))
                     .collect(),
                 held: c.all(HELD, &[], |r| Ok((r.get(0)?, r.get(1)?)))?,
+                reports: reports
+                    .into_iter()
+                    .map(|(e, (ok, failed, anomalies))| (e, ok, failed, anomalies))
+                    .collect(),
             })
         })
     }

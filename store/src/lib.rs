@@ -21,6 +21,7 @@ mod pgtls;
 mod positions;
 mod postgres;
 mod receipts;
+mod reports;
 mod sqlite;
 
 pub use crate::postgres::PgStore;
@@ -32,6 +33,10 @@ pub use flows::FlowStore;
 pub use jobs::JobStore;
 pub use positions::PositionStore;
 pub use receipts::ReceiptStore;
+pub use reports::{
+    correlation as report_correlation, LinkReceipt, LookupKey, NewAnomaly, NewReport, ReportFlow,
+    ReportRow, ReportStore, ReportTotals, RowFacts, Settlement, StoredAnomaly, StoredReportRow,
+};
 pub use sqlite::SqliteStore;
 
 use serde::Serialize;
@@ -213,6 +218,10 @@ pub struct Position {
     pub activated_at: Option<String>,
     pub activations: i64,
     pub dovuto: Dovuto,
+    /// The settlement flow (FdR) of the receipt that paid it, when known; filled by callers
+    /// that ask for it ([`ReportStore::settlements`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<Settlement>,
 }
 
 /// Filters of an entity's position list (API `GET .../positions`).
@@ -574,6 +583,8 @@ pub struct StoreMetrics {
     pub import_rows: Vec<(String, i64, i64)>,
     /// (entity, receipts held for an operator)
     pub held: Vec<(String, i64)>,
+    /// (entity, settlement flows stored, failed, anomalies found)
+    pub reports: Vec<(String, i64, i64, i64)>,
 }
 
 /// Something that happened, kept in order for whoever fans it out (the receipt outbox, ops).
@@ -645,6 +656,7 @@ pub trait Store:
     + ApiStore
     + CartStore
     + StatusStore
+    + ReportStore
     + Send
     + Sync
 {
@@ -661,6 +673,7 @@ impl<T> Store for T where
         + ApiStore
         + CartStore
         + StatusStore
+        + ReportStore
         + Send
         + Sync
 {
@@ -670,7 +683,7 @@ impl<T> Store for T where
 pub mod prelude {
     pub use crate::{
         ApiStore, CartStore, EventStore, ExportStore, FlowStore, JobStore, OutboxStore,
-        PositionStore, ReceiptStore, StatusStore, Store,
+        PositionStore, ReceiptStore, ReportStore, StatusStore, Store,
     };
 }
 

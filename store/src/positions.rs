@@ -71,6 +71,7 @@ fn position_from(r: &dyn Row) -> Result<Position> {
         activated_at: r.get(13)?,
         activations: r.get(14)?,
         dovuto,
+        settlement: None,
     })
 }
 

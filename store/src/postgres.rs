@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/pg_0004_metric_counts.sql")),
     (5, include_str!("migrations/pg_0005_held.sql")),
     (6, include_str!("migrations/pg_0006_file_attempts.sql")),
+    (7, include_str!("migrations/pg_0007_reports.sql")),
 ];
 
 /// Serialises migrations of hubs starting together (an arbitrary constant: "snodo" in ASCII).

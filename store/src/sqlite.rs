@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("migrations/sqlite_0008_metric_counts.sql")),
     (9, include_str!("migrations/sqlite_0009_held.sql")),
     (10, include_str!("migrations/sqlite_0010_file_attempts.sql")),
+    (11, include_str!("migrations/sqlite_0011_reports.sql")),
 ];
 
 pub struct SqliteStore {

@@ -179,6 +179,7 @@ suite!(
     flagged_receipts_are_held_until_released_or_dismissed,
     a_worker_past_its_lease_cannot_overwrite_the_outcome,
     an_export_leaves_out_what_cannot_be_encoded,
+    settlement_flows_link_resume_supersede_and_fail,
 );
 
 const E: &str = "c_g224";
@@ -2037,6 +2038,7 @@ fn counted(b: &Backend) -> StoreMetrics {
              FROM flows GROUP BY entity ORDER BY entity",
         )),
         held: Vec::new(),
+        reports: Vec::new(),
     }
 }
 
@@ -2579,4 +2581,283 @@ fn an_export_leaves_out_what_cannot_be_encoded(b: &Backend) {
             .collect::<Vec<_>>(),
         [bad]
     );
+}
+
+fn report_key<'a>(psp: &'a str, iuf: &'a str, revision: i64) -> NewReport<'a> {
+    NewReport {
+        entity: E,
+        psp_id: psp,
+        iuf,
+        revision,
+        source: "rest",
+        flow_time: Some("2026-11-27T10:00:00Z"),
+        flow_date: Some("2026-11-27"),
+        regulation_id: Some("SCT-1"),
+        regulation_date: Some("2026-11-28"),
+        header: Some("{}"),
+        declared_count: Some(3),
+        declared_cents: Some(1750),
+        published: None,
+    }
+}
+
+fn report_row<'a>(
+    n: u64,
+    iuv: &'a str,
+    iur: &'a str,
+    cents: i64,
+    receipt: Option<i64>,
+) -> ReportRow<'a> {
+    ReportRow {
+        row_no: n,
+        iuv,
+        iur,
+        transfer_index: None,
+        link_index: 1,
+        amount_cents: cents,
+        esito: 0,
+        pay_date: "2026-11-26",
+        receipt,
+        receipt_transfer: receipt.map(|_| 1),
+    }
+}
+
+/// A settlement flow's rows commit chunk by chunk from its checkpoint only, link to receipts,
+/// keep their anomalies (with events and metric totals), a later revision supersedes the earlier
+/// one, a paid position finds its flow, and a failed flow keeps its reason.
+fn settlement_flows_link_resume_supersede_and_fail(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(
+        s,
+        f,
+        &[
+            row(Action::Insert, "A", 1250, true),
+            row(Action::Insert, "B", 500, true),
+        ],
+    );
+    let (na, nb) = (notice_of(&out[0]), notice_of(&out[1]));
+    let (iuv_a, iuv_b) = (iuv_of(&out[0]), iuv_of(&out[1]));
+    let ReceiptStored::Paid { receipt: rid, .. } =
+        s.store_receipt(&receipt(&na, "R1", 1250)).unwrap()
+    else {
+        panic!("receipt not stored as paid");
+    };
+
+    let lookups = |iuf: &str| {
+        s.report_lookup(
+            E,
+            "PSP1",
+            iuf,
+            &[
+                LookupKey {
+                    iuv: &iuv_a,
+                    iur: "R1",
+                    link_index: 1,
+                },
+                LookupKey {
+                    iuv: &iuv_b,
+                    iur: "R9",
+                    link_index: 1,
+                },
+                LookupKey {
+                    iuv: "00000000000000099",
+                    iur: "R8",
+                    link_index: 1,
+                },
+                LookupKey {
+                    iuv: &iuv_a,
+                    iur: "R2",
+                    link_index: 1,
+                },
+            ],
+        )
+        .unwrap()
+    };
+    let facts = lookups("2026-11-27PSP1-1");
+    assert_eq!(
+        facts[0],
+        RowFacts {
+            issued: true,
+            receipt: Some(LinkReceipt {
+                id: rid,
+                amount_cents: 1250,
+                parsed: None
+            }),
+            elsewhere: false
+        }
+    );
+    assert_eq!((facts[1].issued, facts[1].receipt.is_none()), (true, true));
+    assert_eq!((facts[2].issued, facts[2].receipt.is_none()), (false, true));
+    // The receipt id alone is not enough: the IUV must match too.
+    assert!(facts[3].receipt.is_none());
+
+    let k1 = report_key("PSP1", "2026-11-27PSP1-1", 1);
+    let r1 = s.begin_report(&k1).unwrap();
+    assert_eq!((r1.status.as_str(), r1.rows_done), ("loading", 0));
+    assert_eq!(s.begin_report(&k1).unwrap().id, r1.id, "one flow per key");
+    let a2 = NewAnomaly {
+        row_no: Some(2),
+        code: "NO_RECEIPT",
+        severity: "anomaly",
+        message: "row 2",
+    };
+    s.add_report_rows(
+        r1.id,
+        0,
+        &[
+            report_row(1, &iuv_a, "R1", 1250, Some(rid)),
+            report_row(2, &iuv_b, "R9", 500, None),
+        ],
+        std::slice::from_ref(&a2),
+    )
+    .unwrap();
+    // A chunk that does not continue from the checkpoint (a replay after a crash) is refused
+    // and adds nothing.
+    assert!(matches!(
+        s.add_report_rows(
+            r1.id,
+            0,
+            &[report_row(1, &iuv_a, "R1", 1250, Some(rid))],
+            std::slice::from_ref(&a2)
+        ),
+        Err(StoreError::Conflict(_))
+    ));
+    s.add_report_rows(
+        r1.id,
+        2,
+        &[report_row(3, "00000000000000099", "R8", 1, None)],
+        &[],
+    )
+    .unwrap();
+    let total = NewAnomaly {
+        row_no: None,
+        code: "TOTAL_AMOUNT_MISMATCH",
+        severity: "anomaly",
+        message: "sum",
+    };
+    let totals = ReportTotals {
+        computed_count: 3,
+        computed_cents: 1751,
+        linked: 1,
+    };
+    assert!(s
+        .finish_report(r1.id, &totals, std::slice::from_ref(&total))
+        .unwrap());
+    assert!(
+        !s.finish_report(r1.id, &totals, &[total]).unwrap(),
+        "finished once"
+    );
+    assert!(matches!(
+        s.add_report_rows(r1.id, 3, &[report_row(4, "X", "Y", 1, None)], &[]),
+        Err(StoreError::Conflict(_))
+    ));
+
+    let listed = s.reports(E, false, 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    let l = &listed[0];
+    assert_eq!(
+        (
+            l.status.as_str(),
+            l.rows_done,
+            l.linked,
+            l.anomalies,
+            l.computed_cents
+        ),
+        ("ok", 3, 1, 2, 1751)
+    );
+    let rows = s.report_rows(r1.id, 0, 10).unwrap();
+    assert_eq!(rows.iter().map(|r| r.row_no).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(rows[0].receipt, Some(rid));
+    assert_eq!(s.report_rows(r1.id, 2, 10).unwrap().len(), 1);
+    let an = s.report_anomalies(r1.id).unwrap();
+    assert_eq!(
+        an.iter()
+            .map(|a| (a.row_no, a.code.as_str()))
+            .collect::<Vec<_>>(),
+        [(Some(2), "NO_RECEIPT"), (None, "TOTAL_AMOUNT_MISMATCH")]
+    );
+    assert_eq!(events_of(s, "report.received").len(), 1);
+    assert_eq!(events_of(s, "report.anomaly").len(), 2);
+
+    // Another flow sees the payment linked; a revision of the same flow does not.
+    assert!(lookups("2026-11-27PSP2-1")[0].elsewhere);
+    assert!(!lookups("2026-11-27PSP1-1")[0].elsewhere);
+
+    let settled = s.settlements(E, &[na.as_str(), nb.as_str()]).unwrap();
+    assert_eq!(
+        settled[0].as_ref().map(|x| (x.iuf.as_str(), x.revision)),
+        Some(("2026-11-27PSP1-1", 1))
+    );
+    assert_eq!(
+        settled[0].as_ref().and_then(|x| x.regulation_id.as_deref()),
+        Some("SCT-1")
+    );
+    assert_eq!(settled[1], None);
+
+    // Revision 2 supersedes revision 1, which stays in history.
+    let r2 = s
+        .begin_report(&report_key("PSP1", "2026-11-27PSP1-1", 2))
+        .unwrap();
+    s.add_report_rows(
+        r2.id,
+        0,
+        &[report_row(1, &iuv_a, "R1", 1250, Some(rid))],
+        &[],
+    )
+    .unwrap();
+    assert!(s
+        .finish_report(
+            r2.id,
+            &ReportTotals {
+                computed_count: 1,
+                computed_cents: 1250,
+                linked: 1
+            },
+            &[]
+        )
+        .unwrap());
+    let both = s.reports_by_iuf(E, "2026-11-27PSP1-1").unwrap();
+    assert_eq!(both.len(), 2);
+    let old = both.iter().find(|f| f.revision == 1).unwrap();
+    assert_eq!(old.superseded_by, Some(r2.id));
+    assert_eq!(
+        both.iter().find(|f| f.revision == 2).unwrap().superseded_by,
+        None
+    );
+    let settled = s.settlements(E, &[na.as_str()]).unwrap();
+    assert_eq!(settled[0].as_ref().map(|x| x.revision), Some(2));
+
+    // A bad document: recorded failed with why; an ok flow is never turned failed.
+    let bad = s
+        .fail_report(&report_key("PSP3", "2026-11-27PSP3-1", 1), "not JSON")
+        .unwrap();
+    assert_eq!(
+        (bad.status.as_str(), bad.reason.as_deref()),
+        ("failed", Some("not JSON"))
+    );
+    let kept = s
+        .fail_report(&report_key("PSP1", "2026-11-27PSP1-1", 2), "late")
+        .unwrap();
+    assert_eq!(kept.status, "ok");
+    assert_eq!(events_of(s, "report.failed").len(), 1);
+    let with_anomalies = s.reports(E, true, 10).unwrap();
+    assert_eq!(
+        with_anomalies
+            .iter()
+            .map(|f| f.iuf.as_str())
+            .collect::<Vec<_>>(),
+        ["2026-11-27PSP3-1", "2026-11-27PSP1-1"]
+    );
+
+    assert_eq!(s.report_cursor(E).unwrap(), None);
+    s.set_report_cursor(E, "2026-11-27T10:00:00Z").unwrap();
+    s.set_report_cursor(E, "2026-11-27T11:00:00Z").unwrap();
+    assert_eq!(
+        s.report_cursor(E).unwrap().as_deref(),
+        Some("2026-11-27T11:00:00Z")
+    );
+
+    let m = s.metrics().unwrap();
+    assert_eq!(m.reports, vec![(E.to_string(), 2, 1, 2)]);
 }

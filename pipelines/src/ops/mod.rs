@@ -9,6 +9,7 @@ pub mod hub;
 pub mod import;
 pub mod positions;
 pub mod receipts;
+pub mod reports;
 pub mod topic;
 
 use crate::plan::Plan;

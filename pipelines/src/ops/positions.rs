@@ -21,7 +21,22 @@ pub fn query(plan: &Plan, entity: &str, key: Key<'_>) -> Result<Vec<Position>> {
         Key::Notice(v) => PositionQuery::NoticeNumber(v),
         Key::All { limit } => PositionQuery::All { limit },
     };
-    Ok(store.positions(entity, &q)?)
+    let mut positions = store.positions(entity, &q)?;
+    // A paid position shows the settlement flow of its receipt, when one is known.
+    let paid: Vec<usize> = (0..positions.len())
+        .filter(|&i| {
+            positions[i].status == PositionStatus::Paid && positions[i].notice_number.is_some()
+        })
+        .collect();
+    let notices: Vec<&str> = paid
+        .iter()
+        .filter_map(|&i| positions[i].notice_number.as_deref())
+        .collect();
+    let found = store.settlements(entity, &notices)?;
+    for (i, s) in paid.into_iter().zip(found) {
+        positions[i].settlement = s;
+    }
+    Ok(positions)
 }
 
 /// A notice the national node could pay now.
