@@ -56,6 +56,8 @@ enum Command {
     Reports(cmd::reports::Args),
     /// Print an entity's positions as JSON lines.
     Positions(cmd::positions::Args),
+    /// Write a position's payment notice (avviso pagoPA) as a PDF.
+    Notice(cmd::notice::Args),
     /// Follow the ops event stream, one line per event (from the event topic with [kafka],
     /// else from the store).
     Tail(cmd::tail::Args),
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
         Command::Receipts(a) => cmd::receipts::exec(a),
         Command::Reports(a) => cmd::reports::exec(a),
         Command::Positions(a) => cmd::positions::exec(a),
+        Command::Notice(a) => cmd::notice::exec(a),
         Command::Tail(a) => cmd::tail::exec(a),
         Command::Topic(a) => cmd::topic::exec(a),
         Command::Sim(a) => cmd::sim::exec(*a),

@@ -43,6 +43,7 @@ fn every_route_is_scoped_to_the_key_entity() {
         ("GET", "/entities/c_g224/positions"),
         ("POST", "/entities/c_g224/positions"),
         ("GET", "/entities/c_g224/positions/ISO-1"),
+        ("GET", "/entities/c_g224/positions/ISO-1/notice.pdf"),
         ("PUT", "/entities/c_g224/positions/ISO-1"),
         ("DELETE", "/entities/c_g224/positions/ISO-1"),
         ("GET", "/entities/c_g224/receipts"),

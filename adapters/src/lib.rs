@@ -10,6 +10,7 @@ pub mod flow_format;
 pub mod mypay_export;
 pub mod mypay_import;
 pub mod mypay_push;
+pub mod notice;
 pub mod pagopa;
 pub mod position_json;
 pub mod receipt_json;

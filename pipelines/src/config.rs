@@ -352,6 +352,8 @@ pub struct EntityConfig {
     pub name: String,
     pub segregation_code: String,
     pub office_name: Option<String>,
+    /// Interbank (SIA) code printed on payment notices for CBILL home banking.
+    pub cbill: Option<String>,
     /// Keys of the entity's systems for `/api/v1` (empty values are ignored, so an unset
     /// `${VAR:-}` turns a key off).
     #[serde(default)]

@@ -43,6 +43,8 @@ pub struct EntityRuntime {
     pub fiscal_code: EntityFiscalCode,
     pub name: String,
     pub office_name: Option<String>,
+    /// CBILL (SIA) code printed on payment notices.
+    pub cbill: Option<String>,
     pub segregation_code: SegregationCode,
     pub rules: EntityRules,
     /// What the node needs to take a payment, by debt type code.
@@ -606,6 +608,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     fiscal_code,
                     name: e.name.clone(),
                     office_name: e.office_name.clone(),
+                    cbill: e.cbill.clone(),
                     segregation_code: seg,
                     payments,
                     api_keys,

@@ -4,6 +4,7 @@ pub mod dlq;
 pub mod export;
 pub mod flows;
 pub mod import;
+pub mod notice;
 pub mod positions;
 pub mod receipts;
 pub mod receiver;

@@ -7,7 +7,7 @@
 //! and given again. Every error is `application/problem+json` naming the MyPay code and the field.
 
 mod carts;
-mod positions;
+pub(crate) mod positions;
 mod problem;
 mod spontaneous;
 
@@ -39,6 +39,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/entities/{ipa}/positions/{iud}"),
     ("PUT", "/entities/{ipa}/positions/{iud}"),
     ("DELETE", "/entities/{ipa}/positions/{iud}"),
+    ("GET", "/entities/{ipa}/positions/{iud}/notice.pdf"),
     ("GET", "/entities/{ipa}/receipts"),
     ("GET", "/entities/{ipa}/spontaneous"),
     ("POST", "/entities/{ipa}/spontaneous/{debtType}"),
@@ -175,6 +176,10 @@ pub fn router(
             get(positions::read)
                 .put(positions::modify)
                 .delete(positions::annul),
+        )
+        .route(
+            "/entities/{ipa}/positions/{iud}/notice.pdf",
+            get(positions::notice_pdf),
         )
         .route("/entities/{ipa}/receipts", get(positions::receipts))
         .route("/entities/{ipa}/spontaneous", get(spontaneous::list))

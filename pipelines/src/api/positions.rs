@@ -281,6 +281,45 @@ pub(crate) async fn read(State(api): State<Arc<Api>>, scope: Entered) -> Respons
     }
 }
 
+/// `GET /entities/{ipa}/positions/{iud}/notice.pdf`: the payment notice; 409 for a paid or
+/// annulled position, or one without a notice number.
+pub(crate) async fn notice_pdf(State(api): State<Arc<Api>>, scope: Entered) -> Response {
+    let who = scope.who.clone();
+    let ipa = scope.param("ipa");
+    let iud = scope.param("iud");
+    let position = match by_iud(&api, &ipa, &iud).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return not_found(&iud).into_response(),
+        Err(p) => return p.into_response(),
+    };
+    let entity = who.entity.clone();
+    // The IUD is the entity's own text: only safe characters go into the header.
+    let name: String = iud
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .collect();
+    let rendered = blocking(move || Ok(crate::ops::notice::pdf(&position, &entity))).await;
+    match rendered {
+        Ok(Ok(pdf)) => (
+            StatusCode::OK,
+            [
+                (
+                    axum::http::header::CONTENT_TYPE,
+                    "application/pdf".to_string(),
+                ),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    format!("inline; filename=\"avviso-{name}.pdf\""),
+                ),
+            ],
+            pdf,
+        )
+            .into_response(),
+        Ok(Err(e)) => Problem::new(StatusCode::CONFLICT, "conflict", e.to_string()).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
 fn not_found(iud: &str) -> Problem {
     Problem::new(
         StatusCode::NOT_FOUND,

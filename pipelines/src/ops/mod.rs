@@ -7,6 +7,7 @@ pub mod export;
 pub mod flows;
 pub mod hub;
 pub mod import;
+pub mod notice;
 pub mod positions;
 pub mod receipts;
 pub mod reports;
@@ -60,6 +61,8 @@ pub enum OpsError {
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Notice(#[from] notice::Refused),
 }
 
 pub type Result<T> = std::result::Result<T, OpsError>;
