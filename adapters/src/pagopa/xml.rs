@@ -152,6 +152,14 @@ fn check_decl_encoding(d: &quick_xml::events::BytesDecl<'_>) -> Result<(), SoapE
 /// Reads a SOAP 1.1 envelope and returns the single element of its Body.
 pub(crate) fn read_payload(input: &[u8]) -> Result<Node, SoapError> {
     let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
+    // The reader checks only the text it decodes; comments, attributes and the skipped Header
+    // are not, and the hub stores the whole message as text (found by fuzzing).
+    if let Err(e) = std::str::from_utf8(input) {
+        return Err(SoapError::NotXml(format!(
+            "invalid UTF-8 at byte {}",
+            e.valid_up_to()
+        )));
+    }
     let mut reader = NsReader::from_reader(input);
     let mut state = State::BeforeEnvelope;
     let mut stack: Vec<Node> = Vec::with_capacity(MAX_DEPTH);
