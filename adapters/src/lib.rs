@@ -5,6 +5,8 @@
 //! flows (millions of rows) without per-field allocation.
 
 pub mod csv;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mypay_export;
 pub mod mypay_import;
 pub mod mypay_push;
