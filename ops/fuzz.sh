@@ -70,13 +70,14 @@ case ${1:-} in
         build "$t"
         mkdir -p "fuzz/work/$t"
         start=$(date -u +%FT%TZ)
+        SECONDS=0
         # One process (no -jobs/-workers): the machine is shared.
         nice -n 19 "$(binary "$t")" "fuzz/work/$t" "fuzz/corpus/$t" \
             -max_total_time=$((minutes * 60)) -max_len="$(max_len "$t")" -timeout=10 \
             -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" \
             && status=0 || status=$?
         mkdir -p fuzz/artifacts
-        echo "$start $t ${minutes}min exit=$status" >> fuzz/artifacts/runs.log
+        echo "$start $t ${SECONDS}s exit=$status" >> fuzz/artifacts/runs.log
         exit "$status"
         ;;
 esac
