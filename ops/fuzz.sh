@@ -6,7 +6,7 @@
 #   ops/fuzz.sh TARGET [MINUTES]     fuzz one target (default 15 min), one process, lowest priority
 #   ops/fuzz.sh cmin TARGET          fold what the runs found into a minimised fuzz/corpus/TARGET
 #
-# New inputs go to fuzz/work/TARGET (not committed), crashes to fuzz/artifacts/TARGET; a fixed
+# New inputs go to fuzz/found/TARGET (not committed), crashes to fuzz/artifacts/TARGET; a fixed
 # crash is committed under fuzz/crashes/TARGET, where `cargo test` replays it for good.
 # FUZZ_TARGET_DIR overrides the build folder (default fuzz/target).
 set -euo pipefail
@@ -49,12 +49,12 @@ case ${1:-} in
         t=${2:?usage: ops/fuzz.sh cmin TARGET}
         known "$t"
         build "$t"
-        mkdir -p "fuzz/work/$t"
+        mkdir -p "fuzz/found/$t"
         merged=$(mktemp -d)
         # libFuzzer's merge keeps the smallest inputs that together reach every edge seen;
         # without hit counts (-use_counters=0) the committed corpus stays small.
         nice -n 19 "$(binary "$t")" -merge=1 -use_counters=0 -max_len="$(max_len "$t")" "$merged" \
-            "fuzz/corpus/$t" "fuzz/work/$t"
+            "fuzz/corpus/$t" "fuzz/found/$t"
         rm -rf "fuzz/corpus/$t"
         mkdir -p "fuzz/corpus/$t"
         cp "$merged"/* "fuzz/corpus/$t/"
@@ -71,11 +71,11 @@ case ${1:-} in
         minutes=${2:-15}
         known "$t"
         build "$t"
-        mkdir -p "fuzz/work/$t"
+        mkdir -p "fuzz/found/$t"
         start=$(date -u +%FT%TZ)
         SECONDS=0
         # One process (no -jobs/-workers): the machine is shared.
-        nice -n 19 "$(binary "$t")" "fuzz/work/$t" "fuzz/corpus/$t" \
+        nice -n 19 "$(binary "$t")" "fuzz/found/$t" "fuzz/corpus/$t" \
             -max_total_time=$((minutes * 60)) -max_len="$(max_len "$t")" -timeout=10 \
             -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" \
             && status=0 || status=$?
