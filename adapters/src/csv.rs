@@ -408,13 +408,21 @@ impl<R: Read> CsvLines<R> {
                 // The scratch holds pieces of `raw` cut at ASCII bytes plus `"`: valid UTF-8
                 // whenever `raw` is, so this never fails in practice.
                 let scratch = if slow {
-                    std::str::from_utf8(&self.scratch).map_err(|e| CsvError::InvalidUtf8 {
-                        line,
-                        offset: e.valid_up_to(),
-                    })?
+                    match std::str::from_utf8(&self.scratch) {
+                        Ok(scratch) => scratch,
+                        Err(e) => {
+                            self.done = true;
+                            return Err(CsvError::InvalidUtf8 {
+                                line,
+                                offset: e.valid_up_to(),
+                            });
+                        }
+                    }
                 } else {
                     ""
                 };
+                // Counted only once it is handed out: a record refused above is no row.
+                self.rows += 1;
                 Ok(Some(Record {
                     line,
                     row: self.rows,
@@ -480,7 +488,6 @@ impl<R: Read> CsvLines<R> {
                         continue;
                     }
                     self.consumed = len + term;
-                    self.rows += 1;
                     return Ok(Some((line, len, slow)));
                 }
             }
@@ -1022,6 +1029,17 @@ mod tests {
         assert_eq!(e.and_then(|e| e.line()), Some(1));
         // Multi-byte characters are fine.
         assert_eq!(records("h\nàèì;\"€\"\n")[0].fields, vec!["àèì", "€"]);
+    }
+
+    /// Found by fuzzing: a record refused for invalid UTF-8 was counted in `rows()`.
+    #[test]
+    fn a_refused_record_is_not_counted_as_a_row() {
+        let mut csv = CsvLines::new(&b"h\n1;ok\n2;caf\xe9\n"[..], CsvLimits::default()).unwrap();
+        assert_eq!(csv.next_record().unwrap().map(|r| r.row), Some(1));
+        assert!(csv.next_record().is_err());
+        assert_eq!(csv.rows(), 1);
+        assert!(matches!(csv.next_record(), Ok(None)));
+        assert_eq!(csv.rows(), 1);
     }
 
     #[test]

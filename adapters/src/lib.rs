@@ -7,6 +7,8 @@
 pub mod csv;
 pub mod fdr;
 pub mod flow_format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mypay_export;
 pub mod mypay_import;
 pub mod mypay_push;

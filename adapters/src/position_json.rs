@@ -99,8 +99,18 @@ pub fn decode(
     today: chrono::NaiveDate,
 ) -> Result<DovutoRow, Invalid> {
     let key = key.map(|k| String::from_utf8_lossy(k).into_owned());
-    let de = &mut serde_json::Deserializer::from_slice(payload);
-    let m: Message = serde_path_to_error::deserialize(de).map_err(|e| syntax(e, key.clone()))?;
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let m: Message =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| syntax(e, key.clone()))?;
+    // One message is one value: bytes after it (a second position, garbage) are refused, not
+    // dropped (found by fuzzing).
+    de.end().map_err(|e| Invalid {
+        iud: m.iud.clone().or(key.clone()),
+        rejections: vec![Rejection::new(
+            RejectCode::SintassiCsv,
+            format!("not a position: {e}"),
+        )],
+    })?;
     if let (Some(k), Some(iud)) = (&key, &m.iud) {
         if k != iud {
             return Err(Invalid {
@@ -320,6 +330,20 @@ mod tests {
         assert_eq!(row.dovuto.iud, "K-1");
         assert_eq!(row.dovuto.amount.cents(), 12050);
         assert!(row.dovuto.generate_iuv);
+    }
+
+    #[test]
+    fn bytes_after_the_message_are_refused() {
+        for tail in ["]", "x", "{}", GOOD] {
+            let msg = format!("{GOOD}{tail}");
+            let err = decode(msg.as_bytes(), None, &rules(), today()).expect_err(tail);
+            assert_eq!(err.iud.as_deref(), Some("K-1"));
+            assert_eq!(err.rejections.len(), 1);
+            assert_eq!(err.rejections[0].code, RejectCode::SintassiCsv);
+            assert!(err.rejections[0].message.contains("trailing"), "{err:?}");
+        }
+        let spaced = format!("{GOOD} \n\t");
+        assert!(decode(spaced.as_bytes(), None, &rules(), today()).is_ok());
     }
 
     #[test]

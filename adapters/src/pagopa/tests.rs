@@ -906,6 +906,43 @@ fn not_xml_and_not_soap() {
     ));
 }
 
+/// Found by fuzzing: a byte that is not UTF-8 where the reader decodes nothing (a comment, an
+/// attribute, a processing instruction, the skipped Header) got through, and the hub stored the
+/// receipt as an empty string.
+#[test]
+fn invalid_utf8_outside_text_is_not_xml() {
+    let full = envelope(&verify_payload("301000000000012373"));
+    assert!(parse_request(full.as_bytes()).is_ok());
+    let places = [
+        ("<soapenv:Body>", "<!--\u{e0}--><soapenv:Body>"),
+        ("<soapenv:Body>", "<?pi \u{e0}?><soapenv:Body>"),
+        (
+            "<soapenv:Body>",
+            "<soapenv:Header><h a=\"\u{e0}\">\u{e0}</h></soapenv:Header><soapenv:Body>",
+        ),
+        ("<idPA>", "<idPA a=\"\u{e0}\">"),
+    ];
+    for (from, to) in places {
+        let good = full.replacen(from, to, 1);
+        assert_ne!(good, full, "{from} not found");
+        assert!(parse_request(good.as_bytes()).is_ok(), "{good}");
+        // Cut the two-byte à to its lead byte: invalid UTF-8 at that place alone.
+        let mut bad = good.into_bytes();
+        let at = bad
+            .windows(2)
+            .position(|w| w == [0xC3, 0xA0])
+            .expect("an à");
+        bad[at + 1] = b'x';
+        let err = parse_request(&bad).expect_err("invalid UTF-8 refused");
+        assert!(
+            matches!(&err, SoapError::NotXml(m) if m.contains("UTF-8")),
+            "{err:?}"
+        );
+        assert_eq!(err.fault_code(), "PAA_SINTASSI_XSD");
+        assert!(parse_response(&bad).is_err());
+    }
+}
+
 #[test]
 fn bytes_that_are_not_utf8_are_refused_wherever_they_are() {
     // A receipt, otherwise valid, with one byte that is not UTF-8 where the payload reader
