@@ -26,11 +26,12 @@ use crate::{mypay_push, position_json, receipt_json};
 pub type Target = fn(&[u8]);
 
 /// The targets by name, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/` call them.
-pub const TARGETS: [(&str, Target); 4] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("soap_request", soap_request),
     ("mypay_flow", mypay_flow),
     ("position_json", position_json),
     ("receipt_encoders", receipt_encoders),
+    ("fdr", fdr),
 ];
 
 /// The entity the targets validate against: Padova of `config/demo.toml` (so the sample flows
@@ -596,6 +597,36 @@ fn check_well_formed(xml: &str) {
         }
     }
     assert_eq!((depth, roots), (0, 1), "the Pagati XML: {xml}");
+}
+
+/// The settlement flows the hub pulls: the FlussoRiversamento XML, the node's SOAP answers that
+/// carry it, and the FdR 3 REST pages.
+///
+/// Properties: a flow that parses renders back to XML that parses to the same header and rows;
+/// a REST flow or page that decodes converts without panicking, whatever its numbers.
+pub fn fdr(data: &[u8]) {
+    use crate::fdr::{rest, soap, xml};
+    if let Ok((flow, rows)) = xml::parse_flow(data, Some("FUZZPSP")) {
+        let again = xml::render_flow(&flow, &rows);
+        let (flow2, rows2) = xml::parse_flow(&again, Some("FUZZPSP"))
+            .unwrap_or_else(|e| panic!("a rendered flow does not parse: {e}"));
+        assert_eq!(flow2, flow, "the header changed on a round trip");
+        assert_eq!(rows2, rows, "the rows changed on a round trip");
+    }
+    let _ = soap::parse_list_response(data);
+    if let Ok(inner) = soap::parse_flow_response(data) {
+        let _ = xml::parse_flow(&inner, None);
+    }
+    if let Ok(page) = rest::decode::<rest::FlowList>(data) {
+        let _ = page.metadata.has_next();
+        let _ = page.cursor();
+    }
+    if let Ok(flow) = rest::decode::<rest::SingleFlow>(data) {
+        let _ = flow.to_flow();
+    }
+    if let Ok(page) = rest::decode::<rest::PaymentsPage>(data) {
+        let _ = page.to_payments();
+    }
 }
 
 #[cfg(test)]
