@@ -198,6 +198,41 @@ BEFORE=$(wc -l <receiver.log)
 for _ in $(seq 50); do [ "$(wc -l <receiver.log)" -gt "$BEFORE" ] && break; sleep 0.1; done
 echo "  received: $(tail -n1 receiver.log | cut -d';' -f2); dead letters left: $("$BIN" dlq list --entity c_g224 | wc -l)"
 
+step "the PSPs settle what they paid: snodo sim publishes today's settlement flows (FdR) from its ledger, with --anomalies"
+"$BIN" sim --publish-flows --anomalies | sed 's/^/  /' | cut -c1-170
+echo "  the stand-in on 127.0.0.1:8090 serves them (FdR 3 REST under /fdr-org/service/v1, the key 'demo')"
+cp demo-push.toml demo-fdr.toml
+cat >>demo-fdr.toml <<'TOML'
+
+[pagopa.fdr]
+mode = "rest"
+url = "http://127.0.0.1:8090/fdr-org/service/v1"
+subscription_key = "demo"
+TOML
+sed -n '/^\[pagopa.fdr\]/,$p' demo-fdr.toml | sed 's/^/  /'
+
+step "snodo reports pull: the hub pulls every entity's flows, stores and links each payment to its receipt"
+SNODO_LOG=warn "$BIN" reports -c demo-fdr.toml pull | sed 's/^/  /'
+"$BIN" reports -c demo-fdr.toml --entity c_g224 | python3 -c 'import json,sys
+for f in map(json.loads, sys.stdin):
+    if f.get("superseded_by"): continue
+    print("  %s r%s psp=%s payments=%s linked=%s anomalies=%s declared=%s computed=%s regulation=%s" % (f["iuf"], f["revision"], f["psp"], f["payments"], f["linked"], f["anomalies"], f["declared"]["amount_cents"], f["computed"]["amount_cents"], f["regulation"]))'
+IUF=$("$BIN" reports -c demo-fdr.toml --entity c_g224 | python3 -c 'import json,sys
+fs=[f for f in map(json.loads, sys.stdin) if not f.get("superseded_by")]; print(max(fs, key=lambda f: f["linked"])["iuf"])')
+echo "  snodo reports show --entity c_g224 $IUF (first 3 rows, linked to their receipts, and one anomaly):"
+"$BIN" reports -c demo-fdr.toml show --entity c_g224 "$IUF" | python3 -c 'import json,sys
+d=json.loads(sys.stdin.readline())
+for r in d["rows"][:3]: print("    row %s IUV %s IUR %s transfer %s %s cents esito %s -> receipt %s" % (r["row_no"], r["iuv"], r["iur"], r["transfer_index"], r["amount_cents"], r["esito"], r["receipt"]))
+print("    %s of %s rows linked" % (sum(1 for r in d["rows"] if r["receipt"] is not None), len(d["rows"])))'
+"$BIN" reports -c demo-fdr.toml --entity c_g224 --anomalies | python3 -c 'import json,sys
+print("  flows with anomalies: %s" % ", ".join("%s r%s (%s)" % (f["iuf"], f["revision"], f["anomalies"]) for f in map(json.loads, sys.stdin)))'
+ANOMALOUS=$("$BIN" reports -c demo-fdr.toml --entity c_g224 --anomalies | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["iuf"])')
+"$BIN" reports -c demo-fdr.toml show --entity c_g224 "$ANOMALOUS" | python3 -c 'import json,sys
+d=json.loads(sys.stdin.readline()); a=d["anomaly_list"][0]
+print("  one anomaly of %s r%s: %s (%s) %s" % (d["iuf"], d["revision"], a["code"], a["severity"], a["message"]))'
+echo "  and a paid position knows its settlement flow:"
+"$BIN" positions --entity c_g224 --limit 100000 | grep -m1 '"settlement"' | python3 -c 'import json,sys; p=json.loads(sys.stdin.readline()); print("    notice=%s status=%s settlement=%s" % (p["notice_number"], p["status"], json.dumps(p["settlement"])))'
+
 step "the nightly MyPay export (ESTRAZIONE_DOVUTI 1.3), written now instead of at 02:00"
 "$BIN" export --pipeline padova-receipts-export | sed 's/^/  /'
 ZIP=$(ls var/c_g224/export/*.zip | head -n1)

@@ -1,0 +1,338 @@
+//! Settlement flows end to end with the simulator: the node pays 500 notices at a hub, the
+//! PSPs publish their flows (with every anomaly `--anomalies` injects) and serve them as FdR 3
+//! REST and as the legacy nodeForPa SOAP; the hub pulls them, in each mode on its own store,
+//! and links every payment, reports every anomaly once and shows each paid position's flow.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const PAYMENTS: u32 = 500;
+
+fn sim(home: &Home, args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .arg("sim")
+        .args(args)
+        .current_dir(home.path())
+        .env("SNODO_LOG", "warn")
+        .output()
+        .expect("run snodo sim");
+    assert!(
+        out.status.success(),
+        "snodo sim {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+/// `snodo sim --serve` over a ledger's flows, killed when dropped.
+struct Psps(Child);
+
+impl Psps {
+    fn serve(home: &Home, ledger: &Path, port: u16) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["sim", "--ledger"])
+            .arg(ledger)
+            .args([
+                "--serve",
+                &format!("127.0.0.1:{port}"),
+                "--fdr-key",
+                "fdr-k",
+                "--fdr-password",
+                "fdr-pw",
+            ])
+            .current_dir(home.path())
+            .env("SNODO_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start snodo sim --serve");
+        let out = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(out);
+        let mut said = String::new();
+        while !said.contains("sim: reporting") {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            said.push_str(&line);
+        }
+        assert!(
+            said.contains("sim: reporting"),
+            "sim did not serve flows: {said:?}"
+        );
+        // Keep the pipe drained so the simulator never blocks writing to it.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        Psps(child)
+    }
+}
+
+impl Drop for Psps {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    assert!(o.status.success(), "{}\n{}", stdout(o), stderr(o));
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// 500 TARI positions of c_g224 paid by the simulated node, recorded in `ledger`.
+fn paid_home(ledger: &Path) -> Home {
+    let home = Home::new();
+    let rows: Vec<Row> = (0..PAYMENTS)
+        .map(|n| Row::tari(&format!("FDR{n:03}"), 1000 + n, 1000 + u64::from(n) * 7))
+        .collect();
+    home.import_rows("FDRSIM", &rows);
+    let hub = Hub::start_serving(&home);
+    let count = PAYMENTS.to_string();
+    let r = stdout(&sim(
+        &home,
+        &[
+            "-c",
+            "config.toml",
+            "--from-config",
+            "--count",
+            &count,
+            "--concurrency",
+            "8",
+            "--ledger",
+            ledger.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        r.contains(&format!(
+            "total payments={PAYMENTS} completed={PAYMENTS} faulted=0 errors=0"
+        )),
+        "{r}"
+    );
+    hub.terminate();
+    home
+}
+
+/// The Rome date of the ledger's payments (publishing that date, not "today", keeps a run
+/// that crosses midnight whole).
+fn ledger_date(ledger: &Path) -> String {
+    let text = std::fs::read_to_string(ledger.join("payments.jsonl")).expect("ledger");
+    let dates: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "payment")
+        .map(|v| v["date"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(dates.len(), 1, "payments on one day: {dates:?}");
+    dates.into_iter().next().unwrap()
+}
+
+/// What the simulator published: (fdr, revision, psp) per flow line, in its order.
+fn published(out: &str) -> Vec<(String, i64, String)> {
+    let field = |l: &str, k: &str| {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k} in {l}"))
+            .to_string()
+    };
+    out.lines()
+        .filter(|l| l.starts_with("flow "))
+        .map(|l| {
+            (
+                field(l, "fdr"),
+                field(l, "revision").parse().unwrap(),
+                field(l, "psp"),
+            )
+        })
+        .collect()
+}
+
+/// Pulls c_g224 in `table`'s mode into `home`'s store, which holds the paid receipts and no
+/// flow yet, and checks what the hub holds against what the simulator published.
+fn pull_and_check(
+    home: &Home,
+    table: &str,
+    ledger: &Path,
+    flows: &[(String, i64, String)],
+    rest: bool,
+) {
+    let mut cfg = std::fs::read_to_string(home.config()).unwrap();
+    cfg.push_str(table);
+    std::fs::write(home.config(), cfg).unwrap();
+    let reports = |args: &[&str]| {
+        let mut all = vec!["reports", "-c", "config.toml"];
+        all.extend_from_slice(args);
+        json_lines(&home.snodo(&all))
+    };
+
+    let pulled = reports(&["pull", "--entity", "c_g224"]);
+    assert_eq!(pulled.len(), 1, "{pulled:?}");
+    assert!(pulled[0].get("error").is_none(), "{pulled:?}");
+    assert_eq!(pulled[0]["failed"], 0, "{pulled:?}");
+
+    // One current flow per (PSP, IUF); the republished one is revision 2 with its own
+    // regulation id (the SOAP list names only the latest revision).
+    let listed = reports(&["--entity", "c_g224"]);
+    let current: Vec<&serde_json::Value> = listed
+        .iter()
+        .filter(|f| f.get("superseded_by").is_none())
+        .collect();
+    let iufs: std::collections::BTreeSet<&str> = flows.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(current.len(), iufs.len(), "{listed:?}");
+    assert!(current.iter().all(|f| f["status"] == "ok"), "{listed:?}");
+    let (republished, _, _) = flows
+        .iter()
+        .find(|f| f.1 == 2)
+        .expect("--anomalies republishes a flow");
+    let org = "00644060287";
+    let r2: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ledger.join(format!("flows/{org}/{republished}.r2.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    let regulation_r2 = r2["flow"]["regulation"].as_str().expect("regulation");
+    let latest = current
+        .iter()
+        .find(|f| f["iuf"] == republished.as_str())
+        .unwrap();
+    assert_eq!(latest["regulation"], regulation_r2, "{latest}");
+    if rest {
+        assert_eq!(latest["revision"], 2);
+        let old: Vec<_> = listed
+            .iter()
+            .filter(|f| f.get("superseded_by").is_some())
+            .collect();
+        assert_eq!(old.len(), 1, "revision 1 kept in history: {listed:?}");
+        assert_eq!(
+            (old[0]["iuf"].as_str(), old[0]["revision"].as_i64()),
+            (Some(republished.as_str()), Some(1))
+        );
+    }
+
+    // Every payment linked: 500 receipts, plus the two rows paid without a payment request.
+    let sum = |k: &str| current.iter().map(|f| f[k].as_i64().unwrap()).sum::<i64>();
+    assert_eq!(sum("linked"), i64::from(PAYMENTS), "{listed:?}");
+    assert_eq!(sum("payments"), i64::from(PAYMENTS) + 2, "{listed:?}");
+
+    // Each injected case reported once over the current flows, on the row the sim wrote it in.
+    let mut found = Vec::new();
+    for f in &current {
+        let iuf = f["iuf"].as_str().unwrap();
+        let shown = reports(&["show", "--entity", "c_g224", iuf]);
+        let d = shown
+            .iter()
+            .find(|d| d.get("superseded_by").is_none())
+            .unwrap();
+        let rows = d["rows"].as_array().unwrap();
+        for a in d["anomaly_list"].as_array().unwrap() {
+            let esito = a["row_no"].as_i64().map(|n| {
+                let r = rows.iter().find(|r| r["row_no"] == n).unwrap();
+                (
+                    r["esito"].as_i64().unwrap(),
+                    r["iuv"].as_str().unwrap().to_string(),
+                )
+            });
+            found.push((
+                a["code"].as_str().unwrap().to_string(),
+                esito.as_ref().map(|e| e.0),
+                esito.map(|e| e.1),
+            ));
+        }
+    }
+    found.sort();
+    let codes: Vec<(&str, Option<i64>)> = found.iter().map(|(c, e, _)| (c.as_str(), *e)).collect();
+    assert_eq!(
+        codes,
+        [
+            // NO_RPT (esito 9) and STAND_IN_NO_RPT (esito 8) name IUVs the hub never issued.
+            ("IUV_NOT_ISSUED", Some(8)),
+            ("IUV_NOT_ISSUED", Some(9)),
+            ("REVOKED", Some(3)),
+            ("TOTAL_AMOUNT_MISMATCH", None),
+        ],
+        "{found:?}"
+    );
+    assert!(
+        found[0].2.as_deref().unwrap().starts_with("98"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].2.as_deref().unwrap().starts_with("99"),
+        "{found:?}"
+    );
+
+    // Each paid position shows the current flow that settles it.
+    let positions = home.positions(&["--limit", "100000"]);
+    assert_eq!(positions.len(), PAYMENTS as usize);
+    for p in &positions {
+        assert_eq!(p["status"], "paid", "{p}");
+        let s = &p["settlement"];
+        let f = current
+            .iter()
+            .find(|f| f["iuf"] == s["iuf"])
+            .unwrap_or_else(|| panic!("no current flow settles {p}"));
+        assert_eq!(s["regulation_id"], f["regulation"], "{p}");
+    }
+}
+
+#[test]
+fn the_hub_pulls_links_and_reports_what_the_simulated_psps_settle_over_rest_and_soap() {
+    let scratch = tempfile::tempdir().unwrap();
+    let ledger = scratch.path().join("ledger");
+    let home = paid_home(&ledger);
+    let date = ledger_date(&ledger);
+    let out = stdout(&sim(
+        &home,
+        &[
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--publish-flows",
+            "--date",
+            &date,
+            "--anomalies",
+        ],
+    ));
+    let flows = published(&out);
+    assert_eq!(
+        flows.len(),
+        4,
+        "three PSPs and one republished flow:\n{out}"
+    );
+    let port = free_port();
+    let _psps = Psps::serve(&home, &ledger, port);
+
+    // A fresh store for the SOAP pull: the same receipts, no flow yet.
+    let soap_home = Home::new();
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(home.path().join("var"))
+        .arg(soap_home.path())
+        .status()
+        .unwrap();
+    assert!(cp.success());
+
+    pull_and_check(
+        &home,
+        &format!(
+            "\n[pagopa.fdr]\nmode = \"rest\"\nurl = \"http://127.0.0.1:{port}/fdr-org/service/v1\"\nsubscription_key = \"fdr-k\"\n"
+        ),
+        &ledger,
+        &flows,
+        true,
+    );
+    pull_and_check(
+        &soap_home,
+        &format!(
+            "\n[pagopa.fdr]\nmode = \"soap\"\nurl = \"http://127.0.0.1:{port}/nodo-auth/node-for-pa/v1\"\npassword = \"fdr-pw\"\n"
+        ),
+        &ledger,
+        &flows,
+        false,
+    );
+}
