@@ -54,6 +54,11 @@ pub trait ReportStore {
     /// An entity's flows, newest first; only those with anomalies when `anomalies_only`.
     fn reports(&self, entity: &str, anomalies_only: bool, limit: u32) -> Result<Vec<ReportFlow>>;
 
+    /// The entity's finished (`ok`) flows with id above `after_id`, oldest first, at most
+    /// `limit`. None past a flow still `loading`: it may finish after later ones, and a puller
+    /// keeping the last id seen as its cursor would otherwise never see it.
+    fn reports_after(&self, entity: &str, after_id: i64, limit: u32) -> Result<Vec<ReportFlow>>;
+
     /// Every flow of the entity with this IUF (all PSPs and revisions), newest first.
     fn reports_by_iuf(&self, entity: &str, iuf: &str) -> Result<Vec<ReportFlow>>;
 
@@ -572,6 +577,17 @@ impl<D: Driver> ReportStore for D {
         );
         let only = i64::from(anomalies_only);
         self.read(|c| c.all(&sql, args!(entity, only, limit), flow_from))
+    }
+
+    fn reports_after(&self, entity: &str, after_id: i64, limit: u32) -> Result<Vec<ReportFlow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM report_flows WHERE entity = $1 AND id > $2 AND status = 'ok'
+               AND id < COALESCE((SELECT MIN(id) FROM report_flows
+                                  WHERE entity = $1 AND id > $2 AND status = 'loading'),
+                                 9223372036854775807)
+             ORDER BY id LIMIT $3"
+        );
+        self.read(|c| c.all(&sql, args!(entity, after_id, limit), flow_from))
     }
 
     fn reports_by_iuf(&self, entity: &str, iuf: &str) -> Result<Vec<ReportFlow>> {

@@ -180,6 +180,7 @@ suite!(
     a_worker_past_its_lease_cannot_overwrite_the_outcome,
     an_export_leaves_out_what_cannot_be_encoded,
     settlement_flows_link_resume_supersede_and_fail,
+    reports_after_lists_finished_flows_and_stops_before_a_loading_one,
 );
 
 const E: &str = "c_g224";
@@ -2860,4 +2861,37 @@ fn settlement_flows_link_resume_supersede_and_fail(b: &Backend) {
 
     let m = s.metrics().unwrap();
     assert_eq!(m.reports, vec![(E.to_string(), 2, 1, 2)]);
+}
+
+fn reports_after_lists_finished_flows_and_stops_before_a_loading_one(b: &Backend) {
+    let s = b.store();
+    let totals = ReportTotals {
+        computed_count: 0,
+        computed_cents: 0,
+        linked: 0,
+    };
+    let a = s.begin_report(&report_key("PSP1", "AFTER-A", 1)).unwrap();
+    assert!(s.finish_report(a.id, &totals, &[]).unwrap());
+    let loading = s.begin_report(&report_key("PSP1", "AFTER-B", 1)).unwrap();
+    let c = s.begin_report(&report_key("PSP1", "AFTER-C", 1)).unwrap();
+    assert!(s.finish_report(c.id, &totals, &[]).unwrap());
+    s.fail_report(&report_key("PSP1", "AFTER-X", 1), "bad")
+        .unwrap();
+    let iufs = |after: i64, limit: u32| -> Vec<String> {
+        s.reports_after(E, after, limit)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.iuf)
+            .collect()
+    };
+    assert_eq!(iufs(0, 10), ["AFTER-A"], "C waits behind the loading B");
+    assert!(s.reports_after("other", 0, 10).unwrap().is_empty());
+    assert!(s.finish_report(loading.id, &totals, &[]).unwrap());
+    assert_eq!(iufs(a.id, 1), ["AFTER-B"]);
+    assert_eq!(
+        iufs(loading.id, 10),
+        ["AFTER-C"],
+        "the failed X is left out"
+    );
+    assert_eq!(iufs(0, 10), ["AFTER-A", "AFTER-B", "AFTER-C"]);
 }

@@ -1,5 +1,5 @@
 //! The entity REST API under `/api/v1` (docs/API.md, docs/openapi.json): positions, receipts
-//! pull, spontaneous payments (Base mode) and Checkout carts (Gateway mode).
+//! and settlement flows pull, spontaneous payments (Base mode) and Checkout carts (Gateway mode).
 //!
 //! Every route goes through [`Api::enter`]: the key is checked (only its SHA-256 is kept), its
 //! rate limit spent, and the call scoped to the key's entity, before any handler runs. Writes that
@@ -9,6 +9,7 @@
 mod carts;
 pub(crate) mod positions;
 mod problem;
+mod reports;
 mod spontaneous;
 
 use crate::intake::StandingFlows;
@@ -41,6 +42,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/entities/{ipa}/positions/{iud}"),
     ("GET", "/entities/{ipa}/positions/{iud}/notice.pdf"),
     ("GET", "/entities/{ipa}/receipts"),
+    ("GET", "/entities/{ipa}/reports"),
     ("GET", "/entities/{ipa}/spontaneous"),
     ("POST", "/entities/{ipa}/spontaneous/{debtType}"),
     ("POST", "/entities/{ipa}/carts"),
@@ -182,6 +184,7 @@ pub fn router(
             get(positions::notice_pdf),
         )
         .route("/entities/{ipa}/receipts", get(positions::receipts))
+        .route("/entities/{ipa}/reports", get(reports::list))
         .route("/entities/{ipa}/spontaneous", get(spontaneous::list))
         .route(
             "/entities/{ipa}/spontaneous/{debt_type}",

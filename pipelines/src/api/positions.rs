@@ -417,7 +417,7 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
-fn page_limit(limit: Option<u32>) -> Result<u32, Problem> {
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, Problem> {
     match limit.unwrap_or(DEFAULT_PAGE) {
         n @ 1..=MAX_PAGE => Ok(n),
         n => Err(Problem::new(
@@ -430,7 +430,7 @@ fn page_limit(limit: Option<u32>) -> Result<u32, Problem> {
 }
 
 /// A cursor is the last id seen, as text (opaque to clients).
-fn cursor(c: Option<&str>, name: &str) -> Result<i64, Problem> {
+pub(crate) fn cursor(c: Option<&str>, name: &str) -> Result<i64, Problem> {
     match c {
         None | Some("") => Ok(0),
         Some(c) => c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
