@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS="soap_request mypay_flow position_json receipt_encoders"
+TARGETS="soap_request mypay_flow position_json receipt_encoders fdr"
 target_dir=${FUZZ_TARGET_DIR:-fuzz/target}
 
 max_len() {
@@ -71,7 +71,7 @@ case ${1:-} in
         minutes=${2:-15}
         known "$t"
         build "$t"
-        mkdir -p "fuzz/found/$t"
+        mkdir -p "fuzz/found/$t" "fuzz/artifacts/$t"
         start=$(date -u +%FT%TZ)
         SECONDS=0
         # One process (no -jobs/-workers): the machine is shared.

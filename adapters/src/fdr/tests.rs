@@ -918,3 +918,24 @@ fn the_node_side_answers_validate_and_read_back() {
         assert_eq!(v, vec![None, None, None]);
     }
 }
+
+/// Control characters have no place in XML 1.0, raw or as `&#1;`: refused, naming the element
+/// (fuzzing found a flow that parsed but could not be written back the same).
+#[test]
+fn control_characters_are_refused() {
+    let text = String::from_utf8(spec(SAMPLE_XML)).unwrap();
+    let at = text
+        .find("<identificativoUnivocoRiscossione>")
+        .expect("an IUR")
+        + "<identificativoUnivocoRiscossione>".len();
+    for bad in ["\u{1}", "&#1;"] {
+        let mut doc = text.clone();
+        doc.insert_str(at, bad);
+        let e = xml::parse_flow(doc.as_bytes(), None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("identificativoUnivocoRiscossione: character U+0001"),
+            "{e}"
+        );
+    }
+}

@@ -37,6 +37,21 @@ pub enum FdrXmlError {
     Invalid { path: String, reason: String },
 }
 
+/// XML 1.0 allows no control characters but tab, line feed and carriage return, not even as
+/// `&#1;`: such a value could not be written back (found by fuzzing).
+fn xml_chars(text: &str, element: &str) -> Result<(), FdrXmlError> {
+    match text
+        .chars()
+        .find(|c| c.is_control() && u32::from(*c) < 0x20 && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        Some(c) => Err(FdrXmlError::NotXml(format!(
+            "{element}: character U+{:04X} is not allowed in XML",
+            u32::from(c)
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn not_xml(e: impl std::fmt::Display) -> FdrXmlError {
     FdrXmlError::NotXml(e.to_string())
 }
@@ -388,7 +403,10 @@ impl<R: BufRead> FlowReader<R> {
                 }
                 Event::End(e) => {
                     return match open.take() {
-                        Some(name) => Ok(Ev::Leaf(name, text)),
+                        Some(name) => {
+                            xml_chars(&text, &name)?;
+                            Ok(Ev::Leaf(name, text))
+                        }
                         None if is_ws(&text) => Ok(Ev::Close),
                         None => Err(inv(
                             &String::from_utf8_lossy(e.local_name().into_inner()),
