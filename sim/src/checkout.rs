@@ -205,17 +205,24 @@ pub async fn serve(
         .as_ref()
         .map(|f| f.ledger.join(crate::flows::FLOWS_DIR));
     let stand_ins = StandIns::bind(opts).await?;
-    println!(
-        "sim: checkout and external stand-ins on http://{}",
+    let mut said = format!(
+        "sim: checkout and external stand-ins on http://{}\n",
         connectable(stand_ins.local_addr())
     );
     if let Some(flows) = flows {
-        println!(
-            "sim: reporting (FdR 3 {}, nodeForPa {}) serving {}",
+        said.push_str(&format!(
+            "sim: reporting (FdR 3 {}, nodeForPa {}) serving {}\n",
             crate::fdr::FDR_ORG_PATH,
             crate::fdr::NODE_FOR_PA_PATH,
             flows.display()
-        );
+        ));
+    }
+    // One write, and a reader that stops after the first line (as scripts and tests do) must
+    // not stop the server: `println!` would panic on the closed pipe.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(said.as_bytes()).and_then(|()| out.flush());
     }
     stand_ins.run(shutdown).await
 }
