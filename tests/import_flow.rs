@@ -173,3 +173,26 @@ fn a_bare_csv_is_accepted_and_the_entity_must_match() {
     );
     assert_eq!(home.positions(&[]).len(), 1);
 }
+
+/// An operator may name a link to the flow: `snodo import` reads the file it points to (only a
+/// pipeline's sources refuse links), under the name given.
+#[test]
+fn snodo_import_follows_a_link_the_operator_names() {
+    let home = Home::new();
+    let elsewhere = home.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let real = write_zip(
+        &elsewhere,
+        "c_g224-LINK1-1_4",
+        csv_text(&[Row::tari("L1", 1, 100)]).as_bytes(),
+    );
+    let link = home.path().join("c_g224-LINK1-1_4.zip");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let o = home.import(&link, &home.path().join("out"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("accepted=1 rejected=0"),
+        "{}",
+        stdout(&o)
+    );
+}

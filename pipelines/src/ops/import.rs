@@ -89,7 +89,10 @@ pub fn one_file(
         stop: &stop,
         progress,
     };
-    match importer.import(&file_name, path, false)? {
+    // The importer never follows a link (a pipeline's source could be handed one); an operator
+    // naming a link here means the file it points to. The flow keeps the name it was given.
+    let target = std::fs::canonicalize(path)?;
+    match importer.import(&file_name, &target, false)? {
         ImportOutcome::Done { flow, files, .. } => {
             // Replacing what is there, as a rerun by hand is meant to.
             let sink = DirSinkConfig {
