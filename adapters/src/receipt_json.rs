@@ -379,9 +379,7 @@ fn is_utc_timestamp(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::io::ErrorKind;
     use std::path::{Path, PathBuf};
-    use std::process::Command;
 
     use serde_json::{json, Value};
 
@@ -639,60 +637,6 @@ mod tests {
         ));
     }
 
-    /// Validates each file against docs/receipt.schema.json with Python's `jsonschema`; returns
-    /// `None` for a valid file, else the validator's message.
-    fn schema_verdicts(files: &[PathBuf]) -> Vec<Option<String>> {
-        const SCRIPT: &str = r#"
-import json, sys
-try:
-    import jsonschema
-except ImportError:
-    print("NO-JSONSCHEMA")
-    sys.exit(3)
-schema = json.load(open(sys.argv[1], encoding="utf-8"))
-jsonschema.Draft202012Validator.check_schema(schema)
-validator = jsonschema.Draft202012Validator(schema)
-for path in sys.argv[2:]:
-    doc = json.load(open(path, encoding="utf-8"))
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    if errors:
-        print("INVALID " + " | ".join(
-            "/".join(map(str, e.absolute_path)) + ": " + e.message for e in errors
-        ).replace("\n", " "))
-    else:
-        print("VALID")
-"#;
-        let out = match Command::new("python3")
-            .arg("-c")
-            .arg(SCRIPT)
-            .arg(SCHEMA)
-            .args(files)
-            .output()
-        {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                panic!("python3 not found: run ops/setup.sh")
-            }
-            Err(e) => panic!("cannot run python3: {e}"),
-            Ok(out) => out,
-        };
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if stdout.contains("NO-JSONSCHEMA") {
-            panic!("Python package jsonschema not installed: run ops/setup.sh");
-        }
-        assert!(
-            out.status.success(),
-            "schema check failed: {}{}",
-            stdout,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let verdicts: Vec<Option<String>> = stdout
-            .lines()
-            .map(|l| (l != "VALID").then(|| l.to_string()))
-            .collect();
-        assert_eq!(verdicts.len(), files.len(), "{stdout}");
-        verdicts
-    }
-
     fn write(dir: &Path, name: &str, v: &Value) -> PathBuf {
         let path = dir.join(name);
         std::fs::write(&path, serde_json::to_vec(v).expect("json")).expect("write");
@@ -759,7 +703,7 @@ for path in sys.argv[2:]:
             .iter()
             .map(|(name, v, _)| write(dir.path(), &format!("{name}.json"), v))
             .collect();
-        let verdicts = schema_verdicts(&files);
+        let verdicts = crate::test_fixtures::schema_verdicts(SCHEMA, &files);
         for ((name, _, expected), verdict) in cases.iter().zip(&verdicts) {
             match (expected, verdict) {
                 (None, None) => {}

@@ -193,3 +193,57 @@ pub(crate) fn verify_request() -> String {
         qr_code: qr_code(),
     }))
 }
+
+/// Validates each JSON file against the JSON Schema at `schema` with Python's `jsonschema`
+/// (installed by ops/setup.sh); `None` for a valid file, else the validator's message.
+pub(crate) fn schema_verdicts(schema: &str, files: &[std::path::PathBuf]) -> Vec<Option<String>> {
+    const SCRIPT: &str = r#"
+import json, sys
+try:
+    import jsonschema
+except ImportError:
+    print("NO-JSONSCHEMA")
+    sys.exit(3)
+schema = json.load(open(sys.argv[1], encoding="utf-8"))
+jsonschema.Draft202012Validator.check_schema(schema)
+validator = jsonschema.Draft202012Validator(schema)
+for path in sys.argv[2:]:
+    doc = json.load(open(path, encoding="utf-8"))
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        print("INVALID " + " | ".join(
+            "/".join(map(str, e.absolute_path)) + ": " + e.message for e in errors
+        ).replace("\n", " "))
+    else:
+        print("VALID")
+"#;
+    let out = match std::process::Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(schema)
+        .args(files)
+        .output()
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("python3 not found: run ops/setup.sh")
+        }
+        Err(e) => panic!("cannot run python3: {e}"),
+        Ok(out) => out,
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("NO-JSONSCHEMA"),
+        "Python package jsonschema not installed: run ops/setup.sh"
+    );
+    assert!(
+        out.status.success(),
+        "schema check failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdicts: Vec<Option<String>> = stdout
+        .lines()
+        .map(|l| (l != "VALID").then(|| l.to_string()))
+        .collect();
+    assert_eq!(verdicts.len(), files.len(), "{stdout}");
+    verdicts
+}

@@ -785,7 +785,7 @@ fn the_report_validates_against_its_schema_with_links_and_anomalies() {
             p
         })
         .collect();
-    let verdicts = schema_verdicts(&files);
+    let verdicts = crate::test_fixtures::schema_verdicts(REPORT_SCHEMA, &files);
     assert_eq!(verdicts[0], None);
     assert_eq!(verdicts[1], None);
     assert!(
@@ -798,57 +798,6 @@ fn the_report_validates_against_its_schema_with_links_and_anomalies() {
 }
 
 const REPORT_SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/report.schema.json");
-
-/// Validates each file against docs/report.schema.json with Python's `jsonschema`.
-fn schema_verdicts(files: &[PathBuf]) -> Vec<Option<String>> {
-    const SCRIPT: &str = r#"
-import json, sys
-try:
-    import jsonschema
-except ImportError:
-    print("NO-JSONSCHEMA")
-    sys.exit(3)
-schema = json.load(open(sys.argv[1], encoding="utf-8"))
-jsonschema.Draft202012Validator.check_schema(schema)
-validator = jsonschema.Draft202012Validator(schema)
-for path in sys.argv[2:]:
-    doc = json.load(open(path, encoding="utf-8"))
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
-    if errors:
-        print("INVALID " + " | ".join(
-            "/".join(map(str, e.absolute_path)) + ": " + e.message for e in errors
-        ).replace("\n", " "))
-    else:
-        print("VALID")
-"#;
-    let out = match Command::new("python3")
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(REPORT_SCHEMA)
-        .args(files)
-        .output()
-    {
-        Err(e) if e.kind() == ErrorKind::NotFound => panic!("python3 not found: run ops/setup.sh"),
-        Err(e) => panic!("cannot run python3: {e}"),
-        Ok(out) => out,
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !stdout.contains("NO-JSONSCHEMA"),
-        "Python package jsonschema not installed: run ops/setup.sh"
-    );
-    assert!(
-        out.status.success(),
-        "schema check failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let verdicts: Vec<Option<String>> = stdout
-        .lines()
-        .map(|l| (l != "VALID").then(|| l.to_string()))
-        .collect();
-    assert_eq!(verdicts.len(), files.len(), "{stdout}");
-    verdicts
-}
 
 #[test]
 fn the_node_side_answers_validate_and_read_back() {
