@@ -47,15 +47,7 @@ fn receipts(home: &Home, extra: &[&str]) -> Vec<serde_json::Value> {
 
 /// (HTTP status, body) of an admin call.
 fn admin(home: &Home, method: &str, path: &str) -> (String, String) {
-    let o = std::process::Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", "-X", method])
-        .args(["-H", &format!("Authorization: Bearer {ADMIN}")])
-        .arg(format!("http://127.0.0.1:{}{path}", home.port))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.to_string(), body.to_string())
+    admin_call(home.port, ADMIN, method, path)
 }
 
 fn metrics(home: &Home) -> String {

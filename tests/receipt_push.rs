@@ -199,17 +199,7 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/mensa" }}
     status.store(200, Ordering::SeqCst);
 
     // The same dead letter through the admin API, which wants the token.
-    let admin = |method: &str, path: &str, token: &str| {
-        let o = std::process::Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}", "-X", method])
-            .args(["-H", &format!("Authorization: Bearer {token}")])
-            .arg(format!("http://127.0.0.1:{}{path}", home.port))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&o.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.to_string(), body.to_string())
-    };
+    let admin = |method: &str, path: &str, token: &str| admin_call(home.port, token, method, path);
     let (code, body) = admin("GET", "/admin/dlq?entity=c_g224", "wrong");
     assert_eq!(code, "401", "{body}");
     let (code, body) = admin(

@@ -383,6 +383,16 @@ mod tests {
     use snodo_core::dovuto::{Subject, SubjectKind};
     use snodo_core::Amount;
 
+    /// SQLite's plan for one of the store's statements (`$n` placeholders), a step per line.
+    fn query_plan(conn: &Connection, sql: &str, args: &[Arg]) -> Vec<String> {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {}", sql.replace('$', "?")))
+            .unwrap()
+            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
@@ -581,14 +591,7 @@ mod tests {
     fn api_pages_walk_indexes() {
         let (_d, s) = store();
         let conn = s.lock();
-        let plan_of = |sql: &str, args: &[Arg]| -> Vec<String> {
-            conn.prepare(&format!("EXPLAIN QUERY PLAN {}", sql.replace('$', "?")))
-                .unwrap()
-                .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap()
-        };
+        let plan_of = |sql: &str, args: &[Arg]| query_plan(&conn, sql, args);
         let day = Some(chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap());
         let filters = [
             PositionFilter::default(),
@@ -630,14 +633,7 @@ mod tests {
     fn the_scrape_counts_on_indexes_and_never_scans_a_table() {
         let (_d, s) = store();
         let conn = s.lock();
-        let plan_of = |sql: &str, args: &[Arg]| -> Vec<String> {
-            conn.prepare(&format!("EXPLAIN QUERY PLAN {}", sql.replace('$', "?")))
-                .unwrap()
-                .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap()
-        };
+        let plan_of = |sql: &str, args: &[Arg]| query_plan(&conn, sql, args);
         let scans = |plan: &[String]| {
             plan.iter()
                 .filter(|step| {

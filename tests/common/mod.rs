@@ -879,3 +879,16 @@ pub fn store_events(home: &Home, kind: &str) -> Vec<snodo_store::Event> {
         .filter(|e| e.kind == kind)
         .collect()
 }
+
+/// (HTTP status, body) of a call to the hub's `/admin` routes with `token`.
+pub fn admin_call(port: u16, token: &str, method: &str, path: &str) -> (String, String) {
+    let o = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-X", method])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').expect("curl's status line");
+    (code.to_string(), body.to_string())
+}
