@@ -230,6 +230,14 @@ ANOMALOUS=$("$BIN" reports -c demo-fdr.toml --entity c_g224 --anomalies | python
 "$BIN" reports -c demo-fdr.toml show --entity c_g224 "$ANOMALOUS" | python3 -c 'import json,sys
 d=json.loads(sys.stdin.readline()); a=d["anomaly_list"][0]
 print("  one anomaly of %s r%s: %s (%s) %s" % (d["iuf"], d["revision"], a["code"], a["severity"], a["message"]))'
+echo "  the entity's system reads it over the API (GET /api/v1/entities/c_g224/reports/$IUF), as fdr-json:"
+curl -sS "http://127.0.0.1:8080/api/v1/entities/c_g224/reports/$IUF" -H "Authorization: Bearer demo-key-c_g224-padova" | python3 -c 'import json,sys
+d=json.load(sys.stdin); p=d["payments"][0]
+print("    format=%s iuf=%s revision=%s payments=%s linked=%s anomalies=%s" % (d["format"], d["iuf"], d["revision"], len(d["payments"]), d["linked"], len(d["anomalies"])))
+print("    payments[0]: iuv=%s amount=%s status=%s receipt=%s" % (p["iuv"], p["amount"], p["status"], json.dumps(p["receipt"])))'
+curl -sS "http://127.0.0.1:8080/api/v1/entities/c_g224/reports/$IUF" -H "Authorization: Bearer demo-key-c_g224-padova" \
+  -H "Accept: application/xml" >report.xml
+echo "  or with Accept: application/xml as FlussoRiversamento ($(wc -c <report.xml) bytes): $(xmllint --noout --nonet --schema "$REPO/adapters/specs/fdr/pagopa-fdr-nodo-dei-pagamenti/FlussoRiversamento_1_0_4.xsd" report.xml 2>&1)"
 echo "  and a paid position knows its settlement flow:"
 "$BIN" positions --entity c_g224 --limit 100000 | grep -m1 '"settlement"' | python3 -c 'import json,sys; p=json.loads(sys.stdin.readline()); print("    notice=%s status=%s settlement=%s" % (p["notice_number"], p["status"], json.dumps(p["settlement"])))'
 

@@ -57,10 +57,10 @@ fn reports_pull_pages_in_finish_order_and_waits_for_a_loading_flow() {
     let home = Home::new();
     let store = SqliteStore::open(&home.path().join("var/snodo.db")).unwrap();
     let a = store.begin_report(&key("FDR-A", 1)).unwrap();
-    assert!(store.finish_report(a.id, &totals(3000), &[]).unwrap());
+    assert!(store.finish_report(a.id, &totals(3000), &[], &[]).unwrap());
     let loading = store.begin_report(&key("FDR-B", 1)).unwrap();
     let c = store.begin_report(&key("FDR-C", 1)).unwrap();
-    assert!(store.finish_report(c.id, &totals(2900), &[]).unwrap());
+    assert!(store.finish_report(c.id, &totals(2900), &[], &[]).unwrap());
     // A failed flow is no settlement: never listed, and it holds nothing back.
     store.fail_report(&key("FDR-X", 1), "not ours").unwrap();
 
@@ -92,7 +92,9 @@ fn reports_pull_pages_in_finish_order_and_waits_for_a_loading_flow() {
     );
 
     // B finishes (after C did): now both come, in store order, one page at a time.
-    assert!(store.finish_report(loading.id, &totals(3000), &[]).unwrap());
+    assert!(store
+        .finish_report(loading.id, &totals(3000), &[], &[])
+        .unwrap());
     let b = pull(p, &cursor, 1);
     assert_eq!(iufs(&b), ["FDR-B#1"]);
     let c_page = pull(p, b["nextCursor"].as_str().unwrap(), 1);
@@ -101,7 +103,7 @@ fn reports_pull_pages_in_finish_order_and_waits_for_a_loading_flow() {
 
     // A revision supersedes A: listed after, and A shows superseded from the start again.
     let a2 = store.begin_report(&key("FDR-A", 2)).unwrap();
-    assert!(store.finish_report(a2.id, &totals(3000), &[]).unwrap());
+    assert!(store.finish_report(a2.id, &totals(3000), &[], &[]).unwrap());
     let next = pull(p, c_page["nextCursor"].as_str().unwrap(), 100);
     assert_eq!(iufs(&next), ["FDR-A#2"]);
     let all = pull(p, "0", 100);

@@ -48,6 +48,7 @@ fn every_route_is_scoped_to_the_key_entity() {
         ("DELETE", "/entities/c_g224/positions/ISO-1"),
         ("GET", "/entities/c_g224/receipts"),
         ("GET", "/entities/c_g224/reports"),
+        ("GET", "/entities/c_g224/reports/2026-12-07PSP-1"),
         ("GET", "/entities/c_g224/spontaneous"),
         ("POST", "/entities/c_g224/spontaneous/MENSA"),
         ("POST", "/entities/c_g224/carts"),

@@ -19,6 +19,7 @@
 pub mod call;
 pub mod dir;
 pub mod duration;
+pub mod file_messages;
 pub mod http;
 pub mod kafka;
 pub mod retry;

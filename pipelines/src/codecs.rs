@@ -4,6 +4,7 @@
 
 use crate::config::Problem;
 use serde_json::Value;
+use snodo_adapters::fdr::{self, report_json, Report};
 use snodo_adapters::flow_format::FlowFormat;
 use snodo_adapters::pagopa::Request;
 use snodo_adapters::receipt_json::ReceiptContext;
@@ -20,6 +21,8 @@ pub const CODECS: &[Codec] = &[
     // MyPay's formats have no such field: the ERP would book a normal payment.
     Codec { name: mypay_push::MYPAY_PUSH, does: Does::ReceiptMessages(|c, xml, r| mypay_push::encode_parsed(c, xml, r).map_err(|e| e.to_string())), holds_flagged: true },
     Codec { name: mypay_export::MYPAY_EXPORT, does: Does::ReceiptFiles(mypay_export_settings), holds_flagged: true },
+    Codec { name: fdr::FDR_XML, does: Does::ReportDocuments(ReportCodec { encode: Report::to_xml, extension: "xml", content_type: "application/xml" }), holds_flagged: false },
+    Codec { name: fdr::FDR_JSON, does: Does::ReportDocuments(ReportCodec { encode: report_json::encode, extension: "json", content_type: "application/json" }), holds_flagged: false },
 ];
 
 /// Decodes and validates one stream message (payload, key) into a position row.
@@ -33,6 +36,15 @@ pub type DecodePosition = fn(
 /// Encodes one stored receipt (its XML as received, the request decoded from it once on
 /// arrival, and what the hub knows beside it) as one message body.
 pub type EncodeReceipt = fn(&ReceiptContext<'_>, &str, &Request) -> Result<Vec<u8>, String>;
+
+/// How a reports pipeline writes a settlement flow: one document per flow revision.
+#[derive(Clone, Copy)]
+pub struct ReportCodec {
+    pub encode: fn(&Report) -> Vec<u8>,
+    /// Of the file a file sink writes (`<iuf>.<pspId>.r<revision>.<extension>`).
+    pub extension: &'static str,
+    pub content_type: &'static str,
+}
 
 /// Reads a batch codec's settings (`encode = { codec = "...", ... }`), each problem under `at`.
 pub type FileSettings = fn(&Value, &str, &mut Vec<Problem>) -> Option<ReceiptFile>;
@@ -56,6 +68,8 @@ pub enum Does {
     ReceiptMessages(EncodeReceipt),
     /// Encodes many receipts per file, written on a schedule through a file sink.
     ReceiptFiles(FileSettings),
+    /// Encodes one settlement flow (its report) per document, for a reports pipeline.
+    ReportDocuments(ReportCodec),
 }
 
 /// How a batch codec writes its files.

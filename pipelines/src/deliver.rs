@@ -1,14 +1,16 @@
-//! A push receipts pipeline at work: claims due deliveries from the outbox, encodes each receipt,
-//! sends it to the entity's system, and records the outcome (delivered, retry later, or dead).
+//! A push receipts pipeline (or a reports pipeline) at work: claims due deliveries from the
+//! outbox, encodes each receipt (or settlement flow), sends it to the entity's system, and
+//! records the outcome (delivered, retry later, or dead).
 //!
 //! Claims are leased in the store, so a crashed hub's deliveries are taken over when the lease
 //! ends; each pipeline has its own task and its own concurrency, so a slow or dead entity system
 //! never delays another entity's receipts. Outcomes are recorded in batches (one commit for many
 //! deliveries), which is what lets one pipeline keep up with thousands of receipts a second.
 
-use crate::codecs::EncodeReceipt;
+use crate::codecs::{EncodeReceipt, ReportCodec};
 use crate::metrics::DeliveryStats;
 use crate::plan::{EntityRuntime, PipelineKind, Plan, ReceiptEncoding, ReceiptRoute};
+use crate::stored_report::RebuildError;
 use chrono::{DateTime, SecondsFormat, Utc};
 use snodo_adapters::pagopa::{self, Request};
 use snodo_adapters::receipt_json::ReceiptContext;
@@ -36,10 +38,24 @@ const RECORD_BATCH: usize = 512;
 /// their lease, by this hub or another).
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// What a pipeline's deliveries are of, and how each is written.
+#[derive(Clone, Copy)]
+enum Subject {
+    Receipts(EncodeReceipt),
+    Reports(ReportCodec),
+}
+
+/// A delivery's message: its key (a receipt's notice number; a flow's file name), body and type.
+struct Encoded {
+    key: String,
+    body: Vec<u8>,
+    content_type: &'static str,
+}
+
 pub struct Deliverer {
     name: String,
     entity: Arc<EntityRuntime>,
-    encode: EncodeReceipt,
+    subject: Subject,
     sink: Arc<dyn MessageSink>,
     policy: RetryPolicy,
     lease: Duration,
@@ -84,28 +100,31 @@ impl Deliverer {
         stats: Arc<DeliveryStats>,
     ) -> Result<Self, String> {
         let p = &plan.pipelines[index];
-        let PipelineKind::Receipts {
-            format,
-            route: ReceiptRoute::Push(target),
-            ..
-        } = &p.kind
-        else {
-            return Err("not a push receipts pipeline".into());
-        };
-        let ReceiptEncoding::PerMessage(encode) = format.encoding else {
-            return Err(format!("{:?} is written in files, not pushed", format.name));
+        let (subject, sink) = match &p.kind {
+            PipelineKind::Receipts {
+                format,
+                route: ReceiptRoute::Push(target),
+                ..
+            } => {
+                let ReceiptEncoding::PerMessage(encode) = format.encoding else {
+                    return Err(format!("{:?} is written in files, not pushed", format.name));
+                };
+                (Subject::Receipts(encode), &target.sink)
+            }
+            PipelineKind::Reports { codec, sink, .. } => (Subject::Reports(*codec), sink),
+            _ => return Err("not a push receipts pipeline nor a reports pipeline".into()),
         };
         let entity = plan
             .entities
             .get(&p.entity)
             .cloned()
             .ok_or_else(|| format!("unknown entity {}", p.entity))?;
-        let sink = target.sink.build().map_err(|e| e.to_string())?;
+        let sink = sink.build().map_err(|e| e.to_string())?;
         let (policy, timeout) = (*sink.retry_policy(), sink.timeout());
         Ok(Self {
             name: p.name.clone(),
             entity,
-            encode,
+            subject,
             policy,
             lease: timeout + LEASE_MARGIN,
             sink,
@@ -115,7 +134,7 @@ impl Deliverer {
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        info!(pipeline = %self.name, entity = %self.entity.ipa_code, "receipt deliveries started");
+        info!(pipeline = %self.name, entity = %self.entity.ipa_code, "deliveries started");
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(CONCURRENCY));
         let (done, outcomes) = mpsc::unbounded_channel::<(Delivery, Attempt)>();
@@ -162,7 +181,7 @@ impl Deliverer {
         let _ = tokio::time::timeout(DRAIN, permits.acquire_many(all)).await;
         drop(done);
         let _ = recorder.await;
-        info!(pipeline = %this.name, "receipt deliveries stopped");
+        info!(pipeline = %this.name, "deliveries stopped");
     }
 
     /// Records outcomes as they come, many per commit.
@@ -204,7 +223,7 @@ impl Deliverer {
                         .unwrap_or_default();
                     self.stats.delivered(&self.name, latency);
                 }
-                info!(pipeline = %self.name, delivery = d.id, receipt_id = %d.idempotency_key, "receipt delivered");
+                info!(pipeline = %self.name, delivery = d.id, key = %d.idempotency_key, "delivered");
             }
             Attempt::Retry { at, error } => {
                 self.stats.attempt(&self.name, "retry");
@@ -241,24 +260,34 @@ impl Deliverer {
     }
 
     async fn attempt(&self, d: &Delivery) -> Attempt {
-        match self.encode(d).await {
-            Ok((notice, body)) => {
+        let encoded = match self.subject {
+            Subject::Receipts(encode) => self.encode(d, encode).await,
+            Subject::Reports(codec) => self.encode_report(d, codec).await,
+        };
+        match encoded {
+            Ok(m) => {
                 let headers = [
                     ("Idempotency-Key", d.idempotency_key.as_str()),
-                    ("content-type", "application/json"),
+                    ("content-type", m.content_type),
                 ];
                 let message = Outgoing {
-                    key: &notice,
-                    body: &body,
+                    key: &m.key,
+                    body: &m.body,
                     headers: &headers,
                 };
                 let result = self.sink.send(message).await;
                 self.judge(d, result)
             }
-            // A receipt that cannot be encoded will not encode better later.
+            // A receipt (or flow) that cannot be encoded will not encode better later.
             Err(Unsent::Unencodable(e)) => Attempt::Dead { error: e },
             // The store will answer again: the receipt is fine, try later.
-            Err(Unsent::Store(e)) => self.retry_later(d, format!("reading the receipt: {e}")),
+            Err(Unsent::Store(e)) => {
+                let what = match self.subject {
+                    Subject::Receipts(_) => "the receipt",
+                    Subject::Reports(_) => "the settlement flow",
+                };
+                self.retry_later(d, format!("reading {what}: {e}"))
+            }
         }
     }
 
@@ -303,9 +332,11 @@ impl Deliverer {
     }
 
     /// The receipt's notice number (a topic's key) and its encoded body.
-    async fn encode(&self, d: &Delivery) -> Result<(String, Vec<u8>), Unsent> {
+    async fn encode(&self, d: &Delivery, encode: EncodeReceipt) -> Result<Encoded, Unsent> {
         let store = self.store.clone();
-        let receipt = d.receipt;
+        let receipt = d
+            .receipt
+            .ok_or_else(|| Unsent::Unencodable(format!("delivery {} is not of a receipt", d.id)))?;
         let doc = tokio::task::spawn_blocking(move || store.receipt_document(receipt))
             .await
             .map_err(|e| Unsent::Store(e.to_string()))?
@@ -313,8 +344,46 @@ impl Deliverer {
             .ok_or_else(|| Unsent::Unencodable(format!("receipt {receipt} is not in the store")))?;
         let ctx = context(&self.entity, &doc);
         let request = decoded(&doc).map_err(Unsent::Unencodable)?;
-        let body = (self.encode)(&ctx, &doc.xml, &request).map_err(Unsent::Unencodable)?;
-        Ok((doc.receipt.notice_number.clone(), body))
+        let body = encode(&ctx, &doc.xml, &request).map_err(Unsent::Unencodable)?;
+        Ok(Encoded {
+            key: doc.receipt.notice_number.clone(),
+            body,
+            content_type: "application/json",
+        })
+    }
+
+    /// The stored flow as the pipeline's format, keyed by the file name a file sink gives it:
+    /// `<iuf>.<pspId>.r<revision>.<extension>`.
+    async fn encode_report(&self, d: &Delivery, codec: ReportCodec) -> Result<Encoded, Unsent> {
+        let id = d
+            .report
+            .ok_or_else(|| Unsent::Unencodable(format!("delivery {} is not of a report", d.id)))?;
+        let store = self.store.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let flow = store.report(id)?.ok_or_else(|| RebuildError::Corrupt {
+                id,
+                why: "not in the store".into(),
+            })?;
+            crate::stored_report::rebuild(&*store, &flow).map(|r| (flow, r))
+        })
+        .await
+        .map_err(|e| Unsent::Store(e.to_string()))?;
+        let (flow, report) = match built {
+            Ok(b) => b,
+            Err(RebuildError::Store(e)) => return Err(Unsent::from(e)),
+            Err(e) => return Err(Unsent::Unencodable(e.to_string())),
+        };
+        // A legacy flow's PSP may be unknown: its name then goes without it.
+        let psp = if flow.psp_id.is_empty() {
+            String::new()
+        } else {
+            format!(".{}", flow.psp_id)
+        };
+        Ok(Encoded {
+            key: format!("{}{psp}.r{}.{}", flow.iuf, flow.revision, codec.extension),
+            body: (codec.encode)(&report),
+            content_type: codec.content_type,
+        })
     }
 }
 

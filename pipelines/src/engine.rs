@@ -90,7 +90,8 @@ impl Hub {
                 PipelineKind::Receipts {
                     route: ReceiptRoute::Push(_),
                     ..
-                } => {
+                }
+                | PipelineKind::Reports { .. } => {
                     let deliverer = crate::deliver::Deliverer::new(
                         self.plan.clone(),
                         index,

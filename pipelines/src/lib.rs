@@ -21,6 +21,7 @@ pub mod plan;
 pub mod registry;
 pub mod reports;
 pub mod reserved;
+pub mod stored_report;
 pub mod stream;
 
 /// Test hook: when `SNODO_FAILPOINT` names this point, the process aborts here, as a power cut

@@ -2,12 +2,13 @@
 //! connectors and codecs resolved. `snodo validate` prints the problems; `snodo run` refuses to
 //! start with any.
 
-use crate::codecs::{self, DecodePosition, Does, EncodeReceipt, ReceiptFile};
+use crate::codecs::{self, DecodePosition, Does, EncodeReceipt, ReceiptFile, ReportCodec};
 use crate::config::{self, Codec, Config, Endpoint, Problem};
 use crate::registry::{self, SourceShape};
 use snodo_adapters::flow_format::FlowFormat;
 use snodo_adapters::text_encoding::Encoding;
-use snodo_connectors::{MessageSinkConfig, SinkConfig, SourceConfig};
+use snodo_connectors::file_messages::FileMessagesConfig;
+use snodo_connectors::{MessageSinkConfig, RetryPolicy, SinkConfig, SourceConfig};
 use snodo_core::dovuto::{DebtTypeRules, EntityRules};
 use snodo_core::{EntityFiscalCode, Iban, SegregationCode, TaxonomyCode, TaxonomyTable};
 use snodo_store::DeliverTo;
@@ -177,6 +178,15 @@ impl Plan {
         out
     }
 
+    /// The pipelines that hand on an entity's settlement flows.
+    pub fn report_pipelines(&self, entity: &str) -> Vec<&str> {
+        self.pipelines
+            .iter()
+            .filter(|p| p.entity == entity && matches!(p.kind, PipelineKind::Reports { .. }))
+            .map(|p| p.name.as_str())
+            .collect()
+    }
+
     /// The entity the node names by fiscal code (`idPA`).
     pub fn entity_by_fiscal_code(&self, fiscal_code: &str) -> Option<&Arc<EntityRuntime>> {
         self.entities
@@ -209,6 +219,13 @@ pub enum PipelineKind {
         format: ReceiptFormat,
         route: ReceiptRoute,
         debt_types: Vec<String>,
+    },
+    /// The entity's settlement flows, one document per flow revision as it is stored, delivered
+    /// through the outbox to a message sink or, one file each, to a file sink.
+    Reports {
+        codec: ReportCodec,
+        connector: &'static str,
+        sink: Arc<dyn MessageSinkConfig>,
     },
 }
 
@@ -267,6 +284,8 @@ pub struct PipelinePlan {
 
 /// `from = "receipts"`: the pipeline delivers the entity's receipts.
 pub const RECEIPTS: &str = "receipts";
+/// `from = "reports"`: the pipeline delivers the entity's settlement flows.
+pub const REPORTS: &str = "reports";
 
 /// Loads and checks a configuration file (`None`: the embedded demo).
 pub fn load(path: Option<&Path>) -> Result<Plan, Vec<Problem>> {
@@ -652,6 +671,14 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                 ));
             }
             receipts_pipeline(pc, &at, entities.get(&pc.entity).map(|e| &**e), &mut local)
+        } else if matches!(&pc.from, Endpoint::Named(n) if n == REPORTS) {
+            if fdr.is_none() {
+                local.push(Problem::new(
+                    format!("{at}.from"),
+                    "settlement flows are pulled only with [pagopa.fdr] configured",
+                ));
+            }
+            reports_pipeline(pc, &at, &mut local)
         } else {
             for (what, given) in [
                 ("debt_types", !pc.debt_types.is_empty()),
@@ -839,7 +866,7 @@ fn import_pipeline(
             local.push(Problem::new(
                 format!("{at}.from"),
                 format!(
-                    "{n:?} is not a source: use \"{RECEIPTS}\" or {{ connector = \"dir\", ... }}"
+                    "{n:?} is not a source: use \"{RECEIPTS}\", \"{REPORTS}\" or {{ connector = \"dir\", ... }}"
                 ),
             ));
             None
@@ -1089,6 +1116,89 @@ fn receipts_pipeline(
     })
 }
 
+/// `from = "reports"`, `encode` a report format (`fdr-xml`, `fdr-json`), `to` any connector that
+/// can take a message or a file.
+fn reports_pipeline(
+    pc: &config::PipelineConfig,
+    at: &str,
+    local: &mut Vec<Problem>,
+) -> Option<PipelineKind> {
+    for (what, given) in [
+        ("decode", pc.decode.is_some()),
+        ("outcomes", pc.outcomes.is_some()),
+        ("debt_types", !pc.debt_types.is_empty()),
+        ("batch", pc.batch.is_some()),
+        ("encoding", pc.encoding.is_some()),
+    ] {
+        if given {
+            local.push(Problem::new(
+                format!("{at}.{what}"),
+                "a reports pipeline hands on each settlement flow as it is stored: it takes only encode and to",
+            ));
+        }
+    }
+    let known = || codecs::names(|d| matches!(d, Does::ReportDocuments(_)));
+    let codec = match &pc.encode {
+        None => {
+            local.push(Problem::new(
+                format!("{at}.encode"),
+                format!(
+                    "missing: say how to write settlement flows ({})",
+                    known().join(", ")
+                ),
+            ));
+            None
+        }
+        Some(c) => match codecs::codec(&c.name).map(|k| k.does) {
+            Some(Does::ReportDocuments(codec)) => {
+                if c.params.as_object().is_some_and(|m| !m.is_empty()) {
+                    local.push(Problem::new(
+                        format!("{at}.encode"),
+                        format!("{:?} takes no settings", c.name),
+                    ));
+                }
+                Some(codec)
+            }
+            _ => {
+                local.push(Problem::new(
+                    format!("{at}.encode"),
+                    registry::unknown_name(&c.name, "settlement flow format", &known()),
+                ));
+                None
+            }
+        },
+    };
+    let path = format!("{at}.to");
+    let target = match &pc.to {
+        Endpoint::Connector { kind, params } if registry::is_message_sink(kind) => {
+            registry::parse_message_sink(kind, params.clone(), &path, "connector", local)
+                .map(|sink| (kind.as_str(), sink))
+        }
+        Endpoint::Connector { kind, params } => {
+            registry::parse_sink(kind, params.clone(), &path, local).map(|sink| {
+                let files: Arc<dyn MessageSinkConfig> = Arc::new(FileMessagesConfig {
+                    sink,
+                    policy: RetryPolicy::default(),
+                });
+                (kind.as_str(), files)
+            })
+        }
+        Endpoint::Named(n) => {
+            local.push(Problem::new(
+                path,
+                format!("{n:?}: settlement flows go to a connector, e.g. {{ connector = \"dir\", path = \"...\" }}"),
+            ));
+            None
+        }
+    };
+    let (kind, sink) = target?;
+    Some(PipelineKind::Reports {
+        codec: codec?,
+        connector: registry::connector(kind)?.name,
+        sink,
+    })
+}
+
 fn receipt_format(c: &Codec, at: &str, local: &mut Vec<Problem>) -> Option<ReceiptFormat> {
     let no_settings = |local: &mut Vec<Problem>| {
         if c.params.as_object().is_some_and(|m| !m.is_empty()) {
@@ -1109,7 +1219,7 @@ fn receipt_format(c: &Codec, at: &str, local: &mut Vec<Problem>) -> Option<Recei
             ReceiptEncoding::PerMessage(encode)
         }
         Does::ReceiptFiles(settings) => ReceiptEncoding::File(settings(&c.params, at, local)?),
-        Does::ImportFlows(_) | Does::StreamPositions(_) => {
+        Does::ImportFlows(_) | Does::StreamPositions(_) | Does::ReportDocuments(_) => {
             local.push(Problem::new(
                 at,
                 registry::unknown_name(&c.name, "receipt format", &known()),

@@ -646,6 +646,7 @@ impl Puller {
             .filter(|(row, ..)| row.is_none())
             .map(anomaly)
             .collect();
+        // The entity's reports pipelines get it in the same commit: handed on exactly once.
         let finished = self.store.finish_report(
             stored.id,
             &ReportTotals {
@@ -654,6 +655,7 @@ impl Puller {
                 linked: link_summary.linked as i64,
             },
             &totals,
+            &self.plan.report_pipelines(&e.ipa_code),
         )?;
         if finished {
             summary.stored += 1;
@@ -696,7 +698,7 @@ fn known_of(p: &SettlementPayment, f: RowFacts) -> (Known, Option<i64>) {
 
 /// The amount of the receipt's transfer `index`, from the request as parsed on arrival; a
 /// receipt kept without it counts as one transfer of its whole amount.
-fn transfer_amount(r: &LinkReceipt, index: TransferIndex) -> Option<snodo_core::Amount> {
+pub(crate) fn transfer_amount(r: &LinkReceipt, index: TransferIndex) -> Option<snodo_core::Amount> {
     let Some(parsed) = &r.parsed else {
         return (index == TransferIndex::FIRST)
             .then(|| snodo_core::Amount::from_cents(r.amount_cents));

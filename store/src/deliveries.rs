@@ -49,7 +49,7 @@ pub trait OutboxStore {
 macro_rules! columns {
     () => {
         "id, pipeline, entity, receipt, idempotency_key, status, attempts, next_attempt_at,
-         last_error, created_at, updated_at, delivered_at, lease_until"
+         last_error, created_at, updated_at, delivered_at, lease_until, report"
     };
 }
 
@@ -68,6 +68,7 @@ fn delivery_from(r: &dyn Row) -> Result<Delivery> {
         updated_at: r.get(10)?,
         delivered_at: r.get(11)?,
         lease_until: r.get(12)?,
+        report: r.get(13)?,
     })
 }
 

@@ -474,9 +474,12 @@ pub struct Delivery {
     pub id: i64,
     pub pipeline: String,
     pub entity: String,
-    /// The stored receipt's id (see [`ReceiptStore::receipt_document`]).
-    pub receipt: i64,
-    /// The receipt id: receivers dedupe on it.
+    /// The stored receipt's id (see [`ReceiptStore::receipt_document`]), for a receipts
+    /// pipeline's delivery.
+    pub receipt: Option<i64>,
+    /// The stored settlement flow's id (see [`ReportStore::report`]), for a reports pipeline's.
+    pub report: Option<i64>,
+    /// The receipt id, or the flow's `pspId/iuf/revision`: receivers dedupe on it.
     pub idempotency_key: String,
     pub status: DeliveryStatus,
     pub attempts: i64,

@@ -28,12 +28,15 @@ pub trait ReportStore {
 
     /// Marks a `loading` flow `ok` with its totals and flow-level anomalies, supersedes its
     /// earlier revisions (or is itself superseded by a later one already held), and records
-    /// `report.received`. Returns false when the flow was not `loading` (finished already).
+    /// `report.received`; in the same transaction, a delivery for each of the entity's reports
+    /// `pipelines` (none for a revision already superseded). Returns false when the flow was not
+    /// `loading` (finished already).
     fn finish_report(
         &self,
         flow_id: i64,
         totals: &ReportTotals,
         anomalies: &[NewAnomaly<'_>],
+        pipelines: &[&str],
     ) -> Result<bool>;
 
     /// Records the flow as failed with why (a new row, or a `loading` one); a flow already `ok`
@@ -58,6 +61,9 @@ pub trait ReportStore {
     /// `limit`. None past a flow still `loading`: it may finish after later ones, and a puller
     /// keeping the last id seen as its cursor would otherwise never see it.
     fn reports_after(&self, entity: &str, after_id: i64, limit: u32) -> Result<Vec<ReportFlow>>;
+
+    /// The flow with this store id.
+    fn report(&self, id: i64) -> Result<Option<ReportFlow>>;
 
     /// Every flow of the entity with this IUF (all PSPs and revisions), newest first.
     fn reports_by_iuf(&self, entity: &str, iuf: &str) -> Result<Vec<ReportFlow>>;
@@ -413,6 +419,7 @@ impl<D: Driver> ReportStore for D {
         flow_id: i64,
         totals: &ReportTotals,
         anomalies: &[NewAnomaly<'_>],
+        pipelines: &[&str],
     ) -> Result<bool> {
         let ts = now();
         self.tx(|c| {
@@ -497,7 +504,26 @@ impl<D: Driver> ReportStore for D {
                 },
                 &ts,
             )?;
-            crate::events::add_counts(c, vec![(count::REPORTS, flow.entity.as_str(), 1)])?;
+            let mut counts = vec![(count::REPORTS, flow.entity.as_str(), 1)];
+            if later.is_none() {
+                for p in pipelines {
+                    c.execute(
+                        "INSERT INTO deliveries (pipeline, entity, report, idempotency_key, status,
+                            next_attempt_at, created_at, updated_at)
+                         VALUES ($1, $2, $3, $4, 'pending', $5, $5, $5)
+                         ON CONFLICT DO NOTHING",
+                        args!(
+                            *p,
+                            flow.entity.as_str(),
+                            flow_id,
+                            subject.as_str(),
+                            ts.as_str()
+                        ),
+                    )?;
+                    counts.push((count::DELIVERIES, *p, 1));
+                }
+            }
+            crate::events::add_counts(c, counts)?;
             Ok(true)
         })
     }
@@ -588,6 +614,10 @@ impl<D: Driver> ReportStore for D {
              ORDER BY id LIMIT $3"
         );
         self.read(|c| c.all(&sql, args!(entity, after_id, limit), flow_from))
+    }
+
+    fn report(&self, id: i64) -> Result<Option<ReportFlow>> {
+        self.read(|c| by_id(c, id))
     }
 
     fn reports_by_iuf(&self, entity: &str, iuf: &str) -> Result<Vec<ReportFlow>> {

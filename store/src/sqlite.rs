@@ -20,6 +20,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("migrations/sqlite_0009_held.sql")),
     (10, include_str!("migrations/sqlite_0010_file_attempts.sql")),
     (11, include_str!("migrations/sqlite_0011_reports.sql")),
+    (
+        12,
+        include_str!("migrations/sqlite_0012_report_deliveries.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -729,6 +733,57 @@ mod tests {
         assert_eq!(kinds("payment.activated"), 64);
         let m = s.metrics().unwrap();
         assert_eq!(m.receipts, vec![("c_g224".to_string(), 64, 32)]);
+    }
+
+    #[test]
+    fn the_outbox_keeps_its_deliveries_when_it_learns_reports() {
+        // A store at migration 11 with a pending and a delivered receipt delivery: migration 12
+        // rebuilds the table; both stay as they were, and new ids follow the old ones.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
+            )
+            .unwrap();
+            for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 11) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute("INSERT INTO schema_migrations VALUES (?1, 'x')", [v])
+                    .unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO deliveries (id, pipeline, entity, receipt, idempotency_key, status, attempts,
+                    next_attempt_at, created_at, updated_at, secondary)
+                 VALUES (7, 'erp', 'e', 70, 'R70', 'pending', 2, 'a', 'a', 'a', 0),
+                        (9, 'erp', 'e', 90, 'R90', 'delivered', 1, 'a', 'a', 'a', 1);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let kept = s.delivery(7).unwrap().unwrap();
+        assert_eq!(
+            (kept.receipt, kept.report, kept.attempts, kept.status),
+            (Some(70), None, 2, DeliveryStatus::Pending)
+        );
+        assert_eq!(s.delivery(9).unwrap().unwrap().receipt, Some(90));
+        let conn = s.lock();
+        // A delivery is of a receipt or of a report, never both nor neither.
+        for (receipt, report) in [("NULL", "NULL"), ("1", "2")] {
+            let r = conn.execute_batch(&format!(
+                "INSERT INTO deliveries (pipeline, entity, receipt, report, idempotency_key, status,
+                    next_attempt_at, created_at, updated_at)
+                 VALUES ('x', 'e', {receipt}, {report}, 'k', 'pending', 'a', 'a', 'a')"
+            ));
+            assert!(r.is_err(), "receipt {receipt}, report {report}");
+        }
+        conn.execute_batch(
+            "INSERT INTO deliveries (pipeline, entity, report, idempotency_key, status,
+                next_attempt_at, created_at, updated_at)
+             VALUES ('rep', 'e', 5, 'k', 'pending', 'a', 'a', 'a')",
+        )
+        .unwrap();
+        assert_eq!(conn.last_insert_rowid(), 10);
     }
 
     #[test]

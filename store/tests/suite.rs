@@ -181,6 +181,7 @@ suite!(
     an_export_leaves_out_what_cannot_be_encoded,
     settlement_flows_link_resume_supersede_and_fail,
     reports_after_lists_finished_flows_and_stops_before_a_loading_one,
+    a_finished_flow_is_delivered_once_per_reports_pipeline_unless_superseded,
 );
 
 const E: &str = "c_g224";
@@ -904,7 +905,7 @@ fn the_outbox_claims_leases_retries_and_replays(b: &Backend) {
     assert_eq!(s.replay(&[d.id], None).unwrap(), 0, "only dead letters");
     assert!(s.delivery(999_999).unwrap().is_none());
 
-    let doc = s.receipt_document(d.receipt).unwrap().unwrap();
+    let doc = s.receipt_document(d.receipt.unwrap()).unwrap().unwrap();
     assert_eq!(doc.iud.as_deref(), Some("A"));
     assert_eq!(doc.debt_type.as_deref(), Some("TARI"));
     assert_eq!(doc.xml, "<receipt/>");
@@ -2623,6 +2624,57 @@ fn report_row<'a>(
     }
 }
 
+/// A flow that finishes current gets one delivery per reports pipeline, in the same transaction
+/// (finishing again adds none); a revision that arrives already superseded gets none; the
+/// outbox hands report deliveries out like receipts'.
+fn a_finished_flow_is_delivered_once_per_reports_pipeline_unless_superseded(b: &Backend) {
+    let s = b.store();
+    let totals = ReportTotals::default();
+    let newer = s
+        .begin_report(&report_key("PSP1", "2026-11-27PSP1-9", 2))
+        .unwrap();
+    assert!(s
+        .finish_report(newer.id, &totals, &[], &["rep-json", "rep-xml"])
+        .unwrap());
+    assert!(!s
+        .finish_report(newer.id, &totals, &[], &["rep-json", "rep-xml"])
+        .unwrap());
+    // Revision 1 arrives late: it is history, not handed on.
+    let older = s
+        .begin_report(&report_key("PSP1", "2026-11-27PSP1-9", 1))
+        .unwrap();
+    assert!(s
+        .finish_report(older.id, &totals, &[], &["rep-json", "rep-xml"])
+        .unwrap());
+    assert_eq!(
+        s.report(older.id).unwrap().unwrap().superseded_by,
+        Some(newer.id)
+    );
+    let claimed = s
+        .claim_deliveries(
+            "rep-json",
+            "2999-01-01T00:00:00.000Z",
+            "2999-01-01T00:01:00.000Z",
+            10,
+        )
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    let d = &claimed[0];
+    assert_eq!(
+        (d.report, d.receipt, d.entity.as_str()),
+        (Some(newer.id), None, E)
+    );
+    assert_eq!(d.idempotency_key, "PSP1/2026-11-27PSP1-9/2");
+    assert!(s.record_attempt(d, &Attempt::Delivered).unwrap());
+    assert_eq!(
+        s.deliveries(DeliveryStatus::Pending, Some(E), Some("rep-xml"), 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(s.report(i64::MAX).unwrap().map(|f| f.id), None);
+}
+
 /// A settlement flow's rows commit chunk by chunk from its checkpoint only, link to receipts,
 /// keep their anomalies (with events and metric totals), a later revision supersedes the earlier
 /// one, a paid position finds its flow, and a failed flow keeps its reason.
@@ -2743,10 +2795,10 @@ fn settlement_flows_link_resume_supersede_and_fail(b: &Backend) {
         linked: 1,
     };
     assert!(s
-        .finish_report(r1.id, &totals, std::slice::from_ref(&total))
+        .finish_report(r1.id, &totals, std::slice::from_ref(&total), &[])
         .unwrap());
     assert!(
-        !s.finish_report(r1.id, &totals, &[total]).unwrap(),
+        !s.finish_report(r1.id, &totals, &[total], &[]).unwrap(),
         "finished once"
     );
     assert!(matches!(
@@ -2815,6 +2867,7 @@ fn settlement_flows_link_resume_supersede_and_fail(b: &Backend) {
                 computed_cents: 1250,
                 linked: 1
             },
+            &[],
             &[]
         )
         .unwrap());
@@ -2871,10 +2924,10 @@ fn reports_after_lists_finished_flows_and_stops_before_a_loading_one(b: &Backend
         linked: 0,
     };
     let a = s.begin_report(&report_key("PSP1", "AFTER-A", 1)).unwrap();
-    assert!(s.finish_report(a.id, &totals, &[]).unwrap());
+    assert!(s.finish_report(a.id, &totals, &[], &[]).unwrap());
     let loading = s.begin_report(&report_key("PSP1", "AFTER-B", 1)).unwrap();
     let c = s.begin_report(&report_key("PSP1", "AFTER-C", 1)).unwrap();
-    assert!(s.finish_report(c.id, &totals, &[]).unwrap());
+    assert!(s.finish_report(c.id, &totals, &[], &[]).unwrap());
     s.fail_report(&report_key("PSP1", "AFTER-X", 1), "bad")
         .unwrap();
     let iufs = |after: i64, limit: u32| -> Vec<String> {
@@ -2886,7 +2939,7 @@ fn reports_after_lists_finished_flows_and_stops_before_a_loading_one(b: &Backend
     };
     assert_eq!(iufs(0, 10), ["AFTER-A"], "C waits behind the loading B");
     assert!(s.reports_after("other", 0, 10).unwrap().is_empty());
-    assert!(s.finish_report(loading.id, &totals, &[]).unwrap());
+    assert!(s.finish_report(loading.id, &totals, &[], &[]).unwrap());
     assert_eq!(iufs(a.id, 1), ["AFTER-B"]);
     assert_eq!(
         iufs(loading.id, 10),

@@ -892,3 +892,130 @@ pub fn admin_call(port: u16, token: &str, method: &str, path: &str) -> (String, 
     let (body, code) = text.rsplit_once('\n').expect("curl's status line");
     (code.to_string(), body.to_string())
 }
+
+/// `snodo sim ARGS` in `home`, which must succeed.
+pub fn run_sim(home: &Home, args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .arg("sim")
+        .args(args)
+        .current_dir(home.path())
+        .env("SNODO_LOG", "warn")
+        .output()
+        .expect("run snodo sim");
+    assert!(
+        out.status.success(),
+        "snodo sim {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+/// `snodo sim --serve` (the node's FdR 3 REST and legacy SOAP over a ledger's published flows),
+/// killed when dropped.
+pub struct SimPsps(Child);
+
+impl SimPsps {
+    pub fn serve(home: &Home, ledger: &Path, port: u16) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(BIN)
+            .args(["sim", "--ledger"])
+            .arg(ledger)
+            .args([
+                "--serve",
+                &format!("127.0.0.1:{port}"),
+                "--fdr-key",
+                "fdr-k",
+                "--fdr-password",
+                "fdr-pw",
+            ])
+            .current_dir(home.path())
+            .env("SNODO_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start snodo sim --serve");
+        let out = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(out);
+        let mut said = String::new();
+        while !said.contains("sim: reporting") {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            said.push_str(&line);
+        }
+        assert!(
+            said.contains("sim: reporting"),
+            "sim did not serve flows: {said:?}"
+        );
+        // Keep the pipe drained so the simulator never blocks writing to it.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        SimPsps(child)
+    }
+}
+
+impl Drop for SimPsps {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A command's stdout as JSON values, one a line; the command must have succeeded.
+pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    assert!(o.status.success(), "{}\n{}", stdout(o), stderr(o));
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// `count` TARI positions of c_g224 (IUDs `FDR000`…) paid by the simulated node, recorded in
+/// `ledger`.
+pub fn sim_paid_home(ledger: &Path, count: u32) -> Home {
+    let home = Home::new();
+    let rows: Vec<Row> = (0..count)
+        .map(|n| Row::tari(&format!("FDR{n:03}"), 1000 + n, 1000 + u64::from(n) * 7))
+        .collect();
+    home.import_rows("FDRSIM", &rows);
+    let hub = Hub::start_serving(&home);
+    let n = count.to_string();
+    let r = stdout(&run_sim(
+        &home,
+        &[
+            "-c",
+            "config.toml",
+            "--from-config",
+            "--count",
+            &n,
+            "--concurrency",
+            "8",
+            "--ledger",
+            ledger.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        r.contains(&format!(
+            "total payments={count} completed={count} faulted=0 errors=0"
+        )),
+        "{r}"
+    );
+    hub.terminate();
+    home
+}
+
+/// The Rome date of a ledger's payments (publishing that date, not "today", keeps a run that
+/// crosses midnight whole).
+pub fn sim_ledger_date(ledger: &Path) -> String {
+    let text = std::fs::read_to_string(ledger.join("payments.jsonl")).expect("ledger");
+    let dates: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "payment")
+        .map(|v| v["date"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(dates.len(), 1, "payments on one day: {dates:?}");
+    dates.into_iter().next().unwrap()
+}

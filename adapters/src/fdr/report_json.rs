@@ -7,21 +7,15 @@
 use std::io::{self, Write};
 
 use serde::Serialize;
-use snodo_core::settlement::link::{LinkSummary, RowLink};
-use snodo_core::settlement::{SettlementFlow, SettlementPayment};
+use snodo_core::settlement::link::RowLink;
+use snodo_core::settlement::SettlementPayment;
+
+use super::{Report, ReportAnomaly};
 
 pub const FORMAT: &str = "snodo.report.v1";
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReportJsonError {
-    #[error("{payments} payments but {links} links: one link per payment row is needed")]
-    Rows { payments: usize, links: usize },
-    #[error(transparent)]
-    Io(#[from] io::Error),
-}
-
 #[derive(Serialize)]
-struct Report<'a> {
+struct Doc<'a> {
     format: &'static str,
     iuf: &'a str,
     psp_id: &'a str,
@@ -36,7 +30,7 @@ struct Report<'a> {
     computed: Totals,
     linked: u64,
     payments: Rows<'a>,
-    anomalies: Vec<AnomalyOut>,
+    anomalies: Vec<AnomalyOut<'a>>,
 }
 
 #[derive(Serialize)]
@@ -113,31 +107,30 @@ struct Link<'a> {
 }
 
 #[derive(Serialize)]
-struct AnomalyOut {
-    code: &'static str,
-    severity: &'static str,
+struct AnomalyOut<'a> {
+    code: &'a str,
+    severity: &'a str,
     row: Option<u64>,
-    message: String,
+    message: &'a str,
 }
 
-/// Writes the report of `flow`: `payments` and `links` row for row (as the linking rules gave
-/// them), and `summary`'s totals and anomalies.
-pub fn write_report<W: Write>(
-    out: W,
-    flow: &SettlementFlow,
-    payments: &[SettlementPayment],
-    links: &[RowLink],
-    summary: &LinkSummary,
-) -> Result<(), ReportJsonError> {
-    if payments.len() != links.len() {
-        return Err(ReportJsonError::Rows {
-            payments: payments.len(),
-            links: links.len(),
-        });
+impl<'a> From<&'a ReportAnomaly> for AnomalyOut<'a> {
+    fn from(a: &'a ReportAnomaly) -> Self {
+        AnomalyOut {
+            code: &a.code,
+            severity: &a.severity,
+            row: a.row,
+            message: &a.message,
+        }
     }
+}
+
+/// Writes `report` as one JSON document and a newline.
+pub fn write_report<W: Write>(out: W, report: &Report) -> io::Result<()> {
+    let flow = &report.flow;
     let instant =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-    let report = Report {
+    let doc = Doc {
         format: FORMAT,
         iuf: flow.iuf.as_str(),
         psp_id: &flow.psp_id,
@@ -165,37 +158,26 @@ pub fn write_report<W: Write>(
             amount: flow.declared_amount.cents(),
         },
         computed: Totals {
-            count: summary.computed_count,
-            amount: summary.computed_amount.cents(),
+            count: report.computed_count,
+            amount: report.computed_amount.cents(),
         },
-        linked: summary.linked,
-        payments: Rows { payments, links },
-        anomalies: summary
-            .anomalies
-            .iter()
-            .map(|a| AnomalyOut {
-                code: a.code(),
-                severity: a.severity().as_str(),
-                row: a.row(),
-                message: a.to_string(),
-            })
-            .collect(),
+        linked: report.linked,
+        payments: Rows {
+            payments: &report.payments,
+            links: &report.links,
+        },
+        anomalies: report.anomalies.iter().map(AnomalyOut::from).collect(),
     };
     let mut out = io::BufWriter::new(out);
-    serde_json::to_writer(&mut out, &report).map_err(io::Error::from)?;
+    serde_json::to_writer(&mut out, &doc).map_err(io::Error::from)?;
     out.write_all(b"\n")?;
-    out.flush()?;
-    Ok(())
+    out.flush()
 }
 
 /// [`write_report`] into bytes.
-pub fn encode(
-    flow: &SettlementFlow,
-    payments: &[SettlementPayment],
-    links: &[RowLink],
-    summary: &LinkSummary,
-) -> Result<Vec<u8>, ReportJsonError> {
-    let mut out = Vec::with_capacity(1024 + payments.len() * 200);
-    write_report(&mut out, flow, payments, links, summary)?;
-    Ok(out)
+pub fn encode(report: &Report) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024 + report.payments.len() * 200);
+    // Writing to a Vec cannot fail, nor can serialising these plain types.
+    let _ = write_report(&mut out, report);
+    out
 }

@@ -755,7 +755,14 @@ fn the_report_validates_against_its_schema_with_links_and_anomalies() {
             "TOTAL_AMOUNT_MISMATCH"
         ]
     );
-    let bytes = report_json::encode(&flow, &rows, &report.links, &report.summary).unwrap();
+    let linked = super::Report::linked(
+        flow.clone(),
+        rows.clone(),
+        report.links.clone(),
+        &report.summary,
+    )
+    .unwrap();
+    let bytes = report_json::encode(&linked);
     let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(v["format"], "snodo.report.v1");
     assert_eq!(v["flow_date"], "2026-03-02");
@@ -766,13 +773,15 @@ fn the_report_validates_against_its_schema_with_links_and_anomalies() {
     assert_eq!(v["linked"], 2);
     // Without links, the flow alone (a report before linking) is valid too.
     let empty = report_json::encode(
-        &flow,
-        &[],
-        &[],
-        &snodo_core::settlement::link::LinkSummary::default(),
-    )
-    .unwrap();
-    assert!(report_json::encode(&flow, &rows, &[], &report.summary).is_err());
+        &super::Report::linked(
+            flow.clone(),
+            vec![],
+            vec![],
+            &snodo_core::settlement::link::LinkSummary::default(),
+        )
+        .unwrap(),
+    );
+    assert!(super::Report::linked(flow, rows, vec![], &report.summary).is_err());
     let dir = tempfile::tempdir().unwrap();
     let mut broken: serde_json::Value = v.clone();
     broken["payments"][0]["esito"] = 1.into();

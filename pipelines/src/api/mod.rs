@@ -43,6 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/entities/{ipa}/positions/{iud}/notice.pdf"),
     ("GET", "/entities/{ipa}/receipts"),
     ("GET", "/entities/{ipa}/reports"),
+    ("GET", "/entities/{ipa}/reports/{iuf}"),
     ("GET", "/entities/{ipa}/spontaneous"),
     ("POST", "/entities/{ipa}/spontaneous/{debtType}"),
     ("POST", "/entities/{ipa}/carts"),
@@ -185,6 +186,7 @@ pub fn router(
         )
         .route("/entities/{ipa}/receipts", get(positions::receipts))
         .route("/entities/{ipa}/reports", get(reports::list))
+        .route("/entities/{ipa}/reports/{iuf}", get(reports::read))
         .route("/entities/{ipa}/spontaneous", get(spontaneous::list))
         .route(
             "/entities/{ipa}/spontaneous/{debt_type}",

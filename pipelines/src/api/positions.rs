@@ -48,7 +48,44 @@ pub(crate) fn view(p: &Position, entity: &EntityRuntime) -> Value {
         "iuvGenerated": p.iuv_generated,
         "createdAt": p.created_at,
         "updatedAt": p.updated_at,
+        // Paid positions, once the PSP's settlement flow names their receipt.
+        "settlement": p.settlement.as_ref().map(|s| json!({
+            "iuf": s.iuf,
+            "pspId": s.psp_id,
+            "revision": s.revision,
+            "flowDate": s.flow_date,
+            "regulationId": s.regulation_id,
+        })),
     })
+}
+
+/// Fills in the settlement flow of each paid position, where one is known.
+async fn with_settlements(
+    api: &Api,
+    ipa: &str,
+    mut positions: Vec<Position>,
+) -> Result<Vec<Position>, Problem> {
+    let notices: Vec<(usize, String)> = positions
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.status == PositionStatus::Paid)
+        .filter_map(|(i, p)| p.notice_number.clone().map(|n| (i, n)))
+        .collect();
+    if notices.is_empty() {
+        return Ok(positions);
+    }
+    let store = api.store.clone();
+    let ipa = ipa.to_owned();
+    let keys: Vec<String> = notices.iter().map(|(_, n)| n.clone()).collect();
+    let found = blocking(move || {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        store.settlements(&ipa, &keys)
+    })
+    .await?;
+    for ((i, _), s) in notices.into_iter().zip(found) {
+        positions[i].settlement = s;
+    }
+    Ok(positions)
 }
 
 /// Whether a request carries what the position already holds. A request that leaves the IUV to
@@ -274,7 +311,12 @@ pub(crate) async fn read(State(api): State<Arc<Api>>, scope: Entered) -> Respons
     let who = scope.who.clone();
     let ipa = scope.param("ipa");
     let iud = scope.param("iud");
-    match by_iud(&api, &ipa, &iud).await {
+    let found = match by_iud(&api, &ipa, &iud).await {
+        Ok(Some(p)) => with_settlements(&api, &ipa, vec![p]).await,
+        Ok(None) => return not_found(&iud).into_response(),
+        Err(p) => return p.into_response(),
+    };
+    match found.map(|mut v| v.pop()) {
         Ok(Some(p)) => Reply::ok(StatusCode::OK, view(&p, &who.entity)).into_response(),
         Ok(None) => not_found(&iud).into_response(),
         Err(p) => p.into_response(),
@@ -464,7 +506,8 @@ pub(crate) async fn list(State(api): State<Arc<Api>>, scope: Entered, uri: Uri) 
             })?),
         };
         let store = api.store.clone();
-        let items = blocking(move || {
+        let entity = ipa.clone();
+        let mut items = blocking(move || {
             let filter = PositionFilter {
                 status,
                 debt_type: q.debt_type.as_deref(),
@@ -473,11 +516,12 @@ pub(crate) async fn list(State(api): State<Arc<Api>>, scope: Entered, uri: Uri) 
                 iuv: q.iuv.as_deref(),
                 notice_number: q.notice_number.as_deref(),
             };
-            store.list_positions(&ipa, &filter, after, limit + 1)
+            store.list_positions(&entity, &filter, after, limit + 1)
         })
         .await?;
         let more = items.len() > limit as usize;
-        let items = &items[..items.len().min(limit as usize)];
+        items.truncate(limit as usize);
+        let items = with_settlements(&api, &ipa, items).await?;
         let next = if more {
             items.last().map(|p| p.id.to_string())
         } else {
