@@ -37,6 +37,9 @@ enum Command {
     Run(cmd::run::Args),
     /// Check a configuration and print every problem with its path.
     Validate(cmd::validate::Args),
+    /// Ask the running hub to read its configuration again and apply it without stopping
+    /// (or refuse it, keeping the one running): what changed, as JSON.
+    Reload(cmd::reload::Args),
     /// Import one MyPay flow through the same code path as a pipeline.
     Import(cmd::import::Args),
     /// Print an entity's import flows (status, counts, error) as JSON lines, newest first.
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
     let done = match cli.command {
         Command::Run(a) => cmd::run::exec(a),
         Command::Validate(a) => cmd::validate::exec(a),
+        Command::Reload(a) => cmd::reload::exec(a),
         Command::Import(a) => cmd::import::exec(a),
         Command::Flows(a) => cmd::flows::exec(a),
         Command::Export(a) => cmd::export::exec(a),

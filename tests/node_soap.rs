@@ -33,26 +33,6 @@ fn assert_valid(home: &Home, envelope: &str) {
     );
 }
 
-fn verify_body(id_pa: &str, broker: &str, station: &str, notice: &str) -> String {
-    format!(
-        r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:paf="http://pagopa-api.pagopa.gov.it/pa/paForNode.xsd">
-  <soapenv:Header/>
-  <soapenv:Body>
-    <paf:paVerifyPaymentNoticeReq>
-      <idPA>{id_pa}</idPA><idBrokerPA>{broker}</idBrokerPA><idStation>{station}</idStation>
-      <qrCode><fiscalCode>{id_pa}</fiscalCode><noticeNumber>{notice}</noticeNumber></qrCode>
-    </paf:paVerifyPaymentNoticeReq>
-  </soapenv:Body>
-</soapenv:Envelope>"#
-    )
-}
-
-fn fault_of(answer: &str) -> Option<String> {
-    let start = answer.find("<faultCode>")? + "<faultCode>".len();
-    let end = answer[start..].find("</faultCode>")? + start;
-    Some(answer[start..end].to_string())
-}
-
 fn get_payment_v2(notice: &str) -> String {
     soap::render_request(&Request::GetPaymentV2(soap::GetPaymentRequest {
         id_pa: PADOVA.into(),

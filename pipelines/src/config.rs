@@ -360,6 +360,25 @@ pub struct EntityConfig {
     pub api_keys: Vec<Secret>,
     #[serde(default)]
     pub debt_types: Vec<DebtTypeConfig>,
+    /// Where the entity is in its adhesion: `pre-production` (answered only on its
+    /// `test_stations`), `live` (the broker's `pagopa.stations`), or `suspended`.
+    #[serde(default)]
+    pub state: EntityState,
+    /// The stations pagoPA gave the entity for pre-production (its UAT), if any.
+    #[serde(default)]
+    pub test_stations: Vec<String>,
+}
+
+/// An entity's adhesion state (docs/ADHESION.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntityState {
+    /// Rehearsing with pagoPA's pre-production: only its test stations are answered.
+    PreProduction,
+    #[default]
+    Live,
+    /// Not enabled: the node's calls are refused, its intakes pause.
+    Suspended,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,7 +4,10 @@
 
 use crate::import::{ImportLimits, ImportOutcome, Importer};
 use crate::metrics::DeliveryStats;
-use crate::plan::{EntityRuntime, PipelineKind, PipelinePlan, Plan, ReceiptRoute};
+use crate::plan::{
+    EntityRuntime, LivePlan, PipelineKind, PipelinePlan, Plan, PlanDiff, ReceiptRoute,
+};
+use crate::reload::{ReloadOutcome, ReloadRequest};
 use chrono_tz::Europe::Rome;
 use snodo_adapters::flow_format::FlowFormat;
 use snodo_adapters::text_encoding::Encoding;
@@ -23,118 +26,50 @@ pub struct Hub {
     stats: Arc<DeliveryStats>,
     /// This hub among several sharing the store: the holder of its leases.
     instance: String,
+    /// Where a reload reads the configuration again (`None`: the embedded demo).
+    config_path: Option<PathBuf>,
 }
 
 impl Hub {
-    pub fn new(plan: Plan, store: Arc<dyn Store>) -> Self {
+    pub fn new(plan: Plan, store: Arc<dyn Store>, config_path: Option<PathBuf>) -> Self {
         let instance = instance_name(&plan.config.hub);
         Self {
             plan: Arc::new(plan),
             store,
             stats: Default::default(),
             instance,
+            config_path,
         }
     }
 
     /// Runs every pipeline until `shutdown` flips to true, then lets work in progress stop at
-    /// its next safe point (a committed chunk) and returns.
+    /// its next safe point (a committed chunk) and returns. Meanwhile a reload (SIGHUP,
+    /// `POST /admin/reload`) applies a new configuration without stopping the node's calls.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), EngineError> {
-        let stop = Arc::new(AtomicBool::new(false));
         let started = Arc::new(AtomicBool::new(false));
+        let live = LivePlan::new(self.plan.clone());
+        let (reload_tx, mut reloads) = tokio::sync::mpsc::channel::<ReloadRequest>(4);
         let mut tasks = Vec::new();
-        tasks.push(self.serve_http(shutdown.clone(), started.clone()).await?);
+        tasks.push(
+            self.serve_http(
+                live.clone(),
+                shutdown.clone(),
+                started.clone(),
+                reload_tx.clone(),
+            )
+            .await?,
+        );
+        crate::reload::on_sighup(reload_tx);
+        let mut running = Pipelines::default();
         for (index, p) in self.plan.pipelines.iter().enumerate() {
-            let rx = shutdown.clone();
-            match &p.kind {
-                PipelineKind::ImportFlows { .. } => {
-                    let runner = PipelineRunner::new(
-                        self.plan.clone(),
-                        index,
-                        self.store.clone(),
-                        stop.clone(),
-                    )?;
-                    tasks.push(tokio::spawn(runner.run(rx)));
-                }
-                PipelineKind::StreamPositions { .. } => {
-                    let plan = self.plan.clone();
-                    let store = self.store.clone();
-                    let stop = stop.clone();
-                    let name = p.name.clone();
-                    let intake = tokio::task::spawn_blocking(move || {
-                        crate::stream::StreamIntake::new(&plan, index, store)
-                    })
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r)
-                    .map_err(|message| EngineError::Start {
-                        pipeline: name,
-                        message,
-                    })?;
-                    // A thread of its own for good: an intake blocks on its source the whole
-                    // time, and must not take a thread of the pool the answers need.
-                    let (done, finished) = tokio::sync::oneshot::channel::<()>();
-                    std::thread::Builder::new()
-                        .name(format!("stream {}", p.name))
-                        .spawn(move || {
-                            intake.run(stop);
-                            let _ = done.send(());
-                        })
-                        .map_err(|e| EngineError::Start {
-                            pipeline: p.name.clone(),
-                            message: format!("cannot start its thread: {e}"),
-                        })?;
-                    tasks.push(tokio::spawn(async move {
-                        let _ = finished.await;
-                    }));
-                }
-                PipelineKind::Receipts {
-                    route: ReceiptRoute::Push(_),
-                    ..
-                }
-                | PipelineKind::Reports { .. } => {
-                    let deliverer = crate::deliver::Deliverer::new(
-                        self.plan.clone(),
-                        index,
-                        self.store.clone(),
-                        self.stats.clone(),
-                    )
-                    .map_err(|message| EngineError::Start {
-                        pipeline: p.name.clone(),
-                        message,
-                    })?;
-                    tasks.push(tokio::spawn(deliverer.run(rx)));
-                }
-                PipelineKind::Receipts {
-                    route: ReceiptRoute::Batch { .. },
-                    ..
-                } => {
-                    let exporter = crate::export::Exporter::new(
-                        self.plan.clone(),
-                        index,
-                        self.store.clone(),
-                        self.instance.clone(),
-                    )
-                    .map_err(|message| EngineError::Start {
-                        pipeline: p.name.clone(),
-                        message,
-                    })?;
-                    tasks.push(tokio::spawn(exporter.run(rx)));
-                }
+            if self.plan.pipeline_runs(p) {
+                let r = self.start_pipeline(&self.plan, index).await?;
+                running.0.insert(p.name.clone(), r);
+            } else {
+                info!(pipeline = %p.name, entity = %p.entity, "paused: the entity is suspended");
             }
         }
-        if self.plan.fdr.is_some() {
-            let puller = crate::reports::Puller::new(
-                self.plan.clone(),
-                self.store.clone(),
-                self.instance.clone(),
-                tokio::runtime::Handle::current(),
-            )
-            .map_err(|e| EngineError::Start {
-                pipeline: "settlement flows pull".into(),
-                message: e.to_string(),
-            })?;
-            tasks.push(tokio::spawn(puller.run(shutdown.clone())));
-        }
+        let mut puller = self.start_puller(&self.plan)?;
         let (plan, store, instance) =
             (self.plan.clone(), self.store.clone(), self.instance.clone());
         let keeper = tokio::task::spawn_blocking(move || {
@@ -150,20 +85,252 @@ impl Hub {
         tasks.push(tokio::spawn(keeper.run(shutdown.clone())));
         started.store(true, Ordering::SeqCst);
         info!(pipelines = self.plan.pipelines.len(), instance = %self.instance, "hub running");
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
+        let mut draining = Vec::new();
+        loop {
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                Some(request) = reloads.recv() => {
+                    let outcome = self
+                        .reload(&live, &mut running, &mut puller, &mut draining)
+                        .await;
+                    if let Some(reply) = request.reply {
+                        let _ = reply.send(outcome);
+                    }
+                }
             }
         }
-        stop.store(true, Ordering::SeqCst);
         info!("stopping: waiting for work in progress to reach a safe point");
-        for t in tasks {
+        for r in running.0.into_values().chain(puller) {
+            r.stop();
+            draining.push(r.task);
+        }
+        for t in draining.into_iter().chain(tasks) {
             let _ = t.await;
         }
         info!("stopped");
         Ok(())
     }
+
+    /// Starts pipeline `index` of `plan`, with its own stop signal.
+    async fn start_pipeline(&self, plan: &Arc<Plan>, index: usize) -> Result<Running, EngineError> {
+        let p = &plan.pipelines[index];
+        let (stop_tx, rx) = watch::channel(false);
+        let flag = Arc::new(AtomicBool::new(false));
+        let task = match &p.kind {
+            PipelineKind::ImportFlows { .. } => {
+                let runner =
+                    PipelineRunner::new(plan.clone(), index, self.store.clone(), flag.clone())?;
+                tokio::spawn(runner.run(rx))
+            }
+            PipelineKind::StreamPositions { .. } => {
+                let (plan, store) = (plan.clone(), self.store.clone());
+                let name = p.name.clone();
+                let intake = tokio::task::spawn_blocking(move || {
+                    crate::stream::StreamIntake::new(&plan, index, store)
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .map_err(|message| EngineError::Start {
+                    pipeline: name,
+                    message,
+                })?;
+                // A thread of its own for good: an intake blocks on its source the whole
+                // time, and must not take a thread of the pool the answers need.
+                let (done, finished) = tokio::sync::oneshot::channel::<()>();
+                let stop = flag.clone();
+                std::thread::Builder::new()
+                    .name(format!("stream {}", p.name))
+                    .spawn(move || {
+                        intake.run(stop);
+                        let _ = done.send(());
+                    })
+                    .map_err(|e| EngineError::Start {
+                        pipeline: p.name.clone(),
+                        message: format!("cannot start its thread: {e}"),
+                    })?;
+                tokio::spawn(async move {
+                    let _ = finished.await;
+                })
+            }
+            PipelineKind::Receipts {
+                route: ReceiptRoute::Push(_),
+                ..
+            }
+            | PipelineKind::Reports { .. } => {
+                let deliverer = crate::deliver::Deliverer::new(
+                    plan.clone(),
+                    index,
+                    self.store.clone(),
+                    self.stats.clone(),
+                )
+                .map_err(|message| EngineError::Start {
+                    pipeline: p.name.clone(),
+                    message,
+                })?;
+                tokio::spawn(deliverer.run(rx))
+            }
+            PipelineKind::Receipts {
+                route: ReceiptRoute::Batch { .. },
+                ..
+            } => {
+                let exporter = crate::export::Exporter::new(
+                    plan.clone(),
+                    index,
+                    self.store.clone(),
+                    self.instance.clone(),
+                )
+                .map_err(|message| EngineError::Start {
+                    pipeline: p.name.clone(),
+                    message,
+                })?;
+                tokio::spawn(exporter.run(rx))
+            }
+        };
+        Ok(Running {
+            plan: plan.clone(),
+            stop_tx,
+            flag,
+            task,
+        })
+    }
+
+    /// The settlement flows pull, when `[pagopa.fdr]` is configured.
+    fn start_puller(&self, plan: &Arc<Plan>) -> Result<Option<Running>, EngineError> {
+        if plan.fdr.is_none() {
+            return Ok(None);
+        }
+        let puller = crate::reports::Puller::new(
+            plan.clone(),
+            self.store.clone(),
+            self.instance.clone(),
+            tokio::runtime::Handle::current(),
+        )
+        .map_err(|e| EngineError::Start {
+            pipeline: "settlement flows pull".into(),
+            message: e.to_string(),
+        })?;
+        let (stop_tx, rx) = watch::channel(false);
+        Ok(Some(Running {
+            plan: plan.clone(),
+            stop_tx,
+            flag: Arc::new(AtomicBool::new(false)),
+            task: tokio::spawn(puller.run(rx)),
+        }))
+    }
+
+    /// Loads the configuration again and applies it, or refuses it and keeps the one running.
+    async fn reload(
+        &self,
+        live: &LivePlan,
+        running: &mut Pipelines,
+        puller: &mut Option<Running>,
+        draining: &mut Vec<tokio::task::JoinHandle<()>>,
+    ) -> ReloadOutcome {
+        let path = self.config_path.clone();
+        let loaded = tokio::task::spawn_blocking(move || crate::plan::load(path.as_deref())).await;
+        let new = match loaded {
+            Ok(Ok(p)) => Arc::new(p),
+            Ok(Err(problems)) => {
+                return self.refused(problems.iter().map(|p| p.to_string()).collect())
+            }
+            Err(e) => return self.refused(vec![format!("loading the configuration failed: {e}")]),
+        };
+        let old = live.get();
+        let restart = old.restart_needed(&new);
+        if !restart.is_empty() {
+            return self.refused(vec![format!(
+                "[{}] changed: only a restart applies it (the running configuration stays)",
+                restart.join("], [")
+            )]);
+        }
+        let diff = PlanDiff::between(&old, &new);
+        live.set(new.clone());
+        // Stop what is gone, changed or paused; what stays keeps running untouched.
+        let names: Vec<String> = running.0.keys().cloned().collect();
+        for name in names {
+            let keep = old.pipeline_unchanged(&name, &new)
+                && new
+                    .pipelines
+                    .iter()
+                    .any(|p| p.name == name && new.pipeline_runs(p));
+            if !keep {
+                if let Some(r) = running.0.remove(&name) {
+                    info!(pipeline = %name, "reload: stopping at its next safe point");
+                    r.stop();
+                    draining.push(r.task);
+                }
+            }
+        }
+        let mut not_started = Vec::new();
+        for (index, p) in new.pipelines.iter().enumerate() {
+            if running.0.contains_key(&p.name) || !new.pipeline_runs(p) {
+                continue;
+            }
+            match self.start_pipeline(&new, index).await {
+                Ok(r) => {
+                    info!(pipeline = %p.name, "reload: started");
+                    running.0.insert(p.name.clone(), r);
+                }
+                Err(e) => {
+                    warn!(pipeline = %p.name, "reload: cannot start: {e}");
+                    not_started.push(e.to_string());
+                }
+            }
+        }
+        if diff.pagopa_changed || !diff.entities.is_empty() || puller.is_some() != new.fdr.is_some()
+        {
+            if let Some(r) = puller.take() {
+                r.stop();
+                draining.push(r.task);
+            }
+            match self.start_puller(&new) {
+                Ok(p) => *puller = p,
+                Err(e) => not_started.push(e.to_string()),
+            }
+        }
+        draining.retain(|t| !t.is_finished());
+        let outcome = ReloadOutcome::Applied {
+            diff: Box::new(diff),
+            not_started,
+        };
+        crate::reload::record(self.store.clone(), &outcome).await;
+        outcome
+    }
+
+    fn refused(&self, problems: Vec<String>) -> ReloadOutcome {
+        for p in &problems {
+            warn!("reload refused: {p}");
+        }
+        ReloadOutcome::Refused { problems }
+    }
 }
+
+/// A pipeline (or the pull) running under the plan it started with.
+struct Running {
+    #[allow(dead_code)]
+    plan: Arc<Plan>,
+    /// Deliverers, exporters, import runners and the pull watch this.
+    stop_tx: watch::Sender<bool>,
+    /// Imports and stream intakes check this at their safe points.
+    flag: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.stop_tx.send(true);
+    }
+}
+
+/// The running pipelines by name.
+#[derive(Default)]
+struct Pipelines(std::collections::BTreeMap<String, Running>);
 
 /// What stops the hub from starting.
 #[derive(Debug, thiserror::Error)]
@@ -182,8 +349,10 @@ impl Hub {
     /// Binds `http.listen` now (a taken port stops the start) and serves until shutdown.
     async fn serve_http(
         &self,
+        live: Arc<LivePlan>,
         shutdown: watch::Receiver<bool>,
         started: Arc<AtomicBool>,
+        reload: tokio::sync::mpsc::Sender<ReloadRequest>,
     ) -> Result<tokio::task::JoinHandle<()>, EngineError> {
         let http = &self.plan.config.http;
         let listener = tokio::net::TcpListener::bind(&http.listen)
@@ -199,7 +368,7 @@ impl Hub {
         let flows = Arc::new(crate::intake::StandingFlows::new(self.store.clone()));
         let api_stats = Arc::new(crate::metrics::ApiStats::default());
         let node = Arc::new(crate::node::NodeService::new(
-            self.plan.clone(),
+            live.clone(),
             self.store.clone(),
             flows.clone(),
             api_stats.clone(),
@@ -217,7 +386,7 @@ impl Hub {
             crate::listen::Guard::new(&self.plan.config, self.store.clone()).map_err(start_err)?,
         );
         let api = crate::api::router(
-            self.plan.clone(),
+            live,
             self.store.clone(),
             flows,
             api_stats,
@@ -236,6 +405,7 @@ impl Hub {
             public_url: &public_url,
             started,
             guard: guard.clone(),
+            reload: Some(reload),
         });
         let app = app.merge(api);
         crate::api::spawn_pruner(

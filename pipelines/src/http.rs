@@ -59,6 +59,7 @@ struct AppState {
     docs: Documents,
     started: Arc<AtomicBool>,
     guard: Arc<Guard>,
+    reload: Option<tokio::sync::mpsc::Sender<crate::reload::ReloadRequest>>,
 }
 
 /// What the server needs from the running hub.
@@ -73,6 +74,8 @@ pub struct AppParts<'a> {
     pub started: Arc<AtomicBool>,
     /// Node authentication, failed-authentication bounds, body limits, `/metrics` placement.
     pub guard: Arc<Guard>,
+    /// Where `POST /admin/reload` asks the engine (`None`: 404).
+    pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::ReloadRequest>>,
 }
 
 /// The hub's routes, and the `/metrics` router for `http.metrics_listen` when it is set (then
@@ -87,6 +90,7 @@ pub fn router(parts: AppParts<'_>) -> (Router, Option<Router>) {
         docs: Documents::new(parts.public_url),
         started: parts.started,
         guard: parts.guard,
+        reload: parts.reload,
     });
     let soap = Router::new()
         .route(PA_FOR_NODE_PATH, get(documents).post(soap))
@@ -100,6 +104,7 @@ pub fn router(parts: AppParts<'_>) -> (Router, Option<Router>) {
         .route("/admin/receipts", get(receipts_list))
         .route("/admin/receipts/{id}/release", post(receipt_release))
         .route("/admin/receipts/{id}/dismiss", post(receipt_dismiss))
+        .route("/admin/reload", post(reload))
         .route_layer(from_fn_with_state(state.clone(), admin_gate))
         .layer(DefaultBodyLimit::max(guard.admin_max_body));
     let metrics_routes = Router::new().route("/metrics", get(metrics));
@@ -272,6 +277,29 @@ async fn dlq_replay_all(
         dlq::replay(a, &[], q.entity.as_deref()).map(replayed)
     })
     .await
+}
+
+/// `POST /admin/reload`: the configuration file read again and applied (200 with what changed),
+/// or refused (422 with the problems, as `snodo validate` words them; the running one stays).
+async fn reload(State(state): State<Arc<AppState>>) -> Response {
+    use crate::reload::ReloadOutcome;
+    let Some(requests) = &state.reload else {
+        return (StatusCode::NOT_FOUND, "no reload here\n").into_response();
+    };
+    match crate::reload::ask(requests).await {
+        Some(outcome) => {
+            let status = match outcome {
+                ReloadOutcome::Applied { .. } => StatusCode::OK,
+                ReloadOutcome::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            json(status, serde_json::to_value(&outcome).unwrap_or_default())
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the hub is stopping: no reload\n",
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /admin/receipts?entity=&flagged=&held=&limit=`: an entity's receipts, newest first

@@ -19,6 +19,7 @@ pub mod node;
 pub mod ops;
 pub mod plan;
 pub mod registry;
+pub mod reload;
 pub mod reports;
 pub mod reserved;
 pub mod stored_report;

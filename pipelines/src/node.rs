@@ -4,7 +4,8 @@
 //! Every answer is a paForNode response, OK or KO with a `PAA_*` fault; a receipt is committed
 //! to the store before its OK is rendered.
 
-use crate::plan::{EntityRuntime, Plan};
+use crate::config::EntityState;
+use crate::plan::{EntityRuntime, LivePlan};
 use snodo_adapters::pagopa::{
     self as soap, AmountOption, Destination, EntityType, Fault, GetPaymentRequest,
     GetPaymentResponse, GetPaymentV2Response, Operation, Outcome, PaymentData, PaymentDataV2,
@@ -31,7 +32,8 @@ const NODE_THREADS: usize = 16;
 const READY_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct NodeService {
-    plan: Arc<Plan>,
+    /// Read once per call: a reload applies from the next call on.
+    plan: Arc<LivePlan>,
     store: Arc<dyn Store>,
     /// Asks entity systems about notices of `external` debt types.
     external: Option<crate::external::ExternalVerifier>,
@@ -48,7 +50,7 @@ type Refusal = (NodeFault, Option<String>);
 
 impl NodeService {
     pub fn new(
-        plan: Arc<Plan>,
+        plan: Arc<LivePlan>,
         store: Arc<dyn Store>,
         flows: Arc<crate::intake::StandingFlows>,
         api_stats: Arc<crate::metrics::ApiStats>,
@@ -163,8 +165,8 @@ impl NodeService {
             .unwrap_or_default();
         if !fault.is_empty() {
             tracing::info!(operation = op, fault = %fault, "answered KO");
-            let entity = self
-                .plan
+            let plan = self.plan.get();
+            let entity = plan
                 .entity_by_fiscal_code(&about.0)
                 .map(|e| e.ipa_code.as_str())
                 .unwrap_or_default();
@@ -231,9 +233,10 @@ impl NodeService {
 
     /// The fault bean: raised by the entity when known, else by the broker.
     fn fault(&self, fault: NodeFault, id_pa: Option<&str>, description: Option<String>) -> Fault {
+        let plan = self.plan.get();
         let id = match id_pa {
-            Some(id) if self.plan.entity_by_fiscal_code(id).is_some() => id.to_string(),
-            _ => self.plan.config.pagopa.broker_fiscal_code.clone(),
+            Some(id) if plan.entity_by_fiscal_code(id).is_some() => id.to_string(),
+            _ => plan.config.pagopa.broker_fiscal_code.clone(),
         };
         let f = Fault::new(fault.code(), fault.description(), id);
         match description {
@@ -249,14 +252,21 @@ impl NodeService {
         id_broker: &str,
         id_station: &str,
     ) -> Result<Arc<EntityRuntime>, Refusal> {
-        let cfg = &self.plan.config.pagopa;
+        let plan = self.plan.get();
+        let cfg = &plan.config.pagopa;
         if id_broker != cfg.broker_fiscal_code {
             return Err((
                 NodeFault::IdIntermediarioErrato,
                 Some(format!("idBrokerPA {id_broker} is not this broker")),
             ));
         }
-        if !cfg.stations.iter().any(|s| s == id_station) {
+        let live_station = cfg.stations.iter().any(|s| s == id_station);
+        let test_station = || {
+            plan.entities
+                .values()
+                .any(|e| e.test_stations.iter().any(|s| s == id_station))
+        };
+        if !live_station && !test_station() {
             return Err((
                 NodeFault::StazioneIntErrata,
                 Some(format!(
@@ -264,15 +274,35 @@ impl NodeService {
                 )),
             ));
         }
-        self.plan
-            .entity_by_fiscal_code(id_pa)
-            .cloned()
-            .ok_or_else(|| {
-                (
-                    NodeFault::IdDominioErrato,
-                    Some(format!("idPA {id_pa} is not an entity of this broker")),
-                )
-            })
+        let entity = plan.entity_by_fiscal_code(id_pa).cloned().ok_or_else(|| {
+            (
+                NodeFault::IdDominioErrato,
+                Some(format!("idPA {id_pa} is not an entity of this broker")),
+            )
+        })?;
+        match entity.state {
+            // SANP has no fault of its own for a creditor that is not enabled: the creditor
+            // is, for the node, not one of this broker's now.
+            EntityState::Suspended => Err((
+                NodeFault::IdDominioErrato,
+                Some(format!("idPA {id_pa} is suspended on this broker")),
+            )),
+            EntityState::PreProduction if !entity.test_stations.iter().any(|s| s == id_station) => {
+                Err((
+                    NodeFault::StazioneIntErrata,
+                    Some(format!(
+                        "idPA {id_pa} is in pre-production: it is answered only on its test stations"
+                    )),
+                ))
+            }
+            EntityState::Live if !live_station => Err((
+                NodeFault::StazioneIntErrata,
+                Some(format!(
+                    "idStation {id_station} is a pre-production station; idPA {id_pa} is live"
+                )),
+            )),
+            _ => Ok(entity),
+        }
     }
 
     /// The position a verify or an activation is about, if the node may take its payment.
@@ -448,7 +478,10 @@ impl NodeService {
                     operation: op.soap_action(),
                     // The receipt as the node sent it: the evidence every entity system gets back.
                     xml: raw,
-                    deliver_to: &self.plan.deliver_to(&entity.ipa_code, &r.beneficiaries),
+                    deliver_to: &self
+                        .plan
+                        .get()
+                        .deliver_to(&entity.ipa_code, &r.beneficiaries),
                     correlation: Some(corr),
                 },
                 // Decoded once, here: deliveries and exports encode from this.

@@ -3,7 +3,7 @@
 //! start with any.
 
 use crate::codecs::{self, DecodePosition, Does, EncodeReceipt, ReceiptFile, ReportCodec};
-use crate::config::{self, Codec, Config, Endpoint, Problem};
+use crate::config::{self, Codec, Config, Endpoint, EntityState, Problem};
 use crate::registry::{self, SourceShape};
 use snodo_adapters::flow_format::FlowFormat;
 use snodo_adapters::text_encoding::Encoding;
@@ -12,7 +12,7 @@ use snodo_connectors::{MessageSinkConfig, RetryPolicy, SinkConfig, SourceConfig}
 use snodo_core::dovuto::{DebtTypeRules, EntityRules};
 use snodo_core::{EntityFiscalCode, Iban, SegregationCode, TaxonomyCode, TaxonomyTable};
 use snodo_store::DeliverTo;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -36,6 +36,223 @@ pub struct Plan {
     pub taxonomy: Option<Arc<TaxonomyTable>>,
     /// Things that do not stop the hub but an operator should know.
     pub warnings: Vec<String>,
+    /// Digests of the configuration's parts, for a reload to tell what changed.
+    pub fingerprints: Fingerprints,
+}
+
+/// The plan the hub runs now: a reload replaces it whole, and each call (the node's, the API's)
+/// reads it once when it starts, so a call never sees half of two configurations.
+pub struct LivePlan(std::sync::RwLock<Arc<Plan>>);
+
+impl LivePlan {
+    pub fn new(plan: Arc<Plan>) -> Arc<LivePlan> {
+        Arc::new(LivePlan(std::sync::RwLock::new(plan)))
+    }
+
+    pub fn get(&self) -> Arc<Plan> {
+        // A writer that panicked left a whole plan behind: the lock's data is still good.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, plan: Arc<Plan>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = plan;
+    }
+}
+
+/// SHA-256 digests of the configuration's parts as loaded (secrets included, so a changed key
+/// is a change; the digests never reveal them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fingerprints {
+    /// Sections only a restart applies (listeners, store, limits): `hub`, `http`, `kafka`, `api`.
+    pub restart_only: BTreeMap<String, [u8; 32]>,
+    pub pagopa: [u8; 32],
+    /// By IPA code.
+    pub entities: BTreeMap<String, [u8; 32]>,
+    /// By `<ipa>/<code>`.
+    pub debt_types: BTreeMap<String, [u8; 32]>,
+    /// By pipeline name.
+    pub pipelines: BTreeMap<String, [u8; 32]>,
+}
+
+/// The sections a reload cannot apply.
+pub const RESTART_ONLY: &[&str] = &["hub", "http", "kafka", "api"];
+
+/// The digest of a JSON value with its keys in order, whatever the map type.
+fn digest(v: &serde_json::Value) -> [u8; 32] {
+    fn canonical(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for k in keys {
+                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&m[k], out);
+                    out.push(',');
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(a) => {
+                out.push('[');
+                for x in a {
+                    canonical(x, out);
+                    out.push(',');
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    canonical(v, &mut text);
+    key_hash(&text)
+}
+
+impl Fingerprints {
+    pub fn of(config: &serde_json::Value) -> Fingerprints {
+        let null = serde_json::Value::Null;
+        let mut f = Fingerprints {
+            pagopa: digest(config.get("pagopa").unwrap_or(&null)),
+            ..Fingerprints::default()
+        };
+        for s in RESTART_ONLY {
+            f.restart_only
+                .insert(s.to_string(), digest(config.get(*s).unwrap_or(&null)));
+        }
+        let list = |k: &str| {
+            config
+                .get(k)
+                .and_then(|v| v.as_array())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let text = |v: &serde_json::Value, k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        for e in list("entities") {
+            let ipa = text(&e, "ipa_code");
+            for dt in e
+                .get("debt_types")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                f.debt_types
+                    .insert(format!("{ipa}/{}", text(dt, "code")), digest(dt));
+            }
+            f.entities.insert(ipa, digest(&e));
+        }
+        for p in list("pipelines") {
+            f.pipelines.insert(text(&p, "name"), digest(&p));
+        }
+        f
+    }
+}
+
+/// What a reload changes, by name only (never a value: secrets stay out of events and logs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PlanDiff {
+    pub entities: Changes,
+    pub debt_types: Changes,
+    pub pipelines: Changes,
+    pub pagopa_changed: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl Changes {
+    fn between(old: &BTreeMap<String, [u8; 32]>, new: &BTreeMap<String, [u8; 32]>) -> Changes {
+        let mut c = Changes::default();
+        for (k, v) in new {
+            match old.get(k) {
+                None => c.added.push(k.clone()),
+                Some(o) if o != v => c.changed.push(k.clone()),
+                Some(_) => {}
+            }
+        }
+        c.removed = old
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .collect();
+        c
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl PlanDiff {
+    pub fn between(old: &Plan, new: &Plan) -> PlanDiff {
+        let (o, n) = (&old.fingerprints, &new.fingerprints);
+        PlanDiff {
+            entities: Changes::between(&o.entities, &n.entities),
+            debt_types: Changes::between(&o.debt_types, &n.debt_types),
+            pipelines: Changes::between(&o.pipelines, &n.pipelines),
+            pagopa_changed: o.pagopa != n.pagopa,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+            && self.debt_types.is_empty()
+            && self.pipelines.is_empty()
+            && !self.pagopa_changed
+    }
+}
+
+impl Plan {
+    /// The sections that differ from `other` and only a restart applies.
+    pub fn restart_needed(&self, other: &Plan) -> Vec<String> {
+        RESTART_ONLY
+            .iter()
+            .filter(|s| {
+                self.fingerprints.restart_only.get(**s) != other.fingerprints.restart_only.get(**s)
+            })
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    /// Whether a running pipeline must stop (gone) or restart (it, or its entity, changed)
+    /// for `new` to apply.
+    pub fn pipeline_unchanged(&self, name: &str, new: &Plan) -> bool {
+        let (o, n) = (&self.fingerprints, &new.fingerprints);
+        let entity = |plan: &Plan| {
+            plan.pipelines
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.entity.clone())
+        };
+        let (Some(oe), Some(ne)) = (entity(self), entity(new)) else {
+            return false;
+        };
+        o.pipelines.get(name) == n.pipelines.get(name)
+            && oe == ne
+            && o.entities.get(&oe) == n.entities.get(&ne)
+    }
+
+    /// Whether the pipeline runs under this plan: an intake of a suspended entity pauses.
+    pub fn pipeline_runs(&self, p: &PipelinePlan) -> bool {
+        let suspended = self
+            .entities
+            .get(&p.entity)
+            .is_some_and(|e| e.state == EntityState::Suspended);
+        !(suspended
+            && matches!(
+                p.kind,
+                PipelineKind::ImportFlows { .. } | PipelineKind::StreamPositions { .. }
+            ))
+    }
 }
 
 /// An entity as the running hub needs it.
@@ -56,6 +273,10 @@ pub struct EntityRuntime {
     pub spontaneous: Vec<SpontaneousOffer>,
     /// Debt types whose positions live in the entity's system, asked in configuration order.
     pub external: Vec<ExternalSource>,
+    /// Its adhesion state: which stations answer for it, whether its intakes run.
+    pub state: EntityState,
+    /// Its pre-production stations.
+    pub test_stations: Vec<String>,
 }
 
 /// An API key as the hub keeps it: only its SHA-256, and an id for logs.
@@ -291,9 +512,11 @@ pub const REPORTS: &str = "reports";
 pub fn load(path: Option<&Path>) -> Result<Plan, Vec<Problem>> {
     let (value, _) = config::load_value(path)?;
     let mut problems = Vec::new();
+    let fingerprints = Fingerprints::of(&value);
     let cfg: Option<Config> = config::deserialize_collecting(value, "", &mut problems);
     let Some(cfg) = cfg else { return Err(problems) };
-    let plan = build(cfg, &mut problems);
+    let mut plan = build(cfg, &mut problems);
+    plan.fingerprints = fingerprints;
     if problems.is_empty() {
         Ok(plan)
     } else {
@@ -633,6 +856,8 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     api_keys,
                     spontaneous,
                     external,
+                    state: e.state,
+                    test_stations: e.test_stations.clone(),
                     rules: EntityRules {
                         segregation_code: seg,
                         debt_types,
@@ -643,6 +868,23 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         }
     }
     let known_entities: Vec<&str> = cfg.entities.iter().map(|e| e.ipa_code.as_str()).collect();
+    for (i, e) in cfg.entities.iter().enumerate() {
+        if e.state == EntityState::PreProduction && e.test_stations.is_empty() {
+            p(
+                format!("entities[{i}].test_stations"),
+                "a pre-production entity is answered only on its test stations: name at least one"
+                    .into(),
+            );
+        }
+        for (k, st) in e.test_stations.iter().enumerate() {
+            if cfg.pagopa.stations.contains(st) {
+                p(
+                    format!("entities[{i}].test_stations[{k}]"),
+                    format!("{st:?} is a live station of the broker (pagopa.stations): a test station must be another"),
+                );
+            }
+        }
+    }
 
     let mut pipelines = Vec::new();
     let mut names = HashSet::new();
@@ -718,6 +960,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         pipelines,
         taxonomy,
         warnings,
+        fingerprints: Fingerprints::default(),
     }
 }
 
@@ -1353,6 +1596,118 @@ mod tests {
             );
         std::fs::write(&path, demo).unwrap();
         load(Some(&path))
+    }
+
+    /// The demo with `edit` applied to its text.
+    fn demo_edited(edit: impl Fn(String) -> String) -> Result<Plan, Vec<Problem>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let demo = include_str!("../../config/demo.toml").replace(
+            "${SNODO_TAXONOMY_FILE:-adapters/specs/mypay/tassonomia.csv}",
+            "/nonexistent/tassonomia.csv",
+        );
+        std::fs::write(&path, edit(demo)).unwrap();
+        load(Some(&path))
+    }
+
+    #[test]
+    fn a_reload_diff_names_what_changed_and_what_needs_a_restart() {
+        let old = demo_edited(|d| d).unwrap();
+        let same = demo_edited(|d| d).unwrap();
+        assert!(PlanDiff::between(&old, &same).is_empty());
+        assert!(old.pipeline_unchanged("padova-dovuti-in", &same));
+
+        // A debt type's account changes: the entity, the debt type and its pipelines change.
+        let new = demo_edited(|d| {
+            d.replace("IT95O0306911884000100012345", "IT60X0542811101000000123456")
+                .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:9999\"")
+        })
+        .unwrap();
+        let diff = PlanDiff::between(&old, &new);
+        assert_eq!(diff.entities.changed, ["c_d530"]);
+        assert_eq!(diff.debt_types.changed, ["c_d530/TARI"]);
+        assert!(diff.pipelines.is_empty());
+        assert!(!old.pipeline_unchanged("feltre-dovuti-in", &new));
+        assert!(old.pipeline_unchanged("padova-dovuti-in", &new));
+        assert_eq!(old.restart_needed(&new), ["http"]);
+        assert!(old.pipeline_unchanged("padova-dovuti-in", &new));
+        assert!(!old.pipeline_unchanged("nope", &new));
+
+        // A suspended entity's intake does not run; its export does.
+        let suspended = demo_edited(|d| {
+            d.replacen(
+                "name = \"Comune di Padova\"\n",
+                "name = \"Comune di Padova\"\nstate = \"suspended\"\n",
+                1,
+            )
+        })
+        .unwrap();
+        let runs = |name: &str| {
+            let p = suspended.pipelines.iter().find(|p| p.name == name).unwrap();
+            suspended.pipeline_runs(p)
+        };
+        assert!(!runs("padova-dovuti-in"));
+        assert!(runs("padova-receipts-export"));
+        assert!(runs("feltre-dovuti-in"));
+    }
+
+    #[test]
+    fn reports_pipelines_need_fdr_and_a_report_format() {
+        let pipeline = |encode: &str, to: &str| {
+            format!(
+                "\n[[pipelines]]\nname = \"fdr\"\nentity = \"c_g224\"\nfrom = \"reports\"\nencode = \"{encode}\"\nto = {to}\n"
+            )
+        };
+        let fdr = "\n[pagopa.fdr]\nmode = \"rest\"\nurl = \"http://127.0.0.1:1/fdr\"\nsubscription_key = \"k\"\n";
+        let files = pipeline("fdr-xml", "{ connector = \"dir\", path = \"/tmp/fdr\" }");
+        let with_fdr = |extra: String| {
+            demo_edited(move |d| d.replacen("[[entities]]", &format!("{fdr}\n[[entities]]"), 1) + &extra)
+        };
+        let plan = with_fdr(files.clone()).unwrap();
+        assert_eq!(plan.report_pipelines("c_g224"), ["fdr"]);
+        assert!(plan.report_pipelines("c_d530").is_empty());
+        let problems = demo_edited(move |d| d + &files).err().unwrap();
+        assert_eq!(problems[0].path, "pipelines[4].from", "{problems:?}");
+        let problems = with_fdr(pipeline("json", "{ connector = \"http\", url = \"http://x\" }"))
+            .err()
+            .unwrap();
+        assert_eq!(problems[0].path, "pipelines[4].encode");
+        assert!(problems[0].message.contains("fdr-json"), "{}", problems[0]);
+    }
+
+    #[test]
+    fn a_pre_production_entity_names_test_stations_other_than_the_live_ones() {
+        let problems = demo_edited(|d| {
+            d.replacen(
+                "name = \"Comune di Feltre\"\n",
+                "name = \"Comune di Feltre\"\nstate = \"pre-production\"\n",
+                1,
+            )
+        })
+        .err()
+        .unwrap();
+        assert_eq!(problems[0].path, "entities[1].test_stations");
+        let problems = demo_edited(|d| {
+            d.replacen(
+                "name = \"Comune di Feltre\"\n",
+                "name = \"Comune di Feltre\"\nstate = \"pre-production\"\ntest_stations = [\"80007580279_01\"]\n",
+                1,
+            )
+        })
+        .err()
+        .unwrap();
+        assert_eq!(problems[0].path, "entities[1].test_stations[0]");
+        assert!(problems[0].message.contains("live station"), "{}", problems[0]);
+        let problems = demo_edited(|d| {
+            d.replacen(
+                "name = \"Comune di Feltre\"\n",
+                "name = \"Comune di Feltre\"\nstate = \"testing\"\n",
+                1,
+            )
+        })
+        .err()
+        .unwrap();
+        assert!(problems[0].path.starts_with("entities[1].state"), "{}", problems[0]);
     }
 
     #[test]

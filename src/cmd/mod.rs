@@ -8,6 +8,7 @@ pub mod notice;
 pub mod positions;
 pub mod receipts;
 pub mod receiver;
+pub mod reload;
 pub mod reports;
 pub mod run;
 pub mod sim;

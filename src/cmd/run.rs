@@ -11,6 +11,8 @@ pub struct Args {
 }
 
 pub fn exec(args: Args) -> Result<ExitCode> {
+    // A reload reads the same file again.
+    let path = super::config_path(args.config.clone());
     let plan = super::load_plan(args.config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -25,7 +27,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
             tracing::info!("signal received, draining");
             let _ = tx.send(true);
         });
-        ops::hub::run(plan, rx).await
+        ops::hub::run(plan, path, rx).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

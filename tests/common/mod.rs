@@ -1019,3 +1019,25 @@ pub fn sim_ledger_date(ledger: &Path) -> String {
     assert_eq!(dates.len(), 1, "payments on one day: {dates:?}");
     dates.into_iter().next().unwrap()
 }
+
+/// A paVerifyPaymentNotice envelope.
+pub fn verify_body(id_pa: &str, broker: &str, station: &str, notice: &str) -> String {
+    format!(
+        r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:paf="http://pagopa-api.pagopa.gov.it/pa/paForNode.xsd">
+  <soapenv:Header/>
+  <soapenv:Body>
+    <paf:paVerifyPaymentNoticeReq>
+      <idPA>{id_pa}</idPA><idBrokerPA>{broker}</idBrokerPA><idStation>{station}</idStation>
+      <qrCode><fiscalCode>{id_pa}</fiscalCode><noticeNumber>{notice}</noticeNumber></qrCode>
+    </paf:paVerifyPaymentNoticeReq>
+  </soapenv:Body>
+</soapenv:Envelope>"#
+    )
+}
+
+/// The `faultCode` of a SOAP answer, if it has one.
+pub fn fault_of(answer: &str) -> Option<String> {
+    let start = answer.find("<faultCode>")? + "<faultCode>".len();
+    let end = answer[start..].find("</faultCode>")? + start;
+    Some(answer[start..end].to_string())
+}

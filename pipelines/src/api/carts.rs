@@ -84,7 +84,8 @@ async fn open(
     value: Value,
     seed: Option<String>,
 ) -> Result<Reply, Problem> {
-    let Some(checkout) = &api.plan.checkout else {
+    let plan = api.plan();
+    let Some(checkout) = &plan.checkout else {
         return Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

@@ -13,7 +13,7 @@ mod reports;
 mod spontaneous;
 
 use crate::intake::StandingFlows;
-use crate::plan::{key_hash, EntityRuntime, Plan};
+use crate::plan::{key_hash, EntityRuntime, LivePlan, Plan};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -126,12 +126,14 @@ impl RateLimiter {
 }
 
 pub(crate) struct Api {
-    pub plan: Arc<Plan>,
+    plans: Arc<LivePlan>,
     pub store: Arc<dyn Store>,
     pub flows: Arc<StandingFlows>,
     pub caller: snodo_connectors::call::Caller,
-    /// Key hash -> (key id, entity); the admin token's entity is `None`.
-    keys: HashMap<[u8; 32], (String, Option<String>)>,
+    /// The key table of the plan running now (rebuilt when a reload brings another).
+    keys: std::sync::RwLock<Arc<KeyTable>>,
+    /// The admin token's hash (`http` is not reloaded: it stays).
+    admin: Option<[u8; 32]>,
     limiter: RateLimiter,
     /// Failed authentications per peer address.
     failures: Arc<crate::listen::AuthFailures>,
@@ -139,32 +141,45 @@ pub(crate) struct Api {
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-pub fn router(
+/// Key hash -> (key id, entity), for one plan; the admin token's entity is `None`.
+struct KeyTable {
     plan: Arc<Plan>,
+    keys: HashMap<[u8; 32], (String, Option<String>)>,
+}
+
+impl KeyTable {
+    fn of(plan: Arc<Plan>, admin: Option<[u8; 32]>) -> KeyTable {
+        let mut keys = HashMap::new();
+        for e in plan.entities.values() {
+            for k in &e.api_keys {
+                keys.insert(k.sha256, (k.id.clone(), Some(e.ipa_code.clone())));
+            }
+        }
+        if let Some(t) = admin {
+            keys.insert(t, ("admin".to_string(), None));
+        }
+        KeyTable { plan, keys }
+    }
+}
+
+pub fn router(
+    plans: Arc<LivePlan>,
     store: Arc<dyn Store>,
     flows: Arc<StandingFlows>,
     stats: Arc<crate::metrics::ApiStats>,
     admin_token: Option<&str>,
     failures: Arc<crate::listen::AuthFailures>,
 ) -> Result<Router, String> {
-    let mut keys = HashMap::new();
-    for e in plan.entities.values() {
-        for k in &e.api_keys {
-            keys.insert(k.sha256, (k.id.clone(), Some(e.ipa_code.clone())));
-        }
-    }
-    if let Some(t) = admin_token {
-        keys.insert(key_hash(t), ("admin".to_string(), None));
-    }
+    let plan = plans.get();
+    let admin = admin_token.map(key_hash);
     let limiter = RateLimiter::new(plan.config.api.rate_per_second, plan.config.api.rate_burst);
-    let entities: Arc<std::collections::HashSet<String>> =
-        Arc::new(plan.entities.keys().cloned().collect());
     let api = Arc::new(Api {
-        plan,
+        keys: std::sync::RwLock::new(Arc::new(KeyTable::of(plan, admin))),
+        admin,
+        plans: plans.clone(),
         store,
         flows,
         caller: snodo_connectors::call::Caller::new().map_err(|e| e.to_string())?,
-        keys,
         limiter,
         failures,
         in_flight: Mutex::new(HashMap::new()),
@@ -197,10 +212,7 @@ pub fn router(
         .route("/openapi.json", get(openapi))
         .fallback(no_route)
         .with_state(api)
-        .layer(axum::middleware::from_fn_with_state(
-            (stats, entities),
-            count,
-        ));
+        .layer(axum::middleware::from_fn_with_state((stats, plans), count));
     Ok(Router::new().nest(BASE, routes))
 }
 
@@ -208,9 +220,9 @@ pub fn router(
 /// Only configured entities, the API's resources and the usual methods become labels, so no
 /// caller can grow the number of series.
 async fn count(
-    axum::extract::State((stats, entities)): axum::extract::State<(
+    axum::extract::State((stats, plans)): axum::extract::State<(
         Arc<crate::metrics::ApiStats>,
-        Arc<std::collections::HashSet<String>>,
+        Arc<LivePlan>,
     )>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -225,7 +237,11 @@ async fn count(
     let path = request.uri().path().to_string();
     let answer = next.run(request).await;
     let mut parts = path.split('/').skip_while(|p| *p != "entities").skip(1);
-    let entity = parts.next().filter(|e| entities.contains(*e)).unwrap_or("");
+    let plan = plans.get();
+    let entity = parts
+        .next()
+        .filter(|e| plan.entities.contains_key(*e))
+        .unwrap_or("");
     let resource = parts
         .next()
         .filter(|r| {
@@ -285,6 +301,25 @@ async fn no_route(method: Method, uri: Uri) -> Response {
 }
 
 impl Api {
+    /// The plan running now; a call reads it once.
+    pub(crate) fn plan(&self) -> Arc<Plan> {
+        self.plans.get()
+    }
+
+    /// The keys of the plan running now.
+    fn key_table(&self) -> Arc<KeyTable> {
+        let plan = self.plans.get();
+        {
+            let t = self.keys.read().unwrap_or_else(|e| e.into_inner());
+            if Arc::ptr_eq(&t.plan, &plan) {
+                return t.clone();
+            }
+        }
+        let t = Arc::new(KeyTable::of(plan, self.admin));
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = t.clone();
+        t
+    }
+
     /// Checks the key, spends one token of its rate, and scopes the call to `ipa`.
     pub(crate) fn enter(
         &self,
@@ -312,7 +347,9 @@ impl Api {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|k| !k.is_empty());
-        let Some((key_id, own)) = presented.and_then(|k| self.keys.get(&key_hash(k))) else {
+        let table = self.key_table();
+        let plan = &table.plan;
+        let Some((key_id, own)) = presented.and_then(|k| table.keys.get(&key_hash(k))) else {
             if let Some(ip) = peer {
                 self.failures.failed(ip);
             }
@@ -334,7 +371,7 @@ impl Api {
                 "rate-limited",
                 format!(
                     "more than {} requests a second with this key: retry in {wait} s",
-                    self.plan.config.api.rate_per_second
+                    plan.config.api.rate_per_second
                 ),
             )
             .into_response();
@@ -354,7 +391,7 @@ impl Api {
                     .into_response(),
                 ))
             }
-            _ => match self.plan.entities.get(ipa) {
+            _ => match plan.entities.get(ipa) {
                 Some(entity) => {
                     tracing::info!(key = %key_id, %method, path = %uri.path(), "api request");
                     Ok(Caller {
@@ -579,7 +616,7 @@ pub(crate) async fn read_json(
             "send the body as Content-Type: application/json",
         ));
     }
-    let limit = api.plan.config.api.max_body_bytes;
+    let limit = api.plan().config.api.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,

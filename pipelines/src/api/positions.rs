@@ -221,7 +221,7 @@ async fn create_positions(api: &Arc<Api>, who: &Caller, value: Value) -> Reply {
     };
     match value {
         Value::Array(items) => {
-            let max = api.plan.config.api.max_batch;
+            let max = api.plan().config.api.max_batch;
             if items.is_empty() || items.len() > max {
                 return Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
