@@ -40,6 +40,10 @@ enum Command {
     /// Ask the running hub to read its configuration again and apply it without stopping
     /// (or refuse it, keeping the one running): what changed, as JSON.
     Reload(cmd::reload::Args),
+    /// Check a new entity's wiring end to end against the running hub: positions in through its
+    /// intake, paid by the simulated node, receipts delivered and exported; a PASS/FAIL
+    /// checklist (exit code 0 only when every step passes).
+    Onboard(cmd::onboard::Args),
     /// Import one MyPay flow through the same code path as a pipeline.
     Import(cmd::import::Args),
     /// Print an entity's import flows (status, counts, error) as JSON lines, newest first.
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::exec(a),
         Command::Validate(a) => cmd::validate::exec(a),
         Command::Reload(a) => cmd::reload::exec(a),
+        Command::Onboard(a) => cmd::onboard::exec(a),
         Command::Import(a) => cmd::import::exec(a),
         Command::Flows(a) => cmd::flows::exec(a),
         Command::Export(a) => cmd::export::exec(a),

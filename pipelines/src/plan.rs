@@ -1661,16 +1661,21 @@ mod tests {
         let fdr = "\n[pagopa.fdr]\nmode = \"rest\"\nurl = \"http://127.0.0.1:1/fdr\"\nsubscription_key = \"k\"\n";
         let files = pipeline("fdr-xml", "{ connector = \"dir\", path = \"/tmp/fdr\" }");
         let with_fdr = |extra: String| {
-            demo_edited(move |d| d.replacen("[[entities]]", &format!("{fdr}\n[[entities]]"), 1) + &extra)
+            demo_edited(move |d| {
+                d.replacen("[[entities]]", &format!("{fdr}\n[[entities]]"), 1) + &extra
+            })
         };
         let plan = with_fdr(files.clone()).unwrap();
         assert_eq!(plan.report_pipelines("c_g224"), ["fdr"]);
         assert!(plan.report_pipelines("c_d530").is_empty());
         let problems = demo_edited(move |d| d + &files).err().unwrap();
         assert_eq!(problems[0].path, "pipelines[4].from", "{problems:?}");
-        let problems = with_fdr(pipeline("json", "{ connector = \"http\", url = \"http://x\" }"))
-            .err()
-            .unwrap();
+        let problems = with_fdr(pipeline(
+            "json",
+            "{ connector = \"http\", url = \"http://x\" }",
+        ))
+        .err()
+        .unwrap();
         assert_eq!(problems[0].path, "pipelines[4].encode");
         assert!(problems[0].message.contains("fdr-json"), "{}", problems[0]);
     }
@@ -1697,7 +1702,11 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(problems[0].path, "entities[1].test_stations[0]");
-        assert!(problems[0].message.contains("live station"), "{}", problems[0]);
+        assert!(
+            problems[0].message.contains("live station"),
+            "{}",
+            problems[0]
+        );
         let problems = demo_edited(|d| {
             d.replacen(
                 "name = \"Comune di Feltre\"\n",
@@ -1707,7 +1716,11 @@ mod tests {
         })
         .err()
         .unwrap();
-        assert!(problems[0].path.starts_with("entities[1].state"), "{}", problems[0]);
+        assert!(
+            problems[0].path.starts_with("entities[1].state"),
+            "{}",
+            problems[0]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod export;
 pub mod flows;
 pub mod import;
 pub mod notice;
+pub mod onboard;
 pub mod positions;
 pub mod receipts;
 pub mod receiver;

@@ -306,7 +306,7 @@ fn publish(dir: &std::path::Path, date: Option<String>, anomalies: bool) -> Resu
 }
 
 /// A listen address one can connect to: the wildcard addresses become loopback.
-fn connectable(listen: &str) -> String {
+pub(super) fn connectable(listen: &str) -> String {
     if let Some(port) = listen.strip_prefix("0.0.0.0:") {
         format!("127.0.0.1:{port}")
     } else if let Some(port) = listen.strip_prefix("[::]:") {

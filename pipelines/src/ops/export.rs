@@ -9,6 +9,11 @@ use std::sync::Arc;
 /// left unfinished (same receipts, same name), then one of every receipt not yet exported.
 /// Returns the names of the files published.
 pub fn run_now(plan: Plan, pipeline: &str) -> Result<Vec<String>> {
+    run_shared(Arc::new(plan), pipeline)
+}
+
+/// [`run_now`] with a plan shared with others.
+pub fn run_shared(plan: Arc<Plan>, pipeline: &str) -> Result<Vec<String>> {
     let Some(index) = plan.pipelines.iter().position(|p| p.name == pipeline) else {
         let batch: Vec<&str> = plan
             .pipelines
@@ -35,12 +40,11 @@ pub fn run_now(plan: Plan, pipeline: &str) -> Result<Vec<String>> {
     };
     let store = open_store(&plan)?;
     let instance = crate::engine::instance_name(&plan.config.hub);
-    let exporter = Exporter::new(Arc::new(plan), index, store, instance).map_err(|message| {
-        OpsError::Pipeline {
+    let exporter =
+        Exporter::new(plan, index, store, instance).map_err(|message| OpsError::Pipeline {
             pipeline: pipeline.to_string(),
             message,
-        }
-    })?;
+        })?;
     let mut written = Vec::new();
     for only_resume in [true, false] {
         if let Some(name) = exporter.export(only_resume, None)? {

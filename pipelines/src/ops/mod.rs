@@ -8,6 +8,7 @@ pub mod flows;
 pub mod hub;
 pub mod import;
 pub mod notice;
+pub mod onboard;
 pub mod positions;
 pub mod receipts;
 pub mod reports;
