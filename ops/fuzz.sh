@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS="soap_request mypay_flow position_json receipt_encoders fdr"
+TARGETS="soap_request mypay_flow position_json receipt_encoders fdr treasury"
 target_dir=${FUZZ_TARGET_DIR:-fuzz/target}
 
 max_len() {

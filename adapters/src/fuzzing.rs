@@ -26,12 +26,13 @@ use crate::{mypay_push, position_json, receipt_json};
 pub type Target = fn(&[u8]);
 
 /// The targets by name, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/` call them.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("soap_request", soap_request),
     ("mypay_flow", mypay_flow),
     ("position_json", position_json),
     ("receipt_encoders", receipt_encoders),
     ("fdr", fdr),
+    ("treasury", treasury),
 ];
 
 /// The entity the targets validate against: Padova of `config/demo.toml` (so the sample flows
@@ -626,6 +627,107 @@ pub fn fdr(data: &[u8]) {
     }
     if let Ok(page) = rest::decode::<rest::PaymentsPage>(data) {
         let _ = page.to_payments();
+    }
+}
+
+/// Treasury files: the bytes as an OPI giornale di cassa (`treasury::opi`), as a `treasury-csv`
+/// file (layout told by the first line, and each layout's reader forced), and as a causale.
+///
+/// Properties: the streaming OPI reader fed one byte at a time gives what `parse_opi` gives;
+/// the counts add up; the CSV readers give the same movements (or the same error) in 1- and
+/// 7-byte reads as whole; every movement validates, carries the header's year (OPI) and the
+/// reference its causale gives; an extracted IUF or IUV is found again in the official form of
+/// a causale naming it.
+pub fn treasury(data: &[u8]) {
+    use snodo_core::treasury::extract;
+
+    use crate::treasury::giornale_csv::GiornaleReader;
+    use crate::treasury::opi::{parse_opi, OpiReader};
+    use crate::treasury::poste_csv::PosteReader;
+    use crate::treasury::read_csv;
+
+    let check = |m: &snodo_core::treasury::TreasuryMovement| {
+        if let Err(e) = m.validate() {
+            panic!("a decoded movement does not validate: {e}: {m:?}");
+        }
+        assert_eq!(
+            m.reference,
+            extract(&m.causale),
+            "reference of {:?}",
+            m.causale
+        );
+        causale_round_trip(&m.causale);
+    };
+
+    let whole = parse_opi(data);
+    if let Ok((header, movements, counts)) = &whole {
+        assert_eq!(counts.kept, movements.len() as u64, "kept count");
+        assert_eq!(
+            counts.movements,
+            counts.kept + counts.not_incoming + counts.other_operation,
+            "the counts add up"
+        );
+        for m in movements {
+            check(m);
+            assert_eq!(m.year, header.year, "a movement's year is the file's");
+        }
+    }
+    let plain = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
+    let streamed = OpiReader::new(io::BufReader::with_capacity(1, plain)).and_then(|mut r| {
+        let mut ms = Vec::new();
+        while let Some(m) = r.next_movement()? {
+            ms.push(m);
+        }
+        Ok((r.header().clone(), ms, r.counts()))
+    });
+    assert_eq!(streamed, whole, "one-byte reads change the OPI outcome");
+
+    let outcome =
+        |r: Result<Vec<_>, crate::treasury::TreasuryCsvError>| r.map_err(|e| e.to_string());
+    let csv = |input: Box<dyn Read + '_>| {
+        outcome(read_csv(input, None).and_then(|r| r.collect::<Result<Vec<_>, _>>()))
+    };
+    let whole = csv(Box::new(data));
+    for chunk in [1, 7] {
+        let trickled = csv(Box::new(Trickle { inner: data, chunk }));
+        assert_eq!(trickled, whole, "{chunk}-byte reads change the CSV outcome");
+    }
+    if let Ok(ms) = &whole {
+        ms.iter().for_each(check);
+    }
+    let forced = [
+        outcome(
+            GiornaleReader::new(data)
+                .and_then(|mut r| std::iter::from_fn(|| r.next_movement().transpose()).collect()),
+        ),
+        outcome(
+            PosteReader::new(data)
+                .and_then(|mut r| std::iter::from_fn(|| r.next_movement().transpose()).collect()),
+        ),
+    ];
+    for ms in forced.iter().flatten() {
+        ms.iter().for_each(check);
+    }
+
+    causale_round_trip(&String::from_utf8_lossy(data));
+}
+
+/// An IUF or IUV extracted from `causale` is extracted again from the official form naming it.
+fn causale_round_trip(causale: &str) {
+    use snodo_core::treasury::{extract, CausaleRef};
+    match extract(causale) {
+        CausaleRef::Iuf(i) => {
+            let official = format!("/PUR/LGPE-RIVERSAMENTO/TXT/0/URI/{}", i.as_str());
+            assert_eq!(extract(&official), CausaleRef::Iuf(i), "from {causale:?}");
+        }
+        CausaleRef::Iuv(v) => {
+            if let Err(e) = snodo_core::Iuv::parse(&v) {
+                panic!("extracted IUV {v:?} is not an IUV: {e}");
+            }
+            let official = format!("/RFB/{v}/1.00");
+            assert_eq!(extract(&official), CausaleRef::Iuv(v), "from {causale:?}");
+        }
+        CausaleRef::None => {}
     }
 }
 

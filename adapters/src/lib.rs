@@ -18,6 +18,7 @@ pub mod position_json;
 pub mod receipt_json;
 pub mod taxonomy;
 pub mod text_encoding;
+pub mod treasury;
 mod xml_text;
 
 #[cfg(test)]

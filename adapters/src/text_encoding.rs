@@ -108,6 +108,11 @@ impl Encoding {
 
     /// A reader giving UTF-8 of what `inner` holds in this encoding (`inner` itself for UTF-8).
     pub fn decoder<'r>(self, inner: &'r mut dyn Read) -> Box<dyn Read + 'r> {
+        self.into_decoder(inner)
+    }
+
+    /// [`Encoding::decoder`] owning its input.
+    pub fn into_decoder<'r, R: Read + 'r>(self, inner: R) -> Box<dyn Read + 'r> {
         match self {
             Self::Utf8 => Box::new(inner),
             _ => Box::new(Decoder {
@@ -121,16 +126,16 @@ impl Encoding {
     }
 }
 
-struct Decoder<'r> {
+struct Decoder<R> {
     encoding: Encoding,
-    inner: &'r mut dyn Read,
+    inner: R,
     raw: Vec<u8>,
     /// Decoded bytes not handed out yet.
     pending: Vec<u8>,
     at: usize,
 }
 
-impl Read for Decoder<'_> {
+impl<R: Read> Read for Decoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.at == self.pending.len() {
             self.raw.resize(buf.len().clamp(1, 64 * 1024), 0);

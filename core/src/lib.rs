@@ -14,6 +14,7 @@ pub mod settlement;
 pub mod spontaneous;
 pub mod taxonomy;
 pub mod time;
+pub mod treasury;
 
 pub use amount::Amount;
 pub use ids::{
