@@ -61,6 +61,9 @@ enum Command {
     /// pagoPA's settlement flows (FdR): an entity's flows as JSON lines (newest first), `pull`
     /// now, or `show` one with its payments, links and anomalies.
     Reports(cmd::reports::Args),
+    /// Print an entity's treasury movements (the giornale di cassa its treasury intakes read)
+    /// as JSON lines, the latest first: bill, amount, dates, causale and the IUF or IUV in it.
+    Treasury(cmd::treasury::Args),
     /// Print an entity's positions as JSON lines.
     Positions(cmd::positions::Args),
     /// Write a position's payment notice (avviso pagoPA) as a PDF.
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Receipts(a) => cmd::receipts::exec(a),
         Command::Reports(a) => cmd::reports::exec(a),
         Command::Positions(a) => cmd::positions::exec(a),
+        Command::Treasury(a) => cmd::treasury::exec(a),
         Command::Notice(a) => cmd::notice::exec(a),
         Command::Tail(a) => cmd::tail::exec(a),
         Command::Topic(a) => cmd::topic::exec(a),

@@ -8,8 +8,12 @@ use snodo_adapters::fdr::{self, report_json, Report};
 use snodo_adapters::flow_format::FlowFormat;
 use snodo_adapters::pagopa::Request;
 use snodo_adapters::receipt_json::ReceiptContext;
+use snodo_adapters::text_encoding::Encoding;
+use snodo_adapters::treasury;
 use snodo_adapters::{mypay_export, mypay_import, mypay_push, position_json, receipt_json};
 use snodo_core::dovuto::{DovutoRow, EntityRules};
+use snodo_core::treasury::TreasuryMovement;
+use std::path::Path;
 
 /// One line per codec.
 #[rustfmt::skip]
@@ -22,6 +26,8 @@ pub const CODECS: &[Codec] = &[
     Codec { name: mypay_push::MYPAY_PUSH, does: Does::ReceiptMessages(|c, xml, r| mypay_push::encode_parsed(c, xml, r).map_err(|e| e.to_string())), holds_flagged: true },
     Codec { name: mypay_export::MYPAY_EXPORT, does: Does::ReceiptFiles(mypay_export_settings), holds_flagged: true },
     Codec { name: fdr::FDR_XML, does: Does::ReportDocuments(ReportCodec { encode: Report::to_xml, extension: "xml", content_type: "application/xml" }), holds_flagged: false },
+    Codec { name: treasury::OPI, does: Does::TreasuryFiles(decode_opi), holds_flagged: false },
+    Codec { name: treasury::TREASURY_CSV, does: Does::TreasuryFiles(decode_treasury_csv), holds_flagged: false },
     Codec { name: fdr::FDR_JSON, does: Does::ReportDocuments(ReportCodec { encode: report_json::encode, extension: "json", content_type: "application/json" }), holds_flagged: false },
 ];
 
@@ -70,6 +76,53 @@ pub enum Does {
     ReceiptFiles(FileSettings),
     /// Encodes one settlement flow (its report) per document, for a reports pipeline.
     ReportDocuments(ReportCodec),
+    /// Decodes a treasury file (the giornale di cassa) into movements, for a treasury intake.
+    TreasuryFiles(DecodeTreasury),
+}
+
+/// A treasury file decoded: whose it says it is, and its incoming movements in file order.
+#[derive(Debug, Clone, Default)]
+pub struct TreasuryFile {
+    /// The entity's fiscal code the file names (OPI `codice_fiscale_ente`).
+    pub fiscal_code: Option<String>,
+    /// The account the statement is of (Poste's).
+    pub iban: Option<String>,
+    pub movements: Vec<TreasuryMovement>,
+    /// Lines read but not incoming movements (outgoing, other documents).
+    pub skipped: u64,
+}
+
+/// Decodes a whole treasury file at a path, in `encoding` (`None`: the format's own); the
+/// error names the record and the rule.
+pub type DecodeTreasury = fn(&Path, Option<Encoding>) -> Result<TreasuryFile, String>;
+
+fn decode_opi(path: &Path, _encoding: Option<Encoding>) -> Result<TreasuryFile, String> {
+    // XML says its own encoding.
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (header, movements, counts) =
+        treasury::opi::parse_opi(&bytes).map_err(|e| e.to_string())?;
+    Ok(TreasuryFile {
+        fiscal_code: Some(header.entity_fiscal_code.clone()).filter(|f| !f.is_empty()),
+        iban: None,
+        skipped: counts.movements.saturating_sub(counts.kept),
+        movements,
+    })
+}
+
+fn decode_treasury_csv(path: &Path, encoding: Option<Encoding>) -> Result<TreasuryFile, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut reader =
+        treasury::read_csv(std::io::BufReader::new(file), encoding).map_err(|e| e.to_string())?;
+    let mut movements = Vec::new();
+    while let Some(m) = reader.next_movement().map_err(|e| e.to_string())? {
+        movements.push(m);
+    }
+    Ok(TreasuryFile {
+        fiscal_code: None,
+        iban: reader.iban().map(|i| i.as_str().to_string()),
+        skipped: reader.skipped(),
+        movements,
+    })
 }
 
 /// How a batch codec writes its files.

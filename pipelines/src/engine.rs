@@ -121,7 +121,7 @@ impl Hub {
         let (stop_tx, rx) = watch::channel(false);
         let flag = Arc::new(AtomicBool::new(false));
         let task = match &p.kind {
-            PipelineKind::ImportFlows { .. } => {
+            PipelineKind::ImportFlows { .. } | PipelineKind::TreasuryFiles { .. } => {
                 let runner =
                     PipelineRunner::new(plan.clone(), index, self.store.clone(), flag.clone())?;
                 tokio::spawn(runner.run(rx))
@@ -445,11 +445,9 @@ struct PipelineRunner {
     index: usize,
     store: Arc<dyn Store>,
     stop: Arc<AtomicBool>,
-    format: &'static dyn FlowFormat,
-    encoding: Encoding,
+    work: FileWork,
     source: Arc<Mutex<Supervised>>,
     schedule: cron::Schedule,
-    outcomes: Option<Arc<dyn Sink>>,
     entity: Arc<EntityRuntime>,
     /// Messages whose processing hit a passing failure; tried again at the next tick.
     retry: Arc<Mutex<Vec<Message>>>,
@@ -467,24 +465,43 @@ impl PipelineRunner {
             pipeline: p.name.clone(),
             message,
         };
-        let PipelineKind::ImportFlows {
-            format,
-            encoding,
-            source,
-            schedule,
-            outcomes,
-        } = &p.kind
-        else {
-            return Err(start_err("not an import pipeline".into()));
+        let (work, source, schedule) = match &p.kind {
+            PipelineKind::ImportFlows {
+                format,
+                encoding,
+                source,
+                schedule,
+                outcomes,
+            } => {
+                let outcomes = match outcomes {
+                    Some(s) => Some(Arc::from(s.build().map_err(|e| start_err(e.to_string()))?)),
+                    None => None,
+                };
+                let work = FileWork::Flows {
+                    format: *format,
+                    encoding: *encoding,
+                    outcomes,
+                };
+                (work, source, schedule)
+            }
+            PipelineKind::TreasuryFiles {
+                decode,
+                encoding,
+                source,
+                schedule,
+            } => {
+                let work = FileWork::Treasury {
+                    decode: *decode,
+                    encoding: *encoding,
+                };
+                (work, source, schedule)
+            }
+            _ => return Err(start_err("not a pipeline of files".into())),
         };
         let mut source = source.build().map_err(|e| start_err(e.to_string()))?;
         // A file larger than a flow may be is not worth taking in.
         source.limit_file_size(plan.config.hub.max_flow_bytes);
         let source = Supervised::wrap(p.name.clone(), source);
-        let outcomes = match outcomes {
-            Some(s) => Some(Arc::from(s.build().map_err(|e| start_err(e.to_string()))?)),
-            None => None,
-        };
         let schedule = (**schedule).clone();
         let entity = plan
             .entities
@@ -496,11 +513,9 @@ impl PipelineRunner {
             index,
             store,
             stop,
-            format: *format,
-            encoding: *encoding,
+            work,
             source: Arc::new(Mutex::new(source)),
             schedule,
-            outcomes,
             entity,
             retry: Arc::new(Mutex::new(Vec::new())),
         })
@@ -652,10 +667,28 @@ impl PipelineRunner {
         };
         info!(pipeline = %name, file = %msg.name, redelivered = msg.redelivered, attempt, "flow claimed");
         crate::failpoint("import-claimed");
+        let (format, encoding, outcomes) = match &self.work {
+            FileWork::Flows {
+                format,
+                encoding,
+                outcomes,
+            } => (*format, *encoding, outcomes),
+            FileWork::Treasury { decode, encoding } => {
+                let applied = crate::treasury::apply_file(
+                    self.store.as_ref(),
+                    &self.entity,
+                    *decode,
+                    *encoding,
+                    &msg.name,
+                    &path,
+                );
+                return self.treasury_done(msg, attempt, applied);
+            }
+        };
         let importer = Importer {
             store: self.store.as_ref(),
-            format: self.format,
-            encoding: self.encoding,
+            format,
+            encoding,
             entity: &self.entity,
             staging: staging_dir(&self.plan),
             limits: ImportLimits::from_hub(&self.plan.config.hub),
@@ -672,7 +705,7 @@ impl PipelineRunner {
         }
         match outcome {
             Ok(ImportOutcome::Done { flow, files, .. }) => {
-                if let Some(sink) = &self.outcomes {
+                if let Some(sink) = outcomes {
                     for f in &files {
                         if let Err(e) = sink.put_file(&f.name, &f.path) {
                             warn!(pipeline = %name, file = %msg.name, "cannot publish {}: {e}; retrying at the next tick", f.name);
@@ -718,6 +751,76 @@ impl PipelineRunner {
             }
         }
     }
+}
+
+impl PipelineRunner {
+    /// What applying a treasury file came to: archived, set aside with why (nothing applied),
+    /// or tried again at the next tick (the store failed).
+    fn treasury_done(
+        &self,
+        msg: Message,
+        attempt: u32,
+        applied: Result<Result<crate::treasury::Applied, String>, snodo_store::StoreError>,
+    ) {
+        let name = &self.pipeline().name;
+        let forget = |file: &str| {
+            if let Err(e) = self.store.forget_file_attempts(name, file) {
+                warn!(pipeline = %name, file = %file, "cannot forget the attempts: {e}");
+            }
+        };
+        match applied {
+            Ok(Ok(a)) => {
+                forget(&msg.name);
+                let file = msg.name.clone();
+                match msg.ack.done() {
+                    Ok(()) => info!(pipeline = %name, file = %file, movements = a.movements,
+                        inserted = a.counts.inserted, updated = a.counts.updated,
+                        unchanged = a.counts.unchanged, removed = a.counts.removed,
+                        skipped = a.skipped, "treasury file applied"),
+                    Err(e) => {
+                        error!(pipeline = %name, file = %file, "treasury file applied but the source could not archive it: {e}")
+                    }
+                }
+            }
+            Ok(Err(why)) => {
+                forget(&msg.name);
+                warn!(pipeline = %name, file = %msg.name, "treasury file refused: {why}");
+                let file = msg.name.clone();
+                if let Err(e) = msg.ack.failed(&format!("{why}\n")) {
+                    error!(pipeline = %name, file = %file, "cannot move the file to failed/: {e}");
+                }
+            }
+            Err(e) => {
+                let error = e.to_string();
+                if let Err(e) = self.store.fail_file_attempt(name, &msg.name, &error) {
+                    warn!(pipeline = %name, file = %msg.name, "cannot record the failure: {e}");
+                }
+                if attempt >= MAX_FILE_ATTEMPTS {
+                    self.set_aside(msg, attempt, &error);
+                    return;
+                }
+                warn!(pipeline = %name, file = %msg.name, attempt, "treasury file failed, retrying at the next tick: {error}");
+                let mut msg = msg;
+                msg.redelivered = true;
+                lock(&self.retry).push(msg);
+            }
+        }
+    }
+}
+
+/// What a pipeline of files does with each file.
+enum FileWork {
+    /// MyPay import flows into the registry, outcome files to a sink.
+    Flows {
+        format: &'static dyn FlowFormat,
+        encoding: Encoding,
+        outcomes: Option<Arc<dyn Sink>>,
+    },
+    /// Treasury files into the entity's movements.
+    Treasury {
+        decode: crate::codecs::DecodeTreasury,
+        encoding: Option<Encoding>,
+    },
 }
 
 /// `hub.instance`, else the host name and a hash of the data directory: unique among hubs

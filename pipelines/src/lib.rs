@@ -24,6 +24,7 @@ pub mod reports;
 pub mod reserved;
 pub mod stored_report;
 pub mod stream;
+pub mod treasury;
 
 /// Test hook: when `SNODO_FAILPOINT` names this point, the process aborts here, as a power cut
 /// would, so tests can prove what survives a crash at the worst moment.

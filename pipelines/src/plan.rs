@@ -2,7 +2,9 @@
 //! connectors and codecs resolved. `snodo validate` prints the problems; `snodo run` refuses to
 //! start with any.
 
-use crate::codecs::{self, DecodePosition, Does, EncodeReceipt, ReceiptFile, ReportCodec};
+use crate::codecs::{
+    self, DecodePosition, DecodeTreasury, Does, EncodeReceipt, ReceiptFile, ReportCodec,
+};
 use crate::config::{self, Codec, Config, Endpoint, EntityState, Problem};
 use crate::registry::{self, SourceShape};
 use snodo_adapters::flow_format::FlowFormat;
@@ -250,7 +252,9 @@ impl Plan {
         !(suspended
             && matches!(
                 p.kind,
-                PipelineKind::ImportFlows { .. } | PipelineKind::StreamPositions { .. }
+                PipelineKind::ImportFlows { .. }
+                    | PipelineKind::StreamPositions { .. }
+                    | PipelineKind::TreasuryFiles { .. }
             ))
     }
 }
@@ -426,6 +430,15 @@ pub enum PipelineKind {
         source: Arc<dyn SourceConfig>,
         schedule: Box<cron::Schedule>,
         outcomes: Option<Arc<dyn SinkConfig>>,
+    },
+    /// Treasury files (the giornale di cassa) from a source polled on `schedule`, their incoming
+    /// movements into the entity's treasury (`to = "treasury"`).
+    TreasuryFiles {
+        decode: DecodeTreasury,
+        /// `None`: the format's own (OPI says it in its XML; Poste's is ISO-8859-15).
+        encoding: Option<Encoding>,
+        source: Arc<dyn SourceConfig>,
+        schedule: Box<cron::Schedule>,
     },
     /// Debt positions, one per message of a stream (Kafka), into the registry; one outcome per
     /// message to a topic.
@@ -1090,8 +1103,8 @@ fn import_pipeline(
         }
     }
     let encoding = match pc.encoding.as_deref().map(|e| (e, Encoding::parse(e))) {
-        None => Some(Encoding::Utf8),
-        Some((_, Some(e))) => Some(e),
+        None => Some(None),
+        Some((_, Some(e))) => Some(Some(e)),
         Some((given, None)) => {
             local.push(Problem::new(
                 format!("{at}.encoding"),
@@ -1132,10 +1145,11 @@ fn import_pipeline(
             None
         }
     };
-    let decoders = codecs::names(|d| matches!(d, Does::ImportFlows(_)));
+    let decoders = codecs::names(|d| matches!(d, Does::ImportFlows(_) | Does::TreasuryFiles(_)));
     let format = match &pc.decode {
         Some(Codec { name, .. }) => match codecs::codec(name).map(|c| c.does) {
-            Some(Does::ImportFlows(format)) => Some(format),
+            Some(Does::ImportFlows(format)) => Some(FileDecoder::Flows(format)),
+            Some(Does::TreasuryFiles(decode)) => Some(FileDecoder::Treasury(decode)),
             _ => {
                 local.push(Problem::new(
                     format!("{at}.decode"),
@@ -1161,8 +1175,16 @@ fn import_pipeline(
             ),
         ));
     }
+    let target = match format {
+        Some(FileDecoder::Treasury(_)) => TREASURY,
+        _ => "registry",
+    };
     match &pc.to {
-        Endpoint::Named(n) if registry::TARGETS.contains(&n.as_str()) => {}
+        Endpoint::Named(n) if n == target => {}
+        Endpoint::Named(n) if registry::TARGETS.contains(&n.as_str()) => local.push(Problem::new(
+            format!("{at}.to"),
+            format!("{n:?}: what this decoder reads goes to {target:?}"),
+        )),
         Endpoint::Named(n) => local.push(Problem::new(
             format!("{at}.to"),
             registry::unknown_name(n, "target", registry::TARGETS),
@@ -1185,14 +1207,41 @@ fn import_pipeline(
             None
         }
     };
-    Some(PipelineKind::ImportFlows {
-        format: format?,
-        encoding: encoding?,
-        source: source?,
-        schedule: Box::new(schedule?),
-        outcomes,
-    })
+    match format? {
+        FileDecoder::Flows(format) => Some(PipelineKind::ImportFlows {
+            format,
+            encoding: encoding?.unwrap_or(Encoding::Utf8),
+            source: source?,
+            schedule: Box::new(schedule?),
+            outcomes,
+        }),
+        FileDecoder::Treasury(decode) => {
+            if pc.outcomes.is_some() {
+                local.push(Problem::new(
+                    format!("{at}.outcomes"),
+                    "a treasury intake has no outcome files: a refused file goes to the source's failed/ with why",
+                ));
+                return None;
+            }
+            Some(PipelineKind::TreasuryFiles {
+                decode,
+                encoding: encoding?,
+                source: source?,
+                schedule: Box::new(schedule?),
+            })
+        }
+    }
 }
+
+/// What an intake of files decodes.
+#[derive(Clone, Copy)]
+enum FileDecoder {
+    Flows(&'static dyn FlowFormat),
+    Treasury(DecodeTreasury),
+}
+
+/// `to = "treasury"`: an intake of treasury files.
+pub const TREASURY: &str = "treasury";
 
 /// `from` a stream connector (kafka), `decode` a codec of one position per message (e.g.
 /// `position-json`), `to = "registry"`, `outcomes` a message sink (a topic).
@@ -1462,7 +1511,10 @@ fn receipt_format(c: &Codec, at: &str, local: &mut Vec<Problem>) -> Option<Recei
             ReceiptEncoding::PerMessage(encode)
         }
         Does::ReceiptFiles(settings) => ReceiptEncoding::File(settings(&c.params, at, local)?),
-        Does::ImportFlows(_) | Does::StreamPositions(_) | Does::ReportDocuments(_) => {
+        Does::ImportFlows(_)
+        | Does::StreamPositions(_)
+        | Does::ReportDocuments(_)
+        | Does::TreasuryFiles(_) => {
             local.push(Problem::new(
                 at,
                 registry::unknown_name(&c.name, "receipt format", &known()),
@@ -1678,6 +1730,42 @@ mod tests {
         .unwrap();
         assert_eq!(problems[0].path, "pipelines[4].encode");
         assert!(problems[0].message.contains("fdr-json"), "{}", problems[0]);
+    }
+
+    #[test]
+    fn treasury_intakes_go_to_the_treasury_without_outcomes() {
+        let intake = |to: &str, extra: &str| {
+            format!(
+                "\n[[pipelines]]\nname = \"tes\"\nentity = \"c_g224\"\nfrom = {{ connector = \"dir\", path = \"/tmp/tes\" }}\ndecode = \"opi\"\nto = \"{to}\"\n{extra}"
+            )
+        };
+        let plan = demo_edited(|d| d + &intake("treasury", "")).unwrap();
+        let p = plan.pipelines.iter().find(|p| p.name == "tes").unwrap();
+        assert!(matches!(
+            p.kind,
+            PipelineKind::TreasuryFiles { encoding: None, .. }
+        ));
+        let problems = demo_edited(|d| d + &intake("registry", "")).err().unwrap();
+        assert_eq!(problems[0].path, "pipelines[4].to");
+        assert!(
+            problems[0].message.contains("\"treasury\""),
+            "{}",
+            problems[0]
+        );
+        let problems = demo_edited(|d| {
+            d + &intake(
+                "treasury",
+                "outcomes = { connector = \"dir\", path = \"/tmp/o\" }\n",
+            )
+        })
+        .err()
+        .unwrap();
+        assert_eq!(problems[0].path, "pipelines[4].outcomes");
+        // The flows' decoder still goes to the registry only.
+        let problems = demo_edited(|d| d.replacen("to = \"registry\"", "to = \"treasury\"", 1))
+            .err()
+            .unwrap();
+        assert_eq!(problems[0].path, "pipelines[0].to");
     }
 
     #[test]

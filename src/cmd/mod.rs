@@ -15,6 +15,7 @@ pub mod run;
 pub mod sim;
 pub mod tail;
 pub mod topic;
+pub mod treasury;
 pub mod validate;
 
 use anyhow::{bail, Result};

@@ -23,6 +23,7 @@ mod postgres;
 mod receipts;
 mod reports;
 mod sqlite;
+mod treasury;
 
 pub use crate::postgres::PgStore;
 pub use api::{ApiStore, CartStore};
@@ -38,6 +39,7 @@ pub use reports::{
     ReportRow, ReportStore, ReportTotals, RowFacts, Settlement, StoredAnomaly, StoredReportRow,
 };
 pub use sqlite::SqliteStore;
+pub use treasury::{MovementCounts, NewMovement, StoredMovement, TreasuryStore};
 
 use serde::Serialize;
 pub use snodo_core::dovuto::Action;
@@ -660,6 +662,7 @@ pub trait Store:
     + CartStore
     + StatusStore
     + ReportStore
+    + TreasuryStore
     + Send
     + Sync
 {
@@ -677,6 +680,7 @@ impl<T> Store for T where
         + CartStore
         + StatusStore
         + ReportStore
+        + TreasuryStore
         + Send
         + Sync
 {
@@ -686,7 +690,7 @@ impl<T> Store for T where
 pub mod prelude {
     pub use crate::{
         ApiStore, CartStore, EventStore, ExportStore, FlowStore, JobStore, OutboxStore,
-        PositionStore, ReceiptStore, ReportStore, StatusStore, Store,
+        PositionStore, ReceiptStore, ReportStore, StatusStore, Store, TreasuryStore,
     };
 }
 

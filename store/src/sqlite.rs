@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         12,
         include_str!("migrations/sqlite_0012_report_deliveries.sql"),
     ),
+    (14, include_str!("migrations/sqlite_0014_treasury.sql")),
 ];
 
 pub struct SqliteStore {

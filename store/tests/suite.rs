@@ -182,6 +182,7 @@ suite!(
     settlement_flows_link_resume_supersede_and_fail,
     reports_after_lists_finished_flows_and_stops_before_a_loading_one,
     a_finished_flow_is_delivered_once_per_reports_pipeline_unless_superseded,
+    treasury_movements_apply_once_and_a_reversal_removes_its_movement,
 );
 
 const E: &str = "c_g224";
@@ -2622,6 +2623,72 @@ fn report_row<'a>(
         receipt,
         receipt_transfer: receipt.map(|_| 1),
     }
+}
+
+fn movement<'a>(bill: &'a str, cents: i64, iuf: Option<&'a str>) -> NewMovement<'a> {
+    NewMovement {
+        year: 2026,
+        bill,
+        amount_cents: cents,
+        accounting_date: Some("2026-11-28"),
+        value_date: Some("2026-11-28"),
+        causale: "/PUR/LGPE-RIVERSAMENTO/URI/2026-11-27PSP1-1",
+        payer: Some("PSP Uno Servizio pagoPA"),
+        end_to_end_id: None,
+        iuf,
+        iuv: None,
+        reversed: false,
+    }
+}
+
+/// A treasury file applies whole; the same file again changes nothing; a changed movement is
+/// updated; a reversal removes its movement (or is counted as not found); entities are apart.
+fn treasury_movements_apply_once_and_a_reversal_removes_its_movement(b: &Backend) {
+    let s = b.store();
+    let file = [
+        movement("101", 150_000, Some("2026-11-27PSP1-1")),
+        movement("102", 2_500, None),
+    ];
+    let first = s.apply_movements(E, "GDC-1.xml", &file).unwrap();
+    assert_eq!((first.inserted, first.unchanged), (2, 0));
+    let again = s.apply_movements(E, "GDC-1.xml", &file).unwrap();
+    assert_eq!((again.inserted, again.unchanged), (0, 2));
+    let changed = s
+        .apply_movements(
+            E,
+            "GDC-2.xml",
+            &[
+                movement("102", 2_600, None),
+                NewMovement {
+                    reversed: true,
+                    ..movement("101", 150_000, None)
+                },
+                NewMovement {
+                    reversed: true,
+                    ..movement("999", 1, None)
+                },
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        (changed.updated, changed.removed, changed.not_found),
+        (1, 1, 1)
+    );
+    let held = s.movements(E, 10).unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (
+            held[0].bill.as_str(),
+            held[0].amount_cents,
+            held[0].source.as_str()
+        ),
+        ("102", 2_600, "GDC-2.xml")
+    );
+    // Another entity's movement with the same key is its own.
+    s.apply_movements("other", "GDC-9.xml", &[movement("102", 1, None)])
+        .unwrap();
+    assert_eq!(s.movements(E, 10).unwrap()[0].amount_cents, 2_600);
+    assert_eq!(events_of(s, "treasury.received").len(), 4);
 }
 
 /// A flow that finishes current gets one delivery per reports pipeline, in the same transaction

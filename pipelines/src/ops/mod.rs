@@ -13,6 +13,7 @@ pub mod positions;
 pub mod receipts;
 pub mod reports;
 pub mod topic;
+pub mod treasury;
 
 use crate::plan::Plan;
 use snodo_store::{Store, StoreError};

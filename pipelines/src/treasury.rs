@@ -1,0 +1,96 @@
+//! A treasury intake's work on one file (`decode = "opi"` or `"treasury-csv"`, `to =
+//! "treasury"`): decoded whole, checked to be the entity's, applied in one transaction. A file
+//! that cannot be read, or is another entity's, is refused with the record and the rule, and
+//! nothing of it is applied.
+
+use crate::codecs::{DecodeTreasury, TreasuryFile};
+use crate::plan::EntityRuntime;
+use snodo_adapters::text_encoding::Encoding;
+use snodo_store::{MovementCounts, NewMovement, Store, StoreError};
+use std::path::Path;
+
+/// What a file applied.
+#[derive(Debug, Clone, Copy)]
+pub struct Applied {
+    pub movements: usize,
+    pub skipped: u64,
+    pub counts: MovementCounts,
+}
+
+/// Decodes, checks and applies the file; `Ok(Err(why))` when it is refused.
+pub fn apply_file(
+    store: &dyn Store,
+    entity: &EntityRuntime,
+    decode: DecodeTreasury,
+    encoding: Option<Encoding>,
+    name: &str,
+    path: &Path,
+) -> Result<Result<Applied, String>, StoreError> {
+    let file = match decode(path, encoding) {
+        Ok(f) => f,
+        Err(why) => return Ok(Err(why)),
+    };
+    if let Err(why) = whose(&file, entity) {
+        return Ok(Err(why));
+    }
+    let dates: Vec<(Option<String>, Option<String>)> = file
+        .movements
+        .iter()
+        .map(|m| {
+            (
+                m.accounting_date.map(|d| d.to_string()),
+                m.value_date.map(|d| d.to_string()),
+            )
+        })
+        .collect();
+    let rows: Vec<NewMovement<'_>> = file
+        .movements
+        .iter()
+        .zip(&dates)
+        .map(|(m, (accounting, value))| NewMovement {
+            year: i64::from(m.year),
+            bill: &m.bill,
+            amount_cents: m.amount.cents(),
+            accounting_date: accounting.as_deref(),
+            value_date: value.as_deref(),
+            causale: &m.causale,
+            payer: m.payer.as_deref(),
+            end_to_end_id: m.end_to_end_id.as_deref(),
+            iuf: m.reference.iuf().map(|i| i.as_str()),
+            iuv: m.reference.iuv(),
+            reversed: m.operation == snodo_core::treasury::MovementOperation::Reversed,
+        })
+        .collect();
+    let counts = store.apply_movements(&entity.ipa_code, name, &rows)?;
+    Ok(Ok(Applied {
+        movements: rows.len(),
+        skipped: file.skipped,
+        counts,
+    }))
+}
+
+/// A file naming another entity (its fiscal code), or an account that is none of the entity's,
+/// is not the entity's.
+fn whose(file: &TreasuryFile, entity: &EntityRuntime) -> Result<(), String> {
+    if let Some(fc) = &file.fiscal_code {
+        if fc != entity.fiscal_code.as_str() {
+            return Err(format!(
+                "the file is entity {fc}'s (codice_fiscale_ente), not {}'s ({})",
+                entity.ipa_code,
+                entity.fiscal_code.as_str()
+            ));
+        }
+    }
+    if let Some(iban) = &file.iban {
+        let ours = entity.payments.values().any(|p| {
+            p.iban.as_str() == iban || p.iban_changes.iter().any(|(_, i)| i.as_str() == iban)
+        });
+        if !ours {
+            return Err(format!(
+                "the statement is of account {iban}, which is no account of entity {} (its debt types' iban and iban_changes)",
+                entity.ipa_code
+            ));
+        }
+    }
+    Ok(())
+}
