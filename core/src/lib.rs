@@ -10,6 +10,7 @@ pub mod dovuto;
 pub mod ids;
 pub mod payment;
 pub mod qr;
+pub mod reconcile;
 pub mod settlement;
 pub mod spontaneous;
 pub mod taxonomy;
