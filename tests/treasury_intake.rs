@@ -142,3 +142,93 @@ to = "treasury"
     assert_eq!(movements(&home).len(), expected.len());
     hub.terminate();
 }
+
+#[test]
+fn an_accounting_system_books_and_reverses_movements_over_the_api() {
+    let home = Home::new();
+    let hub = Hub::start_serving(&home);
+    let put = |id: &str, body: &str| {
+        http(
+            home.port,
+            "PUT",
+            &format!("/api/v1/entities/c_g224/treasury/{id}"),
+            Some(KEY_PADOVA),
+            &[],
+            Some(body),
+        )
+    };
+    let body = r#"{"amountCents": 150000, "valueDate": "2026-11-28", "causale": "/PUR/LGPE-RIVERSAMENTO/TXT/0/URI/2026-11-27PSPUNO-00644060287 BON.SEPA", "payer": "PSP Uno Servizio pagoPA"}"#;
+    let first = put("2026-1201", body);
+    assert_eq!(first.status, 201, "{}", first.body);
+    let v = first.json();
+    assert_eq!(
+        (
+            v["outcome"].as_str(),
+            v["iuf"].as_str(),
+            v["amountCents"].as_i64()
+        ),
+        (
+            Some("inserted"),
+            Some("2026-11-27PSPUNO-00644060287"),
+            Some(150_000)
+        )
+    );
+    let again = put("2026-1201", body);
+    assert_eq!(
+        (again.status, again.json()["outcome"].clone()),
+        (200, "unchanged".into())
+    );
+    let changed = put("2026-1201", &body.replace("150000", "150001"));
+    assert_eq!(changed.json()["outcome"], "updated", "{}", changed.body);
+    assert_eq!(movements(&home).len(), 1);
+    assert_eq!(movements(&home)[0]["source"], "api");
+
+    // Mistakes name the field.
+    for (id, body, field) in [
+        (
+            "2026-1202",
+            r#"{"amountCents": 0, "causale": "x"}"#,
+            "amountCents",
+        ),
+        (
+            "2026-1202",
+            r#"{"amountCents": 1, "causale": " "}"#,
+            "causale",
+        ),
+        (
+            "2026-1202",
+            r#"{"amountCents": 1, "causale": "x", "valueDate": "28/11/2026"}"#,
+            "valueDate",
+        ),
+        (
+            "26-1202",
+            r#"{"amountCents": 1, "causale": "x"}"#,
+            "movementId",
+        ),
+    ] {
+        let r = put(id, body);
+        assert_eq!(r.status, 422, "{id} {body}: {}", r.body);
+        assert_eq!(r.json()["field"], field, "{}", r.body);
+    }
+    let r = put(
+        "2026-1202",
+        r#"{"amountCents": 1, "causale": "x", "extra": 1}"#,
+    );
+    assert!(r.status == 400 || r.status == 422, "{}", r.body);
+
+    // Reversed: removed; reversing again finds nothing.
+    let del = |id: &str| {
+        http(
+            home.port,
+            "DELETE",
+            &format!("/api/v1/entities/c_g224/treasury/{id}"),
+            Some(KEY_PADOVA),
+            &[],
+            None,
+        )
+    };
+    assert_eq!(del("2026-1201").status, 200);
+    assert_eq!(del("2026-1201").status, 404);
+    assert!(movements(&home).is_empty());
+    hub.terminate();
+}

@@ -21,6 +21,9 @@ pub trait TreasuryStore {
 
     /// The entity's movements, the latest received first.
     fn movements(&self, entity: &str, limit: u32) -> Result<Vec<StoredMovement>>;
+
+    /// The entity's movement with this key, if held.
+    fn movement(&self, entity: &str, year: i64, bill: &str) -> Result<Option<StoredMovement>>;
 }
 
 /// A movement as decoded; `reversed` removes the movement with its key.
@@ -200,6 +203,13 @@ impl<D: Driver> TreasuryStore for D {
             )?;
             Ok(counts)
         })
+    }
+
+    fn movement(&self, entity: &str, year: i64, bill: &str) -> Result<Option<StoredMovement>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM treasury_movements WHERE entity = $1 AND year = $2 AND bill = $3"
+        );
+        self.read(|c| c.one(&sql, args!(entity, year, bill), movement_from))
     }
 
     fn movements(&self, entity: &str, limit: u32) -> Result<Vec<StoredMovement>> {

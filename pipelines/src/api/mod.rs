@@ -11,6 +11,7 @@ pub(crate) mod positions;
 mod problem;
 mod reports;
 mod spontaneous;
+mod treasury;
 
 use crate::intake::StandingFlows;
 use crate::plan::{key_hash, EntityRuntime, LivePlan, Plan};
@@ -44,6 +45,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/entities/{ipa}/receipts"),
     ("GET", "/entities/{ipa}/reports"),
     ("GET", "/entities/{ipa}/reports/{iuf}"),
+    ("PUT", "/entities/{ipa}/treasury/{movementId}"),
+    ("DELETE", "/entities/{ipa}/treasury/{movementId}"),
     ("GET", "/entities/{ipa}/spontaneous"),
     ("POST", "/entities/{ipa}/spontaneous/{debtType}"),
     ("POST", "/entities/{ipa}/carts"),
@@ -202,6 +205,10 @@ pub fn router(
         .route("/entities/{ipa}/receipts", get(positions::receipts))
         .route("/entities/{ipa}/reports", get(reports::list))
         .route("/entities/{ipa}/reports/{iuf}", get(reports::read))
+        .route(
+            "/entities/{ipa}/treasury/{movementId}",
+            axum::routing::put(treasury::put).delete(treasury::delete),
+        )
         .route("/entities/{ipa}/spontaneous", get(spontaneous::list))
         .route(
             "/entities/{ipa}/spontaneous/{debt_type}",
