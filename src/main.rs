@@ -64,6 +64,10 @@ enum Command {
     /// Print an entity's treasury movements (the giornale di cassa its treasury intakes read)
     /// as JSON lines, the latest first: bill, amount, dates, causale and the IUF or IUV in it.
     Treasury(cmd::treasury::Args),
+    /// Reconciliation: an entity's payments and treasury movements with MyPivot's classes
+    /// (receipts, settlement flows and credits matched now): counts per class, or one class's
+    /// items as JSON lines.
+    Reconcile(cmd::reconcile::Args),
     /// Print an entity's positions as JSON lines.
     Positions(cmd::positions::Args),
     /// Write a position's payment notice (avviso pagoPA) as a PDF.
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
         Command::Reports(a) => cmd::reports::exec(a),
         Command::Positions(a) => cmd::positions::exec(a),
         Command::Treasury(a) => cmd::treasury::exec(a),
+        Command::Reconcile(a) => cmd::reconcile::exec(a),
         Command::Notice(a) => cmd::notice::exec(a),
         Command::Tail(a) => cmd::tail::exec(a),
         Command::Topic(a) => cmd::topic::exec(a),

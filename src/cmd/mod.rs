@@ -9,6 +9,7 @@ pub mod onboard;
 pub mod positions;
 pub mod receipts;
 pub mod receiver;
+pub mod reconcile;
 pub mod reload;
 pub mod reports;
 pub mod run;

@@ -11,6 +11,7 @@ pub mod notice;
 pub mod onboard;
 pub mod positions;
 pub mod receipts;
+pub mod reconcile;
 pub mod reports;
 pub mod topic;
 pub mod treasury;

@@ -1,0 +1,129 @@
+//! Reconciliation classes end to end: the simulated node pays notices, the PSPs publish their
+//! settlement flows, the hub pulls them, the accounting system books treasury movements — one
+//! flow credited exactly, one with another amount, one movement naming an unknown flow and one
+//! naming nothing — and `snodo reconcile` labels every payment and movement as MyPivot would.
+
+mod common;
+use common::*;
+
+fn reconcile(home: &Home, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["reconcile", "-c", "config.toml", "--entity", "c_g224"];
+    args.extend_from_slice(extra);
+    json_lines(&home.snodo(&args))
+}
+
+#[test]
+fn payments_and_movements_get_mypivots_classes() {
+    let scratch = tempfile::tempdir().unwrap();
+    let ledger = scratch.path().join("ledger");
+    let home = sim_paid_home(&ledger, 30);
+    let date = sim_ledger_date(&ledger);
+    run_sim(
+        &home,
+        &[
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--publish-flows",
+            "--date",
+            &date,
+        ],
+    );
+    let port = free_port();
+    let _psps = SimPsps::serve(&home, &ledger, port);
+    let mut cfg = std::fs::read_to_string(home.config()).unwrap();
+    cfg.push_str(&format!(
+        "\n[pagopa.fdr]\nmode = \"rest\"\nurl = \"http://127.0.0.1:{port}/fdr-org/service/v1\"\nsubscription_key = \"fdr-k\"\nschedule = \"0 0 3 1 1 *\"\n"
+    ));
+    std::fs::write(home.config(), cfg).unwrap();
+    json_lines(&home.snodo(&["reports", "-c", "config.toml", "pull"]));
+    let flows: Vec<serde_json::Value> =
+        json_lines(&home.snodo(&["reports", "-c", "config.toml", "--entity", "c_g224"]))
+            .into_iter()
+            .filter(|f| f.get("superseded_by").is_none())
+            .collect();
+    assert!(flows.len() >= 2, "{flows:?}");
+    let (exact, other) = (&flows[0], &flows[1]);
+    let total = |f: &serde_json::Value| f["declared"]["amount_cents"].as_i64().unwrap();
+
+    // Before any credit, within the grace period, the payments wait.
+    let before = reconcile(&home, &[]);
+    assert_eq!(before[0]["payments"], 30, "{before:?}");
+    assert_eq!(before[0]["classes"]["RT_IUF"], 30, "{before:?}");
+    assert!(
+        before[0]["classes"].get("IUF_NO_TES").is_none(),
+        "{before:?}"
+    );
+
+    let hub = Hub::start_serving(&home);
+    let book = |id: &str, cents: i64, causale: &str| {
+        let body = serde_json::json!({ "amountCents": cents, "causale": causale }).to_string();
+        let r = http(
+            home.port,
+            "PUT",
+            &format!("/api/v1/entities/c_g224/treasury/{id}"),
+            Some(KEY_PADOVA),
+            &[],
+            Some(&body),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    };
+    let uri = |f: &serde_json::Value| {
+        format!(
+            "/PUR/LGPE-RIVERSAMENTO/TXT/0/URI/{}",
+            f["iuf"].as_str().unwrap()
+        )
+    };
+    book("2026-1", total(exact), &uri(exact));
+    book("2026-2", total(other) + 100, &uri(other));
+    book(
+        "2026-3",
+        5_000,
+        "/PUR/LGPE-RIVERSAMENTO/URI/2026-01-01UNKNOWN-1",
+    );
+    book("2026-4", 7_000, "BONIFICO DA PRIVATO");
+    hub.terminate();
+
+    let count = |f: &serde_json::Value| f["payments"].as_i64().unwrap();
+    // Ten days on, the flow nobody credited is missing its credit.
+    let later =
+        chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").unwrap() + chrono::Duration::days(10);
+    let at = format!("{later}T12:00:00Z");
+    let summary = &reconcile(&home, &["--at", &at])[0];
+    let classes = &summary["classes"];
+    assert_eq!(classes["RT_IUF_TES"], count(exact), "{summary}");
+    assert_eq!(classes["IUF_TES_DIV_IMP"], count(other), "{summary}");
+    let rest: i64 = flows[2..].iter().map(count).sum();
+    assert_eq!(
+        classes
+            .get("IUF_NO_TES")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0),
+        rest,
+        "{summary}"
+    );
+    assert_eq!(classes["TES_NO_IUF_OR_IUV"], 1, "{summary}");
+    assert_eq!(classes["TES_NO_MATCH"], 1, "{summary}");
+    assert_eq!(summary["movements"], 4);
+
+    // One class's items, with their keys and both sides' amounts.
+    let credited = reconcile(&home, &["--class", "RT_IUF_TES"]);
+    assert_eq!(credited.len() as i64, count(exact));
+    for i in &credited {
+        assert_eq!(i["iuf"], exact["iuf"], "{i}");
+        assert_eq!(i["paid_cents"], i["reported_cents"], "{i}");
+        assert_eq!(i["credited_cents"], total(exact), "{i}");
+    }
+    let unknown = reconcile(&home, &["--class", "TES_NO_IUF_OR_IUV"]);
+    assert_eq!(unknown[0]["movement"], "2026-3");
+    let bad = home.snodo(&[
+        "reconcile",
+        "-c",
+        "config.toml",
+        "--entity",
+        "c_g224",
+        "--class",
+        "RT",
+    ]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("RT_IUF_TES"), "{}", stderr(&bad));
+}
