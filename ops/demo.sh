@@ -241,6 +241,30 @@ echo "  or with Accept: application/xml as FlussoRiversamento ($(wc -c <report.x
 echo "  and a paid position knows its settlement flow:"
 "$BIN" positions --entity c_g224 --limit 100000 | grep -m1 '"settlement"' | python3 -c 'import json,sys; p=json.loads(sys.stdin.readline()); print("    notice=%s status=%s settlement=%s" % (p["notice_number"], p["status"], json.dumps(p["settlement"])))'
 
+step "the treasurer credits the flows: snodo sim writes Padova's OPI giornale di cassa (--anomalies: an amount wrong, a causale mangled, a flow never credited, an unknown transfer)"
+"$BIN" sim --publish-treasury --anomalies | sed 's/^/  /' | cut -c1-170
+cat >>demo-push.toml <<'TOML'
+
+[[pipelines]]
+name = "padova-tesoreria"
+entity = "c_g224"
+from = { connector = "dir", path = "var/c_g224/tesoreria", schedule = "*/2 * * * * *" }
+decode = "opi"
+to = "treasury"
+TOML
+echo "  a treasury intake added to demo-push.toml, and the running hub told with SIGHUP (no restart):"
+kill -HUP $HUB
+for _ in $(seq 50); do grep -q '"configuration reloaded"\|configuration reloaded' hub.log && break; sleep 0.1; done
+grep -m1 'configuration reloaded' hub.log | sed 's/^/    /' | cut -c1-200
+mkdir -p var/c_g224/tesoreria
+cp sim-ledger/treasury/00644060287/*.xml var/c_g224/tesoreria/
+for _ in $(seq 100); do [ "$("$BIN" treasury -c demo-push.toml --entity c_g224 | wc -l)" -ge 3 ] && break; sleep 0.1; done
+"$BIN" treasury -c demo-push.toml --entity c_g224 | python3 -c 'import json,sys
+for m in map(json.loads, sys.stdin): print("    movement %s-%s %s cents iuf=%s" % (m["year"], m["bill"], m["amount_cents"], m["iuf"]))'
+AT=$(date -u -d '+10 days' +%Y-%m-%dT12:00:00Z)
+echo "  snodo reconcile --entity c_g224 --at $AT (ten days on, past the grace periods):"
+"$BIN" reconcile -c demo-push.toml --entity c_g224 --at "$AT" | sed 's/^/    /'
+
 step "the nightly MyPay export (ESTRAZIONE_DOVUTI 1.3), written now instead of at 02:00"
 "$BIN" export --pipeline padova-receipts-export | sed 's/^/  /'
 ZIP=$(ls var/c_g224/export/*.zip | head -n1)

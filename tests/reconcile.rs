@@ -127,3 +127,101 @@ fn payments_and_movements_get_mypivots_classes() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("RT_IUF_TES"), "{}", stderr(&bad));
 }
+
+#[test]
+fn the_simulated_treasurer_credits_the_flows_and_the_hub_reads_its_giornale() {
+    let scratch = tempfile::tempdir().unwrap();
+    let ledger = scratch.path().join("ledger");
+    let home = sim_paid_home(&ledger, 30);
+    let date = sim_ledger_date(&ledger);
+    let ledger_arg = ledger.to_str().unwrap();
+    run_sim(
+        &home,
+        &["--ledger", ledger_arg, "--publish-flows", "--date", &date],
+    );
+    let port = free_port();
+    let _psps = SimPsps::serve(&home, &ledger, port);
+    let mut cfg = std::fs::read_to_string(home.config()).unwrap();
+    cfg.push_str(&format!(
+        r#"
+[pagopa.fdr]
+mode = "rest"
+url = "http://127.0.0.1:{port}/fdr-org/service/v1"
+subscription_key = "fdr-k"
+schedule = "0 0 3 1 1 *"
+
+[[pipelines]]
+name = "padova-tesoreria"
+entity = "c_g224"
+from = {{ connector = "dir", path = "var/c_g224/tesoreria", schedule = "* * * * * *", settle = "0s" }}
+decode = "opi"
+to = "treasury"
+"#
+    ));
+    std::fs::write(home.config(), cfg).unwrap();
+    json_lines(&home.snodo(&["reports", "-c", "config.toml", "pull"]));
+    let flows: Vec<serde_json::Value> =
+        json_lines(&home.snodo(&["reports", "-c", "config.toml", "--entity", "c_g224"]));
+    assert_eq!(flows.len(), 3, "one flow per simulated PSP: {flows:?}");
+
+    let out = stdout(&run_sim(
+        &home,
+        &[
+            "--ledger",
+            ledger_arg,
+            "--publish-treasury",
+            "--date",
+            &date,
+            "--anomalies",
+        ],
+    ));
+    let giornale = std::fs::read_dir(ledger.join("treasury").join(PADOVA))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(
+        out.contains("movements=3"),
+        "two flows and an unknown movement: {out}"
+    );
+    let lint = std::process::Command::new("xmllint")
+        .args(["--noout", "--nonet", "--schema"])
+        .arg(
+            repo()
+                .join("adapters/specs/opi/p4pa-payhub-activities/OPI_GIORNALE_DI_CASSA_V_1_8.xsd"),
+        )
+        .arg(&giornale)
+        .output()
+        .expect("xmllint");
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
+    let inbox = home.path().join("var/c_g224/tesoreria");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::copy(&giornale, inbox.join(giornale.file_name().unwrap())).unwrap();
+    let hub = Hub::start_serving(&home);
+    let applied = wait_for(15, || {
+        json_lines(&home.snodo(&["treasury", "-c", "config.toml", "--entity", "c_g224"])).len() == 3
+    });
+    hub.terminate();
+    assert!(applied, "the giornale was not applied");
+
+    // Flows in IUF order: the first credited 1.00 too much, the second through a mangled
+    // causale (still found), the third never credited.
+    let mut by_iuf = flows.clone();
+    by_iuf.sort_by(|a, b| a["iuf"].as_str().cmp(&b["iuf"].as_str()));
+    let count = |f: &serde_json::Value| f["payments"].as_i64().unwrap();
+    let later =
+        chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").unwrap() + chrono::Duration::days(10);
+    let summary = &reconcile(&home, &["--at", &format!("{later}T12:00:00Z")])[0];
+    let classes = &summary["classes"];
+    assert_eq!(classes["IUF_TES_DIV_IMP"], count(&by_iuf[0]), "{summary}");
+    assert_eq!(classes["RT_IUF_TES"], count(&by_iuf[1]), "{summary}");
+    assert_eq!(classes["IUF_NO_TES"], count(&by_iuf[2]), "{summary}");
+    assert_eq!(classes["TES_NO_IUF_OR_IUV"], 1, "{summary}");
+    assert!(classes.get("TES_NO_MATCH").is_none(), "{summary}");
+}

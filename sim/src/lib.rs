@@ -32,6 +32,7 @@ pub mod receiver;
 mod report;
 #[cfg(test)]
 mod tests;
+pub mod treasury;
 
 pub use checkout::{serve, ServeError, ServeOptions, StandIns};
 pub use report::{Latency, OpReport, Report};

@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "client_cert")]
     client_key: Option<PathBuf>,
     /// Pay every active position with a notice number of every configured entity.
-    #[arg(long, conflicts_with = "notices", required_unless_present_any = ["notices", "serve", "publish_flows"])]
+    #[arg(long, conflicts_with = "notices", required_unless_present_any = ["notices", "serve", "publish_flows", "publish_treasury"])]
     from_config: bool,
     /// Notices to pay: one `<fiscalCode>;<noticeNumber>` a line.
     #[arg(long)]
@@ -97,12 +97,22 @@ pub struct Args {
         conflicts_with_all = ["serve", "from_config", "notices", "count", "verify_only", "rate", "duration", "no_ledger"]
     )]
     publish_flows: bool,
-    /// With --publish-flows: the day (Rome) whose payments are settled (default: today).
-    #[arg(long, value_name = "YYYY-MM-DD", requires = "publish_flows")]
+    /// Pay nothing: write each entity's OPI giornale di cassa crediting the flows published in
+    /// the ledger (one SCT per flow, the official causale) under DIR/treasury/, print and exit.
+    #[arg(
+        long,
+        conflicts_with_all = ["serve", "from_config", "notices", "count", "verify_only", "rate", "duration", "no_ledger", "publish_flows"]
+    )]
+    publish_treasury: bool,
+    /// With --publish-flows: the day (Rome) whose payments are settled (default: today); with
+    /// --publish-treasury, the giornale's day.
+    #[arg(long, value_name = "YYYY-MM-DD")]
     date: Option<String>,
     /// With --publish-flows: add the anomalies (a revision 2, a revoked payment, NO_RPT and
-    /// STAND_IN_NO_RPT rows for IUVs never paid, a wrong declared total): docs/SIM.md.
-    #[arg(long, requires = "publish_flows")]
+    /// STAND_IN_NO_RPT rows for IUVs never paid, a wrong declared total); with
+    /// --publish-treasury: a wrong amount, a mangled causale, a flow never credited and an
+    /// unknown movement (docs/SIM.md).
+    #[arg(long)]
     anomalies: bool,
     /// With --serve: the FdR 3 subscription key (Ocp-Apim-Subscription-Key; default `demo`).
     #[arg(long, value_name = "KEY")]
@@ -153,6 +163,13 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         }
     }
     let ledger = ledger_dir(&args);
+    if (args.date.is_some() || args.anomalies) && !(args.publish_flows || args.publish_treasury) {
+        bail!("--date and --anomalies go with --publish-flows or --publish-treasury");
+    }
+    if args.publish_treasury {
+        let dir = ledger.context("--publish-treasury needs a ledger")?;
+        return publish_treasury(&dir, args.date, args.anomalies);
+    }
     if args.publish_flows {
         let dir = ledger.context("--publish-flows needs a ledger")?;
         return publish(&dir, args.date, args.anomalies);
@@ -300,6 +317,32 @@ fn publish(dir: &std::path::Path, date: Option<String>, anomalies: bool) -> Resu
     println!(
         "published date={date} flows={} ledger={}",
         published.len(),
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn publish_treasury(
+    dir: &std::path::Path,
+    date: Option<String>,
+    anomalies: bool,
+) -> Result<ExitCode> {
+    let date = match date {
+        Some(d) => snodo_sim::flows::parse_date(&d)
+            .with_context(|| format!("--date {d:?}: expected YYYY-MM-DD"))?,
+        None => snodo_sim::flows::today(),
+    };
+    let written = snodo_sim::treasury::write_giornali(&snodo_sim::treasury::TreasuryOptions {
+        ledger_dir: dir.to_path_buf(),
+        date,
+        anomalies,
+    })?;
+    for w in &written {
+        println!("{w}");
+    }
+    println!(
+        "treasury date={date} giornali={} ledger={}",
+        written.len(),
         dir.display()
     );
     Ok(ExitCode::SUCCESS)
