@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/pg_0005_held.sql")),
     (6, include_str!("migrations/pg_0006_file_attempts.sql")),
     (7, include_str!("migrations/pg_0007_reports.sql")),
+    (9, include_str!("migrations/pg_0009_receipt_id_any.sql")),
 ];
 
 /// Serialises migrations of hubs starting together (an arbitrary constant: "snodo" in ASCII).

@@ -199,6 +199,10 @@ pub struct RowFacts {
     pub issued: bool,
     /// The receipt whose id is the row's IUR, for the same IUV.
     pub receipt: Option<LinkReceipt>,
+    /// Only when the entity holds no such receipt: the receipts of other entities with the row's
+    /// IUR and IUV, oldest first. A transfer of one may credit this entity (a secondary
+    /// beneficiary's flow reports the notice's entity's IUV); the caller checks which.
+    pub others: Vec<OtherReceipt>,
     /// Another flow already links this payment.
     pub elsewhere: bool,
 }
@@ -209,6 +213,17 @@ pub struct LinkReceipt {
     pub amount_cents: i64,
     /// The request as parsed on arrival (its transfers), when kept.
     pub parsed: Option<String>,
+}
+
+/// A receipt of another entity that a row may settle a transfer of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherReceipt {
+    pub id: i64,
+    pub entity: String,
+    /// The request as parsed on arrival (its transfers and whom each credits), when kept.
+    pub parsed: Option<String>,
+    /// The receipt's XML, only when `parsed` was not kept.
+    pub xml: Option<String>,
 }
 
 /// Where a paid position's money was settled.
@@ -271,7 +286,7 @@ const INSERT_ANOMALY: &str =
 /// One round trip per row: the IUV issued (live or annulled position, each on its partial
 /// index), the receipt by its unique (entity, receipt_id), and a link from another flow on
 /// `report_payments_key`.
-const LOOKUP: &str = "SELECT a.issued, r.id, r.amount_cents, r.parsed, a.elsewhere FROM
+pub(crate) const LOOKUP: &str = "SELECT a.issued, r.id, r.amount_cents, r.parsed, a.elsewhere FROM
     (SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM positions WHERE entity = $1 AND iuv = $2 AND iuv IS NOT NULL AND status <> 'annulled')
                         OR EXISTS (SELECT 1 FROM positions WHERE entity = $1 AND iuv = $2 AND status = 'annulled')
                  THEN 1 ELSE 0 END AS BIGINT) AS issued,
@@ -282,10 +297,18 @@ const LOOKUP: &str = "SELECT a.issued, r.id, r.amount_cents, r.parsed, a.elsewhe
                  THEN 1 ELSE 0 END AS BIGINT) AS elsewhere) a
     LEFT JOIN receipts r ON r.entity = $1 AND r.receipt_id = $3 AND r.conflict_of IS NULL AND r.iuv = $2";
 
+/// The receipts of other entities with the row's receipt id and IUV, on
+/// `receipts_receipt_id_any` (asked only for rows the entity holds no receipt for).
+pub(crate) const OTHERS: &str =
+    "SELECT id, entity, parsed, CASE WHEN parsed IS NULL THEN xml END FROM receipts
+     WHERE receipt_id = $1 AND conflict_of IS NULL AND iuv = $2 AND entity <> $3 ORDER BY id";
+
+/// The entity's own flows only: a secondary beneficiary's flow settles its transfer, not the
+/// notice's entity's money.
 const SETTLEMENT: &str = "SELECT f.iuf, f.psp_id, f.revision, f.flow_date, f.regulation_id
      FROM receipts r JOIN report_payments rp ON rp.receipt = r.id JOIN report_flows f ON f.id = rp.flow
      WHERE r.entity = $1 AND r.notice_number = $2 AND r.conflict_of IS NULL
-       AND f.status = 'ok' AND f.superseded_by IS NULL
+       AND f.entity = r.entity AND f.status = 'ok' AND f.superseded_by IS NULL
      ORDER BY f.id DESC LIMIT 1";
 
 pub(crate) mod kind {
@@ -560,11 +583,24 @@ impl<D: Driver> ReportStore for D {
                         Ok(RowFacts {
                             issued: r.get::<i64>(0)? != 0,
                             receipt,
+                            others: Vec::new(),
                             elsewhere: r.get::<i64>(4)? != 0,
                         })
                     },
                 )?;
-                out.push(facts.ok_or_else(|| StoreError::Corrupt("lookup gave no row".into()))?);
+                let mut facts =
+                    facts.ok_or_else(|| StoreError::Corrupt("lookup gave no row".into()))?;
+                if facts.receipt.is_none() {
+                    facts.others = c.all(OTHERS, args!(k.iur, k.iuv, entity), |r| {
+                        Ok(OtherReceipt {
+                            id: r.get(0)?,
+                            entity: r.get(1)?,
+                            parsed: r.get(2)?,
+                            xml: r.get(3)?,
+                        })
+                    })?;
+                }
+                out.push(facts);
             }
             Ok(out)
         })

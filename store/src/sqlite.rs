@@ -20,6 +20,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("migrations/sqlite_0009_held.sql")),
     (10, include_str!("migrations/sqlite_0010_file_attempts.sql")),
     (11, include_str!("migrations/sqlite_0011_reports.sql")),
+    (
+        13,
+        include_str!("migrations/sqlite_0013_receipt_id_any.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -625,6 +629,51 @@ mod tests {
         assert!(
             plan.iter()
                 .all(|step| !step.starts_with("SCAN r") && !step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn a_settlement_row_s_lookups_search_indexes() {
+        let (_d, s) = store();
+        let conn = s.lock();
+        let plan_of = |sql: &str, args: &[Arg]| query_plan(&conn, sql, args);
+        let text = Arg::Text;
+        let plan = plan_of(
+            crate::reports::LOOKUP,
+            &[
+                text("c_d530"),
+                text("01000000000000001"),
+                text("R1"),
+                Arg::Int(2),
+                text("PSP1"),
+                text("IUF1"),
+            ],
+        );
+        // The one-row derived table is the only thing walked whole.
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN")
+                || step == "SCAN a"
+                || step == "SCAN CONSTANT ROW"),
+            "{plan:?}"
+        );
+        assert!(
+            plan.iter()
+                .any(|step| step.starts_with("SEARCH r USING INDEX receipts_receipt_id")),
+            "{plan:?}"
+        );
+        // Another entity's receipt by its id alone (a secondary beneficiary's row).
+        let plan = plan_of(
+            crate::reports::OTHERS,
+            &[text("R1"), text("01000000000000001"), text("c_d530")],
+        );
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN")),
+            "{plan:?}"
+        );
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX receipts_receipt_id_any (receipt_id=?)")),
             "{plan:?}"
         );
     }

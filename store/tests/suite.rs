@@ -181,6 +181,7 @@ suite!(
     an_export_leaves_out_what_cannot_be_encoded,
     settlement_flows_link_resume_supersede_and_fail,
     reports_after_lists_finished_flows_and_stops_before_a_loading_one,
+    a_secondary_beneficiary_s_row_finds_the_notice_entity_s_receipt,
 );
 
 const E: &str = "c_g224";
@@ -2685,6 +2686,7 @@ fn settlement_flows_link_resume_supersede_and_fail(b: &Backend) {
                 amount_cents: 1250,
                 parsed: None
             }),
+            others: Vec::new(),
             elsewhere: false
         }
     );
@@ -2894,4 +2896,111 @@ fn reports_after_lists_finished_flows_and_stops_before_a_loading_one(b: &Backend
         "the failed X is left out"
     );
     assert_eq!(iufs(0, 10), ["AFTER-A", "AFTER-B", "AFTER-C"]);
+}
+
+/// Feltre's flow reports a transfer of a Padova receipt (Feltre is its secondary beneficiary):
+/// the lookup for Feltre hands back Padova's receipt with the row's IUR and IUV, and only then;
+/// Padova's position keeps showing Padova's own flow.
+fn a_secondary_beneficiary_s_row_finds_the_notice_entity_s_receipt(b: &Backend) {
+    const FELTRE: &str = "c_d530";
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(
+        s,
+        f,
+        &[
+            row(Action::Insert, "A", 1250, true),
+            row(Action::Insert, "B", 500, true),
+        ],
+    );
+    let (na, nb) = (notice_of(&out[0]), notice_of(&out[1]));
+    let (iuv_a, iuv_b) = (iuv_of(&out[0]), iuv_of(&out[1]));
+    let ReceiptStored::Paid { receipt: ra, .. } = s
+        .store_parsed_receipt(&receipt(&na, "RS1", 1250), Some("{\"V2\":{}}".into()))
+        .unwrap()
+    else {
+        panic!("receipt A not stored as paid");
+    };
+    let ReceiptStored::Paid { receipt: rb, .. } =
+        s.store_receipt(&receipt(&nb, "RS2", 500)).unwrap()
+    else {
+        panic!("receipt B not stored as paid");
+    };
+    let key = |iuv, iur| LookupKey {
+        iuv,
+        iur,
+        link_index: 2,
+    };
+    let facts = s
+        .report_lookup(
+            FELTRE,
+            "PSP1",
+            "2026-11-27PSP1-00133880252",
+            &[
+                key(&iuv_a, "RS1"),
+                key(&iuv_b, "RS2"),
+                // The receipt id with another IUV, and an IUV with another receipt id.
+                key(&iuv_b, "RS1"),
+                key(&iuv_a, "RS9"),
+            ],
+        )
+        .unwrap();
+    let others = |i: usize| {
+        facts[i]
+            .others
+            .iter()
+            .map(|o| {
+                (
+                    o.id,
+                    o.entity.as_str(),
+                    o.parsed.as_deref(),
+                    o.xml.as_deref(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        others(0),
+        [(ra, E, Some("{\"V2\":{}}"), None)],
+        "the parsed request, not the XML"
+    );
+    assert_eq!(
+        others(1),
+        [(rb, E, None, Some("<receipt/>"))],
+        "the XML when not parsed"
+    );
+    assert!(others(2).is_empty() && others(3).is_empty(), "{facts:?}");
+    assert!(facts.iter().all(|f| !f.issued && f.receipt.is_none()));
+    // The notice's entity finds its own receipt and asks no further.
+    let own = s
+        .report_lookup(E, "PSP1", "2026-11-27PSP1-1", &[key(&iuv_a, "RS1")])
+        .unwrap();
+    assert_eq!(own[0].receipt.as_ref().map(|r| r.id), Some(ra));
+    assert!(own[0].others.is_empty());
+
+    // Feltre's flow links the transfer; Padova's position does not show Feltre's flow.
+    let mut feltre = report_key("PSP1", "2026-11-27PSP1-00133880252", 1);
+    feltre.entity = FELTRE;
+    let r = s.begin_report(&feltre).unwrap();
+    let mut linked = report_row(1, &iuv_a, "RS1", 250, Some(ra));
+    linked.link_index = 2;
+    linked.receipt_transfer = Some(2);
+    s.add_report_rows(r.id, 0, &[linked], &[]).unwrap();
+    let totals = ReportTotals {
+        computed_count: 1,
+        computed_cents: 250,
+        linked: 1,
+    };
+    assert!(s.finish_report(r.id, &totals, &[]).unwrap());
+    assert_eq!(s.settlements(E, &[na.as_str()]).unwrap(), [None]);
+    // A second Feltre flow with the same payment sees it linked elsewhere.
+    let again = s
+        .report_lookup(
+            FELTRE,
+            "PSP2",
+            "2026-11-27PSP2-00133880252",
+            &[key(&iuv_a, "RS1")],
+        )
+        .unwrap();
+    assert!(again[0].elsewhere);
 }
