@@ -100,8 +100,10 @@ pub struct Args {
     /// With --publish-flows: the day (Rome) whose payments are settled (default: today).
     #[arg(long, value_name = "YYYY-MM-DD", requires = "publish_flows")]
     date: Option<String>,
-    /// With --publish-flows: add the anomalies (a revision 2, a revoked payment, NO_RPT and
-    /// STAND_IN_NO_RPT rows for IUVs never paid, a wrong declared total): docs/SIM.md.
+    /// With --publish-flows: add one case of each anomaly (NO_RPT and STAND_IN_NO_RPT rows for
+    /// IUVs never paid, NO_RPT and EXECUTED rows for a paid IUV without its receipt, an amount
+    /// off its receipt's, a payment in two flows, a revoked payment, wrong declared totals) and
+    /// a revision 2: docs/SIM.md.
     #[arg(long, requires = "publish_flows")]
     anomalies: bool,
     /// With --serve: the FdR 3 subscription key (Ocp-Apim-Subscription-Key; default `demo`).
