@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Europe::Rome;
 use serde::Serialize;
 use snodo_adapters::fdr::{rest, soap};
-use snodo_adapters::pagopa::{parse_request, receipt_from_stored, to_cents, ReceiptView};
+use snodo_adapters::pagopa::{parse_request, stored_transfers, to_cents, ReceiptView};
 use snodo_core::settlement::link::{Known, Linker, PaymentKey, ReceiptTransfer};
 use snodo_core::settlement::{Iuf, SettlementFlow, SettlementPayment, TransferIndex};
 use snodo_store::{
@@ -37,6 +37,8 @@ const LEASE: Duration = Duration::from_secs(30 * 60);
 pub const CHUNK: usize = 5_000;
 /// Rows looked up per read.
 const LOOKUP_CHUNK: usize = 2_000;
+/// The most an answer's `Content-Length` reserves up front (larger answers grow as they come).
+const MAX_PREALLOC: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -212,18 +214,24 @@ impl Puller {
         let mut attempt = 1;
         loop {
             let result = self.runtime.block_on(async {
-                let resp = build()
+                let mut resp = build()
                     .send()
                     .await
                     .map_err(|e| CallFailure::Transient(format!("{what}: {}", without_url(&e))))?;
                 let status = resp.status().as_u16();
-                let body = resp.bytes().await.map_err(|e| {
+                // Chunks go straight into one buffer of the announced size: a flow's answer can
+                // be 60 MB, and gathering it whole then copying it would hold it twice.
+                let announced = resp.content_length().unwrap_or(0).min(MAX_PREALLOC);
+                let mut body = Vec::with_capacity(announced as usize);
+                while let Some(chunk) = resp.chunk().await.map_err(|e| {
                     CallFailure::Transient(format!(
                         "{what}: reading the answer: {}",
                         without_url(&e)
                     ))
-                })?;
-                Ok::<_, CallFailure>((status, body.to_vec()))
+                })? {
+                    body.extend_from_slice(&chunk);
+                }
+                Ok::<_, CallFailure>((status, body))
             });
             let failure = match result {
                 Ok((s, body)) if (200..300).contains(&s) => return Ok(body),
@@ -447,7 +455,14 @@ impl Puller {
                     continue;
                 }
             };
-            match soap::parse_flow_response_flow(&body, (!psp.is_empty()).then_some(psp.as_str())) {
+            // The answer is dropped once the flow's XML is out of it, the XML once its rows are.
+            let xml = soap::parse_flow_response(&body);
+            drop(body);
+            let parsed = xml.and_then(|xml| {
+                let psp = (!psp.is_empty()).then_some(psp.as_str());
+                Ok(snodo_adapters::fdr::xml::parse_flow(&xml, psp)?)
+            });
+            match parsed {
                 Ok((flow, payments)) => {
                     self.store_flow(e, "soap", &key, &flow, &payments, summary)?;
                 }
@@ -717,17 +732,26 @@ fn credited_amount(
     index: TransferIndex,
     fiscal_code: &str,
 ) -> Option<snodo_core::Amount> {
-    let request = match (&r.parsed, &r.xml) {
-        (Some(parsed), _) => receipt_from_stored(parsed.as_bytes()).ok()?,
-        (None, Some(xml)) => parse_request(xml.as_bytes()).ok()?,
-        (None, None) => return None,
-    };
-    let view = ReceiptView::of(&request)?;
-    let t = view
-        .transfers
-        .iter()
-        .find(|t| t.id_transfer == index.get() && t.fiscal_code_pa == fiscal_code)?;
-    to_cents(t.amount).ok()
+    let credits = |id: u8, fc: &str| id == index.get() && fc == fiscal_code;
+    match (&r.parsed, &r.xml) {
+        (Some(parsed), _) => {
+            let transfers = stored_transfers(parsed.as_bytes()).ok()?;
+            let t = transfers
+                .iter()
+                .find(|t| credits(t.id_transfer, &t.fiscal_code_pa))?;
+            to_cents(&t.transfer_amount).ok()
+        }
+        (None, Some(xml)) => {
+            let request = parse_request(xml.as_bytes()).ok()?;
+            let view = ReceiptView::of(&request)?;
+            let t = view
+                .transfers
+                .iter()
+                .find(|t| credits(t.id_transfer, t.fiscal_code_pa))?;
+            to_cents(t.amount).ok()
+        }
+        (None, None) => None,
+    }
 }
 
 /// The amount of the receipt's transfer `index`, from the request as parsed on arrival; a
@@ -737,13 +761,9 @@ fn transfer_amount(r: &LinkReceipt, index: TransferIndex) -> Option<snodo_core::
         return (index == TransferIndex::FIRST)
             .then(|| snodo_core::Amount::from_cents(r.amount_cents));
     };
-    let request = receipt_from_stored(parsed.as_bytes()).ok()?;
-    let view = ReceiptView::of(&request)?;
-    let t = view
-        .transfers
-        .iter()
-        .find(|t| t.id_transfer == index.get())?;
-    to_cents(t.amount).ok()
+    let transfers = stored_transfers(parsed.as_bytes()).ok()?;
+    let t = transfers.iter().find(|t| t.id_transfer == index.get())?;
+    to_cents(&t.transfer_amount).ok()
 }
 
 fn refusal(soap_mode: bool, what: &str, f: CallFailure) -> PullError {

@@ -373,6 +373,31 @@ fn the_first_flow_is_the_first_to_settle_its_own_entity_s_notices() {
     );
 }
 
+#[test]
+fn the_cache_parses_a_flow_file_again_only_once_it_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let date = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+    small_ledger(dir.path(), date);
+    let at = Utc.with_ymd_and_hms(2026, 3, 3, 12, 0, 0).unwrap();
+    publish(dir.path(), date, false, at);
+    let cache = flows::FlowCache::default();
+    let first = flows::load_all_cached(dir.path(), &cache).unwrap();
+    let again = flows::load_all_cached(dir.path(), &cache).unwrap();
+    assert_eq!(first.len(), 3);
+    assert!(first
+        .iter()
+        .zip(&again)
+        .all(|(a, b)| std::sync::Arc::ptr_eq(a, b)));
+    let plain = flows::load_all(dir.path()).unwrap();
+    assert!(plain.iter().zip(&first).all(|(a, b)| a == b.as_ref()));
+    // Published again (anomalies and a revision 2 now): the new files are read.
+    let later = at + Duration::hours(1);
+    publish(dir.path(), date, true, later);
+    let now = flows::load_all_cached(dir.path(), &cache).unwrap();
+    assert_eq!(now.len(), 4);
+    assert!(now.iter().all(|f| f.flow.published >= Some(later)));
+}
+
 // --- Served ---------------------------------------------------------------------------------
 
 struct Served {

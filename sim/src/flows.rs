@@ -47,6 +47,8 @@ use snodo_core::settlement::{
 use snodo_core::Amount;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// The published flows' directory inside the ledger's.
 pub const FLOWS_DIR: &str = "flows";
@@ -490,6 +492,63 @@ fn replace(path: &Path, bytes: &[u8]) -> Result<(), FlowsError> {
 /// Every published revision under `<ledger_dir>/flows/` (none when there is no such
 /// directory), in the order of `published`, then name and revision.
 pub fn load_all(ledger_dir: &Path) -> Result<Vec<PublishedFlow>, FlowsError> {
+    let mut out = Vec::new();
+    for path in flow_files(ledger_dir)? {
+        out.push(read_flow(&path)?);
+    }
+    sort_flows(&mut out, |f| f);
+    Ok(out)
+}
+
+/// The flows [`load_all_cached`] parsed, by file, kept while the file's size and modification
+/// time stay the same (publishing renames a new file into place): a server answering every
+/// page of a 100 000-row flow parses it once, not once a page.
+#[derive(Debug, Default)]
+pub struct FlowCache(Mutex<HashMap<PathBuf, CachedFlow>>);
+
+#[derive(Debug)]
+struct CachedFlow {
+    modified: Option<SystemTime>,
+    len: u64,
+    flow: Arc<PublishedFlow>,
+}
+
+/// [`load_all`], parsing only the files that changed since `cache` last saw them.
+pub fn load_all_cached(
+    ledger_dir: &Path,
+    cache: &FlowCache,
+) -> Result<Vec<Arc<PublishedFlow>>, FlowsError> {
+    let files = flow_files(ledger_dir)?;
+    let mut cached = cache.0.lock().unwrap_or_else(|e| e.into_inner());
+    cached.retain(|path, _| files.contains(path));
+    let mut out = Vec::with_capacity(files.len());
+    for path in files {
+        let meta = std::fs::metadata(&path).map_err(io_error(&path))?;
+        let (modified, len) = (meta.modified().ok(), meta.len());
+        match cached.get(&path) {
+            Some(c) if c.modified.is_some() && c.modified == modified && c.len == len => {
+                out.push(c.flow.clone());
+            }
+            _ => {
+                let flow = Arc::new(read_flow(&path)?);
+                cached.insert(
+                    path,
+                    CachedFlow {
+                        modified,
+                        len,
+                        flow: flow.clone(),
+                    },
+                );
+                out.push(flow);
+            }
+        }
+    }
+    sort_flows(&mut out, |f| f);
+    Ok(out)
+}
+
+/// The `.json` revisions under `<ledger_dir>/flows/<organizationId>/`.
+fn flow_files(ledger_dir: &Path) -> Result<Vec<PathBuf>, FlowsError> {
     let root = ledger_dir.join(FLOWS_DIR);
     let orgs = match std::fs::read_dir(&root) {
         Ok(d) => d,
@@ -504,24 +563,29 @@ pub fn load_all(ledger_dir: &Path) -> Result<Vec<PublishedFlow>, FlowsError> {
         }
         for f in std::fs::read_dir(&org).map_err(io_error(&org))? {
             let path = f.map_err(io_error(&org))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
+            if path.extension().and_then(|e| e.to_str()) == Some("json") {
+                out.push(path);
             }
-            let bytes = std::fs::read(&path).map_err(io_error(&path))?;
-            let flow: PublishedFlow =
-                serde_json::from_slice(&bytes).map_err(|e| FlowsError::Invalid {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-            out.push(flow);
         }
     }
-    out.sort_by(|a, b| {
+    Ok(out)
+}
+
+fn read_flow(path: &Path) -> Result<PublishedFlow, FlowsError> {
+    let bytes = std::fs::read(path).map_err(io_error(path))?;
+    serde_json::from_slice(&bytes).map_err(|e| FlowsError::Invalid {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn sort_flows<T>(flows: &mut [T], flow: impl Fn(&T) -> &PublishedFlow) {
+    flows.sort_by(|a, b| {
+        let (a, b) = (flow(a), flow(b));
         (a.flow.published, &a.flow.fdr, a.flow.revision).cmp(&(
             b.flow.published,
             &b.flow.fdr,
             b.flow.revision,
         ))
     });
-    Ok(out)
 }
