@@ -17,9 +17,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # CA and a server certificate to prove https calls are verified), ca-certificates (the trust store
 # of https calls).
 # poppler-utils (pdftoppm, pdftotext) and zbar-tools (zbarimg) read rendered payment notices back
-# in tests (adapters/tests/notice_tools.rs); dmtx-utils (dmtxread) is for the Poste Data Matrix.
+# in tests (adapters/tests/notice_tools.rs); dmtx-utils (dmtxread) is for the Poste Data Matrix;
+# time (/usr/bin/time -v: the settlement flows benchmark's peak RSS).
 PACKAGES=(sqlite3 unzip python3 python3-venv procps curl libxml2-utils wrk libssl-dev pkg-config
-  openssh-client make g++ zlib1g-dev openssl ca-certificates poppler-utils zbar-tools dmtx-utils)
+  openssh-client make g++ zlib1g-dev openssl ca-certificates poppler-utils zbar-tools dmtx-utils
+  time)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -29,7 +29,7 @@ use snodo_core::Amount;
 pub use model::*;
 pub use parse::{parse_request, parse_response, request_operation};
 pub use render::{render_request, render_response, render_soap_fault, SoapFaultCode};
-pub use stored::{receipt_from_stored, receipt_to_stored};
+pub use stored::{receipt_from_stored, receipt_to_stored, stored_transfers, StoredTransfer};
 pub use view::{ReceiptTransferView, ReceiptView};
 
 /// The official interface files the hub serves at `/pagopa/paForNode?wsdl`, as published by

@@ -16,11 +16,12 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Europe::Rome;
 use serde::Serialize;
 use snodo_adapters::fdr::{rest, soap};
-use snodo_adapters::pagopa::{receipt_from_stored, to_cents, ReceiptView};
+use snodo_adapters::pagopa::{parse_request, stored_transfers, to_cents, ReceiptView};
 use snodo_core::settlement::link::{Known, Linker, PaymentKey, ReceiptTransfer};
 use snodo_core::settlement::{Iuf, SettlementFlow, SettlementPayment, TransferIndex};
 use snodo_store::{
-    LinkReceipt, LookupKey, NewAnomaly, NewReport, ReportRow, ReportTotals, RowFacts, Store,
+    LinkReceipt, LookupKey, NewAnomaly, NewReport, OtherReceipt, ReportRow, ReportTotals, RowFacts,
+    Store,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ const LEASE: Duration = Duration::from_secs(30 * 60);
 pub const CHUNK: usize = 5_000;
 /// Rows looked up per read.
 const LOOKUP_CHUNK: usize = 2_000;
+/// The most an answer's `Content-Length` reserves up front (larger answers grow as they come).
+const MAX_PREALLOC: u64 = 256 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -211,18 +214,24 @@ impl Puller {
         let mut attempt = 1;
         loop {
             let result = self.runtime.block_on(async {
-                let resp = build()
+                let mut resp = build()
                     .send()
                     .await
                     .map_err(|e| CallFailure::Transient(format!("{what}: {}", without_url(&e))))?;
                 let status = resp.status().as_u16();
-                let body = resp.bytes().await.map_err(|e| {
+                // Chunks go straight into one buffer of the announced size: a flow's answer can
+                // be 60 MB, and gathering it whole then copying it would hold it twice.
+                let announced = resp.content_length().unwrap_or(0).min(MAX_PREALLOC);
+                let mut body = Vec::with_capacity(announced as usize);
+                while let Some(chunk) = resp.chunk().await.map_err(|e| {
                     CallFailure::Transient(format!(
                         "{what}: reading the answer: {}",
                         without_url(&e)
                     ))
-                })?;
-                Ok::<_, CallFailure>((status, body.to_vec()))
+                })? {
+                    body.extend_from_slice(&chunk);
+                }
+                Ok::<_, CallFailure>((status, body))
             });
             let failure = match result {
                 Ok((s, body)) if (200..300).contains(&s) => return Ok(body),
@@ -446,7 +455,14 @@ impl Puller {
                     continue;
                 }
             };
-            match soap::parse_flow_response_flow(&body, (!psp.is_empty()).then_some(psp.as_str())) {
+            // The answer is dropped once the flow's XML is out of it, the XML once its rows are.
+            let xml = soap::parse_flow_response(&body);
+            drop(body);
+            let parsed = xml.and_then(|xml| {
+                let psp = (!psp.is_empty()).then_some(psp.as_str());
+                Ok(snodo_adapters::fdr::xml::parse_flow(&xml, psp)?)
+            });
+            match parsed {
                 Ok((flow, payments)) => {
                     self.store_flow(e, "soap", &key, &flow, &payments, summary)?;
                 }
@@ -587,7 +603,7 @@ impl Puller {
                 if f.elsewhere {
                     elsewhere.insert(PaymentKey::of(p));
                 }
-                known.push(known_of(p, f));
+                known.push(known_of(p, f, fc));
             }
         }
         let mut linker = Linker::new(&elsewhere);
@@ -677,22 +693,66 @@ fn anomaly<'a>(m: &'a (Option<u64>, &'static str, &'static str, String)) -> NewA
 }
 
 /// The store's facts as the linking rules' [`Known`], with the receipt's store id.
-fn known_of(p: &SettlementPayment, f: RowFacts) -> (Known, Option<i64>) {
+/// `fiscal_code` is the flow entity's: a row for another entity's notice links only to a
+/// transfer that credits it (the entity is that receipt's secondary beneficiary).
+fn known_of(p: &SettlementPayment, f: RowFacts, fiscal_code: &str) -> (Known, Option<i64>) {
     let index = p.index_or_first();
-    match f.receipt {
-        Some(r) => match transfer_amount(&r, index) {
-            Some(amount) => (
-                Known::Transfer(ReceiptTransfer {
-                    receipt_id: p.iur.clone(),
-                    transfer_index: index,
-                    amount,
-                }),
-                Some(r.id),
-            ),
+    let linked = |amount, id| {
+        (
+            Known::Transfer(ReceiptTransfer {
+                receipt_id: p.iur.clone(),
+                transfer_index: index,
+                amount,
+            }),
+            Some(id),
+        )
+    };
+    if let Some(r) = f.receipt {
+        return match transfer_amount(&r, index) {
+            Some(amount) => linked(amount, r.id),
             None => (Known::NoReceipt, None),
-        },
-        None if f.issued => (Known::NoReceipt, None),
-        None => (Known::IuvNotIssued, None),
+        };
+    }
+    if let Some((id, amount)) = f
+        .others
+        .iter()
+        .find_map(|o| Some((o.id, credited_amount(o, index, fiscal_code)?)))
+    {
+        return linked(amount, id);
+    }
+    if f.issued {
+        (Known::NoReceipt, None)
+    } else {
+        (Known::IuvNotIssued, None)
+    }
+}
+
+/// The amount of another entity's receipt's transfer `index`, when that transfer credits
+/// `fiscal_code` (`fiscalCodePA`); the XML is read when the parsed request was not kept.
+fn credited_amount(
+    r: &OtherReceipt,
+    index: TransferIndex,
+    fiscal_code: &str,
+) -> Option<snodo_core::Amount> {
+    let credits = |id: u8, fc: &str| id == index.get() && fc == fiscal_code;
+    match (&r.parsed, &r.xml) {
+        (Some(parsed), _) => {
+            let transfers = stored_transfers(parsed.as_bytes()).ok()?;
+            let t = transfers
+                .iter()
+                .find(|t| credits(t.id_transfer, &t.fiscal_code_pa))?;
+            to_cents(&t.transfer_amount).ok()
+        }
+        (None, Some(xml)) => {
+            let request = parse_request(xml.as_bytes()).ok()?;
+            let view = ReceiptView::of(&request)?;
+            let t = view
+                .transfers
+                .iter()
+                .find(|t| credits(t.id_transfer, t.fiscal_code_pa))?;
+            to_cents(t.amount).ok()
+        }
+        (None, None) => None,
     }
 }
 
@@ -703,13 +763,9 @@ pub(crate) fn transfer_amount(r: &LinkReceipt, index: TransferIndex) -> Option<s
         return (index == TransferIndex::FIRST)
             .then(|| snodo_core::Amount::from_cents(r.amount_cents));
     };
-    let request = receipt_from_stored(parsed.as_bytes()).ok()?;
-    let view = ReceiptView::of(&request)?;
-    let t = view
-        .transfers
-        .iter()
-        .find(|t| t.id_transfer == index.get())?;
-    to_cents(t.amount).ok()
+    let transfers = stored_transfers(parsed.as_bytes()).ok()?;
+    let t = transfers.iter().find(|t| t.id_transfer == index.get())?;
+    to_cents(&t.transfer_amount).ok()
 }
 
 fn refusal(soap_mode: bool, what: &str, f: CallFailure) -> PullError {
@@ -787,4 +843,159 @@ fn enc(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+    use snodo_adapters::pagopa::{
+        receipt_to_stored, render_request, EntityType, Outcome, ReceiptDestination,
+        ReceiptTransferV2, ReceiptV2, Request, SendRtV2Request, Subject, UniqueIdentifier,
+    };
+    use snodo_core::settlement::PayStatus;
+    use snodo_core::Amount;
+
+    const PADOVA: &str = "00644060287";
+    const FELTRE: &str = "00133880252";
+    const VENETO: &str = "80007580279";
+
+    /// A Padova receipt of 10.00: transfer 1 (7.00) to Padova, transfer 2 (3.00) to Feltre.
+    fn shared_receipt() -> Request {
+        let transfer = |id, amount: &str, fc: &str| ReceiptTransferV2 {
+            id_transfer: id,
+            transfer_amount: amount.into(),
+            fiscal_code_pa: fc.into(),
+            company_name: None,
+            destination: ReceiptDestination::Iban("IT60X0542811101000000123456".into()),
+            remittance_information: "/RFB/x/TXT/TARI".into(),
+            transfer_category: "9/0101100IM/".into(),
+            metadata: Vec::new(),
+        };
+        Request::SendRtV2(SendRtV2Request {
+            id_pa: PADOVA.into(),
+            id_broker_pa: VENETO.into(),
+            id_station: "80007580279_01".into(),
+            receipt: ReceiptV2 {
+                receipt_id: "R1".into(),
+                notice_number: "301000000000000101".into(),
+                fiscal_code: PADOVA.into(),
+                outcome: Outcome::Ok,
+                creditor_reference_id: "01000000000000101".into(),
+                payment_amount: "10.00".into(),
+                description: "TARI".into(),
+                company_name: "Comune di Padova".into(),
+                debtor: Subject {
+                    unique_identifier: UniqueIdentifier {
+                        kind: EntityType::F,
+                        value: "RSSMRA85T10A562S".into(),
+                    },
+                    full_name: "Mario Rossi".into(),
+                    ..Default::default()
+                },
+                transfer_list: vec![transfer(1, "7.00", PADOVA), transfer(2, "3.00", FELTRE)],
+                id_psp: "BCITITMM".into(),
+                psp_company_name: "Intesa Sanpaolo".into(),
+                id_channel: "BCITITMM_01".into(),
+                channel_description: "app".into(),
+                payment_date_time: Some("2026-11-26T10:00:00".into()),
+                ..Default::default()
+            },
+        })
+    }
+
+    fn row(index: u8, cents: i64) -> SettlementPayment {
+        SettlementPayment {
+            iuv: "01000000000000101".into(),
+            iur: "R1".into(),
+            transfer_index: Some(TransferIndex::new(i64::from(index)).unwrap()),
+            amount: Amount::from_cents(cents),
+            status: PayStatus::Executed,
+            date: NaiveDate::from_ymd_opt(2026, 11, 26).unwrap(),
+        }
+    }
+
+    /// What the store finds for Feltre: no position, no receipt of its own, Padova's receipt.
+    fn facts(other: OtherReceipt) -> RowFacts {
+        RowFacts {
+            issued: false,
+            receipt: None,
+            others: vec![other],
+            elsewhere: false,
+        }
+    }
+
+    fn parsed() -> OtherReceipt {
+        OtherReceipt {
+            id: 7,
+            entity: "c_g224".into(),
+            parsed: receipt_to_stored(&shared_receipt()),
+            xml: None,
+        }
+    }
+
+    fn linked(k: &(Known, Option<i64>)) -> Option<(i64, u8, i64)> {
+        match k {
+            (Known::Transfer(t), Some(id)) => Some((*id, t.transfer_index.get(), t.amount.cents())),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_secondary_beneficiary_s_row_links_the_transfer_that_credits_it() {
+        // Feltre's row for transfer 2: linked to Padova's receipt, with that transfer's amount.
+        let k = known_of(&row(2, 300), facts(parsed()), FELTRE);
+        assert_eq!(linked(&k), Some((7, 2, 300)));
+        // The same from the receipt's XML when the parsed request was not kept.
+        let from_xml = OtherReceipt {
+            parsed: None,
+            xml: Some(render_request(&shared_receipt())),
+            ..parsed()
+        };
+        assert_eq!(
+            linked(&known_of(&row(2, 300), facts(from_xml), FELTRE)),
+            Some((7, 2, 300))
+        );
+    }
+
+    #[test]
+    fn another_entity_s_transfer_that_does_not_credit_the_entity_is_not_its_own() {
+        // Transfer 1 credits Padova, not Feltre; transfer 3 does not exist; the Region is
+        // credited by none.
+        for (index, fc) in [(1, FELTRE), (3, FELTRE), (2, VENETO)] {
+            let k = known_of(&row(index, 300), facts(parsed()), fc);
+            assert_eq!(k, (Known::IuvNotIssued, None), "transfer {index} for {fc}");
+        }
+        // An IUV the entity issued too (IUVs are per entity): no receipt of its own.
+        let mut f = facts(parsed());
+        f.issued = true;
+        assert_eq!(known_of(&row(1, 700), f, FELTRE), (Known::NoReceipt, None));
+        // Unreadable: never linked.
+        let junk = OtherReceipt {
+            parsed: Some("{}".into()),
+            ..parsed()
+        };
+        assert_eq!(
+            known_of(&row(2, 300), facts(junk), FELTRE),
+            (Known::IuvNotIssued, None)
+        );
+    }
+
+    #[test]
+    fn the_entity_s_own_receipt_comes_first() {
+        let f = RowFacts {
+            issued: true,
+            receipt: Some(LinkReceipt {
+                id: 3,
+                amount_cents: 1000,
+                parsed: receipt_to_stored(&shared_receipt()),
+            }),
+            others: Vec::new(),
+            elsewhere: false,
+        };
+        assert_eq!(
+            linked(&known_of(&row(1, 700), f, PADOVA)),
+            Some((3, 1, 700))
+        );
+    }
 }

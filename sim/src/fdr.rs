@@ -1,6 +1,6 @@
 //! pagoPA's reporting services, served by `snodo sim --serve` from the flows
-//! [published](crate::flows) in the ledger directory (read again on every request, so flows
-//! published while it runs are served at once).
+//! [published](crate::flows) in the ledger directory (looked up on every request, so flows
+//! published while it runs are served at once; a file is parsed again only once it changed).
 //!
 //! **FdR 3 for organizations** (`fdr_organization.json` / `openapi-org.json`), under
 //! [`FDR_ORG_PATH`] (the path of `https://api.platform.pagopa.it/fdr-org/service/v1`):
@@ -94,7 +94,24 @@ pub fn router(opts: FdrOptions) -> Router {
             get(payments),
         )
         .route(NODE_FOR_PA_PATH, post(node_for_pa))
-        .with_state(Arc::new(opts))
+        .with_state(Arc::new(Served {
+            opts,
+            cache: flows::FlowCache::default(),
+        }))
+}
+
+/// The services' state: the options, and the flows parsed so far.
+struct Served {
+    opts: FdrOptions,
+    cache: flows::FlowCache,
+}
+
+impl std::ops::Deref for Served {
+    type Target = FdrOptions;
+
+    fn deref(&self) -> &FdrOptions {
+        &self.opts
+    }
 }
 
 type Params = Query<HashMap<String, String>>;
@@ -149,8 +166,8 @@ fn unauthorized(opts: &FdrOptions, headers: &HeaderMap, params: &Params) -> Opti
     ))
 }
 
-fn load(opts: &FdrOptions) -> Result<Vec<PublishedFlow>, Refusal> {
-    flows::load_all(&opts.ledger).map_err(|e| {
+fn load(served: &Served) -> Result<Vec<Arc<PublishedFlow>>, Refusal> {
+    flows::load_all_cached(&served.ledger, &served.cache).map_err(|e| {
         Box::new(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "FDR-0500",
@@ -214,7 +231,7 @@ fn page_bounds(total: usize, page: i64, size: i64) -> (usize, usize, i64) {
 }
 
 async fn list(
-    State(opts): State<Arc<FdrOptions>>,
+    State(opts): State<Arc<Served>>,
     Path(organization_id): Path<String>,
     headers: HeaderMap,
     params: Params,
@@ -278,12 +295,12 @@ async fn list(
 
 /// The flow a path names, or the error to answer.
 fn find(
-    opts: &FdrOptions,
+    opts: &Served,
     organization_id: &str,
     fdr: &str,
     revision: &str,
     psp_id: &str,
-) -> Result<PublishedFlow, Refusal> {
+) -> Result<Arc<PublishedFlow>, Refusal> {
     let revision = match revision.parse::<i64>() {
         Ok(r) if r >= 1 => r,
         _ => {
@@ -312,7 +329,7 @@ fn find(
 }
 
 async fn single(
-    State(opts): State<Arc<FdrOptions>>,
+    State(opts): State<Arc<Served>>,
     Path((organization_id, fdr, revision, psp_id)): Path<(String, String, String, String)>,
     headers: HeaderMap,
     params: Params,
@@ -327,7 +344,7 @@ async fn single(
 }
 
 async fn payments(
-    State(opts): State<Arc<FdrOptions>>,
+    State(opts): State<Arc<Served>>,
     Path((organization_id, fdr, revision, psp_id)): Path<(String, String, String, String)>,
     headers: HeaderMap,
     params: Params,
@@ -382,7 +399,7 @@ fn node_fault(operation: &str, code: &str, string: &str, description: String) ->
     )
 }
 
-async fn node_for_pa(State(opts): State<Arc<FdrOptions>>, body: Bytes) -> Response {
+async fn node_for_pa(State(opts): State<Arc<Served>>, body: Bytes) -> Response {
     let req = match soap::parse_request(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -401,7 +418,7 @@ async fn node_for_pa(State(opts): State<Arc<FdrOptions>>, body: Bytes) -> Respon
             "Password sconosciuta o errata".into(),
         );
     }
-    let all = match flows::load_all(&opts.ledger) {
+    let all = match flows::load_all_cached(&opts.ledger, &opts.cache) {
         Ok(a) => a,
         Err(e) => return node_fault(op, "PPT_SYSTEM_ERROR", "Errore di sistema.", e.to_string()),
     };
@@ -415,7 +432,7 @@ async fn node_for_pa(State(opts): State<Arc<FdrOptions>>, body: Bytes) -> Respon
                 .is_none_or(|p| &f.flow.sender.psp_id == p)
     });
     // The latest revision of each flow name (the node lists one version per name).
-    let mut latest: BTreeMap<(String, String), PublishedFlow> = BTreeMap::new();
+    let mut latest: BTreeMap<(String, String), Arc<PublishedFlow>> = BTreeMap::new();
     for f in visible {
         let key = (f.flow.sender.psp_id.clone(), f.flow.fdr.clone());
         match latest.get(&key) {

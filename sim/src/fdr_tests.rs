@@ -232,13 +232,15 @@ fn anomalies_are_where_the_documentation_says() {
             )
         })
         .collect();
+    // X/A: 5 rows (the last 1.00 more) and 4 added, 10800 + 1000 + 2000 + 500 + 700; X/B: 2
+    // rows and X/A's first again; Y/A (Y a secondary beneficiary only): revoked, totals wrong.
     assert_eq!(
         shape,
         vec![
-            (X, A, 1, 7, 13700, 13700),
-            (X, B, 1, 2, 1239, 1239),
+            (X, A, 1, 9, 15000, 15000),
+            (X, B, 1, 3, 2239, 2239),
             (Y, A, 1, 1, 400, 300),
-            (X, A, 2, 7, 13700, 13700),
+            (X, A, 2, 9, 15000, 15000),
         ]
     );
     assert!(p[3].published > p[2].published);
@@ -253,9 +255,60 @@ fn anomalies_are_where_the_documentation_says() {
             .collect()
     };
     let xa = statuses(X, 2);
-    assert_eq!(&xa[5..], ["NO_RPT", "STAND_IN_NO_RPT"]);
+    assert_eq!(
+        &xa[5..],
+        ["NO_RPT", "STAND_IN_NO_RPT", "NO_RPT", "EXECUTED"]
+    );
     assert!(xa[..5].iter().all(|s| s == "EXECUTED"));
     assert_eq!(statuses(Y, 1), ["REVOKED"]);
+    let y = all
+        .iter()
+        .find(|f| f.flow.receiver.organization_id == Y)
+        .unwrap();
+    assert_eq!(
+        (y.flow.tot_payments, y.flow.computed_tot_payments),
+        (2, Some(1))
+    );
+    let xa_rows = &all
+        .iter()
+        .find(|f| f.flow.fdr == p[0].fdr && f.flow.revision == 2)
+        .unwrap()
+        .payments;
+    let paid = format!("010000000000{:05}", 1);
+    // The paid IUV without a receipt, expected (esito 9) and not (esito 0).
+    assert_eq!(
+        (
+            xa_rows[7].iuv.as_str(),
+            xa_rows[7].iur.as_str(),
+            xa_rows[7].pay
+        ),
+        (paid.as_str(), format!("PAIDNORPT{paid}").as_str(), 5.0)
+    );
+    assert_eq!(
+        (
+            xa_rows[8].iuv.as_str(),
+            xa_rows[8].iur.as_str(),
+            xa_rows[8].pay
+        ),
+        (paid.as_str(), format!("NORECEIPT{paid}").as_str(), 7.0)
+    );
+    // The last own row (payment 5's transfer to X, 7.00) is 1.00 more.
+    assert_eq!(
+        (xa_rows[4].iur.clone(), xa_rows[4].pay),
+        (format!("{:032x}", 5), 8.0)
+    );
+    // X/B repeats X/A's first row, as the receipt has it.
+    let xb = all.iter().find(|f| f.flow.fdr == p[1].fdr).unwrap();
+    let last = xb.payments.last().unwrap();
+    assert_eq!(
+        (
+            last.iuv.as_str(),
+            last.iur.clone(),
+            last.pay,
+            last.id_transfer
+        ),
+        (paid.as_str(), format!("{:032x}", 1), 10.0, 1)
+    );
     let r1 = all
         .iter()
         .find(|f| f.flow.revision == 1 && f.flow.fdr == p[0].fdr);
@@ -270,6 +323,79 @@ fn anomalies_are_where_the_documentation_says() {
     let no_rpt = &r2.unwrap().payments[5];
     assert!(!paid.contains(&no_rpt.iuv));
     assert!(no_rpt.iuv.starts_with("99") && no_rpt.iuv.len() == 17);
+    // Deterministic, anomalies included: the same ledger and date give the same files.
+    let files: Vec<Vec<u8>> = p.iter().map(|f| std::fs::read(&f.path).unwrap()).collect();
+    assert_eq!(publish(dir.path(), date, true, at), p);
+    for (f, bytes) in p.iter().zip(&files) {
+        assert_eq!(
+            &std::fs::read(&f.path).unwrap(),
+            bytes,
+            "{}",
+            f.path.display()
+        );
+    }
+}
+
+#[test]
+fn the_first_flow_is_the_first_to_settle_its_own_entity_s_notices() {
+    // F sorts before X but is only X's secondary beneficiary: its flow gets no anomaly rows.
+    const F: &str = "00133880252";
+    let dir = tempfile::tempdir().unwrap();
+    let date = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    l.append(&payment(1, X, A, date, &[(X, 700), (F, 300)]))
+        .unwrap();
+    l.append(&payment(2, X, A, date, &[(X, 1000)])).unwrap();
+    l.append(&payment(3, X, B, date, &[(X, 500), (F, 100)]))
+        .unwrap();
+    let at = Utc.with_ymd_and_hms(2026, 3, 3, 12, 0, 0).unwrap();
+    let p = publish(dir.path(), date, true, at);
+    let shape: Vec<(&str, &str, i64, usize)> = p
+        .iter()
+        .map(|p| {
+            (
+                p.organization_id.as_str(),
+                p.psp_id.as_str(),
+                p.revision,
+                p.rows,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (F, A, 1, 1),
+            (F, B, 1, 1),
+            (X, A, 1, 6),
+            (X, B, 1, 2),
+            (X, A, 2, 6),
+        ]
+    );
+}
+
+#[test]
+fn the_cache_parses_a_flow_file_again_only_once_it_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let date = NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+    small_ledger(dir.path(), date);
+    let at = Utc.with_ymd_and_hms(2026, 3, 3, 12, 0, 0).unwrap();
+    publish(dir.path(), date, false, at);
+    let cache = flows::FlowCache::default();
+    let first = flows::load_all_cached(dir.path(), &cache).unwrap();
+    let again = flows::load_all_cached(dir.path(), &cache).unwrap();
+    assert_eq!(first.len(), 3);
+    assert!(first
+        .iter()
+        .zip(&again)
+        .all(|(a, b)| std::sync::Arc::ptr_eq(a, b)));
+    let plain = flows::load_all(dir.path()).unwrap();
+    assert!(plain.iter().zip(&first).all(|(a, b)| a == b.as_ref()));
+    // Published again (anomalies and a revision 2 now): the new files are read.
+    let later = at + Duration::hours(1);
+    publish(dir.path(), date, true, later);
+    let now = flows::load_all_cached(dir.path(), &cache).unwrap();
+    assert_eq!(now.len(), 4);
+    assert!(now.iter().all(|f| f.flow.published >= Some(later)));
 }
 
 // --- Served ---------------------------------------------------------------------------------
@@ -429,8 +555,8 @@ async fn the_fdr3_api_pages_filters_and_guards_the_flows() {
     let single: SingleFlow = rest::decode(&body).unwrap();
     let header = single.to_flow().unwrap();
     assert_eq!(header.revision, 2);
-    assert_eq!(header.declared_count, 7);
-    assert_eq!(header.declared_amount.cents(), 13700);
+    assert_eq!(header.declared_count, 9);
+    assert_eq!(header.declared_amount.cents(), 15000);
     assert_eq!(header.receiver.organization_id, X);
     let mut rows = Vec::new();
     for page in 1..=3 {
@@ -441,8 +567,8 @@ async fn the_fdr3_api_pages_filters_and_guards_the_flows() {
         assert_eq!(pg.metadata.has_next(), page < 3);
         rows.extend(pg.to_payments().unwrap());
     }
-    assert_eq!(rows.len(), 7);
-    assert_eq!(rows.iter().map(|r| r.amount.cents()).sum::<i64>(), 13700);
+    assert_eq!(rows.len(), 9);
+    assert_eq!(rows.iter().map(|r| r.amount.cents()).sum::<i64>(), 15000);
     assert_eq!(rows[5].status, PayStatus::NoRpt);
     assert_eq!(rows[6].status, PayStatus::StandInNoRpt);
 
@@ -455,6 +581,7 @@ async fn the_fdr3_api_pages_filters_and_guards_the_flows() {
     let y: SingleFlow = rest::decode(&body).unwrap();
     assert_eq!(y.sum_payments, 4.0);
     assert_eq!(y.computed_sum_payments, Some(3.0));
+    assert_eq!((y.tot_payments, y.computed_tot_payments), (2, Some(1)));
 
     // Unknown: another revision, another PSP, another entity.
     for url in [
@@ -541,8 +668,8 @@ async fn the_legacy_soap_lists_and_serves_flows_as_xsd_valid_xml() {
     let xml = soap::parse_flow_response(&body).unwrap();
     let (header, rows) = soap::parse_flow_response_flow(&body, Some(A)).unwrap();
     assert_eq!(header.iuf.as_str(), p[0].fdr);
-    assert_eq!(header.declared_count, 7);
-    assert_eq!(rows.len(), 7);
+    assert_eq!(header.declared_count, 9);
+    assert_eq!(rows.len(), 9);
     assert_eq!(rows[5].status, PayStatus::NoRpt);
     let stored = flows::load_all(dir.path()).unwrap();
     let r2 = stored.iter().find(|f| f.flow.revision == 2).unwrap();
@@ -557,6 +684,7 @@ async fn the_legacy_soap_lists_and_serves_flows_as_xsd_valid_xml() {
     let y_xml = soap::parse_flow_response(&body).unwrap();
     let (y, y_rows) = soap::parse_flow_response_flow(&body, Some(A)).unwrap();
     assert_eq!(y.declared_amount.cents(), 400);
+    assert_eq!(y.declared_count, 2);
     assert_eq!(y_rows[0].status, PayStatus::Revoked);
     xsd_valid(&[xml, y_xml]);
 

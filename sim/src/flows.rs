@@ -13,15 +13,25 @@
 //! `snodo_adapters::fdr::rest`), with the same flow as FlussoRiversamento XML beside it
 //! (`.xml`, `snodo_adapters::fdr::xml`).
 //!
-//! With [`PublishOptions::anomalies`], over the day's flows ordered by (entity, PSP):
+//! With [`PublishOptions::anomalies`], over the day's flows ordered by (entity, PSP), one case
+//! of each anomaly the hub reports. The *first flow* is the first that settles a notice of its
+//! own entity (a secondary beneficiary's flow settles only other entities' notices), its *own
+//! rows* those rows; a paid IUV below is its first own row's:
 //! - the first flow gets a `NO_RPT` row (esito 9, 10.00, IUV `99…` never paid) and a
-//!   `STAND_IN_NO_RPT` row (esito 8, 20.00, IUV `98…` never paid), counted in its totals, and
-//!   is republished as revision 2 (same rows, another regulation id, flow time one hour later,
-//!   published after every revision 1);
+//!   `STAND_IN_NO_RPT` row (esito 8, 20.00, IUV `98…` never paid): the IUV was never issued;
+//! - then a `NO_RPT` row (esito 9, 5.00) for the paid IUV with IUR `PAIDNORPT<iuv>`, which no
+//!   receipt has (no receipt, as expected without a payment request), and an `EXECUTED` row
+//!   (esito 0, 7.00) with IUR `NORECEIPT<iuv>` (no receipt, unexpected);
+//! - its last own row's amount is 1.00 more than the receipt's transfer;
+//! - its totals declare all that, and it is republished as revision 2 (same rows, another
+//!   regulation id, flow time one hour later, published after every revision 1);
+//! - the next flow of the same entity (if any) repeats the first own row (as the receipt has
+//!   it) at its end, totals included: the same payment in two flows;
 //! - the last flow's first row is `REVOKED` (esito 3, amount unchanged), and its declared
-//!   `sumPayments` is 1.00 more than its rows add up to.
+//!   `sumPayments` is 1.00 more, its `totPayments` one more, than its rows add up to.
 //!
-//! With a single flow both fall on it (and on its revision 2).
+//! With a single flow everything falls on it (and on its revision 2), the repeated payment
+//! excepted; with a single own row, the changed amount falls on the row the next flow repeats.
 
 use crate::ledger::{self, Entry, LedgerError, LedgerPayment};
 use crate::receipt::PSPS;
@@ -35,8 +45,10 @@ use snodo_core::settlement::{
     TransferIndex,
 };
 use snodo_core::Amount;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// The published flows' directory inside the ledger's.
 pub const FLOWS_DIR: &str = "flows";
@@ -187,15 +199,21 @@ pub fn publish(opts: &PublishOptions) -> Result<Vec<Published>, FlowsError> {
     let payments = settled(&ledger::read(&opts.ledger)?, opts.date);
     let mut flows = build(&payments, opts.date)?;
     let mut revisions: Vec<(SettlementFlow, Vec<SettlementPayment>)> = Vec::new();
-    if opts.anomalies && !flows.is_empty() {
-        add_anomalies(&mut flows, opts.date);
-    }
+    let republish = if opts.anomalies && !flows.is_empty() {
+        let own: HashSet<(&str, &str)> = payments
+            .iter()
+            .map(|p| (p.fiscal_code.as_str(), p.iuv.as_str()))
+            .collect();
+        Some(add_anomalies(&mut flows, opts.date, &own))
+    } else {
+        None
+    };
     let n = flows.len();
     // Whole milliseconds: a client that writes its cursor with milliseconds loses nothing.
     let at = opts.published_at.trunc_subsecs(3);
     for (i, (mut header, rows)) in flows.into_iter().enumerate() {
         header.published = Some(at + Duration::milliseconds(i as i64));
-        if opts.anomalies && i == 0 {
+        if republish == Some(i) {
             let mut second = header.clone();
             second.revision = 2;
             second.regulation_id = regulation_id(second.iuf.as_str(), 2);
@@ -358,22 +376,68 @@ fn unpaid_iuv(prefix: &str, flow: &SettlementFlow) -> String {
     format!("{prefix}{n:015}")
 }
 
-fn add_anomalies(flows: &mut [Flow], date: NaiveDate) {
-    if let Some((header, rows)) = flows.first_mut() {
+/// Injects one case of each anomaly (see the module); returns the index of the first flow, the
+/// one to republish. `own` holds (entity fiscal code, IUV) of the day's notices.
+fn add_anomalies(flows: &mut [Flow], date: NaiveDate, own: &HashSet<(&str, &str)>) -> usize {
+    let is_own = |h: &SettlementFlow, p: &SettlementPayment| {
+        own.contains(&(h.receiver.organization_id.as_str(), p.iuv.as_str()))
+    };
+    let first = flows
+        .iter()
+        .position(|(h, rows)| rows.iter().any(|p| is_own(h, p)))
+        .unwrap_or(0);
+    let mut repeated = None;
+    if let Some((header, rows)) = flows.get_mut(first) {
+        let own_rows: Vec<usize> = (0..rows.len())
+            .filter(|&i| is_own(header, &rows[i]))
+            .collect();
+        let row = |iuv: String, iur: String, cents, status| SettlementPayment {
+            iuv,
+            iur,
+            transfer_index: Some(TransferIndex::FIRST),
+            amount: Amount::from_cents(cents),
+            status,
+            date,
+        };
         for (prefix, iur, cents, status) in [
             ("99", "NORPT", 1000, PayStatus::NoRpt),
             ("98", "STANDIN", 2000, PayStatus::StandInNoRpt),
         ] {
             let iuv = unpaid_iuv(prefix, header);
-            rows.push(SettlementPayment {
-                iur: format!("{iur}{iuv}"),
-                iuv,
-                transfer_index: Some(TransferIndex::FIRST),
-                amount: Amount::from_cents(cents),
-                status,
-                date,
-            });
+            rows.push(row(iuv.clone(), format!("{iur}{iuv}"), cents, status));
         }
+        if let (Some(&first_own), Some(&last_own)) = (own_rows.first(), own_rows.last()) {
+            let paid = rows[first_own].iuv.clone();
+            repeated = Some(rows[first_own].clone());
+            rows.push(row(
+                paid.clone(),
+                format!("PAIDNORPT{paid}"),
+                500,
+                PayStatus::NoRpt,
+            ));
+            rows.push(row(
+                paid.clone(),
+                format!("NORECEIPT{paid}"),
+                700,
+                PayStatus::Executed,
+            ));
+            let changed = &mut rows[last_own];
+            changed.amount = Amount::from_cents(changed.amount.cents() + 100);
+        }
+        declare_totals(header, rows);
+    }
+    let org = flows
+        .get(first)
+        .map(|(h, _)| h.receiver.organization_id.clone());
+    let next = flows
+        .iter()
+        .enumerate()
+        .skip(first + 1)
+        .find(|(_, (h, _))| Some(&h.receiver.organization_id) == org.as_ref())
+        .map(|(i, _)| i);
+    if let (Some(i), Some(p)) = (next, repeated) {
+        let (header, rows) = &mut flows[i];
+        rows.push(p);
         declare_totals(header, rows);
     }
     if let Some((header, rows)) = flows.last_mut() {
@@ -381,7 +445,9 @@ fn add_anomalies(flows: &mut [Flow], date: NaiveDate) {
             first.status = PayStatus::Revoked;
         }
         header.declared_amount = Amount::from_cents(header.declared_amount.cents() + 100);
+        header.declared_count += 1;
     }
+    first
 }
 
 /// Writes the JSON (then the XML) of one revision, each through a temporary file renamed into
@@ -426,6 +492,63 @@ fn replace(path: &Path, bytes: &[u8]) -> Result<(), FlowsError> {
 /// Every published revision under `<ledger_dir>/flows/` (none when there is no such
 /// directory), in the order of `published`, then name and revision.
 pub fn load_all(ledger_dir: &Path) -> Result<Vec<PublishedFlow>, FlowsError> {
+    let mut out = Vec::new();
+    for path in flow_files(ledger_dir)? {
+        out.push(read_flow(&path)?);
+    }
+    sort_flows(&mut out, |f| f);
+    Ok(out)
+}
+
+/// The flows [`load_all_cached`] parsed, by file, kept while the file's size and modification
+/// time stay the same (publishing renames a new file into place): a server answering every
+/// page of a 100 000-row flow parses it once, not once a page.
+#[derive(Debug, Default)]
+pub struct FlowCache(Mutex<HashMap<PathBuf, CachedFlow>>);
+
+#[derive(Debug)]
+struct CachedFlow {
+    modified: Option<SystemTime>,
+    len: u64,
+    flow: Arc<PublishedFlow>,
+}
+
+/// [`load_all`], parsing only the files that changed since `cache` last saw them.
+pub fn load_all_cached(
+    ledger_dir: &Path,
+    cache: &FlowCache,
+) -> Result<Vec<Arc<PublishedFlow>>, FlowsError> {
+    let files = flow_files(ledger_dir)?;
+    let mut cached = cache.0.lock().unwrap_or_else(|e| e.into_inner());
+    cached.retain(|path, _| files.contains(path));
+    let mut out = Vec::with_capacity(files.len());
+    for path in files {
+        let meta = std::fs::metadata(&path).map_err(io_error(&path))?;
+        let (modified, len) = (meta.modified().ok(), meta.len());
+        match cached.get(&path) {
+            Some(c) if c.modified.is_some() && c.modified == modified && c.len == len => {
+                out.push(c.flow.clone());
+            }
+            _ => {
+                let flow = Arc::new(read_flow(&path)?);
+                cached.insert(
+                    path,
+                    CachedFlow {
+                        modified,
+                        len,
+                        flow: flow.clone(),
+                    },
+                );
+                out.push(flow);
+            }
+        }
+    }
+    sort_flows(&mut out, |f| f);
+    Ok(out)
+}
+
+/// The `.json` revisions under `<ledger_dir>/flows/<organizationId>/`.
+fn flow_files(ledger_dir: &Path) -> Result<Vec<PathBuf>, FlowsError> {
     let root = ledger_dir.join(FLOWS_DIR);
     let orgs = match std::fs::read_dir(&root) {
         Ok(d) => d,
@@ -440,24 +563,29 @@ pub fn load_all(ledger_dir: &Path) -> Result<Vec<PublishedFlow>, FlowsError> {
         }
         for f in std::fs::read_dir(&org).map_err(io_error(&org))? {
             let path = f.map_err(io_error(&org))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
+            if path.extension().and_then(|e| e.to_str()) == Some("json") {
+                out.push(path);
             }
-            let bytes = std::fs::read(&path).map_err(io_error(&path))?;
-            let flow: PublishedFlow =
-                serde_json::from_slice(&bytes).map_err(|e| FlowsError::Invalid {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-            out.push(flow);
         }
     }
-    out.sort_by(|a, b| {
+    Ok(out)
+}
+
+fn read_flow(path: &Path) -> Result<PublishedFlow, FlowsError> {
+    let bytes = std::fs::read(path).map_err(io_error(path))?;
+    serde_json::from_slice(&bytes).map_err(|e| FlowsError::Invalid {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn sort_flows<T>(flows: &mut [T], flow: impl Fn(&T) -> &PublishedFlow) {
+    flows.sort_by(|a, b| {
+        let (a, b) = (flow(a), flow(b));
         (a.flow.published, &a.flow.fdr, a.flow.revision).cmp(&(
             b.flow.published,
             &b.flow.fdr,
             b.flow.revision,
         ))
     });
-    Ok(out)
 }

@@ -108,10 +108,11 @@ pub struct Args {
     /// --publish-treasury, the giornale's day.
     #[arg(long, value_name = "YYYY-MM-DD")]
     date: Option<String>,
-    /// With --publish-flows: add the anomalies (a revision 2, a revoked payment, NO_RPT and
-    /// STAND_IN_NO_RPT rows for IUVs never paid, a wrong declared total); with
-    /// --publish-treasury: a wrong amount, a mangled causale, a flow never credited and an
-    /// unknown movement (docs/SIM.md).
+    /// With --publish-flows: add one case of each anomaly (NO_RPT and STAND_IN_NO_RPT rows for
+    /// IUVs never paid, NO_RPT and EXECUTED rows for a paid IUV without its receipt, an amount
+    /// off its receipt's, a payment in two flows, a revoked payment, wrong declared totals) and
+    /// a revision 2; with --publish-treasury: a wrong amount, a mangled causale, a flow never
+    /// credited and an unknown movement (docs/SIM.md).
     #[arg(long)]
     anomalies: bool,
     /// With --serve: the FdR 3 subscription key (Ocp-Apim-Subscription-Key; default `demo`).

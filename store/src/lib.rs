@@ -35,8 +35,9 @@ pub use jobs::JobStore;
 pub use positions::PositionStore;
 pub use receipts::ReceiptStore;
 pub use reports::{
-    correlation as report_correlation, LinkReceipt, LookupKey, NewAnomaly, NewReport, ReportFlow,
-    ReportRow, ReportStore, ReportTotals, RowFacts, Settlement, StoredAnomaly, StoredReportRow,
+    correlation as report_correlation, LinkReceipt, LookupKey, NewAnomaly, NewReport, OtherReceipt,
+    ReportFlow, ReportRow, ReportStore, ReportTotals, RowFacts, Settlement, StoredAnomaly,
+    StoredReportRow,
 };
 pub use sqlite::SqliteStore;
 pub use treasury::{MovementCounts, NewMovement, StoredMovement, TreasuryStore};

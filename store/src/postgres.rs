@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/pg_0006_file_attempts.sql")),
     (7, include_str!("migrations/pg_0007_reports.sql")),
     (8, include_str!("migrations/pg_0008_report_deliveries.sql")),
+    (9, include_str!("migrations/pg_0009_receipt_id_any.sql")),
     (10, include_str!("migrations/pg_0010_treasury.sql")),
 ];
 

@@ -7,7 +7,7 @@
 //! `loading` until [`ReportStore::finish_report`] sets it `ok`, with its totals and the
 //! flow-level anomalies, and supersedes its earlier revisions (kept, with `superseded_by`).
 
-use crate::db::{args, Conn, Driver, Row};
+use crate::db::{args, Arg, Conn, Dialect, Driver, Row};
 use crate::ops::now;
 use crate::*;
 
@@ -43,9 +43,10 @@ pub trait ReportStore {
     /// stays so. `report.failed` event.
     fn fail_report(&self, flow: &NewReport<'_>, reason: &str) -> Result<ReportFlow>;
 
-    /// What linking needs of each row's key, in order: whether the IUV is the entity's, the
-    /// receipt with that id and IUV, and whether another flow (not a revision of `psp_id`/`iuf`)
-    /// already links the payment.
+    /// What linking needs of each row's key, in order: the receipt with that id and IUV, and
+    /// only without one whether the IUV is the entity's and which other entities' receipts have
+    /// the payment; whether another flow (not a revision of `psp_id`/`iuf`) already links it.
+    /// A few statements per 250 keys, not one per key.
     fn report_lookup(
         &self,
         entity: &str,
@@ -201,10 +202,15 @@ pub struct LookupKey<'a> {
 /// What the store knows of one row's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowFacts {
-    /// A position of the entity has (or had) this IUV.
+    /// A position of the entity has (or had) this IUV. Asked only when the entity holds no
+    /// receipt for the key (false otherwise): a receipt found says enough.
     pub issued: bool,
     /// The receipt whose id is the row's IUR, for the same IUV.
     pub receipt: Option<LinkReceipt>,
+    /// Only when the entity holds no such receipt: the receipts of other entities with the row's
+    /// IUR and IUV, oldest first. A transfer of one may credit this entity (a secondary
+    /// beneficiary's flow reports the notice's entity's IUV); the caller checks which.
+    pub others: Vec<OtherReceipt>,
     /// Another flow already links this payment.
     pub elsewhere: bool,
 }
@@ -215,6 +221,17 @@ pub struct LinkReceipt {
     pub amount_cents: i64,
     /// The request as parsed on arrival (its transfers), when kept.
     pub parsed: Option<String>,
+}
+
+/// A receipt of another entity that a row may settle a transfer of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherReceipt {
+    pub id: i64,
+    pub entity: String,
+    /// The request as parsed on arrival (its transfers and whom each credits), when kept.
+    pub parsed: Option<String>,
+    /// The receipt's XML, only when `parsed` was not kept.
+    pub xml: Option<String>,
 }
 
 /// Where a paid position's money was settled.
@@ -271,27 +288,233 @@ const INSERT_ROW: &str = "INSERT INTO report_payments (flow, row_no, entity, iuv
         transfer_index, link_index, amount_cents, esito, pay_date, receipt, receipt_transfer)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
+/// Rows one statement inserts (12 parameters each); the rest of a chunk goes in one by one.
+const INSERT_BATCH: usize = 100;
+
+/// [`INSERT_ROW`] with [`INSERT_BATCH`] rows of values.
+fn insert_rows_sql(dialect: Dialect) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    SQL[dialect as usize].get_or_init(|| {
+        let head = INSERT_ROW.split("VALUES").next().unwrap_or(INSERT_ROW);
+        let rows: Vec<String> = (0..INSERT_BATCH)
+            .map(|i| {
+                let params: Vec<String> = (1..=12).map(|p| format!("${}", i * 12 + p)).collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
+        numbered(format!("{head}VALUES {}", rows.join(", ")), dialect)
+    })
+}
+
+/// A statement of many parameters for `dialect`: SQLite gets `?N` for `$N` (bound by place).
+fn numbered(sql: String, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Sqlite => sql.replace('$', "?"),
+        Dialect::Postgres => sql,
+    }
+}
+
+fn row_args<'a>(flow_id: i64, entity: &'a str, r: &'a ReportRow<'a>) -> [Arg<'a>; 12] {
+    [
+        Arg::Int(flow_id),
+        Arg::Int(r.row_no as i64),
+        Arg::Text(entity),
+        Arg::Text(r.iuv),
+        Arg::Text(r.iur),
+        r.transfer_index.into(),
+        Arg::Int(r.link_index),
+        Arg::Int(r.amount_cents),
+        Arg::Int(r.esito),
+        Arg::Text(r.pay_date),
+        r.receipt.into(),
+        r.receipt_transfer.into(),
+    ]
+}
+
 const INSERT_ANOMALY: &str =
     "INSERT INTO report_anomalies (flow, row_no, code, severity, message) VALUES ($1, $2, $3, $4, $5)";
 
-/// One round trip per row: the IUV issued (live or annulled position, each on its partial
-/// index), the receipt by its unique (entity, receipt_id), and a link from another flow on
-/// `report_payments_key`.
-const LOOKUP: &str = "SELECT a.issued, r.id, r.amount_cents, r.parsed, a.elsewhere FROM
-    (SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM positions WHERE entity = $1 AND iuv = $2 AND iuv IS NOT NULL AND status <> 'annulled')
-                        OR EXISTS (SELECT 1 FROM positions WHERE entity = $1 AND iuv = $2 AND status = 'annulled')
-                 THEN 1 ELSE 0 END AS BIGINT) AS issued,
-            CAST(CASE WHEN EXISTS (SELECT 1 FROM report_payments rp JOIN report_flows f ON f.id = rp.flow
-                  WHERE rp.entity = $1 AND rp.iuv = $2 AND rp.iur = $3 AND rp.link_index = $4
-                    AND rp.receipt IS NOT NULL AND f.superseded_by IS NULL
-                    AND NOT (f.psp_id = $5 AND f.iuf = $6))
-                 THEN 1 ELSE 0 END AS BIGINT) AS elsewhere) a
-    LEFT JOIN receipts r ON r.entity = $1 AND r.receipt_id = $3 AND r.conflict_of IS NULL AND r.iuv = $2";
+/// Keys looked up per statement, each a row of a `VALUES` list: a round trip (and on SQLite a
+/// statement run) per batch, not per row, keeps a 100 000-row flow's lookups cheap on both
+/// stores. Smaller batches are padded to one of a few sizes, so few statement texts exist.
+pub(crate) const LOOKUP_BATCH: usize = 250;
+const BATCH_SIZES: [usize; 5] = [1, 4, 16, 64, LOOKUP_BATCH];
 
+fn batch_size(n: usize) -> usize {
+    BATCH_SIZES
+        .into_iter()
+        .find(|&s| s >= n)
+        .unwrap_or(LOOKUP_BATCH)
+}
+
+/// `VALUES` rows of `size` keys: `(n, $…)` with `n` the key's place (0-based) and `cols`
+/// parameters each (those marked true cast to `BIGINT`), numbered from `$first`.
+fn key_values(size: usize, first: usize, cols: &[bool]) -> String {
+    let mut v = String::with_capacity(size * 24 * (cols.len() + 1));
+    for i in 0..size {
+        if i > 0 {
+            v.push_str(", ");
+        }
+        v.push_str(&format!("(CAST({i} AS BIGINT)"));
+        for (c, bigint) in cols.iter().enumerate() {
+            let p = first + i * cols.len() + c;
+            if *bigint {
+                v.push_str(&format!(", CAST(${p} AS BIGINT)"));
+            } else {
+                v.push_str(&format!(", ${p}"));
+            }
+        }
+        v.push(')');
+    }
+    v
+}
+
+/// Each key's receipt by the entity's unique (entity, receipt_id) with the same IUV, and a link
+/// of the same payment from another flow on `report_payments_key`. `$1` entity, `$2` PSP, `$3`
+/// IUF, then (IUV, IUR, link index) per key.
+pub(crate) fn lookup_sql(size: usize, dialect: Dialect) -> String {
+    numbered(format!(
+        "WITH k (n, iuv, iur, li) AS (VALUES {})
+         SELECT k.n, r.id, r.amount_cents, r.parsed,
+                CAST(CASE WHEN EXISTS (SELECT 1 FROM report_payments rp JOIN report_flows f ON f.id = rp.flow
+                      WHERE rp.entity = $1 AND rp.iuv = k.iuv AND rp.iur = k.iur AND rp.link_index = k.li
+                        AND rp.receipt IS NOT NULL AND f.superseded_by IS NULL
+                        AND NOT (f.psp_id = $2 AND f.iuf = $3))
+                     THEN 1 ELSE 0 END AS BIGINT)
+         FROM k LEFT JOIN receipts r
+           ON r.entity = $1 AND r.receipt_id = k.iur AND r.conflict_of IS NULL AND r.iuv = k.iuv",
+        key_values(size, 4, &[false, false, true])
+    ), dialect)
+}
+
+/// The keys whose IUV a position of the entity has or had, each on its partial index. `$1`
+/// entity, then the IUV per key.
+pub(crate) fn issued_sql(size: usize, dialect: Dialect) -> String {
+    numbered(
+        format!(
+            "WITH k (n, iuv) AS (VALUES {})
+         SELECT k.n FROM k
+         WHERE EXISTS (SELECT 1 FROM positions p WHERE p.entity = $1 AND p.iuv = k.iuv
+                         AND p.iuv IS NOT NULL AND p.status <> 'annulled')
+            OR EXISTS (SELECT 1 FROM positions p WHERE p.entity = $1 AND p.iuv = k.iuv
+                         AND p.status = 'annulled')",
+            key_values(size, 2, &[false])
+        ),
+        dialect,
+    )
+}
+
+/// The receipts of other entities with each key's receipt id and IUV, on
+/// `receipts_receipt_id_any`. `$1` entity, then (IUV, IUR) per key.
+pub(crate) fn others_sql(size: usize, dialect: Dialect) -> String {
+    numbered(
+        format!(
+            "WITH k (n, iuv, iur) AS (VALUES {})
+         SELECT k.n, r.id, r.entity, r.parsed, CASE WHEN r.parsed IS NULL THEN r.xml END
+         FROM k JOIN receipts r
+           ON r.receipt_id = k.iur AND r.conflict_of IS NULL AND r.iuv = k.iuv AND r.entity <> $1",
+            key_values(size, 2, &[false, false])
+        ),
+        dialect,
+    )
+}
+
+/// The key's place in its batch, from a row's first column.
+fn place(r: &dyn Row, size: usize) -> Result<usize> {
+    let n = r.get::<i64>(0)?;
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n < size)
+        .ok_or_else(|| StoreError::Corrupt(format!("lookup answered key {n} of {size}")))
+}
+
+/// One batch (at most [`LOOKUP_BATCH`] keys, at least one) of [`ReportStore::report_lookup`].
+fn lookup_batch(
+    c: &mut dyn Conn,
+    entity: &str,
+    psp_id: &str,
+    iuf: &str,
+    keys: &[LookupKey<'_>],
+) -> Result<Vec<RowFacts>> {
+    let mut out: Vec<RowFacts> = keys
+        .iter()
+        .map(|_| RowFacts {
+            issued: false,
+            receipt: None,
+            others: Vec::new(),
+            elsewhere: false,
+        })
+        .collect();
+    let last = keys.len() - 1;
+    // Padding repeats the last key: its answers land on it again.
+    let size = batch_size(keys.len());
+    let mut a: Vec<Arg<'_>> = vec![entity.into(), psp_id.into(), iuf.into()];
+    for i in 0..size {
+        let k = keys[i.min(last)];
+        a.extend([Arg::Text(k.iuv), Arg::Text(k.iur), Arg::Int(k.link_index)]);
+    }
+    c.query(&lookup_sql(size, c.dialect()), &a, &mut |r| {
+        let f = &mut out[place(r, size)?.min(last)];
+        f.receipt = match r.get::<Option<i64>>(1)? {
+            Some(id) => Some(LinkReceipt {
+                id,
+                amount_cents: r.get(2)?,
+                parsed: r.get(3)?,
+            }),
+            None => None,
+        };
+        f.elsewhere = r.get::<i64>(4)? != 0;
+        Ok(())
+    })?;
+    // Without a receipt of its own: was the IUV issued, and has another entity's receipt the
+    // payment (a secondary beneficiary's row)?
+    let missing: Vec<usize> = (0..keys.len())
+        .filter(|&i| out[i].receipt.is_none())
+        .collect();
+    let Some(&last_missing) = missing.last() else {
+        return Ok(out);
+    };
+    let size = batch_size(missing.len());
+    let miss = |j: usize| missing.get(j).copied().unwrap_or(last_missing);
+    let mut a: Vec<Arg<'_>> = vec![entity.into()];
+    a.extend((0..size).map(|j| Arg::Text(keys[miss(j)].iuv)));
+    c.query(&issued_sql(size, c.dialect()), &a, &mut |r| {
+        out[miss(place(r, size)?)].issued = true;
+        Ok(())
+    })?;
+    let mut a: Vec<Arg<'_>> = vec![entity.into()];
+    for j in 0..size {
+        let k = keys[miss(j)];
+        a.extend([Arg::Text(k.iuv), Arg::Text(k.iur)]);
+    }
+    let mut found: Vec<(usize, OtherReceipt)> = Vec::new();
+    c.query(&others_sql(size, c.dialect()), &a, &mut |r| {
+        found.push((
+            miss(place(r, size)?),
+            OtherReceipt {
+                id: r.get(1)?,
+                entity: r.get(2)?,
+                parsed: r.get(3)?,
+                xml: r.get(4)?,
+            },
+        ));
+        Ok(())
+    })?;
+    found.sort_by_key(|(i, o)| (*i, o.id));
+    found.dedup_by_key(|(i, o)| (*i, o.id));
+    for (i, o) in found {
+        out[i].others.push(o);
+    }
+    Ok(out)
+}
+
+/// The entity's own flows only: a secondary beneficiary's flow settles its transfer, not the
+/// notice's entity's money.
 const SETTLEMENT: &str = "SELECT f.iuf, f.psp_id, f.revision, f.flow_date, f.regulation_id
      FROM receipts r JOIN report_payments rp ON rp.receipt = r.id JOIN report_flows f ON f.id = rp.flow
      WHERE r.entity = $1 AND r.notice_number = $2 AND r.conflict_of IS NULL
-       AND f.status = 'ok' AND f.superseded_by IS NULL
+       AND f.entity = r.entity AND f.status = 'ok' AND f.superseded_by IS NULL
      ORDER BY f.id DESC LIMIT 1";
 
 pub(crate) mod kind {
@@ -380,24 +603,20 @@ impl<D: Driver> ReportStore for D {
                 )));
             }
             crate::ops::check_rows_done(flow_id, Some(flow.rows_done), from_row)?;
-            for r in rows {
-                c.execute(
-                    INSERT_ROW,
-                    args!(
-                        flow_id,
-                        r.row_no as i64,
-                        flow.entity.as_str(),
-                        r.iuv,
-                        r.iur,
-                        r.transfer_index,
-                        r.link_index,
-                        r.amount_cents,
-                        r.esito,
-                        r.pay_date,
-                        r.receipt,
-                        r.receipt_transfer
-                    ),
-                )?;
+            let mut batches = rows.chunks_exact(INSERT_BATCH);
+            if batches.len() > 0 {
+                let sql = insert_rows_sql(c.dialect());
+                let mut a: Vec<Arg<'_>> = Vec::with_capacity(INSERT_BATCH * 12);
+                for batch in &mut batches {
+                    a.clear();
+                    for r in batch {
+                        a.extend(row_args(flow_id, &flow.entity, r));
+                    }
+                    c.execute(sql, &a)?;
+                }
+            }
+            for r in batches.remainder() {
+                c.execute(INSERT_ROW, &row_args(flow_id, &flow.entity, r))?;
             }
             add_anomalies(c, &flow, anomalies, &ts)?;
             let done = rows
@@ -570,27 +789,8 @@ impl<D: Driver> ReportStore for D {
     ) -> Result<Vec<RowFacts>> {
         self.read(|c| {
             let mut out = Vec::with_capacity(keys.len());
-            for k in keys {
-                let facts = c.one(
-                    LOOKUP,
-                    args!(entity, k.iuv, k.iur, k.link_index, psp_id, iuf),
-                    |r| {
-                        let receipt = match r.get::<Option<i64>>(1)? {
-                            Some(id) => Some(LinkReceipt {
-                                id,
-                                amount_cents: r.get(2)?,
-                                parsed: r.get(3)?,
-                            }),
-                            None => None,
-                        };
-                        Ok(RowFacts {
-                            issued: r.get::<i64>(0)? != 0,
-                            receipt,
-                            elsewhere: r.get::<i64>(4)? != 0,
-                        })
-                    },
-                )?;
-                out.push(facts.ok_or_else(|| StoreError::Corrupt("lookup gave no row".into()))?);
+            for batch in keys.chunks(LOOKUP_BATCH) {
+                out.extend(lookup_batch(c, entity, psp_id, iuf, batch)?);
             }
             Ok(out)
         })

@@ -24,6 +24,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         12,
         include_str!("migrations/sqlite_0012_report_deliveries.sql"),
     ),
+    (
+        13,
+        include_str!("migrations/sqlite_0013_receipt_id_any.sql"),
+    ),
     (14, include_str!("migrations/sqlite_0014_treasury.sql")),
 ];
 
@@ -303,6 +307,17 @@ impl Lite<'_> {
     /// by first use, so each is bound by its name.
     fn prepare(&self, sql: &str, args: &[Arg<'_>]) -> Result<rusqlite::CachedStatement<'_>> {
         let mut stmt = self.0.prepare_cached(sql)?;
+        if !sql.contains('$') {
+            // `?` and `?NNN` parameters are numbered by place: bound without their names (finding
+            // a name walks every name, quadratic in a statement of hundreds of parameters).
+            for i in 1..=stmt.parameter_count() {
+                let arg = args
+                    .get(i - 1)
+                    .ok_or(rusqlite::Error::InvalidParameterCount(i, args.len()))?;
+                stmt.raw_bind_parameter(i, arg)?;
+            }
+            return Ok(stmt);
+        }
         for i in 1..=stmt.parameter_count() {
             let n = stmt
                 .parameter_name(i)
@@ -630,6 +645,56 @@ mod tests {
         assert!(
             plan.iter()
                 .all(|step| !step.starts_with("SCAN r") && !step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn a_settlement_flow_s_lookups_search_indexes() {
+        let (_d, s) = store();
+        let conn = s.lock();
+        let plan_of = |sql: &str, args: &[Arg]| query_plan(&conn, sql, args);
+        let (e, iuv, iur) = (
+            Arg::Text("c_d530"),
+            Arg::Text("01000000000000001"),
+            Arg::Text("R1"),
+        );
+        // Two keys a batch: the VALUES list is walked, every table searched by index.
+        let values_only = |plan: &[String]| {
+            plan.iter()
+                .filter(|step| step.starts_with("SCAN"))
+                .all(|step| step == "SCAN k" || step.starts_with("SCAN 2 CONSTANT ROWS"))
+        };
+        let mut a = vec![e, Arg::Text("PSP1"), Arg::Text("IUF1")];
+        a.extend([iuv, iur, Arg::Int(2), iuv, iur, Arg::Int(1)]);
+        let plan = plan_of(&crate::reports::lookup_sql(2, Dialect::Sqlite), &a);
+        assert!(values_only(&plan), "{plan:?}");
+        for index in [
+            "SEARCH r USING INDEX receipts_receipt_id (entity=? AND receipt_id=?)",
+            "SEARCH rp USING INDEX report_payments_key (entity=? AND iuv=? AND iur=? AND link_index=?)",
+        ] {
+            assert!(plan.iter().any(|step| step.starts_with(index)), "{index}: {plan:?}");
+        }
+        let plan = plan_of(
+            &crate::reports::issued_sql(2, Dialect::Sqlite),
+            &[e, iuv, iuv],
+        );
+        assert!(values_only(&plan), "{plan:?}");
+        for index in ["positions_live_iuv", "positions_annulled_iuv"] {
+            assert!(
+                plan.iter().any(|step| step.contains(index)),
+                "{index}: {plan:?}"
+            );
+        }
+        // Another entity's receipt by its id alone (a secondary beneficiary's row).
+        let plan = plan_of(
+            &crate::reports::others_sql(2, Dialect::Sqlite),
+            &[e, iuv, iur, iuv, iur],
+        );
+        assert!(values_only(&plan), "{plan:?}");
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX receipts_receipt_id_any (receipt_id=?)")),
             "{plan:?}"
         );
     }

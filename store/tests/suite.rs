@@ -183,6 +183,8 @@ suite!(
     reports_after_lists_finished_flows_and_stops_before_a_loading_one,
     a_finished_flow_is_delivered_once_per_reports_pipeline_unless_superseded,
     treasury_movements_apply_once_and_a_reversal_removes_its_movement,
+    a_secondary_beneficiary_s_row_finds_the_notice_entity_s_receipt,
+    settlement_rows_and_lookups_go_in_batches,
 );
 
 const E: &str = "c_g224";
@@ -2798,12 +2800,14 @@ fn settlement_flows_link_resume_supersede_and_fail(b: &Backend) {
     assert_eq!(
         facts[0],
         RowFacts {
-            issued: true,
+            // Not asked once the receipt is found.
+            issued: false,
             receipt: Some(LinkReceipt {
                 id: rid,
                 amount_cents: 1250,
                 parsed: None
             }),
+            others: Vec::new(),
             elsewhere: false
         }
     );
@@ -3014,4 +3018,210 @@ fn reports_after_lists_finished_flows_and_stops_before_a_loading_one(b: &Backend
         "the failed X is left out"
     );
     assert_eq!(iufs(0, 10), ["AFTER-A", "AFTER-B", "AFTER-C"]);
+}
+
+/// Feltre's flow reports a transfer of a Padova receipt (Feltre is its secondary beneficiary):
+/// the lookup for Feltre hands back Padova's receipt with the row's IUR and IUV, and only then;
+/// Padova's position keeps showing Padova's own flow.
+fn a_secondary_beneficiary_s_row_finds_the_notice_entity_s_receipt(b: &Backend) {
+    const FELTRE: &str = "c_d530";
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(
+        s,
+        f,
+        &[
+            row(Action::Insert, "A", 1250, true),
+            row(Action::Insert, "B", 500, true),
+        ],
+    );
+    let (na, nb) = (notice_of(&out[0]), notice_of(&out[1]));
+    let (iuv_a, iuv_b) = (iuv_of(&out[0]), iuv_of(&out[1]));
+    let ReceiptStored::Paid { receipt: ra, .. } = s
+        .store_parsed_receipt(&receipt(&na, "RS1", 1250), Some("{\"V2\":{}}".into()))
+        .unwrap()
+    else {
+        panic!("receipt A not stored as paid");
+    };
+    let ReceiptStored::Paid { receipt: rb, .. } =
+        s.store_receipt(&receipt(&nb, "RS2", 500)).unwrap()
+    else {
+        panic!("receipt B not stored as paid");
+    };
+    let key = |iuv, iur| LookupKey {
+        iuv,
+        iur,
+        link_index: 2,
+    };
+    let facts = s
+        .report_lookup(
+            FELTRE,
+            "PSP1",
+            "2026-11-27PSP1-00133880252",
+            &[
+                key(&iuv_a, "RS1"),
+                key(&iuv_b, "RS2"),
+                // The receipt id with another IUV, and an IUV with another receipt id.
+                key(&iuv_b, "RS1"),
+                key(&iuv_a, "RS9"),
+            ],
+        )
+        .unwrap();
+    let others = |i: usize| {
+        facts[i]
+            .others
+            .iter()
+            .map(|o| {
+                (
+                    o.id,
+                    o.entity.as_str(),
+                    o.parsed.as_deref(),
+                    o.xml.as_deref(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        others(0),
+        [(ra, E, Some("{\"V2\":{}}"), None)],
+        "the parsed request, not the XML"
+    );
+    assert_eq!(
+        others(1),
+        [(rb, E, None, Some("<receipt/>"))],
+        "the XML when not parsed"
+    );
+    assert!(others(2).is_empty() && others(3).is_empty(), "{facts:?}");
+    assert!(facts.iter().all(|f| !f.issued && f.receipt.is_none()));
+    // The notice's entity finds its own receipt and asks no further.
+    let own = s
+        .report_lookup(E, "PSP1", "2026-11-27PSP1-1", &[key(&iuv_a, "RS1")])
+        .unwrap();
+    assert_eq!(own[0].receipt.as_ref().map(|r| r.id), Some(ra));
+    assert!(own[0].others.is_empty());
+
+    // Feltre's flow links the transfer; Padova's position does not show Feltre's flow.
+    let mut feltre = report_key("PSP1", "2026-11-27PSP1-00133880252", 1);
+    feltre.entity = FELTRE;
+    let r = s.begin_report(&feltre).unwrap();
+    let mut linked = report_row(1, &iuv_a, "RS1", 250, Some(ra));
+    linked.link_index = 2;
+    linked.receipt_transfer = Some(2);
+    s.add_report_rows(r.id, 0, &[linked], &[]).unwrap();
+    let totals = ReportTotals {
+        computed_count: 1,
+        computed_cents: 250,
+        linked: 1,
+    };
+    assert!(s.finish_report(r.id, &totals, &[], &[]).unwrap());
+    assert_eq!(s.settlements(E, &[na.as_str()]).unwrap(), [None]);
+    // A second Feltre flow with the same payment sees it linked elsewhere.
+    let again = s
+        .report_lookup(
+            FELTRE,
+            "PSP2",
+            "2026-11-27PSP2-00133880252",
+            &[key(&iuv_a, "RS1")],
+        )
+        .unwrap();
+    assert!(again[0].elsewhere);
+}
+
+/// More rows and keys than one statement takes: every row is stored as given and every key
+/// answered for itself, whatever batch (full, padded, one by one) it fell in.
+fn settlement_rows_and_lookups_go_in_batches(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let rows: Vec<ChunkRow> = (0..70)
+        .map(|i| row(Action::Insert, &format!("B{i}"), 100 + i, true))
+        .collect();
+    let out = apply(s, f, &rows);
+    let iuvs: Vec<String> = out.iter().map(iuv_of).collect();
+    let mut paid = Vec::new();
+    for (i, o) in out.iter().enumerate().step_by(3) {
+        let notice = notice_of(o);
+        let id = format!("RB{i}");
+        let ReceiptStored::Paid { receipt, .. } = s
+            .store_receipt(&receipt(&notice, &id, 100 + i as i64))
+            .unwrap()
+        else {
+            panic!("receipt {id} not stored as paid");
+        };
+        paid.push((i, receipt));
+    }
+    // 301 keys: the 70 IUVs with their receipt id (one in three has it), then IUVs never issued.
+    let iurs: Vec<String> = (0..301).map(|i| format!("RB{i}")).collect();
+    let never: Vec<String> = (0..301).map(|i| format!("99{i:015}")).collect();
+    let keys: Vec<LookupKey<'_>> = (0..301)
+        .map(|i| LookupKey {
+            iuv: iuvs.get(i).unwrap_or(&never[i]),
+            iur: &iurs[i],
+            link_index: 1,
+        })
+        .collect();
+    let facts = s.report_lookup(E, "PSP1", "IUF-B", &keys).unwrap();
+    assert_eq!(facts.len(), 301);
+    for (i, f) in facts.iter().enumerate() {
+        let receipt = paid.iter().find(|(n, _)| *n == i).map(|(_, id)| *id);
+        assert_eq!(f.receipt.as_ref().map(|r| r.id), receipt, "key {i}");
+        assert_eq!(
+            f.receipt.as_ref().map(|r| r.amount_cents),
+            receipt.map(|_| 100 + i as i64),
+            "key {i}"
+        );
+        assert_eq!(f.issued, receipt.is_none() && i < 70, "key {i}");
+        assert!(!f.elsewhere && f.others.is_empty(), "key {i}");
+    }
+
+    // 257 rows in one chunk: two statements of 100 rows and 57 one by one.
+    let r = s.begin_report(&report_key("PSP1", "IUF-B", 1)).unwrap();
+    let dates: Vec<String> = (0..257)
+        .map(|i| format!("2026-11-{:02}", 1 + i % 28))
+        .collect();
+    let stored: Vec<ReportRow<'_>> = (0..257)
+        .map(|i| ReportRow {
+            row_no: i as u64 + 1,
+            iuv: keys[i].iuv,
+            iur: keys[i].iur,
+            transfer_index: (i % 2 == 0).then_some(1 + i as i64 % 5),
+            link_index: 1 + i as i64 % 5,
+            amount_cents: i as i64 * 7 - 100,
+            esito: [0, 3, 4, 8, 9][i % 5],
+            pay_date: &dates[i],
+            receipt: facts[i].receipt.as_ref().map(|r| r.id),
+            receipt_transfer: facts[i].receipt.as_ref().map(|_| 1),
+        })
+        .collect();
+    s.add_report_rows(r.id, 0, &stored, &[]).unwrap();
+    let back = s.report_rows(r.id, 0, 1000).unwrap();
+    assert_eq!(back.len(), 257);
+    for (w, g) in stored.iter().zip(&back) {
+        assert_eq!(
+            (
+                g.row_no as u64,
+                g.iuv.as_str(),
+                g.iur.as_str(),
+                g.transfer_index,
+                g.link_index,
+                g.amount_cents,
+                g.esito,
+                g.pay_date.as_str(),
+                g.receipt,
+                g.receipt_transfer
+            ),
+            (
+                w.row_no,
+                w.iuv,
+                w.iur,
+                w.transfer_index,
+                w.link_index,
+                w.amount_cents,
+                w.esito,
+                w.pay_date,
+                w.receipt,
+                w.receipt_transfer
+            )
+        );
+    }
+    assert_eq!(s.reports_by_iuf(E, "IUF-B").unwrap()[0].rows_done, 257);
 }

@@ -222,6 +222,79 @@ fn a_rendered_flow_reads_back_the_same() {
 }
 
 #[test]
+fn the_flow_answer_is_read_in_one_pass_when_plain_and_by_the_full_reader_otherwise() {
+    let (flow, rows) = flow_and_rows();
+    let bytes = xml::render_flow(&flow, &rows);
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes);
+    let wrapped: String = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let answer = |inner: &str| {
+        format!(
+            "<?xml version=\"1.0\"?><soapenv:Envelope xmlns:soapenv=\"{}\" xmlns:ppt=\"{}\"><soapenv:Header/>\
+             <soapenv:Body><ppt:nodoChiediFlussoRendicontazioneRisposta>{inner}\
+             </ppt:nodoChiediFlussoRendicontazioneRisposta></soapenv:Body></soapenv:Envelope>",
+            crate::pagopa::SOAP_ENV_NS,
+            soap::NODE_FOR_PA_NS
+        )
+    };
+    // One pass, base64 on one line or wrapped, other fields passed over.
+    for body in [
+        soap::render_flow_response(&bytes),
+        answer(&format!("<xmlRendicontazione>{b64}</xmlRendicontazione>")),
+        answer(&format!(
+            "<esito>OK</esito><xmlRendicontazione>\n{wrapped}\n</xmlRendicontazione>"
+        )),
+    ] {
+        assert!(soap::flow_text(body.as_bytes()).is_some(), "{body:.300}");
+        assert_eq!(soap::parse_flow_response(body.as_bytes()).unwrap(), bytes);
+    }
+    // An entity reference inside the text: the full reader, same bytes.
+    let escaped = answer(&format!(
+        "<xmlRendicontazione>{}&#x{:X};{}</xmlRendicontazione>",
+        &b64[..8],
+        u32::from(b64.as_bytes()[8]),
+        &b64[9..]
+    ));
+    assert!(soap::flow_text(escaped.as_bytes()).is_none());
+    assert_eq!(
+        soap::parse_flow_response(escaped.as_bytes()).unwrap(),
+        bytes
+    );
+    // Not the path: a fault, another payload, a flow twice, a broken document.
+    let fault = answer(
+        "<fault><faultCode>PPT_SYSTEM_ERROR</faultCode><faultString>x</faultString><id>n</id></fault>",
+    );
+    assert!(soap::flow_text(fault.as_bytes()).is_none());
+    assert!(matches!(
+        soap::parse_flow_response(fault.as_bytes()),
+        Err(FdrSoapError::Fault(_))
+    ));
+    let twice = answer(&format!(
+        "<xmlRendicontazione>{b64}</xmlRendicontazione><xmlRendicontazione>{b64}</xmlRendicontazione>"
+    ));
+    assert!(soap::flow_text(twice.as_bytes()).is_none());
+    let other = soap::render_flow_response(&bytes).replace(
+        "nodoChiediFlussoRendicontazioneRisposta",
+        "nodoChiediElencoFlussiRendicontazioneRisposta",
+    );
+    assert!(soap::flow_text(other.as_bytes()).is_none());
+    assert!(soap::parse_flow_response(other.as_bytes()).is_err());
+    let cut = soap::render_flow_response(&bytes);
+    let cut = &cut[..cut.len() - 20];
+    assert!(soap::flow_text(cut.as_bytes()).is_none());
+    assert!(soap::parse_flow_response(cut.as_bytes()).is_err());
+    let not_base64 = answer("<xmlRendicontazione>not*base64</xmlRendicontazione>");
+    assert!(matches!(
+        soap::parse_flow_response(not_base64.as_bytes()),
+        Err(FdrSoapError::Invalid { .. })
+    ));
+}
+
+#[test]
 fn what_the_hub_renders_validates_against_the_nodes_xsd() {
     let (flow, rows) = flow_and_rows();
     let sample = xml::parse_flow(&spec(SAMPLE_XML), None).unwrap();
