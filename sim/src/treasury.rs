@@ -6,8 +6,8 @@
 //! Everything is a function of the published flows: writing again gives the same file (bill
 //! numbers come from the IUF), so a hub reading it twice changes nothing.
 //!
-//! With [`TreasuryOptions::anomalies`], over the first entity's flows ordered by IUF: the first
-//! flow is credited 1.00 more than its total, the second with a bank-mangled causale (`LGPE -
+//! With [`TreasuryOptions::anomalies`], over each entity's flows ordered by IUF: the first flow
+//! is credited 1.00 more than its total, the second with a bank-mangled causale (`LGPE -
 //! RIVERSAMENTO`, its IUF's date split by a space), the last (of three or more) is never
 //! credited, and one more movement names a flow nobody published.
 
@@ -98,8 +98,8 @@ pub fn write_giornali(opts: &TreasuryOptions) -> Result<Vec<Written>, FlowsError
         by_org.entry(org).or_default().push(p);
     }
     let mut out = Vec::new();
-    for (i, (org, flows)) in by_org.iter().enumerate() {
-        let anomalies = opts.anomalies && i == 0;
+    for (org, flows) in &by_org {
+        let anomalies = opts.anomalies;
         let mut movements = Vec::new();
         let n = flows.len();
         for (k, p) in flows.iter().enumerate() {
