@@ -81,6 +81,19 @@ fn payments_and_movements_get_mypivots_classes() {
         "/PUR/LGPE-RIVERSAMENTO/URI/2026-01-01UNKNOWN-1",
     );
     book("2026-4", 7_000, "BONIFICO DA PRIVATO");
+    // Feltre's treasury credits an SCT naming one of Padova's flows: it is not Padova's credit.
+    let stray = flows.get(2).unwrap_or(other);
+    let body =
+        serde_json::json!({ "amountCents": total(stray), "causale": uri(stray) }).to_string();
+    let r = http(
+        home.port,
+        "PUT",
+        "/api/v1/entities/c_d530/treasury/2026-9",
+        Some(KEY_FELTRE),
+        &[],
+        Some(&body),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
     hub.terminate();
 
     let count = |f: &serde_json::Value| f["payments"].as_i64().unwrap();
@@ -115,6 +128,8 @@ fn payments_and_movements_get_mypivots_classes() {
     }
     let unknown = reconcile(&home, &["--class", "TES_NO_IUF_OR_IUV"]);
     assert_eq!(unknown[0]["movement"], "2026-3");
+    let feltre = json_lines(&home.snodo(&["reconcile", "-c", "config.toml", "--entity", "c_d530"]));
+    assert_eq!(feltre[0]["classes"]["TES_NO_IUF_OR_IUV"], 1, "{feltre:?}");
     let bad = home.snodo(&[
         "reconcile",
         "-c",

@@ -7,9 +7,8 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 
 const PAYMENTS: u32 = 500;
 /// Every 50th notice also pays 1.00 to Feltre (a secondary beneficiary).
@@ -23,85 +22,9 @@ fn is_shared(n: u32) -> bool {
     n % 50 == 7
 }
 
-fn sim(home: &Home, args: &[&str]) -> Output {
-    let out = Command::new(BIN)
-        .arg("sim")
-        .args(args)
-        .current_dir(home.path())
-        .env("SNODO_LOG", "warn")
-        .output()
-        .expect("run snodo sim");
-    assert!(
-        out.status.success(),
-        "snodo sim {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    out
-}
-
-/// `snodo sim --serve` over a ledger's flows, killed when dropped.
-struct Psps(Child);
-
-impl Psps {
-    fn serve(home: &Home, ledger: &Path, port: u16) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["sim", "--ledger"])
-            .arg(ledger)
-            .args([
-                "--serve",
-                &format!("127.0.0.1:{port}"),
-                "--fdr-key",
-                "fdr-k",
-                "--fdr-password",
-                "fdr-pw",
-            ])
-            .current_dir(home.path())
-            .env("SNODO_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start snodo sim --serve");
-        let out = child.stdout.take().expect("stdout");
-        let mut reader = BufReader::new(out);
-        let mut said = String::new();
-        while !said.contains("sim: reporting") {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                break;
-            }
-            said.push_str(&line);
-        }
-        assert!(
-            said.contains("sim: reporting"),
-            "sim did not serve flows: {said:?}"
-        );
-        // Keep the pipe drained so the simulator never blocks writing to it.
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        Psps(child)
-    }
-}
-
-impl Drop for Psps {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn json_lines(o: &Output) -> Vec<serde_json::Value> {
-    assert!(o.status.success(), "{}\n{}", stdout(o), stderr(o));
-    stdout(o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
 /// 500 TARI positions of c_g224 (every 50th with 1.00 of it to Feltre) paid by the simulated
 /// node, recorded in `ledger`.
 fn paid_home(ledger: &Path) -> Home {
-    let home = Home::new();
     let rows: Vec<Row> = (0..PAYMENTS)
         .map(|n| {
             let row = Row::tari(&format!("FDR{n:03}"), 1000 + n, 1000 + u64::from(n) * 7);
@@ -121,45 +44,7 @@ fn paid_home(ledger: &Path) -> Home {
         (0..PAYMENTS).filter(|&n| is_shared(n)).count() as u32,
         SHARED
     );
-    home.import_rows("FDRSIM", &rows);
-    let hub = Hub::start_serving(&home);
-    let count = PAYMENTS.to_string();
-    let r = stdout(&sim(
-        &home,
-        &[
-            "-c",
-            "config.toml",
-            "--from-config",
-            "--count",
-            &count,
-            "--concurrency",
-            "8",
-            "--ledger",
-            ledger.to_str().unwrap(),
-        ],
-    ));
-    assert!(
-        r.contains(&format!(
-            "total payments={PAYMENTS} completed={PAYMENTS} faulted=0 errors=0"
-        )),
-        "{r}"
-    );
-    hub.terminate();
-    home
-}
-
-/// The Rome date of the ledger's payments (publishing that date, not "today", keeps a run
-/// that crosses midnight whole).
-fn ledger_date(ledger: &Path) -> String {
-    let text = std::fs::read_to_string(ledger.join("payments.jsonl")).expect("ledger");
-    let dates: std::collections::BTreeSet<String> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["kind"] == "payment")
-        .map(|v| v["date"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(dates.len(), 1, "payments on one day: {dates:?}");
-    dates.into_iter().next().unwrap()
+    sim_paid_home_rows(ledger, &rows)
 }
 
 /// What the simulator published: (fdr, revision, organization) per flow line, in its order.
@@ -369,8 +254,8 @@ fn the_hub_pulls_links_and_reports_what_the_simulated_psps_settle_over_rest_and_
     let scratch = tempfile::tempdir().unwrap();
     let ledger = scratch.path().join("ledger");
     let home = paid_home(&ledger);
-    let date = ledger_date(&ledger);
-    let out = stdout(&sim(
+    let date = sim_ledger_date(&ledger);
+    let out = stdout(&run_sim(
         &home,
         &[
             "--ledger",
@@ -388,7 +273,7 @@ fn the_hub_pulls_links_and_reports_what_the_simulated_psps_settle_over_rest_and_
         "three PSPs to Padova and one republished flow:\n{out}"
     );
     let port = free_port();
-    let _psps = Psps::serve(&home, &ledger, port);
+    let _psps = SimPsps::serve(&home, &ledger, port);
 
     // A fresh store for the SOAP pull: the same receipts, no flow yet.
     let soap_home = Home::new();

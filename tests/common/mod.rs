@@ -975,11 +975,17 @@ pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
 /// `count` TARI positions of c_g224 (IUDs `FDR000`…) paid by the simulated node, recorded in
 /// `ledger`.
 pub fn sim_paid_home(ledger: &Path, count: u32) -> Home {
-    let home = Home::new();
     let rows: Vec<Row> = (0..count)
         .map(|n| Row::tari(&format!("FDR{n:03}"), 1000 + n, 1000 + u64::from(n) * 7))
         .collect();
-    home.import_rows("FDRSIM", &rows);
+    sim_paid_home_rows(ledger, &rows)
+}
+
+/// `rows` (positions of c_g224) imported and paid by the simulated node, recorded in `ledger`.
+pub fn sim_paid_home_rows(ledger: &Path, rows: &[Row]) -> Home {
+    let home = Home::new();
+    let count = rows.len();
+    home.import_rows("FDRSIM", rows);
     let hub = Hub::start_serving(&home);
     let n = count.to_string();
     let r = stdout(&run_sim(
