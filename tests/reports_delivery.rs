@@ -128,6 +128,7 @@ to = {{ connector = "http", url = "http://127.0.0.1:{receiver}/fdr" }}
     assert_eq!(keys.len(), listed.len(), "{keys:?}");
     let api = home.port;
     let mut linked = 0;
+    let mut mismatches = 0;
     for f in &listed {
         let (iuf, psp, rev) = (
             f["iuf"].as_str().unwrap(),
@@ -149,6 +150,15 @@ to = {{ connector = "http", url = "http://127.0.0.1:{receiver}/fdr" }}
             ),
             (Some("snodo.report.v1"), Some(iuf), Some(rev))
         );
+        // A row whose amount differs from its receipt's transfer shows both amounts.
+        for a in doc["anomalies"].as_array().unwrap() {
+            if a["code"] == "AMOUNT_MISMATCH" {
+                let row = &doc["payments"][a["row"].as_u64().unwrap() as usize - 1];
+                assert!(row["receipt"].is_object(), "{row}");
+                assert_ne!(row["receipt"]["amount"], row["amount"], "{row}");
+                mismatches += 1;
+            }
+        }
         assert_eq!(
             doc["payments"].as_array().unwrap().len() as i64,
             f["payments"].as_i64().unwrap()
@@ -185,6 +195,10 @@ to = {{ connector = "http", url = "http://127.0.0.1:{receiver}/fdr" }}
         }
     }
     assert_eq!(linked, i64::from(PAYMENTS), "every payment linked once");
+    assert!(
+        mismatches >= 1,
+        "sim --anomalies puts an amount off its receipt's"
+    );
 
     // Each paid position says where its money was settled: the current flow naming it.
     let current_iufs: Vec<&str> = listed
