@@ -94,6 +94,44 @@ fn payments_and_movements_get_mypivots_classes() {
         Some(&body),
     );
     assert_eq!(r.status, 201, "{}", r.body);
+    // The API says what the CLI says.
+    let api_summary = get(
+        home.port,
+        "/api/v1/entities/c_g224/reconciliation/summary",
+        KEY_PADOVA,
+    )
+    .json();
+    let cli_summary = &reconcile(&home, &[])[0];
+    assert_eq!(
+        api_summary["classes"], cli_summary["classes"],
+        "{api_summary}"
+    );
+    let mut seen = Vec::new();
+    let mut since = String::new();
+    loop {
+        let page = get(
+            home.port,
+            &format!("/api/v1/entities/c_g224/reconciliation?class=RT_IUF&limit=7&since={since}"),
+            KEY_PADOVA,
+        )
+        .json();
+        let items = page["items"].as_array().unwrap().clone();
+        if items.is_empty() {
+            break;
+        }
+        since = page["nextCursor"].as_str().unwrap().to_string();
+        seen.extend(items);
+    }
+    assert_eq!(
+        seen.len() as i64,
+        cli_summary["classes"]["RT_IUF"].as_i64().unwrap()
+    );
+    let bad = get(
+        home.port,
+        "/api/v1/entities/c_g224/reconciliation?class=NOPE",
+        KEY_PADOVA,
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
     hub.terminate();
 
     let count = |f: &serde_json::Value| f["payments"].as_i64().unwrap();

@@ -49,6 +49,8 @@ fn every_route_is_scoped_to_the_key_entity() {
         ("GET", "/entities/c_g224/receipts"),
         ("GET", "/entities/c_g224/reports"),
         ("GET", "/entities/c_g224/reports/2026-12-07PSP-1"),
+        ("GET", "/entities/c_g224/reconciliation"),
+        ("GET", "/entities/c_g224/reconciliation/summary"),
         ("PUT", "/entities/c_g224/treasury/2026-1201"),
         ("DELETE", "/entities/c_g224/treasury/2026-1201"),
         ("GET", "/entities/c_g224/spontaneous"),

@@ -9,6 +9,7 @@
 mod carts;
 pub(crate) mod positions;
 mod problem;
+mod reconciliation;
 mod reports;
 mod spontaneous;
 mod treasury;
@@ -45,6 +46,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/entities/{ipa}/receipts"),
     ("GET", "/entities/{ipa}/reports"),
     ("GET", "/entities/{ipa}/reports/{iuf}"),
+    ("GET", "/entities/{ipa}/reconciliation"),
+    ("GET", "/entities/{ipa}/reconciliation/summary"),
     ("PUT", "/entities/{ipa}/treasury/{movementId}"),
     ("DELETE", "/entities/{ipa}/treasury/{movementId}"),
     ("GET", "/entities/{ipa}/spontaneous"),
@@ -205,6 +208,11 @@ pub fn router(
         .route("/entities/{ipa}/receipts", get(positions::receipts))
         .route("/entities/{ipa}/reports", get(reports::list))
         .route("/entities/{ipa}/reports/{iuf}", get(reports::read))
+        .route("/entities/{ipa}/reconciliation", get(reconciliation::items))
+        .route(
+            "/entities/{ipa}/reconciliation/summary",
+            get(reconciliation::summary),
+        )
         .route(
             "/entities/{ipa}/treasury/{movementId}",
             axum::routing::put(treasury::put).delete(treasury::delete),

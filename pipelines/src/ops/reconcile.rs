@@ -22,6 +22,7 @@ use snodo_core::reconcile::{
     classify_movement, classify_payment, Class, MovementFacts, PaymentFacts, Reported,
 };
 use snodo_core::Amount;
+use snodo_store::Store;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -46,6 +47,8 @@ impl Default for Grace {
 /// One payment or movement with its keys, the amounts on each side and its classes.
 #[derive(Debug, Clone, Serialize)]
 pub struct Item {
+    /// Orders the items and names one for a cursor: `P:<iuv>:<iur>:<index>`, `M:<year>-<bill>`.
+    pub key: String,
     /// `payment` or `movement`.
     pub kind: &'static str,
     pub iuv: Option<String>,
@@ -100,7 +103,17 @@ pub fn reconcile(
         .get(entity)
         .map(|e| e.fiscal_code.as_str().to_string())
         .unwrap_or_default();
+    Ok(reconcile_with(&*store, entity, &fiscal, grace, now)?)
+}
 
+/// [`reconcile`] on an open store, for the entity with this fiscal code; items in key order.
+pub fn reconcile_with(
+    store: &dyn Store,
+    entity: &str,
+    fiscal: &str,
+    grace: Grace,
+    now: DateTime<Utc>,
+) -> snodo_store::Result<(Summary, Vec<Item>)> {
     // The current settlement flows and their rows (esito 3 left out).
     let mut flows: Vec<Flow> = Vec::new();
     let mut rows: HashMap<(String, String, u8), Row> = HashMap::new();
@@ -193,6 +206,7 @@ pub fn reconcile(
             credit_overdue: flow.is_some_and(flow_overdue),
         };
         Item {
+            key: format!("P:{iuv}:{iur}:{index}"),
             kind: "payment",
             iuv: Some(iuv.to_string()),
             iur: Some(iur.to_string()),
@@ -274,6 +288,7 @@ pub fn reconcile(
             matched,
         });
         items.push(Item {
+            key: format!("M:{}-{}", m.year, m.bill),
             kind: "movement",
             iuv: m.iuv.clone(),
             iur: None,
@@ -290,6 +305,7 @@ pub fn reconcile(
         });
     }
 
+    items.sort_by(|a, b| a.key.cmp(&b.key));
     let mut classes: BTreeMap<&'static str, u64> = BTreeMap::new();
     for i in &items {
         for c in &i.classes {

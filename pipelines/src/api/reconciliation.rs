@@ -1,0 +1,88 @@
+//! The entity's reconciliation (docs/RECONCILIATION.md) over the API: counts per class, and
+//! the payments and movements of a class, computed when asked from what the store holds (as
+//! `snodo reconcile`). Items come in key order; `nextCursor` is the last key, so a client pages
+//! through a class as it stands.
+
+use super::positions::page_limit;
+use super::{blocking, query, Api, Entered, Problem, Reply};
+use crate::ops::reconcile::{class, reconcile_with, Grace};
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemsQuery {
+    class: Option<String>,
+    since: Option<String>,
+    limit: Option<u32>,
+}
+
+fn fiscal_code(api: &Api, ipa: &str) -> String {
+    api.plan()
+        .entities
+        .get(ipa)
+        .map(|e| e.fiscal_code.as_str().to_string())
+        .unwrap_or_default()
+}
+
+/// `GET /entities/{ipa}/reconciliation/summary`: payments, movements and items per class.
+pub(crate) async fn summary(State(api): State<Arc<Api>>, scope: Entered) -> Response {
+    let ipa = scope.param("ipa");
+    let fiscal = fiscal_code(&api, &ipa);
+    let store = api.store.clone();
+    let done = blocking(move || {
+        reconcile_with(&*store, &ipa, &fiscal, Grace::default(), chrono::Utc::now())
+    })
+    .await;
+    match done {
+        Ok((s, _)) => Reply::ok(
+            StatusCode::OK,
+            json!({
+                "payments": s.payments,
+                "movements": s.movements,
+                "classes": s.classes,
+            }),
+        )
+        .into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+/// `GET /entities/{ipa}/reconciliation?class=&since=&limit=`: the items (of a class) after the
+/// cursor, in key order.
+pub(crate) async fn items(State(api): State<Arc<Api>>, scope: Entered, uri: Uri) -> Response {
+    let ipa = scope.param("ipa");
+    let fiscal = fiscal_code(&api, &ipa);
+    let page = async {
+        let q: ItemsQuery = query(&uri)?;
+        let limit = page_limit(q.limit)? as usize;
+        let wanted = match q.class.as_deref() {
+            None => None,
+            Some(c) => Some(class(c).map_err(|why| {
+                Problem::new(StatusCode::BAD_REQUEST, "malformed", why).field("class")
+            })?),
+        };
+        let store = api.store.clone();
+        let (_, all) = blocking(move || {
+            reconcile_with(&*store, &ipa, &fiscal, Grace::default(), chrono::Utc::now())
+        })
+        .await?;
+        let since = q.since.unwrap_or_default();
+        let picked: Vec<_> = all
+            .into_iter()
+            .filter(|i| i.key > since)
+            .filter(|i| wanted.is_none_or(|c| i.classes.contains(&c.code())))
+            .take(limit)
+            .collect();
+        let next = picked.last().map(|i| i.key.clone()).unwrap_or(since);
+        Ok::<_, Problem>(json!({ "items": picked, "nextCursor": next }))
+    };
+    match page.await {
+        Ok(v) => Reply::ok(StatusCode::OK, v).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
