@@ -192,7 +192,6 @@ impl Hub {
             }
         };
         Ok(Running {
-            plan: plan.clone(),
             stop_tx,
             flag,
             task,
@@ -216,7 +215,6 @@ impl Hub {
         })?;
         let (stop_tx, rx) = watch::channel(false);
         Ok(Some(Running {
-            plan: plan.clone(),
             stop_tx,
             flag: Arc::new(AtomicBool::new(false)),
             task: tokio::spawn(puller.run(rx)),
@@ -310,10 +308,8 @@ impl Hub {
     }
 }
 
-/// A pipeline (or the pull) running under the plan it started with.
+/// A pipeline (or the pull) running under the plan it started with (which its task holds).
 struct Running {
-    #[allow(dead_code)]
-    plan: Arc<Plan>,
     /// Deliverers, exporters, import runners and the pull watch this.
     stop_tx: watch::Sender<bool>,
     /// Imports and stream intakes check this at their safe points.
