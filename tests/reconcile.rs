@@ -278,3 +278,78 @@ to = "treasury"
     assert_eq!(classes["TES_NO_IUF_OR_IUV"], 1, "{summary}");
     assert!(classes.get("TES_NO_MATCH").is_none(), "{summary}");
 }
+
+#[test]
+fn a_reported_payment_the_hub_never_received_is_iuv_no_rt() {
+    let scratch = tempfile::tempdir().unwrap();
+    let ledger = scratch.path().join("ledger");
+    let home = sim_paid_home(&ledger, 30);
+    let date = sim_ledger_date(&ledger);
+    let ledger_arg = ledger.to_str().unwrap();
+    run_sim(
+        &home,
+        &[
+            "--ledger",
+            ledger_arg,
+            "--publish-flows",
+            "--date",
+            &date,
+            "--anomalies",
+        ],
+    );
+    let port = free_port();
+    let _psps = SimPsps::serve(&home, &ledger, port);
+    let mut cfg = std::fs::read_to_string(home.config()).unwrap();
+    cfg.push_str(&format!(
+        "\n[pagopa.fdr]\nmode = \"rest\"\nurl = \"http://127.0.0.1:{port}/fdr-org/service/v1\"\nsubscription_key = \"fdr-k\"\nschedule = \"0 0 3 1 1 *\"\n"
+    ));
+    std::fs::write(home.config(), cfg).unwrap();
+    json_lines(&home.snodo(&["reports", "-c", "config.toml", "pull"]));
+
+    // The flows' NO_RECEIPT row (esito 0, an IUR the hub never received) is reported but not
+    // paid; rows paid without a payment request (esito 8, 9) count as their own receipt.
+    let items = reconcile(&home, &["--class", "IUV_NO_RT"]);
+    assert!(!items.is_empty());
+    for i in &items {
+        assert_eq!(i["paid_cents"], serde_json::Value::Null, "{i}");
+        assert!(i["reported_cents"].is_i64(), "{i}");
+    }
+    let shown = json_lines(&home.snodo(&[
+        "reports",
+        "-c",
+        "config.toml",
+        "--entity",
+        "c_g224",
+        "--anomalies",
+    ]));
+    let no_receipt: usize = shown
+        .iter()
+        .filter(|f| f.get("superseded_by").is_none())
+        .map(|f| {
+            let iuf = f["iuf"].as_str().unwrap();
+            let d = json_lines(&home.snodo(&[
+                "reports",
+                "-c",
+                "config.toml",
+                "show",
+                "--entity",
+                "c_g224",
+                iuf,
+            ]));
+            let current = d.iter().find(|x| x.get("superseded_by").is_none()).unwrap();
+            current["anomaly_list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["code"] == "NO_RECEIPT")
+                .count()
+        })
+        .sum();
+    assert_eq!(items.len(), no_receipt, "{items:?}");
+    let summary = &reconcile(&home, &[])[0];
+    assert_eq!(
+        summary["payments"].as_i64().unwrap() >= 30,
+        true,
+        "{summary}"
+    );
+}
