@@ -422,3 +422,55 @@ fn the_sim_calls_over_tls_with_the_nodes_certificate() {
         "{report}"
     );
 }
+
+/// `snodo reload` reaches a hub serving https whose certificate chains to a private CA when it
+/// is told that CA, and says why not when it is not.
+#[test]
+fn reload_over_tls_trusts_the_private_ca() {
+    let home = tls_home();
+    let token = "tls-reload-admin-token-0123456789abcdef";
+    let child = Command::new(BIN)
+        .args(["run", "-c", "config.toml"])
+        .current_dir(home.path())
+        .env("SNODO_LOG", "warn")
+        .env("SNODO_ADMIN_TOKEN", token)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("snodo run");
+    let hub = Hub(child);
+    assert!(
+        wait_for(20, || curl(&home, "", "GET", "/readyz", None, &[]).0 == 200),
+        "the hub did not serve https"
+    );
+    let reload = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["reload", "-c", "config.toml"])
+            .args(extra)
+            .current_dir(home.path())
+            .env("SNODO_LOG", "warn")
+            .env("SNODO_ADMIN_TOKEN", token)
+            .output()
+            .expect("snodo reload")
+    };
+    let trusted = reload(&["--ca-file", "ca.pem"]);
+    assert!(
+        trusted.status.success(),
+        "{}{}",
+        stdout(&trusted),
+        stderr(&trusted)
+    );
+    assert!(
+        stdout(&trusted).contains("\"outcome\":\"applied\""),
+        "{}",
+        stdout(&trusted)
+    );
+    let untrusted = reload(&[]);
+    assert!(!untrusted.status.success());
+    assert!(
+        stderr(&untrusted).contains("cannot reach the hub at https://"),
+        "{}",
+        stderr(&untrusted)
+    );
+    hub.terminate();
+}

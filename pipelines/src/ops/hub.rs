@@ -41,7 +41,11 @@ fn hub_url(http: &serde_json::Value) -> String {
 /// (`POST /admin/reload` with `http.admin_token`). Only the `[http]` section is read here: a
 /// file with problems still reaches the hub, which refuses it and says why. The hub's answer:
 /// its status and body.
-pub fn ask_reload(path: Option<&std::path::Path>) -> Result<(u16, serde_json::Value)> {
+pub fn ask_reload(
+    path: Option<&std::path::Path>,
+    url: Option<&str>,
+    ca_file: Option<&std::path::Path>,
+) -> Result<(u16, serde_json::Value)> {
     let refused = |message: String| super::OpsError::Pipeline {
         pipeline: "reload".into(),
         message,
@@ -64,16 +68,25 @@ pub fn ask_reload(path: Option<&std::path::Path>) -> Result<(u16, serde_json::Va
         .ok_or_else(|| {
             refused("http.admin_token is not set: the hub's admin API (and reload) is off; send the hub SIGHUP instead".into())
         })?;
-    let url = format!("{}/admin/reload", hub_url(&http));
+    let base = url.map_or_else(|| hub_url(&http), |u| u.trim_end_matches('/').to_string());
+    let url = format!("{base}/admin/reload");
+    // A hub whose certificate chains to a private CA: trust that CA too.
+    let mut roots = Vec::new();
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).map_err(|e| refused(format!("{}: {e}", ca.display())))?;
+        roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| refused(format!("{}: not a PEM bundle: {e}", ca.display())))?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| refused(e.to_string()))?;
     rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(120))
-            .build()
-            .map_err(|e| refused(e.to_string()))?;
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(120));
+        for c in roots {
+            builder = builder.add_root_certificate(c);
+        }
+        let client = builder.build().map_err(|e| refused(e.to_string()))?;
         let resp = client
             .post(&url)
             .bearer_auth(token)
