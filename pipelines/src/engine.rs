@@ -118,6 +118,10 @@ impl Hub {
     /// Starts pipeline `index` of `plan`, with its own stop signal.
     async fn start_pipeline(&self, plan: &Arc<Plan>, index: usize) -> Result<Running, EngineError> {
         let p = &plan.pipelines[index];
+        let start_err = |message: String| EngineError::Start {
+            pipeline: p.name.clone(),
+            message,
+        };
         let (stop_tx, rx) = watch::channel(false);
         let flag = Arc::new(AtomicBool::new(false));
         let task = match &p.kind {
@@ -128,17 +132,13 @@ impl Hub {
             }
             PipelineKind::StreamPositions { .. } => {
                 let (plan, store) = (plan.clone(), self.store.clone());
-                let name = p.name.clone();
                 let intake = tokio::task::spawn_blocking(move || {
                     crate::stream::StreamIntake::new(&plan, index, store)
                 })
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r)
-                .map_err(|message| EngineError::Start {
-                    pipeline: name,
-                    message,
-                })?;
+                .map_err(start_err)?;
                 // A thread of its own for good: an intake blocks on its source the whole
                 // time, and must not take a thread of the pool the answers need.
                 let (done, finished) = tokio::sync::oneshot::channel::<()>();
@@ -149,10 +149,7 @@ impl Hub {
                         intake.run(stop);
                         let _ = done.send(());
                     })
-                    .map_err(|e| EngineError::Start {
-                        pipeline: p.name.clone(),
-                        message: format!("cannot start its thread: {e}"),
-                    })?;
+                    .map_err(|e| start_err(format!("cannot start its thread: {e}")))?;
                 tokio::spawn(async move {
                     let _ = finished.await;
                 })
@@ -168,10 +165,7 @@ impl Hub {
                     self.store.clone(),
                     self.stats.clone(),
                 )
-                .map_err(|message| EngineError::Start {
-                    pipeline: p.name.clone(),
-                    message,
-                })?;
+                .map_err(start_err)?;
                 tokio::spawn(deliverer.run(rx))
             }
             PipelineKind::Receipts {
@@ -184,10 +178,7 @@ impl Hub {
                     self.store.clone(),
                     self.instance.clone(),
                 )
-                .map_err(|message| EngineError::Start {
-                    pipeline: p.name.clone(),
-                    message,
-                })?;
+                .map_err(start_err)?;
                 tokio::spawn(exporter.run(rx))
             }
         };
