@@ -94,3 +94,46 @@ fn whose(file: &TreasuryFile, entity: &EntityRuntime) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn padova() -> std::sync::Arc<EntityRuntime> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let demo = include_str!("../../config/demo.toml").replace(
+            "${SNODO_TAXONOMY_FILE:-adapters/specs/mypay/tassonomia.csv}",
+            "/nonexistent/tassonomia.csv",
+        );
+        std::fs::write(&path, demo).unwrap();
+        let plan = crate::plan::load(Some(&path)).unwrap();
+        plan.entities["c_g224"].clone()
+    }
+
+    #[test]
+    fn a_file_is_the_entity_s_only_by_its_fiscal_code_or_one_of_its_accounts() {
+        let e = padova();
+        let file = |fiscal_code: Option<&str>, iban: Option<&str>| TreasuryFile {
+            fiscal_code: fiscal_code.map(str::to_string),
+            iban: iban.map(str::to_string),
+            ..TreasuryFile::default()
+        };
+        assert_eq!(whose(&file(Some("00644060287"), None), &e), Ok(()));
+        assert_eq!(
+            whose(&file(None, Some("IT60X0542811101000000123456")), &e),
+            Ok(())
+        );
+        let other = whose(&file(Some("00133880252"), None), &e).unwrap_err();
+        assert!(
+            other.contains("00133880252") && other.contains("c_g224"),
+            "{other}"
+        );
+        // Feltre's account in Padova's intake.
+        let account = whose(&file(None, Some("IT95O0306911884000100012345")), &e).unwrap_err();
+        assert!(
+            account.contains("IT95O0306911884000100012345") && account.contains("no account"),
+            "{account}"
+        );
+    }
+}
