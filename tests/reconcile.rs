@@ -12,30 +12,55 @@ fn reconcile(home: &Home, extra: &[&str]) -> Vec<serde_json::Value> {
     json_lines(&home.snodo(&args))
 }
 
-#[test]
-fn payments_and_movements_get_mypivots_classes() {
+/// 30 notices paid by the simulated node, their flows published (with `--anomalies` or not),
+/// served, and pulled by the hub.
+struct Pulled {
+    home: Home,
+    ledger: std::path::PathBuf,
+    date: String,
+    _psps: SimPsps,
+    _scratch: tempfile::TempDir,
+}
+
+fn pulled(anomalies: bool) -> Pulled {
     let scratch = tempfile::tempdir().unwrap();
     let ledger = scratch.path().join("ledger");
     let home = sim_paid_home(&ledger, 30);
     let date = sim_ledger_date(&ledger);
-    run_sim(
-        &home,
-        &[
-            "--ledger",
-            ledger.to_str().unwrap(),
-            "--publish-flows",
-            "--date",
-            &date,
-        ],
-    );
+    let mut publish = vec![
+        "--ledger",
+        ledger.to_str().unwrap(),
+        "--publish-flows",
+        "--date",
+        &date,
+    ];
+    if anomalies {
+        publish.push("--anomalies");
+    }
+    run_sim(&home, &publish);
     let port = free_port();
-    let _psps = SimPsps::serve(&home, &ledger, port);
-    let mut cfg = std::fs::read_to_string(home.config()).unwrap();
-    cfg.push_str(&format!(
-        "\n[pagopa.fdr]\nmode = \"rest\"\nurl = \"http://127.0.0.1:{port}/fdr-org/service/v1\"\nsubscription_key = \"fdr-k\"\nschedule = \"0 0 3 1 1 *\"\n"
-    ));
-    std::fs::write(home.config(), cfg).unwrap();
+    let psps = SimPsps::serve(&home, &ledger, port);
+    home.append_config(&sim_fdr_table(port));
     json_lines(&home.snodo(&["reports", "-c", "config.toml", "pull"]));
+    Pulled {
+        home,
+        ledger,
+        date,
+        _psps: psps,
+        _scratch: scratch,
+    }
+}
+
+#[test]
+fn payments_and_movements_get_mypivots_classes() {
+    // Every field bound: the simulator and the ledger live as long as the test.
+    let Pulled {
+        home,
+        date,
+        _psps,
+        _scratch,
+        ..
+    } = pulled(false);
     let flows: Vec<serde_json::Value> =
         json_lines(&home.snodo(&["reports", "-c", "config.toml", "--entity", "c_g224"]))
             .into_iter()
@@ -183,36 +208,24 @@ fn payments_and_movements_get_mypivots_classes() {
 
 #[test]
 fn the_simulated_treasurer_credits_the_flows_and_the_hub_reads_its_giornale() {
-    let scratch = tempfile::tempdir().unwrap();
-    let ledger = scratch.path().join("ledger");
-    let home = sim_paid_home(&ledger, 30);
-    let date = sim_ledger_date(&ledger);
+    let Pulled {
+        home,
+        ledger,
+        date,
+        _psps,
+        _scratch,
+    } = pulled(false);
     let ledger_arg = ledger.to_str().unwrap();
-    run_sim(
-        &home,
-        &["--ledger", ledger_arg, "--publish-flows", "--date", &date],
-    );
-    let port = free_port();
-    let _psps = SimPsps::serve(&home, &ledger, port);
-    let mut cfg = std::fs::read_to_string(home.config()).unwrap();
-    cfg.push_str(&format!(
+    home.append_config(
         r#"
-[pagopa.fdr]
-mode = "rest"
-url = "http://127.0.0.1:{port}/fdr-org/service/v1"
-subscription_key = "fdr-k"
-schedule = "0 0 3 1 1 *"
-
 [[pipelines]]
 name = "padova-tesoreria"
 entity = "c_g224"
-from = {{ connector = "dir", path = "var/c_g224/tesoreria", schedule = "* * * * * *", settle = "0s" }}
+from = { connector = "dir", path = "var/c_g224/tesoreria", schedule = "* * * * * *", settle = "0s" }
 decode = "opi"
 to = "treasury"
-"#
-    ));
-    std::fs::write(home.config(), cfg).unwrap();
-    json_lines(&home.snodo(&["reports", "-c", "config.toml", "pull"]));
+"#,
+    );
     let flows: Vec<serde_json::Value> =
         json_lines(&home.snodo(&["reports", "-c", "config.toml", "--entity", "c_g224"]));
     assert_eq!(flows.len(), 3, "one flow per simulated PSP: {flows:?}");
@@ -281,30 +294,12 @@ to = "treasury"
 
 #[test]
 fn a_reported_payment_the_hub_never_received_is_iuv_no_rt() {
-    let scratch = tempfile::tempdir().unwrap();
-    let ledger = scratch.path().join("ledger");
-    let home = sim_paid_home(&ledger, 30);
-    let date = sim_ledger_date(&ledger);
-    let ledger_arg = ledger.to_str().unwrap();
-    run_sim(
-        &home,
-        &[
-            "--ledger",
-            ledger_arg,
-            "--publish-flows",
-            "--date",
-            &date,
-            "--anomalies",
-        ],
-    );
-    let port = free_port();
-    let _psps = SimPsps::serve(&home, &ledger, port);
-    let mut cfg = std::fs::read_to_string(home.config()).unwrap();
-    cfg.push_str(&format!(
-        "\n[pagopa.fdr]\nmode = \"rest\"\nurl = \"http://127.0.0.1:{port}/fdr-org/service/v1\"\nsubscription_key = \"fdr-k\"\nschedule = \"0 0 3 1 1 *\"\n"
-    ));
-    std::fs::write(home.config(), cfg).unwrap();
-    json_lines(&home.snodo(&["reports", "-c", "config.toml", "pull"]));
+    let Pulled {
+        home,
+        _psps,
+        _scratch,
+        ..
+    } = pulled(true);
 
     // The flows' NO_RECEIPT row (esito 0, an IUR the hub never received) is reported but not
     // paid; rows paid without a payment request (esito 8, 9) count as their own receipt.

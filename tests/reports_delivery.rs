@@ -49,15 +49,9 @@ fn reports_pipelines_deliver_each_flow_revision_once_and_the_api_serves_the_same
     let out = scratch.path().join("fdr-out");
     std::fs::create_dir_all(&out).unwrap();
 
-    let mut cfg = std::fs::read_to_string(home.config()).unwrap();
-    cfg.push_str(&format!(
+    home.append_config(&sim_fdr_table(port));
+    home.append_config(&format!(
         r#"
-[pagopa.fdr]
-mode = "rest"
-url = "http://127.0.0.1:{port}/fdr-org/service/v1"
-subscription_key = "fdr-k"
-schedule = "0 0 3 1 1 *"
-
 [[pipelines]]
 name = "padova-fdr-files"
 entity = "c_g224"
@@ -74,7 +68,6 @@ to = {{ connector = "http", url = "http://127.0.0.1:{receiver}/fdr" }}
 "#,
         out = out.display()
     ));
-    std::fs::write(home.config(), cfg).unwrap();
 
     let pulled = json_lines(&home.snodo(&["reports", "-c", "config.toml", "pull"]));
     let stored: i64 = pulled.iter().map(|s| s["stored"].as_i64().unwrap()).sum();

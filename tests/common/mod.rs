@@ -58,6 +58,13 @@ impl Home {
         self.path().join("config.toml")
     }
 
+    /// Appends `text` (tables) to the configuration.
+    pub fn append_config(&self, text: &str) {
+        let mut cfg = std::fs::read_to_string(self.config()).expect("config");
+        cfg.push_str(text);
+        std::fs::write(self.config(), cfg).expect("write config");
+    }
+
     /// Runs `snodo <args>` with this home as working directory.
     pub fn snodo(&self, args: &[&str]) -> Output {
         Command::new(BIN)
@@ -979,6 +986,14 @@ pub fn sim_paid_home(ledger: &Path, count: u32) -> Home {
         .map(|n| Row::tari(&format!("FDR{n:03}"), 1000 + n, 1000 + u64::from(n) * 7))
         .collect();
     sim_paid_home_rows(ledger, &rows)
+}
+
+/// The `[pagopa.fdr]` table pointing at `snodo sim --serve` on `port` over FdR 3 REST, pulled
+/// only when asked (`snodo reports pull`): its schedule comes once a year.
+pub fn sim_fdr_table(port: u16) -> String {
+    format!(
+        "\n[pagopa.fdr]\nmode = \"rest\"\nurl = \"http://127.0.0.1:{port}/fdr-org/service/v1\"\nsubscription_key = \"fdr-k\"\nschedule = \"0 0 3 1 1 *\"\n"
+    )
 }
 
 /// `rows` (positions of c_g224) imported and paid by the simulated node, recorded in `ledger`.
