@@ -331,6 +331,21 @@ fn an_entity_goes_from_pre_production_to_live_and_is_suspended_and_resumed() {
     set_state(&home, &original, "pre-production");
     let hub = Hub::start_serving_with_env(&home, &[("SNODO_ADMIN_TOKEN", TOKEN)]);
 
+    // Only the admin token reloads: another secret is refused, and nothing is reloaded.
+    let (code, _) = admin_call(
+        home.port,
+        "not-the-admin-token-0123456789abcdef",
+        "POST",
+        "/admin/reload",
+    );
+    assert_eq!(code, "401");
+    assert_eq!(
+        admin_call(home.port, KEY_PADOVA, "POST", "/admin/reload").0,
+        "401",
+        "an entity's API key is no admin token"
+    );
+    assert!(store_events(&home, "hub.reloaded").is_empty());
+
     // Pre-production: its test station only.
     assert_eq!(verify(&home, TEST_STATION, &notice), None);
     assert_eq!(
