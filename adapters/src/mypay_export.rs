@@ -537,7 +537,7 @@ fn wire_date(s: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(s.trim().get(..10)?, "%Y-%m-%d").ok()
 }
 
-fn received_at_rome(s: &str) -> Option<NaiveDateTime> {
+pub(crate) fn received_at_rome(s: &str) -> Option<NaiveDateTime> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&Rome).naive_local())
@@ -595,6 +595,63 @@ fn encode(
     rows_before: u64,
     buf: &mut Vec<u8>,
 ) -> Result<usize, MypayExportError> {
+    with_row_context(version, r, parsed, |ctx| {
+        if r.secondary {
+            let mut n = 0;
+            for t in ctx.secondary_transfers() {
+                let row = ctx.secondary_row(t)?;
+                write_record(buf, row.iter().map(|c| c.as_ref()));
+                n += 1;
+            }
+            Ok(n)
+        } else {
+            let row = ctx.primary_row(Some(rows_before + 1), None)?;
+            write_record(buf, row.iter().map(|c| c.as_ref()));
+            Ok(1)
+        }
+    })
+}
+
+/// The 1.3 row (74 values, [`BASE_COLUMNS`] first) of one transfer of `r`: transfer
+/// `transfer_index` when given, else the one [`ExportWriter::push`] would write (the first to
+/// the entity); `numRigaFlusso` is left empty. MyPivot's E block is these columns.
+pub(crate) fn receipt_row(
+    r: &ExportReceipt<'_>,
+    parsed: Option<&pagopa::Request>,
+    transfer_index: Option<u8>,
+) -> Result<Vec<String>, MypayExportError> {
+    with_row_context(ExportVersion::V1_3, r, parsed, |ctx| {
+        let row = if r.secondary {
+            let mut own = ctx.secondary_transfers();
+            let t = match transfer_index {
+                Some(i) => own.find(|t| t.id_transfer == i),
+                None => own.next(),
+            };
+            let Some(t) = t else {
+                return Err(ctx.view.field_error(
+                    "receipt/transferList",
+                    format!(
+                        "has no transfer {} to {}",
+                        transfer_index.map_or(String::new(), |i| i.to_string()),
+                        r.entity_fiscal_code
+                    ),
+                ));
+            };
+            ctx.secondary_row(t)?
+        } else {
+            ctx.primary_row(None, transfer_index)?
+        };
+        Ok(row.into_iter().map(Cow::into_owned).collect())
+    })
+}
+
+/// Parses (when `parsed` is `None`) and checks the receipt, then hands its [`RowContext`] to `f`.
+fn with_row_context<T>(
+    version: ExportVersion,
+    r: &ExportReceipt<'_>,
+    parsed: Option<&pagopa::Request>,
+    f: impl FnOnce(&RowContext<'_>) -> Result<T, MypayExportError>,
+) -> Result<T, MypayExportError> {
     let parsed_now;
     let request = match parsed {
         Some(request) => request,
@@ -629,30 +686,13 @@ fn encode(
     }
     let times = Times::of(&view, received)?;
     let rt = base64::engine::general_purpose::STANDARD.encode(r.raw_request.as_bytes());
-    let ctx = RowContext {
+    f(&RowContext {
         version,
         receipt: r,
         view: &view,
         times: &times,
         rt: &rt,
-    };
-    if r.secondary {
-        let mut n = 0;
-        for t in view
-            .transfers
-            .iter()
-            .filter(|t| t.fiscal_code_pa == r.entity_fiscal_code)
-        {
-            let row = ctx.secondary_row(t)?;
-            write_record(buf, row.iter().map(|c| c.as_ref()));
-            n += 1;
-        }
-        Ok(n)
-    } else {
-        let row = ctx.primary_row(rows_before + 1)?;
-        write_record(buf, row.iter().map(|c| c.as_ref()));
-        Ok(1)
-    }
+    })
 }
 
 struct RowContext<'v> {
@@ -681,16 +721,40 @@ struct RowSpec<'v> {
 }
 
 impl<'v> RowContext<'v> {
-    /// One row for the entity's own receipt, built on the transfer paid to it.
-    fn primary_row(&self, number: u64) -> Result<Vec<Cow<'v, str>>, MypayExportError> {
+    /// The transfers of a secondary receipt paid to the entity.
+    fn secondary_transfers(&self) -> impl Iterator<Item = &'v ReceiptTransferView<'v>> + '_ {
+        let fiscal_code = self.receipt.entity_fiscal_code;
+        self.view
+            .transfers
+            .iter()
+            .filter(move |t| t.fiscal_code_pa == fiscal_code)
+    }
+
+    /// One row for the entity's own receipt, built on the transfer paid to it (or on transfer
+    /// `transfer_index`); `number` is `numRigaFlusso`.
+    fn primary_row(
+        &self,
+        number: Option<u64>,
+        transfer_index: Option<u8>,
+    ) -> Result<Vec<Cow<'v, str>>, MypayExportError> {
         let (r, v) = (self.receipt, self.view);
-        let Some(transfer) = v.transfer_to(r.entity_fiscal_code) else {
-            return Err(v.field_error("receipt/transferList", "has no transfer"));
+        let transfer = match transfer_index {
+            Some(i) => v.transfers.iter().find(|t| t.id_transfer == i),
+            None => v.transfer_to(r.entity_fiscal_code),
+        };
+        let Some(transfer) = transfer else {
+            return Err(v.field_error(
+                "receipt/transferList",
+                match transfer_index {
+                    Some(i) => format!("has no transfer with idTransfer {i}"),
+                    None => "has no transfer".to_owned(),
+                },
+            ));
         };
         let importo_totale = v.amount(v.payment_amount, || "receipt/paymentAmount".into())?;
         self.row(RowSpec {
             iuf: Cow::Borrowed(r.iuf.unwrap_or("")),
-            num_riga_flusso: Cow::Owned(number.to_string()),
+            num_riga_flusso: number.map_or(Cow::Borrowed(""), |n| Cow::Owned(n.to_string())),
             iud: r.iud.unwrap_or(""),
             versione_oggetto: VERSIONE_OGGETTO,
             station: v.id_station,
