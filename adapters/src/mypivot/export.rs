@@ -480,6 +480,31 @@ pub struct ReconciliationRow<'a> {
     pub debt_type_name: Option<&'a str>,
 }
 
+/// Whether some block maps column `name` (every label of every layout must be).
+#[cfg(test)]
+pub(super) fn is_mapped(name: &str) -> bool {
+    let n = super::tests::notification();
+    let row = ReconciliationRow {
+        notification: Some(&n),
+        receipt: None,
+        transfer_index: None,
+        report: None,
+        movement: None,
+        class: "IUD_NO_RT",
+        updated_at: DateTime::<Utc>::MIN_UTC,
+        acquired: Acquired::default(),
+        debt_type_name: None,
+    };
+    let cells = Cells {
+        row: &row,
+        receipt: None,
+        receipt_acquired: None,
+        report: None,
+        updated_on: String::new(),
+    };
+    cells.cell(name).is_some()
+}
+
 /// `<codIPA>-<exportId>_ESTRAZIONE_RICONCILIAZIONE_<yyyyMMddHHmmss>-<1_x>` (MyPivot's
 /// `nomeFileLoad`; `exportId` is its booking id); `at` is Rome local time.
 pub fn file_stem(
