@@ -384,22 +384,37 @@ impl<W: Write> ExportWriter<W> {
 
 /// One record as opencsv writes it with its defaults: every field quoted, `"` doubled, `\n`.
 fn write_record<'s>(buf: &mut Vec<u8>, fields: impl IntoIterator<Item = &'s str>) {
+    write_quoted_record(buf, fields, None, b"\n");
+}
+
+/// One `;`-separated record with every field in `"`: an inner `"` doubled (`escape` `None`,
+/// opencsv's default), or `"` and the escape itself preceded by `escape` (Talend's CSV mode);
+/// then `line_end`.
+pub(crate) fn write_quoted_record<'s>(
+    buf: &mut Vec<u8>,
+    fields: impl IntoIterator<Item = &'s str>,
+    escape: Option<u8>,
+    line_end: &[u8],
+) {
     for (i, field) in fields.into_iter().enumerate() {
         if i > 0 {
             buf.push(b';');
         }
         buf.push(b'"');
-        let mut parts = field.split('"');
-        if let Some(first) = parts.next() {
-            buf.extend_from_slice(first.as_bytes());
+        let bytes = field.as_bytes();
+        let mut start = 0;
+        for (k, &b) in bytes.iter().enumerate() {
+            if b == b'"' || Some(b) == escape {
+                // Copy up to here, then the escape; the byte itself starts the next run.
+                buf.extend_from_slice(&bytes[start..k]);
+                buf.push(escape.unwrap_or(b'"'));
+                start = k;
+            }
         }
-        for part in parts {
-            buf.extend_from_slice(b"\"\"");
-            buf.extend_from_slice(part.as_bytes());
-        }
+        buf.extend_from_slice(&bytes[start..]);
         buf.push(b'"');
     }
-    buf.push(b'\n');
+    buf.extend_from_slice(line_end);
 }
 
 /// What the export reads off a receipt's [`ReceiptView`] beyond its fields.
@@ -876,4 +891,4 @@ impl<'v> RowContext<'v> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -9,7 +9,8 @@ use crate::test_fixtures::{verify_request, FELTRE, PADOVA};
 
 /// paSendRTV2 of Padova's own receipt: payer and debtor, transfer 2 to Feltre, a `"` and
 /// non-ASCII in the causale, paid at 23:30:05.250Z (already the next day in Rome).
-const PADOVA_RT: &str = include_str!("../../tests/data/mypay_export/padova_send_rt_v2.xml");
+pub(crate) const PADOVA_RT: &str =
+    include_str!("../../tests/data/mypay_export/padova_send_rt_v2.xml");
 /// paSendRT of Feltre's receipt whose transfer 2 (`;` and a line break in the causale, a
 /// taxonomy without `9/…/`) goes to Padova; no payer, no fee, paid at Rome local time.
 const FELTRE_RT: &str = include_str!("../../tests/data/mypay_export/feltre_send_rt.xml");
@@ -18,7 +19,7 @@ const EXPECTED_1_0: &[u8] = include_bytes!("../../tests/data/mypay_export/export
 /// As above; the `rt` values are `base64 -w0` of the two requests.
 const EXPECTED_1_3: &[u8] = include_bytes!("../../tests/data/mypay_export/export_1_3.csv");
 
-fn padova_own() -> ExportReceipt<'static> {
+pub(crate) fn padova_own() -> ExportReceipt<'static> {
     ExportReceipt {
         entity_ipa: "c_g224",
         entity_fiscal_code: PADOVA,

@@ -586,23 +586,7 @@ impl<W: Write> ReconciliationWriter<W> {
 /// One record as Talend's CSV writer writes it for MyPivot: every field quoted, `"` and `\`
 /// escaped with `\`, `\r\n`.
 fn write_record<'s>(buf: &mut Vec<u8>, fields: impl IntoIterator<Item = &'s str>) {
-    for (i, field) in fields.into_iter().enumerate() {
-        if i > 0 {
-            buf.push(b';');
-        }
-        buf.push(b'"');
-        for part in field.split_inclusive(['"', '\\']) {
-            match part.as_bytes().split_last() {
-                Some((&last, head)) if last == b'"' || last == b'\\' => {
-                    buf.extend_from_slice(head);
-                    buf.extend_from_slice(&[b'\\', last]);
-                }
-                _ => buf.extend_from_slice(part.as_bytes()),
-            }
-        }
-        buf.push(b'"');
-    }
-    buf.extend_from_slice(b"\r\n");
+    mypay_export::write_quoted_record(buf, fields, Some(b'\\'), b"\r\n");
 }
 
 fn rome_date(t: DateTime<Utc>) -> String {

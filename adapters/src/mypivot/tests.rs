@@ -18,9 +18,6 @@ use crate::mypay_export::ExportReceipt;
 use crate::mypay_import::zip_single_file_at;
 use crate::test_fixtures::PADOVA;
 
-/// paSendRTV2 of Padova's own receipt (IUV 01000000000012373, transfer 1 134.07 to Padova,
-/// transfer 2 16.00 to Feltre, paid 2026-11-26T23:30:05.250Z).
-const PADOVA_RT: &str = include_str!("../../tests/data/mypay_export/padova_send_rt_v2.xml");
 /// MyPivot's headers, one line per layout (see specs/SOURCES.md).
 const HEADERS: &str = include_str!("../../specs/mypivot/export_headers.txt");
 
@@ -55,18 +52,9 @@ pub(super) fn notification() -> Notification {
     }
 }
 
+/// Padova's own receipt, as MyPay's export tests have it.
 fn receipt() -> ExportReceipt<'static> {
-    ExportReceipt {
-        entity_ipa: "c_g224",
-        entity_fiscal_code: PADOVA,
-        entity_name: "Comune di Padova",
-        iud: Some("TARI-2026-0001"),
-        debt_type: Some("TARI"),
-        iuf: Some("2026112601"),
-        received_at: "2026-11-26T23:30:07.123Z",
-        raw_request: PADOVA_RT,
-        secondary: false,
-    }
+    crate::mypay_export::tests::padova_own()
 }
 
 fn report() -> Report {
