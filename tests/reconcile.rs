@@ -119,14 +119,14 @@ fn payments_and_movements_get_mypivots_classes() {
         Some(&body),
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    // The API says what the CLI says.
+    // The API says what the CLI says (the CLI first: it relabels what the hub has not yet).
+    let cli_summary = &reconcile(&home, &[])[0];
     let api_summary = get(
         home.port,
         "/api/v1/entities/c_g224/reconciliation/summary",
         KEY_PADOVA,
     )
     .json();
-    let cli_summary = &reconcile(&home, &[])[0];
     assert_eq!(
         api_summary["classes"], cli_summary["classes"],
         "{api_summary}"
@@ -343,4 +343,373 @@ fn a_reported_payment_the_hub_never_received_is_iuv_no_rt() {
     assert_eq!(items.len(), no_receipt, "{items:?}");
     let summary = &reconcile(&home, &[])[0];
     assert!(summary["payments"].as_i64().unwrap() >= 30, "{summary}");
+}
+
+/// Rows of a MyPivot export CSV (every field quoted, `\` escapes, CRLF) by column name.
+fn export_rows(text: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let split = |line: &str| -> Vec<String> {
+        let inner = line.strip_prefix('"').and_then(|l| l.strip_suffix('"'));
+        inner
+            .unwrap_or(line)
+            .split("\";\"")
+            .map(|f| f.replace("\\\"", "\"").replace("\\\\", "\\"))
+            .collect()
+    };
+    let mut lines = text.split("\r\n").filter(|l| !l.is_empty());
+    let header = split(lines.next().expect("a header"));
+    lines
+        .map(|l| {
+            let cells = split(l);
+            assert_eq!(cells.len(), header.len(), "{l}");
+            header.iter().cloned().zip(cells).collect()
+        })
+        .collect()
+}
+
+fn cents(text: &str) -> i64 {
+    let v: f64 = text
+        .parse()
+        .unwrap_or_else(|_| panic!("{text:?} is not an amount"));
+    (v * 100.0).round() as i64
+}
+
+/// One generated day in which every MyPivot class appears: the simulated node pays, the PSPs
+/// publish flows with every anomaly, the treasurer credits them (one wrong amount, one mangled
+/// causale, one never), the entity sends its notifications (one of another amount, one of a
+/// notice never paid), the accounting office books an old per-payment credit and a transfer of
+/// no pagoPA payment; two late payments are never reported. The hub labels each item as the
+/// definitions say, and the scheduled 1.4 export carries them, column by column.
+#[test]
+fn every_class_appears_and_the_export_carries_it() {
+    let Pulled {
+        home,
+        ledger,
+        date,
+        _psps,
+        _scratch,
+    } = pulled(true);
+    // Three more notices: two paid after the flows were published, one never paid.
+    home.import_rows(
+        "EXTRA",
+        &[
+            Row::tari("LATE1", 900, 4_200),
+            Row::tari("LATE2", 901, 4_300),
+            Row::tari("UNPAID", 902, 4_400),
+        ],
+    );
+    let position = |iud: &str| home.positions(&["--iud", iud])[0].clone();
+    let (late1, late2, unpaid) = (position("LATE1"), position("LATE2"), position("UNPAID"));
+    let notices = _scratch.path().join("late.txt");
+    std::fs::write(
+        &notices,
+        format!(
+            "{PADOVA};{}\n{PADOVA};{}\n",
+            late1["notice_number"].as_str().unwrap(),
+            late2["notice_number"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let hub = Hub::start_serving(&home);
+    let late_ledger = _scratch.path().join("late-ledger");
+    let paid = stdout(&run_sim(
+        &home,
+        &[
+            "-c",
+            "config.toml",
+            "--notices",
+            notices.to_str().unwrap(),
+            "--ledger",
+            late_ledger.to_str().unwrap(),
+        ],
+    ));
+    assert!(paid.contains("completed=2 faulted=0"), "{paid}");
+    hub.terminate();
+
+    home.append_config(
+        r#"
+[[pipelines]]
+name = "padova-tesoreria"
+entity = "c_g224"
+from = { connector = "dir", path = "var/c_g224/tesoreria", schedule = "* * * * * *", settle = "0s" }
+decode = "opi"
+to = "treasury"
+
+[[pipelines]]
+name = "padova-pagati"
+entity = "c_g224"
+from = { connector = "dir", path = "var/c_g224/pagati", schedule = "* * * * * *", settle = "0s" }
+decode = "mypivot-import-pagati"
+to = "reconciliation"
+
+[[pipelines]]
+name = "padova-riconciliazione"
+entity = "c_g224"
+from = "reconciliation"
+encode = { codec = "mypivot-export", version = "1.4" }
+batch = { schedule = "* * * * * *", skip_empty = true }
+to = { connector = "dir", path = "var/c_g224/riconciliazione" }
+"#,
+    );
+    run_sim(
+        &home,
+        &[
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--publish-treasury",
+            "--date",
+            &date,
+            "--anomalies",
+        ],
+    );
+    let giornale = std::fs::read_dir(ledger.join("treasury").join(PADOVA))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let inbox = home.path().join("var/c_g224/tesoreria");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::copy(&giornale, inbox.join(giornale.file_name().unwrap())).unwrap();
+
+    // The entity's notifications: the first ten paid notices as paid, one with another amount,
+    // and the notice never paid. The others (and the late ones) are paid but not notified.
+    let paid_positions: Vec<serde_json::Value> = home
+        .positions(&["--limit", "1000"])
+        .into_iter()
+        .filter(|p| p["iud"].as_str().is_some_and(|i| i.starts_with("FDR")))
+        .collect();
+    let line = |iud: &str, iuv: &str, cents: i64| {
+        format!(
+            "{iud};{iuv};F;RSSMRA85T10A562S;Mario Rossi;;;;;;;;{date};{}.{:02};;TARI;PO;TARI;9/0101100IM/;\n",
+            cents / 100,
+            cents % 100
+        )
+    };
+    let mut csv = String::from("IUD;codIuv;tipoIdentificativoUnivoco;codiceIdentificativoUnivoco;anagraficaPagatore;indirizzoPagatore;civicoPagatore;capPagatore;localitaPagatore;provinciaPagatore;nazionePagatore;mailPagatore;dataEsecuzionePagamento;importoDovutoPagato;commissioneCaricoPa;tipoDovuto;tipoVersamento;causaleVersamento;datiSpecificiRiscossione;bilancio\n");
+    for (n, p) in paid_positions.iter().take(10).enumerate() {
+        let amount = p["amount_cents"].as_i64().unwrap();
+        let amount = if n == 9 { amount + 50 } else { amount };
+        csv.push_str(&line(
+            p["iud"].as_str().unwrap(),
+            p["iuv"].as_str().unwrap(),
+            amount,
+        ));
+    }
+    csv.push_str(&line(
+        "UNPAID",
+        unpaid["iuv"].as_str().unwrap(),
+        unpaid["amount_cents"].as_i64().unwrap(),
+    ));
+    let pagati = home.path().join("var/c_g224/pagati");
+    std::fs::create_dir_all(&pagati).unwrap();
+    write_zip(&pagati, "c_g224-PAGATI1-1_0", csv.as_bytes());
+
+    let hub = Hub::start_serving(&home);
+    let applied = wait_for(20, || {
+        json_lines(&home.snodo(&["treasury", "-c", "config.toml", "--entity", "c_g224"])).len() == 3
+            && std::fs::read_dir(&pagati).is_ok_and(|d| {
+                d.filter_map(|e| e.ok())
+                    .all(|e| e.file_name() == "processed" || e.path().is_dir())
+            })
+    });
+    assert!(
+        applied,
+        "the giornale and the notifications were not applied"
+    );
+    let book = |id: &str, cents: i64, causale: &str| {
+        let body = serde_json::json!({ "amountCents": cents, "causale": causale }).to_string();
+        let r = http(
+            home.port,
+            "PUT",
+            &format!("/api/v1/entities/c_g224/treasury/{id}"),
+            Some(KEY_PADOVA),
+            &[],
+            Some(&body),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    };
+    // An old per-payment credit of the first late payment, and a transfer of no pagoPA payment.
+    let late1_cents = late1["amount_cents"].as_i64().unwrap();
+    book(
+        "2026-801",
+        late1_cents,
+        &format!(
+            "/RFB/{}/{}.{:02}/TXT/TARI",
+            late1["iuv"].as_str().unwrap(),
+            late1_cents / 100,
+            late1_cents % 100
+        ),
+    );
+    book("2026-802", 12_345, "BONIFICO DA PRIVATO");
+
+    // Ten days on, every grace period is over.
+    let later =
+        chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").unwrap() + chrono::Duration::days(10);
+    let at = format!("{later}T12:00:00Z");
+    let summary = &reconcile(&home, &["--at", &at])[0];
+    let classes = &summary["classes"];
+    for class in [
+        "IUD_RT_IUF_TES",
+        "IUD_RT_IUF",
+        "RT_IUF_TES",
+        "RT_IUF",
+        "RT_TES",
+        "RT_NO_IUF",
+        "RT_NO_IUD",
+        "IUD_NO_RT",
+        "IUV_NO_RT",
+        "IUF_NO_TES",
+        "IUF_TES_DIV_IMP",
+        "TES_NO_IUF_OR_IUV",
+        "TES_NO_MATCH",
+        "DOPPI",
+    ] {
+        assert!(
+            classes[class].as_i64().unwrap_or(0) >= 1,
+            "{class} missing: {summary}"
+        );
+    }
+    assert!(classes.get("PENDING").is_none(), "{summary}");
+
+    let of = |class: &str| reconcile(&home, &["--class", class]);
+    let key_of = |p: &serde_json::Value| p["iuv"].as_str().unwrap().to_string();
+    // The per-payment credit: paid, no flow, credited by IUV with the receipt's total.
+    let rt_tes = of("RT_TES");
+    assert_eq!(rt_tes.len(), 1, "{rt_tes:?}");
+    assert_eq!(rt_tes[0]["iuv"], key_of(&late1).as_str());
+    assert_eq!(rt_tes[0]["credited_by_iuv_cents"], late1_cents);
+    // The other late payment waits for a flow that never comes.
+    let rt_no_iuf: Vec<String> = of("RT_NO_IUF").iter().map(key_of).collect();
+    assert!(rt_no_iuf.contains(&key_of(&late2)), "{rt_no_iuf:?}");
+    // Notified as paid: IUD_RT_IUF for each; the other amount and the unpaid notice are not.
+    let first_nine: Vec<&str> = paid_positions[..9]
+        .iter()
+        .map(|p| p["iud"].as_str().unwrap())
+        .collect();
+    let notified: Vec<serde_json::Value> = of("IUD_RT_IUF");
+    assert!(!notified.is_empty());
+    for i in &notified {
+        assert_eq!(i["notified_cents"], i["paid_cents"], "{i}");
+        assert!(first_nine.contains(&i["iud"].as_str().unwrap()), "{i}");
+    }
+    let iud_no_rt = of("IUD_NO_RT");
+    let iuds: Vec<&str> = iud_no_rt.iter().filter_map(|i| i["iud"].as_str()).collect();
+    assert!(iuds.contains(&"UNPAID"), "{iud_no_rt:?}");
+    assert!(
+        iuds.contains(&paid_positions[9]["iud"].as_str().unwrap()),
+        "{iud_no_rt:?}"
+    );
+    let not_notified = of("RT_NO_IUD");
+    assert!(
+        not_notified.iter().all(|i| i["iud"].is_null()),
+        "{not_notified:?}"
+    );
+    let not_notified: Vec<String> = not_notified.iter().map(key_of).collect();
+    assert!(not_notified.contains(&key_of(&late2)), "{not_notified:?}");
+    // The same payment reported as executed and as paid without request.
+    let doppi = of("DOPPI");
+    assert!(
+        doppi.iter().all(|i| i["reported_cents"].is_i64()),
+        "{doppi:?}"
+    );
+    let no_match = of("TES_NO_MATCH");
+    assert_eq!(no_match.len(), 1);
+    assert_eq!(no_match[0]["movement"], "2026-802");
+
+    // The export: one row per class of each item relabelled, every block where it applies.
+    let out = home.path().join("var/c_g224/riconciliazione");
+    let mut rows = Vec::new();
+    let exported = wait_for(20, || {
+        rows = std::fs::read_dir(&out)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".zip"))
+                    .flat_map(|e| export_rows(&unzip_text(&e.path())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        rows.iter()
+            .any(|r| r["classificazioneCompletezza"] == "IUF_NO_TES")
+    });
+    assert!(
+        exported,
+        "no export with the relabelled items: {} rows",
+        rows.len()
+    );
+    hub.terminate();
+    // Files written once the entity sends notifications have their block (141 columns);
+    // those before, 120.
+    for r in &rows {
+        let notified = r["classificazioneCompletezza"].starts_with("IUD_")
+            || r["classificazioneCompletezza"] == "RT_NO_IUD";
+        assert!(
+            r.len() == 141 || (!notified && r.len() == 120),
+            "{}",
+            r.len()
+        );
+    }
+    for class in [
+        "IUD_RT_IUF_TES",
+        "RT_IUF",
+        "RT_TES",
+        "IUV_NO_RT",
+        "IUD_NO_RT",
+        "TES_NO_MATCH",
+    ] {
+        let items = of(class);
+        let mut checked = 0;
+        for item in items.iter().take(3) {
+            let row = rows
+                .iter()
+                .filter(|r| r["classificazioneCompletezza"] == class)
+                .find(|r| match item["kind"].as_str().unwrap() {
+                    "movement" => {
+                        cents(&r["numImportoTesoreria"]) == item["movement_cents"].as_i64().unwrap()
+                            && r["deCausaleT"] == "BONIFICO DA PRIVATO"
+                    }
+                    "notification" => r["codIudI"] == item["iud"].as_str().unwrap(),
+                    _ => {
+                        r["codEDatiPagIdUnivocoVersamentoE"] == item["iuv"].as_str().unwrap()
+                            || r["codRpSilinviarpIdUnivocoVersamentoI"]
+                                == item["iuv"].as_str().unwrap()
+                            || (r["codEDatiPagIdUnivocoVersamentoE"].is_empty()
+                                && r["codIdentificativoFlussoR"]
+                                    == item["iuf"].as_str().unwrap_or("-"))
+                    }
+                })
+                .unwrap_or_else(|| panic!("{class}: no export row for {item}"));
+            if let Some(paid) = item["paid_cents"]
+                .as_i64()
+                .filter(|_| item["receipt"].is_i64())
+            {
+                assert_eq!(
+                    cents(&row["numEDatiPagDatiSingPagSingoloImportoPagatoE"]),
+                    paid,
+                    "{class} {item}"
+                );
+            }
+            if let Some(reported) = item["reported_cents"].as_i64() {
+                assert_eq!(
+                    row["codIdentificativoFlussoR"],
+                    item["iuf"].as_str().unwrap()
+                );
+                assert_eq!(
+                    cents(&row["numDatiSingPagamSingoloImportoPagatoR"]),
+                    reported,
+                    "{class} {item}"
+                );
+            } else {
+                assert_eq!(row["codIdentificativoFlussoR"], "", "{class} {item}");
+            }
+            match item["iud"].as_str() {
+                Some(iud) => assert_eq!(row["codIudI"], iud, "{class} {item}"),
+                None => assert_eq!(row["codIudI"], "", "{class} {item}"),
+            }
+            if class == "RT_TES" {
+                assert_eq!(cents(&row["numImportoTesoreria"]), late1_cents);
+            }
+            checked += 1;
+        }
+        assert!(checked > 0, "{class}");
+    }
 }

@@ -10,7 +10,9 @@ use snodo_adapters::pagopa::Request;
 use snodo_adapters::receipt_json::ReceiptContext;
 use snodo_adapters::text_encoding::Encoding;
 use snodo_adapters::treasury;
-use snodo_adapters::{mypay_export, mypay_import, mypay_push, position_json, receipt_json};
+use snodo_adapters::{
+    mypay_export, mypay_import, mypay_push, mypivot, position_json, receipt_json,
+};
 use snodo_core::dovuto::{DovutoRow, EntityRules};
 use snodo_core::treasury::TreasuryMovement;
 use std::path::Path;
@@ -28,6 +30,7 @@ pub const CODECS: &[Codec] = &[
     Codec { name: fdr::FDR_XML, does: Does::ReportDocuments(ReportCodec { encode: Report::to_xml, extension: "xml", content_type: "application/xml" }), holds_flagged: false },
     Codec { name: treasury::OPI, does: Does::TreasuryFiles(decode_opi), holds_flagged: false },
     Codec { name: treasury::TREASURY_CSV, does: Does::TreasuryFiles(decode_treasury_csv), holds_flagged: false },
+    Codec { name: mypivot::MYPIVOT_IMPORT_PAGATI, does: Does::NotificationFiles(decode_import_pagati), holds_flagged: false },
     Codec { name: fdr::FDR_JSON, does: Does::ReportDocuments(ReportCodec { encode: report_json::encode, extension: "json", content_type: "application/json" }), holds_flagged: false },
 ];
 
@@ -78,6 +81,8 @@ pub enum Does {
     ReportDocuments(ReportCodec),
     /// Decodes a treasury file (the giornale di cassa) into movements, for a treasury intake.
     TreasuryFiles(DecodeTreasury),
+    /// Files of the entity's own notifications of payments, into its reconciliation.
+    NotificationFiles(DecodeTreasury),
 }
 
 /// A treasury file decoded: whose it says it is, and its incoming movements in file order.
@@ -90,6 +95,10 @@ pub struct TreasuryFile {
     pub movements: Vec<TreasuryMovement>,
     /// Lines read but not incoming movements (outgoing, other documents).
     pub skipped: u64,
+    /// The entity's notifications of payments (MyPivot's import pagati), and the IPA code its
+    /// file name gives.
+    pub notifications: Vec<mypivot::import_pagati::Notification>,
+    pub ipa_code: Option<String>,
 }
 
 /// Decodes a whole treasury file at a path, in `encoding` (`None`: the format's own); the
@@ -106,6 +115,32 @@ fn decode_opi(path: &Path, _encoding: Option<Encoding>) -> Result<TreasuryFile, 
         iban: None,
         skipped: counts.movements.saturating_sub(counts.kept),
         movements,
+        ..TreasuryFile::default()
+    })
+}
+
+/// Largest CSV a notifications zip may unpack to.
+const NOTIFICATIONS_MAX_BYTES: u64 = 1 << 30;
+
+fn decode_import_pagati(path: &Path, _encoding: Option<Encoding>) -> Result<TreasuryFile, String> {
+    // MyPivot's files are UTF-8, named `<codIPA>-<IUF>-1_0.zip` (the hub also takes the `.csv`).
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let flow = mypivot::check_file_name(&name).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let read = std::io::BufReader::new(file);
+    let notifications = if flow.is_zip {
+        mypivot::decode_zip(read, &flow.stem, NOTIFICATIONS_MAX_BYTES)
+    } else {
+        mypivot::decode_csv(read)
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(TreasuryFile {
+        notifications,
+        ipa_code: Some(flow.ipa_code),
+        ..TreasuryFile::default()
     })
 }
 
@@ -122,6 +157,7 @@ fn decode_treasury_csv(path: &Path, encoding: Option<Encoding>) -> Result<Treasu
         iban: reader.iban().map(|i| i.as_str().to_string()),
         skipped: reader.skipped(),
         movements,
+        ..TreasuryFile::default()
     })
 }
 

@@ -58,6 +58,37 @@ pub struct Config {
     /// The entity REST API under `/api/v1`.
     #[serde(default)]
     pub api: ApiConfig,
+    /// Reconciliation's grace periods (docs/RECONCILIATION.md).
+    #[serde(default)]
+    pub reconciliation: ReconciliationConfig,
+}
+
+/// `[reconciliation]`: how long a payment waits before a missing report or credit is an anomaly.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconciliationConfig {
+    /// From the receipt to `RT_NO_IUF` (settlement flows are published by D+2).
+    #[serde(default = "default_report_grace")]
+    pub report_grace: HumanDuration,
+    /// From the flow's date to `IUF_NO_TES` (the SCT reaches the treasury a few banking days on).
+    #[serde(default = "default_credit_grace")]
+    pub credit_grace: HumanDuration,
+}
+
+impl Default for ReconciliationConfig {
+    fn default() -> Self {
+        Self {
+            report_grace: default_report_grace(),
+            credit_grace: default_credit_grace(),
+        }
+    }
+}
+
+fn default_report_grace() -> HumanDuration {
+    "72h".into()
+}
+fn default_credit_grace() -> HumanDuration {
+    "120h".into()
 }
 
 /// `[api]`: limits of the entity REST API.

@@ -83,6 +83,10 @@ impl Hub {
             message,
         })?;
         tasks.push(tokio::spawn(keeper.run(shutdown.clone())));
+        let reconciler = crate::reconciler::Reconciler::new(self.store.clone(), live.clone());
+        tasks.push(tokio::spawn(
+            reconciler.run(std::time::Duration::from_secs(1), shutdown.clone()),
+        ));
         started.store(true, Ordering::SeqCst);
         info!(pipelines = self.plan.pipelines.len(), instance = %self.instance, "hub running");
         let mut draining = Vec::new();
@@ -173,6 +177,16 @@ impl Hub {
                 ..
             } => {
                 let exporter = crate::export::Exporter::new(
+                    plan.clone(),
+                    index,
+                    self.store.clone(),
+                    self.instance.clone(),
+                )
+                .map_err(start_err)?;
+                tokio::spawn(exporter.run(rx))
+            }
+            PipelineKind::Reconciliation { .. } => {
+                let exporter = crate::reconcile_export::ReconExporter::new(
                     plan.clone(),
                     index,
                     self.store.clone(),

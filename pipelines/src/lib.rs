@@ -18,6 +18,8 @@ pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod plan;
+pub mod reconcile_export;
+pub mod reconciler;
 pub mod registry;
 pub mod reload;
 pub mod reports;

@@ -257,6 +257,15 @@ pub fn render(
             .iter()
             .map(|(e, _, _, n)| (format!("entity=\"{e}\""), *n)),
     );
+    family(
+        &mut out,
+        "snodo_reconciliation_items",
+        "gauge",
+        "Payments and treasury movements labelled with each reconciliation class, by entity.",
+        m.reconciliation
+            .iter()
+            .map(|(e, c, n)| (format!("entity=\"{e}\",class=\"{c}\""), *n)),
+    );
     out
 }
 
@@ -289,6 +298,7 @@ mod tests {
             import_rows: vec![("c_g224".into(), 10, 2)],
             held: vec![("c_g224".into(), 1)],
             reports: vec![("c_g224".into(), 3, 1, 2)],
+            reconciliation: vec![("c_g224".into(), "RT_IUF".into(), 7)],
         };
         let stats = DeliveryStats::default();
         stats.delivered("erp", Duration::from_millis(30));
@@ -311,6 +321,7 @@ mod tests {
             "snodo_import_rows_total{entity=\"c_g224\",outcome=\"rejected\"} 2",
             "snodo_reports_total{entity=\"c_g224\",outcome=\"failed\"} 1",
             "snodo_report_anomalies_total{entity=\"c_g224\"} 2",
+            "snodo_reconciliation_items{entity=\"c_g224\",class=\"RT_IUF\"} 7",
             "snodo_deliveries_retried{pipeline=\"erp\"} 3",
             "# TYPE snodo_delivery_latency_seconds histogram",
             "snodo_delivery_latency_seconds_bucket{pipeline=\"erp\",le=\"0.025\"} 0",

@@ -34,6 +34,8 @@ pub struct Plan {
     pub fdr: Option<Fdr>,
     /// How long an `Idempotency-Key` answer is kept.
     pub idempotency_ttl: std::time::Duration,
+    /// `[reconciliation]`'s grace periods.
+    pub grace: crate::reconciler::Grace,
     pub pipelines: Vec<PipelinePlan>,
     pub taxonomy: Option<Arc<TaxonomyTable>>,
     /// Things that do not stop the hub but an operator should know.
@@ -461,6 +463,16 @@ pub enum PipelineKind {
         connector: &'static str,
         sink: Arc<dyn MessageSinkConfig>,
     },
+    /// MyPivot's reconciliation export of what was relabelled since the last file, on
+    /// `schedule`, to a file sink.
+    Reconciliation {
+        version: snodo_adapters::mypivot::export::TracciatoVersion,
+        /// The classes exported; empty: all the version can export.
+        classes: Vec<String>,
+        schedule: Box<cron::Schedule>,
+        sink: Arc<dyn SinkConfig>,
+        skip_empty: bool,
+    },
 }
 
 /// How a receipts pipeline writes receipts: a codec of the registry (`codecs.rs`).
@@ -520,6 +532,8 @@ pub struct PipelinePlan {
 pub const RECEIPTS: &str = "receipts";
 /// `from = "reports"`: the pipeline delivers the entity's settlement flows.
 pub const REPORTS: &str = "reports";
+/// `from = "reconciliation"`: the pipeline exports the entity's reconciliation labels.
+pub const RECONCILIATION: &str = "reconciliation";
 
 /// Loads and checks a configuration file (`None`: the embedded demo).
 pub fn load(path: Option<&Path>) -> Result<Plan, Vec<Problem>> {
@@ -646,6 +660,21 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         .get()
         .map_err(|why| p("api.idempotency_ttl".into(), why))
         .unwrap_or(std::time::Duration::from_secs(86_400));
+    let defaults = crate::reconciler::Grace::default();
+    let grace = crate::reconciler::Grace {
+        report: cfg
+            .reconciliation
+            .report_grace
+            .get()
+            .map_err(|why| p("reconciliation.report_grace".into(), why))
+            .unwrap_or(defaults.report),
+        credit: cfg
+            .reconciliation
+            .credit_grace
+            .get()
+            .map_err(|why| p("reconciliation.credit_grace".into(), why))
+            .unwrap_or(defaults.credit),
+    };
     if cfg.api.max_batch == 0 || cfg.api.rate_per_second == 0 || cfg.api.rate_burst == 0 {
         p(
             "api".into(),
@@ -934,6 +963,8 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                 ));
             }
             reports_pipeline(pc, &at, &mut local)
+        } else if matches!(&pc.from, Endpoint::Named(n) if n == RECONCILIATION) {
+            reconciliation_pipeline(pc, &at, &mut local)
         } else {
             for (what, given) in [
                 ("debt_types", !pc.debt_types.is_empty()),
@@ -970,6 +1001,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         checkout,
         fdr,
         idempotency_ttl,
+        grace,
         pipelines,
         taxonomy,
         warnings,
@@ -1122,7 +1154,7 @@ fn import_pipeline(
             local.push(Problem::new(
                 format!("{at}.from"),
                 format!(
-                    "{n:?} is not a source: use \"{RECEIPTS}\", \"{REPORTS}\" or {{ connector = \"dir\", ... }}"
+                    "{n:?} is not a source: use \"{RECEIPTS}\", \"{REPORTS}\", \"{RECONCILIATION}\" or {{ connector = \"dir\", ... }}"
                 ),
             ));
             None
@@ -1145,11 +1177,19 @@ fn import_pipeline(
             None
         }
     };
-    let decoders = codecs::names(|d| matches!(d, Does::ImportFlows(_) | Does::TreasuryFiles(_)));
+    let decoders = codecs::names(|d| {
+        matches!(
+            d,
+            Does::ImportFlows(_) | Does::TreasuryFiles(_) | Does::NotificationFiles(_)
+        )
+    });
     let format = match &pc.decode {
         Some(Codec { name, .. }) => match codecs::codec(name).map(|c| c.does) {
             Some(Does::ImportFlows(format)) => Some(FileDecoder::Flows(format)),
-            Some(Does::TreasuryFiles(decode)) => Some(FileDecoder::Treasury(decode)),
+            Some(Does::TreasuryFiles(decode)) => Some(FileDecoder::Treasury(decode, TREASURY)),
+            Some(Does::NotificationFiles(decode)) => {
+                Some(FileDecoder::Treasury(decode, RECONCILIATION))
+            }
             _ => {
                 local.push(Problem::new(
                     format!("{at}.decode"),
@@ -1176,7 +1216,7 @@ fn import_pipeline(
         ));
     }
     let target = match format {
-        Some(FileDecoder::Treasury(_)) => TREASURY,
+        Some(FileDecoder::Treasury(_, target)) => target,
         _ => "registry",
     };
     match &pc.to {
@@ -1215,7 +1255,7 @@ fn import_pipeline(
             schedule: Box::new(schedule?),
             outcomes,
         }),
-        FileDecoder::Treasury(decode) => {
+        FileDecoder::Treasury(decode, _) => {
             if pc.outcomes.is_some() {
                 local.push(Problem::new(
                     format!("{at}.outcomes"),
@@ -1237,7 +1277,9 @@ fn import_pipeline(
 #[derive(Clone, Copy)]
 enum FileDecoder {
     Flows(&'static dyn FlowFormat),
-    Treasury(DecodeTreasury),
+    /// Treasury files (to `treasury`) or notification files (to `reconciliation`): applied
+    /// whole, in one transaction.
+    Treasury(DecodeTreasury, &'static str),
 }
 
 /// `to = "treasury"`: an intake of treasury files.
@@ -1491,6 +1533,110 @@ fn reports_pipeline(
     })
 }
 
+/// `from = "reconciliation"`, `encode = { codec = "mypivot-export", version, classes }`,
+/// `batch = { schedule }`, `to` a file sink.
+fn reconciliation_pipeline(
+    pc: &config::PipelineConfig,
+    at: &str,
+    local: &mut Vec<Problem>,
+) -> Option<PipelineKind> {
+    use snodo_adapters::mypivot::export::{TracciatoVersion, CLASSES};
+    for (what, given) in [
+        ("decode", pc.decode.is_some()),
+        ("outcomes", pc.outcomes.is_some()),
+        ("debt_types", !pc.debt_types.is_empty()),
+        ("encoding", pc.encoding.is_some()),
+    ] {
+        if given {
+            local.push(Problem::new(
+                format!("{at}.{what}"),
+                "a reconciliation export takes only encode, batch and to",
+            ));
+        }
+    }
+    let codec_at = format!("{at}.encode");
+    let (version, classes) = match &pc.encode {
+        Some(c) if c.name == snodo_adapters::mypivot::MYPIVOT_EXPORT => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Params {
+                version: String,
+                #[serde(default)]
+                classes: Vec<String>,
+            }
+            match serde_json::from_value::<Params>(c.params.clone()) {
+                Err(e) => {
+                    local.push(Problem::new(
+                        codec_at.clone(),
+                        format!("{e} (e.g. {{ codec = \"mypivot-export\", version = \"1.4\", classes = [\"IUF_NO_TES\"] }})"),
+                    ));
+                    (None, Vec::new())
+                }
+                Ok(p) => {
+                    let version = match TracciatoVersion::parse(&p.version) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            local.push(Problem::new(format!("{codec_at}.version"), e.to_string()));
+                            None
+                        }
+                    };
+                    for c in &p.classes {
+                        if !CLASSES.contains(&c.as_str()) {
+                            local.push(Problem::new(
+                                format!("{codec_at}.classes"),
+                                registry::unknown_name(c, "class", &CLASSES),
+                            ));
+                        } else if let Some(Err(e)) = version.map(|v| v.check_class(c, true)) {
+                            local.push(Problem::new(format!("{codec_at}.classes"), e.to_string()));
+                        }
+                    }
+                    (version, p.classes)
+                }
+            }
+        }
+        Some(c) => {
+            local.push(Problem::new(
+                codec_at,
+                registry::unknown_name(
+                    &c.name,
+                    "reconciliation format",
+                    &[snodo_adapters::mypivot::MYPIVOT_EXPORT],
+                ),
+            ));
+            (None, Vec::new())
+        }
+        None => {
+            local.push(Problem::new(
+                codec_at,
+                "missing: e.g. { codec = \"mypivot-export\", version = \"1.4\" }",
+            ));
+            (None, Vec::new())
+        }
+    };
+    let Some(batch) = &pc.batch else {
+        local.push(Problem::new(
+            format!("{at}.batch"),
+            "missing: a reconciliation export is written on a schedule, e.g. batch = { schedule = \"0 0 6 * * *\" }",
+        ));
+        return None;
+    };
+    let ReceiptRoute::Batch {
+        schedule,
+        sink,
+        skip_empty,
+    } = batch_route(pc, batch, at, local)?
+    else {
+        return None;
+    };
+    Some(PipelineKind::Reconciliation {
+        version: version?,
+        classes,
+        schedule,
+        sink,
+        skip_empty,
+    })
+}
+
 fn receipt_format(c: &Codec, at: &str, local: &mut Vec<Problem>) -> Option<ReceiptFormat> {
     let no_settings = |local: &mut Vec<Problem>| {
         if c.params.as_object().is_some_and(|m| !m.is_empty()) {
@@ -1514,7 +1660,8 @@ fn receipt_format(c: &Codec, at: &str, local: &mut Vec<Problem>) -> Option<Recei
         Does::ImportFlows(_)
         | Does::StreamPositions(_)
         | Does::ReportDocuments(_)
-        | Does::TreasuryFiles(_) => {
+        | Does::TreasuryFiles(_)
+        | Does::NotificationFiles(_) => {
             local.push(Problem::new(
                 at,
                 registry::unknown_name(&c.name, "receipt format", &known()),

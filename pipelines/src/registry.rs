@@ -17,7 +17,7 @@ pub const CONNECTORS: &[Connector] = &[
 ];
 
 /// Built-in pipeline targets named by a string instead of a connector table.
-pub const TARGETS: &[&str] = &["registry", "treasury"];
+pub const TARGETS: &[&str] = &["registry", "treasury", "reconciliation"];
 
 type SourceParser = fn(Value, &str, &mut Vec<Problem>) -> Option<Arc<dyn SourceConfig>>;
 type SinkParser = fn(Value, &str, &mut Vec<Problem>) -> Option<Arc<dyn SinkConfig>>;

@@ -1,12 +1,13 @@
 //! A treasury intake's work on one file (`decode = "opi"` or `"treasury-csv"`, `to =
-//! "treasury"`): decoded whole, checked to be the entity's, applied in one transaction. A file
-//! that cannot be read, or is another entity's, is refused with the record and the rule, and
-//! nothing of it is applied.
+//! "treasury"`; or the entity's notifications, `decode = "mypivot-import-pagati"`, `to =
+//! "reconciliation"`): decoded whole, checked to be the entity's, applied in one transaction. A
+//! file that cannot be read, or is another entity's, is refused with the record and the rule,
+//! and nothing of it is applied.
 
 use crate::codecs::{DecodeTreasury, TreasuryFile};
 use crate::plan::EntityRuntime;
 use snodo_adapters::text_encoding::Encoding;
-use snodo_store::{MovementCounts, NewMovement, Store, StoreError};
+use snodo_store::{MovementCounts, NewMovement, NewNotification, Store, StoreError};
 use std::path::Path;
 
 /// What a file applied.
@@ -32,6 +33,9 @@ pub fn apply_file(
     };
     if let Err(why) = whose(&file, entity) {
         return Ok(Err(why));
+    }
+    if !file.notifications.is_empty() {
+        return apply_notifications(store, entity, name, &file);
     }
     let dates: Vec<(Option<String>, Option<String>)> = file
         .movements
@@ -69,9 +73,55 @@ pub fn apply_file(
     }))
 }
 
-/// A file naming another entity (its fiscal code), or an account that is none of the entity's,
-/// is not the entity's.
+/// The entity's notifications (MyPivot's import pagati), stored whole; counted as movements are
+/// (replaced ones as updated).
+fn apply_notifications(
+    store: &dyn Store,
+    entity: &EntityRuntime,
+    name: &str,
+    file: &TreasuryFile,
+) -> Result<Result<Applied, String>, StoreError> {
+    let bodies: Vec<String> = file
+        .notifications
+        .iter()
+        .map(|n| serde_json::to_string(n).unwrap_or_default())
+        .collect();
+    let rows: Vec<NewNotification<'_>> = file
+        .notifications
+        .iter()
+        .zip(&bodies)
+        .map(|(n, body)| NewNotification {
+            iud: &n.iud,
+            iuv: n.iuv.as_str(),
+            amount_cents: n.amount.cents(),
+            body,
+        })
+        .collect();
+    let (inserted, updated, unchanged) =
+        store.apply_notifications(&entity.ipa_code, name, &rows)?;
+    Ok(Ok(Applied {
+        movements: rows.len(),
+        skipped: 0,
+        counts: MovementCounts {
+            inserted,
+            updated,
+            unchanged,
+            ..MovementCounts::default()
+        },
+    }))
+}
+
+/// A file naming another entity (its fiscal code or, in its name, its IPA code), or an account
+/// that is none of the entity's, is not the entity's.
 fn whose(file: &TreasuryFile, entity: &EntityRuntime) -> Result<(), String> {
+    if let Some(ipa) = &file.ipa_code {
+        if ipa != &entity.ipa_code {
+            return Err(format!(
+                "the file is entity {ipa}'s (its name's codIPA), not {}'s",
+                entity.ipa_code
+            ));
+        }
+    }
     if let Some(fc) = &file.fiscal_code {
         if fc != entity.fiscal_code.as_str() {
             return Err(format!(

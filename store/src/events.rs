@@ -153,7 +153,12 @@ impl<D: Driver> StatusStore for D {
             let mut receipts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
             let mut import_rows: BTreeMap<String, (i64, i64)> = BTreeMap::new();
             let mut reports: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+            let mut reconciliation = Vec::new();
             for (kind, label, n) in totals {
+                if let Some(class) = kind.strip_prefix("recon:") {
+                    reconciliation.push((label, class.to_string(), n));
+                    continue;
+                }
                 match kind.as_str() {
                     count::RECEIPTS => receipts.entry(label).or_default().0 = n,
                     count::FLAGGED => receipts.entry(label).or_default().1 = n,
@@ -205,6 +210,7 @@ impl<D: Driver> StatusStore for D {
                     .into_iter()
                     .map(|(e, (ok, failed, anomalies))| (e, ok, failed, anomalies))
                     .collect(),
+                reconciliation,
             })
         })
     }

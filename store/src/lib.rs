@@ -21,6 +21,7 @@ mod pgtls;
 mod positions;
 mod postgres;
 mod receipts;
+mod reconcile;
 mod reports;
 mod sqlite;
 mod treasury;
@@ -34,6 +35,10 @@ pub use flows::FlowStore;
 pub use jobs::JobStore;
 pub use positions::PositionStore;
 pub use receipts::ReceiptStore;
+pub use reconcile::{
+    DirtyMark, FactMovement, FactRow, IuvSelect, LabelCounts, MovementSelect, NewItem,
+    NewNotification, ReconSummary, ReconTx, ReconcileStore, StoredItem, StoredNotification, Touch,
+};
 pub use reports::{
     correlation as report_correlation, LinkReceipt, LookupKey, NewAnomaly, NewReport, OtherReceipt,
     ReportFlow, ReportRow, ReportStore, ReportTotals, RowFacts, Settlement, StoredAnomaly,
@@ -591,6 +596,8 @@ pub struct StoreMetrics {
     pub held: Vec<(String, i64)>,
     /// (entity, settlement flows stored, failed, anomalies found)
     pub reports: Vec<(String, i64, i64, i64)>,
+    /// (entity, class, items labelled with it now)
+    pub reconciliation: Vec<(String, String, i64)>,
 }
 
 /// Something that happened, kept in order for whoever fans it out (the receipt outbox, ops).
@@ -664,6 +671,7 @@ pub trait Store:
     + StatusStore
     + ReportStore
     + TreasuryStore
+    + ReconcileStore
     + Send
     + Sync
 {
@@ -682,6 +690,7 @@ impl<T> Store for T where
         + StatusStore
         + ReportStore
         + TreasuryStore
+        + ReconcileStore
         + Send
         + Sync
 {
@@ -691,7 +700,8 @@ impl<T> Store for T where
 pub mod prelude {
     pub use crate::{
         ApiStore, CartStore, EventStore, ExportStore, FlowStore, JobStore, OutboxStore,
-        PositionStore, ReceiptStore, ReportStore, StatusStore, Store, TreasuryStore,
+        PositionStore, ReceiptStore, ReconcileStore, ReportStore, StatusStore, Store,
+        TreasuryStore,
     };
 }
 

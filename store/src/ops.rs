@@ -508,6 +508,11 @@ pub(crate) fn store_receipt(
     if let (false, Some(map)) = (held.is_empty(), payload.as_object_mut()) {
         map.insert("held".into(), held.into());
     }
+    let touch = crate::Touch {
+        iuv: Some(iuv.as_str()),
+        ..crate::Touch::default()
+    };
+    crate::reconcile::mark(ops.c, &r.entity, &touch)?;
     ops.event(
         &RawEvent {
             kind: "receipt.stored",

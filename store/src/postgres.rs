@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("migrations/pg_0008_report_deliveries.sql")),
     (9, include_str!("migrations/pg_0009_receipt_id_any.sql")),
     (10, include_str!("migrations/pg_0010_treasury.sql")),
+    (11, include_str!("migrations/pg_0011_reconciliation.sql")),
 ];
 
 /// Serialises migrations of hubs starting together (an arbitrary constant: "snodo" in ASCII).

@@ -94,7 +94,12 @@ macro_rules! documents {
     };
 }
 
-fn document_from(r: &dyn Row) -> Result<ReceiptDocument> {
+/// [`documents!`] with a `WHERE` clause built at run time.
+pub(crate) fn documents_where(clause: &str) -> String {
+    format!("{}{clause}", documents!(""))
+}
+
+pub(crate) fn document_from(r: &dyn Row) -> Result<ReceiptDocument> {
     Ok(ReceiptDocument {
         receipt: receipt_from(r)?,
         xml: r.get(14)?,

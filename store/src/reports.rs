@@ -699,6 +699,11 @@ impl<D: Driver> ReportStore for D {
                     ),
                 )?;
             }
+            let touch = Touch {
+                iuf: Some(&flow.iuf),
+                ..Touch::default()
+            };
+            crate::reconcile::mark(c, &flow.entity, &touch)?;
             let subject = subject(&flow);
             let payload = serde_json::json!({
                 "iuf": flow.iuf,

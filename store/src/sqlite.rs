@@ -29,6 +29,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/sqlite_0013_receipt_id_any.sql"),
     ),
     (14, include_str!("migrations/sqlite_0014_treasury.sql")),
+    (
+        15,
+        include_str!("migrations/sqlite_0015_reconciliation.sql"),
+    ),
 ];
 
 pub struct SqliteStore {

@@ -72,10 +72,11 @@ pub struct StoredMovement {
     pub updated_at: String,
 }
 
-const COLUMNS: &str = "id, entity, year, bill, amount_cents, accounting_date, value_date, causale,
+pub(crate) const COLUMNS: &str =
+    "id, entity, year, bill, amount_cents, accounting_date, value_date, causale,
     payer, end_to_end_id, iuf, iuv, source, received_at, updated_at";
 
-fn movement_from(r: &dyn Row) -> Result<StoredMovement> {
+pub(crate) fn movement_from(r: &dyn Row) -> Result<StoredMovement> {
     Ok(StoredMovement {
         id: r.get(0)?,
         entity: r.get(1)?,
@@ -123,6 +124,7 @@ fn apply_one(
         (None, true) => counts.not_found += 1,
         (Some(h), true) => {
             c.execute("DELETE FROM treasury_movements WHERE id = $1", args!(h.id))?;
+            touched(c, entity, &h.iuf, &h.iuv, m)?;
             counts.removed += 1;
         }
         (Some(h), false) if same(&h, m) => counts.unchanged += 1,
@@ -145,6 +147,7 @@ fn apply_one(
                     ts
                 ),
             )?;
+            touched(c, entity, &h.iuf, &h.iuv, m)?;
             counts.updated += 1;
         }
         (None, false) => {
@@ -169,8 +172,40 @@ fn apply_one(
                     ts
                 ),
             )?;
+            touched(c, entity, &None, &None, m)?;
             counts.inserted += 1;
         }
+    }
+    Ok(())
+}
+
+/// Marks what a changed movement touches for the reconciler: itself, and the flows and
+/// payments it named before and names now.
+fn touched(
+    c: &mut dyn Conn,
+    entity: &str,
+    old_iuf: &Option<String>,
+    old_iuv: &Option<String>,
+    m: &NewMovement<'_>,
+) -> Result<()> {
+    let key = format!("{}-{}", m.year, m.bill);
+    crate::reconcile::mark(
+        c,
+        entity,
+        &Touch {
+            iuv: m.iuv,
+            iuf: m.iuf,
+            movement: Some(&key),
+        },
+    )?;
+    let named = old_iuf.is_some() || old_iuv.is_some();
+    if named && (old_iuf.as_deref(), old_iuv.as_deref()) != (m.iuf, m.iuv) {
+        let old = Touch {
+            iuv: old_iuv.as_deref(),
+            iuf: old_iuf.as_deref(),
+            movement: None,
+        };
+        crate::reconcile::mark(c, entity, &old)?;
     }
     Ok(())
 }

@@ -183,6 +183,7 @@ suite!(
     reports_after_lists_finished_flows_and_stops_before_a_loading_one,
     a_finished_flow_is_delivered_once_per_reports_pipeline_unless_superseded,
     treasury_movements_apply_once_and_a_reversal_removes_its_movement,
+    reconciliation_marks_labels_counts_and_the_export_cursor,
     a_secondary_beneficiary_s_row_finds_the_notice_entity_s_receipt,
     settlement_rows_and_lookups_go_in_batches,
 );
@@ -2044,6 +2045,7 @@ fn counted(b: &Backend) -> StoreMetrics {
         )),
         held: Vec::new(),
         reports: Vec::new(),
+        reconciliation: Vec::new(),
     }
 }
 
@@ -3224,4 +3226,135 @@ fn settlement_rows_and_lookups_go_in_batches(b: &Backend) {
         );
     }
     assert_eq!(s.reports_by_iuf(E, "IUF-B").unwrap()[0].rows_done, 257);
+}
+
+fn new_item(key: &str, iuv: &str, classes: &[&'static str]) -> NewItem {
+    NewItem {
+        key: key.into(),
+        kind: "payment",
+        iuv: Some(iuv.into()),
+        classes: classes.to_vec(),
+        body: format!("{{\"key\":\"{key}\"}}"),
+        due_at: None,
+    }
+}
+
+/// Writes leave marks; a relabelling writes only what changed, with one event per changed label
+/// set, keeps per-class counts and rows, and numbers its writes so an export can follow them
+/// (numbers never go back, even after the newest item is removed). Notifications replace by IUD.
+fn reconciliation_marks_labels_counts_and_the_export_cursor(b: &Backend) {
+    let s = b.store();
+    s.apply_movements(
+        E,
+        "GDC-1.xml",
+        &[movement("101", 150_000, Some("2026-11-27PSP1-1"))],
+    )
+    .unwrap();
+    let marks = s.dirty_marks(100).unwrap();
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(marks[0].iuf.as_deref(), Some("2026-11-27PSP1-1"));
+    assert_eq!(marks[0].movement.as_deref(), Some("2026-101"));
+
+    let write = |items: Vec<NewItem>, stale_keys: &[&str]| {
+        let mut counts = None;
+        s.recon_tx(E, false, &mut |tx| {
+            let iuvs: Vec<String> = stale_keys.iter().map(|k| k.to_string()).collect();
+            let stale = tx.payment_items(IuvSelect::Set(&iuvs))?;
+            counts = Some(tx.write(&items, &stale)?);
+            Ok(())
+        })
+        .unwrap();
+        counts.unwrap()
+    };
+    let a = write(
+        vec![
+            new_item("P:A:r1:1", "A", &["RT_IUF", "RT_IUF_TES"]),
+            new_item("P:B:r2:1", "B", &["PENDING"]),
+        ],
+        &["A", "B"],
+    );
+    assert_eq!((a.written, a.changed, a.removed), (2, 2, 0));
+    let first = s.recon_seq(E).unwrap();
+    // The same labels again: nothing written, no event.
+    let again = write(
+        vec![
+            new_item("P:A:r1:1", "A", &["RT_IUF", "RT_IUF_TES"]),
+            new_item("P:B:r2:1", "B", &["PENDING"]),
+        ],
+        &["A", "B"],
+    );
+    assert_eq!((again.written, again.changed), (0, 0));
+    assert_eq!(events_of(s, "reconciliation.changed").len(), 2);
+    // B is removed (its payment went), A keeps its labels.
+    let gone = write(vec![], &["B"]);
+    assert_eq!((gone.removed, gone.changed), (1, 1));
+    let summary = s.recon_summary(E).unwrap();
+    assert_eq!(summary.payments, 1);
+    assert_eq!(summary.classes.get("RT_IUF"), Some(&1));
+    assert_eq!(summary.classes.get("PENDING"), None);
+    let counted: Vec<_> = s
+        .metrics()
+        .unwrap()
+        .reconciliation
+        .into_iter()
+        .filter(|(_, _, n)| *n != 0)
+        .collect();
+    assert_eq!(
+        counted,
+        vec![
+            (E.to_string(), "RT_IUF".to_string(), 1),
+            (E.to_string(), "RT_IUF_TES".to_string(), 1)
+        ]
+    );
+    let listed = s.recon_items(E, Some("RT_IUF_TES"), "", 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].classes, vec!["RT_IUF", "RT_IUF_TES"]);
+    // Numbers grow with each transaction that writes, and an export's page follows them.
+    let c = write(vec![new_item("P:C:r3:1", "C", &["RT_NO_IUF"])], &["C"]);
+    assert_eq!(c.written, 1);
+    let newest = s.recon_seq(E).unwrap();
+    assert!(newest > first, "{newest} > {first}");
+    let page = s.recon_changed(E, (first + 1, ""), newest, 10).unwrap();
+    assert_eq!(
+        page.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(),
+        vec!["P:C:r3:1"]
+    );
+    write(vec![], &["C"]);
+    write(vec![new_item("P:D:r4:1", "D", &["RT_IUF"])], &["D"]);
+    assert_eq!(
+        s.recon_seq(E).unwrap(),
+        newest + 1,
+        "after the newest item went"
+    );
+
+    // Notifications: inserted, unchanged, replaced; each change marks its IUV.
+    let n = |iud: &'static str, cents: i64| NewNotification {
+        iud,
+        iuv: "A",
+        amount_cents: cents,
+        body: "{}",
+    };
+    assert!(!s.notifies(E).unwrap());
+    assert_eq!(
+        s.apply_notifications(E, "P1.csv", &[n("I1", 100)]).unwrap(),
+        (1, 0, 0)
+    );
+    assert_eq!(
+        s.apply_notifications(E, "P2.csv", &[n("I1", 100), n("I2", 5)])
+            .unwrap(),
+        (1, 0, 1)
+    );
+    assert_eq!(
+        s.apply_notifications(E, "P3.csv", &[n("I1", 200)]).unwrap(),
+        (0, 1, 0)
+    );
+    assert!(s.notifies(E).unwrap());
+    let marked = s.dirty_marks(100).unwrap();
+    assert!(
+        marked
+            .iter()
+            .filter(|m| m.iuv.as_deref() == Some("A"))
+            .count()
+            >= 3
+    );
 }

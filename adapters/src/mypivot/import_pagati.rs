@@ -86,7 +86,7 @@ const RULES: [(usize, bool); 20] = [
 ];
 
 /// Who paid, as the entity notified it (`soggettoPagatore` of the RT).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NotificationPayer {
     /// `F` (natural person) or `G` (legal person).
     pub kind: char,
@@ -103,7 +103,7 @@ pub struct NotificationPayer {
 }
 
 /// One row of an import pagati: a payment the entity says it received, keyed by its IUD.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Notification {
     /// The entity's id of the debt position (`IUD`), 1 to [`MAX_IUD`] characters.
     pub iud: String,

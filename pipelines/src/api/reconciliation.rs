@@ -1,11 +1,11 @@
 //! The entity's reconciliation (docs/RECONCILIATION.md) over the API: counts per class, and
-//! the payments and movements of a class, computed when asked from what the store holds (as
-//! `snodo reconcile`). Items come in key order; `nextCursor` is the last key, so a client pages
-//! through a class as it stands.
+//! the payments and movements of a class, as the hub's reconciler keeps them. Items come in key
+//! order; `nextCursor` is the last key, so a client pages through a class as it stands.
 
 use super::positions::page_limit;
 use super::{blocking, query, Api, Entered, Problem, Reply};
-use crate::ops::reconcile::{class, reconcile_with, Grace};
+use crate::ops::reconcile::class;
+use crate::reconciler::item_of;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -21,25 +21,13 @@ struct ItemsQuery {
     limit: Option<u32>,
 }
 
-fn fiscal_code(api: &Api, ipa: &str) -> String {
-    api.plan()
-        .entities
-        .get(ipa)
-        .map(|e| e.fiscal_code.as_str().to_string())
-        .unwrap_or_default()
-}
-
 /// `GET /entities/{ipa}/reconciliation/summary`: payments, movements and items per class.
 pub(crate) async fn summary(State(api): State<Arc<Api>>, scope: Entered) -> Response {
     let ipa = scope.param("ipa");
-    let fiscal = fiscal_code(&api, &ipa);
     let store = api.store.clone();
-    let done = blocking(move || {
-        reconcile_with(&*store, &ipa, &fiscal, Grace::default(), chrono::Utc::now())
-    })
-    .await;
+    let done = blocking(move || store.recon_summary(&ipa)).await;
     match done {
-        Ok((s, _)) => Reply::ok(
+        Ok(s) => Reply::ok(
             StatusCode::OK,
             json!({
                 "payments": s.payments,
@@ -56,10 +44,9 @@ pub(crate) async fn summary(State(api): State<Arc<Api>>, scope: Entered) -> Resp
 /// cursor, in key order.
 pub(crate) async fn items(State(api): State<Arc<Api>>, scope: Entered, uri: Uri) -> Response {
     let ipa = scope.param("ipa");
-    let fiscal = fiscal_code(&api, &ipa);
     let page = async {
         let q: ItemsQuery = query(&uri)?;
-        let limit = page_limit(q.limit)? as usize;
+        let limit = page_limit(q.limit)?;
         let wanted = match q.class.as_deref() {
             None => None,
             Some(c) => Some(class(c).map_err(|why| {
@@ -67,19 +54,14 @@ pub(crate) async fn items(State(api): State<Arc<Api>>, scope: Entered, uri: Uri)
             })?),
         };
         let store = api.store.clone();
-        let (_, all) = blocking(move || {
-            reconcile_with(&*store, &ipa, &fiscal, Grace::default(), chrono::Utc::now())
-        })
-        .await?;
         let since = q.since.unwrap_or_default();
-        let picked: Vec<_> = all
-            .into_iter()
-            .filter(|i| i.key > since)
-            .filter(|i| wanted.is_none_or(|c| i.classes.contains(&c.code())))
-            .take(limit)
-            .collect();
+        let after = since.clone();
+        let picked =
+            blocking(move || store.recon_items(&ipa, wanted.map(|c| c.code()), &after, limit))
+                .await?;
         let next = picked.last().map(|i| i.key.clone()).unwrap_or(since);
-        Ok::<_, Problem>(json!({ "items": picked, "nextCursor": next }))
+        let items: Vec<serde_json::Value> = picked.iter().map(item_of).collect();
+        Ok::<_, Problem>(json!({ "items": items, "nextCursor": next }))
     };
     match page.await {
         Ok(v) => Reply::ok(StatusCode::OK, v).into_response(),
