@@ -23,9 +23,16 @@ struct Pulled {
 }
 
 fn pulled(anomalies: bool) -> Pulled {
+    let rows: Vec<Row> = (0..30)
+        .map(|n| Row::tari(&format!("FDR{n:03}"), 1000 + n, 1000 + u64::from(n) * 7))
+        .collect();
+    pulled_rows(anomalies, &rows)
+}
+
+fn pulled_rows(anomalies: bool, rows: &[Row]) -> Pulled {
     let scratch = tempfile::tempdir().unwrap();
     let ledger = scratch.path().join("ledger");
-    let home = sim_paid_home(&ledger, 30);
+    let home = sim_paid_home_rows(&ledger, rows);
     let date = sim_ledger_date(&ledger);
     let mut publish = vec![
         "--ledger",
@@ -620,14 +627,20 @@ to = { connector = "dir", path = "var/c_g224/riconciliazione" }
     let out = home.path().join("var/c_g224/riconciliazione");
     let mut rows = Vec::new();
     let exported = wait_for(20, || {
-        rows = std::fs::read_dir(&out)
+        // In the order the files were written.
+        let mut files: Vec<_> = std::fs::read_dir(&out)
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .filter(|e| e.file_name().to_string_lossy().ends_with(".zip"))
-                    .flat_map(|e| export_rows(&unzip_text(&e.path())))
+                    .map(|e| (e.metadata().unwrap().modified().unwrap(), e.path()))
                     .collect()
             })
             .unwrap_or_default();
+        files.sort();
+        rows = files
+            .iter()
+            .flat_map(|(_, path)| export_rows(&unzip_text(path)))
+            .collect();
         rows.iter()
             .any(|r| r["classificazioneCompletezza"] == "IUF_NO_TES")
     });
@@ -659,23 +672,29 @@ to = { connector = "dir", path = "var/c_g224/riconciliazione" }
         let items = of(class);
         let mut checked = 0;
         for item in items.iter().take(3) {
+            // The newest file's row: an item relabelled again is in a later file.
             let row = rows
                 .iter()
+                .rev()
                 .filter(|r| r["classificazioneCompletezza"] == class)
                 .find(|r| match item["kind"].as_str().unwrap() {
                     "movement" => {
                         cents(&r["numImportoTesoreria"]) == item["movement_cents"].as_i64().unwrap()
                             && r["deCausaleT"] == "BONIFICO DA PRIVATO"
                     }
-                    "notification" => r["codIudI"] == item["iud"].as_str().unwrap(),
-                    _ => {
-                        r["codEDatiPagIdUnivocoVersamentoE"] == item["iuv"].as_str().unwrap()
-                            || r["codRpSilinviarpIdUnivocoVersamentoI"]
-                                == item["iuv"].as_str().unwrap()
-                            || (r["codEDatiPagIdUnivocoVersamentoE"].is_empty()
-                                && r["codIdentificativoFlussoR"]
-                                    == item["iuf"].as_str().unwrap_or("-"))
-                    }
+                    "notification" => r.get("codIudI").map(String::as_str) == item["iud"].as_str(),
+                    // A payment: its IUR on the receipt's side or the flow's, else its IUV.
+                    _ => match item["iur"].as_str() {
+                        Some(iur) => {
+                            r["codEDatiPagDatiSingPagIdUnivocoRiscossE"] == iur
+                                || r["codDatiSingPagamIdentificativoUnivocoRiscossioneR"] == iur
+                        }
+                        None => {
+                            r.get("codRpSilinviarpIdUnivocoVersamentoI")
+                                .map(String::as_str)
+                                == item["iuv"].as_str()
+                        }
+                    },
                 })
                 .unwrap_or_else(|| panic!("{class}: no export row for {item}"));
             if let Some(paid) = item["paid_cents"]
@@ -703,7 +722,10 @@ to = { connector = "dir", path = "var/c_g224/riconciliazione" }
             }
             match item["iud"].as_str() {
                 Some(iud) => assert_eq!(row["codIudI"], iud, "{class} {item}"),
-                None => assert_eq!(row["codIudI"], "", "{class} {item}"),
+                None => assert!(
+                    row.get("codIudI").is_none_or(|i| i.is_empty()),
+                    "{class} {item}"
+                ),
             }
             if class == "RT_TES" {
                 assert_eq!(cents(&row["numImportoTesoreria"]), late1_cents);
@@ -711,5 +733,131 @@ to = { connector = "dir", path = "var/c_g224/riconciliazione" }
             checked += 1;
         }
         assert!(checked > 0, "{class}");
+    }
+}
+
+/// A notice of Padova that also pays Feltre (a secondary beneficiary): Feltre's flow row is
+/// Padova's receipt's transfer to Feltre, so Feltre's payment is paid and reported, not a
+/// report of a payment never made.
+#[test]
+fn a_secondary_beneficiary_s_payment_is_paid_by_the_notice_entity_s_receipt() {
+    let rows: Vec<Row> = (0..6)
+        .map(|n| {
+            let row = Row::tari(&format!("SEC{n:03}"), 1000 + n, 1000 + u64::from(n) * 7);
+            if n % 2 == 1 {
+                return row;
+            }
+            row.set(21, "true")
+                .set(22, "00133880252")
+                .set(23, "Comune di Feltre")
+                .set(24, "IT95O0306911884000100012345")
+                .set(31, "9/0101100IM/")
+                .set(32, "Quota TARI Comune di Feltre")
+                .set(33, "1.00")
+        })
+        .collect();
+    let Pulled {
+        home,
+        _psps,
+        _scratch,
+        ..
+    } = pulled_rows(false, &rows);
+    let feltre = |extra: &[&str]| {
+        let mut args = vec!["reconcile", "-c", "config.toml", "--entity", "c_d530"];
+        args.extend_from_slice(extra);
+        json_lines(&home.snodo(&args))
+    };
+    let summary = &feltre(&[])[0];
+    assert_eq!(summary["payments"], 3, "{summary}");
+    assert_eq!(summary["classes"]["RT_IUF"], 3, "{summary}");
+    assert!(summary["classes"].get("IUV_NO_RT").is_none(), "{summary}");
+    for item in feltre(&["--class", "RT_IUF"]) {
+        assert_eq!(item["paid_cents"], 100, "{item}");
+        assert_eq!(item["reported_cents"], 100, "{item}");
+        assert!(item["receipt"].is_i64(), "{item}");
+    }
+    // Padova's own payments are its transfers, not the whole receipts.
+    let padova = &reconcile(&home, &[])[0];
+    assert_eq!(padova["payments"], 6, "{padova}");
+    assert_eq!(padova["classes"]["RT_IUF"], 6, "{padova}");
+}
+
+/// Labels follow as things arrive, without a scan: a movement crediting one flow relabels that
+/// flow's payments and the movement — each a `reconciliation.changed` event — and no other item;
+/// the running hub does it on its own within a few seconds, and `/metrics` counts per class.
+#[test]
+fn a_new_movement_relabels_only_what_it_credits() {
+    let Pulled {
+        home,
+        _psps,
+        _scratch,
+        ..
+    } = pulled(false);
+    let flows: Vec<serde_json::Value> =
+        json_lines(&home.snodo(&["reports", "-c", "config.toml", "--entity", "c_g224"]))
+            .into_iter()
+            .filter(|f| f.get("superseded_by").is_none())
+            .collect();
+    let flow = &flows[0];
+    let payments = flow["payments"].as_i64().unwrap();
+    let labelled = &reconcile(&home, &[])[0];
+    assert_eq!(labelled["classes"]["RT_IUF"], 30, "{labelled}");
+
+    let db = home.path().join("var/snodo.db");
+    let changed = || {
+        use snodo_store::EventStore;
+        let store = snodo_store::SqliteStore::open(&db).unwrap();
+        let events = store.events_after(0, 100_000).unwrap();
+        events
+            .into_iter()
+            .filter(|e| e.kind == "reconciliation.changed")
+            .map(|e| e.subject)
+            .collect::<Vec<String>>()
+    };
+    let before = changed().len();
+    let hub = Hub::start_serving(&home);
+    let body = serde_json::json!({
+        "amountCents": flow["declared"]["amount_cents"],
+        "causale": format!("/PUR/LGPE-RIVERSAMENTO/URI/{}", flow["iuf"].as_str().unwrap()),
+    })
+    .to_string();
+    let r = http(
+        home.port,
+        "PUT",
+        "/api/v1/entities/c_g224/treasury/2026-77",
+        Some(KEY_PADOVA),
+        &[],
+        Some(&body),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let relabelled = wait_for(10, || {
+        let s = get(
+            home.port,
+            "/api/v1/entities/c_g224/reconciliation/summary",
+            KEY_PADOVA,
+        )
+        .json();
+        s["classes"]["RT_IUF_TES"].as_i64() == Some(payments)
+    });
+    assert!(
+        relabelled,
+        "the hub did not relabel the credited flow's payments"
+    );
+    let metrics = http(home.port, "GET", "/metrics", None, &[], None).body;
+    assert!(
+        metrics.contains(&format!(
+            "snodo_reconciliation_items{{entity=\"c_g224\",class=\"RT_IUF_TES\"}} {payments}"
+        )),
+        "{metrics}"
+    );
+    hub.terminate();
+    let events = changed();
+    let new: Vec<&String> = events[before..].iter().collect();
+    // The credited flow's payments (RT_IUF_TES added) and the movement (a new item), only.
+    assert_eq!(new.len() as i64, payments + 1, "{new:?}");
+    assert!(new.iter().any(|k| *k == "M:2026-77"), "{new:?}");
+    let credited = reconcile(&home, &["--class", "RT_IUF_TES"]);
+    for k in new.iter().filter(|k| k.starts_with("P:")) {
+        assert!(credited.iter().any(|i| &i["key"] == *k), "{k}");
     }
 }

@@ -232,3 +232,85 @@ fn an_accounting_system_books_and_reverses_movements_over_the_api() {
     assert!(movements(&home).is_empty());
     hub.terminate();
 }
+
+/// The entity's notifications (`decode = "mypivot-import-pagati"`, `to = "reconciliation"`):
+/// a good file is kept whole; a file with a bad amount and an unknown payer type, one of another
+/// entity, and one that is not UTF-8 go to failed/ naming line, column and rule, and nothing of
+/// them is kept.
+#[test]
+fn notifications_are_kept_whole_and_bad_files_are_set_aside_with_the_rule() {
+    let home = Home::new();
+    home.append_config(
+        r#"
+[[pipelines]]
+name = "padova-pagati"
+entity = "c_g224"
+from = { connector = "dir", path = "var/c_g224/pagati", schedule = "* * * * * *", settle = "0s" }
+decode = "mypivot-import-pagati"
+to = "reconciliation"
+"#,
+    );
+    let header = "IUD;codIuv;tipoIdentificativoUnivoco;codiceIdentificativoUnivoco;anagraficaPagatore;indirizzoPagatore;civicoPagatore;capPagatore;localitaPagatore;provinciaPagatore;nazionePagatore;mailPagatore;dataEsecuzionePagamento;importoDovutoPagato;commissioneCaricoPa;tipoDovuto;tipoVersamento;causaleVersamento;datiSpecificiRiscossione;bilancio\n";
+    let line = |iud: &str, kind: &str, amount: &str| {
+        format!("{iud};01000000000012373;{kind};RSSMRA85T10A562S;Mario Rossi;;;;;;;;2026-11-26;{amount};;TARI;PO;TARI;9/0101100IM/;\n")
+    };
+    let inbox = home.path().join("var/c_g224/pagati");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let good = format!(
+        "{header}{}{}",
+        line("N1", "F", "10.00"),
+        line("N2", "G", "5.50")
+    );
+    write_zip(&inbox, "c_g224-PAGATI1-1_0", good.as_bytes());
+    let bad = format!(
+        "{header}{}{}",
+        line("N3", "F", "12,3x"),
+        line("N4", "X", "1.00")
+    );
+    write_zip(&inbox, "c_g224-PAGATI2-1_0", bad.as_bytes());
+    write_zip(&inbox, "c_d530-PAGATI3-1_0", good.as_bytes());
+    let latin1: Vec<u8> = format!("{header}{}", line("N5", "F", "1.00"))
+        .replace("Mario Rossi", "Nicol\u{f2}")
+        .chars()
+        .map(|c| c as u32 as u8)
+        .collect();
+    write_zip(&inbox, "c_g224-PAGATI4-1_0", &latin1);
+
+    let hub = Hub::start_serving(&home);
+    let failed = inbox.join("failed");
+    let why = |name: &str| std::fs::read_to_string(failed.join(format!("{name}.zip.error.txt")));
+    assert!(
+        wait_for(15, || [
+            "c_g224-PAGATI2-1_0",
+            "c_d530-PAGATI3-1_0",
+            "c_g224-PAGATI4-1_0"
+        ]
+        .iter()
+        .all(|n| why(n).is_ok())
+            && store_events(&home, "notifications.received").len() == 1),
+        "not all handled: {:?}",
+        std::fs::read_dir(&inbox).map(|d| d.map(|e| e.unwrap().file_name()).collect::<Vec<_>>())
+    );
+    hub.terminate();
+    let bad = why("c_g224-PAGATI2-1_0").unwrap();
+    assert!(
+        bad.contains("line 2") && bad.contains("importoDovutoPagato") && bad.contains("12,3x"),
+        "{bad}"
+    );
+    assert!(
+        bad.contains("line 3")
+            && bad.contains("tipoIdentificativoUnivoco")
+            && bad.contains("F or G"),
+        "{bad}"
+    );
+    let other = why("c_d530-PAGATI3-1_0").unwrap();
+    assert!(
+        other.contains("c_d530") && other.contains("c_g224"),
+        "{other}"
+    );
+    let encoding = why("c_g224-PAGATI4-1_0").unwrap();
+    assert!(encoding.contains("line 2"), "{encoding}");
+    // Only the good file's two notifications are kept.
+    let kept = store_events(&home, "notifications.received");
+    assert_eq!(kept[0].payload["counts"]["inserted"], 2, "{kept:?}");
+}

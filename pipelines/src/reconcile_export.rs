@@ -320,16 +320,20 @@ impl ReconExporter {
         for class in classes {
             let row = ReconciliationRow {
                 notification: notification.as_ref(),
-                receipt: receipt.as_ref().map(|doc| ExportReceipt {
-                    entity_ipa: entity,
-                    entity_fiscal_code: self.entity.fiscal_code.as_str(),
-                    entity_name: &self.entity.name,
-                    iud: doc.iud.as_deref(),
-                    debt_type: doc.debt_type.as_deref(),
-                    iuf: item.iuf.as_deref(),
-                    received_at: &doc.receipt.received_at,
-                    raw_request: &doc.xml,
-                    secondary: false,
+                receipt: receipt.as_ref().map(|doc| {
+                    // Another entity's receipt paying this one as a secondary beneficiary.
+                    let secondary = doc.receipt.entity != *entity;
+                    ExportReceipt {
+                        entity_ipa: entity,
+                        entity_fiscal_code: self.entity.fiscal_code.as_str(),
+                        entity_name: &self.entity.name,
+                        iud: doc.iud.as_deref().filter(|_| !secondary),
+                        debt_type: doc.debt_type.as_deref().filter(|_| !secondary),
+                        iuf: item.iuf.as_deref(),
+                        received_at: &doc.receipt.received_at,
+                        raw_request: &doc.xml,
+                        secondary,
+                    }
                 }),
                 transfer_index: item.transfer_index,
                 report: report.as_deref().zip(row_index),

@@ -7,7 +7,8 @@
 //!
 //! Rules of the facts, beyond the classes' own (`snodo_core::reconcile`):
 //! - a payment is one transfer of a receipt crediting the entity (the only transfer, or one
-//!   with the entity's fiscal code);
+//!   with the entity's fiscal code), or of another entity's receipt paying this one as a
+//!   secondary beneficiary, found through the settlement row linked to it;
 //! - settlement rows with esito 3 (revoked) are left out, as MyPivot does; rows with esito 8
 //!   or 9 and no receipt count as paid by the row itself (MyPivot's Recupera_Codice_9);
 //! - a flow's credit is the sum of the entity's movements naming its IUF;
@@ -195,20 +196,27 @@ fn payment_items(
             });
         }
     }
-    // Rows no receipt claims: paid by the row itself when pagoPA sends no receipt (8, 9).
+    // Rows no receipt of the entity claims: a transfer to the entity as a secondary beneficiary
+    // of another entity's receipt (linked when the flow was stored), or paid by the row itself
+    // when pagoPA sends no receipt (8, 9).
     let mut rest: Vec<_> = by_key.into_iter().collect();
     rest.sort_by(|a, b| a.0.cmp(&b.0));
     for ((iuv, iur, index), row) in rest {
-        let implicit = matches!(row.esito, 8 | 9).then_some((row.amount_cents, row.amount_cents));
+        let mut paid = matches!(row.esito, 8 | 9).then_some((row.amount_cents, row.amount_cents));
+        let mut receipt = None;
+        let mut since = None;
+        if let Some(found) = secondary_transfer(tx, who, &row)? {
+            (paid, receipt, since) = (Some(found.paid), Some(found.receipt), Some(found.received));
+        }
         payments.push(Payment {
             iuv,
             iur,
             index,
-            paid: implicit,
+            paid,
             row: Some(row),
-            since: None,
+            since,
             notification: None,
-            receipt: None,
+            receipt,
         });
     }
     // Notifications: each joins the first payment of its IUV not yet notified, paid ones first.
@@ -338,6 +346,52 @@ fn payment_items(
     }
     items.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(items)
+}
+
+/// Another entity's receipt paying this one: its transfer to this entity.
+struct Secondary {
+    /// (transfer amount, receipt total), cents.
+    paid: (i64, i64),
+    receipt: i64,
+    received: DateTime<Utc>,
+}
+
+/// The transfer to the entity, as a secondary beneficiary, of the receipt `row` was linked to.
+fn secondary_transfer(
+    tx: &mut ReconTx<'_>,
+    who: &Labelling<'_>,
+    row: &FactRow,
+) -> snodo_store::Result<Option<Secondary>> {
+    let (Some(id), Some(transfer)) = (row.receipt, row.receipt_transfer) else {
+        return Ok(None);
+    };
+    let Some(doc) = tx.receipt_document(id)? else {
+        return Ok(None);
+    };
+    let Some(parsed) = doc.parsed.as_deref() else {
+        return Ok(None);
+    };
+    let Ok(request) = receipt_from_stored(parsed.as_bytes()) else {
+        return Ok(None);
+    };
+    let Some(view) = ReceiptView::of(&request) else {
+        return Ok(None);
+    };
+    let found = view
+        .transfers
+        .iter()
+        .find(|t| i64::from(t.id_transfer) == transfer && t.fiscal_code_pa == who.fiscal);
+    let Some(amount) = found.and_then(|t| to_cents(t.amount).ok()) else {
+        return Ok(None);
+    };
+    let received = DateTime::parse_from_rfc3339(&doc.receipt.received_at)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(who.now);
+    Ok(Some(Secondary {
+        paid: (amount.cents(), doc.receipt.amount_cents),
+        receipt: doc.receipt.id,
+        received,
+    }))
 }
 
 struct Payment {

@@ -63,6 +63,10 @@ pub struct FactRow {
     /// The flow's declared total, or the sum of its rows when it declares none.
     pub flow_total_cents: i64,
     pub flow_date: Option<String>,
+    /// The receipt the row was linked to when the flow was stored (any entity's: a secondary
+    /// beneficiary's row links to the notice entity's receipt), and that receipt's transfer.
+    pub receipt: Option<i64>,
+    pub receipt_transfer: Option<i64>,
 }
 
 /// A notification of the entity (MyPivot's "import pagati"), as stored.
@@ -236,12 +240,19 @@ impl<'c> ReconTx<'c> {
         )
     }
 
+    /// The receipt with this store id (any entity's).
+    pub fn receipt_document(&mut self, id: i64) -> Result<Option<ReceiptDocument>> {
+        let sql = crate::receipts::documents_where("WHERE r.id = $1");
+        self.c.one(&sql, args!(id), crate::receipts::document_from)
+    }
+
     /// The current settlement rows with these IUVs (esito 3 left out), with their flows.
     pub fn rows(&mut self, sel: IuvSelect<'_>) -> Result<Vec<FactRow>> {
         let base = |cond: &str| {
             format!(
                 "SELECT p.iuv, p.iur, p.link_index, p.amount_cents, p.esito, f.id, f.iuf,
-                    COALESCE(f.declared_cents, f.computed_cents), f.flow_date
+                    COALESCE(f.declared_cents, f.computed_cents), f.flow_date, p.receipt,
+                    p.receipt_transfer
                  FROM report_payments p JOIN report_flows f ON f.id = p.flow
                  WHERE p.entity = $1 AND {cond} AND p.esito <> 3 AND f.status = 'ok'
                    AND f.superseded_by IS NULL ORDER BY p.iuv, f.id, p.row_no"
@@ -259,6 +270,8 @@ impl<'c> ReconTx<'c> {
                 iuf: r.get(6)?,
                 flow_total_cents: r.get(7)?,
                 flow_date: r.get(8)?,
+                receipt: r.get(9)?,
+                receipt_transfer: r.get(10)?,
             })
         })
     }
