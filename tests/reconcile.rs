@@ -663,11 +663,19 @@ to = { connector = "dir", path = "var/c_g224/riconciliazione" }
     }
     for class in [
         "IUD_RT_IUF_TES",
+        "IUD_RT_IUF",
+        "RT_IUF_TES",
         "RT_IUF",
         "RT_TES",
-        "IUV_NO_RT",
+        "RT_NO_IUF",
+        "RT_NO_IUD",
         "IUD_NO_RT",
+        "IUV_NO_RT",
+        "IUF_NO_TES",
+        "IUF_TES_DIV_IMP",
+        "TES_NO_IUF_OR_IUV",
         "TES_NO_MATCH",
+        "DOPPI",
     ] {
         let items = of(class);
         let mut checked = 0;
@@ -680,7 +688,9 @@ to = { connector = "dir", path = "var/c_g224/riconciliazione" }
                 .find(|r| match item["kind"].as_str().unwrap() {
                     "movement" => {
                         cents(&r["numImportoTesoreria"]) == item["movement_cents"].as_i64().unwrap()
-                            && r["deCausaleT"] == "BONIFICO DA PRIVATO"
+                            && !r["deCausaleT"].is_empty()
+                            && r["codEDatiPagIdUnivocoVersamentoE"].is_empty()
+                            && r["codIdentificativoFlussoR"].is_empty()
                     }
                     "notification" => r.get("codIudI").map(String::as_str) == item["iud"].as_str(),
                     // A payment: its IUR on the receipt's side or the flow's, else its IUV.
@@ -850,8 +860,8 @@ fn a_new_movement_relabels_only_what_it_credits() {
         )),
         "{metrics}"
     );
-    hub.terminate();
     let events = changed();
+    hub.terminate();
     let new: Vec<&String> = events[before..].iter().collect();
     // The credited flow's payments (RT_IUF_TES added) and the movement (a new item), only.
     assert_eq!(new.len() as i64, payments + 1, "{new:?}");
@@ -860,4 +870,32 @@ fn a_new_movement_relabels_only_what_it_credits() {
     for k in new.iter().filter(|k| k.starts_with("P:")) {
         assert!(credited.iter().any(|i| &i["key"] == *k), "{k}");
     }
+
+    // The treasurer reverses the credit (STORNATO): the movement goes, and the labels follow.
+    let hub = Hub::start_serving(&home);
+    let r = http(
+        home.port,
+        "DELETE",
+        "/api/v1/entities/c_g224/treasury/2026-77",
+        Some(KEY_PADOVA),
+        &[],
+        None,
+    );
+    assert!(
+        r.status == 204 || r.status == 200,
+        "{} {}",
+        r.status,
+        r.body
+    );
+    let back = wait_for(10, || {
+        let s = get(
+            home.port,
+            "/api/v1/entities/c_g224/reconciliation/summary",
+            KEY_PADOVA,
+        )
+        .json();
+        s["classes"].get("RT_IUF_TES").is_none() && s["movements"] == 0
+    });
+    hub.terminate();
+    assert!(back, "the reversal was not followed");
 }

@@ -94,9 +94,17 @@ macro_rules! documents {
     };
 }
 
-/// [`documents!`] with a `WHERE` clause built at run time.
-pub(crate) fn documents_where(clause: &str) -> String {
-    format!("{}{clause}", documents!(""))
+/// [`documents!`] without the request's XML (`xml` empty), with a `WHERE` clause built at run
+/// time: for readers of the parsed request alone.
+pub(crate) fn parsed_documents_where(clause: &str) -> String {
+    format!(
+        concat!(
+            "SELECT ",
+            columns!(),
+            ", '', p.iud, p.debt_type, r.parsed FROM receipts r LEFT JOIN positions p ON p.id = r.position_id {}"
+        ),
+        clause
+    )
 }
 
 pub(crate) fn document_from(r: &dyn Row) -> Result<ReceiptDocument> {

@@ -223,13 +223,14 @@ impl<'c> ReconTx<'c> {
 
     /// The entity's receipts with these IUVs (conflicting copies left out), by IUV then id.
     pub fn receipts(&mut self, sel: IuvSelect<'_>) -> Result<Vec<ReceiptDocument>> {
-        let eq = crate::receipts::documents_where(
-            "WHERE r.entity = $1 AND r.iuv = $2 AND r.conflict_of IS NULL ORDER BY r.id",
+        let eq = crate::receipts::parsed_documents_where(
+            // `+ 0`: sorting a notice's few receipts beats walking the entity's by id.
+            "WHERE r.entity = $1 AND r.iuv = $2 AND r.conflict_of IS NULL ORDER BY r.id + 0",
         );
         self.select(
             &eq,
             |cond| {
-                crate::receipts::documents_where(&format!(
+                crate::receipts::parsed_documents_where(&format!(
                     "WHERE r.entity = $1 AND {} AND r.conflict_of IS NULL ORDER BY r.iuv, r.id",
                     cond
                 ))
@@ -242,7 +243,7 @@ impl<'c> ReconTx<'c> {
 
     /// The receipt with this store id (any entity's).
     pub fn receipt_document(&mut self, id: i64) -> Result<Option<ReceiptDocument>> {
-        let sql = crate::receipts::documents_where("WHERE r.id = $1");
+        let sql = crate::receipts::parsed_documents_where("WHERE r.id = $1");
         self.c.one(&sql, args!(id), crate::receipts::document_from)
     }
 
@@ -320,12 +321,13 @@ impl<'c> ReconTx<'c> {
         self.select(&eq, base, "iuv", sel, notification_from)
     }
 
-    /// The stored payment and notification items with these IUVs.
+    /// The stored payment and notification items with these IUVs. (`key || ''` keeps SQLite on
+    /// the IUV index: ordering by the primary key would walk all the entity's items.)
     pub fn payment_items(&mut self, sel: IuvSelect<'_>) -> Result<Vec<StoredItem>> {
         let base = |cond: &str| {
             format!(
                 "SELECT {ITEM_COLUMNS} FROM recon_items
-                 WHERE entity = $1 AND {cond} AND kind <> 'movement' ORDER BY key"
+                 WHERE entity = $1 AND {cond} AND kind <> 'movement' ORDER BY key || ''"
             )
         };
         let eq = base("iuv = $2");
@@ -445,8 +447,9 @@ impl<'c> ReconTx<'c> {
         Ok(out)
     }
 
-    /// The `n`-th distinct receipt or settlement IUV after `after` (a rebuild chunk's upper
-    /// bound), or `None` when fewer remain.
+    /// The `n`-th distinct IUV of the entity's receipts after `after` (a rebuild chunk's upper
+    /// bound), or `None` when fewer remain. Chunks are contiguous ranges, so settlement rows and
+    /// notifications of other IUVs fall in one of them (the last is open-ended).
     pub fn iuv_bound(&mut self, after: Option<&str>, n: u32) -> Result<Option<String>> {
         let entity = self.entity;
         let offset = i64::from(n.max(1)) - 1;
@@ -511,6 +514,9 @@ impl<'c> ReconTx<'c> {
                 ),
             )?;
             counts.written += 1;
+            if before.is_none() {
+                deltas.push((format!("{KIND_COUNT}{}", item.kind), 1));
+            }
             if same_labels {
                 continue;
             }
@@ -525,6 +531,7 @@ impl<'c> ReconTx<'c> {
                 "DELETE FROM recon_items WHERE entity = $1 AND key = $2",
                 args!(entity, s.key.as_str()),
             )?;
+            deltas.push((format!("{KIND_COUNT}{}", s.kind), -1));
             let was: Vec<&str> = s.classes.iter().map(String::as_str).collect();
             self.relabel(&s.key, &was, &[], &mut deltas)?;
             counts.removed += 1;
@@ -631,10 +638,13 @@ pub enum MovementSelect<'a> {
     After { after: Option<&'a str>, limit: u32 },
 }
 
-/// `metric_counts` kind of a class's running count.
+/// `metric_counts` kind of a class's running count (the gauge, the summary).
 fn count_kind(class: &str) -> String {
     format!("recon:{class}")
 }
+
+/// `metric_counts` kind prefix of the running count of items of a kind (the summary).
+const KIND_COUNT: &str = "recon-kind:";
 
 fn split_movement_key(key: &str) -> Option<(i64, &str)> {
     let (year, bill) = key.split_once('-')?;
@@ -834,25 +844,26 @@ impl<D: Driver> ReconcileStore for D {
     }
 
     fn recon_summary(&self, entity: &str) -> Result<ReconSummary> {
+        // The running counts the relabelling keeps: a few rows, whatever the entity's size.
         self.read(|c| {
             let mut s = ReconSummary::default();
             for (kind, n) in c.all(
-                "SELECT kind, COUNT(*) FROM recon_items WHERE entity = $1 GROUP BY kind",
+                "SELECT kind, CAST(SUM(n) AS BIGINT) FROM metric_counts
+                 WHERE label = $1 AND kind LIKE 'recon%' GROUP BY kind",
                 args!(entity),
                 |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
             )? {
                 let n = u64::try_from(n).unwrap_or(0);
-                match kind.as_str() {
-                    "movement" => s.movements += n,
-                    _ => s.payments += n,
+                if n == 0 {
+                    continue;
                 }
-            }
-            for (class, n) in c.all(
-                "SELECT class, COUNT(*) FROM recon_labels WHERE entity = $1 GROUP BY class",
-                args!(entity),
-                |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
-            )? {
-                s.classes.insert(class, u64::try_from(n).unwrap_or(0));
+                if let Some(class) = kind.strip_prefix("recon:") {
+                    s.classes.insert(class.to_string(), n);
+                } else if kind == format!("{KIND_COUNT}movement") {
+                    s.movements += n;
+                } else if kind.starts_with(KIND_COUNT) {
+                    s.payments += n;
+                }
             }
             Ok(s)
         })
