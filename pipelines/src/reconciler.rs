@@ -17,11 +17,11 @@
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
-use snodo_adapters::pagopa::{receipt_from_stored, to_cents, ReceiptView};
+use snodo_adapters::pagopa::{stored_transfers, to_cents};
 use snodo_core::reconcile::{
     classify_movement, classify_payment, Class, MovementFacts, PaymentFacts, Reported,
 };
-use snodo_core::Amount;
+use snodo_core::{Amount, NoticeNumber};
 use snodo_store::{
     DirtyMark, FactRow, IuvSelect, LabelCounts, MovementSelect, NewItem, ReconTx, Store,
     StoredItem, StoredNotification,
@@ -157,30 +157,31 @@ fn payment_items(
 
     let mut payments: Vec<Payment> = Vec::new();
     for doc in tx.receipts(sel)? {
+        // Only the transfers are read of the stored request: a rebuild reads a million.
         let Some(parsed) = doc.parsed.as_deref() else {
             continue;
         };
-        let Ok(request) = receipt_from_stored(parsed.as_bytes()) else {
+        let Ok(transfers) = stored_transfers(parsed.as_bytes()) else {
             continue;
         };
-        let Some(view) = ReceiptView::of(&request) else {
+        let Ok(notice) = NoticeNumber::parse(&doc.receipt.notice_number) else {
             continue;
         };
         let received = DateTime::parse_from_rfc3339(&doc.receipt.received_at)
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or(who.now);
-        let only = view.transfers.len() == 1;
-        for t in &view.transfers {
+        let only = transfers.len() == 1;
+        for t in &transfers {
             if !only && t.fiscal_code_pa != who.fiscal {
                 continue;
             }
-            let Ok(amount) = to_cents(t.amount) else {
+            let Ok(amount) = to_cents(&t.transfer_amount) else {
                 continue;
             };
             let index = i64::from(t.id_transfer);
             let key = (
-                view.creditor_reference_id.to_string(),
-                view.receipt_id.to_string(),
+                notice.iuv().as_str().to_string(),
+                doc.receipt.receipt_id.clone(),
                 index,
             );
             let row = by_key.remove(&key);
@@ -371,17 +372,13 @@ fn secondary_transfer(
     let Some(parsed) = doc.parsed.as_deref() else {
         return Ok(None);
     };
-    let Ok(request) = receipt_from_stored(parsed.as_bytes()) else {
+    let Ok(transfers) = stored_transfers(parsed.as_bytes()) else {
         return Ok(None);
     };
-    let Some(view) = ReceiptView::of(&request) else {
-        return Ok(None);
-    };
-    let found = view
-        .transfers
+    let found = transfers
         .iter()
         .find(|t| i64::from(t.id_transfer) == transfer && t.fiscal_code_pa == who.fiscal);
-    let Some(amount) = found.and_then(|t| to_cents(t.amount).ok()) else {
+    let Some(amount) = found.and_then(|t| to_cents(&t.transfer_amount).ok()) else {
         return Ok(None);
     };
     let received = DateTime::parse_from_rfc3339(&doc.receipt.received_at)
