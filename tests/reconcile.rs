@@ -555,22 +555,8 @@ to = { connector = "dir", path = "var/c_g224/riconciliazione" }
     let at = format!("{later}T12:00:00Z");
     let summary = &reconcile(&home, &["--at", &at])[0];
     let classes = &summary["classes"];
-    for class in [
-        "IUD_RT_IUF_TES",
-        "IUD_RT_IUF",
-        "RT_IUF_TES",
-        "RT_IUF",
-        "RT_TES",
-        "RT_NO_IUF",
-        "RT_NO_IUD",
-        "IUD_NO_RT",
-        "IUV_NO_RT",
-        "IUF_NO_TES",
-        "IUF_TES_DIV_IMP",
-        "TES_NO_IUF_OR_IUV",
-        "TES_NO_MATCH",
-        "DOPPI",
-    ] {
+    // MyPivot's 14 classes.
+    for class in snodo_adapters::mypivot::export::CLASSES {
         assert!(
             classes[class].as_i64().unwrap_or(0) >= 1,
             "{class} missing: {summary}"
@@ -661,22 +647,8 @@ to = { connector = "dir", path = "var/c_g224/riconciliazione" }
             r.len()
         );
     }
-    for class in [
-        "IUD_RT_IUF_TES",
-        "IUD_RT_IUF",
-        "RT_IUF_TES",
-        "RT_IUF",
-        "RT_TES",
-        "RT_NO_IUF",
-        "RT_NO_IUD",
-        "IUD_NO_RT",
-        "IUV_NO_RT",
-        "IUF_NO_TES",
-        "IUF_TES_DIV_IMP",
-        "TES_NO_IUF_OR_IUV",
-        "TES_NO_MATCH",
-        "DOPPI",
-    ] {
+    // MyPivot's 14 classes.
+    for class in snodo_adapters::mypivot::export::CLASSES {
         let items = of(class);
         let mut checked = 0;
         for item in items.iter().take(3) {

@@ -42,6 +42,40 @@ pub struct Exporter {
 /// How long a hub may hold an export's lease before another may take over (a hub that died).
 const LEASE: Duration = Duration::from_secs(30 * 60);
 
+/// A scheduled export pipeline's job lease: several hubs sharing a store write each tick once.
+pub(crate) struct JobLease<'a> {
+    pub store: &'a dyn Store,
+    pub pipeline: &'a str,
+    pub instance: &'a str,
+}
+
+impl JobLease<'_> {
+    /// Runs `work` holding the pipeline's lease (with `tick`, only if this hub is the first to
+    /// claim that tick); `T::default()` when another hub holds it.
+    pub fn run<T: Default, E: From<snodo_store::StoreError>>(
+        &self,
+        tick: Option<&str>,
+        work: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let job = format!("export:{}", self.pipeline);
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let stamp = crate::deliver::stamp;
+        if !self
+            .store
+            .take_job(&job, self.instance, &stamp(now), &stamp(until), tick)?
+        {
+            info!(pipeline = %self.pipeline, tick = tick.unwrap_or("-"), "another hub runs this export");
+            return Ok(T::default());
+        }
+        let result = work();
+        if let Err(e) = self.store.release_job(&job, self.instance) {
+            warn!(pipeline = %self.pipeline, "cannot release the export lease (it expires by itself): {e}");
+        }
+        result
+    }
+}
+
 /// Why an export file could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -171,25 +205,12 @@ impl Exporter {
         only_resume: bool,
         tick: Option<String>,
     ) -> Result<Option<String>, ExportError> {
-        let job = format!("export:{}", self.name);
-        let now = Utc::now();
-        let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-        let taken = self.store.take_job(
-            &job,
-            &self.instance,
-            &crate::deliver::stamp(now),
-            &crate::deliver::stamp(until),
-            tick.as_deref(),
-        )?;
-        if !taken {
-            info!(pipeline = %self.name, tick = tick.as_deref().unwrap_or("-"), "another hub runs this export");
-            return Ok(None);
-        }
-        let result = self.export_leased(only_resume);
-        if let Err(e) = self.store.release_job(&job, &self.instance) {
-            warn!(pipeline = %self.name, "cannot release the export lease (it expires by itself): {e}");
-        }
-        result
+        let lease = JobLease {
+            store: &*self.store,
+            pipeline: &self.name,
+            instance: &self.instance,
+        };
+        lease.run(tick.as_deref(), || self.export_leased(only_resume))
     }
 
     fn export_leased(&self, only_resume: bool) -> Result<Option<String>, ExportError> {

@@ -32,8 +32,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// How long a hub may hold the pipeline's lease before another may take over.
-const LEASE: Duration = Duration::from_secs(30 * 60);
 /// Items read per page.
 const PAGE: u32 = 1_000;
 
@@ -145,25 +143,13 @@ impl ReconExporter {
     /// Writes and publishes the files of everything relabelled since the last one; with `tick`,
     /// only the first hub to claim that tick writes.
     pub fn export(&self, tick: Option<String>) -> Result<Written, ReconExportError> {
+        let lease = crate::export::JobLease {
+            store: &*self.store,
+            pipeline: &self.name,
+            instance: &self.instance,
+        };
         let job = format!("export:{}", self.name);
-        let now = Utc::now();
-        let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-        let taken = self.store.take_job(
-            &job,
-            &self.instance,
-            &crate::deliver::stamp(now),
-            &crate::deliver::stamp(until),
-            tick.as_deref(),
-        )?;
-        if !taken {
-            info!(pipeline = %self.name, "another hub runs this export");
-            return Ok(Written::default());
-        }
-        let result = self.export_leased(&job, now);
-        if let Err(e) = self.store.release_job(&job, &self.instance) {
-            warn!(pipeline = %self.name, "cannot release the export lease (it expires by itself): {e}");
-        }
-        result
+        lease.run(tick.as_deref(), || self.export_leased(&job, Utc::now()))
     }
 
     fn export_leased(&self, job: &str, now: DateTime<Utc>) -> Result<Written, ReconExportError> {

@@ -619,12 +619,33 @@ impl Reconciler {
     /// were handled (0: nothing to do).
     pub fn tick(&self, now: DateTime<Utc>) -> snodo_store::Result<usize> {
         let marks = self.store.dirty_marks(MARKS)?;
-        let mut per_entity: BTreeMap<String, Vec<DirtyMark>> = BTreeMap::new();
-        for m in marks.iter().cloned() {
-            per_entity.entry(m.entity.clone()).or_default().push(m);
+        self.relabel(&marks, now)?;
+        // An item due is relabelled as a mark of its IUV (or its movement) would have it; a
+        // mark of id 0 clears nothing.
+        let due: Vec<DirtyMark> = self
+            .store
+            .recon_due(&stamp(now), MARKS)?
+            .into_iter()
+            .map(|(entity, key, iuv)| DirtyMark {
+                id: 0,
+                movement: key.strip_prefix("M:").map(str::to_string),
+                entity,
+                iuv,
+                iuf: None,
+            })
+            .collect();
+        self.relabel(&due, now)?;
+        Ok(marks.len() + due.len())
+    }
+
+    /// Relabels what `marks` touched, one transaction per entity.
+    fn relabel(&self, marks: &[DirtyMark], now: DateTime<Utc>) -> snodo_store::Result<()> {
+        let mut per_entity: BTreeMap<&str, Vec<DirtyMark>> = BTreeMap::new();
+        for m in marks {
+            per_entity.entry(&m.entity).or_default().push(m.clone());
         }
         let grace = self.plan.grace();
-        for (entity, list) in &per_entity {
+        for (entity, list) in per_entity {
             let fiscal = self.plan.fiscal_code(entity).unwrap_or_default();
             let who = Labelling {
                 entity,
@@ -632,34 +653,9 @@ impl Reconciler {
                 grace,
                 now,
             };
-            relabel_marks(&*self.store, &who, list)?;
+            relabel_marks(&*self.store, &who, &list)?;
         }
-        let due = self.store.recon_due(&stamp(now), MARKS)?;
-        let mut per_entity: BTreeMap<String, Vec<DirtyMark>> = BTreeMap::new();
-        for (entity, key, iuv) in &due {
-            let movement = key.strip_prefix("M:").map(str::to_string);
-            per_entity
-                .entry(entity.clone())
-                .or_default()
-                .push(DirtyMark {
-                    id: 0,
-                    entity: entity.clone(),
-                    iuv: iuv.clone(),
-                    iuf: None,
-                    movement,
-                });
-        }
-        for (entity, list) in &per_entity {
-            let fiscal = self.plan.fiscal_code(entity).unwrap_or_default();
-            let who = Labelling {
-                entity,
-                fiscal: &fiscal,
-                grace,
-                now,
-            };
-            relabel_marks(&*self.store, &who, list)?;
-        }
-        Ok(marks.len() + due.len())
+        Ok(())
     }
 
     /// Runs rounds until `shutdown`: straight on while there is work, every `idle` otherwise.

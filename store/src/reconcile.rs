@@ -430,19 +430,12 @@ impl<'c> ReconTx<'c> {
     ) -> Result<Vec<String>> {
         let key = |r: &dyn Row| Ok(format!("{}-{}", r.get::<i64>(0)?, r.get::<String>(1)?));
         let mut out = Vec::new();
-        if let Some(iuf) = iuf {
-            out.extend(self.c.all(
-                "SELECT year, bill FROM treasury_movements WHERE entity = $1 AND iuf = $2",
-                args!(self.entity, iuf),
-                key,
-            )?);
-        }
-        if let Some(iuv) = iuv {
-            out.extend(self.c.all(
-                "SELECT year, bill FROM treasury_movements WHERE entity = $1 AND iuv = $2",
-                args!(self.entity, iuv),
-                key,
-            )?);
+        for (col, value) in [("iuf", iuf), ("iuv", iuv)] {
+            let Some(value) = value else { continue };
+            let sql = format!(
+                "SELECT year, bill FROM treasury_movements WHERE entity = $1 AND {col} = $2"
+            );
+            out.extend(self.c.all(&sql, args!(self.entity, value), key)?);
         }
         Ok(out)
     }
