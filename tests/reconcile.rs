@@ -563,6 +563,18 @@ to = { connector = "dir", path = "var/c_g224/riconciliazione" }
         );
     }
     assert!(classes.get("PENDING").is_none(), "{summary}");
+    // A rebuild from scratch labels every item as the marks did, one by one.
+    let rebuilt = json_lines(&home.snodo(&[
+        "reconcile",
+        "-c",
+        "config.toml",
+        "rebuild",
+        "--entity",
+        "c_g224",
+        "--at",
+        &at,
+    ]));
+    assert_eq!(&rebuilt[0], summary);
 
     let of = |class: &str| reconcile(&home, &["--class", class]);
     let key_of = |p: &serde_json::Value| p["iuv"].as_str().unwrap().to_string();
