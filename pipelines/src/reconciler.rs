@@ -461,12 +461,21 @@ pub fn relabel_marks(
     who: &Labelling<'_>,
     marks: &[DirtyMark],
 ) -> snodo_store::Result<LabelCounts> {
-    let notifies = store.notifies(who.entity)?;
+    // A mark naming nothing (an entity's first notifications) relabels the whole entity.
+    let (whole, marks): (Vec<&DirtyMark>, Vec<&DirtyMark>) = marks
+        .iter()
+        .partition(|m| m.iuv.is_none() && m.iuf.is_none() && m.movement.is_none());
     let mut out = LabelCounts::default();
+    if !whole.is_empty() {
+        out = rebuild_with(store, who, false)?;
+        let ids: Vec<i64> = whole.iter().map(|m| m.id).collect();
+        store.recon_tx(who.entity, false, &mut |tx| tx.clear_marks(&ids))?;
+    }
+    let notifies = store.notifies(who.entity)?;
     store.recon_tx(who.entity, false, &mut |tx| {
         let mut iuvs: BTreeSet<String> = BTreeSet::new();
         let mut movements: BTreeSet<String> = BTreeSet::new();
-        for m in marks {
+        for m in &marks {
             if let Some(iuv) = m.iuv.as_deref() {
                 iuvs.insert(iuv.to_string());
                 movements.extend(tx.movements_naming(None, Some(iuv))?);
@@ -490,7 +499,7 @@ pub fn relabel_marks(
         let b = tx.write(&movement_items(&facts), &stale)?;
         let ids: Vec<i64> = marks.iter().map(|m| m.id).collect();
         tx.clear_marks(&ids)?;
-        out = add(a, b);
+        out = add(out, add(a, b));
         Ok(())
     })?;
     Ok(out)
@@ -510,10 +519,19 @@ const CHUNK: u32 = 2_000;
 /// Relabels every payment and movement of the entity, chunk by chunk, without an event per
 /// item (one `reconciliation.rebuilt` with the counts instead).
 pub fn rebuild(store: &dyn Store, who: &Labelling<'_>) -> snodo_store::Result<LabelCounts> {
+    rebuild_with(store, who, true)
+}
+
+/// [`rebuild`], with an event per changed label set unless `quiet`.
+fn rebuild_with(
+    store: &dyn Store,
+    who: &Labelling<'_>,
+    quiet: bool,
+) -> snodo_store::Result<LabelCounts> {
     let notifies = store.notifies(who.entity)?;
     let mut credits = Credits::default();
     let mut total = LabelCounts::default();
-    store.recon_tx(who.entity, true, &mut |tx| {
+    store.recon_tx(who.entity, quiet, &mut |tx| {
         credits.by_iuf = tx.credits_by_iuf(None)?.into_iter().collect();
         credits.complete = true;
         Ok(())
@@ -521,7 +539,7 @@ pub fn rebuild(store: &dyn Store, who: &Labelling<'_>) -> snodo_store::Result<La
     let mut after: Option<String> = None;
     loop {
         let mut next: Option<String> = None;
-        store.recon_tx(who.entity, true, &mut |tx| {
+        store.recon_tx(who.entity, quiet, &mut |tx| {
             next = tx.iuv_bound(after.as_deref(), CHUNK)?;
             let sel = IuvSelect::Range {
                 after: after.as_deref(),
@@ -540,7 +558,7 @@ pub fn rebuild(store: &dyn Store, who: &Labelling<'_>) -> snodo_store::Result<La
     let mut after: Option<String> = None;
     loop {
         let mut last: Option<String> = None;
-        store.recon_tx(who.entity, true, &mut |tx| {
+        store.recon_tx(who.entity, quiet, &mut |tx| {
             let facts = tx.movements(MovementSelect::After {
                 after: after.as_deref(),
                 limit: CHUNK,
@@ -561,7 +579,7 @@ pub fn rebuild(store: &dyn Store, who: &Labelling<'_>) -> snodo_store::Result<La
             None => break,
         }
     }
-    store.recon_tx(who.entity, true, &mut |tx| {
+    store.recon_tx(who.entity, quiet, &mut |tx| {
         tx.event(
             "reconciliation.rebuilt",
             who.entity,

@@ -873,6 +873,18 @@ impl<D: Driver> ReconcileStore for D {
         let ts = now();
         self.tx(|c| {
             c.lock(&format!("notifications:{entity}"))?;
+            let first = c
+                .one(
+                    "SELECT 1 FROM recon_notifications WHERE entity = $1 LIMIT 1",
+                    args!(entity),
+                    |r| r.get::<i64>(0),
+                )?
+                .is_none();
+            // An entity's first notifications bring the IUD classes to all its payments: a mark
+            // naming nothing relabels the whole entity.
+            if first && !list.is_empty() {
+                mark(c, entity, &Touch::default())?;
+            }
             let (mut inserted, mut replaced, mut unchanged) = (0, 0, 0);
             for n in list {
                 let held = c.one(
