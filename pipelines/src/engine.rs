@@ -8,7 +8,6 @@ use crate::plan::{
     EntityRuntime, LivePlan, PipelineKind, PipelinePlan, Plan, PlanDiff, ReceiptRoute,
 };
 use crate::reload::{ReloadOutcome, ReloadRequest};
-use chrono_tz::Europe::Rome;
 use snodo_adapters::flow_format::FlowFormat;
 use snodo_adapters::text_encoding::Encoding;
 use snodo_connectors::{Body, Message, Sink, Supervised};
@@ -16,7 +15,6 @@ use snodo_store::Store;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -530,24 +528,10 @@ impl PipelineRunner {
         let name = self.pipeline().name.clone();
         info!(pipeline = %name, entity = %self.pipeline().entity, "pipeline started");
         let this = Arc::new(self);
-        loop {
-            let wait = this
-                .schedule
-                .upcoming(Rome)
-                .next()
-                .and_then(|t| {
-                    (t.with_timezone(&chrono::Utc) - chrono::Utc::now())
-                        .to_std()
-                        .ok()
-                })
-                .unwrap_or(Duration::from_secs(1));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                break;
-            }
+        while crate::ticks::next_tick(&this.schedule, &mut shutdown)
+            .await
+            .is_some()
+        {
             let work = this.clone();
             if let Err(e) = tokio::task::spawn_blocking(move || work.tick()).await {
                 error!(pipeline = %name, "pipeline work panicked: {e}");

@@ -156,14 +156,9 @@ impl Exporter {
         loop {
             let mut tick = None;
             if !resume {
-                let next = this.schedule.upcoming(Rome).next();
-                tick = next.map(|t| crate::deliver::stamp(t.with_timezone(&Utc)));
-                let wait = next
-                    .and_then(|t| (t.with_timezone(&Utc) - Utc::now()).to_std().ok())
-                    .unwrap_or(Duration::from_secs(1));
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => {}
+                match crate::ticks::next_tick(&this.schedule, &mut shutdown).await {
+                    Some(t) => tick = t,
+                    None => break,
                 }
             }
             if *shutdown.borrow() {

@@ -26,6 +26,7 @@ pub mod reports;
 pub mod reserved;
 pub mod stored_report;
 pub mod stream;
+pub mod ticks;
 pub mod treasury;
 
 /// Test hook: when `SNODO_FAILPOINT` names this point, the process aborts here, as a power cut

@@ -28,7 +28,6 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -114,19 +113,7 @@ impl ReconExporter {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         info!(pipeline = %self.name, entity = %self.entity.ipa_code, "reconciliation exports started");
         let this = Arc::new(self);
-        loop {
-            let next = this.schedule.upcoming(Rome).next();
-            let tick = next.map(|t| crate::deliver::stamp(t.with_timezone(&Utc)));
-            let wait = next
-                .and_then(|t| (t.with_timezone(&Utc) - Utc::now()).to_std().ok())
-                .unwrap_or(Duration::from_secs(1));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                break;
-            }
+        while let Some(tick) = crate::ticks::next_tick(&this.schedule, &mut shutdown).await {
             let work = this.clone();
             match tokio::task::spawn_blocking(move || work.export(tick)).await {
                 Ok(Ok(_)) => {}

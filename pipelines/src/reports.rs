@@ -13,7 +13,6 @@
 use crate::config::FdrMode;
 use crate::plan::{EntityRuntime, Fdr, Plan};
 use chrono::{DateTime, Utc};
-use chrono_tz::Europe::Rome;
 use serde::Serialize;
 use snodo_adapters::fdr::{rest, soap};
 use snodo_adapters::pagopa::{parse_request, stored_transfers, to_cents, ReceiptView};
@@ -119,19 +118,7 @@ impl Puller {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let this = Arc::new(self);
         info!(mode = ?this.fdr().mode, "settlement flows pull started");
-        loop {
-            let next = this.fdr().schedule.upcoming(Rome).next();
-            let tick = next.map(|t| crate::deliver::stamp(t.with_timezone(&Utc)));
-            let wait = next
-                .and_then(|t| (t.with_timezone(&Utc) - Utc::now()).to_std().ok())
-                .unwrap_or(Duration::from_secs(1));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                break;
-            }
+        while let Some(tick) = crate::ticks::next_tick(&this.fdr().schedule, &mut shutdown).await {
             let work = this.clone();
             match tokio::task::spawn_blocking(move || work.pull(None, tick)).await {
                 Ok(Ok(_)) | Ok(Err(PullError::Busy)) => {}

@@ -1,0 +1,29 @@
+//! Waiting for a pipeline's schedule: every scheduled task (intakes, exports, the settlement
+//! flows pull) sleeps to its next tick the same way.
+
+use chrono::Utc;
+use chrono_tz::Europe::Rome;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Sleeps until `schedule`'s next tick (Europe/Rome) or until `shutdown` flips. `None` when
+/// shutting down; otherwise the tick's instant as stored (the key several hubs claim a tick by;
+/// `None` inside when the schedule has no next tick, and the wait was a second).
+pub async fn next_tick(
+    schedule: &cron::Schedule,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Option<String>> {
+    let next = schedule.upcoming(Rome).next();
+    let tick = next.map(|t| crate::deliver::stamp(t.with_timezone(&Utc)));
+    let wait = next
+        .and_then(|t| (t.with_timezone(&Utc) - Utc::now()).to_std().ok())
+        .unwrap_or(Duration::from_secs(1));
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = shutdown.changed() => {}
+    }
+    if *shutdown.borrow() {
+        return None;
+    }
+    Some(tick)
+}
