@@ -1880,6 +1880,65 @@ mod tests {
     }
 
     #[test]
+    fn reconciliation_exports_name_version_classes_and_schedule() {
+        let export = |encode: &str, batch: &str| {
+            format!(
+                "\n[[pipelines]]\nname = \"riconc\"\nentity = \"c_g224\"\nfrom = \"reconciliation\"\nencode = {encode}\n{batch}to = {{ connector = \"dir\", path = \"/tmp/riconc\" }}\n"
+            )
+        };
+        let batch = "batch = { schedule = \"0 0 6 * * *\" }\n";
+        let good = export(
+            "{ codec = \"mypivot-export\", version = \"1.4\", classes = [\"IUF_NO_TES\"] }",
+            batch,
+        );
+        let plan = demo_edited(move |d| d + &good).unwrap();
+        let p = plan.pipelines.iter().find(|p| p.name == "riconc").unwrap();
+        assert!(
+            matches!(&p.kind, PipelineKind::Reconciliation { classes, .. } if classes == &["IUF_NO_TES"])
+        );
+        let refused = |encode: &str, batch: &str| {
+            let text = export(encode, batch);
+            demo_edited(move |d| d + &text).err().unwrap()
+        };
+        let p = refused("{ codec = \"mypivot-export\", version = \"2.0\" }", batch);
+        assert_eq!(p[0].path, "pipelines[4].encode.version", "{p:?}");
+        assert!(p[0].message.contains("1.4"), "{}", p[0]);
+        let p = refused(
+            "{ codec = \"mypivot-export\", version = \"1.4\", classes = [\"NOPE\"] }",
+            batch,
+        );
+        assert_eq!(p[0].path, "pipelines[4].encode.classes", "{p:?}");
+        assert!(p[0].message.contains("IUF_NO_TES"), "{}", p[0]);
+        // DOPPI is not in MyPivot's 1.1.
+        let p = refused(
+            "{ codec = \"mypivot-export\", version = \"1.1\", classes = [\"DOPPI\"] }",
+            batch,
+        );
+        assert!(p[0].message.contains("DOPPI"), "{}", p[0]);
+        let p = refused("{ codec = \"mypivot-export\", version = \"1.4\" }", "");
+        assert_eq!(p[0].path, "pipelines[4].batch", "{p:?}");
+        let p = refused("\"mypay-export\"", batch);
+        assert_eq!(p[0].path, "pipelines[4].encode", "{p:?}");
+    }
+
+    #[test]
+    fn notification_intakes_go_to_reconciliation() {
+        let intake = |to: &str| {
+            format!(
+                "\n[[pipelines]]\nname = \"pagati\"\nentity = \"c_g224\"\nfrom = {{ connector = \"dir\", path = \"/tmp/pagati\" }}\ndecode = \"mypivot-import-pagati\"\nto = \"{to}\"\n"
+            )
+        };
+        assert!(demo_edited(|d| d + &intake("reconciliation")).is_ok());
+        let problems = demo_edited(|d| d + &intake("treasury")).err().unwrap();
+        assert_eq!(problems[0].path, "pipelines[4].to");
+        assert!(
+            problems[0].message.contains("\"reconciliation\""),
+            "{}",
+            problems[0]
+        );
+    }
+
+    #[test]
     fn treasury_intakes_go_to_the_treasury_without_outcomes() {
         let intake = |to: &str, extra: &str| {
             format!(
