@@ -105,6 +105,13 @@ curl -s "$API/entities/c_g224/positions/PORTAL-1" -H "Authorization: Bearer $KEY
 echo "  a wrong amount is refused with the MyPay code and the field:"
 curl -s -X POST "$API/entities/c_g224/positions" -H "Authorization: Bearer $KEY_PADOVA" -H 'Content-Type: application/json' \
   -d '{"IUD": "PORTAL-2", "tipoIdentificativoUnivoco": "F", "codiceIdentificativoUnivoco": "RSSMRA85T10A562S", "anagraficaPagatore": "Mario Rossi", "importoDovuto": "0", "tipoDovuto": "TARI", "dataEsecuzionePagamento": "2099-01-31", "causaleVersamento": "x", "datiSpecificiRiscossione": "9/0101100IM/"}' | show status,code,field,detail
+echo "  its payment notice (avviso pagoPA): GET $API/entities/c_g224/positions/PORTAL-1/notice.pdf"
+curl -sf "$API/entities/c_g224/positions/PORTAL-1/notice.pdf" -H "Authorization: Bearer $KEY_PADOVA" -o avviso-PORTAL-1.pdf
+echo "    wrote $PWD/avviso-PORTAL-1.pdf ($(wc -c <avviso-PORTAL-1.pdf) bytes)"
+if command -v pdftoppm >/dev/null && command -v zbarimg >/dev/null; then
+  pdftoppm -png -singlefile -r 150 avviso-PORTAL-1.pdf avviso-PORTAL-1
+  echo "    its QR code, read back with zbarimg: $(zbarimg --raw -q avviso-PORTAL-1.png)"
+fi
 
 step "a spontaneous payment (Base mode): what the portal may offer, then a parent tops up the canteen"
 curl -sf "$API/entities/c_g224/spontaneous" -H "Authorization: Bearer $KEY_PADOVA" | python3 -c 'import json,sys

@@ -118,6 +118,13 @@ pub trait FlowFormat: Send + Sync {
     /// The rejected-rows and the accepted-rows outcome files, in that order.
     fn outcome_names(&self, flow: &FlowFile) -> [OutcomeName; 2];
 
+    /// The archive of the flow's payment notices, published beside the outcome files when a
+    /// pipeline asks for notices.
+    fn notices_name(&self, flow: &FlowFile) -> String;
+
+    /// A position's notice inside that archive, by its IUV.
+    fn notice_entry(&self, iuv: &str) -> String;
+
     /// The first line of the rejected-rows file, from the flow's own `header` line.
     fn rejected_header(&self, header: &str, out: &mut Vec<u8>);
 

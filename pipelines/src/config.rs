@@ -185,6 +185,9 @@ pub struct HubConfig {
     /// Rows applied per transaction during an import (also the crash-recovery granularity).
     #[serde(default = "default_chunk_rows")]
     pub import_chunk_rows: usize,
+    /// Threads printing a flow's payment notices (default: one per core, at most 8).
+    #[serde(default)]
+    pub notice_threads: Option<usize>,
 }
 
 impl Default for HubConfig {
@@ -199,6 +202,7 @@ impl Default for HubConfig {
             max_flow_bytes: default_max_flow_bytes(),
             max_flow_entries: default_max_flow_entries(),
             import_chunk_rows: default_chunk_rows(),
+            notice_threads: None,
         }
     }
 }
@@ -385,6 +389,11 @@ pub struct EntityConfig {
     pub office_name: Option<String>,
     /// Interbank (SIA) code printed on payment notices for CBILL home banking.
     pub cbill: Option<String>,
+    /// The entity's logo on its payment notices: a PNG file (at most 1 MiB, 4096 px a side).
+    pub logo: Option<PathBuf>,
+    /// Poste's authorisation to print the postal slip on notices (`AUT. ...`): with it, the
+    /// notices of debt types with a postal account carry the Poste section.
+    pub poste_authorisation: Option<String>,
     /// Keys of the entity's systems for `/api/v1` (empty values are ignored, so an unset
     /// `${VAR:-}` turns a key off).
     #[serde(default)]
@@ -421,6 +430,11 @@ pub struct DebtTypeConfig {
     /// Accounts announced ahead of time: each replaces `iban` from its date (Europe/Rome) on.
     #[serde(default)]
     pub iban_changes: Vec<IbanChange>,
+    /// The postal current account (a Poste Italiane IBAN, ABI 07601) citizens may pay into
+    /// at Poste offices and with the postal slip of the notice.
+    pub postal_iban: Option<String>,
+    /// The postal account's holder as printed on the slip (default: the entity's name).
+    pub postal_account_holder: Option<String>,
     pub taxonomy: String,
     #[serde(default)]
     pub due_date_required: bool,
@@ -529,6 +543,10 @@ pub struct PipelineConfig {
     /// Import pipelines: the flows' character encoding (default UTF-8); outcome files are
     /// written back in it.
     pub encoding: Option<String>,
+    /// Import pipelines: print the payment notice of every accepted position with a notice
+    /// number into `<flow>_AVVISI_PDF.zip`, published with the outcome files.
+    #[serde(default)]
+    pub notices: bool,
 }
 
 /// A value never shown by `Debug` (tokens, passwords).

@@ -471,6 +471,7 @@ impl PipelineRunner {
                 source,
                 schedule,
                 outcomes,
+                notices,
             } => {
                 let outcomes = match outcomes {
                     Some(s) => Some(Arc::from(s.build().map_err(|e| start_err(e.to_string()))?)),
@@ -480,6 +481,11 @@ impl PipelineRunner {
                     format: *format,
                     encoding: *encoding,
                     outcomes,
+                    notice_threads: if *notices {
+                        notice_threads(&plan.config.hub)
+                    } else {
+                        0
+                    },
                 };
                 (work, source, schedule)
             }
@@ -652,12 +658,13 @@ impl PipelineRunner {
         };
         info!(pipeline = %name, file = %msg.name, redelivered = msg.redelivered, attempt, "flow claimed");
         crate::failpoint("import-claimed");
-        let (format, encoding, outcomes) = match &self.work {
+        let (format, encoding, outcomes, notice_threads) = match &self.work {
             FileWork::Flows {
                 format,
                 encoding,
                 outcomes,
-            } => (*format, *encoding, outcomes),
+                notice_threads,
+            } => (*format, *encoding, outcomes, *notice_threads),
             FileWork::Treasury { decode, encoding } => {
                 let applied = crate::treasury::apply_file(
                     self.store.as_ref(),
@@ -679,6 +686,7 @@ impl PipelineRunner {
             limits: ImportLimits::from_hub(&self.plan.config.hub),
             stop: &self.stop,
             progress: &|_| {},
+            notice_threads,
         };
         let outcome = importer.import(&msg.name, &path, msg.redelivered);
         if matches!(
@@ -800,6 +808,8 @@ enum FileWork {
         format: &'static dyn FlowFormat,
         encoding: Encoding,
         outcomes: Option<Arc<dyn Sink>>,
+        /// Threads printing each flow's notices (0: none).
+        notice_threads: usize,
     },
     /// Treasury files into the entity's movements.
     Treasury {
@@ -840,6 +850,13 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Threads printing a flow's notices: `hub.notice_threads`, else one per core.
+pub fn notice_threads(hub: &crate::config::HubConfig) -> usize {
+    hub.notice_threads
+        .unwrap_or_else(crate::notices::default_threads)
+        .max(1)
 }
 
 /// Where flows are unpacked and their outcome files built, per flow id.

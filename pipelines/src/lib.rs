@@ -16,6 +16,7 @@ pub mod intake;
 pub mod listen;
 pub mod metrics;
 pub mod node;
+pub mod notices;
 pub mod ops;
 pub mod plan;
 pub mod reconcile_export;

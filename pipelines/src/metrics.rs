@@ -128,6 +128,53 @@ impl ApiStats {
     }
 }
 
+/// Payment notices rendered by this process, by (entity, source: api or flow): count and
+/// seconds spent. A process-wide tally: notices are rendered from the API and from import
+/// pipelines alike.
+#[derive(Default)]
+pub struct NoticeStats {
+    by: Mutex<NoticeCounts>,
+}
+
+/// (entity, source) → (notices, seconds).
+type NoticeCounts = BTreeMap<(String, &'static str), (u64, f64)>;
+
+pub static NOTICES: NoticeStats = NoticeStats {
+    by: Mutex::new(BTreeMap::new()),
+};
+
+impl NoticeStats {
+    pub fn rendered(&self, entity: &str, source: &'static str, count: u64, took: Duration) {
+        let mut by = self.by.lock().unwrap_or_else(|p| p.into_inner());
+        let e = by.entry((entity.to_string(), source)).or_default();
+        e.0 += count;
+        e.1 += took.as_secs_f64();
+    }
+
+    fn render(&self, out: &mut String) {
+        let by = self.by.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let label = |(e, s): &(String, &str)| format!("entity=\"{e}\",source=\"{s}\"");
+        family(
+            out,
+            "snodo_notices_rendered_total",
+            "counter",
+            "Payment notices (PDF) rendered by this process, by entity and source (api, flow).",
+            by.iter().map(|(k, (n, _))| (label(k), *n as i64)),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP snodo_notice_render_seconds_total Time spent rendering notices (a flow's: the whole zip), by entity and source.\n# TYPE snodo_notice_render_seconds_total counter"
+        );
+        for (k, (_, secs)) in &by {
+            let _ = writeln!(
+                out,
+                "snodo_notice_render_seconds_total{{{}}} {secs}",
+                label(k)
+            );
+        }
+    }
+}
+
 pub fn render(
     answers: &Answers,
     stats: &DeliveryStats,
@@ -136,6 +183,7 @@ pub fn render(
 ) -> String {
     let mut out = String::new();
     api.render(&mut out);
+    NOTICES.render(&mut out);
     let stats = stats.snapshot();
     let _ = writeln!(
         out,

@@ -269,6 +269,10 @@ pub struct EntityRuntime {
     pub office_name: Option<String>,
     /// CBILL (SIA) code printed on payment notices.
     pub cbill: Option<String>,
+    /// Poste's authorisation to print the postal slip on notices.
+    pub poste_authorisation: Option<String>,
+    /// Printed on its notices; decoded once, here.
+    pub logo: Option<Arc<snodo_adapters::notice::Logo>>,
     pub segregation_code: SegregationCode,
     pub rules: EntityRules,
     /// What the node needs to take a payment, by debt type code.
@@ -345,7 +349,46 @@ pub struct DebtTypePayment {
     pub iban_changes: Vec<(chrono::NaiveDate, Iban)>,
     pub taxonomy: String,
     pub late_payment_allowed: bool,
+    /// The postal current account, if the debt type has one.
+    pub postal: Option<PostalAccount>,
 }
+
+/// A postal current account (Poste Italiane) of a debt type.
+pub struct PostalAccount {
+    pub iban: Iban,
+    /// As printed on the postal slip.
+    pub holder: String,
+}
+
+impl PostalAccount {
+    /// The account number: the last 12 characters of the IBAN.
+    pub fn number(&self) -> &str {
+        let s = self.iban.as_str();
+        &s[s.len().saturating_sub(12)..]
+    }
+}
+
+/// An entity's logo file, checked for size before it is read and decoded once.
+fn load_logo(path: &std::path::Path) -> Result<Arc<snodo_adapters::notice::Logo>, String> {
+    use snodo_adapters::notice::{Logo, LOGO_MAX_BYTES};
+    use std::io::Read;
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut bytes = Vec::new();
+    // One byte past the limit tells a file that is too large without reading all of it.
+    file.take(LOGO_MAX_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if bytes.len() > LOGO_MAX_BYTES {
+        return Err(format!("{shown} is larger than {LOGO_MAX_BYTES} bytes"));
+    }
+    Logo::from_png(&bytes)
+        .map(Arc::new)
+        .map_err(|e| format!("{shown}: {e}"))
+}
+
+/// ABI code of Poste Italiane: a postal IBAN has it at characters 6..11.
+pub const POSTE_ABI: &str = "07601";
 
 impl DebtTypePayment {
     /// The account the node is given on `day` (Europe/Rome).
@@ -432,6 +475,8 @@ pub enum PipelineKind {
         source: Arc<dyn SourceConfig>,
         schedule: Box<cron::Schedule>,
         outcomes: Option<Arc<dyn SinkConfig>>,
+        /// Print the accepted positions' payment notices into a zip beside the outcome files.
+        notices: bool,
     },
     /// Treasury files (the giornale di cassa) from a source polled on `schedule`, their incoming
     /// movements into the entity's treasury (`to = "treasury"`).
@@ -755,6 +800,11 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                 sha256,
             });
         }
+        let logo = e.logo.as_deref().and_then(|path| {
+            load_logo(path)
+                .map_err(|why| p(format!("{at}.logo"), why))
+                .ok()
+        });
         let mut spontaneous = Vec::new();
         let mut external = Vec::new();
         let mut debt_types = HashMap::new();
@@ -845,6 +895,31 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     }
                 }
             }
+            let postal = dt.postal_iban.as_deref().and_then(|given| {
+                match Iban::parse(given) {
+                    Err(err) => p(format!("{at}.postal_iban"), format!("{given:?} {err}")),
+                    Ok(iban) if iban.as_str().get(5..10) != Some(POSTE_ABI) => p(
+                        format!("{at}.postal_iban"),
+                        format!("{given:?} is not a Poste Italiane account (ABI {POSTE_ABI})"),
+                    ),
+                    Ok(iban) => {
+                        return Some(PostalAccount {
+                            iban,
+                            holder: dt
+                                .postal_account_holder
+                                .clone()
+                                .unwrap_or_else(|| e.name.clone()),
+                        })
+                    }
+                }
+                None
+            });
+            if dt.postal_account_holder.is_some() && dt.postal_iban.is_none() {
+                p(
+                    format!("{at}.postal_account_holder"),
+                    "there is no postal_iban to hold".into(),
+                );
+            }
             match Iban::parse(&dt.iban) {
                 Err(err) => p(format!("{at}.iban"), format!("{:?} {err}", dt.iban)),
                 Ok(iban) => {
@@ -855,6 +930,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                             iban_changes,
                             taxonomy: dt.taxonomy.clone(),
                             late_payment_allowed: dt.late_payment_allowed,
+                            postal,
                         },
                     );
                 }
@@ -893,6 +969,11 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     name: e.name.clone(),
                     office_name: e.office_name.clone(),
                     cbill: e.cbill.clone(),
+                    poste_authorisation: e
+                        .poste_authorisation
+                        .clone()
+                        .filter(|a| !a.trim().is_empty()),
+                    logo,
                     segregation_code: seg,
                     payments,
                     api_keys,
@@ -979,6 +1060,19 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
             }
             import_pipeline(pc, &at, &mut local)
         };
+        if pc.notices {
+            match &kind {
+                Some(PipelineKind::ImportFlows { outcomes: None, .. }) => local.push(Problem::new(
+                    format!("{at}.notices"),
+                    "the notices zip is published beside the outcome files: set outcomes too",
+                )),
+                Some(PipelineKind::ImportFlows { .. }) | None => {}
+                Some(_) => local.push(Problem::new(
+                    format!("{at}.notices"),
+                    "only a pipeline importing flows (files) prints their notices",
+                )),
+            }
+        }
         let ok = local.is_empty();
         problems_extend(&mut p, local);
         if let (true, Some(kind)) = (ok, kind) {
@@ -1253,6 +1347,7 @@ fn import_pipeline(
             encoding: encoding?.unwrap_or(Encoding::Utf8),
             source: source?,
             schedule: Box::new(schedule?),
+            notices: pc.notices && outcomes.is_some(),
             outcomes,
         }),
         FileDecoder::Treasury(decode, _) => {
@@ -1848,6 +1943,116 @@ mod tests {
         assert!(!runs("padova-dovuti-in"));
         assert!(runs("padova-receipts-export"));
         assert!(runs("feltre-dovuti-in"));
+    }
+
+    #[test]
+    fn notices_postal_accounts_and_their_mistakes() {
+        let with = |edit: &'static str| {
+            demo_edited(move |d| {
+                d.replacen(
+                    "outcomes = { connector = \"dir\", path = \"var/c_g224/out\" }\n",
+                    edit,
+                    1,
+                )
+                .replacen(
+                    "  iban = \"IT60X0542811101000000123456\"\n",
+                    "  iban = \"IT60X0542811101000000123456\"\n  postal_iban = \"IT24M0760112100000012345678\"\n  postal_account_holder = \"Comune di Padova - Tributi\"\n",
+                    1,
+                )
+                .replacen(
+                    "segregation_code = \"01\"\n",
+                    "segregation_code = \"01\"\nposte_authorisation = \"AUT. 123 DEL 01/01/2020\"\n",
+                    1,
+                )
+            })
+        };
+        let plan =
+            with("outcomes = { connector = \"dir\", path = \"var/c_g224/out\" }\nnotices = true\n")
+                .unwrap();
+        let p = plan
+            .pipelines
+            .iter()
+            .find(|p| p.name == "padova-dovuti-in")
+            .unwrap();
+        assert!(matches!(
+            p.kind,
+            PipelineKind::ImportFlows { notices: true, .. }
+        ));
+        let padova = &plan.entities["c_g224"];
+        let postal = padova.payments["TARI"].postal.as_ref().unwrap();
+        assert_eq!(postal.number(), "000012345678");
+        assert_eq!(postal.holder, "Comune di Padova - Tributi");
+        assert!(padova.payments["MENSA"].postal.is_none());
+        assert_eq!(
+            padova.poste_authorisation.as_deref(),
+            Some("AUT. 123 DEL 01/01/2020")
+        );
+
+        // Notices go beside the outcome files: none without them.
+        let problems = with("notices = true\n").err().unwrap();
+        assert_eq!(problems[0].path, "pipelines[0].notices", "{problems:?}");
+        // Only flows have notices.
+        let problems = demo_edited(|d| {
+            d.replacen(
+                "batch = { schedule = \"0 0 2 * * *\" }\n",
+                "batch = { schedule = \"0 0 2 * * *\" }\nnotices = true\n",
+                1,
+            )
+        })
+        .err()
+        .unwrap();
+        assert!(
+            problems.iter().any(|p| p.path.ends_with(".notices")),
+            "{problems:?}"
+        );
+        // A postal IBAN is Poste's (ABI 07601), and valid.
+        let problems = demo_edited(|d| {
+            d.replacen(
+                "  iban = \"IT60X0542811101000000123456\"\n",
+                "  iban = \"IT60X0542811101000000123456\"\n  postal_iban = \"IT60X0542811101000000123456\"\n",
+                1,
+            )
+        })
+        .err()
+        .unwrap();
+        assert_eq!(
+            problems[0].path, "entities[0].debt_types[0].postal_iban",
+            "{problems:?}"
+        );
+        assert!(problems[0].message.contains("07601"), "{problems:?}");
+        let problems = demo_edited(|d| {
+            d.replacen(
+                "  iban = \"IT60X0542811101000000123456\"\n",
+                "  iban = \"IT60X0542811101000000123456\"\n  postal_iban = \"IT25M0760112100000012345678\"\n",
+                1,
+            )
+        })
+        .err()
+        .unwrap();
+        assert_eq!(
+            problems[0].path, "entities[0].debt_types[0].postal_iban",
+            "{problems:?}"
+        );
+        // A logo is a PNG, read at load.
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("logo.png");
+        std::fs::write(&bad, b"not a png").unwrap();
+        for path in [bad, dir.path().join("missing.png")] {
+            let line = format!("segregation_code = \"01\"\nlogo = \"{}\"\n", path.display());
+            let problems =
+                demo_edited(move |d| d.replacen("segregation_code = \"01\"\n", &line, 1))
+                    .err()
+                    .unwrap();
+            assert_eq!(problems[0].path, "entities[0].logo", "{problems:?}");
+        }
+        let good = format!(
+            "segregation_code = \"01\"\nlogo = \"{}/../tests/data/logo-example.png\"\n",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let plan =
+            demo_edited(move |d| d.replacen("segregation_code = \"01\"\n", &good, 1)).unwrap();
+        let logo = plan.entities["c_g224"].logo.as_ref().unwrap();
+        assert_eq!((logo.width(), logo.height()), (240, 80));
     }
 
     #[test]

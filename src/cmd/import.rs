@@ -21,6 +21,10 @@ pub struct Args {
     /// Where the outcome files go (default: beside PATH).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also print the payment notice of every accepted position with a notice number into
+    /// `<flow>_AVVISI_PDF.zip`, beside the outcome files.
+    #[arg(long)]
+    notices: bool,
     /// The flow: `<codIPA>-<IUF>-<version>.zip` (or `.csv`).
     path: PathBuf,
 }
@@ -40,6 +44,7 @@ pub fn exec(a: Args) -> Result<ExitCode> {
         &a.decode,
         &a.encoding,
         a.out,
+        a.notices,
         &a.path,
         &on_progress,
     );

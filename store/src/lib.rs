@@ -245,6 +245,8 @@ pub struct PositionFilter<'a> {
     /// An aux 3 notice number ("3" + IUV), matched through the IUV column (the only notices
     /// positions show); any other notice matches nothing.
     pub notice_number: Option<&'a str>,
+    /// Positions the flow with this id created or last changed.
+    pub flow_id: Option<i64>,
 }
 
 /// One change of a position.

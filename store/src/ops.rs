@@ -769,6 +769,7 @@ pub(crate) fn list_positions_query(
         ("p.debt_type =", f.debt_type.map(|d| Param::Text(d.into()))),
         ("p.due_date >=", due(f.due_from)),
         ("p.due_date <=", due(f.due_to)),
+        ("p.flow_id =", f.flow_id.map(Param::Int)),
     ];
     for (condition, arg) in conditions {
         if let Some(arg) = arg {

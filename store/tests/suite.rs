@@ -1573,6 +1573,28 @@ fn list_positions_filters(b: &Backend) {
         .list_positions(E, &PositionFilter::default(), all[4].id, 10)
         .unwrap()
         .is_empty());
+
+    // A flow's positions: those it created or changed last (as the notices of a flow read them).
+    let f2 = flow(s, "F2");
+    apply(
+        s,
+        f2,
+        &[row_due(Action::Insert, "E", 600, true, "TARI", None)],
+    );
+    let of_flow = |id: i64, status: Option<PositionStatus>| {
+        list(PositionFilter {
+            flow_id: Some(id),
+            status,
+            ..Default::default()
+        })
+    };
+    assert_eq!(iuds(&of_flow(f, None)), ["A", "B", "C", "D", "X"]);
+    assert_eq!(
+        iuds(&of_flow(f, Some(PositionStatus::Active))),
+        ["A", "C", "D"]
+    );
+    assert_eq!(iuds(&of_flow(f2, None)), ["E"]);
+    assert!(of_flow(f2 + 1000, None).is_empty());
     assert!(s
         .list_positions(
             E,

@@ -76,6 +76,15 @@ impl FlowFormat for MyPayImport {
         })
     }
 
+    /// `<stem>_AVVISI_PDF.zip` with `avviso_<IUV>.pdf` entries, as MyPay writes them.
+    fn notices_name(&self, flow: &FlowFile) -> String {
+        format!("{}_AVVISI_PDF.zip", flow.stem)
+    }
+
+    fn notice_entry(&self, iuv: &str) -> String {
+        format!("avviso_{iuv}.pdf")
+    }
+
     fn rejected_header(&self, header: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(header.as_bytes());
         out.extend_from_slice(b";cod_rifiuto;de_rifiuto\n");

@@ -340,7 +340,15 @@ pub(crate) async fn notice_pdf(State(api): State<Arc<Api>>, scope: Entered) -> R
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
         .collect();
-    let rendered = blocking(move || Ok(crate::ops::notice::pdf(&position, &entity))).await;
+    let rendered = blocking(move || {
+        let started = std::time::Instant::now();
+        let pdf = crate::notices::pdf(&position, &entity);
+        if pdf.is_ok() {
+            crate::metrics::NOTICES.rendered(&entity.ipa_code, "api", 1, started.elapsed());
+        }
+        Ok(pdf)
+    })
+    .await;
     match rendered {
         Ok(Ok(pdf)) => (
             StatusCode::OK,
@@ -515,6 +523,7 @@ pub(crate) async fn list(State(api): State<Arc<Api>>, scope: Entered, uri: Uri) 
                 due_to: q.due_to,
                 iuv: q.iuv.as_deref(),
                 notice_number: q.notice_number.as_deref(),
+                flow_id: None,
             };
             store.list_positions(&entity, &filter, after, limit + 1)
         })

@@ -112,6 +112,9 @@ pub struct Importer<'a> {
     pub stop: &'a AtomicBool,
     /// Called with the number of rows done after each chunk.
     pub progress: &'a (dyn Fn(u64) + Sync),
+    /// Print the payment notices of the accepted positions into a zip published with the
+    /// outcome files, on this many threads (0: no notices).
+    pub notice_threads: usize,
 }
 
 enum Prepared {
@@ -152,9 +155,10 @@ impl Importer<'_> {
                 // Finished before the source could forget it: hand the same outcome back.
                 let files = self.outcome_files(done.id, &name);
                 if files.iter().all(|f| f.path.exists()) {
+                    let files = self.with_notices(done.id, &name, files.to_vec(), true)?;
                     return Ok(ImportOutcome::Done {
                         flow: done.clone(),
-                        files: files.to_vec(),
+                        files,
                         already: true,
                     });
                 }
@@ -223,7 +227,7 @@ impl Importer<'_> {
             return Ok(ImportOutcome::Interrupted);
         };
         tracing::debug!(elapsed = ?step.elapsed(), total = ?started.elapsed(), rows = done.rows_done, "rows applied, outcome files zipped");
-        let files = files.to_vec();
+        let files = self.with_notices(flow.id, &name, files.to_vec(), false)?;
         self.store
             .set_flow_status(flow.id, FlowStatus::Eseguito, None)?;
         let flow = self
@@ -235,6 +239,48 @@ impl Importer<'_> {
             files,
             already: false,
         })
+    }
+
+    /// `files` and, when notices are asked for and the flow has any, the zip of its notices
+    /// (written now unless `reuse` finds it written before).
+    fn with_notices(
+        &self,
+        flow_id: i64,
+        name: &FlowFile,
+        mut files: Vec<OutcomeFile>,
+        reuse: bool,
+    ) -> Result<Vec<OutcomeFile>, ImportError> {
+        if self.notice_threads == 0 {
+            return Ok(files);
+        }
+        let file = self.format.notices_name(name);
+        let path = self.staging.join(flow_id.to_string()).join(&file);
+        if !(reuse && path.exists()) {
+            let started = std::time::Instant::now();
+            let written = crate::notices::FlowZip {
+                store: self.store,
+                entity: self.entity,
+                flow_id,
+                entry: &|iuv| self.format.notice_entry(iuv),
+                threads: self.notice_threads,
+            }
+            .write(&path)
+            .map_err(|e| match e {
+                crate::notices::NoticesError::Store(e) => ImportError::Store(e),
+                crate::notices::NoticesError::Io { context, source } => {
+                    ImportError::Io { context, source }
+                }
+            })?;
+            tracing::info!(flow = flow_id, notices = written.notices, failed = written.failed, elapsed = ?started.elapsed(), "flow notices written");
+        }
+        if path.exists() {
+            files.push(OutcomeFile {
+                path,
+                entry: String::new(),
+                name: file,
+            });
+        }
+        Ok(files)
     }
 
     /// The rejected-rows and accepted-rows zips of a flow, in that order.

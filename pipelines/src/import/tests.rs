@@ -91,6 +91,14 @@ impl FlowFormat for Lines {
         })
     }
 
+    fn notices_name(&self, flow: &FlowFile) -> String {
+        format!("{}.notices.zip", flow.stem)
+    }
+
+    fn notice_entry(&self, iuv: &str) -> String {
+        format!("{iuv}.pdf")
+    }
+
     fn rejected_header(&self, header: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(format!("{header},why\n").as_bytes());
     }
@@ -144,6 +152,7 @@ fn another_format_is_imported_through_its_contract() {
         },
         stop: &stop,
         progress: &|_| {},
+        notice_threads: 0,
     };
     let flow = dir.path().join("c_g224.F7.txt");
     fs::write(

@@ -35,7 +35,8 @@ pub enum Imported {
 
 /// Imports the flow at `path` for `entity`, read as `decode` (a flow format's codec name) in
 /// `encoding`, then publishes its outcome files through a `dir` sink on `out` (default: beside
-/// `path`). `progress` hears the rows done after each chunk.
+/// `path`). `progress` hears the rows done after each chunk. With `notices`, the accepted
+/// positions' payment notices are published too, as one zip.
 #[allow(clippy::too_many_arguments)]
 pub fn one_file(
     plan: &Plan,
@@ -43,6 +44,7 @@ pub fn one_file(
     decode: &str,
     encoding: &str,
     out: Option<PathBuf>,
+    notices: bool,
     path: &Path,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Imported> {
@@ -88,6 +90,11 @@ pub fn one_file(
         limits: ImportLimits::from_hub(&plan.config.hub),
         stop: &stop,
         progress,
+        notice_threads: if notices {
+            crate::engine::notice_threads(&plan.config.hub)
+        } else {
+            0
+        },
     };
     // The importer never follows a link (a pipeline's source could be handed one); an operator
     // naming a link here means the file it points to. The flow keeps the name it was given.

@@ -65,7 +65,7 @@ pub enum OpsError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]
-    Notice(#[from] notice::Refused),
+    Notice(#[from] crate::notices::Refused),
 }
 
 pub type Result<T> = std::result::Result<T, OpsError>;

@@ -149,6 +149,7 @@ impl Onboarding<'_> {
                     mypay_import_name(),
                     "utf-8",
                     Some(self.scratch.to_path_buf()),
+                    false,
                     &flow,
                     &|_| {},
                 );
@@ -358,6 +359,7 @@ impl Onboarding<'_> {
             mypay_import_name(),
             "utf-8",
             Some(self.scratch.to_path_buf()),
+            false,
             &flow,
             &|_| {},
         );
