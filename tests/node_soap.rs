@@ -476,3 +476,107 @@ fn the_official_samples_are_answered() {
     assert!(rt.contains("<outcome>OK</outcome>"), "{rt}");
     assert_eq!(home.positions(&["--iud", "SAMPLE"])[0]["status"], "paid");
 }
+
+/// Postal accounts (Poste's channels): TARI has a bank and a postal account, MENSA only a
+/// postal one. paVerifyPaymentNotice says `allCCP` true when every transfer can go to a postal
+/// account (false for a multi-beneficiary notice whose secondary entity has a bank account);
+/// paGetPaymentV2 with `transferType` POSTAL credits the postal account, without it the bank one.
+#[test]
+fn poste_channels_are_given_postal_accounts() {
+    const POSTAL: &str = "IT24M0760112100000012345678";
+    const POSTAL_ONLY: &str = "IT90L0760103200001017436751";
+    let home = Home::new();
+    let cfg = std::fs::read_to_string(home.config())
+        .unwrap()
+        .replacen(
+            "  iban = \"IT60X0542811101000000123456\"\n",
+            &format!("  iban = \"IT60X0542811101000000123456\"\n  postal_iban = \"{POSTAL}\"\n"),
+            1,
+        )
+        .replacen("IT90J0200812100000041234567", POSTAL_ONLY, 1);
+    std::fs::write(home.config(), cfg).unwrap();
+    let rows = vec![
+        Row::tari("POST", 1, 12050),
+        Row::tari("ONLY", 2, 3000)
+            .set(15, "MENSA")
+            .set(18, "9/0107101TS/"),
+        Row::tari("MIXED", 3, 10000)
+            .set(21, "true")
+            .set(22, "00133880252")
+            .set(23, "Comune di Feltre")
+            .set(24, "IT95O0306911884000100012345")
+            .set(31, "9/0101100IM/")
+            .set(33, "25.00"),
+    ];
+    home.import_rows("POSTE1", &rows);
+    let notice = |iud: &str| {
+        home.positions(&["--iud", iud])[0]["notice_number"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (post, only, mixed) = (notice("POST"), notice("ONLY"), notice("MIXED"));
+    let _hub = Hub::start_serving(&home);
+
+    let all_ccp = |n: &str| {
+        let ok = call(
+            &home,
+            "paVerifyPaymentNotice",
+            &verify_body(PADOVA, BROKER, STATION, n),
+        );
+        assert!(ok.contains("<outcome>OK</outcome>"), "{ok}");
+        ok.contains("<allCCP>true</allCCP>")
+    };
+    assert!(all_ccp(&post), "TARI has a postal account");
+    assert!(all_ccp(&only), "MENSA's account is postal");
+    assert!(!all_ccp(&mixed), "Feltre's share goes to a bank");
+
+    let get = |n: &str, channel: Option<soap::TransferType>| {
+        let body = soap::render_request(&Request::GetPaymentV2(soap::GetPaymentRequest {
+            id_pa: PADOVA.into(),
+            id_broker_pa: BROKER.into(),
+            id_station: STATION.into(),
+            qr_code: soap::QrCode {
+                fiscal_code: PADOVA.into(),
+                notice_number: n.into(),
+            },
+            transfer_type: channel,
+            ..Default::default()
+        }));
+        let answer = call(&home, "paGetPaymentV2", &body);
+        assert!(answer.contains("<outcome>OK</outcome>"), "{answer}");
+        answer
+    };
+    let postal = get(&post, Some(soap::TransferType::Postal));
+    assert!(
+        postal.contains(&format!("<IBAN>{POSTAL}</IBAN>")),
+        "{postal}"
+    );
+    let bank = get(&post, Some(soap::TransferType::PagoPa));
+    assert!(
+        bank.contains("<IBAN>IT60X0542811101000000123456</IBAN>") && !bank.contains(POSTAL),
+        "{bank}"
+    );
+    let bank = get(&post, None);
+    assert!(!bank.contains(POSTAL), "{bank}");
+    let only_postal = get(&only, Some(soap::TransferType::Postal));
+    assert!(
+        only_postal.contains(&format!("<IBAN>{POSTAL_ONLY}</IBAN>")),
+        "{only_postal}"
+    );
+    // A mixed notice: Padova's share to its postal account, Feltre's to its bank.
+    let mixed = get(&mixed, Some(soap::TransferType::Postal));
+    assert!(
+        mixed.contains(&format!("<IBAN>{POSTAL}</IBAN>"))
+            && mixed.contains("<IBAN>IT95O0306911884000100012345</IBAN>"),
+        "{mixed}"
+    );
+
+    // The postal-only notice is paid: the receipt is taken as any other.
+    let paid = call(
+        &home,
+        "paSendRTV2",
+        &send_rt_v2(&only, "RT-POSTE-1", "30.00"),
+    );
+    assert!(paid.contains("<outcome>OK</outcome>"), "{paid}");
+}

@@ -781,6 +781,15 @@ impl Iban {
         Ok(())
     }
 
+    /// An account of Poste Italiane (an Italian IBAN with ABI 07601): a postal current account,
+    /// which Poste's channels and the postal slip can credit.
+    pub fn is_postal(&self) -> bool {
+        self.0.starts_with("IT") && self.0.get(5..10) == Some(Self::POSTE_ABI)
+    }
+
+    /// ABI code of Poste Italiane.
+    pub const POSTE_ABI: &'static str = "07601";
+
     /// Builds an Italian IBAN from ABI (5 digits), CAB (5 digits) and account (12 letters or
     /// digits, case-insensitive), computing CIN and check digits.
     pub fn italian(abi: &str, cab: &str, account: &str) -> Result<Iban, IdError> {
@@ -1175,6 +1184,18 @@ mod tests {
             PersonalFiscalCode::parse("RSSMRA85T10A562"),
             Err(IdError::Length { got: 15, .. })
         ));
+    }
+
+    #[test]
+    fn postal_ibans_are_poste_italiane_s() {
+        let postal = Iban::italian("07601", "12100", "000012345678").unwrap();
+        assert_eq!(postal.as_str(), "IT24M0760112100000012345678");
+        assert!(postal.is_postal());
+        assert!(!Iban::parse("IT60X0542811101000000123456")
+            .unwrap()
+            .is_postal());
+        // ABI 07601 in another country's IBAN is no Poste account.
+        assert!(!Iban::parse("DE89370400440532013000").unwrap().is_postal());
     }
 
     #[test]

@@ -368,6 +368,13 @@ impl NodeService {
         let entity = self.caller(&r.id_pa, &r.id_broker_pa, &r.id_station)?;
         let p = self.payable(&entity, &r.qr_code.fiscal_code, &r.qr_code.notice_number)?;
         let d = &p.dovuto;
+        // allCCP: every transfer can be credited to a postal account, so Poste's channels may
+        // take the payment (asking paGetPayment with transferType POSTAL).
+        let all_ccp = entity
+            .payments
+            .get(&d.debt_type)
+            .is_some_and(|t| t.postal_payable(snodo_core::time::today_rome()))
+            && d.secondary.as_ref().is_none_or(|s| s.iban.is_postal());
         Ok(Response::Verify(VerifyResponse {
             outcome: Outcome::Ok,
             fault: None,
@@ -376,7 +383,7 @@ impl NodeService {
                 options: AmountOption::Eq,
                 due_date: Some(due_date(d)),
                 detail_description: Some(cut(&d.causale, 140)),
-                all_ccp: false,
+                all_ccp,
             }),
             payment_description: Some(cut(&d.causale, 140)),
             fiscal_code_pa: Some(entity.fiscal_code.as_str().to_string()),
@@ -413,8 +420,9 @@ impl NodeService {
             &position.dovuto,
             &iuv,
             &entity.fiscal_code,
-            // The account valid today: an entity may announce a new one ahead of time.
-            debt_type.iban_on(snodo_core::time::today_rome()),
+            // The account valid today (an entity may announce a new one ahead of time), the
+            // postal one when a Poste channel asks for it and the debt type has one.
+            debt_type.account_for(r.transfer_type, snodo_core::time::today_rome()),
             &debt_type.taxonomy,
         )
         .map_err(|f| (f, Some("transfers do not add up to the amount".to_string())))?;

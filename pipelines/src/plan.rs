@@ -387,10 +387,26 @@ fn load_logo(path: &std::path::Path) -> Result<Arc<snodo_adapters::notice::Logo>
         .map_err(|e| format!("{shown}: {e}"))
 }
 
-/// ABI code of Poste Italiane: a postal IBAN has it at characters 6..11.
-pub const POSTE_ABI: &str = "07601";
-
 impl DebtTypePayment {
+    /// The account the node is given on `day` (Europe/Rome) for a payment through `channel`:
+    /// with `TransferType::Postal` (a Poste channel) the postal account where there is one.
+    pub fn account_for(
+        &self,
+        channel: Option<snodo_adapters::pagopa::TransferType>,
+        day: chrono::NaiveDate,
+    ) -> &Iban {
+        match (&self.postal, channel) {
+            (Some(postal), Some(snodo_adapters::pagopa::TransferType::Postal)) => &postal.iban,
+            _ => self.iban_on(day),
+        }
+    }
+
+    /// Whether Poste's channels can credit this debt type: it has a postal account, or its
+    /// account is one.
+    pub fn postal_payable(&self, day: chrono::NaiveDate) -> bool {
+        self.postal.is_some() || self.iban_on(day).is_postal()
+    }
+
     /// The account the node is given on `day` (Europe/Rome).
     pub fn iban_on(&self, day: chrono::NaiveDate) -> &Iban {
         self.iban_changes
@@ -898,9 +914,12 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
             let postal = dt.postal_iban.as_deref().and_then(|given| {
                 match Iban::parse(given) {
                     Err(err) => p(format!("{at}.postal_iban"), format!("{given:?} {err}")),
-                    Ok(iban) if iban.as_str().get(5..10) != Some(POSTE_ABI) => p(
+                    Ok(iban) if !iban.is_postal() => p(
                         format!("{at}.postal_iban"),
-                        format!("{given:?} is not a Poste Italiane account (ABI {POSTE_ABI})"),
+                        format!(
+                            "{given:?} is not a Poste Italiane account (ABI {})",
+                            Iban::POSTE_ABI
+                        ),
                     ),
                     Ok(iban) => {
                         return Some(PostalAccount {
