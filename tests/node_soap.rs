@@ -34,6 +34,11 @@ fn assert_valid(home: &Home, envelope: &str) {
 }
 
 fn get_payment_v2(notice: &str) -> String {
+    get_payment_v2_for(notice, None)
+}
+
+/// paGetPaymentV2 from a channel: `Some(Postal)` is a Poste channel asking for postal accounts.
+fn get_payment_v2_for(notice: &str, channel: Option<soap::TransferType>) -> String {
     soap::render_request(&Request::GetPaymentV2(soap::GetPaymentRequest {
         id_pa: PADOVA.into(),
         id_broker_pa: BROKER.into(),
@@ -42,6 +47,7 @@ fn get_payment_v2(notice: &str) -> String {
             fiscal_code: PADOVA.into(),
             notice_number: notice.into(),
         },
+        transfer_type: channel,
         ..Default::default()
     }))
 }
@@ -532,18 +538,7 @@ fn poste_channels_are_given_postal_accounts() {
     assert!(!all_ccp(&mixed), "Feltre's share goes to a bank");
 
     let get = |n: &str, channel: Option<soap::TransferType>| {
-        let body = soap::render_request(&Request::GetPaymentV2(soap::GetPaymentRequest {
-            id_pa: PADOVA.into(),
-            id_broker_pa: BROKER.into(),
-            id_station: STATION.into(),
-            qr_code: soap::QrCode {
-                fiscal_code: PADOVA.into(),
-                notice_number: n.into(),
-            },
-            transfer_type: channel,
-            ..Default::default()
-        }));
-        let answer = call(&home, "paGetPaymentV2", &body);
+        let answer = call(&home, "paGetPaymentV2", &get_payment_v2_for(n, channel));
         assert!(answer.contains("<outcome>OK</outcome>"), "{answer}");
         answer
     };

@@ -72,26 +72,14 @@ fn notice_pdf_over_the_api_and_the_cli() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let png = home.path().join("avviso");
-    let o = Command::new("pdftoppm")
-        .args(["-png", "-singlefile", "-r", "200"])
-        .arg(&out)
-        .arg(&png)
-        .output()
-        .expect("pdftoppm (poppler-utils, installed by ops/setup.sh)");
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = Command::new("zbarimg")
-        .args(["--raw", "-q"])
-        .arg(png.with_extension("png"))
-        .output()
-        .expect("zbarimg (zbar-tools, installed by ops/setup.sh)");
-    assert_eq!(stdout(&o).trim_end(), qr);
+    let png = png_of(&out, 200);
+    assert_eq!(zbar(&png), qr);
     assert!(qr.ends_with("|12345"), "{qr}");
     // The Poste slip's Data Matrix (dmtxread, dmtx-utils): the notice, the postal account, the
     // amount and the entity where Poste's readers look for them.
     let o = Command::new("dmtxread")
         .args(["-N", "1", "-m", "20000"])
-        .arg(png.with_extension("png"))
+        .arg(&png)
         .output()
         .expect("dmtxread (dmtx-utils, installed by ops/setup.sh)");
     let dm = stdout(&o);
@@ -135,19 +123,24 @@ fn notice_pdf_over_the_api_and_the_cli() {
     drop(hub);
 }
 
-/// The QR code of the PDF at `pdf`, read with pdftoppm + zbarimg.
-fn qr_of(pdf: &Path) -> String {
-    let png = pdf.with_extension("");
+/// The page of the PDF at `pdf` as a PNG beside it, at `dpi` (pdftoppm).
+fn png_of(pdf: &Path, dpi: u32) -> std::path::PathBuf {
+    let stem = pdf.with_extension("");
     let o = Command::new("pdftoppm")
-        .args(["-png", "-singlefile", "-r", "150"])
+        .args(["-png", "-singlefile", "-r", &dpi.to_string()])
         .arg(pdf)
-        .arg(&png)
+        .arg(&stem)
         .output()
         .expect("pdftoppm (poppler-utils, installed by ops/setup.sh)");
     assert!(o.status.success(), "{}", stderr(&o));
+    stem.with_extension("png")
+}
+
+/// The QR code in the image at `png` (zbarimg).
+fn zbar(png: &Path) -> String {
     let o = Command::new("zbarimg")
         .args(["--raw", "-q"])
-        .arg(png.with_extension("png"))
+        .arg(png)
         .output()
         .expect("zbarimg (zbar-tools, installed by ops/setup.sh)");
     stdout(&o).trim_end().to_string()
@@ -215,7 +208,10 @@ fn a_flow_with_notices_publishes_them_beside_its_outcome_files() {
         assert!(pdf.starts_with(b"%PDF-"));
         let path = dir.path().join(format!("{iuv}.pdf"));
         std::fs::write(&path, &pdf).unwrap();
-        assert_eq!(qr_of(&path), format!("PAGOPA|002|3{iuv}|{PADOVA}|{cents}"));
+        assert_eq!(
+            zbar(&png_of(&path, 150)),
+            format!("PAGOPA|002|3{iuv}|{PADOVA}|{cents}")
+        );
     }
 
     let metrics = http(home.port, "GET", "/metrics", None, &[], None).body;

@@ -122,17 +122,8 @@ pub struct Written {
     pub failed: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum NoticesError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
-}
+/// Store or disk trouble, not the flow's fault: the import tries again later.
+pub type NoticesError = crate::import::ImportError;
 
 /// The entry that lists, when some notices could not be rendered, which and why.
 pub const FAILED_ENTRY: &str = "AVVISI_NON_GENERATI.csv";

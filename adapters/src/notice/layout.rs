@@ -569,36 +569,40 @@ fn draw(k: &mut Canvas, notice: &Notice, qr: &[bool], dm: Option<&Matrix>) {
     }
 }
 
+impl Canvas {
+    /// A slip's frame from `bottom` to `top`, its title, "RATA UNICA" with the due date, and its
+    /// note in at most `note_lines` lines.
+    fn slip_head(
+        &mut self,
+        bottom: f32,
+        top: f32,
+        title: &str,
+        due: &str,
+        note: &str,
+        note_lines: usize,
+    ) {
+        self.frame(bottom, top);
+        self.text("static", Font::Bold, 10.0, LEFT + 10.0, top - 18.0, title);
+        let due = format!("RATA UNICA {due}");
+        self.text("due", Font::Bold, 9.0, COL2, top - 18.0, &due);
+        let width = RIGHT - LEFT - 20.0;
+        self.boxed(
+            "static",
+            Font::Regular,
+            8.0,
+            LEFT + 10.0,
+            top - 34.0,
+            width,
+            note_lines,
+            note,
+        );
+    }
+}
+
 /// The payment slip for banks and other channels.
 fn bank_slip(k: &mut Canvas, p: &Printed, due: &str, qr: &[bool], r: &BankRows) {
     let t = r.top;
-    k.frame(r.bottom, t);
-    k.text(
-        "static",
-        Font::Bold,
-        10.0,
-        LEFT + 10.0,
-        t - 18.0,
-        "BANCHE E ALTRI CANALI",
-    );
-    k.text(
-        "due",
-        Font::Bold,
-        9.0,
-        COL2,
-        t - 18.0,
-        &format!("RATA UNICA {due}"),
-    );
-    k.boxed(
-        "static",
-        Font::Regular,
-        8.0,
-        LEFT + 10.0,
-        t - 34.0,
-        RIGHT - LEFT - 20.0,
-        2,
-        SLIP_NOTE,
-    );
+    k.slip_head(r.bottom, t, "BANCHE E ALTRI CANALI", due, SLIP_NOTE, 2);
     k.qr(qr, QR_AT.0, r.qr_y);
 
     let fx = 160.0;
@@ -658,33 +662,7 @@ fn bank_slip(k: &mut Canvas, p: &Printed, due: &str, qr: &[bool], r: &BankRows) 
 /// The Poste slip ("Bollettino Postale PA") with its Data Matrix.
 fn poste_slip(k: &mut Canvas, p: &Printed, ps: &PrintedPoste, due: &str, dm: Option<&Matrix>) {
     let t = POSTE_TOP;
-    k.frame(POSTE_BOTTOM, t);
-    k.text(
-        "static",
-        Font::Bold,
-        10.0,
-        LEFT + 10.0,
-        t - 18.0,
-        "BOLLETTINO POSTALE PA",
-    );
-    k.text(
-        "due",
-        Font::Bold,
-        9.0,
-        COL2,
-        t - 18.0,
-        &format!("RATA UNICA {due}"),
-    );
-    k.boxed(
-        "static",
-        Font::Regular,
-        8.0,
-        LEFT + 10.0,
-        t - 34.0,
-        RIGHT - LEFT - 20.0,
-        1,
-        POSTE_NOTE,
-    );
+    k.slip_head(POSTE_BOTTOM, t, "BOLLETTINO POSTALE PA", due, POSTE_NOTE, 1);
     k.datamatrix(dm, QR_AT.0, t - 58.0 - DM_SIDE);
 
     let fx = 160.0;

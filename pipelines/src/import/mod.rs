@@ -264,13 +264,7 @@ impl Importer<'_> {
                 entry: &|iuv| self.format.notice_entry(iuv),
                 threads: self.notice_threads,
             }
-            .write(&path)
-            .map_err(|e| match e {
-                crate::notices::NoticesError::Store(e) => ImportError::Store(e),
-                crate::notices::NoticesError::Io { context, source } => {
-                    ImportError::Io { context, source }
-                }
-            })?;
+            .write(&path)?;
             tracing::info!(flow = flow_id, notices = written.notices, failed = written.failed, elapsed = ?started.elapsed(), "flow notices written");
         }
         if path.exists() {
