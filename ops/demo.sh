@@ -109,8 +109,8 @@ echo "  its payment notice (avviso pagoPA): GET $API/entities/c_g224/positions/P
 curl -sf "$API/entities/c_g224/positions/PORTAL-1/notice.pdf" -H "Authorization: Bearer $KEY_PADOVA" -o avviso-PORTAL-1.pdf
 echo "    wrote $PWD/avviso-PORTAL-1.pdf ($(wc -c <avviso-PORTAL-1.pdf) bytes)"
 if command -v pdftoppm >/dev/null && command -v zbarimg >/dev/null; then
-  pdftoppm -png -singlefile -r 150 avviso-PORTAL-1.pdf avviso-PORTAL-1
-  echo "    its QR code, read back with zbarimg: $(zbarimg --raw -q avviso-PORTAL-1.png)"
+  pdftoppm -png -singlefile -r 150 avviso-PORTAL-1.pdf avviso-PORTAL-1 2>/dev/null
+  echo "    its QR code, read back with zbarimg: $(zbarimg --raw -q avviso-PORTAL-1.png 2>/dev/null)"
 fi
 
 step "a spontaneous payment (Base mode): what the portal may offer, then a parent tops up the canteen"
