@@ -1048,12 +1048,13 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         }
         let mut local = Vec::new();
         let kind = if matches!(&pc.from, Endpoint::Named(n) if n == RECEIPTS) {
-            if pc.encoding.is_some() {
-                local.push(Problem::new(
-                    format!("{at}.encoding"),
-                    "only a pipeline importing flows (files) takes this",
-                ));
-            }
+            refuse_keys(
+                pc,
+                &at,
+                &[Key::Encoding],
+                "only a pipeline importing flows (files) takes this",
+                &mut local,
+            );
             receipts_pipeline(pc, &at, entities.get(&pc.entity).map(|e| &**e), &mut local)
         } else if matches!(&pc.from, Endpoint::Named(n) if n == REPORTS) {
             if fdr.is_none() {
@@ -1066,17 +1067,13 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         } else if matches!(&pc.from, Endpoint::Named(n) if n == RECONCILIATION) {
             reconciliation_pipeline(pc, &at, &mut local)
         } else {
-            for (what, given) in [
-                ("debt_types", !pc.debt_types.is_empty()),
-                ("batch", pc.batch.is_some()),
-            ] {
-                if given {
-                    local.push(Problem::new(
-                        format!("{at}.{what}"),
-                        "only a receipts pipeline (from = \"receipts\") takes this",
-                    ));
-                }
-            }
+            refuse_keys(
+                pc,
+                &at,
+                &[Key::DebtTypes, Key::Batch],
+                "only a receipts pipeline (from = \"receipts\") takes this",
+                &mut local,
+            );
             import_pipeline(pc, &at, &mut local)
         };
         if pc.notices {
@@ -1238,12 +1235,13 @@ fn import_pipeline(
     if let Endpoint::Connector { kind, .. } = &pc.from {
         let shape = registry::connector(kind).and_then(|c| c.source_shape());
         if shape == Some(SourceShape::Stream) {
-            if pc.encoding.is_some() {
-                local.push(Problem::new(
-                    format!("{at}.encoding"),
-                    "only a pipeline importing flows (files) takes this: stream messages are UTF-8",
-                ));
-            }
+            refuse_keys(
+                pc,
+                at,
+                &[Key::Encoding],
+                "only a pipeline importing flows (files) takes this: stream messages are UTF-8",
+                local,
+            );
             return stream_pipeline(pc, kind, at, local);
         }
     }
@@ -1564,6 +1562,52 @@ fn receipts_pipeline(
     })
 }
 
+/// A pipeline key that only some kinds of pipeline take.
+#[derive(Clone, Copy)]
+enum Key {
+    Decode,
+    Outcomes,
+    DebtTypes,
+    Batch,
+    Encoding,
+}
+
+impl Key {
+    fn name(self) -> &'static str {
+        match self {
+            Key::Decode => "decode",
+            Key::Outcomes => "outcomes",
+            Key::DebtTypes => "debt_types",
+            Key::Batch => "batch",
+            Key::Encoding => "encoding",
+        }
+    }
+
+    fn given(self, pc: &config::PipelineConfig) -> bool {
+        match self {
+            Key::Decode => pc.decode.is_some(),
+            Key::Outcomes => pc.outcomes.is_some(),
+            Key::DebtTypes => !pc.debt_types.is_empty(),
+            Key::Batch => pc.batch.is_some(),
+            Key::Encoding => pc.encoding.is_some(),
+        }
+    }
+}
+
+/// Each of `keys` that `pc` sets is a problem at `<at>.<key>`: this kind of pipeline does not
+/// take it.
+fn refuse_keys(
+    pc: &config::PipelineConfig,
+    at: &str,
+    keys: &[Key],
+    why: &str,
+    local: &mut Vec<Problem>,
+) {
+    for key in keys.iter().filter(|k| k.given(pc)) {
+        local.push(Problem::new(format!("{at}.{}", key.name()), why));
+    }
+}
+
 /// `from = "reports"`, `encode` a report format (`fdr-xml`, `fdr-json`), `to` any connector that
 /// can take a message or a file.
 fn reports_pipeline(
@@ -1571,20 +1615,13 @@ fn reports_pipeline(
     at: &str,
     local: &mut Vec<Problem>,
 ) -> Option<PipelineKind> {
-    for (what, given) in [
-        ("decode", pc.decode.is_some()),
-        ("outcomes", pc.outcomes.is_some()),
-        ("debt_types", !pc.debt_types.is_empty()),
-        ("batch", pc.batch.is_some()),
-        ("encoding", pc.encoding.is_some()),
-    ] {
-        if given {
-            local.push(Problem::new(
-                format!("{at}.{what}"),
-                "a reports pipeline hands on each settlement flow as it is stored: it takes only encode and to",
-            ));
-        }
-    }
+    refuse_keys(
+        pc,
+        at,
+        &[Key::Decode, Key::Outcomes, Key::DebtTypes, Key::Batch, Key::Encoding],
+        "a reports pipeline hands on each settlement flow as it is stored: it takes only encode and to",
+        local,
+    );
     let known = || codecs::names(|d| matches!(d, Does::ReportDocuments(_)));
     let codec = match &pc.encode {
         None => {
@@ -1655,19 +1692,13 @@ fn reconciliation_pipeline(
     local: &mut Vec<Problem>,
 ) -> Option<PipelineKind> {
     use snodo_adapters::mypivot::export::{TracciatoVersion, CLASSES};
-    for (what, given) in [
-        ("decode", pc.decode.is_some()),
-        ("outcomes", pc.outcomes.is_some()),
-        ("debt_types", !pc.debt_types.is_empty()),
-        ("encoding", pc.encoding.is_some()),
-    ] {
-        if given {
-            local.push(Problem::new(
-                format!("{at}.{what}"),
-                "a reconciliation export takes only encode, batch and to",
-            ));
-        }
-    }
+    refuse_keys(
+        pc,
+        at,
+        &[Key::Decode, Key::Outcomes, Key::DebtTypes, Key::Encoding],
+        "a reconciliation export takes only encode, batch and to",
+        local,
+    );
     let codec_at = format!("{at}.encode");
     let (version, classes) = match &pc.encode {
         Some(c) if c.name == snodo_adapters::mypivot::MYPIVOT_EXPORT => {
