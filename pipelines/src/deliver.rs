@@ -114,11 +114,7 @@ impl Deliverer {
             PipelineKind::Reports { codec, sink, .. } => (Subject::Reports(*codec), sink),
             _ => return Err("not a push receipts pipeline nor a reports pipeline".into()),
         };
-        let entity = plan
-            .entities
-            .get(&p.entity)
-            .cloned()
-            .ok_or_else(|| format!("unknown entity {}", p.entity))?;
+        let entity = plan.entity_of(p)?;
         let sink = sink.build().map_err(|e| e.to_string())?;
         let (policy, timeout) = (*sink.retry_policy(), sink.timeout());
         Ok(Self {

@@ -508,11 +508,7 @@ impl PipelineRunner {
         source.limit_file_size(plan.config.hub.max_flow_bytes);
         let source = Supervised::wrap(p.name.clone(), source);
         let schedule = (**schedule).clone();
-        let entity = plan
-            .entities
-            .get(&p.entity)
-            .cloned()
-            .ok_or_else(|| start_err(format!("unknown entity {}", p.entity)))?;
+        let entity = plan.entity_of(p).map_err(start_err)?;
         Ok(Self {
             plan: plan.clone(),
             index,

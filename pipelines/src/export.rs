@@ -129,11 +129,7 @@ impl Exporter {
         else {
             return Err("not an export pipeline".into());
         };
-        let entity = plan
-            .entities
-            .get(&p.entity)
-            .cloned()
-            .ok_or_else(|| format!("unknown entity {}", p.entity))?;
+        let entity = plan.entity_of(p)?;
         let version = ExportVersion::parse(version).map_err(|e| e.to_string())?;
         Ok(Self {
             name: p.name.clone(),

@@ -245,6 +245,15 @@ impl Plan {
             && o.entities.get(&oe) == n.entities.get(&ne)
     }
 
+    /// The entity a pipeline works for (the plan checked it exists; a caller building a
+    /// runner from another plan gets why not).
+    pub fn entity_of(&self, p: &PipelinePlan) -> Result<Arc<EntityRuntime>, String> {
+        self.entities
+            .get(&p.entity)
+            .cloned()
+            .ok_or_else(|| format!("unknown entity {}", p.entity))
+    }
+
     /// Whether the pipeline runs under this plan: an intake of a suspended entity pauses.
     pub fn pipeline_runs(&self, p: &PipelinePlan) -> bool {
         let suspended = self

@@ -91,11 +91,7 @@ impl ReconExporter {
         else {
             return Err("not a reconciliation export pipeline".into());
         };
-        let entity = plan
-            .entities
-            .get(&p.entity)
-            .cloned()
-            .ok_or_else(|| format!("unknown entity {}", p.entity))?;
+        let entity = plan.entity_of(p)?;
         Ok(Self {
             name: p.name.clone(),
             entity,

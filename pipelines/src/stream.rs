@@ -66,11 +66,7 @@ impl StreamIntake {
         else {
             return Err("not a stream intake pipeline".into());
         };
-        let entity = plan
-            .entities
-            .get(&p.entity)
-            .cloned()
-            .ok_or_else(|| format!("unknown entity {}", p.entity))?;
+        let entity = plan.entity_of(p)?;
         let outcomes = match outcomes {
             Some(o) => Some(o.build().map_err(|e| format!("outcomes: {e}"))?),
             None => None,
