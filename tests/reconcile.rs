@@ -87,18 +87,7 @@ fn payments_and_movements_get_mypivots_classes() {
     );
 
     let hub = Hub::start_serving(&home);
-    let book = |id: &str, cents: i64, causale: &str| {
-        let body = serde_json::json!({ "amountCents": cents, "causale": causale }).to_string();
-        let r = http(
-            home.port,
-            "PUT",
-            &format!("/api/v1/entities/c_g224/treasury/{id}"),
-            Some(KEY_PADOVA),
-            &[],
-            Some(&body),
-        );
-        assert_eq!(r.status, 201, "{}", r.body);
-    };
+    let book = |id: &str, cents: i64, causale: &str| book_movement(&home, id, cents, causale);
     let uri = |f: &serde_json::Value| {
         format!(
             "/PUR/LGPE-RIVERSAMENTO/TXT/0/URI/{}",
@@ -222,38 +211,12 @@ fn the_simulated_treasurer_credits_the_flows_and_the_hub_reads_its_giornale() {
         _psps,
         _scratch,
     } = pulled(false);
-    let ledger_arg = ledger.to_str().unwrap();
-    home.append_config(
-        r#"
-[[pipelines]]
-name = "padova-tesoreria"
-entity = "c_g224"
-from = { connector = "dir", path = "var/c_g224/tesoreria", schedule = "* * * * * *", settle = "0s" }
-decode = "opi"
-to = "treasury"
-"#,
-    );
+    home.append_config(PADOVA_TREASURY_INTAKE);
     let flows: Vec<serde_json::Value> =
         json_lines(&home.snodo(&["reports", "-c", "config.toml", "--entity", "c_g224"]));
     assert_eq!(flows.len(), 3, "one flow per simulated PSP: {flows:?}");
 
-    let out = stdout(&run_sim(
-        &home,
-        &[
-            "--ledger",
-            ledger_arg,
-            "--publish-treasury",
-            "--date",
-            &date,
-            "--anomalies",
-        ],
-    ));
-    let giornale = std::fs::read_dir(ledger.join("treasury").join(PADOVA))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let (out, giornale) = publish_treasury(&home, &ledger, &date);
     assert!(
         out.contains("movements=3"),
         "two flows and an unknown movement: {out}"
@@ -353,6 +316,47 @@ fn a_reported_payment_the_hub_never_received_is_iuv_no_rt() {
 }
 
 /// Rows of a MyPivot export CSV (every field quoted, `\` escapes, CRLF) by column name.
+/// Padova's accounting books a movement over the API (`PUT …/treasury/{id}`): 201.
+fn book_movement(home: &Home, id: &str, cents: i64, causale: &str) {
+    let body = serde_json::json!({ "amountCents": cents, "causale": causale }).to_string();
+    let r = http(
+        home.port,
+        "PUT",
+        &format!("/api/v1/entities/c_g224/treasury/{id}"),
+        Some(KEY_PADOVA),
+        &[],
+        Some(&body),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+/// The simulated treasurer credits the day's flows (and one unknown movement): its output, and
+/// the giornale di cassa it wrote for Padova.
+fn publish_treasury(
+    home: &Home,
+    ledger: &std::path::Path,
+    date: &str,
+) -> (String, std::path::PathBuf) {
+    let out = stdout(&run_sim(
+        home,
+        &[
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--publish-treasury",
+            "--date",
+            date,
+            "--anomalies",
+        ],
+    ));
+    let giornale = std::fs::read_dir(ledger.join("treasury").join(PADOVA))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    (out, giornale)
+}
+
 fn export_rows(text: &str) -> Vec<std::collections::HashMap<String, String>> {
     let split = |line: &str| -> Vec<String> {
         let inner = line.strip_prefix('"').and_then(|l| l.strip_suffix('"'));
@@ -432,15 +436,9 @@ fn every_class_appears_and_the_export_carries_it() {
     assert!(paid.contains("completed=2 faulted=0"), "{paid}");
     hub.terminate();
 
+    home.append_config(PADOVA_TREASURY_INTAKE);
     home.append_config(
         r#"
-[[pipelines]]
-name = "padova-tesoreria"
-entity = "c_g224"
-from = { connector = "dir", path = "var/c_g224/tesoreria", schedule = "* * * * * *", settle = "0s" }
-decode = "opi"
-to = "treasury"
-
 [[pipelines]]
 name = "padova-pagati"
 entity = "c_g224"
@@ -457,23 +455,7 @@ batch = { schedule = "* * * * * *", skip_empty = true }
 to = { connector = "dir", path = "var/c_g224/riconciliazione" }
 "#,
     );
-    run_sim(
-        &home,
-        &[
-            "--ledger",
-            ledger.to_str().unwrap(),
-            "--publish-treasury",
-            "--date",
-            &date,
-            "--anomalies",
-        ],
-    );
-    let giornale = std::fs::read_dir(ledger.join("treasury").join(PADOVA))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let (_, giornale) = publish_treasury(&home, &ledger, &date);
     let inbox = home.path().join("var/c_g224/tesoreria");
     std::fs::create_dir_all(&inbox).unwrap();
     std::fs::copy(&giornale, inbox.join(giornale.file_name().unwrap())).unwrap();
@@ -523,18 +505,7 @@ to = { connector = "dir", path = "var/c_g224/riconciliazione" }
         applied,
         "the giornale and the notifications were not applied"
     );
-    let book = |id: &str, cents: i64, causale: &str| {
-        let body = serde_json::json!({ "amountCents": cents, "causale": causale }).to_string();
-        let r = http(
-            home.port,
-            "PUT",
-            &format!("/api/v1/entities/c_g224/treasury/{id}"),
-            Some(KEY_PADOVA),
-            &[],
-            Some(&body),
-        );
-        assert_eq!(r.status, 201, "{}", r.body);
-    };
+    let book = |id: &str, cents: i64, causale: &str| book_movement(&home, id, cents, causale);
     // An old per-payment credit of the first late payment, and a transfer of no pagoPA payment.
     let late1_cents = late1["amount_cents"].as_i64().unwrap();
     book(

@@ -34,18 +34,7 @@ fn movements(home: &Home) -> Vec<serde_json::Value> {
 #[test]
 fn a_giornale_di_cassa_keeps_its_incoming_movements_once_and_bad_files_are_set_aside() {
     let home = Home::new();
-    let mut cfg = std::fs::read_to_string(home.config()).unwrap();
-    cfg.push_str(
-        r#"
-[[pipelines]]
-name = "padova-tesoreria"
-entity = "c_g224"
-from = { connector = "dir", path = "var/c_g224/tesoreria", schedule = "* * * * * *", settle = "0s" }
-decode = "opi"
-to = "treasury"
-"#,
-    );
-    std::fs::write(home.config(), cfg).unwrap();
+    home.append_config(PADOVA_TREASURY_INTAKE);
     let hub = Hub::start_serving(&home);
     let inbox = home.path().join("var/c_g224/tesoreria");
 

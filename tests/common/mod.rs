@@ -1062,3 +1062,14 @@ pub fn fault_of(answer: &str) -> Option<String> {
     let end = answer[start..].find("</faultCode>")? + start;
     Some(answer[start..end].to_string())
 }
+
+/// An intake of Padova's giornale di cassa (OPI) from `var/c_g224/tesoreria`, polled every
+/// second: append it with [`Home::append_config`].
+pub const PADOVA_TREASURY_INTAKE: &str = r#"
+[[pipelines]]
+name = "padova-tesoreria"
+entity = "c_g224"
+from = { connector = "dir", path = "var/c_g224/tesoreria", schedule = "* * * * * *", settle = "0s" }
+decode = "opi"
+to = "treasury"
+"#;
