@@ -42,6 +42,8 @@ done
 [ "$PAGE_SIZE" -le 1000 ] || { echo "error: PAGE_SIZE is at most 1000 (FdR 3's limit)" >&2; exit 2; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=ops/bench/common.sh
+. "$ROOT/ops/bench/common.sh"
 cd "$ROOT"
 for tool in python3 cargo curl sqlite3 xmllint; do
     command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is missing: run ops/setup.sh" >&2; exit 1; }
@@ -80,39 +82,7 @@ KEY="bench-key"
 PASSWORD="bench-pw"
 
 # One entity (Comune di Padova, as in config/demo.toml); [pagopa.fdr] is added per mode.
-cat >"$TMP/base.toml" <<EOF
-[hub]
-data_dir = "var"
-store = "sqlite"
-taxonomy_file = "\${SNODO_TAXONOMY_FILE:-adapters/specs/mypay/tassonomia.csv}"
-
-[http]
-listen = "127.0.0.1:$PORT"
-
-[pagopa]
-broker_fiscal_code = "80007580279"
-stations = ["80007580279_01"]
-
-[[entities]]
-ipa_code = "c_g224"
-fiscal_code = "00644060287"
-name = "Comune di Padova"
-segregation_code = "01"
-
-  [[entities.debt_types]]
-  code = "TARI"
-  description = "Tassa sui rifiuti"
-  iban = "IT60X0542811101000000123456"
-  taxonomy = "9/0101100IM/"
-  due_date_required = true
-
-  [[entities.debt_types]]
-  code = "MENSA"
-  description = "Refezione scolastica"
-  iban = "IT90J0200812100000041234567"
-  taxonomy = "9/0107101TS/"
-  generate_iuv = true
-EOF
+padova_config "sqlite" "$PORT" >"$TMP/base.toml"
 cd "$TMP"
 cp base.toml snodo.toml
 "$BIN" validate -c snodo.toml >/dev/null

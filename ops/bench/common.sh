@@ -1,0 +1,40 @@
+# Shared by the benchmark scripts (sourced, not run).
+
+# padova_config STORE PORT: on stdout, the configuration of a hub with one entity (Comune di
+# Padova as in config/demo.toml, debt types TARI and MENSA) on store STORE, listening on
+# 127.0.0.1:PORT. Each benchmark appends the pipelines it measures.
+padova_config() {
+    cat <<EOF
+[hub]
+data_dir = "var"
+store = "$1"
+taxonomy_file = "\${SNODO_TAXONOMY_FILE:-adapters/specs/mypay/tassonomia.csv}"
+
+[http]
+listen = "127.0.0.1:$2"
+
+[pagopa]
+broker_fiscal_code = "80007580279"
+stations = ["80007580279_01"]
+
+[[entities]]
+ipa_code = "c_g224"
+fiscal_code = "00644060287"
+name = "Comune di Padova"
+segregation_code = "01"
+
+  [[entities.debt_types]]
+  code = "TARI"
+  description = "Tassa sui rifiuti"
+  iban = "IT60X0542811101000000123456"
+  taxonomy = "9/0101100IM/"
+  due_date_required = true
+
+  [[entities.debt_types]]
+  code = "MENSA"
+  description = "Refezione scolastica"
+  iban = "IT90J0200812100000041234567"
+  taxonomy = "9/0107101TS/"
+  generate_iuv = true
+EOF
+}
