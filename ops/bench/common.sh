@@ -38,3 +38,12 @@ segregation_code = "01"
   generate_iuv = true
 EOF
 }
+
+# wait_ready PORT LOG: waits up to 20 s for the hub on 127.0.0.1:PORT to answer /readyz; if it
+# does not, shows LOG and exits.
+wait_ready() {
+    for _ in $(seq 200); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.1; done
+    cat "$2" >&2
+    echo "error: the hub did not start" >&2
+    exit 1
+}

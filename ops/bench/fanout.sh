@@ -103,8 +103,7 @@ python3 "$ROOT/ops/bench/gen_flow.py" --entity c_g224 --iuf FANOUT --rows "$POSI
 RECEIVER=$!
 "$BIN" run -c snodo.toml >hub.log 2>&1 &
 HUB=$!
-for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
-curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { cat hub.log >&2; echo "error: the hub did not start" >&2; exit 1; }
+wait_ready "$PORT" hub.log
 
 log "snodo sim --from-config --concurrency $CONCURRENCY --duration ${DURATION}s"
 SIM_T0=$(now)

@@ -115,8 +115,7 @@ python3 "$ROOT/ops/bench/gen_flow.py" --entity "$E" --iuf RECBENCH --rows "$ROWS
 # ---- 3. one receipt through the hub ----------------------------------------------------------
 "$BIN" run -c snodo.toml >hub.log 2>&1 &
 HUB=$!
-for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
-curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { cat hub.log >&2; echo "error: the hub did not start" >&2; exit 1; }
+wait_ready "$PORT" hub.log
 NOTICE=$(sqlite3 var/snodo.db "SELECT '00644060287;3' || iuv FROM positions WHERE entity = '$E' AND status = 'active' AND length(iuv) = 17 ORDER BY id DESC LIMIT 1")
 echo "$NOTICE" >notice.txt
 "$BIN" sim -c snodo.toml --notices notice.txt --count 1 --ledger ledger >sim-pay.out 2>&1 \
