@@ -68,11 +68,7 @@ fn payments_and_movements_get_mypivots_classes() {
         _scratch,
         ..
     } = pulled(false);
-    let flows: Vec<serde_json::Value> =
-        json_lines(&home.snodo(&["reports", "-c", "config.toml", "--entity", "c_g224"]))
-            .into_iter()
-            .filter(|f| f.get("superseded_by").is_none())
-            .collect();
+    let flows = current_flows(&home);
     assert!(flows.len() >= 2, "{flows:?}");
     let (exact, other) = (&flows[0], &flows[1]);
     let total = |f: &serde_json::Value| f["declared"]["amount_cents"].as_i64().unwrap();
@@ -328,6 +324,14 @@ fn book_movement(home: &Home, id: &str, cents: i64, causale: &str) {
         Some(&body),
     );
     assert_eq!(r.status, 201, "{}", r.body);
+}
+
+/// Padova's settlement flows as `snodo reports` lists them, without superseded revisions.
+fn current_flows(home: &Home) -> Vec<serde_json::Value> {
+    json_lines(&home.snodo(&["reports", "-c", "config.toml", "--entity", "c_g224"]))
+        .into_iter()
+        .filter(|f| f.get("superseded_by").is_none())
+        .collect()
 }
 
 /// The simulated treasurer credits the day's flows (and one unknown movement): its output, and
@@ -758,11 +762,7 @@ fn a_new_movement_relabels_only_what_it_credits() {
         _scratch,
         ..
     } = pulled(false);
-    let flows: Vec<serde_json::Value> =
-        json_lines(&home.snodo(&["reports", "-c", "config.toml", "--entity", "c_g224"]))
-            .into_iter()
-            .filter(|f| f.get("superseded_by").is_none())
-            .collect();
+    let flows = current_flows(&home);
     let flow = &flows[0];
     let payments = flow["payments"].as_i64().unwrap();
     let labelled = &reconcile(&home, &[])[0];
