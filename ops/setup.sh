@@ -18,10 +18,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # of https calls).
 # poppler-utils (pdftoppm, pdftotext) and zbar-tools (zbarimg) read rendered payment notices back
 # in tests (adapters/tests/notice_tools.rs); dmtx-utils (dmtxread) is for the Poste Data Matrix;
-# time (/usr/bin/time -v: the settlement flows benchmark's peak RSS).
+# time (/usr/bin/time -v: the settlement flows benchmark's peak RSS); linux-perf (PROFILE=1 of
+# the benchmarks samples the hub's stacks for the flame graphs in docs/).
 PACKAGES=(sqlite3 unzip python3 python3-venv procps curl libxml2-utils wrk libssl-dev pkg-config
   openssh-client make g++ zlib1g-dev openssl ca-certificates poppler-utils zbar-tools dmtx-utils
-  time)
+  time linux-perf)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

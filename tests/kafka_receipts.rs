@@ -55,6 +55,11 @@ fn receipts_reach_the_topic_and_tail_shows_the_payments_live() {
         }
     });
     std::thread::sleep(Duration::from_secs(3));
+    // A bulk import stores its chunk's position events as one row; the stream still tells each.
+    let bulk: Vec<Row> = (0..5u32)
+        .map(|n| Row::tari(&format!("KB{n:02}"), 500 + n, 4_000 + u64::from(n)))
+        .collect();
+    home.import_rows("KB1", &bulk);
 
     let sim = Command::new(BIN)
         .args(["sim", "-c", "config.toml", "--from-config", "--count"])
@@ -84,6 +89,16 @@ fn receipts_reach_the_topic_and_tail_shows_the_payments_live() {
         .filter(|l| l.contains(" payment.activated "))
         .count();
     assert!(activated >= PAYMENTS, "{}", shown.join("\n"));
+    for n in 0..5 {
+        let iud = format!("KB{n:02}");
+        let created: Vec<_> = shown
+            .iter()
+            .filter(|l| l.contains(" position.created ") && l.contains(&format!(" {iud} ")))
+            .collect();
+        assert_eq!(created.len(), 1, "{iud}: {}", shown.join("\n"));
+        assert!(created[0].contains(" notice_number=3"), "{}", created[0]);
+    }
+
     assert!(
         shown
             .iter()
@@ -110,6 +125,33 @@ fn receipts_reach_the_topic_and_tail_shows_the_payments_live() {
     });
     assert!(got_all, "{} receipts on the topic", receipts.len());
     assert_eq!(notices.len(), PAYMENTS);
+
+    // On the event topic: the bulk import's five events, one stored row told apart by `part`.
+    let mut reader = KafkaReader::open(&conn, &events, ReadFrom::Beginning).unwrap();
+    let mut bulk_events = Vec::new();
+    wait_for(30, || {
+        while let Ok(Some(m)) = reader.next(Duration::from_millis(200)) {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            if v["kind"] == "position.created" && v["subject"].as_str().unwrap().starts_with("KB") {
+                bulk_events.push(v);
+            }
+        }
+        bulk_events.len() >= 5
+    });
+    assert_eq!(bulk_events.len(), 5, "{bulk_events:?}");
+    let parts: Vec<_> = bulk_events
+        .iter()
+        .map(|v| v["part"].as_u64().unwrap())
+        .collect();
+    assert_eq!(parts, [1, 2, 3, 4, 5], "{bulk_events:?}");
+    assert!(bulk_events.iter().all(|v| v["id"] == bulk_events[0]["id"]));
+    for (n, v) in bulk_events.iter().enumerate() {
+        assert_eq!(v["subject"], format!("KB{n:02}"));
+        let iuv = v["payload"]["iuv"].as_str().unwrap();
+        assert_eq!(v["payload"]["notice_number"], format!("3{iuv}"), "{v}");
+        assert_eq!(v["payload"]["amount_cents"], 4_000 + n as u64);
+        assert_eq!(v["payload"]["debt_type"], "TARI");
+    }
     hub.terminate();
 
     // And with `snodo topic`, the operators' reader (Debian's kcat links librdkafka 2.0, which

@@ -47,3 +47,36 @@ wait_ready() {
     echo "error: the hub did not start" >&2
     exit 1
 }
+
+# With PROFILE=1, profile_start PID NAME samples PID's stacks with perf (cpu-clock, DWARF
+# unwinding, 199 Hz) until profile_stop, which folds them into target/bench/flame-NAME.svg with
+# inferno (installed from crates.io under ~/.cache/snodo on first use). Without PROFILE both do
+# nothing. A profiled run is slower: its figures are not the benchmark's.
+PROFILE_PID="" PROFILE_NAME="" PROFILE_DATA=""
+profile_start() {
+    [ "${PROFILE:-0}" = 1 ] || return 0
+    command -v perf >/dev/null || { echo "error: perf is missing: run ops/setup.sh" >&2; exit 1; }
+    PROFILE_NAME="$2"
+    PROFILE_DATA="$(mktemp "${TMPDIR:-/tmp}/snodo-perf.XXXXXX")"
+    perf record -q -F 199 --call-graph dwarf,32768 -p "$1" -o "$PROFILE_DATA" 2>/dev/null &
+    PROFILE_PID=$!
+    sleep 0.5
+}
+profile_stop() {
+    [ -n "$PROFILE_PID" ] || return 0
+    kill -INT "$PROFILE_PID" 2>/dev/null || true
+    wait "$PROFILE_PID" 2>/dev/null || true
+    PROFILE_PID=""
+    local inferno="$HOME/.cache/snodo/inferno/bin"
+    if [ ! -x "$inferno/inferno-flamegraph" ]; then
+        echo "== installing inferno (flame graphs) from crates.io" >&2
+        cargo install --quiet --locked inferno --root "$HOME/.cache/snodo/inferno" >&2
+    fi
+    local root; root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+    mkdir -p "$root/target/bench"
+    perf script -i "$PROFILE_DATA" 2>/dev/null | "$inferno/inferno-collapse-perf" \
+        | "$inferno/inferno-flamegraph" --title "snodo: $PROFILE_NAME" --width 1400 \
+        >"$root/target/bench/flame-$PROFILE_NAME.svg"
+    rm -f "$PROFILE_DATA"
+    echo "== flame graph: target/bench/flame-$PROFILE_NAME.svg" >&2
+}

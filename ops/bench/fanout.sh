@@ -12,7 +12,9 @@
 # to wait for the outbox to empty, default 300), SKIP_BUILD=1 (reuse target/release/snodo),
 # SNODO_BIN=path (another binary), KEEP=1 (keep the temp dir with logs and store),
 # STORE=sqlite|postgres (default sqlite; postgres: a fresh database on 127.0.0.1:5432, dropped
-# at the end).
+# at the end), RECEIPTS_ONLY=1 (`snodo sim --receipts-only`: COUNT payments, default 100000,
+# verified and activated first, untimed; then only their receipts are sent for DURATION: the
+# store path alone).
 set -euo pipefail
 
 DURATION="${1:-${DURATION:-60}}"
@@ -20,7 +22,9 @@ POSITIONS="${POSITIONS:-250000}"
 CONCURRENCY="${CONCURRENCY:-32}"
 DRAIN_TIMEOUT="${DRAIN_TIMEOUT:-300}"
 STORE="${STORE:-sqlite}"
-for v in DURATION POSITIONS CONCURRENCY DRAIN_TIMEOUT; do
+RECEIPTS_ONLY="${RECEIPTS_ONLY:-0}"; export RECEIPTS_ONLY
+COUNT="${COUNT:-100000}"
+for v in DURATION POSITIONS CONCURRENCY DRAIN_TIMEOUT COUNT; do
     if ! [[ "${!v}" =~ ^[0-9]+$ ]] || [ "${!v}" -lt 1 ]; then
         echo "usage: $0 [DURATION]   ($v must be a positive number, got ${!v:-nothing})" >&2
         exit 2
@@ -105,11 +109,16 @@ RECEIVER=$!
 HUB=$!
 wait_ready "$PORT" hub.log
 
-log "snodo sim --from-config --concurrency $CONCURRENCY --duration ${DURATION}s"
+ONLY=()
+[ "$RECEIPTS_ONLY" = 1 ] && ONLY=(--receipts-only --count "$COUNT")
+log "snodo sim --from-config --concurrency $CONCURRENCY --duration ${DURATION}s ${ONLY[*]}"
+profile_start "$HUB" "$([ "$RECEIPTS_ONLY" = 1 ] && echo receipts-only || echo fanout)"
 SIM_T0=$(now)
 "$BIN" sim -c snodo.toml --from-config --concurrency "$CONCURRENCY" --duration "${DURATION}s" \
-    --retry-for 60s --receipts-log receipts.log >sim.out 2>sim.err || { cat sim.out sim.err >&2; exit 1; }
+    --retry-for 60s --receipts-log receipts.log "${ONLY[@]}" >sim.out 2>sim.err || { cat sim.out sim.err >&2; exit 1; }
 SIM_T1=$(now)
+profile_stop
+[ "$RECEIPTS_ONLY" = 1 ] && sed 's/^/   /' sim.err >&2
 sed 's/^/   /' sim.out >&2
 
 log "waiting for the outbox to drain (at most ${DRAIN_TIMEOUT}s)"
@@ -130,7 +139,7 @@ kill -TERM "$RECEIVER"; wait "$RECEIVER" || true; RECEIVER=""
 sql "SELECT idempotency_key, status, created_at, coalesce(delivered_at, '') FROM deliveries" >deliveries.tsv
 sql "SELECT count(*) FROM receipts" >receipts.count
 python3 - "$SIM_T0" "$SIM_T1" "$DRAIN_T1" "$RSS_MIB" "$DURATION" "$CONCURRENCY" "$POSITIONS" "$(cat receiver.out)" "$STORE" <<'PY'
-import datetime, sys
+import datetime, os, sys
 
 sim_t0, sim_t1, drain_t1 = (float(x) for x in sys.argv[1:4])
 rss, duration, concurrency, positions, receiver, store = sys.argv[4:10]
@@ -179,7 +188,7 @@ deliveries_s = len(rows) / span if span > 0 else 0
 receipts_s = len(acked) / sim_s if sim_s > 0 else 0
 drain_s = drain_t1 - sim_t1
 
-print(f"store={store} duration_s={duration} concurrency={concurrency} positions={positions}")
+print(f"mode={'receipts-only' if os.environ.get('RECEIPTS_ONLY') == '1' else 'whole payments'} store={store} duration_s={duration} concurrency={concurrency} positions={positions}")
 print(f"sim payments={report.get('payments')} completed={report.get('completed')} faulted={report.get('faulted')} errors={report.get('errors')} wall_s={sim_s:.1f}")
 print(f"receipts acknowledged={len(acked)} stored={stored} receipts_per_s={receipts_s:.0f}")
 print(f"deliveries delivered={counts.get('delivered', 0)} pending={sum(v for k, v in counts.items() if k not in ('delivered', 'dead'))} dead={counts.get('dead', 0)} deliveries_per_s={deliveries_s:.0f} drain_after_sim_s={drain_s:.1f}")

@@ -141,6 +141,16 @@ for run in $(seq "$RUNS"); do
 done
 SNODO_SECS="$(median "${SNODO_TIMES[@]}")"
 SNODO_LAST="$(tail -n 1 "$TMP/snodo.out")"
+if [ "${PROFILE:-0}" = 1 ]; then
+    # One more run, untimed, sampled by perf (ops/bench/common.sh).
+    . "$ROOT/ops/bench/common.sh"
+    rm -rf "$TMP/var" "$TMP/out" && cp -a "$TMP/var.seeded" "$TMP/var"
+    log "snodo import under perf (untimed)"
+    "${SNODO_IMPORT[@]}" "$FLOW" >"$TMP/profiled.out" 2>&1 &
+    profile_start $! import
+    wait $! || true
+    profile_stop
+fi
 
 # ---- 4. the floor: sqlite3 .import of the same CSV -------------------------------------------
 CSV="$TMP/floor.csv"

@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
+# shellcheck source=ops/bench/common.sh
+. "$ROOT/ops/bench/common.sh"
 N="${1:-1000000}"
 D="${2:-30}"
 ops/setup.sh >/dev/null
@@ -49,9 +51,13 @@ summary() { # name, wrk output
 log "floor: GET /healthz, c=32, ${D}s"
 FLOOR=$(run_wrk "http://127.0.0.1:$PORT/healthz")
 log "paVerifyPaymentNotice, c=32, ${D}s"
+profile_start "$HUB" soap-verify
 VERIFY=$(OPERATION=verify run_wrk -s ops/bench/soap.lua "http://127.0.0.1:$PORT")
+profile_stop
 log "paGetPaymentV2, c=32, ${D}s"
+profile_start "$HUB" soap-getPaymentV2
 GETPAY=$(OPERATION=getPaymentV2 run_wrk -s ops/bench/soap.lua "http://127.0.0.1:$PORT")
+profile_stop
 log "paVerifyPaymentNotice at a fixed 1 000 req/s for ${D}s (snodo sim --rate)"
 sed 's/^/00644060287;/' "$TMP/notices.txt" >"$TMP/sim-notices.txt"
 FIXED=$("$BIN" sim -c "$TMP/snodo.toml" --url "http://127.0.0.1:$PORT" --notices "$TMP/sim-notices.txt" \

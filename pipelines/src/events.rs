@@ -56,6 +56,7 @@ pub fn connection(k: &KafkaHubConfig) -> KafkaConnection {
 pub fn to_json(e: &Event) -> serde_json::Value {
     serde_json::json!({
         "id": e.id,
+        "part": e.part,
         "kind": e.kind,
         "entity": e.entity,
         "subject": e.subject,
@@ -189,7 +190,7 @@ impl EventKeeper {
         }
         let cursor = self.store.job_cursor(PUBLISHER_JOB).map_err(e)?;
         let mut events = self.store.events_after(cursor, BATCH).map_err(e)?;
-        let full = events.len() as u32 == BATCH;
+        let full = events.len() as u32 >= BATCH;
         if !self.settle.is_zero() {
             let horizon = stamp(now - self.settle);
             if let Some(young) = events.iter().position(|ev| ev.at > horizon) {
@@ -221,7 +222,7 @@ impl EventKeeper {
             // Nearly caught up: what pruning removes (all but the newest `kept`) is published.
             self.store.prune_events(self.kept).map_err(e)?;
         }
-        Ok(full && events.len() as u32 == BATCH)
+        Ok(full && events.len() as u32 >= BATCH)
     }
 }
 

@@ -180,6 +180,9 @@ pub struct SimOptions {
     pub v1: bool,
     /// Only `paVerifyPaymentNotice`, nothing activated or paid (read-only load).
     pub verify_only: bool,
+    /// Verify and activate the `count` payments first, untimed, then send only their receipts:
+    /// the report (and `duration`, `rate`) covers the receipts alone, the hub's store path.
+    pub receipts_only: bool,
     pub fault: Option<FaultKind>,
     /// Appends `<receiptId>;<noticeNumber>;<OK|faultCode>` per receipt answer, written as soon
     /// as the answer arrives.
@@ -226,6 +229,7 @@ impl SimOptions {
             concurrency: 16,
             v1: false,
             verify_only: false,
+            receipts_only: false,
             fault: None,
             receipts_log: None,
             ledger: None,
@@ -265,11 +269,13 @@ pub enum SimError {
     Worker(String),
 }
 
-/// The operations a run calls, in order.
-pub(crate) fn flow(v1: bool, verify_only: bool) -> &'static [Operation] {
+/// The operations a run calls (and reports), in order.
+pub(crate) fn flow(v1: bool, verify_only: bool, receipts_only: bool) -> &'static [Operation] {
     use Operation::*;
     match (verify_only, v1) {
         (true, _) => &[VerifyPaymentNotice],
+        (false, true) if receipts_only => &[SendRt],
+        (false, false) if receipts_only => &[SendRtV2],
         (false, true) => &[VerifyPaymentNotice, GetPayment, SendRt],
         (false, false) => &[VerifyPaymentNotice, GetPaymentV2, SendRtV2],
     }
@@ -313,11 +319,12 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
         concurrency: workers,
         v1: opts.v1,
         verify_only: opts.verify_only,
+        receipts_only: opts.receipts_only && !opts.verify_only,
         fault: opts.fault,
         retry_for: opts.retry_for,
     };
     let start = Instant::now();
-    let shared = Arc::new(Shared {
+    let mut shared = Shared {
         client,
         endpoint,
         broker: opts.broker_fiscal_code,
@@ -338,15 +345,46 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
         start,
         stop_at: opts.duration.and_then(|d| start.checked_add(d)),
         retry_for: opts.retry_for,
-    });
+        activated: None,
+        receipts_now: false,
+    };
+    if shape.receipts_only {
+        // Untimed: every payment verified and activated, its activation kept for its receipt.
+        shared.activated = Some((0..shared.count).map(|_| Mutex::new(None)).collect());
+        let (pace, stop_at) = (shared.pace.take(), shared.stop_at.take());
+        let mut shared_arc = Arc::new(shared);
+        let ready = workers_run(&shared_arc, workers).await?;
+        eprintln!(
+            "sim: {} of {} payments activated in {:.1} s; sending their receipts",
+            ready.completed,
+            ready.payments,
+            start.elapsed().as_secs_f64()
+        );
+        let Some(sh) = Arc::get_mut(&mut shared_arc) else {
+            return Err(SimError::Worker("a worker outlived its run".into()));
+        };
+        let start = Instant::now();
+        sh.next = AtomicUsize::new(0);
+        sh.pace = pace;
+        sh.start = start;
+        sh.stop_at = opts.duration.and_then(|d| start.checked_add(d)).or(stop_at);
+        sh.receipts_now = true;
+        let stats = workers_run(&shared_arc, workers).await?;
+        return Ok(Report::new(shape, stats, start.elapsed()));
+    }
+    let stats = workers_run(&Arc::new(shared), workers).await?;
+    Ok(Report::new(shape, stats, start.elapsed()))
+}
+
+async fn workers_run(shared: &Arc<Shared>, workers: usize) -> Result<report::Stats, SimError> {
     let handles: Vec<_> = (0..workers)
-        .map(|_| tokio::spawn(worker(Arc::clone(&shared))))
+        .map(|_| tokio::spawn(worker(Arc::clone(shared))))
         .collect();
     let mut stats = report::Stats::default();
     for h in handles {
         stats.merge(h.await.map_err(|e| SimError::Worker(e.to_string()))?);
     }
-    Ok(Report::new(shape, stats, start.elapsed()))
+    Ok(stats)
 }
 
 /// The client every call of a run (or of a [`Payer`]) goes through: a private CA and a client
@@ -460,6 +498,8 @@ impl Payer {
                 start,
                 stop_at: None,
                 retry_for: opts.retry_for,
+                activated: None,
+                receipts_now: false,
             },
         })
     }
@@ -566,7 +606,15 @@ struct Shared {
     /// No payment starts at or after this instant (with `--duration`).
     stop_at: Option<Instant>,
     retry_for: Option<Duration>,
+    /// With `receipts_only`: payment `i`'s activation answer (and the verified company name),
+    /// kept by the first pass, taken by the second.
+    activated: Option<Vec<Mutex<Option<Activated>>>>,
+    /// The second pass of `receipts_only`: only the receipts are sent.
+    receipts_now: bool,
 }
+
+/// An activation's answer and the verified company name, kept for the receipt.
+type Activated = (Response, Option<String>);
 
 static SOAP_ACTION: HeaderName = HeaderName::from_static("soapaction");
 static TEXT_XML: HeaderValue = HeaderValue::from_static("text/xml; charset=utf-8");
@@ -780,6 +828,29 @@ impl Shared {
             notice_number: notice.clone(),
         };
         let injected_at = self.fault.map(|f| f.injected_at(self.v1));
+        if self.receipts_now {
+            let kept = self
+                .activated
+                .as_ref()
+                .and_then(|a| a.get(i))
+                .and_then(|m| m.lock().unwrap_or_else(|p| p.into_inner()).take());
+            let Some((activated, company)) = kept else {
+                return End::Failed {
+                    kind: "not_activated",
+                };
+            };
+            return self
+                .send_receipt(
+                    target,
+                    &notice,
+                    company.as_deref(),
+                    activated,
+                    i,
+                    injected_at,
+                    stats,
+                )
+                .await;
+        }
 
         // paVerifyPaymentNotice
         let op = Operation::VerifyPaymentNotice;
@@ -828,13 +899,45 @@ impl Shared {
             Answer::Ko(fault_code) => return End::Refused { fault_code },
             Answer::Error(kind) => return End::Failed { kind },
         };
+        if let Some(slot) = self.activated.as_ref().and_then(|a| a.get(i)) {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((activated, verified.company_name));
+            return End::Paid { receipt_id: None };
+        }
+        self.send_receipt(
+            target,
+            &notice,
+            verified.company_name.as_deref(),
+            activated,
+            i,
+            injected_at,
+            stats,
+        )
+        .await
+    }
 
-        // paSendRT(V2)
+    /// paSendRT(V2) of payment `i`, built from its activation's answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_receipt(
+        &self,
+        target: &NoticeTarget,
+        notice: &str,
+        company_name: Option<&str>,
+        activated: Response,
+        i: usize,
+        injected_at: Option<Operation>,
+        stats: &mut report::Stats,
+    ) -> End {
+        let op = if self.v1 {
+            Operation::GetPayment
+        } else {
+            Operation::GetPaymentV2
+        };
         let receipt_id = self.ids.id(i);
         let paid_at = PaidAt::now();
         let facts = ReceiptFacts {
             receipt_id: receipt_id.clone(),
-            notice_number: &notice,
+            notice_number: notice,
             fiscal_code: &target.fiscal_code,
             psp: &PSPS[i % PSPS.len()],
             paid_at: &paid_at,
@@ -860,7 +963,7 @@ impl Shared {
                         id_pa: target.fiscal_code.clone(),
                         id_broker_pa: self.broker.clone(),
                         id_station: self.station.clone(),
-                        receipt: receipt::receipt_v1(data, verified.company_name.as_deref(), facts),
+                        receipt: receipt::receipt_v1(data, company_name, facts),
                     }),
                 ),
                 None => return self.no_data(op, stats),
@@ -885,7 +988,7 @@ impl Shared {
         let duplicate = self.fault == Some(FaultKind::DuplicateReceipt);
         let again = duplicate.then(|| body.clone());
         let (answer, resent) = self.send(op, body, stats).await;
-        self.log_receipt(&receipt_id, &notice, &answer);
+        self.log_receipt(&receipt_id, notice, &answer);
         if injected_at == Some(op) && !duplicate {
             self.count_injection(&answer, stats);
         }
@@ -906,7 +1009,7 @@ impl Shared {
         };
         if let Some(body) = again {
             let (answer, _) = self.send(op, body, stats).await;
-            self.log_receipt(&receipt_id, &notice, &answer);
+            self.log_receipt(&receipt_id, notice, &answer);
             self.count_injection(&answer, stats);
         }
         end

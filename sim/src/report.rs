@@ -201,6 +201,7 @@ pub struct Report {
     pub(crate) concurrency: usize,
     pub(crate) v1: bool,
     pub(crate) verify_only: bool,
+    pub(crate) receipts_only: bool,
     pub(crate) fault: Option<FaultKind>,
     pub(crate) ops: Vec<OpReport>,
     pub(crate) payments: u64,
@@ -221,13 +222,14 @@ pub(crate) struct RunShape {
     pub concurrency: usize,
     pub v1: bool,
     pub verify_only: bool,
+    pub receipts_only: bool,
     pub fault: Option<FaultKind>,
     pub retry_for: Option<Duration>,
 }
 
 impl Report {
     pub(crate) fn new(shape: RunShape, mut stats: Stats, wall: Duration) -> Report {
-        let ops = crate::flow(shape.v1, shape.verify_only)
+        let ops = crate::flow(shape.v1, shape.verify_only, shape.receipts_only)
             .iter()
             .map(|&op| {
                 let s = std::mem::take(stats.op(op));
@@ -251,6 +253,7 @@ impl Report {
             concurrency: shape.concurrency,
             v1: shape.v1,
             verify_only: shape.verify_only,
+            receipts_only: shape.receipts_only,
             fault: shape.fault,
             ops,
             payments: stats.payments,
@@ -392,6 +395,8 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let flow = match (self.verify_only, self.v1) {
             (true, _) => "verify-only",
+            (false, true) if self.receipts_only => "v1-receipts-only",
+            (false, false) if self.receipts_only => "v2-receipts-only",
             (false, true) => "v1",
             (false, false) => "v2",
         };
@@ -505,6 +510,7 @@ mod tests {
             concurrency: 2,
             v1: false,
             verify_only: false,
+            receipts_only: false,
             fault: None,
             retry_for: None,
         };

@@ -445,6 +445,40 @@ async fn verify_only_touches_nothing() {
 }
 
 #[tokio::test]
+async fn receipts_only_reports_the_receipts_of_activated_payments() {
+    let (url, hub) = start_fake_hub().await;
+    let mut opts = options(&url);
+    opts.receipts_only = true;
+    opts.count = NOTICES.len();
+    opts.concurrency = 2;
+    let report = run(opts).await.unwrap();
+    assert_eq!(
+        report
+            .operations()
+            .iter()
+            .map(|o| o.operation)
+            .collect::<Vec<_>>(),
+        [Operation::SendRtV2],
+        "only the receipts are reported: {report}"
+    );
+    assert_eq!(
+        report.ok(Operation::SendRtV2),
+        NOTICES.len() as u64,
+        "{report}"
+    );
+    assert_eq!(report.completed(), NOTICES.len() as u64);
+    assert_eq!(
+        hub.paid.lock().unwrap().len(),
+        NOTICES.len(),
+        "every notice paid"
+    );
+    assert!(
+        report.to_string().contains("flow=v2-receipts-only"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
 async fn nothing_listening_is_an_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

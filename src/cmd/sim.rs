@@ -40,6 +40,10 @@ pub struct Args {
     /// Only paVerifyPaymentNotice: nothing activated or paid (read-only load).
     #[arg(long)]
     verify_only: bool,
+    /// Verify and activate the payments first (untimed), then send only their receipts: the
+    /// report, `--duration` and `--rate` cover the receipts alone (the hub's store path).
+    #[arg(long, conflicts_with = "verify_only")]
+    receipts_only: bool,
     /// Inject a fault the hub must refuse.
     #[arg(long, value_enum)]
     fault: Option<Fault>,
@@ -66,7 +70,7 @@ pub struct Args {
     #[arg(
         long,
         value_name = "ADDR",
-        conflicts_with_all = ["from_config", "notices", "count", "verify_only", "rate", "duration"]
+        conflicts_with_all = ["from_config", "notices", "count", "verify_only", "receipts_only", "rate", "duration"]
     )]
     serve: Option<String>,
     /// With --serve: the Ocp-Apim-Subscription-Key a cart must come with (default `demo`).
@@ -94,14 +98,14 @@ pub struct Args {
     /// and entity), print them and exit.
     #[arg(
         long,
-        conflicts_with_all = ["serve", "from_config", "notices", "count", "verify_only", "rate", "duration", "no_ledger"]
+        conflicts_with_all = ["serve", "from_config", "notices", "count", "verify_only", "receipts_only", "rate", "duration", "no_ledger"]
     )]
     publish_flows: bool,
     /// Pay nothing: write each entity's OPI giornale di cassa crediting the flows published in
     /// the ledger (one SCT per flow, the official causale) under DIR/treasury/, print and exit.
     #[arg(
         long,
-        conflicts_with_all = ["serve", "from_config", "notices", "count", "verify_only", "rate", "duration", "no_ledger", "publish_flows"]
+        conflicts_with_all = ["serve", "from_config", "notices", "count", "verify_only", "receipts_only", "rate", "duration", "no_ledger", "publish_flows"]
     )]
     publish_treasury: bool,
     /// With --publish-flows: the day (Rome) whose payments are settled (default: today); with
@@ -243,6 +247,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
     opts.concurrency = args.concurrency;
     opts.v1 = args.v1;
     opts.verify_only = args.verify_only;
+    opts.receipts_only = args.receipts_only;
     opts.fault = args.fault.map(Into::into);
     opts.receipts_log = args.receipts_log;
     if !args.verify_only {

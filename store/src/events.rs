@@ -6,7 +6,9 @@ use crate::*;
 use std::collections::BTreeMap;
 
 pub trait EventStore {
-    /// Events after `after_id`, oldest first.
+    /// Events after the stored row `after_id`, oldest first, from whole rows (a bulk import's
+    /// row gives one event per position, all with its `id`): at most `limit` rows, and no row
+    /// started once `limit` events are out.
     fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>>;
     /// The newest event's id (0 when there is none): where a live follower starts.
     fn last_event_id(&self) -> Result<i64>;
@@ -91,7 +93,7 @@ pub(crate) const HELD: &str = "SELECT r.entity, COUNT(DISTINCT h.receipt)
 
 impl<D: Driver> EventStore for D {
     fn events_after(&self, after_id: i64, limit: u32) -> Result<Vec<Event>> {
-        self.read(|c| {
+        let rows = self.read(|c| {
             c.all(
                 "SELECT id, kind, entity, subject, payload, at, correlation FROM events
                  WHERE id > $1 ORDER BY id LIMIT $2",
@@ -99,6 +101,7 @@ impl<D: Driver> EventStore for D {
                 |r| {
                     Ok(Event {
                         id: r.get(0)?,
+                        part: 0,
                         kind: r.get(1)?,
                         entity: r.get(2)?,
                         subject: r.get(3)?,
@@ -109,7 +112,17 @@ impl<D: Driver> EventStore for D {
                     })
                 },
             )
-        })
+        })?;
+        // A stored row of a bulk import holds a chunk's positions: whole rows only, and no more
+        // rows once `limit` events are out (so the caller's cursor, a row id, stays exact).
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            if out.len() >= limit as usize {
+                break;
+            }
+            crate::ops::expand(row, &mut out);
+        }
+        Ok(out)
     }
 
     fn last_event_id(&self) -> Result<i64> {

@@ -606,6 +606,9 @@ pub struct StoreMetrics {
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub id: i64,
+    /// 0 for an event stored on its own; 1, 2... for the positions of one stored row of a bulk
+    /// import (see `ops::POSITIONS`): (`id`, `part`) tells every event apart.
+    pub part: u32,
     pub kind: String,
     pub entity: String,
     pub subject: String,

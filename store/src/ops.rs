@@ -113,29 +113,19 @@ impl<'a> RawEvent<'a> {
     }
 }
 
-/// A position event's payload, serialised straight from borrowed fields.
-#[derive(Serialize)]
-struct PositionPayload<'a> {
-    iud: &'a str,
-    iuv: Option<&'a str>,
-    notice_number: Option<&'a str>,
-    amount_cents: i64,
-    debt_type: &'a str,
-    flow_id: i64,
-}
-
 fn reject(code: RejectCode, msg: impl Into<String>) -> RowOutcome {
     RowOutcome::Rejected(Rejection::new(code, msg))
 }
 
 /// What an accepted row's event needs beyond its outcome.
 struct Change {
-    kind: &'static str,
+    kind: PositionChange,
     amount_cents: i64,
     debt_type: String,
 }
 
-/// Applies a chunk's rows and records one event per accepted row, in row order.
+/// Applies a chunk's rows and records their events (one per accepted row, in row order; stored
+/// as one row for the chunk, see [`write_changes`]).
 pub(crate) fn apply_rows(
     ops: &mut Ops<'_>,
     entity: &EntityKey<'_>,
@@ -143,12 +133,13 @@ pub(crate) fn apply_rows(
     ts: &str,
     rows: &[ChunkRow],
 ) -> Result<Vec<RowOutcome>> {
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         entity,
         flow_id,
         ts,
         source: format!("flow:{flow_id}"),
         correlation: flow_correlation(flow_id),
+        changes: Vec::new(),
     };
     let mut outcomes = Vec::with_capacity(rows.len());
     let mut i = 0;
@@ -160,7 +151,7 @@ pub(crate) fn apply_rows(
             .take_while(|r| matches!(r.action, Action::Insert))
             .count();
         if run > 0 {
-            insert_run(ops, &ctx, &rows[i..i + run], &mut outcomes)?;
+            insert_run(ops, &mut ctx, &rows[i..i + run], &mut outcomes)?;
             i += run;
             continue;
         }
@@ -169,10 +160,11 @@ pub(crate) fn apply_rows(
             Action::Modify => modify(ops, &ctx, r)?,
             _ => annul(ops, &ctx, r)?,
         };
-        emit(ops, &ctx, r, &outcome, change)?;
+        emit(&mut ctx, r, &outcome, change);
         outcomes.push(outcome);
         i += 1;
     }
+    write_changes(ops, &ctx)?;
     Ok(outcomes)
 }
 
@@ -183,39 +175,128 @@ struct Ctx<'a> {
     ts: &'a str,
     source: String,
     correlation: String,
+    /// The accepted rows' events, written at the chunk's end.
+    changes: Vec<Compact>,
 }
 
-/// The event of an accepted row.
-fn emit(
-    ops: &mut Ops<'_>,
-    ctx: &Ctx<'_>,
-    r: &ChunkRow,
-    outcome: &RowOutcome,
-    change: Option<Change>,
-) -> Result<()> {
-    let (
-        RowOutcome::Accepted {
-            iuv, notice_number, ..
-        },
-        Some(c),
-    ) = (outcome, change)
-    else {
-        return Ok(());
+/// The event of an accepted row, kept until the chunk ends (see [`write_changes`]).
+fn emit(ctx: &mut Ctx<'_>, r: &ChunkRow, outcome: &RowOutcome, change: Option<Change>) {
+    if let (RowOutcome::Accepted { iuv, .. }, Some(c)) = (outcome, change) {
+        ctx.changes.push(Compact {
+            kind: c.kind,
+            iud: r.iud.clone(),
+            iuv: iuv.as_ref().map(|i| i.as_str().to_string()),
+            amount_cents: c.amount_cents,
+            debt_type: c.debt_type,
+        });
+    }
+}
+
+/// The stored kind of one row holding the position events of a chunk: never published as it
+/// is, [`expand`] turns it back into one `position.*` event per position when read.
+pub(crate) const POSITIONS: &str = "positions.chunk";
+
+/// One position's change inside a [`POSITIONS`] row: `[kind, iud, iuv, amount_cents,
+/// debt_type]`, the kind without its `position.` prefix and no notice number (the IUV gives it).
+#[derive(serde::Deserialize)]
+struct Compact {
+    kind: PositionChange,
+    iud: String,
+    iuv: Option<String>,
+    amount_cents: i64,
+    debt_type: String,
+}
+
+impl Compact {
+    fn payload(&self, flow_id: i64) -> serde_json::Value {
+        let notice = self
+            .iuv
+            .as_deref()
+            .and_then(|i| Iuv::parse(i).ok())
+            .and_then(|i| i.notice_number());
+        serde_json::json!({
+            "iud": self.iud,
+            "iuv": self.iuv,
+            "notice_number": notice.as_ref().map(|n| n.as_str()),
+            "amount_cents": self.amount_cents,
+            "debt_type": self.debt_type,
+            "flow_id": flow_id,
+        })
+    }
+}
+
+/// A position event's kind; stored in a chunk's row by its short name.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum PositionChange {
+    Created,
+    Modified,
+    Annulled,
+}
+
+impl PositionChange {
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Created => "position.created",
+            Self::Modified => "position.modified",
+            Self::Annulled => "position.annulled",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Modified => "modified",
+            Self::Annulled => "annulled",
+        }
+    }
+}
+
+/// The chunk's position events: one event as before for a single row, one [`POSITIONS`] row
+/// for more, so a bulk import writes one event row per chunk instead of one per position.
+fn write_changes(ops: &mut Ops<'_>, ctx: &Ctx<'_>) -> Result<()> {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+    let (kind, subject, payload) = match ctx.changes.as_slice() {
+        [] => return Ok(()),
+        [one] => (
+            one.kind.kind(),
+            one.iud.as_str(),
+            one.payload(ctx.flow_id).to_string(),
+        ),
+        many => {
+            #[derive(Serialize)]
+            struct Chunk<'a> {
+                flow_id: i64,
+                positions: Vec<(&'a str, &'a str, Option<&'a str>, i64, &'a str)>,
+            }
+            let positions = many
+                .iter()
+                .map(|c| {
+                    (
+                        c.kind.short(),
+                        c.iud.as_str(),
+                        c.iuv.as_deref(),
+                        c.amount_cents,
+                        c.debt_type.as_str(),
+                    )
+                })
+                .collect();
+            let chunk = Chunk {
+                flow_id: ctx.flow_id,
+                positions,
+            };
+            (
+                POSITIONS,
+                ctx.correlation.as_str(),
+                serde_json::to_string(&chunk).map_err(corrupt)?,
+            )
+        }
     };
-    let payload = serde_json::to_string(&PositionPayload {
-        iud: &r.iud,
-        iuv: iuv.as_ref().map(|i| i.as_str()),
-        notice_number: notice_number.as_ref().map(|n| n.as_str()),
-        amount_cents: c.amount_cents,
-        debt_type: &c.debt_type,
-        flow_id: ctx.flow_id,
-    })
-    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     ops.event(
         &RawEvent {
-            kind: c.kind,
+            kind,
             entity: ctx.entity.ipa_code,
-            subject: &r.iud,
+            subject,
             payload: &payload,
             correlation: Some(&ctx.correlation),
         },
@@ -223,9 +304,40 @@ fn emit(
     )
 }
 
+/// The events a stored row tells: itself, or for a [`POSITIONS`] row one `position.*` event
+/// per position, numbered by `part` from 1, in row order.
+pub(crate) fn expand(row: Event, out: &mut Vec<Event>) {
+    if row.kind != POSITIONS {
+        out.push(row);
+        return;
+    }
+    #[derive(serde::Deserialize)]
+    struct Chunk {
+        flow_id: i64,
+        positions: Vec<Compact>,
+    }
+    let Ok(chunk) = serde_json::from_value::<Chunk>(row.payload.clone()) else {
+        // Unreadable: shown as stored rather than dropped, so nothing disappears silently.
+        out.push(row);
+        return;
+    };
+    for (k, c) in chunk.positions.into_iter().enumerate() {
+        out.push(Event {
+            id: row.id,
+            part: k as u32 + 1,
+            kind: c.kind.kind().to_string(),
+            entity: row.entity.clone(),
+            subject: c.iud.clone(),
+            payload: c.payload(chunk.flow_id),
+            at: row.at.clone(),
+            correlation: row.correlation.clone(),
+        });
+    }
+}
+
 fn insert_run(
     ops: &mut Ops<'_>,
-    ctx: &Ctx<'_>,
+    ctx: &mut Ctx<'_>,
     run: &[ChunkRow],
     outcomes: &mut Vec<RowOutcome>,
 ) -> Result<()> {
@@ -294,11 +406,11 @@ fn insert_run(
             generated,
         };
         let change = Change {
-            kind: "position.created",
+            kind: PositionChange::Created,
             amount_cents: r.amount.cents(),
             debt_type: r.debt_type.clone(),
         };
-        emit(ops, ctx, r, &outcome, Some(change))?;
+        emit(ctx, r, &outcome, Some(change));
         outcomes.push(outcome);
     }
     Ok(())
@@ -392,7 +504,7 @@ fn modify(ops: &mut Ops<'_>, ctx: &Ctx<'_>, d: &ChunkRow) -> Result<(RowOutcome,
             generated: false,
         },
         Some(Change {
-            kind: "position.modified",
+            kind: PositionChange::Modified,
             amount_cents: d.amount.cents(),
             debt_type: d.debt_type.clone(),
         }),
@@ -424,7 +536,7 @@ fn annul(ops: &mut Ops<'_>, ctx: &Ctx<'_>, d: &ChunkRow) -> Result<(RowOutcome, 
             generated: false,
         },
         Some(Change {
-            kind: "position.annulled",
+            kind: PositionChange::Annulled,
             amount_cents: cur.amount_cents,
             debt_type: cur.debt_type,
         }),

@@ -951,6 +951,12 @@ fn every_change_writes_its_event(b: &Backend) {
         ],
         "one per accepted row, none for the rejected duplicate"
     );
+    // Stored as one row for the chunk: one id, told apart by part, never cut by the limit.
+    assert!(e.iter().all(|x| x.id == e[0].id), "one stored row");
+    assert_eq!(e.iter().map(|x| x.part).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(s.events_after(mark, 1).unwrap().len(), 4, "whole rows only");
+    let stored: i64 = s.last_event_id().unwrap();
+    assert_eq!(stored, e[0].id, "nothing else stored for the chunk");
     assert!(e
         .iter()
         .all(|e| e.correlation.as_deref() == Some(corr.as_str()) && e.entity == E));
