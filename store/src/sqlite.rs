@@ -265,7 +265,30 @@ impl Driver for SqliteStore {
             return done;
         }
         let batch = std::mem::take(&mut *lock_any(&self.write_queue));
-        for (s, o) in batch.iter().zip(commit_writes(&mut conn, &batch)) {
+        // A batch of activations only is bookkeeping, not money: it is durable once written to
+        // the WAL (a crash of the process keeps it) and reaches the disk with the next fsync (a
+        // receipt's commit, or a checkpoint), so a power cut can lose the last activations but
+        // never a receipt, and never out of order. Receipts always wait for fsync.
+        let money = batch.iter().any(|s| matches!(s.write, Write::Receipt(_)));
+        let durability = if money {
+            "PRAGMA synchronous=FULL"
+        } else {
+            "PRAGMA synchronous=NORMAL"
+        };
+        let outcomes = match conn.execute_batch(durability) {
+            Ok(()) => commit_writes(&mut conn, &batch),
+            Err(e) => batch
+                .iter()
+                .map(|_| Err(StoreError::Conflict(format!("{durability}: {e}"))))
+                .collect(),
+        };
+        if !money {
+            // Every other write on this connection waits for the disk.
+            if let Err(e) = conn.execute_batch("PRAGMA synchronous=FULL") {
+                tracing::error!("cannot restore synchronous=FULL: {e}");
+            }
+        }
+        for (s, o) in batch.iter().zip(outcomes) {
             *lock_any(&s.outcome) = Some(o);
         }
         drop(conn);
@@ -803,6 +826,28 @@ mod tests {
         assert_eq!(kinds("payment.activated"), 64);
         let m = s.metrics().unwrap();
         assert_eq!(m.receipts, vec![("c_g224".to_string(), 64, 32)]);
+    }
+
+    #[test]
+    fn activations_alone_skip_fsync_and_leave_the_writer_waiting_for_the_disk() {
+        let (_d, s) = store();
+        let f = flow(&s, "F1");
+        apply(&s, f, &[row(Action::Insert, "A", 100, true)]);
+        let synchronous = |s: &SqliteStore| -> i64 {
+            s.lock()
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(synchronous(&s), 2, "FULL from the start");
+        s.record_activation(1, Some("act")).unwrap();
+        assert_eq!(synchronous(&s), 2, "FULL again after an activation's commit");
+        let activations: i64 = s
+            .lock()
+            .query_row("SELECT activations FROM positions WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(activations, 1, "committed");
     }
 
     #[test]
