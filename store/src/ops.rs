@@ -252,56 +252,61 @@ impl PositionChange {
     }
 }
 
-/// The chunk's position events: one event as before for a single row, one [`POSITIONS`] row
-/// for more, so a bulk import writes one event row per chunk instead of one per position.
+/// Positions per [`POSITIONS`] row: a row stays under ~100 KiB, small enough for any consumer
+/// and for the allocator to reuse, and a 20 000-row chunk still writes only 20 event rows.
+const POSITIONS_PER_ROW: usize = 1_000;
+
+/// The chunk's position events: one event as before for a single row, [`POSITIONS`] rows of up
+/// to [`POSITIONS_PER_ROW`] for more, instead of one row per position.
 fn write_changes(ops: &mut Ops<'_>, ctx: &Ctx<'_>) -> Result<()> {
-    let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
-    let (kind, subject, payload) = match ctx.changes.as_slice() {
-        [] => return Ok(()),
-        [one] => (
-            one.kind.kind(),
-            one.iud.as_str(),
-            one.payload(ctx.flow_id).to_string(),
-        ),
-        many => {
-            #[derive(Serialize)]
-            struct Chunk<'a> {
-                flow_id: i64,
-                positions: Vec<(&'a str, &'a str, Option<&'a str>, i64, &'a str)>,
-            }
-            let positions = many
-                .iter()
-                .map(|c| {
-                    (
-                        c.kind.short(),
-                        c.iud.as_str(),
-                        c.iuv.as_deref(),
-                        c.amount_cents,
-                        c.debt_type.as_str(),
-                    )
-                })
-                .collect();
-            let chunk = Chunk {
-                flow_id: ctx.flow_id,
-                positions,
-            };
-            (
-                POSITIONS,
-                ctx.correlation.as_str(),
-                serde_json::to_string(&chunk).map_err(corrupt)?,
-            )
-        }
-    };
-    ops.event(
-        &RawEvent {
-            kind,
-            entity: ctx.entity.ipa_code,
-            subject,
-            payload: &payload,
-            correlation: Some(&ctx.correlation),
-        },
-        ctx.ts,
-    )
+    if let [one] = ctx.changes.as_slice() {
+        return ops.event(
+            &RawEvent {
+                kind: one.kind.kind(),
+                entity: ctx.entity.ipa_code,
+                subject: &one.iud,
+                payload: &one.payload(ctx.flow_id).to_string(),
+                correlation: Some(&ctx.correlation),
+            },
+            ctx.ts,
+        );
+    }
+    #[derive(Serialize)]
+    struct Chunk<'a> {
+        flow_id: i64,
+        positions: Vec<(&'a str, &'a str, Option<&'a str>, i64, &'a str)>,
+    }
+    for part in ctx.changes.chunks(POSITIONS_PER_ROW) {
+        let positions = part
+            .iter()
+            .map(|c| {
+                (
+                    c.kind.short(),
+                    c.iud.as_str(),
+                    c.iuv.as_deref(),
+                    c.amount_cents,
+                    c.debt_type.as_str(),
+                )
+            })
+            .collect();
+        let chunk = Chunk {
+            flow_id: ctx.flow_id,
+            positions,
+        };
+        let payload =
+            serde_json::to_string(&chunk).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        ops.event(
+            &RawEvent {
+                kind: POSITIONS,
+                entity: ctx.entity.ipa_code,
+                subject: &ctx.correlation,
+                payload: &payload,
+                correlation: Some(&ctx.correlation),
+            },
+            ctx.ts,
+        )?;
+    }
+    Ok(())
 }
 
 /// The events a stored row tells: itself, or for a [`POSITIONS`] row one `position.*` event

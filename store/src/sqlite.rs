@@ -829,6 +829,40 @@ mod tests {
     }
 
     #[test]
+    fn a_bulk_chunk_stores_its_events_in_rows_of_a_thousand_and_reads_them_back_one_by_one() {
+        let (_d, s) = store();
+        let f = flow(&s, "F1");
+        let mark = s.last_event_id().unwrap();
+        let rows: Vec<ChunkRow> = (0..2_500)
+            .map(|i| row(Action::Insert, &format!("B{i:04}"), 100 + i, true))
+            .collect();
+        apply(&s, f, &rows);
+        let stored: i64 = s
+            .lock()
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE id > ?1 AND kind = 'positions.chunk'",
+                [mark],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stored, 3, "2 500 positions in three stored rows");
+        let e = s.events_after(mark, 100_000).unwrap();
+        assert_eq!(e.len(), 2_500);
+        assert!(e.iter().all(|x| x.kind == "position.created"));
+        let subjects: Vec<&str> = e.iter().map(|x| x.subject.as_str()).collect();
+        let expected: Vec<String> = (0..2_500).map(|i| format!("B{i:04}")).collect();
+        assert_eq!(subjects, expected, "in row order");
+        assert_eq!((e[999].part, e[1_000].part, e[2_499].part), (1_000, 1, 500));
+        assert_ne!(e[999].id, e[1_000].id);
+        assert_eq!(e[1_234].payload["amount_cents"], 1_334);
+        // A reader asking for ten gets the first stored row whole, and resumes after it.
+        let first = s.events_after(mark, 10).unwrap();
+        assert_eq!(first.len(), 1_000);
+        let next = s.events_after(first[0].id, 10).unwrap();
+        assert_eq!(next[0].subject, "B1000");
+    }
+
+    #[test]
     fn activations_alone_skip_fsync_and_leave_the_writer_waiting_for_the_disk() {
         let (_d, s) = store();
         let f = flow(&s, "F1");
