@@ -112,10 +112,18 @@ wait_ready "$PORT" hub.log
 ONLY=()
 [ "$RECEIPTS_ONLY" = 1 ] && ONLY=(--receipts-only --count "$COUNT")
 log "snodo sim --from-config --concurrency $CONCURRENCY --duration ${DURATION}s ${ONLY[*]}"
-profile_start "$HUB" "$([ "$RECEIPTS_ONLY" = 1 ] && echo receipts-only || echo fanout)"
 SIM_T0=$(now)
 "$BIN" sim -c snodo.toml --from-config --concurrency "$CONCURRENCY" --duration "${DURATION}s" \
-    --retry-for 60s --receipts-log receipts.log "${ONLY[@]}" >sim.out 2>sim.err || { cat sim.out sim.err >&2; exit 1; }
+    --retry-for 60s --receipts-log receipts.log "${ONLY[@]}" >sim.out 2>sim.err &
+SIM=$!
+if [ "${PROFILE:-0}" = 1 ]; then
+    # Receipts only: the profile starts once the untimed activations are done.
+    while [ "$RECEIPTS_ONLY" = 1 ] && ! grep -q 'sending their receipts' sim.err && kill -0 "$SIM" 2>/dev/null; do
+        sleep 0.2
+    done
+    profile_start "$HUB" "$([ "$RECEIPTS_ONLY" = 1 ] && echo receipts-only || echo fanout)"
+fi
+wait "$SIM" || { cat sim.out sim.err >&2; exit 1; }
 SIM_T1=$(now)
 profile_stop
 [ "$RECEIPTS_ONLY" = 1 ] && sed 's/^/   /' sim.err >&2

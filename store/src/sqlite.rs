@@ -874,7 +874,11 @@ mod tests {
         };
         assert_eq!(synchronous(&s), 2, "FULL from the start");
         s.record_activation(1, Some("act")).unwrap();
-        assert_eq!(synchronous(&s), 2, "FULL again after an activation's commit");
+        assert_eq!(
+            synchronous(&s),
+            2,
+            "FULL again after an activation's commit"
+        );
         let activations: i64 = s
             .lock()
             .query_row("SELECT activations FROM positions WHERE id = 1", [], |r| {
