@@ -118,8 +118,25 @@ fn the_node_verifies_activates_and_pays_a_notice() {
     );
     assert!(ok.contains("<options>EQ</options>"), "{ok}");
 
-    // Bytes that are not even SOAP get a SOAP client fault, not a crash or a hang.
-    let garbage = call(&home, "paVerifyPaymentNotice", "\u{0}garbage <not xml");
+    // Bytes that are not XML, or not SOAP, sent for an operation the SOAPAction names: that
+    // operation's KO with PAA_SINTASSI_EXTRAXSD (valid against the XSD, like every answer).
+    for (action, body) in [
+        ("paVerifyPaymentNotice", "\u{0}garbage <not xml"),
+        ("\"paGetPaymentV2\"", "{\"json\": \"not SOAP\"}"),
+        ("paSendRTV2", "<root>XML but not SOAP</root>"),
+    ] {
+        let ko = call(&home, action, body);
+        let op = action.trim_matches('"');
+        assert!(ko.contains(&format!(":{op}Res")), "{action}: {ko}");
+        assert!(ko.contains("<outcome>KO</outcome>"), "{ko}");
+        assert!(
+            ko.contains("<faultCode>PAA_SINTASSI_EXTRAXSD</faultCode>"),
+            "{ko}"
+        );
+    }
+    // Without an operation named anywhere there is nothing typed to answer: a SOAP client
+    // fault, not a crash or a hang.
+    let garbage = call(&home, "noSuchOperation", "\u{0}garbage <not xml");
     assert!(
         garbage.contains("<faultcode>soapenv:Client</faultcode>"),
         "{garbage}"

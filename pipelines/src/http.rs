@@ -410,10 +410,19 @@ async fn documents(
     }
 }
 
-async fn soap(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn soap(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     // The store is blocking: off the async workers, on threads kept for the node.
     let corr = crate::events::correlation_id();
-    match state.node.reserved(move |n| n.handle(&body, &corr)).await {
+    // What the caller says it asks: the typed KO for a body that cannot be read at all.
+    let action = headers
+        .get("soapaction")
+        .and_then(|v| v.to_str().ok())
+        .and_then(snodo_adapters::pagopa::Operation::from_soap_action);
+    match state
+        .node
+        .reserved(move |n| n.handle(&body, action, &corr))
+        .await
+    {
         Ok(answer) => xml(StatusCode::OK, answer),
         Err(e) => {
             tracing::error!("SOAP handler failed: {e}");

@@ -118,12 +118,16 @@ impl NodeService {
 
     /// Answers one SOAP request body with a SOAP response body. `corr` ties the call's log lines
     /// and the events it causes together.
-    pub fn handle(&self, body: &[u8], corr: &str) -> String {
+    /// Answers one call; `action` is the operation the HTTP `SOAPAction` header names, used
+    /// only when the body itself does not tell.
+    pub fn handle(&self, body: &[u8], action: Option<Operation>, corr: &str) -> String {
         use snodo_store::deadline;
-        deadline::priority(|| deadline::within(STORE_BUDGET, || self.handle_in_time(body, corr)))
+        deadline::priority(|| {
+            deadline::within(STORE_BUDGET, || self.handle_in_time(body, action, corr))
+        })
     }
 
-    fn handle_in_time(&self, body: &[u8], corr: &str) -> String {
+    fn handle_in_time(&self, body: &[u8], action: Option<Operation>, corr: &str) -> String {
         let _span = tracing::info_span!("soap", corr = %corr).entered();
         let mut about = (String::new(), String::new());
         let response = match soap::parse_request(body) {
@@ -151,11 +155,22 @@ impl NodeService {
                         self.fault(NodeFault::SintassiXsd, None, Some(e.to_string())),
                     )
                 }
-                // Not even the operation is known: nothing typed to answer with.
-                None => {
-                    tracing::warn!("unreadable SOAP request: {e}");
-                    return client_fault(&e.to_string());
-                }
+                // Not XML, or not SOAP, but the SOAPAction names an operation: its typed KO,
+                // as pagoPA's SANP asks for a request outside the schema.
+                None => match action {
+                    Some(op) => {
+                        tracing::warn!(operation = op.soap_action(), "unreadable request: {e}");
+                        Response::ko(
+                            op,
+                            self.fault(NodeFault::SintassiExtraxsd, None, Some(e.to_string())),
+                        )
+                    }
+                    // Not even the operation is known: nothing typed to answer with.
+                    None => {
+                        tracing::warn!("unreadable SOAP request: {e}");
+                        return client_fault(&e.to_string());
+                    }
+                },
             },
         };
         let op = response.operation().soap_action();
