@@ -77,6 +77,10 @@ fn the_node_verifies_activates_and_pays_a_notice() {
             .set(15, "MENSA")
             .set(18, "9/0107101TS/")
             .set(12, "2020-01-01"),
+        Row::tari("NODUE", 5, 900)
+            .set(15, "MENSA")
+            .set(18, "9/0107101TS/")
+            .set(12, ""),
     ];
     let o = home.import(
         &write_zip(home.path(), "c_g224-SOAP1-1_4", csv_text(&rows).as_bytes()),
@@ -103,6 +107,19 @@ fn the_node_verifies_activates_and_pays_a_notice() {
     );
 
     let hub = Hub::start_serving(&home);
+
+    // No due date: none in the verify's paymentOption (optional there); the activation's
+    // paymentData requires one, and gets 2099-12-31 (docs/FORMATS.md).
+    let no_due = notice("NODUE");
+    let v = call(
+        &home,
+        "paVerifyPaymentNotice",
+        &verify_body(PADOVA, BROKER, STATION, &no_due),
+    );
+    assert!(v.contains("<outcome>OK</outcome>"), "{v}");
+    assert!(!v.contains("<dueDate>"), "{v}");
+    let a = call(&home, "paGetPaymentV2", &get_payment_v2(&no_due));
+    assert!(a.contains("<dueDate>2099-12-31</dueDate>"), "{a}");
 
     // Verify: amount, causale and company, as a curl user would see them.
     let ok = call(

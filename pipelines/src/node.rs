@@ -18,7 +18,8 @@ use snodo_core::NoticeNumber;
 use snodo_store::{NewEvent, NewReceipt, Position, ReceiptIssue, ReceiptStored, Store};
 use std::sync::Arc;
 
-/// Due date told to the node for positions that have none (the XSD requires one).
+/// Due date told to the node for positions that have none where the XSD requires one
+/// (`paGetPayment[V2]`'s paymentData; the verify's paymentOption leaves it out).
 const NO_DUE_DATE: &str = "2099-12-31";
 
 /// The store's share of a node call: past it the node hears `PAA_SYSTEM_ERROR` instead of
@@ -396,7 +397,8 @@ impl NodeService {
             payment_option: Some(PaymentOption {
                 amount: soap::from_cents(d.amount),
                 options: AmountOption::Eq,
-                due_date: Some(due_date(d)),
+                // Optional here: a position without a due date says none.
+                due_date: d.due_date.map(|d| d.to_string()),
                 detail_description: Some(cut(&d.causale, 140)),
                 all_ccp,
             }),
