@@ -351,7 +351,9 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
     if shape.receipts_only {
         // Untimed: every payment verified and activated, its activation kept for its receipt.
         shared.activated = Some((0..shared.count).map(|_| Mutex::new(None)).collect());
-        let (pace, stop_at) = (shared.pace.take(), shared.stop_at.take());
+        // Neither paced nor cut short: `rate` and `duration` apply to the receipts.
+        let pace = shared.pace.take();
+        shared.stop_at = None;
         let mut shared_arc = Arc::new(shared);
         let ready = workers_run(&shared_arc, workers).await?;
         eprintln!(
@@ -367,7 +369,7 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
         sh.next = AtomicUsize::new(0);
         sh.pace = pace;
         sh.start = start;
-        sh.stop_at = opts.duration.and_then(|d| start.checked_add(d)).or(stop_at);
+        sh.stop_at = opts.duration.and_then(|d| start.checked_add(d));
         sh.receipts_now = true;
         let stats = workers_run(&shared_arc, workers).await?;
         return Ok(Report::new(shape, stats, start.elapsed()));

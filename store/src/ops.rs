@@ -321,7 +321,7 @@ pub(crate) fn expand(row: Event, out: &mut Vec<Event>) {
         flow_id: i64,
         positions: Vec<Compact>,
     }
-    let Ok(chunk) = serde_json::from_value::<Chunk>(row.payload.clone()) else {
+    let Ok(chunk) = <Chunk as serde::Deserialize>::deserialize(&row.payload) else {
         // Unreadable: shown as stored rather than dropped, so nothing disappears silently.
         out.push(row);
         return;
