@@ -6,7 +6,7 @@
 # output beside it (target/bench/<name>.txt).
 #
 #   ops/bench/all.sh            (about 7 minutes on two cores, after one release build)
-#   QUICK=1 ops/bench/all.sh    (smaller sizes, about 2 minutes: a check that everything runs)
+#   QUICK=1 ops/bench/all.sh    (smaller sizes, about 90 s: a check that everything runs)
 #
 # Environment: IMPORT_ROWS (1000000), SOAP_POSITIONS (1000000), SOAP_SECONDS (30),
 # FANOUT_SECONDS (60), SKIP_BUILD=1 (reuse target/release/snodo). Needs ops/setup.sh first
