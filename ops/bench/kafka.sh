@@ -15,6 +15,8 @@ N="${1:-${N:-1000000}}"
 BROKERS="${BROKERS:-127.0.0.1:9092}"
 STORES="${STORES:-sqlite postgres}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=ops/bench/common.sh
+. "$ROOT/ops/bench/common.sh"
 cd "$ROOT"
 BIN="${SNODO_BIN:-$ROOT/target/release/snodo}"
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/snodo-kafka-bench.XXXXXX")"
@@ -34,7 +36,8 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     cargo build --release --quiet
 fi
 ops/kafka.sh >&2
-TAXONOMY="$(cd "$ROOT/adapters/specs/mypay" && pwd)/tassonomia.csv"
+SNODO_TAXONOMY_FILE="$(cd "$ROOT/adapters/specs/mypay" && pwd)/tassonomia.csv"
+export SNODO_TAXONOMY_FILE
 export SNODO_LOG=warn
 RUN="$(date +%s)"
 TOPIC="bench-positions-$RUN"
@@ -86,31 +89,10 @@ for store in $STORES; do
         if [ "$store" = sqlite ]; then sqlite3 "$dir/var/snodo.db" "$q" 2>/dev/null || echo 0
         else psql -h 127.0.0.1 -U postgres -d "$DB" -tAc "$q" 2>/dev/null || echo 0; fi
     }
-    cat >"$dir/snodo.toml" <<EOF
-[hub]
-data_dir = "var"
-store = "$url"
-taxonomy_file = "$TAXONOMY"
-
-[http]
-listen = "127.0.0.1:0"
-
-[pagopa]
-broker_fiscal_code = "80007580279"
-stations = ["80007580279_01"]
-
-[[entities]]
-ipa_code = "c_g224"
-fiscal_code = "00644060287"
-name = "Comune di Padova"
-segregation_code = "01"
-
-  [[entities.debt_types]]
-  code = "MENSA"
-  description = "Refezione scolastica"
-  iban = "IT90J0200812100000041234567"
-  taxonomy = "9/0107101TS/"
-  generate_iuv = true
+    # Comune di Padova as the other benchmarks have it (ops/bench/common.sh); the HTTP port is
+    # not used here.
+    padova_config "$url" 0 >"$dir/snodo.toml"
+    cat >>"$dir/snodo.toml" <<EOF
 
 [[pipelines]]
 name = "padova-kafka-in"
