@@ -243,12 +243,10 @@ impl PositionChange {
         }
     }
 
+    /// The name stored in a chunk's row: the kind without its `position.` prefix.
     fn short(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Modified => "modified",
-            Self::Annulled => "annulled",
-        }
+        let kind = self.kind();
+        kind.strip_prefix("position.").unwrap_or(kind)
     }
 }
 
