@@ -141,6 +141,29 @@ p=json.load(sys.stdin)
 for r in p["items"]: print("    receipt_id=%s notice_number=%s iud=%s debt_type=%s amount=%s psp=%s" % (r["receipt_id"], r["notice_number"], r["iud"], r["debt_type"], r["amount"]["decimal"], r["psp"]["name"]))
 print("    nextCursor=%s (ask again with ?since=%s)" % (p["nextCursor"], p["nextCursor"]))'
 
+step "an ERP written for MyPay asks for the receipt through MyPay's own SOAP service (paaSILChiediPagatiConRicevuta, docs/MYPAY.md)"
+echo "  WSDL: http://127.0.0.1:8080/ws/pa/PagamentiTelematiciDovutiPagati?wsdl"
+curl -s -H 'Content-Type: text/xml' -H 'SOAPAction: paaSILChiediPagatiConRicevuta' --data-binary @- \
+  http://127.0.0.1:8080/ws/pa/PagamentiTelematiciDovutiPagati > pagati.xml <<'XML'
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:ppt="http://www.regione.veneto.it/pagamenti/ente/"><soapenv:Body>
+<ppt:paaSILChiediPagatiConRicevuta><codIpaEnte>c_g224</codIpaEnte><password>padova-ws-24</password>
+<identificativoUnivocoDovuto>PORTAL-1</identificativoUnivocoDovuto></ppt:paaSILChiediPagatiConRicevuta></soapenv:Body></soapenv:Envelope>
+XML
+python3 - pagati.xml <<'PY'
+import base64, re, sys
+answer = open(sys.argv[1]).read()
+fault = re.search(r"<faultCode>(.*?)</faultCode>", answer)
+if fault:
+    sys.exit("    fault: " + fault.group(1))
+pagati = base64.b64decode(base64.b64decode(re.search(r"<pagati>(.*?)</pagati>", answer, re.S).group(1))).decode()
+rt = base64.b64decode(re.search(r"<rt>(.*?)</rt>", answer, re.S).group(1)).decode()
+pick = lambda tag: re.search(r"<%s>(.*?)</%s>" % (tag, tag), pagati).group(1)
+print("    PagatiConRicevuta: IUV %s, IUD %s, importo %s, esito %s, PSP %s" % (
+    pick("identificativoUnivocoVersamento"), pick("identificativoUnivocoDovuto"),
+    pick("importoTotalePagato"), pick("codiceEsitoPagamento"), pick("denominazioneAttestante")))
+print("    rt: the receipt as the node sent it (%d bytes, %s)" % (len(rt), "paSendRTV2" if "paSendRTV2" in rt else "paSendRT"))
+PY
+
 step "real-time verification at the entity: a ZTL notice of the Region lives in its own system (the sim's stand-in)"
 # Segregation code 03, base 0000000002024 (even: the stand-in knows it), check digits mod 93.
 ZTL=$(python3 -c 'h="3"+"03"+"0000000002024"; print(h+"%02d" % (int(h) % 93))')

@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod mypay_export;
 pub mod mypay_import;
 pub mod mypay_push;
+pub mod mypay_ws;
 pub mod mypivot;
 pub mod notice;
 pub mod pagopa;

@@ -11,7 +11,7 @@
 //! units, as MyPay's Java counts) on a character boundary, so the document always validates;
 //! amounts go through integer cents.
 
-mod pagati;
+pub(crate) mod pagati;
 
 use base64::Engine as _;
 use serde::Serialize;
@@ -99,5 +99,23 @@ pub fn encode_parsed(
     serde_json::to_vec(&body).map_err(|e| MypayPushError::Serialize(e.to_string()))
 }
 
+/// The `Pagati` (or `PagatiConRicevuta`) XML of a receipt already parsed, for MyPay's SOAP
+/// answers (`paaSILChiediPagati…`); `received_at` is RFC 3339.
+pub fn pagati_document(
+    ctx: &ReceiptContext<'_>,
+    request: &pagopa::Request,
+    with_receipt: bool,
+) -> Result<String, MypayPushError> {
+    let received_at = chrono::DateTime::parse_from_rfc3339(ctx.received_at)
+        .map_err(|_| MypayPushError::Context(format!("received_at {:?}", ctx.received_at)))?
+        .with_timezone(&chrono::Utc);
+    let root = if with_receipt {
+        pagati::Root::PagatiConRicevuta
+    } else {
+        pagati::Root::Pagati
+    };
+    pagati::render_as(ctx, request, received_at, root)
+}
+
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -110,6 +110,15 @@ pub struct ApiConfig {
     /// How long an `Idempotency-Key` answer is kept.
     #[serde(default = "default_idempotency_ttl")]
     pub idempotency_ttl: HumanDuration,
+    /// Where MyPay's SOAP services for entity systems are served (docs/MYPAY.md); the WSDL at
+    /// `<path>?wsdl`.
+    #[serde(default = "default_mypay_ws_path")]
+    pub mypay_ws_path: String,
+    /// The entity whose MyPay password may ask a payer's positions across every entity
+    /// (`paaSILChiediPosizioniAperte`, `…StoricoPagamenti`), as MyPay's `pa.codIpaEntePredefinito`
+    /// (usually the Region). Unset: each entity asks only for its own.
+    #[serde(default)]
+    pub mypay_admin_entity: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -120,8 +129,14 @@ impl Default for ApiConfig {
             rate_per_second: default_rate(),
             rate_burst: default_burst(),
             idempotency_ttl: default_idempotency_ttl(),
+            mypay_ws_path: default_mypay_ws_path(),
+            mypay_admin_entity: None,
         }
     }
+}
+
+fn default_mypay_ws_path() -> String {
+    "/ws/pa/PagamentiTelematiciDovutiPagati".into()
 }
 
 fn default_max_batch() -> usize {
@@ -398,6 +413,10 @@ pub struct EntityConfig {
     /// `${VAR:-}` turns a key off).
     #[serde(default)]
     pub api_keys: Vec<Secret>,
+    /// The password its systems give MyPay's SOAP services (`paaSIL*`, 8 to 15 characters as
+    /// the WSDL says); kept only as a hash. Unset (or `${VAR:-}` empty): those services refuse it.
+    #[serde(default)]
+    pub mypay_password: Option<Secret>,
     #[serde(default)]
     pub debt_types: Vec<DebtTypeConfig>,
     /// Where the entity is in its adhesion: `pre-production` (answered only on its

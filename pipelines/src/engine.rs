@@ -391,6 +391,7 @@ impl Hub {
             api_stats,
             admin_token.as_deref(),
             guard.failures.clone(),
+            &public_url,
         )
         .map_err(|message| EngineError::Start {
             pipeline: "api".into(),

@@ -139,6 +139,66 @@ pub struct NoticeStats {
 /// (entity, source) → (notices, seconds).
 type NoticeCounts = BTreeMap<(String, &'static str), (u64, f64)>;
 
+/// Calls of MyPay's SOAP services (`/ws/pa/...`), by operation, and their faults by code.
+pub struct MypayWsStats {
+    calls: Mutex<BTreeMap<&'static str, u64>>,
+    faults: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+pub static MYPAY_WS: MypayWsStats = MypayWsStats {
+    calls: Mutex::new(BTreeMap::new()),
+    faults: Mutex::new(BTreeMap::new()),
+};
+
+impl MypayWsStats {
+    /// Only the WSDL's operation names and MyPay's fault codes (static strings) become labels,
+    /// so no caller can grow the number of series.
+    pub fn call(&self, operation: &'static str) {
+        *self
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(operation)
+            .or_default() += 1;
+    }
+
+    pub fn fault(&self, operation: &'static str, code: &'static str) {
+        *self
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((operation, code))
+            .or_default() += 1;
+    }
+
+    fn render(&self, out: &mut String) {
+        let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        family(
+            out,
+            "snodo_mypay_ws_calls_total",
+            "counter",
+            "Calls of MyPay's SOAP services read by this process, by operation.",
+            calls
+                .iter()
+                .map(|(op, n)| (format!("operation=\"{op}\""), *n as i64)),
+        );
+        let faults = self
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        family(
+            out,
+            "snodo_mypay_ws_faults_total",
+            "counter",
+            "Answers of MyPay's SOAP services carrying a fault, by operation and MyPay code.",
+            faults
+                .iter()
+                .map(|((op, code), n)| (format!("operation=\"{op}\",code=\"{code}\""), *n as i64)),
+        );
+    }
+}
+
 pub static NOTICES: NoticeStats = NoticeStats {
     by: Mutex::new(BTreeMap::new()),
 };
@@ -184,6 +244,7 @@ pub fn render(
     let mut out = String::new();
     api.render(&mut out);
     NOTICES.render(&mut out);
+    MYPAY_WS.render(&mut out);
     let stats = stats.snapshot();
     let _ = writeln!(
         out,

@@ -288,6 +288,8 @@ pub struct EntityRuntime {
     pub payments: HashMap<String, DebtTypePayment>,
     /// Keys of the entity's systems for `/api/v1`, hashed.
     pub api_keys: Vec<ApiKey>,
+    /// The password of MyPay's SOAP services, hashed (`None`: they refuse the entity).
+    pub mypay_password: Option<[u8; 32]>,
     /// Debt types citizens may pay spontaneously, in configuration order.
     pub spontaneous: Vec<SpontaneousOffer>,
     /// Debt types whose positions live in the entity's system, asked in configuration order.
@@ -825,6 +827,22 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                 sha256,
             });
         }
+        let mypay_password = match e.mypay_password.as_ref().map(|s| s.0.as_str()) {
+            None | Some("") => None,
+            Some(pw) => {
+                let n = pw.chars().count();
+                if !(8..=15).contains(&n) {
+                    p(
+                        format!("{at}.mypay_password"),
+                        format!(
+                            "MyPay's password is 8 to 15 characters (stPassword in \
+                             pa-per-ente.wsdl), this one has {n}"
+                        ),
+                    );
+                }
+                Some(key_hash(pw))
+            }
+        };
         let logo = e.logo.as_deref().and_then(|path| {
             load_logo(path)
                 .map_err(|why| p(format!("{at}.logo"), why))
@@ -1005,6 +1023,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     segregation_code: seg,
                     payments,
                     api_keys,
+                    mypay_password,
                     spontaneous,
                     external,
                     state: e.state,
@@ -1113,6 +1132,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
     let mut cfg = cfg;
     for e in &mut cfg.entities {
         e.api_keys.clear();
+        e.mypay_password = None;
     }
     Plan {
         config: cfg,

@@ -247,6 +247,12 @@ pub struct PositionFilter<'a> {
     pub notice_number: Option<&'a str>,
     /// Positions the flow with this id created or last changed.
     pub flow_id: Option<i64>,
+    /// The payer's fiscal code (or other unique id), as given.
+    pub payer_id: Option<&'a str>,
+    /// Created at or after this instant (RFC 3339, UTC, as stored).
+    pub created_from: Option<&'a str>,
+    /// Created before this instant (RFC 3339, UTC, as stored).
+    pub created_before: Option<&'a str>,
 }
 
 /// One change of a position.

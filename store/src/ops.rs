@@ -885,6 +885,15 @@ pub(crate) fn list_positions_query(
         ("p.due_date >=", due(f.due_from)),
         ("p.due_date <=", due(f.due_to)),
         ("p.flow_id =", f.flow_id.map(Param::Int)),
+        ("p.payer_id =", f.payer_id.map(|d| Param::Text(d.into()))),
+        (
+            "p.created_at >=",
+            f.created_from.map(|d| Param::Text(d.into())),
+        ),
+        (
+            "p.created_at <",
+            f.created_before.map(|d| Param::Text(d.into())),
+        ),
     ];
     for (condition, arg) in conditions {
         if let Some(arg) = arg {

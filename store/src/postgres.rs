@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("migrations/pg_0009_receipt_id_any.sql")),
     (10, include_str!("migrations/pg_0010_treasury.sql")),
     (11, include_str!("migrations/pg_0011_reconciliation.sql")),
+    (12, include_str!("migrations/pg_0012_payer_index.sql")),
 ];
 
 /// Serialises migrations of hubs starting together (an arbitrary constant: "snodo" in ASCII).

@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("migrations/sqlite_0015_reconciliation.sql"),
     ),
+    (16, include_str!("migrations/sqlite_0016_payer_index.sql")),
 ];
 
 pub struct SqliteStore {

@@ -39,6 +39,33 @@ pub(super) fn render(
     request: &Request,
     received_at: DateTime<Utc>,
 ) -> Result<String, MypayPushError> {
+    render_as(ctx, request, received_at, Root::Pagati)
+}
+
+/// Which document: `Pagati`, or `PagatiConRicevuta` (the same, each payment numbered by
+/// `indiceDatiSingoloPagamento`), which `paaSILChiediPagatiConRicevuta` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Root {
+    Pagati,
+    PagatiConRicevuta,
+}
+
+impl Root {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Pagati => "Pagati",
+            Self::PagatiConRicevuta => "PagatiConRicevuta",
+        }
+    }
+}
+
+/// [`render`] as the document `root`.
+pub(crate) fn render_as(
+    ctx: &ReceiptContext<'_>,
+    request: &Request,
+    received_at: DateTime<Utc>,
+    root: Root,
+) -> Result<String, MypayPushError> {
     let Some(rc) = ReceiptView::of(request) else {
         return Err(MypayPushError::NotAReceipt(request.soap_action()));
     };
@@ -77,7 +104,9 @@ pub(super) fn render(
     };
 
     let mut w = XmlText::with_capacity(2048);
-    w.push_str(r#"<?xml version="1.0" encoding="UTF-8"?><Pagati xmlns=""#);
+    w.push_str(r#"<?xml version="1.0" encoding="UTF-8"?><"#);
+    w.push_str(root.name());
+    w.push_str(r#" xmlns=""#);
     w.push_str(PAGATI_NS);
     w.push_str(r#"">"#);
     w.text("versioneOggetto", VERSIONE_OGGETTO, TEXT16);
@@ -129,7 +158,7 @@ pub(super) fn render(
     w.text("codiceContestoPagamento", rc.receipt_id, TEXT35);
     let iud = ctx.iud.unwrap_or(NOT_AVAILABLE);
     let esito_date = message_date.format("%Y-%m-%d").to_string();
-    for (t, amount, dati) in &singoli {
+    for (index, (t, amount, dati)) in singoli.iter().enumerate() {
         w.open("datiSingoloPagamento");
         w.text("identificativoUnivocoDovuto", iud, TEXT35);
         w.raw("singoloImportoPagato", amount);
@@ -138,10 +167,14 @@ pub(super) fn render(
         w.text("identificativoUnivocoRiscossione", rc.receipt_id, TEXT35);
         w.text("causaleVersamento", t.remittance_information, TEXT140);
         w.text("datiSpecificiRiscossione", dati, TEXT140);
+        // stIndice is 1 to 5: a sixth transfer (the node allows none) goes unnumbered.
+        if root == Root::PagatiConRicevuta && index < 5 {
+            w.raw("indiceDatiSingoloPagamento", index + 1);
+        }
         w.close("datiSingoloPagamento");
     }
     w.close("datiPagamento");
-    w.close("Pagati");
+    w.close(root.name());
     Ok(w.into_string())
 }
 
@@ -226,7 +259,7 @@ pub(super) fn rome_local(at: DateTime<Utc>) -> NaiveDateTime {
 
 /// `s` without the characters XML cannot carry, cut to at most `max` UTF-16 units (MyPay
 /// validates in Java, which counts them; libxml2 counts characters, never more).
-pub(super) fn fit(s: &str, max: usize) -> String {
+pub(crate) fn fit(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max * 4));
     let mut units = 0;
     for c in s.chars().filter(|&c| xml_char(c)) {
@@ -245,7 +278,7 @@ fn xml_char(c: char) -> bool {
 }
 
 /// MyPay's `stEMail`: `[a-zA-Z0-9_!#$%&'*+/=?`{|}~^.-]+@[a-zA-Z0-9.-]+`, at most 256.
-pub(super) fn mypay_email(s: &str) -> bool {
+pub(crate) fn mypay_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };

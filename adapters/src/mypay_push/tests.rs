@@ -157,7 +157,7 @@ fn verdict(report: &str, file: &Path) -> Option<String> {
 }
 
 /// Panics unless every document is valid; prints a note and checks nothing without xmllint.
-fn assert_valid(docs: &[&str]) {
+pub(crate) fn assert_valid(docs: &[&str]) {
     match xsd_verdicts(docs) {
         Err(note) => eprintln!("note: {note}; the Pagati documents were not validated"),
         Ok(verdicts) => {

@@ -168,11 +168,44 @@ fn check_utf8(input: &[u8], skipped: usize) -> Result<(), SoapError> {
 
 /// Reads a SOAP 1.1 envelope and returns the single element of its Body.
 pub(crate) fn read_payload(input: &[u8]) -> Result<Node, SoapError> {
+    read(input, Shape::Envelope, &mut None)
+}
+
+/// Like [`read_payload`], also giving the bytes inside the SOAP Header (`None` without one), for
+/// services that carry a caller's identity there (MyPay's `intestazionePPT`).
+pub(crate) fn read_envelope(input: &[u8]) -> Result<(Node, Option<&[u8]>), SoapError> {
+    let mut header = None;
+    let payload = read(input, Shape::Envelope, &mut header)?;
+    Ok((payload, header.and_then(|r| input.get(r))))
+}
+
+/// Reads a plain XML document (no envelope) into a tree, with the same bounds: no DTD, UTF-8
+/// only, nesting limited. For documents carried inside a SOAP field (MyPay's base64 payloads).
+pub(crate) fn read_document(input: &[u8]) -> Result<Node, SoapError> {
+    read(input, Shape::Document, &mut None)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Envelope,
+    Document,
+}
+
+fn read(
+    input: &[u8],
+    shape: Shape,
+    header: &mut Option<std::ops::Range<usize>>,
+) -> Result<Node, SoapError> {
     let whole = input.len();
     let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
-    check_utf8(input, whole - input.len())?;
+    let bom = whole - input.len();
+    check_utf8(input, bom)?;
     let mut reader = NsReader::from_reader(input);
-    let mut state = State::BeforeEnvelope;
+    // A document is read as if it were the Body's element.
+    let mut state = match shape {
+        Shape::Envelope => State::BeforeEnvelope,
+        Shape::Document => State::Body,
+    };
     let mut stack: Vec<Node> = Vec::with_capacity(MAX_DEPTH);
     let mut payload: Option<Node> = None;
     // Character data outside the payload, which must be whitespace.
@@ -278,7 +311,9 @@ pub(crate) fn read_payload(input: &[u8]) -> Result<Node, SoapError> {
             State::Envelope => match ns {
                 Ns::Soap if name == "Header" => {
                     if !empty {
-                        reader.read_to_end(e.name()).map_err(not_xml)?;
+                        let span = reader.read_to_end(e.name()).map_err(not_xml)?;
+                        let at = |p: u64| usize::try_from(p).unwrap_or(usize::MAX);
+                        *header = Some(at(span.start) + bom..at(span.end) + bom);
                     }
                 }
                 Ns::Soap if name == "Body" => {
@@ -316,7 +351,11 @@ pub(crate) fn read_payload(input: &[u8]) -> Result<Node, SoapError> {
 
     match (state, payload) {
         (State::AfterEnvelope, Some(p)) => Ok(p),
+        (State::BodyDone, Some(p)) if shape == Shape::Document => Ok(p),
         (State::BeforeEnvelope, _) => Err(SoapError::NotXml("no root element".into())),
+        (State::Body, None) if shape == Shape::Document => {
+            Err(SoapError::NotXml("no root element".into()))
+        }
         _ => Err(SoapError::NotXml("unexpected end of document".into())),
     }
 }

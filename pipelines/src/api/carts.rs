@@ -78,7 +78,7 @@ fn url_ok(u: &str) -> bool {
         && !u.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-async fn open(
+pub(crate) async fn open(
     api: &Arc<Api>,
     who: &Caller,
     value: Value,

@@ -7,6 +7,7 @@
 //! and given again. Every error is `application/problem+json` naming the MyPay code and the field.
 
 mod carts;
+pub(crate) mod mypay_ws;
 pub(crate) mod positions;
 mod problem;
 mod reconciliation;
@@ -175,6 +176,7 @@ pub fn router(
     stats: Arc<crate::metrics::ApiStats>,
     admin_token: Option<&str>,
     failures: Arc<crate::listen::AuthFailures>,
+    public_url: &str,
 ) -> Result<Router, String> {
     let plan = plans.get();
     let admin = admin_token.map(key_hash);
@@ -226,9 +228,13 @@ pub fn router(
         .route("/entities/{ipa}/carts/{id}", get(carts::read))
         .route("/openapi.json", get(openapi))
         .fallback(no_route)
-        .with_state(api)
+        .with_state(api.clone())
         .layer(axum::middleware::from_fn_with_state((stats, plans), count));
-    Ok(Router::new().nest(BASE, routes))
+    let ws_path = api.plan().config.api.mypay_ws_path.clone();
+    let max_body = api.plan().config.api.max_body_bytes;
+    let mypay = mypay_ws::routes(api, &ws_path, public_url)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body));
+    Ok(Router::new().nest(BASE, routes).merge(mypay))
 }
 
 /// Counts every answer for `/metrics`, by entity and resource (`/entities/{ipa}/{resource}/...`).

@@ -523,7 +523,7 @@ pub(crate) async fn list(State(api): State<Arc<Api>>, scope: Entered, uri: Uri) 
                 due_to: q.due_to,
                 iuv: q.iuv.as_deref(),
                 notice_number: q.notice_number.as_deref(),
-                flow_id: None,
+                ..Default::default()
             };
             store.list_positions(&entity, &filter, after, limit + 1)
         })

@@ -1,0 +1,577 @@
+//! MyPay's web services for entity systems (`pa-per-ente.wsdl`, docs/MYPAY.md): an ERP written
+//! for MyPay (a zeep client built from the served WSDL) works a day through SOAP only; every
+//! answer and every document it carries validates against MyPay's schemas (xmllint); bad input
+//! gets MyPay's codes and changes nothing; one entity's password never reaches another's data.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const WS: &str = "/ws/pa/PagamentiTelematiciDovutiPagati";
+const PW_PADOVA: &str = "padova-ws-24";
+const PW_FELTRE: &str = "feltre-ws-30";
+const PPT: &str = "http://www.regione.veneto.it/pagamenti/ente/";
+
+/// `snodo sim --serve` (Checkout stand-in) on a free port, killed when dropped.
+struct StandIns(Child);
+
+impl StandIns {
+    fn start(home: &Home, port: u16) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["sim", "-c", "config.toml", "--serve"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--checkout-key", "demo"])
+            .current_dir(home.path())
+            .env("SNODO_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start snodo sim --serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        assert!(line.contains("stand-ins on"), "sim did not start: {line:?}");
+        Self(child)
+    }
+}
+
+impl Drop for StandIns {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn home_with_checkout(sim_port: u16) -> Home {
+    let home = Home::new();
+    let cfg = std::fs::read_to_string(home.config()).unwrap().replace(
+        "http://127.0.0.1:8090",
+        &format!("http://127.0.0.1:{sim_port}"),
+    );
+    std::fs::write(home.config(), cfg).unwrap();
+    home
+}
+
+/// A SOAP call to the MyPay services; returns (HTTP status, body).
+fn ws_call(port: u16, action: &str, body: &str) -> (u16, String) {
+    let r = http(
+        port,
+        "POST",
+        WS,
+        None,
+        &[
+            ("Content-Type", "text/xml; charset=utf-8"),
+            ("SOAPAction", action),
+        ],
+        Some(body),
+    );
+    (r.status, r.body)
+}
+
+fn envelope(ipa: Option<&str>, payload: &str) -> String {
+    let header = ipa
+        .map(|i| format!("<soapenv:Header><ppthead:intestazionePPT><codIpaEnte>{i}</codIpaEnte></ppthead:intestazionePPT></soapenv:Header>"))
+        .unwrap_or_default();
+    format!(
+        r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:ppt="{PPT}" xmlns:ppthead="http://www.regione.veneto.it/pagamenti/ente/ppthead" xmlns:pivot="http://www.regione.veneto.it/pagamenti/pa/">{header}<soapenv:Body>{payload}</soapenv:Body></soapenv:Envelope>"#
+    )
+}
+
+/// Schema files that validate the answers: the WSDL's two embedded schemas, as served, with
+/// MyPay's XSD beside them; and a wrapper for the SOAP envelope.
+fn answer_schemas(port: u16, dir: &Path) -> std::path::PathBuf {
+    let wsdl = http(port, "GET", &format!("{WS}?wsdl"), None, &[], None);
+    assert_eq!(wsdl.status, 200);
+    let xsd = http(
+        port,
+        "GET",
+        &format!("{WS}?xsd=PagInf_Dovuti_Pagati_6_2_0.xsd"),
+        None,
+        &[],
+        None,
+    );
+    assert_eq!(xsd.status, 200);
+    std::fs::write(dir.join("PagInf.xsd"), &xsd.body).unwrap();
+    let decls = r#"<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:ppt="http://www.regione.veneto.it/pagamenti/ente/" xmlns:ppthead="http://www.regione.veneto.it/pagamenti/ente/ppthead" xmlns:pay_i="http://www.regione.veneto.it/schemas/2012/Pagamenti/Ente/" "#;
+    let schemas: Vec<&str> = wsdl
+        .body
+        .split("<xsd:schema ")
+        .skip(1)
+        .map(|s| s.split("</xsd:schema>").next().unwrap())
+        .collect();
+    assert_eq!(schemas.len(), 2, "the WSDL embeds two schemas");
+    std::fs::write(
+        dir.join("ppthead.xsd"),
+        format!("{decls}{}</xsd:schema>", schemas[0]),
+    )
+    .unwrap();
+    let xsd_url = format!(
+        "schemaLocation=\"http://127.0.0.1:{port}{WS}?xsd=PagInf_Dovuti_Pagati_6_2_0.xsd\""
+    );
+    assert!(
+        schemas[1].contains(&xsd_url),
+        "the import points at the hub"
+    );
+    let ppt = schemas[1]
+        .replace(&xsd_url, "schemaLocation=\"PagInf.xsd\"")
+        .replace(
+            "namespace=\"http://www.regione.veneto.it/pagamenti/ente/ppthead\"/>",
+            "namespace=\"http://www.regione.veneto.it/pagamenti/ente/ppthead\" schemaLocation=\"ppthead.xsd\"/>",
+        );
+    std::fs::write(dir.join("ppt.xsd"), format!("{decls}{ppt}</xsd:schema>")).unwrap();
+    // MyPivot's schema (its prefix `ppt` is bound to its own namespace).
+    let pivot = http(port, "GET", &format!("{WS}?pivot-wsdl"), None, &[], None).body;
+    let pivot_schema = pivot
+        .split("<xsd:schema ")
+        .nth(1)
+        .and_then(|s| s.split("</xsd:schema>").next())
+        .expect("MyPivot's WSDL embeds a schema");
+    std::fs::write(
+        dir.join("pivot.xsd"),
+        format!(
+            r#"<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:ppt="http://www.regione.veneto.it/pagamenti/pa/" {pivot_schema}</xsd:schema>"#
+        ),
+    )
+    .unwrap();
+    let envelope = repo().join("adapters/specs/pagopa/SANP3.12.0/xsd-common/envelope.xsd");
+    let wrapper = dir.join("answers.xsd");
+    std::fs::write(
+        &wrapper,
+        format!(
+            r#"<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:snodo:test:mypay-ws">
+  <xs:import namespace="http://schemas.xmlsoap.org/soap/envelope/" schemaLocation="{}"/>
+  <xs:import namespace="http://www.regione.veneto.it/pagamenti/ente/" schemaLocation="ppt.xsd"/>
+  <xs:import namespace="http://www.regione.veneto.it/pagamenti/pa/" schemaLocation="pivot.xsd"/>
+</xs:schema>"#,
+            envelope.display()
+        ),
+    )
+    .unwrap();
+    wrapper
+}
+
+fn xmllint(schema: &Path, files: &[std::path::PathBuf]) {
+    if files.is_empty() {
+        return;
+    }
+    let out = Command::new("xmllint")
+        .args(["--noout", "--nonet", "--schema"])
+        .arg(schema)
+        .args(files)
+        .output()
+        .expect("xmllint not found: run ops/setup.sh");
+    assert!(
+        out.status.success(),
+        "not valid against {}:\n{}",
+        schema.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn positions_count(home: &Home) -> usize {
+    home.positions(&["--limit", "100000"]).len()
+}
+
+#[test]
+fn an_erp_day_through_mypay_soap_only() {
+    let sim_port = free_port();
+    let home = home_with_checkout(sim_port);
+    let _sim = StandIns::start(&home, sim_port);
+    let _hub = Hub::start_serving(&home);
+    let out = home.path().join("answers");
+    std::fs::create_dir_all(&out).unwrap();
+    let wsdl = format!("http://127.0.0.1:{}{WS}?wsdl", home.port);
+    let run = Command::new("python3")
+        .arg(repo().join("tests/data/mypay_ws_client.py"))
+        .arg(&wsdl)
+        .arg(&out)
+        .args([PW_PADOVA, PW_FELTRE])
+        .output()
+        .expect("python3 (run ops/setup.sh)");
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "the zeep client failed: {}\n{text}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |op: &str| -> Vec<&Value> { lines.iter().filter(|l| l["op"] == op).collect() };
+    let one = |op: &str| -> &Value {
+        find(op)
+            .first()
+            .copied()
+            .unwrap_or_else(|| panic!("no {op}: {text}"))
+    };
+
+    let importa = one("importa");
+    assert_eq!(importa["esito"], "OK", "{text}");
+    let iuv = importa["iuv"].as_str().expect("generated IUV");
+    assert!(iuv.starts_with("01") && iuv.len() == 17, "{iuv}");
+
+    let bad: Vec<(String, String)> = find("importa-bad")
+        .iter()
+        .map(|l| {
+            assert_eq!(l["esito"], "KO", "{l}");
+            (
+                l["tag"].as_str().unwrap().to_string(),
+                l["fault"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let code = |tag: &str| bad.iter().find(|(t, _)| t == tag).unwrap().1.clone();
+    assert_eq!(code("xsd"), "PAA_XML_NON_VALIDO");
+    assert_eq!(code("tipo"), "PAA_IDENTIFICATIVO_TIPO_DOVUTO_NON_VALIDO");
+    assert_eq!(code("cf"), "PAA_CODICE_FISCALE_NON_VALIDO");
+    assert_eq!(code("azione"), "PAA_AZIONE_NON_VALIDO");
+    assert_eq!(code("password"), "PAA_ENTE_NON_VALIDO");
+    let iuds: Vec<String> = home
+        .positions(&["--limit", "1000"])
+        .iter()
+        .map(|p| p["iud"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!iuds.iter().any(|i| i.starts_with("ERP-BAD")), "{iuds:?}");
+
+    let verifica = one("verifica");
+    assert_eq!(verifica["esito"], "OK");
+    assert_eq!(verifica["redirect"], 1);
+    let checkout = format!("http://127.0.0.1:{sim_port}/checkout/carts/");
+    assert!(
+        verifica["url"].as_str().unwrap().starts_with(&checkout),
+        "{verifica}"
+    );
+    assert_eq!(one("stampa")["esito"], "OK");
+    assert!(one("stampa")["zip"].as_u64().unwrap() > 1000);
+
+    assert_eq!(one("aperte")["count"], 1, "{text}");
+    assert_eq!(one("aperte")["iuv_in"], true);
+    assert_eq!(one("pendenti")["iuv_in"], true, "{text}");
+    assert_eq!(one("pagati-prima")["fault"], "PAA_PAGAMENTO_NON_INIZIATO");
+
+    let carrello = one("carrello");
+    assert_eq!(carrello["esito"], "OK", "{text}");
+    assert!(carrello["url"].as_str().unwrap().starts_with(&checkout));
+    assert_eq!(one("checkout")["status"], 303, "{text}");
+    assert_eq!(one("checkout")["location"], "http://erp.example/esito");
+    let esito = one("esito-carrello");
+    assert_eq!(esito["esito"], "PAGATO", "{text}");
+    assert_eq!(esito["pagati"], true);
+    assert_eq!(esito["rt"], true);
+    assert_eq!(one("pagati")["iud"], true, "{text}");
+    assert_eq!(one("pagati-ricevuta")["iud"], true, "{text}");
+    assert_eq!(one("pagati-ricevuta")["rt"], true, "{text}");
+    assert_eq!(one("storico")["count"], 2, "{text}");
+    assert_eq!(one("altro-ente")["fault"], "PAA_ENTE_NON_VALIDO");
+    assert_eq!(one("altro-ente")["pagati"], false);
+    // Feltre asking with its own credentials finds nothing of Padova's.
+    assert_eq!(one("altro-ente-suo")["fault"], "PAA_IUD_NON_VALIDO");
+
+    // Every answer is valid against the WSDL's schema; every document against MyPay's XSD.
+    let schemas = home.path().join("schemas");
+    std::fs::create_dir_all(&schemas).unwrap();
+    let wrapper = answer_schemas(home.port, &schemas);
+    let mut answers = Vec::new();
+    let mut documents = Vec::new();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(".doc.xml") {
+            documents.push(path);
+        } else {
+            answers.push(path);
+        }
+    }
+    assert_eq!(answers.len(), 18, "one answer per call: {answers:?}");
+    assert!(documents.len() >= 5, "{documents:?}");
+    xmllint(&wrapper, &answers);
+    xmllint(&schemas.join("PagInf.xsd"), &documents);
+}
+
+/// The payload of each operation, with `{ipa}` and `{pw}` to fill.
+fn every_operation() -> Vec<(&'static str, bool, String)> {
+    let v = "PFZlcnNhbWVudG8vPg=="; // "<Versamento/>"
+    let ops: Vec<(&str, bool, &str)> = vec![
+        ("paaSILInviaDovuti", true, "<password>{pw}</password><dovuti>{v}</dovuti>"),
+        ("paaSILInviaCarrelloDovuti", true, "<password>{pw}</password><listaDovuti><elementoListaDovuti><codIpaEnte>{ipa}</codIpaEnte><password>00</password><dovuti>{v}</dovuti></elementoListaDovuti></listaDovuti>"),
+        ("paaSILVerificaAvviso", true, "<password>{pw}</password><identificativoUnivocoVersamento>01000000000000001</identificativoUnivocoVersamento>"),
+        ("paaSILChiediPagati", false, "<codIpaEnte>{ipa}</codIpaEnte><password>{pw}</password><idSession>x</idSession>"),
+        ("paaSILChiediPagatiConRicevuta", false, "<codIpaEnte>{ipa}</codIpaEnte><password>{pw}</password><identificativoUnivocoDovuto>x</identificativoUnivocoDovuto>"),
+        ("paaSILImportaDovuto", true, "<password>{pw}</password><dovuto>{v}</dovuto>"),
+        ("paaSILRegistraPagamento", false, "<codIpaEnte>{ipa}</codIpaEnte><password>{pw}</password><identificativoUnivocoVersamento>x</identificativoUnivocoVersamento><singoloImportoPagato>1.00</singoloImportoPagato><dataEsitoSingoloPagamento>2026-12-01</dataEsitoSingoloPagamento><identificativoUnivocoRiscossione>x</identificativoUnivocoRiscossione><tipoIstitutoAttestante>B</tipoIstitutoAttestante><codiceIstitutiAttestante>x</codiceIstitutiAttestante><denominazioneAttestante>x</denominazioneAttestante>"),
+        ("paaSILAutorizzaImportFlusso", true, "<password>{pw}</password>"),
+        ("paaSILChiediStatoImportFlusso", true, "<requestToken>x</requestToken><password>{pw}</password>"),
+        ("paaSILPrenotaExportFlusso", true, "<password>{pw}</password><dateFrom>2026-12-01</dateFrom><dateTo>2026-12-02</dateTo>"),
+        ("paaSILPrenotaExportFlussoScaduti", true, "<password>{pw}</password><dataScadenza>2026-12-01</dataScadenza><tipiDovuto>TARI</tipiDovuto>"),
+        ("paaSILPrenotaExportFlussoIncrementaleConRicevuta", true, "<password>{pw}</password><dateFrom>2026-12-01T00:00:00</dateFrom><ricevuta>true</ricevuta><incrementale>true</incrementale>"),
+        ("paaSILChiediStatoExportFlusso", true, "<password>{pw}</password><requestToken>x</requestToken>"),
+        ("paaSILChiediStatoExportFlussoScaduti", true, "<password>{pw}</password><requestToken>x</requestToken>"),
+        ("paaSILChiediAvvisiPendenti", false, "<password>{pw}</password><codIpaEnte>{ipa}</codIpaEnte><dateFrom>2026-01-01</dateFrom><dateTo>2026-12-31</dateTo>"),
+        ("paaSILChiediEsitoCarrelloDovuti", false, "<codIpaEnte>{ipa}</codIpaEnte><password>{pw}</password><idSessionCarrello>x</idSessionCarrello>"),
+        ("paaSILChiediPosizioniAperte", false, "<password>{pw}</password><codIpaEnte>{ipa}</codIpaEnte><identificativoUnivocoPersonaFG><tipoIdentificativoUnivoco>F</tipoIdentificativoUnivoco><codiceIdentificativoUnivoco>RSSMRA85T10A562S</codiceIdentificativoUnivoco></identificativoUnivocoPersonaFG>"),
+        ("pivot:paaSILChiediElencoFlussiSPC", false, "<password>{pw}</password><codIpaEnte>{ipa}</codIpaEnte><identificativoPsp>P</identificativoPsp><tipoFlusso>R</tipoFlusso><dateFrom>2026-01-01</dateFrom><dateTo>2026-12-31</dateTo>"),
+        ("pivot:paaSILChiediFlussoSPC", false, "<password>{pw}</password><codIpaEnte>{ipa}</codIpaEnte><identificativoPsp>P</identificativoPsp><tipoFlusso>R</tipoFlusso><identificativoFlusso>x</identificativoFlusso><dataOraFlusso>2026-01-01T00:00:00</dataOraFlusso>"),
+        ("paaSILChiediStoricoPagamenti", false, "<password>{pw}</password><codIpaEnte>{ipa}</codIpaEnte><identificativoUnivocoPersonaFG><tipoIdentificativoUnivoco>F</tipoIdentificativoUnivoco><codiceIdentificativoUnivoco>RSSMRA85T10A562S</codiceIdentificativoUnivoco></identificativoUnivocoPersonaFG><dataFrom>2026-01-01T00:00:00</dataFrom>"),
+    ];
+    ops.into_iter()
+        .map(|(op, header, body)| (op, header, body.replace("{v}", v)))
+        .collect()
+}
+
+/// `op` is `name` (MyPay's namespace, prefix `ppt`) or `pivot:name` (MyPivot's).
+fn payload(op: &str, body: &str, ipa: &str, pw: &str) -> String {
+    let qualified = if op.contains(':') {
+        op.to_string()
+    } else {
+        format!("ppt:{op}")
+    };
+    format!(
+        "<{qualified}>{}</{qualified}>",
+        body.replace("{ipa}", ipa).replace("{pw}", pw)
+    )
+}
+
+#[test]
+fn another_entitys_password_is_refused_on_every_operation() {
+    let home = Home::new();
+    let _hub = Hub::start_serving(&home);
+    let schemas = home.path().join("schemas");
+    std::fs::create_dir_all(&schemas).unwrap();
+    let wrapper = answer_schemas(home.port, &schemas);
+    let mut files = Vec::new();
+    for (op, header, body) in every_operation() {
+        // Feltre's password, naming Padova (in the header or the body, as the WSDL puts it).
+        let ipa = if header { Some("c_g224") } else { None };
+        let env = envelope(ipa, &payload(op, &body, "c_g224", PW_FELTRE));
+        let action = op.trim_start_matches("pivot:");
+        let (status, answer) = ws_call(home.port, action, &env);
+        assert_eq!(status, 200, "{op}: {answer}");
+        assert_eq!(
+            fault_of(&answer).as_deref(),
+            Some("PAA_ENTE_NON_VALIDO"),
+            "{op}: {answer}"
+        );
+        assert!(
+            answer.contains("Password non valida per ente [c_g224]"),
+            "{op}: {answer}"
+        );
+        let file = schemas.join(format!("{action}.xml"));
+        std::fs::write(&file, &answer).unwrap();
+        files.push(file);
+    }
+    // Every refusal is itself a valid answer of its operation.
+    xmllint(&wrapper, &files);
+    // No password at all, or an entity with none configured: refused the same way.
+    let (_, answer) = ws_call(
+        home.port,
+        "paaSILChiediPagati",
+        &envelope(
+            None,
+            "<ppt:paaSILChiediPagati><codIpaEnte>c_g224</codIpaEnte><idSession>x</idSession></ppt:paaSILChiediPagati>",
+        ),
+    );
+    assert_eq!(fault_of(&answer).as_deref(), Some("PAA_ENTE_NON_VALIDO"));
+    let (_, answer) = ws_call(
+        home.port,
+        "paaSILChiediPagati",
+        &envelope(
+            None,
+            "<ppt:paaSILChiediPagati><codIpaEnte>c_nope</codIpaEnte><password>whatever1</password><idSession>x</idSession></ppt:paaSILChiediPagati>",
+        ),
+    );
+    assert!(
+        answer.contains("codice IPA Ente [c_nope] non valido"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn bad_requests_get_mypay_faults_and_change_nothing() {
+    let home = Home::new();
+    let _hub = Hub::start_serving(&home);
+    let p = home.port;
+    let before = positions_count(&home);
+    let importa = |dovuto: &str| {
+        envelope(
+            Some("c_g224"),
+            &format!("<ppt:paaSILImportaDovuto><password>{PW_PADOVA}</password><dovuto>{dovuto}</dovuto><flagGeneraIuv>true</flagGeneraIuv></ppt:paaSILImportaDovuto>"),
+        )
+    };
+    // Not base64; base64 of what is not a Versamento.
+    for dovuto in ["%%%not-base64%%%", "bm90IHhtbA=="] {
+        let (status, answer) = ws_call(p, "paaSILImportaDovuto", &importa(dovuto));
+        assert_eq!(status, 200);
+        assert_eq!(
+            fault_of(&answer).as_deref(),
+            Some("PAA_XML_NON_VALIDO"),
+            "{answer}"
+        );
+        assert!(answer.contains("<esito>KO</esito>"), "{answer}");
+    }
+    // A body that is no operation: a SOAP Fault naming MyPay's "not implemented".
+    let (status, answer) = ws_call(p, "x", &envelope(None, "<ppt:paaSILNonEsiste/>"));
+    assert_eq!(status, 500);
+    assert!(answer.contains("<soapenv:Fault>"), "{answer}");
+    assert!(answer.contains("PAA_SERVIZIO_NON_IMPLEMENTATO"), "{answer}");
+    // Not XML at all, the SOAPAction naming an operation: that operation's KO.
+    let (status, answer) = ws_call(p, "paaSILImportaDovuto", "{\"not\": \"xml\"}");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(fault_of(&answer).as_deref(), Some("PAA_XML_NON_VALIDO"));
+    // An operation of the WSDL the hub does not offer yet.
+    let (_, answer) = ws_call(
+        p,
+        "paaSILRegistraPagamento",
+        &envelope(
+            None,
+            &payload(
+                "paaSILRegistraPagamento",
+                &every_operation()[6].2,
+                "c_g224",
+                PW_PADOVA,
+            ),
+        ),
+    );
+    assert_eq!(
+        fault_of(&answer).as_deref(),
+        Some("PAA_SERVIZIO_NON_IMPLEMENTATO"),
+        "{answer}"
+    );
+    assert_eq!(positions_count(&home), before);
+    // The SOAP answers are counted by operation and by fault code.
+    let metrics = http(p, "GET", "/metrics", None, &[], None).body;
+    assert!(
+        metrics.contains("snodo_mypay_ws_faults_total{operation=\"paaSILImportaDovuto\",code=\"PAA_XML_NON_VALIDO\"} 3"),
+        "{metrics}"
+    );
+    // The WSDL names this hub; MyPay's own address for it answers too.
+    let wsdl = http(p, "GET", &format!("{WS}.wsdl"), None, &[], None);
+    assert!(wsdl.body.contains(&format!(
+        "<soap:address location=\"http://127.0.0.1:{p}{WS}\"/>"
+    )));
+    let (status, _) = {
+        let r = http(
+            p,
+            "POST",
+            "/ws/pa/",
+            None,
+            &[
+                ("Content-Type", "text/xml"),
+                ("SOAPAction", "paaSILImportaDovuto"),
+            ],
+            Some(&importa("bm90IHhtbA==")),
+        );
+        (r.status, r.body)
+    };
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn mypivot_lists_the_settlement_flows_and_links_each_one() {
+    let scratch = tempfile::tempdir().unwrap();
+    let ledger = scratch.path().join("ledger");
+    let home = sim_paid_home(&ledger, 6);
+    let date = sim_ledger_date(&ledger);
+    run_sim(
+        &home,
+        &[
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--publish-flows",
+            "--date",
+            &date,
+        ],
+    );
+    let port = free_port();
+    let _psps = SimPsps::serve(&home, &ledger, port);
+    home.append_config(&sim_fdr_table(port));
+    let pulled = json_lines(&home.snodo(&["reports", "-c", "config.toml", "pull"]));
+    assert!(
+        pulled.iter().any(|s| s["stored"].as_i64().unwrap() > 0),
+        "{pulled:?}"
+    );
+    let listed = json_lines(&home.snodo(&["reports", "-c", "config.toml", "--entity", "c_g224"]));
+    let flow = &listed[0];
+    let (iuf, psp) = (flow["iuf"].as_str().unwrap(), flow["psp"].as_str().unwrap());
+    let _hub = Hub::start_serving(&home);
+    let today = chrono_today();
+    let elenco = |pw: &str, psp: &str| {
+        ws_call(
+            home.port,
+            "paaSILChiediElencoFlussiSPC",
+            &envelope(None, &payload("pivot:paaSILChiediElencoFlussiSPC", &format!("<password>{{pw}}</password><codIpaEnte>{{ipa}}</codIpaEnte><identificativoPsp>{psp}</identificativoPsp><tipoFlusso>R</tipoFlusso><dateFrom>{today}</dateFrom><dateTo>{today}</dateTo>"), "c_g224", pw)),
+        )
+        .1
+    };
+    let answer = elenco(PW_PADOVA, psp);
+    assert!(
+        answer.contains(&format!(
+            "<identificativoFlusso>{iuf}</identificativoFlusso>"
+        )),
+        "{answer}"
+    );
+    assert!(elenco(PW_PADOVA, "NOPSP").contains("<totRestituiti>0</totRestituiti>"));
+    assert_eq!(
+        fault_of(&elenco(PW_FELTRE, psp)).as_deref(),
+        Some("PAA_ENTE_NON_VALIDO")
+    );
+
+    let flusso = |iuf: &str| {
+        ws_call(
+            home.port,
+            "paaSILChiediFlussoSPC",
+            &envelope(None, &payload("pivot:paaSILChiediFlussoSPC", &format!("<password>{{pw}}</password><codIpaEnte>{{ipa}}</codIpaEnte><identificativoPsp>{psp}</identificativoPsp><tipoFlusso>R</tipoFlusso><identificativoFlusso>{iuf}</identificativoFlusso><dataOraFlusso>2026-01-01T00:00:00</dataOraFlusso>"), "c_g224", PW_PADOVA)),
+        )
+        .1
+    };
+    let answer = flusso(iuf);
+    assert!(answer.contains("<stato>OK</stato>"), "{answer}");
+    let url = answer
+        .split("<downloadUrl>")
+        .nth(1)
+        .and_then(|s| s.split("</downloadUrl>").next())
+        .unwrap()
+        .replace("&amp;", "&");
+    let path = &url[format!("http://127.0.0.1:{}", home.port).len()..];
+    let got = http(home.port, "GET", path, None, &[], None);
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert!(
+        got.body.contains(&format!(
+            "<identificativoFlusso>{iuf}</identificativoFlusso>"
+        )),
+        "{}",
+        got.body
+    );
+    // A link changed by one character, or naming another flow, is refused.
+    let forged = path.replace("token=", "token=0");
+    assert_eq!(http(home.port, "GET", &forged, None, &[], None).status, 403);
+    assert!(flusso("NOPE").contains("<stato>KO</stato>"));
+    // Both answers are valid against MyPivot's schema.
+    let schemas = home.path().join("schemas");
+    std::fs::create_dir_all(&schemas).unwrap();
+    let wrapper = answer_schemas(home.port, &schemas);
+    let files: Vec<_> = [elenco(PW_PADOVA, psp), answer]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let f = schemas.join(format!("pivot-{i}.xml"));
+            std::fs::write(&f, a).unwrap();
+            f
+        })
+        .collect();
+    xmllint(&wrapper, &files);
+}
+
+/// Today in Rome, as `YYYY-MM-DD` (the hub lists flows by the day it received them).
+fn chrono_today() -> String {
+    let out = Command::new("date")
+        .env("TZ", "Europe/Rome")
+        .arg("+%Y-%m-%d")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
