@@ -19,6 +19,119 @@ pub trait ApiStore {
     fn prune_saved_responses(&self, before: &str) -> Result<u64>;
 }
 
+/// What MyPay's SOAP services booked (an uploaded import flow, an asked export), by the
+/// request token they answered.
+pub trait WsRequestStore {
+    /// Records a request; `false` when the entity already has one with this token (a token
+    /// serves once), race-free between processes.
+    fn create_ws_request(&self, r: &NewWsRequest<'_>) -> Result<bool>;
+    /// The entity's request with this token.
+    fn ws_request(&self, entity: &str, token: &str) -> Result<Option<WsRequest>>;
+    /// Moves a request to `state`, with its error code or its outcome (JSON).
+    fn update_ws_request(
+        &self,
+        entity: &str,
+        token: &str,
+        state: &str,
+        error_code: Option<&str>,
+        outcome: Option<&str>,
+    ) -> Result<()>;
+    /// Requests of `kind` in one of `states` (work a hub left unfinished), oldest first.
+    fn ws_requests_in(&self, kind: &str, states: &[&str], limit: u32) -> Result<Vec<WsRequest>>;
+}
+
+/// A request to record.
+#[derive(Debug, Clone)]
+pub struct NewWsRequest<'a> {
+    pub entity: &'a str,
+    pub token: &'a str,
+    /// `import`, `export`, ...
+    pub kind: &'a str,
+    pub state: &'a str,
+    /// What was asked (JSON).
+    pub params: &'a str,
+}
+
+/// A recorded request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WsRequest {
+    pub entity: String,
+    pub token: String,
+    pub kind: String,
+    pub state: String,
+    pub error_code: Option<String>,
+    pub params: String,
+    pub outcome: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const WS_REQUEST: &str = "SELECT entity, token, kind, state, error_code, params, outcome, created_at, updated_at FROM ws_requests";
+
+fn ws_request_from(r: &dyn Row) -> Result<WsRequest> {
+    Ok(WsRequest {
+        entity: r.get(0)?,
+        token: r.get(1)?,
+        kind: r.get(2)?,
+        state: r.get(3)?,
+        error_code: r.get(4)?,
+        params: r.get(5)?,
+        outcome: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+    })
+}
+
+impl<D: Driver> WsRequestStore for D {
+    fn create_ws_request(&self, r: &NewWsRequest<'_>) -> Result<bool> {
+        let ts = now();
+        self.run(Access::Write, |c| {
+            c.execute(
+                "INSERT INTO ws_requests (entity, token, kind, state, params, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT DO NOTHING",
+                args!(r.entity, r.token, r.kind, r.state, r.params, &ts),
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    fn ws_request(&self, entity: &str, token: &str) -> Result<Option<WsRequest>> {
+        let sql = format!("{WS_REQUEST} WHERE entity = $1 AND token = $2");
+        self.read(|c| c.one(&sql, args!(entity, token), ws_request_from))
+    }
+
+    fn update_ws_request(
+        &self,
+        entity: &str,
+        token: &str,
+        state: &str,
+        error_code: Option<&str>,
+        outcome: Option<&str>,
+    ) -> Result<()> {
+        let ts = now();
+        self.run(Access::Write, |c| {
+            c.execute(
+                "UPDATE ws_requests SET state = $3, error_code = $4, outcome = $5, updated_at = $6
+                 WHERE entity = $1 AND token = $2",
+                args!(entity, token, state, error_code, outcome, &ts),
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn ws_requests_in(&self, kind: &str, states: &[&str], limit: u32) -> Result<Vec<WsRequest>> {
+        let mut out = Vec::new();
+        for state in states {
+            let sql =
+                format!("{WS_REQUEST} WHERE kind = $1 AND state = $2 ORDER BY created_at LIMIT $3");
+            out.extend(
+                self.read(|c| c.all(&sql, args!(kind, *state, i64::from(limit)), ws_request_from))?,
+            );
+        }
+        Ok(out)
+    }
+}
+
 pub trait CartStore {
     /// Records a cart with its `cart.opened` event; when (entity, id) exists already, returns
     /// the existing one unchanged (a retry opens nothing new), race-free between processes.

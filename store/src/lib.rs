@@ -27,7 +27,7 @@ mod sqlite;
 mod treasury;
 
 pub use crate::postgres::PgStore;
-pub use api::{ApiStore, CartStore};
+pub use api::{ApiStore, CartStore, NewWsRequest, WsRequest, WsRequestStore};
 pub use deliveries::OutboxStore;
 pub use events::{EventStore, StatusStore};
 pub use exports::ExportStore;
@@ -679,6 +679,7 @@ pub trait Store:
     + JobStore
     + ApiStore
     + CartStore
+    + WsRequestStore
     + StatusStore
     + ReportStore
     + TreasuryStore
@@ -698,6 +699,7 @@ impl<T> Store for T where
         + JobStore
         + ApiStore
         + CartStore
+        + WsRequestStore
         + StatusStore
         + ReportStore
         + TreasuryStore
@@ -712,7 +714,7 @@ pub mod prelude {
     pub use crate::{
         ApiStore, CartStore, EventStore, ExportStore, FlowStore, JobStore, OutboxStore,
         PositionStore, ReceiptStore, ReconcileStore, ReportStore, StatusStore, Store,
-        TreasuryStore,
+        TreasuryStore, WsRequestStore,
     };
 }
 

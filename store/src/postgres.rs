@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("migrations/pg_0010_treasury.sql")),
     (11, include_str!("migrations/pg_0011_reconciliation.sql")),
     (12, include_str!("migrations/pg_0012_payer_index.sql")),
+    (13, include_str!("migrations/pg_0013_ws_requests.sql")),
 ];
 
 /// Serialises migrations of hubs starting together (an arbitrary constant: "snodo" in ASCII).

@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/sqlite_0015_reconciliation.sql"),
     ),
     (16, include_str!("migrations/sqlite_0016_payer_index.sql")),
+    (17, include_str!("migrations/sqlite_0017_ws_requests.sql")),
 ];
 
 pub struct SqliteStore {

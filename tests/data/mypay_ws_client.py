@@ -2,7 +2,7 @@
 a day of work through MyPay's web services only. Prints one JSON line per call and writes each
 answer envelope, and each base64 document it carries, under OUT_DIR for the test to validate.
 
-usage: mypay_ws_client.py WSDL_URL OUT_DIR PASSWORD OTHER_PASSWORD
+usage: mypay_ws_client.py WSDL_URL OUT_DIR PASSWORD OTHER_PASSWORD FLOW_ZIP
 """
 import base64
 import datetime
@@ -11,11 +11,13 @@ import os
 import sys
 import urllib.request
 
+import requests
+import time
 import zeep
 from lxml import etree
 from zeep.plugins import Plugin
 
-wsdl, out_dir, password, other_password = sys.argv[1:5]
+wsdl, out_dir, password, other_password, flow_zip = sys.argv[1:6]
 IPA, OTHER = "c_g224", "c_d530"
 PAYER = "RSSMRA85T10A562S"
 NS = "http://www.regione.veneto.it/schemas/2012/Pagamenti/Ente/"
@@ -167,3 +169,38 @@ r = svc.paaSILChiediPagatiConRicevuta(codIpaEnte=IPA, password=other_password, i
 say("altro-ente", fault=fault(r), pagati=r.pagati is not None)
 r = svc.paaSILChiediPagatiConRicevuta(codIpaEnte=OTHER, password=other_password, identificativoUnivocoDovuto="ERP-C2")
 say("altro-ente-suo", fault=fault(r), pagati=r.pagati is not None)
+
+# 10. An import flow: upload authorised, posted as to MyPay's uploadFlusso, followed to its end.
+r = svc.paaSILAutorizzaImportFlusso(password=password, _soapheaders=h())
+token, request = r.authorizationToken, r.requestToken
+say("autorizza", fault=fault(r), upload=r.uploadUrl, path=r.importPath)
+name = os.path.basename(flow_zip)
+with open(flow_zip, "rb") as f:
+    up = requests.post(r.uploadUrl, data={"authorizationToken": token},
+                       files={"file": (name, f, "application/zip")}, timeout=30)
+say("upload", status=up.status_code, answer=up.json())
+with open(flow_zip, "rb") as f:
+    again = requests.post(r.uploadUrl, data={"authorizationToken": token},
+                          files={"file": (name, f, "application/zip")}, timeout=30)
+say("upload-again", answer=again.json())
+forged = requests.post(r.uploadUrl, data={"authorizationToken": token[:-1] + ("0" if token[-1] != "0" else "1")},
+                       files={"file": (name, b"PK", "application/zip")}, timeout=30)
+say("upload-forged", answer=forged.json())
+states = []
+for _ in range(60):
+    r = svc.paaSILChiediStatoImportFlusso(requestToken=request, password=password, fileScarti=True,
+                                          fileIUV=True, fileAvvisi=True, _soapheaders=h())
+    states.append(r.stato)
+    if r.stato in ("IMPORT_ESEGUITO", "IMPORT_ABORTITO"):
+        break
+    time.sleep(0.5)
+files = {}
+for kind, url in [("scarti", r.urlFileScarti), ("iuv", r.urlFileIUV), ("avvisi", r.urlFileAvvisi)]:
+    if url:
+        got = requests.get(url, timeout=30)
+        files[kind] = [got.status_code, got.content[:2].decode("latin-1")]
+        with open(os.path.join(out_dir, "flow-%s.zip" % kind), "wb") as f:
+            f.write(got.content)
+say("stato-import", fault=fault(r), stato=r.stato, states=states, files=files)
+r = svc.paaSILChiediStatoImportFlusso(requestToken="nessuno", password=password, _soapheaders=h())
+say("stato-import-ignoto", fault=fault(r), stato=r.stato)

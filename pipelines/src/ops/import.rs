@@ -48,10 +48,6 @@ pub fn one_file(
     path: &Path,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Imported> {
-    let runtime = plan
-        .entities
-        .get(entity)
-        .ok_or_else(|| OpsError::NoEntity(entity.to_string()))?;
     let format = match crate::codecs::codec(decode).map(|c| c.does) {
         Some(Does::ImportFlows(format)) => format,
         _ => {
@@ -64,6 +60,36 @@ pub fn one_file(
     let encoding =
         Encoding::parse(encoding).ok_or_else(|| OpsError::NoEncoding(encoding.to_string()))?;
     let store = super::open_store(plan)?;
+    one_file_in(
+        store.as_ref(),
+        plan,
+        entity,
+        format,
+        encoding,
+        out,
+        notices,
+        path,
+        progress,
+    )
+}
+
+/// [`one_file`] on a store already open (a running hub's), the format and encoding known.
+#[allow(clippy::too_many_arguments)]
+pub fn one_file_in(
+    store: &dyn snodo_store::Store,
+    plan: &Plan,
+    entity: &str,
+    format: &'static dyn snodo_adapters::flow_format::FlowFormat,
+    encoding: Encoding,
+    out: Option<PathBuf>,
+    notices: bool,
+    path: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Imported> {
+    let runtime = plan
+        .entities
+        .get(entity)
+        .ok_or_else(|| OpsError::NoEntity(entity.to_string()))?;
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -82,7 +108,7 @@ pub fn one_file(
     });
     let stop = AtomicBool::new(false);
     let importer = Importer {
-        store: store.as_ref(),
+        store,
         format,
         encoding,
         entity: runtime,

@@ -9,6 +9,7 @@
 //! with a `fault` element (MyPay's codes and Italian texts) and `esito` `KO`. A body that names
 //! no operation gets a SOAP Fault.
 
+mod flows;
 mod pivot;
 
 use super::{blocking, carts, positions, Api, Caller};
@@ -113,10 +114,17 @@ pub(crate) fn routes(api: Arc<Api>, path: &str, public_url: &str) -> Router {
         public_url: Arc::from(public_url.trim_end_matches('/')),
         path: Arc::from(path.trim_end_matches('/')),
     };
-    let mut r = Router::new().route(path, get(documents).post(call)).route(
-        &format!("{}/flusso", path.trim_end_matches('/')),
-        get(pivot::download),
-    );
+    let base = path.trim_end_matches('/');
+    let max_flow = usize::try_from(ws.api.plan().config.hub.max_flow_bytes).unwrap_or(usize::MAX);
+    let mut r = Router::new()
+        .route(path, get(documents).post(call))
+        .route(&format!("{base}/flusso"), get(pivot::download))
+        .route(&format!("{base}/file"), get(flows::file))
+        .route(
+            &format!("{base}/upload"),
+            post(flows::upload).layer(axum::extract::DefaultBodyLimit::max(max_flow)),
+        );
+    flows::resume(ws.api.store.clone(), ws.api.plan());
     let wsdl_file = format!("{}.wsdl", path.trim_end_matches('/'));
     if wsdl_file != path {
         r = r.route(&wsdl_file, get(wsdl));
@@ -285,6 +293,8 @@ async fn call(
             invia_dovuti(&ws, &entity, &call).await
         }
         Operation::ChiediEsitoCarrelloDovuti => esito_carrello(api, &entity, &call).await,
+        Operation::AutorizzaImportFlusso => flows::autorizza(&ws, &entity).await,
+        Operation::ChiediStatoImportFlusso => flows::stato(&ws, &entity, &call).await,
         Operation::ChiediElencoFlussiSPC => pivot::elenco(&ws, &entity, &call).await,
         Operation::ChiediFlussoSPC => pivot::flusso(&ws, &entity, &call).await,
         other => Err(refuse(
@@ -512,6 +522,19 @@ fn payer_scope(
         caller: ipa.to_string(),
         entities: vec![entity.clone()],
     })
+}
+
+/// An HMAC of `what`, keyed by the entity's password hash: links and tokens that any hub of the
+/// Region (sharing the configuration) can check, and that die when the password changes.
+/// `None` for an entity without a password.
+pub(super) fn sign(entity: &EntityRuntime, what: &str) -> Option<String> {
+    use hmac::Mac as _;
+    let key = entity.mypay_password?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).ok()?;
+    mac.update(entity.ipa_code.as_bytes());
+    mac.update(b"|");
+    mac.update(what.as_bytes());
+    Some(hex::encode(mac.finalize().into_bytes()))
 }
 
 fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {

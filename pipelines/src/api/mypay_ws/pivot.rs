@@ -11,7 +11,6 @@ use crate::plan::EntityRuntime;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use snodo_adapters::mypay_ws::{Answer, Call, Operation};
 use snodo_store::ReportFlow;
@@ -21,8 +20,6 @@ use std::sync::Arc;
 const LINK_LIFETIME: i64 = 2 * 3600;
 /// Most flows one list answers.
 const MAX_FLOWS: u32 = 10_000;
-
-type HmacSha256 = Hmac<sha2::Sha256>;
 
 fn date(call: &Call, name: &str, what: &str) -> Result<chrono::NaiveDate, Refusal> {
     let v = call.field(name).map(str::trim).unwrap_or_default();
@@ -142,10 +139,7 @@ pub(super) async fn flusso(ws: &Ws, entity: &Arc<EntityRuntime>, call: &Call) ->
 
 /// What a link names: entity, flow id (the stored revision), expiry.
 fn signature(entity: &EntityRuntime, flow: i64, expires: i64) -> Option<String> {
-    let key = entity.mypay_password?;
-    let mut mac = HmacSha256::new_from_slice(&key).ok()?;
-    mac.update(format!("mypivot-flusso|{}|{flow}|{expires}", entity.ipa_code).as_bytes());
-    Some(hex::encode(mac.finalize().into_bytes()))
+    super::sign(entity, &format!("mypivot-flusso|{flow}|{expires}"))
 }
 
 fn link(ws: &Ws, entity: &EntityRuntime, f: &ReportFlow) -> String {
