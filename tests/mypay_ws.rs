@@ -328,6 +328,36 @@ fn an_erp_day_through_mypay_soap_only() {
     std::fs::remove_file(out.join("flow-iuv.zip")).unwrap();
     let _ = std::fs::remove_file(out.join("flow-avvisi.zip"));
 
+    // Exports booked, written and downloaded: the canteen payments of the cart, in MyPay's
+    // ESTRAZIONE_DOVUTI.
+    assert_eq!(one("prenota")["fault"], Value::Null, "{text}");
+    assert_eq!(
+        one("prenota-ricevuta")["fault"],
+        "PAA_SERVIZIO_NON_IMPLEMENTATO"
+    );
+    assert_eq!(
+        one("prenota-tipo")["fault"],
+        "PAA_IDENTIFICATIVO_TIPO_DOVUTO_NON_VALIDO"
+    );
+    for l in find("stato-export") {
+        let tag = l["tag"].as_str().unwrap();
+        if tag == "tari" {
+            // Only TARI asked for: today's receipts are all MENSA.
+            assert_eq!(
+                l["stato"], "EXPORT_ESEGUITO_NESSUN_DOVUTO_TROVATO",
+                "{text}"
+            );
+            continue;
+        }
+        assert_eq!(l["stato"], "EXPORT_ESEGUITO", "{text}");
+        assert_eq!(l["status"], 200, "{text}");
+        let path = out.join(format!("export-{tag}.zip"));
+        let csv = unzip_text(&path);
+        assert!(csv.contains("ERP-C1") && csv.contains("ERP-C2"), "{csv}");
+        std::fs::remove_file(path).unwrap();
+    }
+    assert_eq!(find("stato-export").len(), 3);
+
     // Every answer is valid against the WSDL's schema; every document against MyPay's XSD.
     let schemas = home.path().join("schemas");
     std::fs::create_dir_all(&schemas).unwrap();

@@ -204,3 +204,35 @@ for kind, url in [("scarti", r.urlFileScarti), ("iuv", r.urlFileIUV), ("avvisi",
 say("stato-import", fault=fault(r), stato=r.stato, states=states, files=files)
 r = svc.paaSILChiediStatoImportFlusso(requestToken="nessuno", password=password, _soapheaders=h())
 say("stato-import-ignoto", fault=fault(r), stato=r.stato)
+
+# 11. Exports booked: paid today (MENSA), and an incremental one for a poller, then downloaded.
+r = svc.paaSILPrenotaExportFlusso(password=password, dateFrom=today, dateTo=today,
+                                  identificativoTipoDovuto="MENSA", versioneTracciato="1.3", _soapheaders=h())
+booked = [("giorno", r.requestToken)]
+say("prenota", fault=fault(r))
+r = svc.paaSILPrenotaExportFlusso(password=password, dateFrom=today, dateTo=today,
+                                  identificativoTipoDovuto="TARI", _soapheaders=h())
+booked.append(("tari", r.requestToken))
+r = svc.paaSILPrenotaExportFlussoIncrementaleConRicevuta(
+    password=password, dateFrom=datetime.datetime.combine(today, datetime.time()), ricevuta=False,
+    incrementale=True, _soapheaders=h())
+booked.append(("incrementale", r.requestToken))
+say("prenota-incrementale", fault=fault(r), dateTo=str(r.dateTo))
+r = svc.paaSILPrenotaExportFlussoIncrementaleConRicevuta(
+    password=password, dateFrom=datetime.datetime.combine(today, datetime.time()), ricevuta=True,
+    incrementale=True, _soapheaders=h())
+say("prenota-ricevuta", fault=fault(r))
+r = svc.paaSILPrenotaExportFlusso(password=password, dateFrom=today, dateTo=today,
+                                  identificativoTipoDovuto="NOPE", _soapheaders=h())
+say("prenota-tipo", fault=fault(r))
+for tag, request in booked:
+    for _ in range(60):
+        r = svc.paaSILChiediStatoExportFlusso(password=password, requestToken=request, _soapheaders=h())
+        if r.stato not in ("LOAD_EXPORT", "EXPORT_IN_ELAB"):
+            break
+        time.sleep(0.5)
+    got = requests.get(r.downloadUrl, timeout=30) if r.downloadUrl else None
+    if got is not None:
+        with open(os.path.join(out_dir, "export-%s.zip" % tag), "wb") as f:
+            f.write(got.content)
+    say("stato-export", tag=tag, fault=fault(r), stato=r.stato, status=got.status_code if got is not None else None)

@@ -57,7 +57,7 @@ pub(super) fn new_token() -> String {
 }
 
 /// Where an upload and its outcome files live.
-fn dir(plan: &Plan, entity: &str, token: &str) -> PathBuf {
+pub(super) fn dir(plan: &Plan, entity: &str, token: &str) -> PathBuf {
     plan.config
         .hub
         .data_dir
@@ -411,7 +411,7 @@ fn outcome_files(r: &WsRequest) -> (u64, u64, Vec<String>) {
     )
 }
 
-fn file_link(ws: &Ws, entity: &EntityRuntime, request: &str, name: &str) -> String {
+pub(super) fn file_link(ws: &Ws, entity: &EntityRuntime, request: &str, name: &str) -> String {
     let expires = chrono::Utc::now().timestamp() + FILE_LIFETIME;
     let proof = sign(entity, &format!("file|{request}|{name}|{expires}")).unwrap_or_default();
     format!(

@@ -9,6 +9,7 @@
 //! with a `fault` element (MyPay's codes and Italian texts) and `esito` `KO`. A body that names
 //! no operation gets a SOAP Fault.
 
+mod exports;
 mod flows;
 mod pivot;
 
@@ -295,6 +296,10 @@ async fn call(
         Operation::ChiediEsitoCarrelloDovuti => esito_carrello(api, &entity, &call).await,
         Operation::AutorizzaImportFlusso => flows::autorizza(&ws, &entity).await,
         Operation::ChiediStatoImportFlusso => flows::stato(&ws, &entity, &call).await,
+        Operation::PrenotaExportFlusso | Operation::PrenotaExportFlussoIncrementaleConRicevuta => {
+            exports::prenota(&ws, &entity, &call).await
+        }
+        Operation::ChiediStatoExportFlusso => exports::stato(&ws, &entity, &call).await,
         Operation::ChiediElencoFlussiSPC => pivot::elenco(&ws, &entity, &call).await,
         Operation::ChiediFlussoSPC => pivot::flusso(&ws, &entity, &call).await,
         other => Err(refuse(
