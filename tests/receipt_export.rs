@@ -158,6 +158,8 @@ fn the_export_zip_holds_the_receipts_in_mypay_1_3_layout() {
         assert!(rows[1..]
             .iter()
             .all(|r| r[iud].starts_with('X') && r[kind] == "TARI"));
+        // The IUF of the import flow that loaded each position, as MyPay writes it.
+        assert!(rows[1..].iter().all(|r| r[0] == "EXP1"), "{rows:?}");
     }
     let mut got = all();
     got.sort();
@@ -175,6 +177,7 @@ fn the_export_zip_holds_the_receipts_in_mypay_1_3_layout() {
         .position(|h| h == "singoloImportoPagato")
         .unwrap();
     assert_eq!(rows[1][kind], "EXPORT_ENTE_SECONDARIO");
+    assert_eq!(rows[1][0], "", "a secondary row has no flow of Feltre's");
     assert_eq!(rows[1][paid], "1.00");
 }
 

@@ -281,7 +281,11 @@ impl Exporter {
                         } else {
                             doc.debt_type.as_deref()
                         },
-                        iuf: None,
+                        iuf: if item.secondary {
+                            None
+                        } else {
+                            doc.flow_iuf.as_deref()
+                        },
                         received_at: &doc.receipt.received_at,
                         raw_request: &doc.xml,
                         secondary: item.secondary,

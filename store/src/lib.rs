@@ -554,6 +554,9 @@ pub struct ReceiptDocument {
     /// The request as the hub decoded it when it arrived; `None` for receipts stored before
     /// the hub kept it (parse `xml` then).
     pub parsed: Option<String>,
+    /// The IUF of the import flow that loaded (or last changed) the paid position, when one did:
+    /// the `iuf` column of MyPay's export.
+    pub flow_iuf: Option<String>,
 }
 
 /// A response kept for an `Idempotency-Key`, so a retried request gets the first answer again.

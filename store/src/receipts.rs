@@ -88,7 +88,7 @@ macro_rules! documents {
         concat!(
             "SELECT ",
             columns!(),
-            ", r.xml, p.iud, p.debt_type, r.parsed FROM receipts r LEFT JOIN positions p ON p.id = r.position_id ",
+            ", r.xml, p.iud, p.debt_type, r.parsed, f.iuf FROM receipts r LEFT JOIN positions p ON p.id = r.position_id LEFT JOIN flows f ON f.id = p.flow_id ",
             $where
         )
     };
@@ -101,7 +101,7 @@ pub(crate) fn parsed_documents_where(clause: &str) -> String {
         concat!(
             "SELECT ",
             columns!(),
-            ", '', p.iud, p.debt_type, r.parsed FROM receipts r LEFT JOIN positions p ON p.id = r.position_id {}"
+            ", '', p.iud, p.debt_type, r.parsed, f.iuf FROM receipts r LEFT JOIN positions p ON p.id = r.position_id LEFT JOIN flows f ON f.id = p.flow_id {}"
         ),
         clause
     )
@@ -114,6 +114,10 @@ pub(crate) fn document_from(r: &dyn Row) -> Result<ReceiptDocument> {
         iud: r.get(15)?,
         debt_type: r.get(16)?,
         parsed: r.get(17)?,
+        // A standing flow (API, Kafka: `<origin>:<ipa>`) is no import flow of the entity's.
+        flow_iuf: r
+            .get::<Option<String>>(18)?
+            .filter(|iuf| !iuf.contains(':')),
     })
 }
 

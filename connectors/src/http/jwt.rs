@@ -22,6 +22,23 @@ pub struct JwtAuth {
     /// How long a token is valid, from when it is made: whole seconds, at most 24h.
     #[serde(default = "default_ttl")]
     pub ttl: HumanDuration,
+    /// The JOSE header's `kid`: the id MyPay gives the entity's key
+    /// (`cod_service_account_jwt_uscita_secret_key_id`), which receivers built for MyPay look up.
+    pub kid: Option<String>,
+    /// How `secret` reads: `utf-8` (its bytes, the default) or `base64` (decoded first, as MyPay
+    /// reads the secret it shares with an entity, so the same configured value signs alike).
+    #[serde(default)]
+    pub secret_encoding: SecretEncoding,
+}
+
+/// How a JWT secret is written in the configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretEncoding {
+    #[default]
+    #[serde(rename = "utf-8")]
+    Utf8,
+    Base64,
 }
 
 fn default_issuer() -> String {
@@ -46,6 +63,8 @@ impl std::fmt::Debug for JwtAuth {
             .field("issuer", &self.issuer)
             .field("subject", &self.subject)
             .field("ttl", &self.ttl)
+            .field("kid", &self.kid)
+            .field("secret_encoding", &self.secret_encoding)
             .finish()
     }
 }
@@ -58,13 +77,27 @@ impl JwtAuth {
 
     pub(super) fn build(&self) -> Result<JwtSigner, Vec<String>> {
         let mut errors = Vec::new();
+        let key: Vec<u8> = match self.secret_encoding {
+            SecretEncoding::Utf8 => self.secret.as_bytes().to_vec(),
+            SecretEncoding::Base64 => base64::engine::general_purpose::STANDARD
+                .decode(self.secret.trim())
+                .unwrap_or_else(|_| {
+                    errors.push(
+                        "auth.jwt.secret is not base64 (secret_encoding = \"base64\")".to_string(),
+                    );
+                    Vec::new()
+                }),
+        };
         if self.secret.trim().is_empty() {
             errors.push("auth.jwt.secret is empty".to_string());
-        } else if self.secret.len() < JWT_MIN_SECRET_BYTES {
+        } else if !key.is_empty() && key.len() < JWT_MIN_SECRET_BYTES {
             errors.push(format!(
                 "auth.jwt.secret must be at least {JWT_MIN_SECRET_BYTES} bytes for HS512, got {}",
-                self.secret.len()
+                key.len()
             ));
+        }
+        if self.kid.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            errors.push("auth.jwt.kid is empty: leave it out instead".to_string());
         }
         if self.issuer.trim().is_empty() {
             errors.push("auth.jwt.issuer is empty".to_string());
@@ -91,8 +124,13 @@ impl JwtAuth {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let header = match &self.kid {
+            None => JWT_HEADER.to_string(),
+            Some(kid) => serde_json::json!({"alg": "HS512", "typ": "JWT", "kid": kid}).to_string(),
+        };
         Ok(JwtSigner {
-            key: EncodingKey::from_secret(self.secret.as_bytes()),
+            key: EncodingKey::from_secret(&key),
+            header,
             issuer: self.issuer.clone(),
             subject: self.subject.clone(),
             ttl_secs,
@@ -104,6 +142,8 @@ impl JwtAuth {
 #[derive(Clone)]
 pub(super) struct JwtSigner {
     key: EncodingKey,
+    /// The JOSE header, as written.
+    header: String,
     issuer: String,
     subject: Option<String>,
     ttl_secs: u64,
@@ -132,7 +172,7 @@ impl JwtSigner {
             jti,
         };
         let claims = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
-        let signing_input = format!("{}.{}", b64.encode(JWT_HEADER), b64.encode(claims));
+        let signing_input = format!("{}.{}", b64.encode(&self.header), b64.encode(claims));
         let signature =
             jsonwebtoken::crypto::sign(signing_input.as_bytes(), &self.key, Algorithm::HS512)
                 .map_err(|e| format!("cannot sign the JWT: {e}"))?;

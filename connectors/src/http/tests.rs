@@ -456,6 +456,8 @@ fn jwt_auth(secret: &str, subject: Option<&str>) -> HttpAuth {
             issuer: "snodo".into(),
             subject: subject.map(Into::into),
             ttl: "5m".into(),
+            kid: None,
+            secret_encoding: Default::default(),
         }),
     }
 }
@@ -584,6 +586,59 @@ async fn a_jwt_without_subject_and_with_a_long_secret() {
     assert_eq!(
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
         90
+    );
+}
+
+#[tokio::test]
+async fn a_jwt_as_mypay_signs_it_kid_and_base64_secret() {
+    let (url, seen) = server(vec![response("200 OK", &[], "")]).await;
+    // What MyPay keeps for the entity: a base64 secret (64 random bytes) and its key id.
+    let raw: Vec<u8> = (0u8..64).map(|b| b.wrapping_mul(37)).collect();
+    let secret = base64::engine::general_purpose::STANDARD.encode(&raw);
+    let cfg: HttpSinkConfig = serde_json::from_value(serde_json::json!({
+        "url": url,
+        "auth": { "jwt": { "secret": secret, "secret_encoding": "base64", "kid": "mypay-key-7" } },
+    }))
+    .unwrap();
+    let result = cfg
+        .build()
+        .unwrap()
+        .deliver(b"x".to_vec(), "text/plain", "k-1")
+        .await;
+    assert_eq!(result, DeliveryResult::Delivered { status: 200 });
+    let r = &seen.lock().unwrap()[0];
+    let token = r
+        .header("authorization")
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_string();
+    let parts: Vec<&str> = token.split('.').collect();
+    let header: serde_json::Value = serde_json::from_slice(&b64url(parts[0])).unwrap();
+    assert_eq!(header["kid"], "mypay-key-7");
+    assert_eq!(header["alg"], "HS512");
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    // Signed with the decoded bytes, as MyPay's Decoders.BASE64 + Keys.hmacShaKeyFor.
+    assert_eq!(b64url(parts[2]), hmac_sha512(&raw, signed.as_bytes()));
+    assert_ne!(
+        b64url(parts[2]),
+        hmac_sha512(secret.as_bytes(), signed.as_bytes())
+    );
+    // A secret that is not base64 is refused when the sink is built.
+    let bad: HttpSinkConfig = serde_json::from_value(serde_json::json!({
+        "url": "http://erp.example/",
+        "auth": { "jwt": { "secret": "not base64 at all!!", "secret_encoding": "base64" } },
+    }))
+    .unwrap();
+    let errors = bad
+        .auth
+        .as_ref()
+        .and_then(|a| a.jwt.as_ref())
+        .unwrap()
+        .check();
+    assert!(
+        errors.iter().any(|e| e.contains("not base64")),
+        "{errors:?}"
     );
 }
 

@@ -215,7 +215,7 @@ fn write(
                     entity_name: &entity.name,
                     iud: doc.iud.as_deref(),
                     debt_type: doc.debt_type.as_deref(),
-                    iuf: None,
+                    iuf: doc.flow_iuf.as_deref(),
                     received_at: &doc.receipt.received_at,
                     raw_request: &doc.xml,
                     secondary: false,
