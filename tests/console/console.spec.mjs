@@ -155,8 +155,9 @@ try {
   await dead.getByRole('button', { name: 'Riprova' }).click();
   await page.locator('#delivery-status', { hasText: 'Rimesse in coda: 1' }).waitFor();
   let delivered = false;
+  await page.goto(`${HUB}/console#/deliveries?status=delivered`);
   for (let i = 0; i < 30 && !delivered; i++) {
-    await page.goto(`${HUB}/console#/deliveries?status=delivered`);
+    await page.reload();
     await page.locator('table.deliveries, p.empty').first().waitFor();
     delivered = await page.locator('tr.delivery', { hasText: DEAD_KEY }).count() > 0;
     if (!delivered) await page.waitForTimeout(500);

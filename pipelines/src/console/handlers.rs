@@ -187,9 +187,11 @@ pub(super) async fn overview(
                         .entities
                         .get(&p.entity)
                         .map_or(0, |c| c.accepted + c.rejected);
-                    let rows_then = oldest_hour
-                        .and_then(|s| s.entities.get(&p.entity))
-                        .map(|c| c.accepted + c.rejected);
+                    let rows_then = oldest_hour.map(|s| {
+                        s.entities
+                            .get(&p.entity)
+                            .map_or(0, |c| c.accepted + c.rejected)
+                    });
                     (
                         f.map(|f| f.updated_at.clone()),
                         f.and_then(|f| f.error_message.clone()),
@@ -221,9 +223,12 @@ pub(super) async fn overview(
                         1,
                     )
                     .map_err(ops_error)?;
-                    let then = oldest_hour
-                        .and_then(|s| s.pipelines.get(&p.name))
-                        .map(|d| d.get("delivered").copied().unwrap_or(0));
+                    let then = oldest_hour.map(|s| {
+                        s.pipelines
+                            .get(&p.name)
+                            .and_then(|d| d.get("delivered").copied())
+                            .unwrap_or(0)
+                    });
                     (
                         delivered
                             .first()
