@@ -172,6 +172,26 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/receipts", timeout =
         "the refused receipt becomes a dead letter"
     );
     status.store(200, Ordering::SeqCst);
+    // A receipt for a notice nobody issued: kept, flagged, held by the MyPay export.
+    post_soap(
+        home.port,
+        "paSendRTV2",
+        &send_rt_v2("301000000000012373", "RCPT-CONSOLE-STRAY", "5.00"),
+    );
+    assert!(
+        wait_for(10, || {
+            let o = home.snodo(&[
+                "receipts",
+                "-c",
+                "config.toml",
+                "--entity",
+                "c_g224",
+                "--held",
+            ]);
+            stdout(&o).contains("RCPT-CONSOLE-STRAY")
+        }),
+        "the stray receipt is held"
+    );
 
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../console-screenshots");
     let out = Command::new("node")
@@ -190,6 +210,7 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/receipts", timeout =
         .env("REJECTED_IUD", "CONSOLE-BAD1")
         .env("REJECTED_CODE", "PAA_IMPORT_")
         .env("DEAD_KEY", "RCPT-CONSOLE-1")
+        .env("HELD_KEY", "RCPT-CONSOLE-STRAY")
         .env("PAID_IUD", "CONSOLE-1")
         .env("SHOTS_DIR", &shots)
         .output()

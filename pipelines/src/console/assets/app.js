@@ -28,6 +28,7 @@ const T = {
     anomalies: 'Anomalie', onlyAnomalies: 'Solo con anomalie', flowDate: 'Data flusso', payments: 'Pagamenti', linked: 'Collegati',
     classes: 'Classi', items: 'Voci', movements: 'Movimenti', drill: 'Dettaglio', done: 'Fatto',
     deliveriesOf: 'Consegne', steps: { source: 'sorgente', decode: 'decodifica', encode: 'codifica', destination: 'destinazione', outcomes: 'esiti' },
+    states: { running: 'attiva', starting: 'in avvio', suspended: 'sospesa', 'pre-production': 'collaudo' },
     counters: 'Contatori', entityOnly: 'Sessione dell\'ente', failed: 'Operazione non riuscita',
   },
   en: {
@@ -55,6 +56,7 @@ const T = {
     anomalies: 'Anomalies', onlyAnomalies: 'Only with anomalies', flowDate: 'Flow date', payments: 'Payments', linked: 'Linked',
     classes: 'Classes', items: 'Items', movements: 'Movements', drill: 'Details', done: 'Done',
     deliveriesOf: 'Deliveries', steps: { source: 'source', decode: 'decode', encode: 'encode', destination: 'destination', outcomes: 'outcomes' },
+    states: { running: 'running', starting: 'starting', suspended: 'suspended', 'pre-production': 'pre-production' },
     counters: 'Counters', entityOnly: 'Entity session', failed: 'The operation failed',
   },
 };
@@ -161,7 +163,7 @@ async function viewOverview(main) {
     section(t('lastDay'), h('div', { class: 'charts' }, charts(o.series.day))));
   main.append(section(t('pipelines'), table(
     [t('name'), t('entity'), t('kind'), t('state'), t('lastRun'), t('lastError'), t('perHour')],
-    o.pipelines.map((p) => [p.name, p.entity, p.kind, badge(p.state), when(p.lastRun), p.lastError ? h('span', { class: 'err' }, p.lastError) : '', p.perHour ?? '–']),
+    o.pipelines.map((p) => [p.name, p.entity, p.kind, badge(t('states')[p.state] || p.state, p.state), when(p.lastRun), p.lastError ? h('span', { class: 'err' }, p.lastError) : '', p.perHour ?? '–']),
     { class: 'pipelines' })));
   const ft = Object.entries(o.flowsToday);
   main.append(section(t('flowsToday'), ft.length ? h('ul', { class: 'inline' }, ft.map(([k, v]) => h('li', {}, badge(k), ' ', v))) : note(t('none'))));
@@ -279,16 +281,20 @@ async function viewReceipts(main, id) {
   const r = await api('/console/api/receipts' + q({ entity: S.entity }));
   main.append(h('h1', {}, t('receipts')));
   const status = h('p', { class: 'note', role: 'status', 'aria-live': 'polite' });
-  const act = (rid, what) => async () => {
+  const act = (rid, what) => async (ev) => {
     if (!confirm(t('confirm'))) return;
-    try { await post(`/console/api/receipts/${rid}/${what}`); status.textContent = t('done'); render(); } catch (e) { status.textContent = `${t('failed')}: ${e.message}`; }
+    try {
+      await post(`/console/api/receipts/${rid}/${what}`);
+      status.textContent = `${t('done')}: ${t(what)}`;
+      ev.target.closest('tr').remove();
+    } catch (e) { status.textContent = `${t('failed')}: ${e.message}`; }
   };
   const cols = [t('entity'), t('receipt'), t('notice'), t('amount'), t('reason'), t('received')];
   const row = (x) => [x.entity, h('a', { href: `#/receipts/${x.id}` }, x.receipt_id), x.notice_number, euro(x.amount_cents), x.issue ? badge(x.issue, 'warn') : '', when(x.received_at)];
   main.append(status,
-    section(t('heldTitle'), table([...cols, t('pipelines'), ''], r.held.map((x) => [...row(x), (x.held || []).join(', '),
+    section(t('heldTitle'), table([...cols, t('pipelines'), ''], r.held.map((x) => ({ attrs: { class: 'held', 'data-id': x.receipt_id }, cells: [...row(x), (x.held || []).join(', '),
       h('span', { class: 'actions' }, h('button', { type: 'button', on: { click: act(x.id, 'release') } }, t('release')),
-        h('button', { type: 'button', class: 'secondary', on: { click: act(x.id, 'dismiss') } }, t('dismiss')))]))),
+        h('button', { type: 'button', class: 'secondary', on: { click: act(x.id, 'dismiss') } }, t('dismiss')))] })))),
     section(t('flaggedTitle'), table([...cols, ''], r.flagged.map((x) => [...row(x), x.review ? badge(x.review) : '']))),
     section(t('recent'), table(cols, r.recent.map(row))));
 }
