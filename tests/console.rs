@@ -212,6 +212,8 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/receipts", timeout =
         .env("DEAD_KEY", "RCPT-CONSOLE-1")
         .env("HELD_KEY", "RCPT-CONSOLE-STRAY")
         .env("PAID_IUD", "CONSOLE-1")
+        .env("ACTIVE_IUD", "CONSOLE-2")
+        .env("ACTIVE_PAYER", fiscal_code(2))
         .env("SHOTS_DIR", &shots)
         .output()
         .expect("run node (ops/setup.sh installs Node.js' npm packages; Debian's nodejs)");

@@ -28,6 +28,8 @@ const SHOTS = env('SHOTS_DIR');
 const SNODO = env('SNODO_BIN');
 const HOME = env('HUB_HOME');
 const PAID_IUD = env('PAID_IUD');
+const ACTIVE_IUD = env('ACTIVE_IUD');
+const ACTIVE_PAYER = env('ACTIVE_PAYER');
 mkdirSync(SHOTS, { recursive: true });
 
 const step = (s) => console.log(`console.spec: ${s}`);
@@ -137,6 +139,16 @@ try {
   await page.getByRole('link', { name: PAID_IUD, exact: true }).click();
   await page.getByRole('heading', { name: 'Storico' }).waitFor();
   await shot(page, '04-position');
+  await page.goto(`${HUB}/console#/positions?by=iud&v=${ACTIVE_IUD}`);
+  await page.getByRole('link', { name: ACTIVE_IUD, exact: true }).click();
+  const pdfLink = page.getByRole('link', { name: /Avviso di pagamento/ });
+  await pdfLink.waitFor();
+  const pdf = await page.request.get(`${HUB}${await pdfLink.getAttribute('href')}`);
+  assert.equal(pdf.status(), 200);
+  assert.equal(pdf.headers()['content-type'], 'application/pdf');
+  assert.equal((await pdf.body()).subarray(0, 5).toString(), '%PDF-', 'the position\'s payment notice');
+  await page.goto(`${HUB}/console#/positions?by=fiscalCode&v=${ACTIVE_PAYER}`);
+  await page.getByRole('link', { name: ACTIVE_IUD, exact: true }).waitFor();
 
   step('operator: receipts');
   await page.goto(`${HUB}/console#/receipts`);
@@ -191,6 +203,18 @@ try {
   await page.waitForTimeout(800);
   assert.ok(await page.locator('li.event[data-kind^="payment"], li.event[data-kind^="position"]').count() > 0, 'the payment\'s events, live');
   await shot(page, '09-events');
+  await page.goto(`${HUB}/console#/events?kind=delivery`);
+  await page.locator('li.event').first().waitFor();
+  const kinds = await page.locator('li.event').evaluateAll((els) => els.map((e) => e.dataset.kind));
+  assert.ok(kinds.length > 0 && kinds.every((k) => k.startsWith('delivery.')), `filtered by kind: ${kinds}`);
+
+  step('operator: one entity picked');
+  await page.goto(`${HUB}/console#/flows`);
+  await page.locator('table.flows').waitFor();
+  assert.ok(await page.getByText(FLOW_B_FILE).count() > 0, 'every entity\'s flows for the operator');
+  await page.locator('#entity-select').selectOption(ENTITY_A);
+  await page.waitForFunction((f) => !document.body.textContent.includes(f), FLOW_B_FILE);
+  await page.locator('#entity-select').selectOption('');
 
   step('operator: settlement and reconciliation');
   await page.goto(`${HUB}/console#/reports`);
@@ -273,6 +297,24 @@ try {
   await shot(page, '14-tablet');
 
   assert.deepEqual(errors.filter((e) => !/401|403|404/.test(e)), [], 'no script errors (a CSP violation would show here)');
+
+  step('failed sign-ins are bounded per address');
+  let limited = null;
+  for (let i = 0; i < 80 && !limited; i++) {
+    const r = await fetch(`${HUB}/console/login`, {
+      method: 'POST', redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'token=wrong-again',
+    });
+    if (r.status === 429) limited = r;
+    else assert.equal(r.status, 401);
+  }
+  assert.ok(limited, 'refused with 429 after too many failures');
+  assert.ok(Number(limited.headers.get('retry-after')) >= 1, 'with Retry-After');
+  const right = await fetch(`${HUB}/console/login`, {
+    method: 'POST', redirect: 'manual',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${encodeURIComponent(ADMIN)}`,
+  });
+  assert.equal(right.status, 429, 'even the right token waits: the bound comes before the token is looked at');
   step('all checks passed');
 } catch (e) {
   failed = e;

@@ -917,3 +917,29 @@ pub(super) async fn reconciliation(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipeline_end_is_shown_without_its_secrets() {
+        let e = Endpoint::Connector {
+            kind: "http".into(),
+            params: json!({ "url": "https://user:pw@erp.example/receipts?token=x", "auth": { "bearer": "s3cret" } }),
+        };
+        assert_eq!(
+            describe(&e),
+            json!({ "kind": "http", "detail": "https://erp.example/receipts" })
+        );
+        let d = Endpoint::Connector {
+            kind: "dir".into(),
+            params: json!({ "path": "var/in" }),
+        };
+        assert_eq!(describe(&d), json!({ "kind": "dir", "detail": "var/in" }));
+        assert_eq!(
+            describe(&Endpoint::Named("registry".into())),
+            json!({ "kind": "registry" })
+        );
+    }
+}

@@ -534,6 +534,47 @@ mod tests {
         assert_eq!(cookie(&h).as_deref(), Some("abc"));
     }
 
+    fn who(entity: Option<&str>) -> Who {
+        Who {
+            key_id: "k".into(),
+            entity: entity.map(str::to_string),
+            plan: Arc::new(crate::plan::load(None).expect("demo plan")),
+            csrf: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_entity_session_reads_its_own_entity_only() {
+        let padova = who(Some("c_g224"));
+        assert_eq!(padova.entities(None).ok(), Some(vec!["c_g224".to_string()]));
+        assert_eq!(
+            padova.entities(Some("c_g224")).ok(),
+            Some(vec!["c_g224".to_string()])
+        );
+        let refused = padova.entities(Some("c_d530")).err().map(|r| r.0);
+        assert_eq!(refused, Some(StatusCode::FORBIDDEN));
+        // An unknown entity too: a key cannot learn which entities exist.
+        let unknown = padova.entities(Some("c_x000")).err().map(|r| r.0);
+        assert_eq!(unknown, Some(StatusCode::FORBIDDEN));
+        assert!(padova.may_see("c_g224") && !padova.may_see("c_d530"));
+    }
+
+    #[test]
+    fn an_operator_reads_one_entity_or_all() {
+        let op = who(None);
+        assert_eq!(
+            op.entities(None).ok(),
+            Some(vec!["c_d530".into(), "c_g224".into(), "r_veneto".into()])
+        );
+        assert_eq!(
+            op.entities(Some("c_d530")).ok(),
+            Some(vec!["c_d530".into()])
+        );
+        let unknown = op.entities(Some("c_x000")).err().map(|r| r.0);
+        assert_eq!(unknown, Some(StatusCode::NOT_FOUND));
+        assert!(op.may_see("c_d530"));
+    }
+
     #[test]
     fn session_ids_are_random_and_long() {
         let (a, b) = (random_id().unwrap(), random_id().unwrap());

@@ -419,20 +419,34 @@ function chrome() {
   document.getElementById('who').textContent = S.me.role === 'operator' ? `${t('operator')} (${S.me.keyId})` : `${t('entityOnly')}: ${S.me.entity}`;
 }
 
-async function render() {
-  stopEvents();
+// The overview and the pipelines refresh their counters every 15 s while shown (not while the
+// keyboard focus is inside the page, so nobody loses their place).
+const LIVE = ['overview', 'pipelines'];
+
+async function render(refresh) {
+  clearTimeout(S.timer);
+  if (!refresh) stopEvents();
   chrome();
   const main = document.getElementById('main');
-  main.replaceChildren(h('p', { class: 'note' }, t('loading')));
-  const [path] = location.hash.slice(2).split('?');
+  if (!refresh) main.replaceChildren(h('p', { class: 'note' }, t('loading')));
+  const hash = location.hash;
+  const [path] = hash.slice(2).split('?');
   const [name, ...args] = path.split('/').map(decodeURIComponent);
-  const view = (VIEWS.find(([k]) => k === (name || 'overview')) || VIEWS[0])[1];
+  const [key, view] = VIEWS.find(([k]) => k === (name || 'overview')) || VIEWS[0];
   const out = h('div', {});
   try {
     await view(out, ...args);
-    main.replaceChildren(...out.childNodes);
+    if (location.hash === hash) main.replaceChildren(...out.childNodes);
   } catch (e) {
     if (e.message !== 'signed out') main.replaceChildren(note(`${t('failed')}: ${e.message}`, 'error'));
+  }
+  if (LIVE.includes(key)) {
+    const tick = () => {
+      if (location.hash !== hash) return;
+      if (main.contains(document.activeElement)) S.timer = setTimeout(tick, 15000);
+      else render(true);
+    };
+    S.timer = setTimeout(tick, 15000);
   }
 }
 
@@ -450,7 +464,7 @@ async function start() {
     try { await post('/console/api/logout'); } catch { /* signed out either way */ }
     location.href = '/console/login';
   });
-  window.addEventListener('hashchange', render);
+  window.addEventListener('hashchange', () => render());
   render();
 }
 
