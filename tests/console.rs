@@ -8,6 +8,8 @@
 
 mod common;
 use common::*;
+use snodo_store::prelude::*;
+use snodo_store::{NewAnomaly, NewReport, ReportRow, ReportTotals, SqliteStore};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -119,6 +121,57 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/receipts", timeout =
     let b = flows(&home, "c_d530");
     assert_eq!(b.len(), 1, "{b:?}");
 
+    // A settlement flow of each entity, with a row that settles nothing this hub holds.
+    {
+        let store = SqliteStore::open(&home.path().join("var/snodo.db")).unwrap();
+        for (entity, iuf) in [("c_g224", "FDR-CONSOLE-A"), ("c_d530", "FDR-CONSOLE-B")] {
+            let flow = store
+                .begin_report(&NewReport {
+                    entity,
+                    psp_id: "BCITITMM",
+                    iuf,
+                    revision: 1,
+                    source: "rest",
+                    flow_time: Some("2026-12-01T08:00:00Z"),
+                    flow_date: Some("2026-12-01"),
+                    regulation_id: Some("SCT-1"),
+                    regulation_date: Some("2026-12-02"),
+                    header: None,
+                    declared_count: Some(1),
+                    declared_cents: Some(4200),
+                    published: None,
+                })
+                .unwrap();
+            let row = ReportRow {
+                row_no: 1,
+                iuv: "01000000000099988",
+                iur: "IUR-CONSOLE-1",
+                transfer_index: Some(1),
+                link_index: 1,
+                amount_cents: 4200,
+                esito: 0,
+                pay_date: "2026-11-30",
+                receipt: None,
+                receipt_transfer: None,
+            };
+            let anomaly = NewAnomaly {
+                row_no: Some(1),
+                code: "RT_NOT_FOUND",
+                severity: "anomaly",
+                message: "no receipt of the hub settles this payment",
+            };
+            store
+                .add_report_rows(flow.id, 0, &[row], &[anomaly])
+                .unwrap();
+            let totals = ReportTotals {
+                computed_count: 1,
+                computed_cents: 4200,
+                linked: 0,
+            };
+            assert!(store.finish_report(flow.id, &totals, &[], &[]).unwrap());
+        }
+    }
+
     let _hub = Hub::start_serving(&home);
 
     // Entity A's flow through its pipeline: two accepted rows, two rejected.
@@ -211,6 +264,8 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/receipts", timeout =
         .env("REJECTED_CODE", "PAA_IMPORT_")
         .env("DEAD_KEY", "RCPT-CONSOLE-1")
         .env("HELD_KEY", "RCPT-CONSOLE-STRAY")
+        .env("REPORT_A", "FDR-CONSOLE-A")
+        .env("REPORT_B", "FDR-CONSOLE-B")
         .env("PAID_IUD", "CONSOLE-1")
         .env("ACTIVE_IUD", "CONSOLE-2")
         .env("ACTIVE_PAYER", fiscal_code(2))

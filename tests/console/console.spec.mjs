@@ -24,6 +24,8 @@ const REJECTED_IUD = env('REJECTED_IUD');
 const REJECTED_CODE = env('REJECTED_CODE');
 const DEAD_KEY = env('DEAD_KEY');
 const HELD_KEY = env('HELD_KEY');
+const REPORT_A = env('REPORT_A');
+const REPORT_B = env('REPORT_B');
 const SHOTS = env('SHOTS_DIR');
 const SNODO = env('SNODO_BIN');
 const HOME = env('HUB_HOME');
@@ -217,12 +219,22 @@ try {
   await page.locator('#entity-select').selectOption('');
 
   step('operator: settlement and reconciliation');
-  await page.goto(`${HUB}/console#/reports`);
+  await page.goto(`${HUB}/console#/reports?anomalies=1`);
   await page.getByRole('heading', { name: 'Rendicontazione' }).waitFor();
+  await page.getByRole('link', { name: REPORT_A }).waitFor();
   await shot(page, '10-reports');
+  await page.getByRole('link', { name: REPORT_A }).click();
+  await page.getByText('RT_NOT_FOUND').waitFor();
+  await page.getByRole('cell', { name: '01000000000099988' }).waitFor();
+  await shot(page, '10b-report-detail');
   await page.goto(`${HUB}/console#/reconciliation`);
   await page.getByRole('heading', { name: 'Riconciliazione' }).waitFor();
+  const classLinks = page.locator('section', { hasText: ENTITY_A }).locator('a[href^="#/reconciliation?class="]');
+  await classLinks.first().waitFor();
   await shot(page, '11-reconciliation');
+  await classLinks.first().click();
+  await page.locator('section', { hasText: ': ' }).locator('tbody tr').first().waitFor();
+  await shot(page, '11b-reconciliation-class');
 
   step('English labels, then sign out');
   await page.getByRole('button', { name: 'English' }).click();
@@ -275,6 +287,11 @@ try {
   assert.ok(dl.every((d) => d.entity === ENTITY_A), 'A\'s deliveries only');
   const ps = await (await page.request.get(`${HUB}/console/api/pipelines`)).json();
   assert.ok(ps.length > 0 && ps.every((p) => p.entity === ENTITY_A), 'A\'s pipelines only');
+  const reps = await (await page.request.get(`${HUB}/console/api/reports`)).json();
+  assert.ok(reps.some((r) => r.iuf === REPORT_A) && !reps.some((r) => r.iuf === REPORT_B), 'A\'s settlement flows only');
+  assert.equal((await page.request.get(`${HUB}/console/api/reports/${ENTITY_B}/${REPORT_B}`)).status(), 403);
+  const recon = await (await page.request.get(`${HUB}/console/api/reconciliation`)).json();
+  assert.ok(recon.summaries.length === 1 && recon.summaries[0].entity === ENTITY_A, 'A\'s reconciliation only');
   const rc = await (await page.request.get(`${HUB}/console/api/receipts`)).json();
   assert.ok([...rc.held, ...rc.flagged, ...rc.recent].every((r) => r.entity === ENTITY_A), 'A\'s receipts only');
   // B's dead letters cannot be replayed from A's session, even with A's CSRF token.
