@@ -78,6 +78,9 @@ step('security headers, cookie flags, CSRF');
   }
   const r = await fetch(`${HUB}/console/api/receipts/1/release`, { method: 'POST', headers: { cookie: jar } });
   assert.equal(r.status, 403, 'release without the CSRF token is refused');
+  const none = await fetch(`${HUB}/console/api/dlq/replay?entity=${ENTITY_B}`, { method: 'POST', headers: { cookie: jar, 'x-csrf-token': me.csrf } });
+  assert.equal(none.status, 200, 'with the token: replay all of an entity');
+  assert.deepEqual(await none.json(), { replayed: 0 }, `${ENTITY_B} has no dead letters`);
   const out = await fetch(`${HUB}/console/api/logout`, { method: 'POST', headers: { cookie: jar, 'x-csrf-token': me.csrf } });
   assert.equal(out.status, 200);
   assert.equal((await fetch(`${HUB}/console/api/me`, { headers: { cookie: jar } })).status, 401, 'signed out: the session is gone');
@@ -110,6 +113,20 @@ try {
   assert.ok(await page.getByRole('cell', { name: 'padova-dovuti-in' }).count() > 0, 'the overview lists the pipelines');
   await page.locator('.chart svg').first().waitFor();
   await shot(page, '01-overview');
+
+  step('operator: keyboard only');
+  await page.locator('body').focus();
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.className), 'skip', 'the first Tab reaches the skip link');
+  let reached = false;
+  for (let i = 0; i < 12 && !reached; i++) {
+    await page.keyboard.press('Tab');
+    reached = await page.evaluate(() => document.activeElement.textContent === 'Flussi');
+  }
+  assert.ok(reached, 'Tab reaches the navigation');
+  await page.keyboard.press('Enter');
+  await page.getByRole('heading', { name: 'Flussi', exact: true }).waitFor();
+  await page.goto(`${HUB}/console#/overview`);
 
   step('operator: pipelines as a picture');
   await page.getByRole('link', { name: 'Pipeline', exact: true }).click();
@@ -205,6 +222,10 @@ try {
   await page.waitForTimeout(800);
   assert.ok(await page.locator('li.event[data-kind^="payment"], li.event[data-kind^="position"]').count() > 0, 'the payment\'s events, live');
   await shot(page, '09-events');
+  const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, select, button')]
+    .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim() && e.type !== 'hidden')
+    .map((e) => e.outerHTML));
+  assert.deepEqual(unlabelled, [], 'every control has a label');
   await page.goto(`${HUB}/console#/events?kind=delivery`);
   await page.locator('li.event').first().waitFor();
   const kinds = await page.locator('li.event').evaluateAll((els) => els.map((e) => e.dataset.kind));
