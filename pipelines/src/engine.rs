@@ -407,6 +407,7 @@ impl Hub {
             guard: guard.clone(),
             reload: Some(reload),
             keys,
+            shutdown: Some(shutdown.clone()),
         });
         let app = app.merge(api);
         crate::api::spawn_pruner(

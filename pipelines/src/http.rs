@@ -78,6 +78,8 @@ pub struct AppParts<'a> {
     pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::ReloadRequest>>,
     /// Who each key is, in the plan running now (the console's sign-in).
     pub keys: Arc<crate::api::Keys>,
+    /// Turns true when the hub stops (the console's live streams end).
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The hub's routes, and the `/metrics` router for `http.metrics_listen` when it is set (then
@@ -90,6 +92,7 @@ pub fn router(parts: AppParts<'_>) -> (Router, Option<Router>) {
         node: parts.node.clone(),
         guard: parts.guard.clone(),
         started: parts.started.clone(),
+        shutdown: parts.shutdown.clone(),
     });
     let state = Arc::new(AppState {
         node: parts.node,

@@ -734,6 +734,22 @@ pub(super) struct EventQuery {
 
 /// Events shown at once when the page opens, before the live ones.
 const EVENTS_BACK: i64 = 200;
+/// A stream ends after this long (and at once when the hub stops); the browser reconnects at
+/// once with `Last-Event-ID`, so no answer outlives the listener's idle bound or holds a
+/// shutdown.
+const STREAM_FOR: Duration = Duration::from_secs(25);
+
+/// Where a live event stream stands.
+struct Follow {
+    /// The last event id read (or skipped by the filter).
+    cursor: i64,
+    /// The last id the browser was given.
+    told: i64,
+    queue: std::collections::VecDeque<(i64, Value)>,
+    first: bool,
+    until: tokio::time::Instant,
+    shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+}
 
 /// `GET /console/api/events?entity=&kind=`: the ops event stream as server-sent events, the
 /// latest ones first and then live (resuming after `Last-Event-ID` on reconnection).
@@ -772,51 +788,69 @@ pub(super) async fn events(
         }
     };
     let filter = Arc::new(filter);
-    let stream = futures::stream::unfold(
-        (
-            start,
-            std::collections::VecDeque::<(i64, Value)>::new(),
-            true,
-        ),
-        move |(mut cursor, mut queue, mut first)| {
-            let admin = admin.clone();
-            let filter = filter.clone();
-            async move {
-                loop {
-                    if let Some((id, v)) = queue.pop_front() {
-                        let ev = Event::default().id(id.to_string()).data(v.to_string());
-                        return Some((
-                            Ok::<_, std::convert::Infallible>(ev),
-                            (cursor, queue, first),
-                        ));
-                    }
-                    if !first {
-                        tokio::time::sleep(Duration::from_millis(400)).await;
-                    }
-                    first = false;
-                    let (a, f) = (admin.clone(), filter.clone());
-                    let got = tokio::task::spawn_blocking(move || {
-                        ops::events::after(&a, cursor, &f, 500)
-                    })
-                    .await;
-                    match got {
-                        Ok(Ok((next, events))) => {
-                            for v in events {
-                                let id = v.get("id").and_then(Value::as_i64).unwrap_or(next);
-                                queue.push_back((id, v));
-                            }
-                            cursor = next;
+    let state = Follow {
+        cursor: start,
+        told: -1,
+        queue: std::collections::VecDeque::new(),
+        first: true,
+        until: tokio::time::Instant::now() + STREAM_FOR,
+        shutdown: c.shutdown.clone(),
+    };
+    let stream = futures::stream::unfold(state, move |mut st| {
+        let admin = admin.clone();
+        let filter = filter.clone();
+        async move {
+            loop {
+                if let Some((id, v)) = st.queue.pop_front() {
+                    st.told = id;
+                    let ev = Event::default().id(id.to_string()).data(v.to_string());
+                    return Some((Ok::<_, std::convert::Infallible>(ev), st));
+                }
+                if st.told != st.cursor {
+                    // Where to resume (Last-Event-ID) even when the filter let nothing through.
+                    st.told = st.cursor;
+                    let ev = Event::default()
+                        .id(st.cursor.to_string())
+                        .retry(Duration::from_millis(500));
+                    return Some((Ok(ev), st));
+                }
+                if !st.first {
+                    let stopped = match st.shutdown.as_mut() {
+                        Some(rx) => tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(400)) => *rx.borrow(),
+                            _ = rx.changed() => true,
+                        },
+                        None => {
+                            tokio::time::sleep(Duration::from_millis(400)).await;
+                            false
                         }
-                        Ok(Err(e)) => {
-                            tracing::warn!("console: events unavailable: {e}");
-                            tokio::time::sleep(Duration::from_secs(2)).await;
-                        }
-                        Err(_) => return None,
+                    };
+                    if stopped || tokio::time::Instant::now() >= st.until {
+                        return None;
                     }
                 }
+                st.first = false;
+                let (a, f, cursor) = (admin.clone(), filter.clone(), st.cursor);
+                let got =
+                    tokio::task::spawn_blocking(move || ops::events::after(&a, cursor, &f, 500))
+                        .await;
+                match got {
+                    Ok(Ok((next, events))) => {
+                        for v in events {
+                            let id = v.get("id").and_then(Value::as_i64).unwrap_or(next);
+                            st.queue.push_back((id, v));
+                        }
+                        st.cursor = next;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!("console: events unavailable: {e}");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    Err(_) => return None,
+                }
             }
-        },
-    );
+        }
+    });
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()

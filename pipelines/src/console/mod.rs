@@ -57,6 +57,8 @@ pub struct Parts {
     pub node: Arc<NodeService>,
     pub guard: Arc<Guard>,
     pub started: Arc<AtomicBool>,
+    /// Turns true when the hub stops: live event streams end.
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 pub(crate) struct Console {
@@ -65,6 +67,7 @@ pub(crate) struct Console {
     node: Arc<NodeService>,
     guard: Arc<Guard>,
     started: Arc<AtomicBool>,
+    shutdown: Option<tokio::sync::watch::Receiver<bool>>,
     /// `Secure` on the cookie: the listener speaks TLS.
     secure: bool,
     sessions: Mutex<HashMap<String, Session>>,
@@ -131,6 +134,7 @@ pub fn router(parts: Parts) -> Router {
         node: parts.node,
         guard: parts.guard,
         started: parts.started,
+        shutdown: parts.shutdown,
         secure,
         sessions: Mutex::new(HashMap::new()),
         samples,

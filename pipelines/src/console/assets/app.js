@@ -349,8 +349,13 @@ async function viewEvents(main) {
   S.events = es;
   es.onopen = () => { state.textContent = t('live'); state.className = 'badge running'; };
   es.onerror = () => { state.textContent = t('paused'); state.className = 'badge warn'; };
+  const seen = new Set();
   es.onmessage = (m) => {
     let e; try { e = JSON.parse(m.data); } catch { return; }
+    // A reconnection resumes after the last id; the parts of one bulk event share it.
+    const key = `${e.id}.${e.part}`;
+    if (seen.has(key)) return;
+    seen.add(key);
     const plain = Object.entries(e.payload || {}).filter(([, v]) => v !== null && typeof v !== 'object').slice(0, 6).map(([k, v]) => `${k}=${v}`).join(' ');
     list.prepend(h('li', { class: 'event', 'data-kind': e.kind },
       h('time', {}, when(e.at)), ' ', h('strong', {}, e.kind), ' ', h('span', { class: 'ent' }, e.entity), ' ', h('span', {}, e.subject), ' ', h('small', {}, plain)));
