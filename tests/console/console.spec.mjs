@@ -4,7 +4,7 @@
 // when every check passes; each failure is printed with what was seen.
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
 
 const env = (k) => {
@@ -333,6 +333,17 @@ try {
   await page.goto(`${HUB}/console#/overview`);
   await page.locator('table.pipelines').waitFor();
   await shot(page, '14-tablet');
+
+  step('a key a reload removes ends its sessions');
+  const config = `${HOME}/config.toml`;
+  const configured = readFileSync(config, 'utf8');
+  assert.ok(configured.includes(KEY_A), 'the configuration holds entity A\'s key');
+  writeFileSync(config, configured.replace(KEY_A, 'another-key-of-entity-a-0123456789'));
+  const reload = await fetch(`${HUB}/admin/reload`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` } });
+  assert.equal(reload.status, 200, await reload.text());
+  assert.equal((await page.request.get(`${HUB}/console/api/me`)).status(), 401, 'the session of the removed key is over');
+  await page.goto(`${HUB}/console`);
+  await page.waitForURL(/\/console\/login$/);
 
   assert.deepEqual(errors.filter((e) => !/401|403|404/.test(e)), [], 'no script errors (a CSP violation would show here)');
 
