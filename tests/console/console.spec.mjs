@@ -112,6 +112,14 @@ try {
   await page.locator('table.pipelines').waitFor();
   assert.ok(await page.getByRole('cell', { name: 'padova-dovuti-in' }).count() > 0, 'the overview lists the pipelines');
   await page.locator('.chart svg').first().waitFor();
+  const ov = await (await page.request.get(`${HUB}/console/api/overview`)).json();
+  assert.equal(ov.flowsToday.IMPORT_ESEGUITO, 2, `both flows imported today: ${JSON.stringify(ov.flowsToday)}`);
+  assert.equal(ov.receipts.dead, 1, 'one dead letter');
+  assert.equal(ov.receipts.held, 1, 'one held receipt');
+  assert.equal(ov.receipts.rowsRejected, 2, 'two rows rejected');
+  assert.ok(ov.soap.ok >= 1, 'the node\'s answers are counted');
+  const pushRow = ov.pipelines.find((p) => p.name === 'padova-receipts-push');
+  assert.match(pushRow.lastError || '', /400/, 'the push pipeline shows its last error');
   await shot(page, '01-overview');
 
   step('operator: keyboard only');

@@ -156,7 +156,13 @@ pub(super) async fn overview(
             .filter(|p| entities.contains(&p.entity))
             .collect();
         let names: Vec<String> = pipelines.iter().map(|p| p.name.clone()).collect();
-        let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        // Today in Rome, where the hub's days are.
+        let rome = |t: chrono::DateTime<chrono::Utc>| t.with_timezone(&chrono_tz::Europe::Rome).date_naive();
+        let today = rome(chrono::Utc::now());
+        let of_today = |at: &str| {
+            chrono::DateTime::parse_from_rfc3339(at)
+                .is_ok_and(|t| rome(t.with_timezone(&chrono::Utc)) == today)
+        };
         let mut flows_today: BTreeMap<String, u64> = BTreeMap::new();
         let mut latest_flow = BTreeMap::new();
         for e in &entities {
@@ -164,7 +170,7 @@ pub(super) async fn overview(
             if let Some(f) = flows.first() {
                 latest_flow.insert(e.clone(), f.clone());
             }
-            for f in flows.iter().filter(|f| f.created_at.starts_with(&today)) {
+            for f in flows.iter().filter(|f| of_today(&f.created_at)) {
                 *flows_today.entry(f.status.as_str().to_string()).or_default() += 1;
             }
         }
