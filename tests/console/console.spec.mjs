@@ -54,6 +54,13 @@ step('security headers, cookie flags, CSRF');
     headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'token=not-a-key',
   });
   assert.equal(bad.status, 401, 'a wrong token is refused');
+  const foreign = await fetch(`${HUB}/console/login`, {
+    method: 'POST', redirect: 'manual',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', 'sec-fetch-site': 'cross-site' },
+    body: `token=${encodeURIComponent(ADMIN)}`,
+  });
+  assert.equal(foreign.status, 403, 'a sign-in posted from another site is refused');
+  assert.equal(foreign.headers.get('set-cookie'), null);
   assert.equal(bad.headers.get('set-cookie'), null, 'and gets no cookie');
   const ok = await fetch(`${HUB}/console/login`, {
     method: 'POST', redirect: 'manual',

@@ -379,6 +379,12 @@ async fn gate(State(c): State<Arc<Console>>, mut request: Request, next: Next) -
         );
     };
     if request.method() != Method::GET && request.method() != Method::HEAD {
+        if cross_site(request.headers()) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "an action from another site is refused",
+            );
+        }
         let given = request
             .headers()
             .get("x-csrf-token")
@@ -423,6 +429,12 @@ fn login_html(problem: Option<&'static str>) -> String {
 /// `POST /console/login` with the form field `token` (an entity's API key or the admin token):
 /// a session cookie and a redirect to the console; failures count against the peer address.
 async fn login(State(c): State<Arc<Console>>, request: Request) -> Response {
+    if cross_site(request.headers()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "a sign-in from another site is refused",
+        );
+    }
     let ip = request
         .extensions()
         .get::<Peer>()
@@ -487,6 +499,15 @@ async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     r
 }
 
+/// Whether the browser says the request comes from another site (`Sec-Fetch-Site`): refused for
+/// the sign-in (no signing a person in to someone else's session) and every action, on top of
+/// the SameSite cookie and the CSRF token. Scripts send no such header and are not affected.
+fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+}
+
 /// One field of an `application/x-www-form-urlencoded` body.
 fn form_field(body: &Bytes, name: &str) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
@@ -526,6 +547,16 @@ mod tests {
         assert_eq!(form_field(&body, "b").as_deref(), Some(""));
         assert_eq!(form_field(&body, "c"), None);
         assert_eq!(form_field(&Bytes::from_static(b"token=%zz"), "token"), None);
+    }
+
+    #[test]
+    fn cross_site_requests_are_told_apart() {
+        let mut h = HeaderMap::new();
+        assert!(!cross_site(&h), "a script sends no Sec-Fetch-Site");
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(!cross_site(&h));
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(cross_site(&h));
     }
 
     #[test]
