@@ -246,6 +246,11 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/receipts", timeout =
         "the stray receipt is held"
     );
 
+    // The CLI finds a position by its debtor too (the console's search, the same operation).
+    let by_payer = home.positions(&["--fiscal-code", &fiscal_code(2)]);
+    assert_eq!(by_payer.len(), 1, "{by_payer:?}");
+    assert_eq!(by_payer[0]["iud"], "CONSOLE-2");
+
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../console-screenshots");
     let out = Command::new("node")
         .arg("console.spec.mjs")
