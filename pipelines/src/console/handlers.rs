@@ -170,7 +170,10 @@ pub(super) async fn overview(
             if let Some(f) = flows.first() {
                 latest_flow.insert(e.clone(), f.clone());
             }
-            for f in flows.iter().filter(|f| of_today(&f.created_at)) {
+            // Standing flows (API, external, Kafka partitions: no file, no hash) stay open for
+            // good: only files count.
+            let files = flows.iter().filter(|f| !f.content_sha256.is_empty());
+            for f in files.filter(|f| of_today(&f.created_at)) {
                 *flows_today.entry(f.status.as_str().to_string()).or_default() += 1;
             }
         }

@@ -29,6 +29,7 @@ const T = {
     classes: 'Classi', items: 'Voci', movements: 'Movimenti', drill: 'Dettaglio', done: 'Fatto',
     deliveriesOf: 'Consegne', steps: { source: 'sorgente', decode: 'decodifica', encode: 'codifica', destination: 'destinazione', outcomes: 'esiti' },
     states: { running: 'attiva', starting: 'in avvio', suspended: 'sospesa', 'pre-production': 'collaudo' },
+    standing: 'continuo (API, Kafka)',
     counters: 'Contatori', entityOnly: 'Sessione dell\'ente', failed: 'Operazione non riuscita',
   },
   en: {
@@ -57,6 +58,7 @@ const T = {
     classes: 'Classes', items: 'Items', movements: 'Movements', drill: 'Details', done: 'Done',
     deliveriesOf: 'Deliveries', steps: { source: 'source', decode: 'decode', encode: 'encode', destination: 'destination', outcomes: 'outcomes' },
     states: { running: 'running', starting: 'starting', suspended: 'suspended', 'pre-production': 'pre-production' },
+    standing: 'standing (API, Kafka)',
     counters: 'Counters', entityOnly: 'Entity session', failed: 'The operation failed',
   },
 };
@@ -202,7 +204,7 @@ async function viewFlows(main, id) {
   main.append(h('h1', {}, t('flows')), table(
     ['#', t('entity'), t('file'), t('status'), t('rows'), t('accepted'), t('rejected'), t('created')],
     fs.map((f) => [h('a', { href: `#/flows/${f.id}` }, String(f.id)), f.entity, h('a', { href: `#/flows/${f.id}` }, f.file_name),
-      badge(f.status), f.progress.rows_done, f.progress.accepted, f.progress.rejected, when(f.created_at)]),
+      f.content_sha256 ? badge(f.status) : badge(t('standing'), 'running'), f.progress.rows_done, f.progress.accepted, f.progress.rejected, when(f.created_at)]),
     { class: 'flows' }));
 }
 
