@@ -246,6 +246,10 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/receipts", timeout =
         "the stray receipt is held"
     );
 
+    let active_notice = home.positions(&["--iud", "CONSOLE-2"])[0]["notice_number"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // The CLI finds a position by its debtor too (the console's search, the same operation).
     let by_payer = home.positions(&["--fiscal-code", &fiscal_code(2)]);
     assert_eq!(by_payer.len(), 1, "{by_payer:?}");
@@ -274,6 +278,7 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/receipts", timeout =
         .env("PAID_IUD", "CONSOLE-1")
         .env("ACTIVE_IUD", "CONSOLE-2")
         .env("ACTIVE_PAYER", fiscal_code(2))
+        .env("ACTIVE_NOTICE", &active_notice)
         .env("SHOTS_DIR", &shots)
         .output()
         .expect("run node (ops/setup.sh installs Node.js' npm packages; Debian's nodejs)");

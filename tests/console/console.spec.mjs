@@ -32,6 +32,7 @@ const HOME = env('HUB_HOME');
 const PAID_IUD = env('PAID_IUD');
 const ACTIVE_IUD = env('ACTIVE_IUD');
 const ACTIVE_PAYER = env('ACTIVE_PAYER');
+const ACTIVE_NOTICE = env('ACTIVE_NOTICE');
 mkdirSync(SHOTS, { recursive: true });
 
 const step = (s) => console.log(`console.spec: ${s}`);
@@ -225,17 +226,21 @@ try {
   step('operator: live events while snodo sim pays');
   await page.goto(`${HUB}/console#/events`);
   await page.locator('#live').waitFor();
-  await page.waitForTimeout(1000);
-  const before = await page.locator('li.event[data-kind^="receipt"]').count();
+  // The latest events come first (the flow's, the dead letter's); then the live ones.
+  await page.locator('li.event[data-kind="delivery.dead"]').first().waitFor();
+  const paid = page.locator('li.event[data-kind="position.paid"]', { hasText: ACTIVE_IUD });
+  assert.equal(await paid.count(), 0, `${ACTIVE_IUD} is not paid yet`);
   const sim = spawn(SNODO, ['sim', '-c', 'config.toml', '--from-config', '--url', HUB], { cwd: HOME, stdio: ['ignore', 'pipe', 'pipe'] });
   let simOut = '';
   sim.stdout.on('data', (d) => { simOut += d; });
   sim.stderr.on('data', (d) => { simOut += d; });
   const simDone = new Promise((res) => sim.on('exit', (code) => res(code)));
-  await page.waitForFunction((n) => document.querySelectorAll('li.event[data-kind^="receipt"]').length > n, before, { timeout: 30000 });
+  // The page was not reloaded: these arrive over the open stream while the sim pays.
+  await paid.first().waitFor({ timeout: 30000 });
   assert.equal(await simDone, 0, `snodo sim: ${simOut}`);
-  await page.waitForTimeout(800);
-  assert.ok(await page.locator('li.event[data-kind^="payment"], li.event[data-kind^="position"]').count() > 0, 'the payment\'s events, live');
+  for (const kind of ['payment.activated', 'receipt.stored']) {
+    await page.locator(`li.event[data-kind="${kind}"]`, { hasText: ACTIVE_NOTICE }).first().waitFor();
+  }
   await shot(page, '09-events');
   const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, select, button')]
     .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim() && e.type !== 'hidden')
