@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # The demo: runs the hub on its embedded demo configuration, drops MyPay import flows in two
 # entities' folders, and shows what came back. Everything happens under target/demo/.
+# `--keep` leaves the hub running at the end, for a look at the web console (/console).
 set -euo pipefail
+KEEP=0
+for a in "$@"; do
+  case "$a" in
+    --keep) KEEP=1 ;;
+    *) echo "usage: ops/demo.sh [--keep]" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 ops/setup.sh
@@ -14,6 +22,13 @@ cd "$DEMO"
 export SNODO_TAXONOMY_FILE="$REPO/adapters/specs/mypay/tassonomia.csv"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# The admin token of this run (the console's operator sign-in and /admin), unless one is given.
+export SNODO_ADMIN_TOKEN="${SNODO_ADMIN_TOKEN:-demo-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
+console() {
+  echo "  the web console: http://127.0.0.1:8080/console"
+  echo "    sign in with the admin token (every entity): $SNODO_ADMIN_TOKEN"
+  echo "    or with Padova's API key (Padova only):      ${SNODO_DEMO_KEY_C_G224:-demo-key-c_g224-padova}"
+}
 
 step "snodo validate  (the embedded demo: 3 entities, 3 intake pipelines, Padova's nightly MyPay export)"
 "$BIN" validate
@@ -44,6 +59,7 @@ step "snodo run -c demo-push.toml  (in the background; logs in target/demo/hub.l
 HUB=$!
 trap 'kill $HUB $RECEIVER 2>/dev/null || true' EXIT
 for _ in $(seq 50); do [ -d var/c_g224/in ] && break; sleep 0.2; done
+console
 
 step "Comune di Padova (c_g224) and Comune di Feltre (c_d530) drop their flows"
 python3 "$REPO/ops/bench/gen_flow.py" --entity c_g224 --iuf DEMO001 --rows 1200 --bad-ratio 0.02 --zip --out drop >/dev/null
@@ -317,6 +333,14 @@ cp "$REPO/target/demo/var/c_g224/in/archive/"*/c_g224-DEMO001-1_4.zip var/c_g224
 for _ in $(seq 100); do [ -f var/c_g224/in/failed/c_g224-DEMO001-1_4.zip.error.txt ] && break; sleep 0.2; done
 echo "  var/c_g224/in/failed/c_g224-DEMO001-1_4.zip.error.txt:"
 sed 's/^/    /' var/c_g224/in/failed/c_g224-DEMO001-1_4.zip.error.txt
+
+if [ "$KEEP" = 1 ]; then
+  step "the hub keeps running (--keep); Ctrl-C stops it"
+  console
+  trap 'kill -TERM $HUB $RECEIVER $STANDINS 2>/dev/null || true' EXIT INT TERM
+  wait $HUB || true
+  exit 0
+fi
 
 step "stopping the hub (SIGTERM)"
 kill -TERM $HUB $RECEIVER $STANDINS

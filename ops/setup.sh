@@ -20,9 +20,14 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # in tests (adapters/tests/notice_tools.rs); dmtx-utils (dmtxread) is for the Poste Data Matrix;
 # time (/usr/bin/time -v: the settlement flows benchmark's peak RSS); linux-perf (PROFILE=1 of
 # the benchmarks samples the hub's stacks for the flame graphs in docs/).
+# chromium: the web console's browser tests (tests/console.rs drives Debian's chromium with
+# Playwright; its npm packages are installed below, no browser is downloaded). Node.js and npm
+# for them come from Debian (nodejs 18 and up) unless a node is already installed.
 PACKAGES=(sqlite3 unzip python3 python3-venv procps curl libxml2-utils wrk libssl-dev pkg-config
   openssh-client make g++ zlib1g-dev openssl ca-certificates poppler-utils zbar-tools dmtx-utils
-  time linux-perf)
+  time linux-perf chromium)
+command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -45,6 +50,15 @@ for pair in zeep:zeep jsonschema:jsonschema openapi_spec_validator:openapi-spec-
 done
 # schemathesis, in its own venv, for the API fuzz pass (tests/rest_fuzz.rs).
 "$(dirname "$0")/fuzz-api.sh" --install
+
+# The console's browser tests: playwright-core at the version the committed lock file pins
+# (tests/console/package-lock.json; 1.61, the last that runs on Debian 12's Node.js 18), again
+# only when the lock changed since the last install.
+if ! cmp -s tests/console/package-lock.json tests/console/node_modules/.snodo-installed-lock; then
+  echo "ops/setup.sh: installing the console tests' npm packages (npm ci in tests/console)"
+  (cd tests/console && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error \
+    && cp package-lock.json node_modules/.snodo-installed-lock)
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "ops/setup.sh: cargo is missing: install Rust (https://rustup.rs) first" >&2

@@ -474,3 +474,33 @@ fn reload_over_tls_trusts_the_private_ca() {
     );
     hub.terminate();
 }
+
+/// The web console's session cookie is `Secure` when the hub speaks TLS (docs/CONSOLE.md).
+#[test]
+fn the_console_cookie_is_secure_under_tls() {
+    let home = tls_home();
+    let _hub = start_tls(&home);
+    let o = Command::new("curl")
+        .args([
+            "-si",
+            "-m",
+            "10",
+            "--cacert",
+            "ca.pem",
+            "-d",
+            &format!("token={KEY_PADOVA}"),
+            &format!("https://127.0.0.1:{}/console/login", home.port),
+        ])
+        .current_dir(home.path())
+        .output()
+        .expect("curl");
+    let head = stdout(&o);
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    let cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_default();
+    for flag in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
+}

@@ -384,12 +384,13 @@ impl Hub {
         let guard = Arc::new(
             crate::listen::Guard::new(&self.plan.config, self.store.clone()).map_err(start_err)?,
         );
+        let keys = crate::api::Keys::new(live.clone(), admin_token.as_deref());
         let api = crate::api::router(
             live,
             self.store.clone(),
             flows,
             api_stats,
-            admin_token.as_deref(),
+            keys.clone(),
             guard.failures.clone(),
             &public_url,
         )
@@ -406,6 +407,8 @@ impl Hub {
             started,
             guard: guard.clone(),
             reload: Some(reload),
+            keys,
+            shutdown: Some(shutdown.clone()),
         });
         let app = app.merge(api);
         crate::api::spawn_pruner(

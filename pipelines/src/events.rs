@@ -234,7 +234,7 @@ pub struct TailFilter {
 }
 
 impl TailFilter {
-    fn passes(&self, entity: &str, kind: &str) -> bool {
+    pub(crate) fn passes(&self, entity: &str, kind: &str) -> bool {
         self.entity.as_deref().is_none_or(|x| x == entity)
             && self
                 .kind

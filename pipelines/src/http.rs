@@ -76,12 +76,24 @@ pub struct AppParts<'a> {
     pub guard: Arc<Guard>,
     /// Where `POST /admin/reload` asks the engine (`None`: 404).
     pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::ReloadRequest>>,
+    /// Who each key is, in the plan running now (the console's sign-in).
+    pub keys: Arc<crate::api::Keys>,
+    /// Turns true when the hub stops (the console's live streams end).
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The hub's routes, and the `/metrics` router for `http.metrics_listen` when it is set (then
 /// `/metrics` is not on the main listener).
 pub fn router(parts: AppParts<'_>) -> (Router, Option<Router>) {
     let guard = parts.guard.clone();
+    let console = crate::console::router(crate::console::Parts {
+        keys: parts.keys,
+        store: parts.store.clone(),
+        node: parts.node.clone(),
+        guard: parts.guard.clone(),
+        started: parts.started.clone(),
+        shutdown: parts.shutdown.clone(),
+    });
     let state = Arc::new(AppState {
         node: parts.node,
         admin: Admin::new(parts.store),
@@ -121,7 +133,8 @@ pub fn router(parts: AppParts<'_>) -> (Router, Option<Router>) {
         .merge(admin)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .with_state(state);
+        .with_state(state)
+        .merge(console);
     (main, separate)
 }
 

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod codecs;
 pub mod config;
+pub mod console;
 pub mod deliver;
 pub mod engine;
 pub mod events;

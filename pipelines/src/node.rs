@@ -111,6 +111,15 @@ impl NodeService {
         crate::metrics::render(&answers, deliveries, &self.api_stats, store.as_ref())
     }
 
+    /// This process's answers to the node's calls so far, by (operation, fault code; empty for
+    /// OK), as `/metrics` counts them.
+    pub fn answers(&self) -> crate::metrics::Answers {
+        self.answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Whether the store answers (for `/readyz`).
     pub fn store_ready(&self) -> bool {
         use snodo_store::deadline;

@@ -269,10 +269,14 @@ pub struct HistoryEntry {
 /// How to find positions of one entity.
 #[derive(Debug, Clone)]
 pub enum PositionQuery<'a> {
-    All { limit: u32 },
+    All {
+        limit: u32,
+    },
     Iud(&'a str),
     Iuv(&'a str),
     NoticeNumber(&'a str),
+    /// The debtor's fiscal code or VAT number (`codiceIdentificativoUnivoco`).
+    Payer(&'a str),
 }
 
 /// A receipt (ricevuta) as the node sent it, with the fields the registry matches on.

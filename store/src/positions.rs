@@ -143,6 +143,7 @@ impl<D: Driver> PositionStore for D {
             }
             PositionQuery::Iud(v) => (by("iud"), Arg::from(*v)),
             PositionQuery::Iuv(v) => (by("iuv"), Arg::from(*v)),
+            PositionQuery::Payer(v) => (by("payer_id"), Arg::from(*v)),
             // A notice number is its IUV behind an aux digit (and, for aux 0, an application
             // code): look the IUV up.
             PositionQuery::NoticeNumber(v) => match NoticeNumber::parse(v) {

@@ -391,6 +391,17 @@ fn generated_iuvs_follow_the_counter_and_a_failed_chunk_consumes_nothing(b: &Bac
         .positions(E, &PositionQuery::Iuv(p.iuv.as_deref().unwrap()))
         .unwrap();
     assert_eq!(by_iuv[0].id, p.id);
+    let by_payer = s
+        .positions(E, &PositionQuery::Payer(&p.dovuto.payer.id))
+        .unwrap();
+    assert!(by_payer.iter().any(|x| x.id == p.id), "found by its debtor");
+    assert!(by_payer
+        .iter()
+        .all(|x| x.dovuto.payer.id == p.dovuto.payer.id));
+    assert!(s
+        .positions(E, &PositionQuery::Payer("NOBODY00A00A000A"))
+        .unwrap()
+        .is_empty());
     assert_eq!(
         s.positions(E, &PositionQuery::All { limit: 2 })
             .unwrap()

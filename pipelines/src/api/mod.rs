@@ -137,15 +137,68 @@ pub(crate) struct Api {
     pub store: Arc<dyn Store>,
     pub flows: Arc<StandingFlows>,
     pub caller: snodo_connectors::call::Caller,
-    /// The key table of the plan running now (rebuilt when a reload brings another).
-    keys: std::sync::RwLock<Arc<KeyTable>>,
-    /// The admin token's hash (`http` is not reloaded: it stays).
-    admin: Option<[u8; 32]>,
+    /// Who each key is, for the plan running now (shared with the console).
+    keys: Arc<Keys>,
     limiter: RateLimiter,
     /// Failed authentications per peer address.
     failures: Arc<crate::listen::AuthFailures>,
     /// Serialises concurrent calls with the same `Idempotency-Key` in this process.
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The API keys and the admin token of the plan running now: the one place a presented secret
+/// is resolved to who presents it (the entity API and the console both ask here).
+pub struct Keys {
+    plans: Arc<LivePlan>,
+    /// The key table of the plan running now (rebuilt when a reload brings another).
+    table: std::sync::RwLock<Arc<KeyTable>>,
+    /// The admin token's hash (`http` is not reloaded: it stays).
+    admin: Option<[u8; 32]>,
+}
+
+/// Who a key is: its id for the logs (`<ipa>#<n>` or `admin`), its entity (`None`: the admin
+/// token, every entity), and the plan it was resolved in.
+pub(crate) struct Holder {
+    pub key_id: String,
+    pub entity: Option<String>,
+    pub plan: Arc<Plan>,
+}
+
+impl Keys {
+    pub(crate) fn new(plans: Arc<LivePlan>, admin_token: Option<&str>) -> Arc<Keys> {
+        let admin = admin_token.map(key_hash);
+        Arc::new(Keys {
+            table: std::sync::RwLock::new(Arc::new(KeyTable::of(plans.get(), admin))),
+            plans,
+            admin,
+        })
+    }
+
+    /// The keys of the plan running now.
+    fn table(&self) -> Arc<KeyTable> {
+        let plan = self.plans.get();
+        {
+            let t = self.table.read().unwrap_or_else(|e| e.into_inner());
+            if Arc::ptr_eq(&t.plan, &plan) {
+                return t.clone();
+            }
+        }
+        let t = Arc::new(KeyTable::of(plan, self.admin));
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = t.clone();
+        t
+    }
+
+    /// Who holds the key whose SHA-256 is `hash`, in the plan running now (a key a reload
+    /// removed is no one's any more).
+    pub(crate) fn holder(&self, hash: &[u8; 32]) -> Option<Holder> {
+        let table = self.table();
+        let (key_id, entity) = table.keys.get(hash)?.clone();
+        Some(Holder {
+            key_id,
+            entity,
+            plan: table.plan.clone(),
+        })
+    }
 }
 
 /// Key hash -> (key id, entity), for one plan; the admin token's entity is `None`.
@@ -174,16 +227,14 @@ pub fn router(
     store: Arc<dyn Store>,
     flows: Arc<StandingFlows>,
     stats: Arc<crate::metrics::ApiStats>,
-    admin_token: Option<&str>,
+    keys: Arc<Keys>,
     failures: Arc<crate::listen::AuthFailures>,
     public_url: &str,
 ) -> Result<Router, String> {
     let plan = plans.get();
-    let admin = admin_token.map(key_hash);
     let limiter = RateLimiter::new(plan.config.api.rate_per_second, plan.config.api.rate_burst);
     let api = Arc::new(Api {
-        keys: std::sync::RwLock::new(Arc::new(KeyTable::of(plan, admin))),
-        admin,
+        keys,
         plans: plans.clone(),
         store,
         flows,
@@ -327,20 +378,6 @@ impl Api {
         self.plans.get()
     }
 
-    /// The keys of the plan running now.
-    fn key_table(&self) -> Arc<KeyTable> {
-        let plan = self.plans.get();
-        {
-            let t = self.keys.read().unwrap_or_else(|e| e.into_inner());
-            if Arc::ptr_eq(&t.plan, &plan) {
-                return t.clone();
-            }
-        }
-        let t = Arc::new(KeyTable::of(plan, self.admin));
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = t.clone();
-        t
-    }
-
     /// Checks the key, spends one token of its rate, and scopes the call to `ipa`.
     pub(crate) fn enter(
         &self,
@@ -368,9 +405,12 @@ impl Api {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|k| !k.is_empty());
-        let table = self.key_table();
-        let plan = &table.plan;
-        let Some((key_id, own)) = presented.and_then(|k| table.keys.get(&key_hash(k))) else {
+        let Some(Holder {
+            key_id,
+            entity: own,
+            plan,
+        }) = presented.and_then(|k| self.keys.holder(&key_hash(k)))
+        else {
             if let Some(ip) = peer {
                 self.failures.failed(ip);
             }
@@ -385,7 +425,7 @@ impl Api {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return Err(Box::new(r));
         };
-        if let Some(wait) = self.limiter.spend(key_id) {
+        if let Some(wait) = self.limiter.spend(&key_id) {
             tracing::warn!(key = %key_id, %method, path = %uri.path(), "api: rate limited");
             let mut r = Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,

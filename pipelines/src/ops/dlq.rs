@@ -36,3 +36,27 @@ pub fn show(admin: &Admin, id: i64) -> Result<Delivery> {
 pub fn replay(admin: &Admin, ids: &[i64], entity: Option<&str>) -> Result<usize> {
     Ok(admin.store().replay(ids, entity)?)
 }
+
+/// An entity's (or every entity's) deliveries in one status, newest first: what the console
+/// lists beside the dead letters.
+pub fn by_status(
+    admin: &Admin,
+    status: DeliveryStatus,
+    entity: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Delivery>> {
+    Ok(admin.store().deliveries(status, entity, None, limit)?)
+}
+
+/// One pipeline's deliveries in one status, newest first.
+pub fn by_status_of(
+    admin: &Admin,
+    status: DeliveryStatus,
+    entity: &str,
+    pipeline: &str,
+    limit: u32,
+) -> Result<Vec<Delivery>> {
+    Ok(admin
+        .store()
+        .deliveries(status, Some(entity), Some(pipeline), limit)?)
+}

@@ -13,6 +13,7 @@ pub mod positions;
 pub mod receipts;
 pub mod reconcile;
 pub mod reports;
+pub mod status;
 pub mod topic;
 pub mod treasury;
 
@@ -36,6 +37,8 @@ pub enum OpsError {
     NoEncoding(String),
     #[error("no delivery {0}")]
     NoDelivery(i64),
+    #[error("no flow {0}")]
+    NoFlow(i64),
     #[error("no receipt {0}")]
     NoReceipt(i64),
     #[error("receipt {receipt} is not held: {why}")]

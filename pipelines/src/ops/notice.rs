@@ -8,11 +8,17 @@ use snodo_store::PositionQuery;
 
 /// The notice of the entity's position `iud` (the live one, else the latest annulled one).
 pub fn render(plan: &Plan, entity: &str, iud: &str) -> Result<Vec<u8>> {
+    let store = entity_store(plan, entity)?;
+    render_with(&super::Admin::new(store), plan, entity, iud)
+}
+
+/// [`render`] on an open store (the console's).
+pub fn render_with(admin: &super::Admin, plan: &Plan, entity: &str, iud: &str) -> Result<Vec<u8>> {
     let runtime = plan
         .entities
         .get(entity)
         .ok_or_else(|| super::OpsError::NoEntity(entity.to_string()))?;
-    let store = entity_store(plan, entity)?;
+    let store = admin.store();
     let position =
         crate::api::positions::current(store.positions(entity, &PositionQuery::Iud(iud))?)
             .ok_or_else(|| Refused::Unknown(iud.to_string()))?;

@@ -1,8 +1,8 @@
 //! An entity's debt positions.
 
-use super::{entity_store, open_store, Result};
+use super::{entity_store, open_store, Admin, Result};
 use crate::plan::Plan;
-use snodo_store::{Position, PositionQuery, PositionStatus};
+use snodo_store::{HistoryEntry, Position, PositionQuery, PositionStatus, Store, StoredReceipt};
 
 /// Which positions: by one key, or all of them up to a limit.
 #[derive(Debug, Clone, Copy)]
@@ -10,15 +10,56 @@ pub enum Key<'a> {
     Iud(&'a str),
     Iuv(&'a str),
     Notice(&'a str),
-    All { limit: u32 },
+    /// The debtor's fiscal code (or VAT number).
+    Payer(&'a str),
+    All {
+        limit: u32,
+    },
 }
 
 pub fn query(plan: &Plan, entity: &str, key: Key<'_>) -> Result<Vec<Position>> {
     let store = entity_store(plan, entity)?;
+    find(store.as_ref(), entity, key)
+}
+
+/// [`query`] on an open store (the console's).
+pub fn lookup(admin: &Admin, entity: &str, key: Key<'_>) -> Result<Vec<Position>> {
+    find(admin.store(), entity, key)
+}
+
+/// One IUD's positions (the live one, and any annulled before) with each one's history, and
+/// the receipt that paid it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Detail {
+    pub position: Position,
+    pub history: Vec<HistoryEntry>,
+    pub receipt: Option<StoredReceipt>,
+}
+
+pub fn detail(admin: &Admin, entity: &str, iud: &str) -> Result<Vec<Detail>> {
+    let store = admin.store();
+    let mut out = Vec::new();
+    for position in find(store, entity, Key::Iud(iud))? {
+        let history = store.history(position.id)?;
+        let receipt = match &position.notice_number {
+            Some(n) => store.receipt_for_notice(entity, n)?,
+            None => None,
+        };
+        out.push(Detail {
+            position,
+            history,
+            receipt,
+        });
+    }
+    Ok(out)
+}
+
+fn find(store: &dyn Store, entity: &str, key: Key<'_>) -> Result<Vec<Position>> {
     let q = match key {
         Key::Iud(v) => PositionQuery::Iud(v),
         Key::Iuv(v) => PositionQuery::Iuv(v),
         Key::Notice(v) => PositionQuery::NoticeNumber(v),
+        Key::Payer(v) => PositionQuery::Payer(v),
         Key::All { limit } => PositionQuery::All { limit },
     };
     let mut positions = store.positions(entity, &q)?;

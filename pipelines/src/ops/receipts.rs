@@ -65,3 +65,11 @@ fn review(admin: &Admin, receipt: i64, review: Review) -> Result<Reviewed> {
         }),
     }
 }
+
+/// One receipt with the XML the node sent.
+pub fn document(admin: &Admin, receipt: i64) -> Result<snodo_store::ReceiptDocument> {
+    admin
+        .store()
+        .receipt_document(receipt)?
+        .ok_or(OpsError::NoReceipt(receipt))
+}

@@ -130,3 +130,24 @@ pub fn rebuild_entity(
     };
     Ok(rebuild(&*store, &who)?)
 }
+
+/// [`summary`] on the console's store.
+pub fn summary_of(admin: &super::Admin, entity: &str) -> Result<Summary> {
+    summary(admin.store(), entity)
+}
+
+/// One page of the entity's items of `class` (all when `None`), after the key `after`.
+pub fn items_page(
+    admin: &super::Admin,
+    entity: &str,
+    class: Option<&str>,
+    after: &str,
+    limit: u32,
+) -> Result<Vec<serde_json::Value>> {
+    Ok(admin
+        .store()
+        .recon_items(entity, class, after, limit)?
+        .iter()
+        .map(item_of)
+        .collect())
+}

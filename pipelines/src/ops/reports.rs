@@ -1,6 +1,6 @@
 //! Settlement flows (FdR): pull now, list an entity's flows, show one with its rows.
 
-use super::{entity_store, open_store, OpsError, Result};
+use super::{entity_store, open_store, Admin, OpsError, Result};
 use crate::plan::Plan;
 use crate::reports::{PullError, PullSummary, Puller};
 use serde::Serialize;
@@ -76,8 +76,18 @@ pub struct ReportDetail {
 
 /// An entity's flows, newest first; only those with anomalies (or failed) when asked.
 pub fn list(plan: &Plan, entity: &str, anomalies: bool, limit: u32) -> Result<Vec<ReportLine>> {
-    let store = entity_store(plan, entity)?;
-    Ok(store
+    lines(
+        &Admin::new(entity_store(plan, entity)?),
+        entity,
+        anomalies,
+        limit,
+    )
+}
+
+/// [`list`] on an open store (the console's).
+pub fn lines(admin: &Admin, entity: &str, anomalies: bool, limit: u32) -> Result<Vec<ReportLine>> {
+    Ok(admin
+        .store()
         .reports(entity, anomalies, limit)?
         .iter()
         .map(ReportLine::from)
@@ -86,11 +96,26 @@ pub fn list(plan: &Plan, entity: &str, anomalies: bool, limit: u32) -> Result<Ve
 
 /// Every flow of the entity with this IUF (PSPs, revisions), newest first, with its rows.
 pub fn show(plan: &Plan, entity: &str, iuf: &str) -> Result<Vec<ReportDetail>> {
-    let store = entity_store(plan, entity)?;
+    detail(
+        &Admin::new(entity_store(plan, entity)?),
+        entity,
+        iuf,
+        usize::MAX,
+    )
+}
+
+/// [`show`] on an open store, with at most `max_rows` rows of each flow (the console's).
+pub fn detail(
+    admin: &Admin,
+    entity: &str,
+    iuf: &str,
+    max_rows: usize,
+) -> Result<Vec<ReportDetail>> {
+    let store = admin.store();
     let mut out = Vec::new();
     for f in store.reports_by_iuf(entity, iuf)? {
         let mut rows = Vec::new();
-        loop {
+        while rows.len() < max_rows {
             let after = rows.last().map_or(0, |r: &StoredReportRow| r.row_no as u64);
             let page = store.report_rows(f.id, after, 10_000)?;
             if page.is_empty() {
