@@ -11,7 +11,7 @@ use snodo_core::taxonomy::dati_specifici_riscossione_valid;
 use snodo_core::Amount;
 
 use super::{MypayPushError, PAGATI_NS, VERSIONE_OGGETTO};
-use crate::pagopa::{self, Outcome, ReceiptView, Request, Subject};
+use crate::pagopa::{self, Outcome, ReceiptTransferView, ReceiptView, Request, Subject};
 use crate::receipt_json::ReceiptContext;
 use crate::xml_text::XmlText;
 
@@ -76,14 +76,23 @@ pub(crate) fn render_as(
         Amount::ZERO
     };
     let mut singoli = Vec::with_capacity(rc.transfers.len());
+    // The receiving entity's own transfers, as MyPay lists its own payments of the cart (a
+    // secondary beneficiary's transfer is that entity's); all of them should none be its own.
+    let own = |t: &&ReceiptTransferView<'_>| t.fiscal_code_pa == rc.fiscal_code;
+    let any_own = rc.transfers.iter().any(|t| own(&t));
     if paid {
-        for (index, t) in rc.transfers.iter().enumerate() {
+        for (index, t) in rc
+            .transfers
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !any_own || own(t))
+        {
             let amount = importo(t.amount, || format!("transfers[{index}].amount"))?;
             let dati = dati_specifici(t.category).ok_or_else(|| MypayPushError::Category {
                 index,
                 value: t.category.to_owned(),
             })?;
-            singoli.push((t, amount, dati));
+            singoli.push((index, t, amount, dati));
         }
     }
     // MyPay dates the receipt with paymentDateTime, or the time it stored it.
@@ -158,7 +167,8 @@ pub(crate) fn render_as(
     w.text("codiceContestoPagamento", rc.receipt_id, TEXT35);
     let iud = ctx.iud.unwrap_or(NOT_AVAILABLE);
     let esito_date = message_date.format("%Y-%m-%d").to_string();
-    for (index, (t, amount, dati)) in singoli.iter().enumerate() {
+    for (index, t, amount, dati) in &singoli {
+        let index = *index;
         w.open("datiSingoloPagamento");
         w.text("identificativoUnivocoDovuto", iud, TEXT35);
         w.raw("singoloImportoPagato", amount);

@@ -248,26 +248,30 @@ fn v2_receipt() {
         one(&f, "datiPagamento/codiceContestoPagamento"),
         "9f1e2d3c4b5a69788796"
     );
+    // Padova's own transfer only: the stamp is paid to Feltre (MyPay lists the receiving
+    // entity's own payments); the total stays the whole payment's.
     let singolo = |leaf: &str| all(&f, &format!("datiPagamento/datiSingoloPagamento/{leaf}"));
-    assert_eq!(
-        singolo("identificativoUnivocoDovuto"),
-        ["TARI-2026-0001", "TARI-2026-0001"]
-    );
-    assert_eq!(singolo("singoloImportoPagato"), ["134.07", "16.00"]);
-    assert_eq!(singolo("esitoSingoloPagamento"), ["0", "0"]);
-    assert_eq!(
-        singolo("dataEsitoSingoloPagamento"),
-        ["2026-11-26", "2026-11-26"]
-    );
+    assert_eq!(singolo("identificativoUnivocoDovuto"), ["TARI-2026-0001"]);
+    assert_eq!(singolo("singoloImportoPagato"), ["134.07"]);
+    assert_eq!(singolo("esitoSingoloPagamento"), ["0"]);
+    assert_eq!(singolo("dataEsitoSingoloPagamento"), ["2026-11-26"]);
     assert_eq!(
         singolo("identificativoUnivocoRiscossione"),
-        ["9f1e2d3c4b5a69788796", "9f1e2d3c4b5a69788796"]
+        ["9f1e2d3c4b5a69788796"]
     );
     assert_eq!(
         singolo("causaleVersamento"),
-        ["/RFB/47164993070184562/TXT/Certificato", "Marca da bollo"]
+        ["/RFB/47164993070184562/TXT/Certificato"]
     );
-    // The bare code of the stamp's transfer gets MyPay's 9/…/ form.
+
+    // Both transfers Padova's: both listed, the stamp's bare code in MyPay's 9/…/ form.
+    let mut both = receipt_v2();
+    both.transfer_list[1].fiscal_code_pa = PADOVA.into();
+    let xml = esito(&ctx(), &send_rt_v2(both));
+    assert_valid(&[&xml]);
+    let f = fields(&xml);
+    let singolo = |leaf: &str| all(&f, &format!("datiPagamento/datiSingoloPagamento/{leaf}"));
+    assert_eq!(singolo("singoloImportoPagato"), ["134.07", "16.00"]);
     assert_eq!(
         singolo("datiSpecificiRiscossione"),
         ["9/0101100IM/", "9/0301109AP/"]
@@ -322,13 +326,14 @@ fn the_official_send_rt_sample() {
     );
     assert_eq!(one(&f, "dataOraMessaggioRicevuta"), "2021-10-01T17:48:22");
     assert_eq!(one(&f, "datiPagamento/importoTotalePagato"), "30.00");
+    // The sample pays two entities: the receiving one's own transfer is listed.
     assert_eq!(
         all(
             &f,
             "datiPagamento/datiSingoloPagamento/singoloImportoPagato"
         )
         .len(),
-        2
+        1
     );
 }
 
@@ -338,6 +343,7 @@ fn amounts_are_exact() {
     r.payment_amount = "0.30".into();
     r.transfer_list[0].transfer_amount = "0.10".into();
     r.transfer_list[1].transfer_amount = "0.20".into();
+    r.transfer_list[1].fiscal_code_pa = PADOVA.into();
     let xml = esito(&ctx(), &send_rt_v2(r));
     assert_valid(&[&xml]);
     let f = fields(&xml);
@@ -489,7 +495,7 @@ fn a_receipt_without_payer_or_addresses() {
             &f,
             "datiPagamento/datiSingoloPagamento/identificativoUnivocoDovuto"
         ),
-        ["n/a", "n/a"]
+        ["n/a"]
     );
 
     // A province written out is cut to its first two letters, as MyPay does.
