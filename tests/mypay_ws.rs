@@ -660,3 +660,44 @@ fn chrono_today() -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+#[test]
+fn failed_passwords_are_bounded_and_faults_leave_events() {
+    let home = Home::new();
+    let cfg = std::fs::read_to_string(home.config())
+        .unwrap()
+        .replace("[http]\n", "[http]\nauth_failures_per_minute = 3\n");
+    std::fs::write(home.config(), cfg).unwrap();
+    let _hub = Hub::start_serving(&home);
+    let ask = |pw: &str| {
+        ws_call(
+            home.port,
+            "paaSILChiediPagati",
+            &envelope(
+                None,
+                &format!("<ppt:paaSILChiediPagati><codIpaEnte>c_g224</codIpaEnte><password>{pw}</password><idSession>nope</idSession></ppt:paaSILChiediPagati>"),
+            ),
+        )
+    };
+    // Three wrong passwords, then the address is turned away before any password is looked at,
+    // even the right one, with the operation's own fault and HTTP 429.
+    for _ in 0..3 {
+        let (status, answer) = ask("wrong-pass-9");
+        assert_eq!(status, 200);
+        assert_eq!(fault_of(&answer).as_deref(), Some("PAA_ENTE_NON_VALIDO"));
+    }
+    for pw in ["wrong-pass-9", PW_PADOVA] {
+        let (status, answer) = ask(pw);
+        assert_eq!(status, 429, "{answer}");
+        assert_eq!(fault_of(&answer).as_deref(), Some("PAA_SYSTEM_ERROR"));
+    }
+    // The refused passwords are events of the entity named; the turned-away calls are not.
+    let faults = wait_for(10, || store_events(&home, "soap.fault").len() >= 3);
+    assert!(faults);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let events = store_events(&home, "soap.fault");
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(events.iter().all(|e| e.entity == "c_g224"
+        && e.payload["service"] == "mypay"
+        && e.payload["fault"] == "PAA_ENTE_NON_VALIDO"));
+}

@@ -270,16 +270,14 @@ async fn call(
                 };
                 finish(api, op, &scope.caller, answered)
             }
-            Err((status, who, refusal)) => {
-                with_status(answer_fault(api, op, &who, refusal), status)
-            }
+            Err((status, who, refusal)) => denied(api, op, &who, refusal, status),
         };
     }
     let entity = match authenticate(api, &call, peer) {
         Ok(e) => e,
         Err((status, refusal)) => {
             let who = call.entity().unwrap_or_default().to_string();
-            return with_status(answer_fault(api, op, &who, refusal), status);
+            return denied(api, op, &who, refusal, status);
         }
     };
     tracing::info!(entity = %entity.ipa_code, operation = op.name(), "mypay-ws call");
@@ -327,6 +325,16 @@ fn with_status(mut r: Response, status: StatusCode) -> Response {
 
 /// The operation's answer with MyPay's `fault`, counted, and recorded as a `soap.fault` event
 /// like the node's (kept off the answer's path: an event store that fails only loses the event).
+/// A refused authentication: the fault with its status. One refused for being over its rate
+/// (429) is counted but leaves no event, so a flood cannot turn into store writes.
+fn denied(api: &Api, op: Operation, who: &str, refusal: Refusal, status: StatusCode) -> Response {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        crate::metrics::MYPAY_WS.fault(op.name(), refusal.code);
+        return with_status(fault_answer(op, who, refusal), status);
+    }
+    with_status(answer_fault(api, op, who, refusal), status)
+}
+
 fn answer_fault(api: &Api, op: Operation, id: &str, refusal: Refusal) -> Response {
     crate::metrics::MYPAY_WS.fault(op.name(), refusal.code);
     let (store, entity) = (api.store.clone(), id.to_string());
@@ -351,6 +359,11 @@ fn answer_fault(api: &Api, op: Operation, id: &str, refusal: Refusal) -> Respons
             tracing::warn!("cannot record the fault event: {e}");
         }
     });
+    fault_answer(op, id, refusal)
+}
+
+/// The operation's answer carrying MyPay's `fault`.
+fn fault_answer(op: Operation, id: &str, refusal: Refusal) -> Response {
     tracing::info!(
         operation = op.name(),
         code = refusal.code,
