@@ -482,20 +482,11 @@ pub(super) struct FileQuery {
 pub(super) async fn file(State(ws): State<Ws>, Query(q): Query<FileQuery>) -> Response {
     let refused = |status: StatusCode, why: &str| (status, format!("{why}\n")).into_response();
     let plan = ws.api.plan();
-    let Some(entity) = plan.entities.get(&q.ente) else {
-        return refused(StatusCode::FORBIDDEN, "this link is not valid");
+    let what = format!("file|{}|{}|{}", q.req, q.name, q.expires);
+    let entity = match super::link_entity(&plan, &q.ente, &what, q.expires, &q.token) {
+        Ok(e) => e,
+        Err(refused) => return refused.answer("paaSILChiediStatoImportFlusso"),
     };
-    let valid = sign(entity, &format!("file|{}|{}|{}", q.req, q.name, q.expires))
-        .is_some_and(|s| crate::listen::same_secret(&s, &q.token));
-    if !valid {
-        return refused(StatusCode::FORBIDDEN, "this link is not valid");
-    }
-    if q.expires < chrono::Utc::now().timestamp() {
-        return refused(
-            StatusCode::UNAUTHORIZED,
-            "this link has expired: ask paaSILChiediStatoImportFlusso again",
-        );
-    }
     // Only a file the import wrote, by its recorded name: the link names nothing else.
     let (store, ipa, req) = (ws.api.store.clone(), entity.ipa_code.clone(), q.req.clone());
     let request = tokio::task::spawn_blocking(move || store.ws_request(&ipa, &req))

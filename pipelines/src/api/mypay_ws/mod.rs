@@ -555,6 +555,48 @@ pub(super) fn sign(entity: &EntityRuntime, what: &str) -> Option<String> {
     Some(hex::encode(mac.finalize().into_bytes()))
 }
 
+/// Why a signed download link opens nothing.
+pub(super) enum LinkRefused {
+    /// Not made by a hub of this Region for what it names.
+    Forged,
+    /// Genuine, but past its time.
+    Expired,
+}
+
+impl LinkRefused {
+    /// The answer, telling which call (`again`) gives a fresh link.
+    pub(super) fn answer(self, again: &str) -> Response {
+        match self {
+            Self::Forged => (StatusCode::FORBIDDEN, "this link is not valid\n").into_response(),
+            Self::Expired => (
+                StatusCode::UNAUTHORIZED,
+                format!("this link has expired: ask {again} again\n"),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// The entity a signed download link names, when the link (`what` it signs, its expiry) is
+/// genuine and in time.
+pub(super) fn link_entity(
+    plan: &Plan,
+    ente: &str,
+    what: &str,
+    expires: i64,
+    token: &str,
+) -> Result<Arc<EntityRuntime>, LinkRefused> {
+    let entity = plan
+        .entities
+        .get(ente)
+        .filter(|e| sign(e, what).is_some_and(|s| crate::listen::same_secret(&s, token)))
+        .ok_or(LinkRefused::Forged)?;
+    if expires < chrono::Utc::now().timestamp() {
+        return Err(LinkRefused::Expired);
+    }
+    Ok(entity.clone())
+}
+
 fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter()
         .zip(b.iter())

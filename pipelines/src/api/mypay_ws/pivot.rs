@@ -137,14 +137,10 @@ pub(super) async fn flusso(ws: &Ws, entity: &Arc<EntityRuntime>, call: &Call) ->
     Ok(a.finish())
 }
 
-/// What a link names: entity, flow id (the stored revision), expiry.
-fn signature(entity: &EntityRuntime, flow: i64, expires: i64) -> Option<String> {
-    super::sign(entity, &format!("mypivot-flusso|{flow}|{expires}"))
-}
-
 fn link(ws: &Ws, entity: &EntityRuntime, f: &ReportFlow) -> String {
     let expires = chrono::Utc::now().timestamp() + LINK_LIFETIME;
-    let token = signature(entity, f.id, expires).unwrap_or_default();
+    let token =
+        super::sign(entity, &format!("mypivot-flusso|{}|{expires}", f.id)).unwrap_or_default();
     format!(
         "{}{}/flusso?ente={}&id={}&expires={expires}&token={token}",
         ws.public_url, ws.path, entity.ipa_code, f.id
@@ -163,20 +159,11 @@ pub(super) struct Download {
 pub(super) async fn download(State(ws): State<Ws>, Query(q): Query<Download>) -> Response {
     let refused = |status: StatusCode, why: &str| (status, format!("{why}\n")).into_response();
     let plan = ws.api.plan();
-    let Some(entity) = plan.entities.get(&q.ente) else {
-        return refused(StatusCode::FORBIDDEN, "this link is not valid");
+    let what = format!("mypivot-flusso|{}|{}", q.id, q.expires);
+    let entity = match super::link_entity(&plan, &q.ente, &what, q.expires, &q.token) {
+        Ok(e) => e,
+        Err(refused) => return refused.answer("paaSILChiediFlussoSPC"),
     };
-    let valid = signature(entity, q.id, q.expires)
-        .is_some_and(|s| crate::listen::same_secret(&s, &q.token));
-    if !valid {
-        return refused(StatusCode::FORBIDDEN, "this link is not valid");
-    }
-    if q.expires < chrono::Utc::now().timestamp() {
-        return refused(
-            StatusCode::UNAUTHORIZED,
-            "this link has expired: ask paaSILChiediFlussoSPC again",
-        );
-    }
     let (store, ipa, id) = (ws.api.store.clone(), entity.ipa_code.clone(), q.id);
     let built = tokio::task::spawn_blocking(move || {
         let flow = store
