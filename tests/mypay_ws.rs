@@ -701,3 +701,67 @@ fn failed_passwords_are_bounded_and_faults_leave_events() {
         && e.payload["service"] == "mypay"
         && e.payload["fault"] == "PAA_ENTE_NON_VALIDO"));
 }
+
+#[test]
+fn the_regions_password_reads_a_payers_positions_across_entities() {
+    let home = Home::new();
+    home.append_config("\n[api]\nmypay_admin_entity = \"r_veneto\"\n");
+    let _hub = Hub::start_serving(&home);
+    let p = home.port;
+    // The same payer owes Padova and Feltre.
+    for (entity, key, iud) in [
+        ("c_g224", KEY_PADOVA, "ADM-PD"),
+        ("c_d530", KEY_FELTRE, "ADM-FE"),
+    ] {
+        let r = http(
+            p,
+            "POST",
+            &format!("/api/v1/entities/{entity}/positions"),
+            Some(key),
+            &[],
+            Some(&api_position(iud, 4200).to_string()),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let aperte = |filter: Option<&str>, pw: &str| {
+        let ipa = filter
+            .map(|f| format!("<codIpaEnte>{f}</codIpaEnte>"))
+            .unwrap_or_default();
+        ws_call(
+            p,
+            "paaSILChiediPosizioniAperte",
+            &envelope(
+                None,
+                &format!("<ppt:paaSILChiediPosizioniAperte><password>{pw}</password>{ipa}<identificativoUnivocoPersonaFG><tipoIdentificativoUnivoco>F</tipoIdentificativoUnivoco><codiceIdentificativoUnivoco>rssmra85t10a562s</codiceIdentificativoUnivoco></identificativoUnivocoPersonaFG></ppt:paaSILChiediPosizioniAperte>"),
+            ),
+        )
+        .1
+    };
+    let entities = |answer: &str| -> Vec<String> {
+        answer
+            .split("<codIpaEnte>")
+            .skip(1)
+            .map(|s| s.split('<').next().unwrap().to_string())
+            .collect()
+    };
+    const PW_VENETO: &str = "veneto-ws-03";
+    // The Region: every entity's, or one entity's when it names one.
+    let mut all = entities(&aperte(None, PW_VENETO));
+    all.sort();
+    assert_eq!(all, ["c_d530", "c_g224"]);
+    assert_eq!(entities(&aperte(Some("c_d530"), PW_VENETO)), ["c_d530"]);
+    // An entity: its own, and only with its own password and code.
+    assert_eq!(entities(&aperte(Some("c_g224"), PW_PADOVA)), ["c_g224"]);
+    let answer = aperte(None, PW_PADOVA);
+    assert_eq!(
+        fault_of(&answer).as_deref(),
+        Some("PAA_ENTE_NON_VALIDO"),
+        "{answer}"
+    );
+    let answer = aperte(Some("c_d530"), PW_PADOVA);
+    assert_eq!(
+        fault_of(&answer).as_deref(),
+        Some("PAA_ENTE_NON_VALIDO"),
+        "{answer}"
+    );
+}
