@@ -526,7 +526,28 @@ fn bad_requests_get_mypay_faults_and_change_nothing() {
         Some("PAA_SERVIZIO_NON_IMPLEMENTATO"),
         "{answer}"
     );
-    assert_eq!(positions_count(&home), before);
+    // A valid position with a secondary beneficiary the hub cannot take through SOAP yet: refused
+    // whole, nothing written.
+    let versamento = r#"<Versamento xmlns="http://www.regione.veneto.it/schemas/2012/Pagamenti/Ente/"><versioneOggetto>6.2.0</versioneOggetto><soggettoPagatore><identificativoUnivocoPagatore><tipoIdentificativoUnivoco>F</tipoIdentificativoUnivoco><codiceIdentificativoUnivoco>RSSMRA85T10A562S</codiceIdentificativoUnivoco></identificativoUnivocoPagatore><anagraficaPagatore>Mario Rossi</anagraficaPagatore></soggettoPagatore><datiVersamento><dataEsecuzionePagamento>2099-12-31</dataEsecuzionePagamento><identificativoUnivocoDovuto>SEC-1</identificativoUnivocoDovuto><importoSingoloVersamento>10.00</importoSingoloVersamento><identificativoTipoDovuto>TARI</identificativoTipoDovuto><causaleVersamento>TARI</causaleVersamento><datiSpecificiRiscossione>9/0101100IM/</datiSpecificiRiscossione></datiVersamento><azione>I</azione></Versamento>"#;
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(versamento);
+    let (_, answer) = ws_call(
+        p,
+        "paaSILImportaDovuto",
+        &envelope(
+            Some("c_g224"),
+            &format!("<ppt:paaSILImportaDovuto><password>{PW_PADOVA}</password><dovuto>{encoded}</dovuto><flagGeneraIuv>true</flagGeneraIuv><listaDovutiEntiSecondari><elementoListaDovutiEntiSecondari><dovutiEntiSecondari>eA==</dovutiEntiSecondari></elementoListaDovutiEntiSecondari></listaDovutiEntiSecondari></ppt:paaSILImportaDovuto>"),
+        ),
+    );
+    assert_eq!(
+        fault_of(&answer).as_deref(),
+        Some("PAA_SERVIZIO_NON_IMPLEMENTATO"),
+        "{answer}"
+    );
+    // Without it, the same position goes in: the refusal was the secondary beneficiary's.
+    let (_, answer) = ws_call(p, "paaSILImportaDovuto", &importa(&encoded));
+    assert!(answer.contains("<esito>OK</esito>"), "{answer}");
+    assert_eq!(positions_count(&home), before + 1);
     // The SOAP answers are counted by operation and by fault code.
     let metrics = http(p, "GET", "/metrics", None, &[], None).body;
     assert!(

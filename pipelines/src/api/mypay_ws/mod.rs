@@ -236,27 +236,17 @@ async fn call(
         }
         Err(e) => {
             return match action {
-                Some(op) => answer_fault(api, op, "", refuse(codes::XML_NON_VALIDO, e.to_string())),
+                // Before any credential: counted, no event (anyone could write those).
+                Some(op) => {
+                    crate::metrics::MYPAY_WS.fault(op.name(), codes::XML_NON_VALIDO);
+                    fault_answer(op, "", refuse(codes::XML_NON_VALIDO, e.to_string()))
+                }
                 None => soap_fault(codes::XML_NON_VALIDO, &e.to_string()),
-            }
+            };
         }
     };
     let op = call.op;
     crate::metrics::MYPAY_WS.call(op.name());
-    if let Some(name) = call.unread.first() {
-        let who = call.entity().unwrap_or_default().to_string();
-        return answer_fault(
-            api,
-            op,
-            &who,
-            refuse(
-                codes::SERVIZIO_NON_IMPLEMENTATO,
-                format!(
-                    "{name} non è offerto da questo hub (docs/MYPAY.md): nulla è stato scritto"
-                ),
-            ),
-        );
-    }
     if matches!(
         op,
         Operation::ChiediPosizioniAperte | Operation::ChiediStoricoPagamenti
@@ -281,6 +271,13 @@ async fn call(
         }
     };
     tracing::info!(entity = %entity.ipa_code, operation = op.name(), "mypay-ws call");
+    if let Some(name) = call.unread.first() {
+        let refusal = refuse(
+            codes::SERVIZIO_NON_IMPLEMENTATO,
+            format!("{name} non è offerto da questo hub (docs/MYPAY.md): nulla è stato scritto"),
+        );
+        return finish(api, op, &entity.ipa_code, Err(refusal));
+    }
     let answered = match op {
         Operation::ImportaDovuto => importa_dovuto(api, &entity, &call).await,
         Operation::VerificaAvviso => verifica_avviso(&ws, &entity, &call).await,
