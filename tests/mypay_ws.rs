@@ -786,3 +786,48 @@ fn the_regions_password_reads_a_payers_positions_across_entities() {
         "{answer}"
     );
 }
+
+#[test]
+fn a_cart_sent_again_after_checkout_was_down_is_the_same_payments() {
+    let sim_port = free_port();
+    let home = home_with_checkout(sim_port);
+    let _hub = Hub::start_serving(&home);
+    let dovuti = r#"<Dovuti xmlns="http://www.regione.veneto.it/schemas/2012/Pagamenti/Ente/"><versioneOggetto>6.2.0</versioneOggetto><soggettoPagatore><identificativoUnivocoPagatore><tipoIdentificativoUnivoco>F</tipoIdentificativoUnivoco><codiceIdentificativoUnivoco>RSSMRA85T10A562S</codiceIdentificativoUnivoco></identificativoUnivocoPagatore><anagraficaPagatore>Mario Rossi</anagraficaPagatore></soggettoPagatore><datiVersamento><tipoVersamento>ALL</tipoVersamento><datiSingoloVersamento><identificativoUnivocoDovuto>RETRY-1</identificativoUnivocoDovuto><importoSingoloVersamento>25.00</importoSingoloVersamento><identificativoTipoDovuto>MENSA</identificativoTipoDovuto><causaleVersamento>Mensa</causaleVersamento><datiSpecificiRiscossione>9/0107101TS/</datiSpecificiRiscossione></datiSingoloVersamento></datiVersamento></Dovuti>"#;
+    use base64::Engine as _;
+    let call = |doc: &str| {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(doc);
+        ws_call(
+            home.port,
+            "paaSILInviaDovuti",
+            &envelope(
+                Some("c_g224"),
+                &format!("<ppt:paaSILInviaDovuti><password>{PW_PADOVA}</password><dovuti>{encoded}</dovuti></ppt:paaSILInviaDovuti>"),
+            ),
+        )
+        .1
+    };
+    // Checkout cannot be reached: the call fails, the payment's position is kept.
+    let answer = call(dovuti);
+    assert_eq!(
+        fault_of(&answer).as_deref(),
+        Some("PAA_SYSTEM_ERROR"),
+        "{answer}"
+    );
+    // Checkout is back: the same payment again opens the cart on that position, no duplicate.
+    let _sim = StandIns::start(&home, sim_port);
+    let answer = call(dovuti);
+    assert!(answer.contains("<esito>OK</esito>"), "{answer}");
+    assert!(
+        answer.contains(&format!("http://127.0.0.1:{sim_port}/checkout/carts/")),
+        "{answer}"
+    );
+    let retry = home.positions(&["--iud", "RETRY-1"]);
+    assert_eq!(retry.len(), 1, "{retry:?}");
+    // Another payment under the same IUD is still MyPay's duplicate.
+    let answer = call(&dovuti.replace("25.00", "26.00"));
+    assert_eq!(
+        fault_of(&answer).as_deref(),
+        Some("PAA_IUD_DUPLICATO"),
+        "{answer}"
+    );
+}

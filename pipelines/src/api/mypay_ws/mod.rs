@@ -953,11 +953,14 @@ async fn invia_dovuti(ws: &Ws, entity: &Arc<EntityRuntime>, call: &Call) -> Answ
     if rows.len() > 5 {
         return Err(xml_error("dovuti", "a cart takes at most 5 payments"));
     }
-    // A known IUD is refused before anything is written, as MyPay does.
+    // A known IUD is refused before anything is written, as MyPay does; the same payment again
+    // (a retry after Checkout could not be reached) is the position already there.
     for r in &rows {
         if by_iud(&ws.api, &entity.ipa_code, &r.dovuto.iud)
             .await?
-            .is_some_and(|p| p.status != PositionStatus::Annulled)
+            .is_some_and(|p| {
+                p.status != PositionStatus::Annulled && !positions::same_data(&p.dovuto, &r.dovuto)
+            })
         {
             return Err(refuse(
                 codes::IUD_DUPLICATO,
