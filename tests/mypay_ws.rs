@@ -7,55 +7,13 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 const WS: &str = "/ws/pa/PagamentiTelematiciDovutiPagati";
 const PW_PADOVA: &str = "padova-ws-24";
 const PW_FELTRE: &str = "feltre-ws-30";
 const PPT: &str = "http://www.regione.veneto.it/pagamenti/ente/";
-
-/// `snodo sim --serve` (Checkout stand-in) on a free port, killed when dropped.
-struct StandIns(Child);
-
-impl StandIns {
-    fn start(home: &Home, port: u16) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["sim", "-c", "config.toml", "--serve"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["--checkout-key", "demo"])
-            .current_dir(home.path())
-            .env("SNODO_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start snodo sim --serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
-        assert!(line.contains("stand-ins on"), "sim did not start: {line:?}");
-        Self(child)
-    }
-}
-
-impl Drop for StandIns {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn home_with_checkout(sim_port: u16) -> Home {
-    let home = Home::new();
-    let cfg = std::fs::read_to_string(home.config()).unwrap().replace(
-        "http://127.0.0.1:8090",
-        &format!("http://127.0.0.1:{sim_port}"),
-    );
-    std::fs::write(home.config(), cfg).unwrap();
-    home
-}
 
 /// A SOAP call to the MyPay services; returns (HTTP status, body).
 fn ws_call(port: u16, action: &str, body: &str) -> (u16, String) {
@@ -180,8 +138,8 @@ fn positions_count(home: &Home) -> usize {
 #[test]
 fn an_erp_day_through_mypay_soap_only() {
     let sim_port = free_port();
-    let home = home_with_checkout(sim_port);
-    let _sim = StandIns::start(&home, sim_port);
+    let home = home_with_stand_ins(sim_port);
+    let _sim = StandIns::start(&home, sim_port, None);
     let _hub = Hub::start_serving(&home);
     let out = home.path().join("answers");
     std::fs::create_dir_all(&out).unwrap();
@@ -790,7 +748,7 @@ fn the_regions_password_reads_a_payers_positions_across_entities() {
 #[test]
 fn a_cart_sent_again_after_checkout_was_down_is_the_same_payments() {
     let sim_port = free_port();
-    let home = home_with_checkout(sim_port);
+    let home = home_with_stand_ins(sim_port);
     let _hub = Hub::start_serving(&home);
     let dovuti = r#"<Dovuti xmlns="http://www.regione.veneto.it/schemas/2012/Pagamenti/Ente/"><versioneOggetto>6.2.0</versioneOggetto><soggettoPagatore><identificativoUnivocoPagatore><tipoIdentificativoUnivoco>F</tipoIdentificativoUnivoco><codiceIdentificativoUnivoco>RSSMRA85T10A562S</codiceIdentificativoUnivoco></identificativoUnivocoPagatore><anagraficaPagatore>Mario Rossi</anagraficaPagatore></soggettoPagatore><datiVersamento><tipoVersamento>ALL</tipoVersamento><datiSingoloVersamento><identificativoUnivocoDovuto>RETRY-1</identificativoUnivocoDovuto><importoSingoloVersamento>25.00</importoSingoloVersamento><identificativoTipoDovuto>MENSA</identificativoTipoDovuto><causaleVersamento>Mensa</causaleVersamento><datiSpecificiRiscossione>9/0107101TS/</datiSpecificiRiscossione></datiSingoloVersamento></datiVersamento></Dovuti>"#;
     use base64::Engine as _;
@@ -814,7 +772,7 @@ fn a_cart_sent_again_after_checkout_was_down_is_the_same_payments() {
         "{answer}"
     );
     // Checkout is back: the same payment again opens the cart on that position, no duplicate.
-    let _sim = StandIns::start(&home, sim_port);
+    let _sim = StandIns::start(&home, sim_port, None);
     let answer = call(dovuti);
     assert!(answer.contains("<esito>OK</esito>"), "{answer}");
     assert!(

@@ -6,70 +6,18 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// `snodo sim --serve` on a free port, killed when dropped.
-struct StandIns {
-    child: Child,
-    port: u16,
-}
-
-impl StandIns {
-    fn start(home: &Home, port: u16, external_file: &std::path::Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args([
-                "sim",
-                "-c",
-                "config.toml",
-                "--serve",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .args(["--checkout-key", "demo"])
-            .arg("--external-file")
-            .arg(external_file)
-            .current_dir(home.path())
-            .env("SNODO_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start snodo sim --serve");
-        let out = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(out).read_line(&mut line).expect("read");
-        assert!(line.contains("stand-ins on"), "sim did not start: {line:?}");
-        Self { child, port }
-    }
-}
-
-impl Drop for StandIns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A demo home whose Checkout and entity system are the stand-ins on `sim_port`.
-fn home(sim_port: u16) -> Home {
-    let home = Home::new();
-    let cfg = std::fs::read_to_string(home.config()).unwrap().replace(
-        "http://127.0.0.1:8090",
-        &format!("http://127.0.0.1:{sim_port}"),
-    );
-    std::fs::write(home.config(), cfg).unwrap();
-    home
-}
 
 const POSITIONS: &str = "/api/v1/entities/c_g224/positions";
 
 #[test]
 fn a_cart_is_opened_paid_at_checkout_and_its_receipts_pulled() {
     let sim_port = free_port();
-    let home = home(sim_port);
+    let home = home_with_stand_ins(sim_port);
     let external = home.path().join("external.json");
     std::fs::write(&external, "{}").unwrap();
-    let sim = StandIns::start(&home, sim_port, &external);
+    let sim = StandIns::start(&home, sim_port, Some(&external));
     let _hub = Hub::start_serving(&home);
     let p = home.port;
 
@@ -239,7 +187,7 @@ fn veneto_notice(n: u64) -> String {
 #[test]
 fn the_entity_system_is_asked_in_real_time() {
     let sim_port = free_port();
-    let home = home(sim_port);
+    let home = home_with_stand_ins(sim_port);
     let [ok, unknown, annulled, failing, late, changing, broken, junk] =
         [1, 2, 3, 4, 5, 6, 7, 8].map(veneto_notice);
     let position = |cents: u64| {
@@ -261,7 +209,7 @@ fn the_entity_system_is_asked_in_real_time() {
     answers.insert(junk.clone(), json!({"amountCents": "many"}));
     let file = home.path().join("external.json");
     std::fs::write(&file, Value::Object(answers.clone()).to_string()).unwrap();
-    let _sim = StandIns::start(&home, sim_port, &file);
+    let _sim = StandIns::start(&home, sim_port, Some(&file));
     let _hub = Hub::start_serving(&home);
     let p = home.port;
     // What `snodo positions` prints for a Region notice (nothing: not stored).

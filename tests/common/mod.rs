@@ -1073,3 +1073,53 @@ from = { connector = "dir", path = "var/c_g224/tesoreria", schedule = "* * * * *
 decode = "opi"
 to = "treasury"
 "#;
+
+/// `snodo sim --serve` (Checkout stand-in, and the entity system's stand-in when `external` names
+/// its positions file) on `port`, killed when dropped.
+pub struct StandIns {
+    child: Child,
+    pub port: u16,
+}
+
+impl StandIns {
+    pub fn start(home: &Home, port: u16, external: Option<&Path>) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut cmd = Command::new(BIN);
+        cmd.args(["sim", "-c", "config.toml", "--serve"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--checkout-key", "demo"]);
+        if let Some(f) = external {
+            cmd.arg("--external-file").arg(f);
+        }
+        let mut child = cmd
+            .current_dir(home.path())
+            .env("SNODO_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start snodo sim --serve");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line).expect("read");
+        assert!(line.contains("stand-ins on"), "sim did not start: {line:?}");
+        Self { child, port }
+    }
+}
+
+impl Drop for StandIns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A demo home whose Checkout and entity system are the stand-ins on `sim_port`.
+pub fn home_with_stand_ins(sim_port: u16) -> Home {
+    let home = Home::new();
+    let cfg = std::fs::read_to_string(home.config()).unwrap().replace(
+        "http://127.0.0.1:8090",
+        &format!("http://127.0.0.1:{sim_port}"),
+    );
+    std::fs::write(home.config(), cfg).unwrap();
+    home
+}

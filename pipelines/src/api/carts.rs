@@ -3,7 +3,7 @@
 //! (`POST /carts`, checkout_v2.json), keeps it, and reports its state from the positions and
 //! their receipts.
 
-use super::{blocking, decode_body, read_json, Api, Caller, Entered, Problem, Reply};
+use super::{blocking, cut, decode_body, read_json, Api, Caller, Entered, Problem, Reply};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -275,10 +275,6 @@ pub(crate) async fn open(
             id
         )),
     })
-}
-
-fn cut(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
 }
 
 /// A cart with each notice's position status and receipt.

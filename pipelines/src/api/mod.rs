@@ -628,6 +628,11 @@ impl IntoResponse for Reply {
     }
 }
 
+/// `s` cut to at most `max` characters (a text field's length on the other side).
+pub(crate) fn cut(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
 /// A store call off the async workers; a failing store is a 503.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> snodo_store::Result<T> + Send + 'static,

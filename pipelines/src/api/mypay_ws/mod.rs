@@ -13,7 +13,7 @@ mod exports;
 mod flows;
 mod pivot;
 
-use super::{blocking, carts, positions, Api, Caller};
+use super::{blocking, carts, cut, positions, Api, Caller};
 use crate::plan::{key_hash, EntityRuntime, Plan};
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -1444,14 +1444,6 @@ async fn avvisi_pendenti(api: &Arc<Api>, entity: &Arc<EntityRuntime>, call: &Cal
 /// The day (Rome) of a stored UTC instant.
 fn rome_date(stored: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(stored)
-        .map(|t| {
-            t.with_timezone(&chrono_tz::Europe::Rome)
-                .date_naive()
-                .to_string()
-        })
+        .map(|t| snodo_core::time::rome_date(t.with_timezone(&chrono::Utc)).to_string())
         .unwrap_or_else(|_| stored.get(..10).unwrap_or(stored).to_string())
-}
-
-fn cut(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
 }
