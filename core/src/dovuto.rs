@@ -177,6 +177,9 @@ pub enum RejectCode {
     IuvDuplicato,
     IuvNoNullable,
     DovutoNonPresente,
+    /// The node activated a payment of the position a moment ago: MyPay refuses a change to a
+    /// dovuto being paid with `PAA_IMPORT_DOVUTO_NON_PRESENTE` ("non presente o in pagamento").
+    DovutoInPagamento,
     Error,
 }
 
@@ -216,7 +219,7 @@ impl RejectCode {
             IudDuplicato => "PAA_IMPORT_IUD_DUPLICATO",
             IuvDuplicato => "PAA_IMPORT_IUV_DUPLICATO",
             IuvNoNullable => "PAA_IMPORT_IUV_NO_NULLABLE",
-            DovutoNonPresente => "PAA_IMPORT_DOVUTO_NON_PRESENTE",
+            DovutoNonPresente | DovutoInPagamento => "PAA_IMPORT_DOVUTO_NON_PRESENTE",
             Error => "PAA_IMPORT_ERROR",
         }
     }
@@ -230,7 +233,7 @@ impl RejectCode {
         Some(match self {
             SintassiCsv | Error => return None,
             SintassiCsvAzione => "azione",
-            Iud | IudDuplicato | DovutoNonPresente => "IUD",
+            Iud | IudDuplicato | DovutoNonPresente | DovutoInPagamento => "IUD",
             Iuv | IuvDuplicato | IuvNoNullable => "codIuv",
             IdUnivFg => "tipoIdentificativoUnivoco",
             CodFisc | PIva => "codiceIdentificativoUnivoco",

@@ -93,19 +93,59 @@ impl NodeFault {
     }
 }
 
+/// What a debt type does with positions past their due date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LatePolicy {
+    /// The node may still take a payment after the due date (else `PAA_PAGAMENTO_SCADUTO`
+    /// from the day after it).
+    pub late_payment_allowed: bool,
+    /// Days after the due date the position stays open; past them it expires. `None`: it never
+    /// expires.
+    pub expire_after_days: Option<u32>,
+}
+
+impl LatePolicy {
+    /// Payable after the due date, never expiring: what a debt type does unless told otherwise.
+    pub const OPEN: Self = Self {
+        late_payment_allowed: true,
+        expire_after_days: None,
+    };
+
+    /// Whether a position due on `due` has expired on `today` (Europe/Rome): the grace days
+    /// after the due date are over.
+    pub fn expired(self, due: Option<NaiveDate>, today: NaiveDate) -> bool {
+        match (due, self.expire_after_days) {
+            (Some(due), Some(days)) => due
+                .checked_add_days(chrono::Days::new(u64::from(days)))
+                .is_some_and(|last| last < today),
+            _ => false,
+        }
+    }
+
+    /// Positions due before this day have expired on `today`; `None` when nothing expires.
+    pub fn expired_before(self, today: NaiveDate) -> Option<NaiveDate> {
+        let days = self.expire_after_days?;
+        today.checked_sub_days(chrono::Days::new(u64::from(days)))
+    }
+}
+
 /// Whether the node may take a payment for a position in this state on `today`.
 pub fn payability(
     status: PositionStatus,
     due_date: Option<NaiveDate>,
     today: NaiveDate,
-    late_payment_allowed: bool,
+    late: LatePolicy,
 ) -> Result<(), NodeFault> {
     match status {
         PositionStatus::Annulled => Err(NodeFault::PagamentoAnnullato),
         PositionStatus::Paid => Err(NodeFault::PagamentoDuplicato),
         PositionStatus::Expired => Err(NodeFault::PagamentoScaduto),
+        // Expired by date even before the sweep has marked it.
+        PositionStatus::Active if late.expired(due_date, today) => Err(NodeFault::PagamentoScaduto),
         PositionStatus::Active => match due_date {
-            Some(due) if due < today && !late_payment_allowed => Err(NodeFault::PagamentoScaduto),
+            Some(due) if due < today && !late.late_payment_allowed => {
+                Err(NodeFault::PagamentoScaduto)
+            }
             _ => Ok(()),
         },
     }
@@ -192,25 +232,71 @@ mod tests {
     #[test]
     fn payability_by_state_and_due_date() {
         use PositionStatus::*;
-        assert_eq!(payability(Active, Some(day(30)), day(26), false), Ok(()));
-        assert_eq!(payability(Active, Some(day(25)), day(26), true), Ok(()));
+        let strict = LatePolicy {
+            late_payment_allowed: false,
+            expire_after_days: None,
+        };
+        let open = LatePolicy::OPEN;
+        assert_eq!(payability(Active, Some(day(30)), day(26), strict), Ok(()));
+        assert_eq!(payability(Active, Some(day(25)), day(26), open), Ok(()));
         assert_eq!(
-            payability(Active, Some(day(25)), day(26), false),
+            payability(Active, Some(day(25)), day(26), strict),
             Err(NodeFault::PagamentoScaduto)
         );
-        assert_eq!(payability(Active, None, day(26), false), Ok(()));
+        assert_eq!(payability(Active, None, day(26), strict), Ok(()));
         assert_eq!(
-            payability(Paid, None, day(26), true),
+            payability(Paid, None, day(26), open),
             Err(NodeFault::PagamentoDuplicato)
         );
         assert_eq!(
-            payability(Annulled, None, day(26), true),
+            payability(Annulled, None, day(26), open),
             Err(NodeFault::PagamentoAnnullato)
+        );
+        assert_eq!(
+            payability(Expired, Some(day(30)), day(26), open),
+            Err(NodeFault::PagamentoScaduto)
         );
         assert_eq!(
             NodeFault::PagamentoDuplicato.code(),
             "PAA_PAGAMENTO_DUPLICATO"
         );
+    }
+
+    #[test]
+    fn grace_days_then_expired() {
+        use PositionStatus::*;
+        let grace = LatePolicy {
+            late_payment_allowed: true,
+            expire_after_days: Some(3),
+        };
+        // Due on the 20th, three days of grace: the 23rd is the last payable day.
+        assert_eq!(payability(Active, Some(day(20)), day(23), grace), Ok(()));
+        assert_eq!(
+            payability(Active, Some(day(20)), day(24), grace),
+            Err(NodeFault::PagamentoScaduto)
+        );
+        assert!(!grace.expired(Some(day(20)), day(23)));
+        assert!(grace.expired(Some(day(20)), day(24)));
+        assert!(!grace.expired(None, day(24)));
+        assert_eq!(grace.expired_before(day(24)), Some(day(21)));
+        assert_eq!(LatePolicy::OPEN.expired_before(day(24)), None);
+        // No late payment but a grace: refused from the day after the due date, expired later.
+        let strict = LatePolicy {
+            late_payment_allowed: false,
+            ..grace
+        };
+        assert_eq!(
+            payability(Active, Some(day(20)), day(21), strict),
+            Err(NodeFault::PagamentoScaduto)
+        );
+        assert!(!strict.expired(Some(day(20)), day(21)));
+        // Zero days: expired the day after the due date.
+        let none = LatePolicy {
+            late_payment_allowed: true,
+            expire_after_days: Some(0),
+        };
+        assert!(none.expired(Some(day(20)), day(21)));
+        assert!(!none.expired(Some(day(20)), day(20)));
     }
 
     #[test]

@@ -319,6 +319,14 @@ pub struct PagopaConfig {
     pub node_auth: Option<NodeAuthConfig>,
     /// `[pagopa.fdr]`: pull pagoPA's settlement flows (FdR) for every entity.
     pub fdr: Option<FdrConfig>,
+    /// How long after the node's activation (`paGetPayment`) a position counts as being paid:
+    /// meanwhile no intake may modify or annul it. A new activation starts it again.
+    #[serde(default = "default_payment_in_progress")]
+    pub payment_in_progress: HumanDuration,
+}
+
+fn default_payment_in_progress() -> HumanDuration {
+    "30m".into()
 }
 
 /// How the hub asks pagoPA for settlement flows.
@@ -468,6 +476,10 @@ pub struct DebtTypeConfig {
     /// The node may take a payment after the due date (else `PAA_PAGAMENTO_SCADUTO`).
     #[serde(default = "yes")]
     pub late_payment_allowed: bool,
+    /// Positions expire this many days after their due date (Europe/Rome): the node answers
+    /// `PAA_PAGAMENTO_SCADUTO`, they become `expired` and go to `from = "expired"` exports.
+    /// Absent: they never expire.
+    pub expire_after_days: Option<u32>,
     /// Citizens may pay it spontaneously through `/api/v1/.../spontaneous` (Base mode).
     pub spontaneous: Option<SpontaneousConfig>,
     /// Its positions live in the entity's own system, asked when the node verifies a notice.

@@ -81,6 +81,11 @@ impl Hub {
             message,
         })?;
         tasks.push(tokio::spawn(keeper.run(shutdown.clone())));
+        tasks.push(tokio::spawn(crate::expiry::run(
+            live.clone(),
+            self.store.clone(),
+            shutdown.clone(),
+        )));
         let reconciler = crate::reconciler::Reconciler::new(self.store.clone(), live.clone());
         tasks.push(tokio::spawn(
             reconciler.run(std::time::Duration::from_secs(1), shutdown.clone()),
@@ -175,6 +180,16 @@ impl Hub {
                 ..
             } => {
                 let exporter = crate::export::Exporter::new(
+                    plan.clone(),
+                    index,
+                    self.store.clone(),
+                    self.instance.clone(),
+                )
+                .map_err(start_err)?;
+                tokio::spawn(exporter.run(rx))
+            }
+            PipelineKind::Expired { .. } => {
+                let exporter = crate::expiry::ExpiredExporter::new(
                     plan.clone(),
                     index,
                     self.store.clone(),

@@ -113,6 +113,7 @@ impl StandingFlows {
         let key = EntityKey {
             ipa_code: &entity.ipa_code,
             segregation_code: entity.segregation_code,
+            payment_in_progress: entity.payment_in_progress,
         };
         for _ in 0..TRIES {
             let flow = match cached.take() {

@@ -9,6 +9,7 @@ pub mod console;
 pub mod deliver;
 pub mod engine;
 pub mod events;
+pub mod expiry;
 pub mod export;
 pub mod external;
 pub mod http;

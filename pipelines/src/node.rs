@@ -378,7 +378,7 @@ impl NodeService {
         let late = entity
             .payments
             .get(&position.dovuto.debt_type)
-            .is_none_or(|p| p.late_payment_allowed);
+            .map_or(payment::LatePolicy::OPEN, |p| p.late);
         payment::payability(
             position.status,
             position.dovuto.due_date,
@@ -452,6 +452,20 @@ impl NodeService {
             &debt_type.taxonomy,
         )
         .map_err(|f| (f, Some("transfers do not add up to the amount".to_string())))?;
+        // The position is authoritative: an amount the PSP read elsewhere (an old notice, a
+        // verify before a change) is answered with the position's, which the receipt must match.
+        if let Some(Ok(asked)) = r.amount_cents() {
+            if asked.cents() != 0 && asked != position.dovuto.amount {
+                tracing::info!(
+                    entity = %entity.ipa_code,
+                    notice = %r.qr_code.notice_number,
+                    asked = %asked,
+                    answered = %position.dovuto.amount,
+                    "activation asked another amount; answered with the position's"
+                );
+            }
+        }
+        let due_date = answered_due_date(&position.dovuto, r.due_date.as_deref());
         // The node retries activations: each one is answered again and counted.
         self.store
             .record_activation(position.id, Some(corr))
@@ -461,6 +475,7 @@ impl NodeService {
                 position,
                 transfers,
                 iuv: iuv.as_str().to_string(),
+                due_date,
             },
             entity,
         ))
@@ -597,6 +612,8 @@ struct Activation {
     position: Position,
     transfers: Vec<payment::Transfer>,
     iuv: String,
+    /// `paymentData`'s required dueDate (see [`answered_due_date`]).
+    due_date: String,
 }
 
 fn request_id_pa(r: &Request) -> &str {
@@ -630,10 +647,17 @@ fn cut(s: &str, max: usize) -> String {
     }
 }
 
-fn due_date(d: &dovuto::Dovuto) -> String {
-    d.due_date
-        .map(|d| d.to_string())
-        .unwrap_or_else(|| NO_DUE_DATE.to_string())
+/// The due date `paGetPayment[V2]` answers, where the XSD requires one: the position's; for a
+/// position without one, the date the node's request carries (the notice's, as the PSP read
+/// it); else [`NO_DUE_DATE`].
+fn answered_due_date(d: &dovuto::Dovuto, asked: Option<&str>) -> String {
+    match (d.due_date, asked) {
+        (Some(due), _) => due.to_string(),
+        (None, Some(asked)) if chrono::NaiveDate::parse_from_str(asked, "%Y-%m-%d").is_ok() => {
+            asked.to_string()
+        }
+        _ => NO_DUE_DATE.to_string(),
+    }
 }
 
 fn debtor(d: &dovuto::Dovuto) -> Subject {
@@ -662,7 +686,7 @@ fn payment_data(a: &Activation, entity: &EntityRuntime) -> PaymentData {
     PaymentData {
         creditor_reference_id: a.iuv.clone(),
         payment_amount: soap::from_cents(d.amount),
-        due_date: due_date(d),
+        due_date: a.due_date.clone(),
         retention_date: None,
         last_payment: None,
         description: cut(&d.causale, 140),
@@ -692,7 +716,7 @@ fn payment_data_v2(a: &Activation, entity: &EntityRuntime) -> PaymentDataV2 {
     PaymentDataV2 {
         creditor_reference_id: a.iuv.clone(),
         payment_amount: soap::from_cents(d.amount),
-        due_date: due_date(d),
+        due_date: a.due_date.clone(),
         retention_date: None,
         last_payment: None,
         description: cut(&d.causale, 140),
@@ -734,5 +758,42 @@ pub fn system_fault() -> String {
 impl std::fmt::Debug for NodeService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("NodeService")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dovuto(due: Option<&str>) -> dovuto::Dovuto {
+        dovuto::Dovuto {
+            iud: "X".into(),
+            iuv: None,
+            generate_iuv: false,
+            payer: Default::default(),
+            due_date: due.map(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap()),
+            amount: snodo_core::Amount::from_cents(100),
+            pa_fee: None,
+            debt_type: "T".into(),
+            payment_kinds: "ALL".into(),
+            causale: "c".into(),
+            dati_specifici_riscossione: "9/0101100IM/".into(),
+            bilancio: None,
+            secondary: None,
+        }
+    }
+
+    #[test]
+    fn the_due_date_answered_prefers_the_position_then_the_request() {
+        let dated = dovuto(Some("2026-12-31"));
+        assert_eq!(answered_due_date(&dated, Some("2027-01-15")), "2026-12-31");
+        assert_eq!(answered_due_date(&dated, None), "2026-12-31");
+        let undated = dovuto(None);
+        assert_eq!(
+            answered_due_date(&undated, Some("2027-01-15")),
+            "2027-01-15"
+        );
+        assert_eq!(answered_due_date(&undated, Some("15/01/2027")), NO_DUE_DATE);
+        assert_eq!(answered_due_date(&undated, None), NO_DUE_DATE);
     }
 }

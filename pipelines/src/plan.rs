@@ -36,6 +36,9 @@ pub struct Plan {
     pub idempotency_ttl: std::time::Duration,
     /// `[reconciliation]`'s grace periods.
     pub grace: crate::reconciler::Grace,
+    /// `[pagopa] payment_in_progress`: after an activation, intakes leave the position alone
+    /// this long.
+    pub payment_in_progress: std::time::Duration,
     pub pipelines: Vec<PipelinePlan>,
     pub taxonomy: Option<Arc<TaxonomyTable>>,
     /// Things that do not stop the hub but an operator should know.
@@ -298,6 +301,8 @@ pub struct EntityRuntime {
     pub state: EntityState,
     /// Its pre-production stations.
     pub test_stations: Vec<String>,
+    /// `[pagopa] payment_in_progress`, for the intakes' rows.
+    pub payment_in_progress: std::time::Duration,
 }
 
 /// An API key as the hub keeps it: only its SHA-256, and an id for logs.
@@ -359,7 +364,8 @@ pub struct DebtTypePayment {
     /// Later accounts, each from its day on, in date order.
     pub iban_changes: Vec<(chrono::NaiveDate, Iban)>,
     pub taxonomy: String,
-    pub late_payment_allowed: bool,
+    /// Payable after the due date, and for how long.
+    pub late: snodo_core::payment::LatePolicy,
     /// The postal current account, if the debt type has one.
     pub postal: Option<PostalAccount>,
 }
@@ -545,6 +551,15 @@ pub enum PipelineKind {
         sink: Arc<dyn SinkConfig>,
         skip_empty: bool,
     },
+    /// MyPay's export of expired positions (`mypay-expired`) of what expired since the last
+    /// file, on `schedule`, to a file sink.
+    Expired {
+        /// Only these debt types (empty: all).
+        debt_types: Vec<String>,
+        schedule: Box<cron::Schedule>,
+        sink: Arc<dyn SinkConfig>,
+        skip_empty: bool,
+    },
 }
 
 /// How a receipts pipeline writes receipts: a codec of the registry (`codecs.rs`).
@@ -606,6 +621,8 @@ pub const RECEIPTS: &str = "receipts";
 pub const REPORTS: &str = "reports";
 /// `from = "reconciliation"`: the pipeline exports the entity's reconciliation labels.
 pub const RECONCILIATION: &str = "reconciliation";
+/// `from = "expired"`: the pipeline exports the entity's expired positions.
+pub const EXPIRED: &str = "expired";
 
 /// Loads and checks a configuration file (`None`: the embedded demo).
 pub fn load(path: Option<&Path>) -> Result<Plan, Vec<Problem>> {
@@ -747,6 +764,12 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
             .map_err(|why| p("reconciliation.credit_grace".into(), why))
             .unwrap_or(defaults.credit),
     };
+    let payment_in_progress = cfg
+        .pagopa
+        .payment_in_progress
+        .get()
+        .map_err(|why| p("pagopa.payment_in_progress".into(), why))
+        .unwrap_or(std::time::Duration::from_secs(30 * 60));
     if cfg.api.max_batch == 0 || cfg.api.rate_per_second == 0 || cfg.api.rate_burst == 0 {
         p(
             "api".into(),
@@ -975,7 +998,10 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                             iban,
                             iban_changes,
                             taxonomy: dt.taxonomy.clone(),
-                            late_payment_allowed: dt.late_payment_allowed,
+                            late: snodo_core::payment::LatePolicy {
+                                late_payment_allowed: dt.late_payment_allowed,
+                                expire_after_days: dt.expire_after_days,
+                            },
                             postal,
                         },
                     );
@@ -1028,6 +1054,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     external,
                     state: e.state,
                     test_stations: e.test_stations.clone(),
+                    payment_in_progress,
                     rules: EntityRules {
                         segregation_code: seg,
                         debt_types,
@@ -1094,6 +1121,8 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
             reports_pipeline(pc, &at, &mut local)
         } else if matches!(&pc.from, Endpoint::Named(n) if n == RECONCILIATION) {
             reconciliation_pipeline(pc, &at, &mut local)
+        } else if matches!(&pc.from, Endpoint::Named(n) if n == EXPIRED) {
+            expired_pipeline(pc, &at, entities.get(&pc.entity).map(|e| &**e), &mut local)
         } else {
             refuse_keys(
                 pc,
@@ -1141,6 +1170,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         fdr,
         idempotency_ttl,
         grace,
+        payment_in_progress,
         pipelines,
         taxonomy,
         warnings,
@@ -1805,6 +1835,78 @@ fn reconciliation_pipeline(
     Some(PipelineKind::Reconciliation {
         version: version?,
         classes,
+        schedule,
+        sink,
+        skip_empty,
+    })
+}
+
+/// `from = "expired"`, `encode = "mypay-expired"`, `batch = { schedule }`, `to` a file sink;
+/// `debt_types` narrows it.
+fn expired_pipeline(
+    pc: &config::PipelineConfig,
+    at: &str,
+    entity: Option<&EntityRuntime>,
+    local: &mut Vec<Problem>,
+) -> Option<PipelineKind> {
+    use snodo_adapters::mypay_expired::MYPAY_EXPIRED;
+    refuse_keys(
+        pc,
+        at,
+        &[Key::Decode, Key::Outcomes, Key::Encoding],
+        "an expired export takes only encode, batch, debt_types and to",
+        local,
+    );
+    match &pc.encode {
+        Some(c) if c.name == MYPAY_EXPIRED => {
+            if c.params.as_object().is_some_and(|m| !m.is_empty()) {
+                local.push(Problem::new(
+                    format!("{at}.encode"),
+                    format!("{MYPAY_EXPIRED:?} takes no settings"),
+                ));
+            }
+        }
+        Some(c) => local.push(Problem::new(
+            format!("{at}.encode"),
+            registry::unknown_name(&c.name, "expired positions format", &[MYPAY_EXPIRED]),
+        )),
+        None => local.push(Problem::new(
+            format!("{at}.encode"),
+            format!("missing: encode = \"{MYPAY_EXPIRED}\""),
+        )),
+    }
+    if let Some(e) = entity {
+        for (i, code) in pc.debt_types.iter().enumerate() {
+            match e.payments.get(code) {
+                None => local.push(Problem::new(
+                    format!("{at}.debt_types[{i}]"),
+                    format!("{code:?} is not a debt type of {}", e.ipa_code),
+                )),
+                Some(p) if p.late.expire_after_days.is_none() => local.push(Problem::new(
+                    format!("{at}.debt_types[{i}]"),
+                    format!("{code:?} never expires: give it expire_after_days"),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    let Some(batch) = &pc.batch else {
+        local.push(Problem::new(
+            format!("{at}.batch"),
+            "missing: an expired export is written on a schedule, e.g. batch = { schedule = \"0 0 6 * * *\" }",
+        ));
+        return None;
+    };
+    let ReceiptRoute::Batch {
+        schedule,
+        sink,
+        skip_empty,
+    } = batch_route(pc, batch, at, local)?
+    else {
+        return None;
+    };
+    Some(PipelineKind::Expired {
+        debt_types: pc.debt_types.clone(),
         schedule,
         sink,
         skip_empty,

@@ -209,6 +209,7 @@ impl StreamIntake {
         let key = EntityKey {
             ipa_code: &self.entity.ipa_code,
             segregation_code,
+            payment_in_progress: self.entity.payment_in_progress,
         };
         let mut rows = Vec::with_capacity(items.len());
         for item in items {

@@ -152,6 +152,9 @@ pub struct NewFlow<'a> {
 pub struct EntityKey<'a> {
     pub ipa_code: &'a str,
     pub segregation_code: SegregationCode,
+    /// How long after the node's last activation a position is being paid: an `M` or `A`
+    /// row is refused meanwhile.
+    pub payment_in_progress: std::time::Duration,
 }
 
 /// A valid row ready for the store: the columns it needs and the position's data already

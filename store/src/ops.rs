@@ -16,6 +16,8 @@ pub(crate) struct Live {
     pub debt_type: String,
     pub amount_cents: i64,
     pub data: String,
+    /// The node's last activation (paGetPayment), as stored.
+    pub activated_at: Option<String>,
 }
 
 /// The position a receipt designates.
@@ -419,33 +421,57 @@ fn insert_run(
     Ok(())
 }
 
-/// The active position an `M` or `A` row acts on, or the row's refusal
-/// (`PAA_IMPORT_DOVUTO_NON_PRESENTE`: none, or it is paid or otherwise no longer active).
+/// The open (active or expired) position an `M` or `A` row acts on, or the row's refusal
+/// (`PAA_IMPORT_DOVUTO_NON_PRESENTE`, as MyPay: none, paid, or being paid).
 fn active(
     ops: &mut Ops<'_>,
-    entity: &EntityKey<'_>,
+    ctx: &Ctx<'_>,
     iud: &str,
     verb: &str,
 ) -> Result<std::result::Result<Live, RowOutcome>> {
-    Ok(match ops.live(entity.ipa_code, iud)? {
+    let open =
+        |s: &str| s == PositionStatus::Active.as_str() || s == PositionStatus::Expired.as_str();
+    Ok(match ops.live(ctx.entity.ipa_code, iud)? {
         None => Err(reject(
             RejectCode::DovutoNonPresente,
             format!("no live position with IUD {iud} to be {verb}"),
         )),
-        Some(cur) if cur.status != PositionStatus::Active.as_str() => Err(reject(
+        Some(cur) if !open(&cur.status) => Err(reject(
             RejectCode::DovutoNonPresente,
             format!(
                 "position with IUD {iud} is {} and cannot be {verb}",
                 cur.status
             ),
         )),
-        Some(cur) => Ok(cur),
+        Some(cur) => match in_progress_until(ctx, cur.activated_at.as_deref()) {
+            Some(until) => Err(reject(
+                RejectCode::DovutoInPagamento,
+                format!(
+                    "position with IUD {iud} is being paid (the node activated its payment at {}) and cannot be {verb} before {until} unless the payment ends",
+                    cur.activated_at.as_deref().unwrap_or_default()
+                ),
+            )),
+            None => Ok(cur),
+        },
+    })
+}
+
+/// When the payment the node activated at `activated_at` stops counting as in progress, if it
+/// still does at the chunk's instant.
+fn in_progress_until(ctx: &Ctx<'_>, activated_at: Option<&str>) -> Option<String> {
+    let activated = chrono::DateTime::parse_from_rfc3339(activated_at?).ok()?;
+    let now = chrono::DateTime::parse_from_rfc3339(ctx.ts).ok()?;
+    let until = activated + chrono::Duration::from_std(ctx.entity.payment_in_progress).ok()?;
+    (until > now).then(|| {
+        until
+            .with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     })
 }
 
 fn modify(ops: &mut Ops<'_>, ctx: &Ctx<'_>, d: &ChunkRow) -> Result<(RowOutcome, Option<Change>)> {
     let (flow_id, ts, source) = (ctx.flow_id, ctx.ts, ctx.source.as_str());
-    let cur = match active(ops, ctx.entity, &d.iud, "modified")? {
+    let cur = match active(ops, ctx, &d.iud, "modified")? {
         Ok(cur) => cur,
         Err(refusal) => return Ok((refusal, None)),
     };
@@ -516,7 +542,7 @@ fn modify(ops: &mut Ops<'_>, ctx: &Ctx<'_>, d: &ChunkRow) -> Result<(RowOutcome,
 
 fn annul(ops: &mut Ops<'_>, ctx: &Ctx<'_>, d: &ChunkRow) -> Result<(RowOutcome, Option<Change>)> {
     let (flow_id, ts, source) = (ctx.flow_id, ctx.ts, ctx.source.as_str());
-    let cur = match active(ops, ctx.entity, &d.iud, "annulled")? {
+    let cur = match active(ops, ctx, &d.iud, "annulled")? {
         Ok(cur) => cur,
         Err(refusal) => return Ok((refusal, None)),
     };

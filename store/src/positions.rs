@@ -29,6 +29,22 @@ pub trait PositionStore {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<Position>>;
+
+    /// Marks at most `limit` of `entity`'s active positions of `debt_type` due before
+    /// `due_before` as expired, each with history `E` and a `position.expired` event, in one
+    /// transaction; answers how many. Run again until it answers fewer than `limit`.
+    fn expire_positions(
+        &self,
+        entity: &str,
+        debt_type: &str,
+        due_before: chrono::NaiveDate,
+        limit: u32,
+    ) -> Result<u32>;
+
+    /// Positions of `entity` whose expiry (history `E`) came after the expiry `after`, oldest
+    /// first, at most `limit`, each with its expiry's id (the next call's `after`). A position
+    /// since paid, annulled or reopened is still listed: it did expire.
+    fn expired_since(&self, entity: &str, after: i64, limit: u32) -> Result<Vec<(i64, Position)>>;
 }
 
 macro_rules! columns {
@@ -115,8 +131,8 @@ pub(crate) fn insert_args<'a>(p: &'a NewPosition<'a>, due: Option<&'a str>) -> [
 
 /// Locked on PostgreSQL: two processes never both act on what each read.
 const LIVE: Sql = sql!(
-    "SELECT id, iuv, iuv_generated, status, debt_type, amount_cents, data FROM positions
-     WHERE entity = $1 AND iud = $2 AND status <> 'annulled'" => " FOR UPDATE"
+    "SELECT id, iuv, iuv_generated, status, debt_type, amount_cents, data, activated_at
+     FROM positions WHERE entity = $1 AND iud = $2 AND status <> 'annulled'" => " FOR UPDATE"
 );
 /// Row-locked on PostgreSQL until commit: concurrent imports of the entity draw in turn.
 const COUNTER: Sql = sql!(
@@ -229,6 +245,74 @@ impl<D: Driver> PositionStore for D {
         let args: Vec<Arg<'_>> = params.iter().map(Arg::from).collect();
         self.read(|c| c.all(&sql, &args, position_from))
     }
+
+    fn expire_positions(
+        &self,
+        entity: &str,
+        debt_type: &str,
+        due_before: chrono::NaiveDate,
+        limit: u32,
+    ) -> Result<u32> {
+        let before = due_before.to_string();
+        let ts = ops::now();
+        self.tx(|c| {
+            // Another hub sweeping at once waits for this one's rows, then finds them expired.
+            let expired = c.all(
+                "UPDATE positions SET status = 'expired', version = version + 1, updated_at = $5
+                 WHERE id IN (SELECT id FROM positions WHERE entity = $1 AND debt_type = $2
+                   AND status = 'active' AND due_date < $3 ORDER BY due_date, id LIMIT $4)
+                   AND status = 'active'
+                 RETURNING id, iud, iuv, amount_cents, due_date",
+                args!(entity, debt_type, before.as_str(), i64::from(limit), ts.as_str()),
+                |r| {
+                    Ok((
+                        r.get::<i64>(0)?,
+                        r.get::<String>(1)?,
+                        r.get::<Option<String>>(2)?,
+                        r.get::<i64>(3)?,
+                        r.get::<Option<String>>(4)?,
+                    ))
+                },
+            )?;
+            for (id, iud, iuv, cents, due) in &expired {
+                c.execute(
+                    "INSERT INTO position_history (position_id, action, source, flow_id, at, previous_data)
+                     VALUES ($1, 'E', 'expiry', NULL, $2, NULL)",
+                    args!(*id, ts.as_str()),
+                )?;
+                let (subject, mut payload) = ops::activation_payload(iud, iuv.as_deref(), *cents);
+                payload["debt_type"] = debt_type.into();
+                payload["due_date"] = due.clone().into();
+                c.new_event(
+                    &NewEvent {
+                        kind: "position.expired",
+                        entity,
+                        subject: &subject,
+                        payload,
+                        correlation: None,
+                    },
+                    &ts,
+                )?;
+            }
+            Ok(expired.len() as u32)
+        })
+    }
+
+    fn expired_since(&self, entity: &str, after: i64, limit: u32) -> Result<Vec<(i64, Position)>> {
+        // The expiry's id last, so the position's columns keep their places.
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            ", h.id FROM position_history h JOIN positions p ON p.id = h.position_id
+             WHERE h.action = 'E' AND h.id > $2 AND p.entity = $1 ORDER BY h.id LIMIT $3"
+        );
+        self.read(|c| {
+            c.all(sql, args!(entity, after, i64::from(limit)), |r| {
+                let expiry: i64 = r.get(15)?;
+                Ok((expiry, position_from(r)?))
+            })
+        })
+    }
 }
 
 /// The node activated a payment of the position: counted, with its `payment.activated` event.
@@ -275,6 +359,7 @@ impl Ops<'_> {
                 debt_type: r.get(4)?,
                 amount_cents: r.get(5)?,
                 data: r.get(6)?,
+                activated_at: r.get(7)?,
             })
         })
     }
@@ -290,7 +375,8 @@ impl Ops<'_> {
         let due = d.due_date.map(|d| d.to_string());
         self.c.execute(
             "UPDATE positions SET iuv = $2, amount_cents = $3, due_date = $4, payer_id = $5,
-             data = $6, version = version + 1, flow_id = $7, updated_at = $8 WHERE id = $1",
+             data = $6, version = version + 1, flow_id = $7, updated_at = $8, status = 'active'
+             WHERE id = $1",
             args!(
                 id,
                 iuv,

@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("migrations/pg_0011_reconciliation.sql")),
     (12, include_str!("migrations/pg_0012_payer_index.sql")),
     (13, include_str!("migrations/pg_0013_ws_requests.sql")),
+    (14, include_str!("migrations/pg_0014_expiry.sql")),
 ];
 
 /// Serialises migrations of hubs starting together (an arbitrary constant: "snodo" in ASCII).

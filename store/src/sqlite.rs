@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (16, include_str!("migrations/sqlite_0016_payer_index.sql")),
     (17, include_str!("migrations/sqlite_0017_ws_requests.sql")),
+    (18, include_str!("migrations/sqlite_0018_expiry.sql")),
 ];
 
 pub struct SqliteStore {
@@ -452,6 +453,7 @@ mod tests {
         EntityKey {
             ipa_code: "c_g224",
             segregation_code: SegregationCode::parse("01").unwrap(),
+            payment_in_progress: std::time::Duration::from_secs(1800),
         }
     }
 

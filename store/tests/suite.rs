@@ -150,6 +150,7 @@ macro_rules! suite {
 }
 
 suite!(
+    positions_expire_once_and_a_payment_in_progress_holds_changes,
     generated_iuvs_follow_the_counter_and_a_failed_chunk_consumes_nothing,
     duplicates_modify_annul_and_history,
     a_supplied_iuv_cannot_be_used_twice,
@@ -194,6 +195,7 @@ fn key() -> EntityKey<'static> {
     EntityKey {
         ipa_code: E,
         segregation_code: SegregationCode::parse("01").unwrap(),
+        payment_in_progress: std::time::Duration::from_secs(1800),
     }
 }
 
@@ -474,6 +476,168 @@ fn duplicates_modify_annul_and_history(b: &Backend) {
     assert_eq!(all[1].status, PositionStatus::Active);
     assert_eq!(all[1].amount_cents, 400);
     assert!(s.history(999_999).unwrap().is_empty());
+}
+
+fn positions_expire_once_and_a_payment_in_progress_holds_changes(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "EXP");
+    let out = apply(
+        s,
+        f,
+        &[
+            row_due(Action::Insert, "OLD", 100, true, "TARI", Some("2026-01-10")),
+            row_due(
+                Action::Insert,
+                "EDGE",
+                100,
+                true,
+                "TARI",
+                Some("2026-01-20"),
+            ),
+            row_due(
+                Action::Insert,
+                "MENSA",
+                100,
+                true,
+                "MENSA",
+                Some("2026-01-01"),
+            ),
+            row_due(Action::Insert, "NODATE", 100, true, "TARI", None),
+            row_due(
+                Action::Insert,
+                "PAID",
+                100,
+                true,
+                "TARI",
+                Some("2026-01-01"),
+            ),
+        ],
+    );
+    let paid = notice_of(&out[4]);
+    s.store_receipt(&receipt(&paid, "R-PAID", 100)).unwrap();
+    let due_before = "2026-01-20".parse().unwrap();
+    // Batches of one: run until fewer than asked.
+    assert_eq!(s.expire_positions(E, "TARI", due_before, 1).unwrap(), 1);
+    assert_eq!(s.expire_positions(E, "TARI", due_before, 1).unwrap(), 0);
+    assert_eq!(
+        s.expire_positions(E, "TARI", due_before, 10).unwrap(),
+        0,
+        "once"
+    );
+    let status = |iud: &str| s.positions(E, &PositionQuery::Iud(iud)).unwrap()[0].status;
+    assert_eq!(status("OLD"), PositionStatus::Expired);
+    assert_eq!(
+        status("EDGE"),
+        PositionStatus::Active,
+        "due on the day: not before it"
+    );
+    assert_eq!(status("MENSA"), PositionStatus::Active, "another debt type");
+    assert_eq!(status("NODATE"), PositionStatus::Active);
+    assert_eq!(status("PAID"), PositionStatus::Paid);
+    let events = events_of(s, "position.expired");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].payload["iud"], "OLD");
+    assert_eq!(events[0].payload["due_date"], "2026-01-10");
+    let old = &s.positions(E, &PositionQuery::Iud("OLD")).unwrap()[0];
+    assert_eq!(
+        s.history(old.id).unwrap().last().map(|h| h.action.clone()),
+        Some("E".to_string())
+    );
+    let listed = s.expired_since(E, 0, 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].1.iud, "OLD");
+    assert!(s.expired_since(E, listed[0].0, 10).unwrap().is_empty());
+    assert!(s.expired_since("c_d530", 0, 10).unwrap().is_empty());
+
+    // An expired position may be modified (it opens again) or annulled.
+    let f2 = flow(s, "EXP2");
+    let out = apply(
+        s,
+        f2,
+        &[row_due(
+            Action::Modify,
+            "OLD",
+            150,
+            false,
+            "TARI",
+            Some("2099-01-01"),
+        )],
+    );
+    assert!(matches!(out[0], RowOutcome::Accepted { .. }), "{out:?}");
+    assert_eq!(status("OLD"), PositionStatus::Active);
+
+    // Activated a moment ago: modify and annul are refused, with MyPay's code and the reason.
+    let edge = &s.positions(E, &PositionQuery::Iud("EDGE")).unwrap()[0];
+    s.record_activation(edge.id, None).unwrap();
+    let f3 = flow(s, "EXP3");
+    let out = apply(
+        s,
+        f3,
+        &[
+            row_due(
+                Action::Modify,
+                "EDGE",
+                150,
+                false,
+                "TARI",
+                Some("2099-01-01"),
+            ),
+            row_due(
+                Action::Annul,
+                "EDGE",
+                100,
+                false,
+                "TARI",
+                Some("2026-01-20"),
+            ),
+        ],
+    );
+    for o in &out {
+        assert_eq!(code_of(o), RejectCode::DovutoInPagamento);
+        let RowOutcome::Rejected(r) = o else {
+            unreachable!()
+        };
+        assert!(r.message.contains("being paid"), "{}", r.message);
+    }
+    assert_eq!(
+        RejectCode::DovutoInPagamento.as_str(),
+        "PAA_IMPORT_DOVUTO_NON_PRESENTE"
+    );
+    assert_eq!(edge.amount_cents, 100);
+    // With no hold configured the same rows apply.
+    let mut got = Vec::new();
+    let f4 = flow(s, "EXP4");
+    let no_hold = EntityKey {
+        payment_in_progress: std::time::Duration::ZERO,
+        ..key()
+    };
+    s.apply_chunk(
+        f4,
+        &no_hold,
+        &[row_due(
+            Action::Annul,
+            "EDGE",
+            100,
+            false,
+            "TARI",
+            Some("2026-01-20"),
+        )],
+        None,
+        &mut |o| {
+            got = o.to_vec();
+            Ok(Checkpoint {
+                rows_done: o.len() as u64,
+                ..Default::default()
+            }
+            .into())
+        },
+    )
+    .unwrap();
+    assert!(matches!(got[0], RowOutcome::Accepted { .. }), "{got:?}");
+    assert_eq!(
+        s.positions(E, &PositionQuery::Iud("EDGE")).unwrap()[0].status,
+        PositionStatus::Annulled
+    );
 }
 
 fn a_supplied_iuv_cannot_be_used_twice(b: &Backend) {
@@ -1425,6 +1589,7 @@ fn apply_other(s: &dyn Store, rows: &[ChunkRow]) -> Vec<RowOutcome> {
     let key = EntityKey {
         ipa_code: OTHER,
         segregation_code: SegregationCode::parse("01").unwrap(),
+        payment_in_progress: std::time::Duration::from_secs(1800),
     };
     let mut got = Vec::new();
     s.apply_chunk(f, &key, rows, None, &mut |o| {

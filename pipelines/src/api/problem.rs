@@ -56,6 +56,7 @@ impl Problem {
         let (status, slug) = match first.code {
             RejectCode::SintassiCsv => (StatusCode::BAD_REQUEST, "malformed"),
             RejectCode::DovutoNonPresente => (StatusCode::NOT_FOUND, "not-found"),
+            RejectCode::DovutoInPagamento => (StatusCode::CONFLICT, "payment-in-progress"),
             RejectCode::IudDuplicato
             | RejectCode::IuvDuplicato
             | RejectCode::TipoDovutoNonModificabile => (StatusCode::CONFLICT, "conflict"),

@@ -101,6 +101,7 @@ fn kind_of(kind: &PipelineKind) -> &'static str {
         } => "receipts-export",
         PipelineKind::Reports { .. } => "reports",
         PipelineKind::Reconciliation { .. } => "reconciliation",
+        PipelineKind::Expired { .. } => "expired-export",
     }
 }
 

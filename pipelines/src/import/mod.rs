@@ -393,6 +393,7 @@ impl Importer<'_> {
         let key = EntityKey {
             ipa_code: &self.entity.ipa_code,
             segregation_code: self.entity.segregation_code,
+            payment_in_progress: self.entity.payment_in_progress,
         };
 
         let done = std::thread::scope(|scope| {
