@@ -289,10 +289,7 @@ fn an_erp_day_through_mypay_soap_only() {
     // Exports booked, written and downloaded: the canteen payments of the cart, in MyPay's
     // ESTRAZIONE_DOVUTI.
     assert_eq!(one("prenota")["fault"], Value::Null, "{text}");
-    assert_eq!(
-        one("prenota-ricevuta")["fault"],
-        "PAA_SERVIZIO_NON_IMPLEMENTATO"
-    );
+    assert_eq!(one("prenota-ricevuta")["fault"], Value::Null, "{text}");
     assert_eq!(
         one("prenota-tipo")["fault"],
         "PAA_IDENTIFICATIVO_TIPO_DOVUTO_NON_VALIDO"
@@ -312,9 +309,27 @@ fn an_erp_day_through_mypay_soap_only() {
         let path = out.join(format!("export-{tag}.zip"));
         let csv = unzip_text(&path);
         assert!(csv.contains("ERP-C1") && csv.contains("ERP-C2"), "{csv}");
+        // MyPay's RT columns only where `ricevuta` asked for them (even in 1.0), the receipt
+        // as the node sent it in `rt`.
+        let header: Vec<&str> = csv.lines().next().unwrap().split(';').collect();
+        let rt = header.iter().position(|c| *c == "\"rt\"");
+        assert_eq!(rt.is_some(), tag == "ricevuta", "{tag}: {header:?}");
+        if let Some(i) = rt {
+            assert_eq!(header.len(), 70, "{header:?}");
+            for line in csv.lines().skip(1) {
+                // Counted from the end: the causale before it may hold a `;`.
+                let cell = line.rsplit(';').nth(header.len() - 1 - i).unwrap();
+                let cell = cell.trim_matches('"');
+                use base64::Engine as _;
+                let xml = base64::engine::general_purpose::STANDARD
+                    .decode(cell)
+                    .unwrap();
+                assert!(String::from_utf8_lossy(&xml).contains("paSendRT"), "{line}");
+            }
+        }
         std::fs::remove_file(path).unwrap();
     }
-    assert_eq!(find("stato-export").len(), 3);
+    assert_eq!(find("stato-export").len(), 4);
 
     // Every answer is valid against the WSDL's schema; every document against MyPay's XSD.
     let schemas = home.path().join("schemas");
@@ -468,12 +483,12 @@ fn bad_requests_get_mypay_faults_and_change_nothing() {
     // An operation of the WSDL the hub does not offer yet.
     let (_, answer) = ws_call(
         p,
-        "paaSILRegistraPagamento",
+        "paaSILPrenotaExportFlussoScaduti",
         &envelope(
-            None,
+            Some("c_g224"),
             &payload(
-                "paaSILRegistraPagamento",
-                &every_operation()[6].2,
+                "paaSILPrenotaExportFlussoScaduti",
+                &every_operation()[10].2,
                 "c_g224",
                 PW_PADOVA,
             ),
@@ -484,32 +499,117 @@ fn bad_requests_get_mypay_faults_and_change_nothing() {
         Some("PAA_SERVIZIO_NON_IMPLEMENTATO"),
         "{answer}"
     );
-    // A valid position with a secondary beneficiary the hub cannot take through SOAP yet: refused
-    // whole, nothing written.
+    // A valid position; with one secondary beneficiary it carries the secondary transfer, as a
+    // 1_4 row's *EnteSecondario columns.
     let versamento = r#"<Versamento xmlns="http://www.regione.veneto.it/schemas/2012/Pagamenti/Ente/"><versioneOggetto>6.2.0</versioneOggetto><soggettoPagatore><identificativoUnivocoPagatore><tipoIdentificativoUnivoco>F</tipoIdentificativoUnivoco><codiceIdentificativoUnivoco>RSSMRA85T10A562S</codiceIdentificativoUnivoco></identificativoUnivocoPagatore><anagraficaPagatore>Mario Rossi</anagraficaPagatore></soggettoPagatore><datiVersamento><dataEsecuzionePagamento>2099-12-31</dataEsecuzionePagamento><identificativoUnivocoDovuto>SEC-1</identificativoUnivocoDovuto><importoSingoloVersamento>10.00</importoSingoloVersamento><identificativoTipoDovuto>TARI</identificativoTipoDovuto><causaleVersamento>TARI</causaleVersamento><datiSpecificiRiscossione>9/0101100IM/</datiSpecificiRiscossione></datiVersamento><azione>I</azione></Versamento>"#;
     use base64::Engine as _;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(versamento);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let secondary = |iban: &str| {
+        b64(&format!(
+            r#"<DovutiEntiSecondari xmlns="http://www.regione.veneto.it/schemas/2012/Pagamenti/Ente/"><versioneOggetto>6.2.0</versioneOggetto><datiVersamentoEntiSecondari><codiceFiscaleBeneficiario>00133880252</codiceFiscaleBeneficiario><denominazioneBeneficiario>Comune di Feltre</denominazioneBeneficiario><ibanAccreditoBeneficiario>{iban}</ibanAccreditoBeneficiario><causaleVersamento>Quota Feltre</causaleVersamento><datiSpecificiRiscossione>9/0101100IM/</datiSpecificiRiscossione><importoSingoloVersamento>3.00</importoSingoloVersamento></datiVersamentoEntiSecondari></DovutiEntiSecondari>"#
+        ))
+    };
+    const IBAN_FELTRE: &str = "IT60X0542811101000000123456";
+    let with_secondaries = |iud: &str, docs: &[String]| {
+        let list: String = docs
+            .iter()
+            .map(|d| format!("<elementoListaDovutiEntiSecondari><dovutiEntiSecondari>{d}</dovutiEntiSecondari></elementoListaDovutiEntiSecondari>"))
+            .collect();
+        envelope(
+            Some("c_g224"),
+            &format!("<ppt:paaSILImportaDovuto><password>{PW_PADOVA}</password><dovuto>{}</dovuto><flagGeneraIuv>true</flagGeneraIuv><listaDovutiEntiSecondari>{list}</listaDovutiEntiSecondari></ppt:paaSILImportaDovuto>", b64(&versamento.replace("SEC-1", iud))),
+        )
+    };
+    // Refused, whole: two secondary entities, one the XSD refuses, one the row rules refuse.
+    for (docs, code) in [
+        (
+            vec![secondary(IBAN_FELTRE), secondary(IBAN_FELTRE)],
+            "PAA_LIMITAZIONE_ENTI_SECONDARI_ERROR",
+        ),
+        (vec!["eA==".to_string()], "PAA_XML_NON_VALIDO"),
+        (
+            vec![secondary("IT00NOTANIBAN")],
+            "PAA_ENTE_SECONDARIO_NON_VALIDO",
+        ),
+    ] {
+        let (_, answer) = ws_call(p, "paaSILImportaDovuto", &with_secondaries("SEC-0", &docs));
+        assert_eq!(fault_of(&answer).as_deref(), Some(code), "{answer}");
+    }
+    assert_eq!(
+        positions_count(&home),
+        before,
+        "a refused call writes nothing"
+    );
     let (_, answer) = ws_call(
         p,
         "paaSILImportaDovuto",
-        &envelope(
-            Some("c_g224"),
-            &format!("<ppt:paaSILImportaDovuto><password>{PW_PADOVA}</password><dovuto>{encoded}</dovuto><flagGeneraIuv>true</flagGeneraIuv><listaDovutiEntiSecondari><elementoListaDovutiEntiSecondari><dovutiEntiSecondari>eA==</dovutiEntiSecondari></elementoListaDovutiEntiSecondari></listaDovutiEntiSecondari></ppt:paaSILImportaDovuto>"),
-        ),
+        &with_secondaries("SEC-1", &[secondary(IBAN_FELTRE)]),
+    );
+    assert!(answer.contains("<esito>OK</esito>"), "{answer}");
+    let stored = home.positions(&["--iud", "SEC-1"]);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let second = &stored[0]["dovuto"]["secondary"];
+    assert_eq!(second["fiscal_code"], "00133880252", "{stored:?}");
+    assert_eq!(second["iban"], IBAN_FELTRE, "{stored:?}");
+    assert_eq!(second["amount"], 300, "{stored:?}");
+    // A cart with a secondary entity: one payment, as MyPay; one secondary.
+    let dovuti = |iuds: &[&str]| {
+        let singles: String = iuds.iter().map(|iud| format!("<datiSingoloVersamento><identificativoUnivocoDovuto>{iud}</identificativoUnivocoDovuto><importoSingoloVersamento>10.00</importoSingoloVersamento><identificativoTipoDovuto>MENSA</identificativoTipoDovuto><causaleVersamento>Mensa</causaleVersamento><datiSpecificiRiscossione>9/0107101TS/</datiSpecificiRiscossione></datiSingoloVersamento>")).collect();
+        b64(&format!(
+            r#"<Dovuti xmlns="http://www.regione.veneto.it/schemas/2012/Pagamenti/Ente/"><versioneOggetto>6.2.0</versioneOggetto><soggettoPagatore><identificativoUnivocoPagatore><tipoIdentificativoUnivoco>F</tipoIdentificativoUnivoco><codiceIdentificativoUnivoco>RSSMRA85T10A562S</codiceIdentificativoUnivoco></identificativoUnivocoPagatore><anagraficaPagatore>Mario Rossi</anagraficaPagatore></soggettoPagatore><datiVersamento><tipoVersamento>ALL</tipoVersamento>{singles}</datiVersamento></Dovuti>"#
+        ))
+    };
+    let cart = |iuds: &[&str], docs: &[String]| {
+        let list: String = docs
+            .iter()
+            .map(|d| format!("<elementoListaDovutiEntiSecondari><dovutiEntiSecondari>{d}</dovutiEntiSecondari></elementoListaDovutiEntiSecondari>"))
+            .collect();
+        let answer = ws_call(
+            p,
+            "paaSILInviaCarrelloDovuti",
+            &envelope(
+                Some("c_g224"),
+                &format!("<ppt:paaSILInviaCarrelloDovuti><password>{PW_PADOVA}</password><listaDovuti><elementoListaDovuti><codIpaEnte>c_g224</codIpaEnte><password>00</password><dovuti>{}</dovuti></elementoListaDovuti></listaDovuti><listaDovutiEntiSecondari>{list}</listaDovutiEntiSecondari></ppt:paaSILInviaCarrelloDovuti>", dovuti(iuds)),
+            ),
+        )
+        .1;
+        fault_of(&answer)
+    };
+    let before_carts = positions_count(&home);
+    assert_eq!(
+        cart(&["SEC-C1", "SEC-C2"], &[secondary(IBAN_FELTRE)]).as_deref(),
+        Some("PAA_LIMITE_MASSIMO_DOVUTI_MULTIBENEFICIARI")
     );
     assert_eq!(
-        fault_of(&answer).as_deref(),
-        Some("PAA_SERVIZIO_NON_IMPLEMENTATO"),
-        "{answer}"
+        cart(
+            &["SEC-C1"],
+            &[secondary(IBAN_FELTRE), secondary(IBAN_FELTRE)]
+        )
+        .as_deref(),
+        Some("PAA_LIMITE_MASSIMO_DOVUTI_ENTI_SECONDARI")
     );
-    // Without it, the same position goes in: the refusal was the secondary beneficiary's.
-    let (_, answer) = ws_call(p, "paaSILImportaDovuto", &importa(&encoded));
+    assert_eq!(positions_count(&home), before_carts);
+    // Accepted (no Checkout runs here, so the call ends in PAA_SYSTEM_ERROR after the position
+    // is written, see docs/MYPAY.md): the position carries the secondary transfer.
+    cart(&["SEC-C1"], &[secondary(IBAN_FELTRE)]);
+    let stored = home.positions(&["--iud", "SEC-C1"]);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(
+        stored[0]["dovuto"]["secondary"]["fiscal_code"],
+        "00133880252"
+    );
+    // Without a secondary, the same position goes in: nothing else refused it.
+    let (_, answer) = ws_call(
+        p,
+        "paaSILImportaDovuto",
+        &importa(&b64(&versamento.replace("SEC-1", "SEC-2"))),
+    );
     assert!(answer.contains("<esito>OK</esito>"), "{answer}");
-    assert_eq!(positions_count(&home), before + 1);
+    assert_eq!(positions_count(&home), before + 3);
     // The SOAP answers are counted by operation and by fault code.
     let metrics = http(p, "GET", "/metrics", None, &[], None).body;
     assert!(
-        metrics.contains("snodo_mypay_ws_faults_total{operation=\"paaSILImportaDovuto\",code=\"PAA_XML_NON_VALIDO\"} 3"),
+        metrics.contains("snodo_mypay_ws_faults_total{operation=\"paaSILImportaDovuto\",code=\"PAA_XML_NON_VALIDO\"} 4"),
         "{metrics}"
     );
     // The WSDL names this hub; MyPay's own address for it answers too.
@@ -788,4 +888,378 @@ fn a_cart_sent_again_after_checkout_was_down_is_the_same_payments() {
         Some("PAA_IUD_DUPLICATO"),
         "{answer}"
     );
+}
+
+/// A `paaSILRegistraPagamento` body for `ipa` with `pw`; `{iuv}`, `{amount}`, `{date}` filled.
+fn registra(ipa: &str, pw: &str, iuv: &str, amount: &str, date: &str) -> String {
+    envelope(
+        None,
+        &format!("<ppt:paaSILRegistraPagamento><codIpaEnte>{ipa}</codIpaEnte><password>{pw}</password><identificativoUnivocoVersamento>{iuv}</identificativoUnivocoVersamento><codiceContestoPagamento>n/a</codiceContestoPagamento><singoloImportoPagato>{amount}</singoloImportoPagato><dataEsitoSingoloPagamento>{date}</dataEsitoSingoloPagamento><indiceDatiSingoloPagamento>1</indiceDatiSingoloPagamento><identificativoUnivocoRiscossione>CASSA-2026-77</identificativoUnivocoRiscossione><tipoIstitutoAttestante>B</tipoIstitutoAttestante><codiceIstitutiAttestante>ABI03069</codiceIstitutiAttestante><denominazioneAttestante>Tesoreria comunale</denominazioneAttestante></ppt:paaSILRegistraPagamento>"),
+    )
+}
+
+#[test]
+fn a_payment_made_outside_pagopa_closes_the_position_at_the_node() {
+    let home = Home::new();
+    let _hub = Hub::start_serving(&home);
+    let p = home.port;
+    let made = http(
+        p,
+        "POST",
+        "/api/v1/entities/c_g224/positions",
+        Some(KEY_PADOVA),
+        &[],
+        Some(&api_position("CASSA-1", 4200).to_string()),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    let made = made.json();
+    let iuv = made["iuv"].as_str().unwrap().to_string();
+    let notice = made["noticeNumber"].as_str().unwrap().to_string();
+    let view = || get(p, "/api/v1/entities/c_g224/positions/CASSA-1", KEY_PADOVA).json();
+    let version = view()["version"].clone();
+    let verify = || {
+        post_soap(
+            p,
+            "paVerifyPaymentNotice",
+            &verify_body(PADOVA, BROKER, STATION, &notice),
+        )
+    };
+    assert_eq!(fault_of(&verify()), None, "payable before");
+
+    // Refused, each with MyPay's code, none writing anything.
+    let refused = [
+        (
+            registra("c_g224", PW_FELTRE, &iuv, "42.00", "2026-03-02"),
+            "PAA_ENTE_NON_VALIDO",
+        ),
+        (
+            registra("c_d530", PW_FELTRE, &iuv, "42.00", "2026-03-02"),
+            "PAA_IUV_NON_VALIDO",
+        ),
+        (
+            registra(
+                "c_g224",
+                PW_PADOVA,
+                "01999999999999999",
+                "42.00",
+                "2026-03-02",
+            ),
+            "PAA_IUV_NON_VALIDO",
+        ),
+        (
+            registra("c_g224", PW_PADOVA, &iuv, "42", "2026-03-02"),
+            "PAA_XML_NON_VALIDO",
+        ),
+        (
+            registra("c_g224", PW_PADOVA, &iuv, "-42.00", "2026-03-02"),
+            "PAA_XML_NON_VALIDO",
+        ),
+        (
+            registra("c_g224", PW_PADOVA, &iuv, "42.00", "02/03/2026"),
+            "PAA_XML_NON_VALIDO",
+        ),
+        (
+            registra("c_g224", PW_PADOVA, &iuv, "41.99", "2026-03-02"),
+            "PAA_IMPORTO_SINGOLO_VERSAMENTO_NON_VALIDO",
+        ),
+        (
+            registra("c_g224", PW_PADOVA, &iuv, "42.00", "2026-03-02")
+                .replace("<tipoIstitutoAttestante>B<", "<tipoIstitutoAttestante>BB<"),
+            "PAA_XML_NON_VALIDO",
+        ),
+    ];
+    let schemas = home.path().join("schemas");
+    std::fs::create_dir_all(&schemas).unwrap();
+    let wrapper = answer_schemas(p, &schemas);
+    let mut files = Vec::new();
+    for (i, (body, code)) in refused.iter().enumerate() {
+        let (status, answer) = ws_call(p, "paaSILRegistraPagamento", body);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(fault_of(&answer).as_deref(), Some(*code), "{i}: {answer}");
+        assert!(answer.contains("<esito>KO</esito>"), "{answer}");
+        let f = schemas.join(format!("refused-{i}.xml"));
+        std::fs::write(&f, &answer).unwrap();
+        files.push(f);
+    }
+    assert_eq!(view()["status"], "active");
+    assert_eq!(view()["version"], version);
+    assert_eq!(fault_of(&verify()), None, "still payable");
+    assert!(store_events(&home, "position.paid").is_empty());
+
+    // Recorded: paid in the registry, durable before the answer, an event, not payable.
+    let (status, answer) = ws_call(
+        p,
+        "paaSILRegistraPagamento",
+        &registra("c_g224", PW_PADOVA, &iuv, "42.00", "2026-03-02"),
+    );
+    assert_eq!(status, 200);
+    assert!(answer.contains("<esito>OK</esito>"), "{answer}");
+    assert_eq!(fault_of(&answer), None, "{answer}");
+    let f = schemas.join("ok.xml");
+    std::fs::write(&f, &answer).unwrap();
+    files.push(f);
+    xmllint(&wrapper, &files);
+    assert_eq!(view()["status"], "paid");
+    assert_eq!(
+        fault_of(&verify()).as_deref(),
+        Some("PAA_PAGAMENTO_DUPLICATO")
+    );
+    let paid = store_events(&home, "position.paid");
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    assert_eq!(paid[0].subject, "CASSA-1");
+    assert_eq!(
+        paid[0].payload["outside_pagopa"]["identificativoUnivocoRiscossione"],
+        "CASSA-2026-77"
+    );
+    // MyPay's own views: no longer open for the payer, not payable through MyPay either.
+    let (_, aperte) = ws_call(
+        p,
+        "paaSILChiediPosizioniAperte",
+        &envelope(
+            None,
+            &format!("<ppt:paaSILChiediPosizioniAperte><password>{PW_PADOVA}</password><codIpaEnte>c_g224</codIpaEnte><identificativoUnivocoPersonaFG><tipoIdentificativoUnivoco>F</tipoIdentificativoUnivoco><codiceIdentificativoUnivoco>RSSMRA85T10A562S</codiceIdentificativoUnivoco></identificativoUnivocoPersonaFG></ppt:paaSILChiediPosizioniAperte>"),
+        ),
+    );
+    assert!(!aperte.contains("<dovuti>"), "{aperte}");
+    let (_, verifica) = ws_call(
+        p,
+        "paaSILVerificaAvviso",
+        &envelope(
+            Some("c_g224"),
+            &format!("<ppt:paaSILVerificaAvviso><password>{PW_PADOVA}</password><identificativoUnivocoVersamento>{iuv}</identificativoUnivocoVersamento></ppt:paaSILVerificaAvviso>"),
+        ),
+    );
+    assert_eq!(fault_of(&verifica).as_deref(), Some("PAA_IUV_NON_VALIDO"));
+    // The same report again: OK, as MyPay, and nothing written twice.
+    let (_, again) = ws_call(
+        p,
+        "paaSILRegistraPagamento",
+        &registra("c_g224", PW_PADOVA, &iuv, "42.00", "2026-03-02"),
+    );
+    assert!(again.contains("<esito>OK</esito>"), "{again}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(store_events(&home, "position.paid").len(), 1);
+}
+
+/// The schema of `esterni-per-pa.wsdl`'s messages, in `dir`: its two embedded schemas, the XSDs
+/// they import (with the `\/` fix of MyPay's Java), and a wrapper with the SOAP envelope.
+fn esterni_schemas(dir: &Path) -> std::path::PathBuf {
+    let specs = repo().join("adapters/specs/mypay");
+    let wsdl = std::fs::read_to_string(specs.join("esterni-per-pa.wsdl")).unwrap();
+    for xsd in [
+        "PagInf_RP_Esito_6_2_0.xsd",
+        "PagInf_Dovuti_Pagati_6_2_0.xsd",
+    ] {
+        let text = std::fs::read_to_string(specs.join(xsd)).unwrap();
+        std::fs::write(dir.join(xsd), text.replace(r"\/", "/")).unwrap();
+    }
+    let schemas: Vec<&str> = wsdl
+        .split("<xsd:schema ")
+        .skip(1)
+        .map(|s| s.split("</xsd:schema>").next().unwrap())
+        .collect();
+    assert_eq!(schemas.len(), 2, "the WSDL embeds two schemas");
+    let decls = r#"<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:ppt="http://www.regione.veneto.it/pagamenti/pa/" xmlns:ppthead="http://www.regione.veneto.it/pagamenti/pa/ppthead" xmlns:pay_i="http://www.regione.veneto.it/schemas/2012/Pagamenti/" "#;
+    for (name, body) in [
+        ("esterni-head.xsd", schemas[0]),
+        ("esterni-ppt.xsd", schemas[1]),
+    ] {
+        std::fs::write(dir.join(name), format!("{decls}{body}</xsd:schema>")).unwrap();
+    }
+    let envelope = repo().join("adapters/specs/pagopa/SANP3.12.0/xsd-common/envelope.xsd");
+    let wrapper = dir.join("esterni.xsd");
+    std::fs::write(
+        &wrapper,
+        format!(
+            r#"<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:snodo:test:esterni">
+  <xs:import namespace="http://schemas.xmlsoap.org/soap/envelope/" schemaLocation="{}"/>
+  <xs:import namespace="http://www.regione.veneto.it/pagamenti/pa/ppthead" schemaLocation="esterni-head.xsd"/>
+  <xs:import namespace="http://www.regione.veneto.it/pagamenti/pa/" schemaLocation="esterni-ppt.xsd"/>
+</xs:schema>"#,
+            envelope.display()
+        ),
+    )
+    .unwrap();
+    wrapper
+}
+
+/// Region notice numbers (segregation code 03), distinct per `n`.
+fn veneto_notice(n: u64) -> String {
+    let seg = snodo_core::SegregationCode::parse("03").unwrap();
+    snodo_core::Iuv::generate(seg, 700_000 + n)
+        .unwrap()
+        .notice_number()
+        .unwrap()
+        .as_str()
+        .to_string()
+}
+
+#[test]
+fn an_entity_system_built_for_mypay_answers_the_node_in_real_time() {
+    const VENETO: &str = "80007580279";
+    let sim_port = free_port();
+    let home = home_with_stand_ins(sim_port);
+    // The Region's ZTL permits live in a system built for MyPay's esterni-per-pa.wsdl.
+    let cfg = std::fs::read_to_string(home.config()).unwrap();
+    let json_mode = format!(
+        "external = {{ url = \"${{SNODO_DEMO_EXTERNAL_URL:-http://127.0.0.1:{sim_port}/external/r_veneto}}\", timeout = \"2s\" }}"
+    );
+    assert!(cfg.contains(&json_mode), "the demo's ZTL changed");
+    let cfg = cfg.replace(
+        &json_mode,
+        &format!("anonymous_payer_allowed = true\n  external = {{ url = \"http://127.0.0.1:{sim_port}/external-soap/r_veneto\", timeout = \"2s\", mode = \"mypay-soap\" }}"),
+    );
+    std::fs::write(home.config(), cfg).unwrap();
+    let [ok, unknown, annulled, failing, late, other_iban, expired] =
+        [1, 2, 3, 4, 5, 6, 7].map(veneto_notice);
+    let position =
+        |cents: u64| serde_json::json!({"amountCents": cents, "causale": "Permesso ZTL 2027"});
+    let mut answers = serde_json::Map::new();
+    answers.insert(ok.clone(), position(2500));
+    answers.insert(annulled.clone(), serde_json::json!({"status": 410}));
+    answers.insert(failing.clone(), serde_json::json!({"status": 500}));
+    let mut slow = position(100);
+    slow["delayMs"] = serde_json::json!(6000);
+    answers.insert(late.clone(), slow);
+    let mut elsewhere = position(700);
+    elsewhere["iban"] = serde_json::json!("IT60X0542811101000000123456");
+    answers.insert(other_iban.clone(), elsewhere);
+    answers.insert(
+        expired.clone(),
+        serde_json::json!({"faultCode": "PAA_PAGAMENTO_SCADUTO"}),
+    );
+    let file = home.path().join("external.json");
+    std::fs::write(&file, Value::Object(answers).to_string()).unwrap();
+    let record = home.path().join("asked");
+    std::fs::create_dir_all(&record).unwrap();
+    let sim = Command::new(BIN)
+        .args(["sim", "-c", "config.toml", "--serve"])
+        .arg(format!("127.0.0.1:{sim_port}"))
+        .arg("--external-file")
+        .arg(&file)
+        .arg("--external-record")
+        .arg(&record)
+        .current_dir(home.path())
+        .env("SNODO_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut sim = Kill(sim);
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(sim.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("stand-ins on"), "{line}");
+    }
+    let _hub = Hub::start_serving(&home);
+    let p = home.port;
+    let verify = |notice: &str| {
+        let started = std::time::Instant::now();
+        let answer = post_soap(
+            p,
+            "paVerifyPaymentNotice",
+            &verify_body(VENETO, BROKER, STATION, notice),
+        );
+        (answer, started.elapsed())
+    };
+
+    let (answer, _) = verify(&ok);
+    assert!(answer.contains("<outcome>OK</outcome>"), "{answer}");
+    assert!(answer.contains("<amount>25.00</amount>"), "{answer}");
+    use snodo_adapters::pagopa::{self as soap, Request};
+    let get_payment = soap::render_request(&Request::GetPaymentV2(soap::GetPaymentRequest {
+        id_pa: VENETO.into(),
+        id_broker_pa: BROKER.into(),
+        id_station: STATION.into(),
+        qr_code: soap::QrCode {
+            fiscal_code: VENETO.into(),
+            notice_number: ok.clone(),
+        },
+        ..Default::default()
+    }));
+    let activated = post_soap(p, "paGetPaymentV2", &get_payment);
+    assert!(activated.contains("<outcome>OK</outcome>"), "{activated}");
+    assert!(
+        activated.contains("<paymentAmount>25.00</paymentAmount>"),
+        "{activated}"
+    );
+    assert!(
+        activated.contains("IT23Z0622512100100000300299"),
+        "{activated}"
+    );
+    let lookup = |notice: &str| -> Vec<Value> {
+        let out = home.snodo(&[
+            "positions",
+            "-c",
+            "config.toml",
+            "--entity",
+            "r_veneto",
+            "--notice",
+            notice,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let stored = lookup(&ok);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["amount_cents"], 2500);
+    assert_eq!(stored[0]["dovuto"]["debt_type"], "ZTL");
+
+    assert_eq!(
+        fault_of(&verify(&unknown).0).as_deref(),
+        Some("PAA_PAGAMENTO_SCONOSCIUTO")
+    );
+    assert_eq!(
+        fault_of(&verify(&annulled).0).as_deref(),
+        Some("PAA_PAGAMENTO_ANNULLATO")
+    );
+    for broken in [&failing, &other_iban, &expired] {
+        let (answer, _) = verify(broken);
+        assert_eq!(
+            fault_of(&answer).as_deref(),
+            Some("PAA_SYSTEM_ERROR"),
+            "{broken}: {answer}"
+        );
+        assert!(lookup(broken).is_empty(), "nothing stored from {broken}");
+    }
+    let (answer, took) = verify(&late);
+    assert_eq!(fault_of(&answer).as_deref(), Some("PAA_SYSTEM_ERROR"));
+    assert!(
+        took < std::time::Duration::from_millis(3500),
+        "a late entity system held the node for {took:?}"
+    );
+
+    // Every call the hub made is MyPay's paaSILVerificaEsterna, valid against the WSDL's schema,
+    // naming the hub as intermediary and the Region as the domain.
+    let mut sent: Vec<_> = std::fs::read_dir(&record)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    sent.sort();
+    assert!(sent.len() >= 8, "{sent:?}");
+    let schemas = home.path().join("esterni-schemas");
+    std::fs::create_dir_all(&schemas).unwrap();
+    xmllint(&esterni_schemas(&schemas), &sent);
+    let first = std::fs::read_to_string(&sent[0]).unwrap();
+    let iuv = &ok[1..];
+    for part in [
+        format!("<identificativoIntermediarioPA>{BROKER}</identificativoIntermediarioPA>"),
+        format!("<identificativoDominio>{VENETO}</identificativoDominio>"),
+        format!("<identificativoUnivocoVersamento>{iuv}</identificativoUnivocoVersamento>"),
+    ] {
+        assert!(first.contains(&part), "{part} not in {first}");
+    }
 }

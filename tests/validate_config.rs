@@ -88,7 +88,10 @@ fn api_keys_spontaneous_and_external_settings_are_checked() {
             "causale = \"Mensa {anno_scolastico} - {alunno}\"",
             "causale = \"Mensa {anno} - {alunno}\"",
         )
-        .replace("timeout = \"2s\" }", "timeout = \"30s\" }");
+        .replace(
+            "timeout = \"2s\" }",
+            "timeout = \"30s\", mode = \"mypay-soap\" }",
+        );
     std::fs::write(home.path().join("api.toml"), cfg).unwrap();
     let o = home.snodo(&["validate", "-c", "api.toml"]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
@@ -97,6 +100,8 @@ fn api_keys_spontaneous_and_external_settings_are_checked() {
         "entities[1].api_keys[0]: the same key is also given to c_g224",
         "entities[0].debt_types[1].spontaneous: causale uses {anno}, which is not a declared field",
         "entities[2].debt_types[2].external.timeout: must be above 0 and at most 4s",
+        // MyPay's verification answer names no payer.
+        "entities[2].debt_types[2].anonymous_payer_allowed: mode \"mypay-soap\" needs it true",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }

@@ -9,6 +9,7 @@ pub mod fdr;
 pub mod flow_format;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod mypay_esterni;
 pub mod mypay_expired;
 pub mod mypay_export;
 pub mod mypay_import;

@@ -104,7 +104,8 @@ pub const BASE_COLUMNS: [&str; 64] = [
     "tipoDovuto",
 ];
 
-/// Added by every version but 1.0 (MyPay's `flgRicevuta`).
+/// MyPay's `flgRicevuta` columns: added by every version but 1.0 in the nightly export, and
+/// by `ricevuta = true` of `paaSILPrenotaExportFlussoIncrementaleConRicevuta` (any version).
 pub const RECEIPT_COLUMNS: [&str; 6] = [
     "tipoFirma",
     "rt",
@@ -169,11 +170,12 @@ impl ExportVersion {
 
     /// The header, in column order.
     pub fn columns(self) -> impl Iterator<Item = &'static str> {
-        let receipt: &'static [&'static str] = if self.has_receipt_columns() {
-            &RECEIPT_COLUMNS
-        } else {
-            &[]
-        };
+        self.columns_with(self.has_receipt_columns())
+    }
+
+    /// The header with or without the [`RECEIPT_COLUMNS`], whatever the version's default.
+    pub fn columns_with(self, rt_columns: bool) -> impl Iterator<Item = &'static str> {
+        let receipt: &'static [&'static str] = if rt_columns { &RECEIPT_COLUMNS } else { &[] };
         BASE_COLUMNS
             .iter()
             .chain(receipt)
@@ -191,7 +193,8 @@ impl ExportVersion {
         self == Self::V1_3
     }
 
-    fn has_receipt_columns(self) -> bool {
+    /// Whether the version has the [`RECEIPT_COLUMNS`] by default (MyPay's nightly export).
+    pub fn has_receipt_columns(self) -> bool {
         self != Self::V1_0
     }
 
@@ -324,6 +327,7 @@ pub fn zip_at(
 #[derive(Debug)]
 pub struct ExportWriter<W: Write> {
     version: ExportVersion,
+    rt_columns: bool,
     out: W,
     rows: u64,
     buf: Vec<u8>,
@@ -331,12 +335,23 @@ pub struct ExportWriter<W: Write> {
 
 impl<W: Write> ExportWriter<W> {
     /// Starts the export with its header row.
-    pub fn new(version: ExportVersion, mut out: W) -> Result<Self, MypayExportError> {
+    pub fn new(version: ExportVersion, out: W) -> Result<Self, MypayExportError> {
+        Self::with_receipt_columns(version, version.has_receipt_columns(), out)
+    }
+
+    /// [`Self::new`], with the [`RECEIPT_COLUMNS`] or without them whatever the version (MyPay's
+    /// `flgRicevuta` as its SOAP services set it).
+    pub fn with_receipt_columns(
+        version: ExportVersion,
+        rt_columns: bool,
+        mut out: W,
+    ) -> Result<Self, MypayExportError> {
         let mut buf = Vec::with_capacity(4096);
-        write_record(&mut buf, version.columns());
+        write_record(&mut buf, version.columns_with(rt_columns));
         out.write_all(&buf)?;
         Ok(Self {
             version,
+            rt_columns,
             out,
             rows: 0,
             buf,
@@ -369,7 +384,13 @@ impl<W: Write> ExportWriter<W> {
             return Ok(0);
         }
         self.buf.clear();
-        let n = encode(self.version, receipt, request, self.rows, &mut self.buf)?;
+        let n = encode(
+            (self.version, self.rt_columns),
+            receipt,
+            request,
+            self.rows,
+            &mut self.buf,
+        )?;
         self.out.write_all(&self.buf)?;
         self.rows += n as u64;
         Ok(n)
@@ -604,13 +625,13 @@ fn empties<'v>(row: &mut Vec<Cow<'v, str>>, n: usize) {
 
 /// Encodes the rows of `r` into `buf`; `rows_before` numbers them.
 fn encode(
-    version: ExportVersion,
+    layout: (ExportVersion, bool),
     r: &ExportReceipt<'_>,
     parsed: Option<&pagopa::Request>,
     rows_before: u64,
     buf: &mut Vec<u8>,
 ) -> Result<usize, MypayExportError> {
-    with_row_context(version, r, parsed, |ctx| {
+    with_row_context(layout, r, parsed, |ctx| {
         if r.secondary {
             let mut n = 0;
             for t in ctx.secondary_transfers() {
@@ -635,7 +656,7 @@ pub(crate) fn receipt_row(
     parsed: Option<&pagopa::Request>,
     transfer_index: Option<u8>,
 ) -> Result<Vec<String>, MypayExportError> {
-    with_row_context(ExportVersion::V1_3, r, parsed, |ctx| {
+    with_row_context((ExportVersion::V1_3, true), r, parsed, |ctx| {
         let row = if r.secondary {
             let mut own = ctx.secondary_transfers();
             let t = match transfer_index {
@@ -662,7 +683,7 @@ pub(crate) fn receipt_row(
 
 /// Parses (when `parsed` is `None`) and checks the receipt, then hands its [`RowContext`] to `f`.
 fn with_row_context<T>(
-    version: ExportVersion,
+    (version, rt_columns): (ExportVersion, bool),
     r: &ExportReceipt<'_>,
     parsed: Option<&pagopa::Request>,
     f: impl FnOnce(&RowContext<'_>) -> Result<T, MypayExportError>,
@@ -703,6 +724,7 @@ fn with_row_context<T>(
     let rt = base64::engine::general_purpose::STANDARD.encode(r.raw_request.as_bytes());
     f(&RowContext {
         version,
+        rt_columns,
         receipt: r,
         view: &view,
         times: &times,
@@ -712,6 +734,8 @@ fn with_row_context<T>(
 
 struct RowContext<'v> {
     version: ExportVersion,
+    /// The [`RECEIPT_COLUMNS`] are written.
+    rt_columns: bool,
     receipt: &'v ExportReceipt<'v>,
     view: &'v ReceiptView<'v>,
     times: &'v Times,
@@ -816,7 +840,7 @@ impl<'v> RowContext<'v> {
             Outcome::Ko => "1",
         };
         let singolo = v.transfer_amount(s.transfer)?;
-        let mut row: Vec<Cow<'v, str>> = Vec::with_capacity(self.version.column_count());
+        let mut row: Vec<Cow<'v, str>> = Vec::with_capacity(80);
         row.extend([
             s.iuf,
             s.num_riga_flusso,
@@ -857,7 +881,7 @@ impl<'v> RowContext<'v> {
             dati_specifici_riscossione(s.transfer.category),
             Cow::Borrowed(s.tipo_dovuto),
         ]);
-        if self.version.has_receipt_columns() {
+        if self.rt_columns {
             let fee = match v.fee {
                 Some(f) => Cow::Owned(v.amount(f, || "receipt/fee".into())?),
                 None => Cow::Borrowed(""),
@@ -885,7 +909,10 @@ impl<'v> RowContext<'v> {
                 Cow::Borrowed(s.pa1_category),
             ]),
         }
-        debug_assert_eq!(row.len(), self.version.column_count());
+        debug_assert_eq!(
+            row.len(),
+            self.version.columns_with(self.rt_columns).count()
+        );
         Ok(row)
     }
 }

@@ -176,8 +176,12 @@ pub struct Call {
     fields: Vec<(String, String)>,
     /// `listaDovuti` of `paaSILInviaCarrelloDovuti`.
     pub cart: Vec<CartItem>,
-    /// Structured fields the hub does not read (`listaDovutiEntiSecondari`): a call carrying one
-    /// is refused rather than half applied.
+    /// `listaDovutiEntiSecondari/elementoListaDovutiEntiSecondari/dovutiEntiSecondari` of
+    /// `paaSILImportaDovuto` and `paaSILInviaCarrelloDovuti`: base64 `DovutiEntiSecondari`
+    /// documents, as sent (empty ones left out, as MyPay does).
+    pub secondaries: Vec<String>,
+    /// Structured fields the hub does not read: a call carrying one is refused rather than half
+    /// applied.
     pub unread: Vec<String>,
 }
 
@@ -235,11 +239,29 @@ pub fn parse_call(body: &[u8]) -> Result<Call, CallError> {
     let header_ipa = header.and_then(header_ipa);
     let mut fields = Vec::with_capacity(root.children.len());
     let mut cart = Vec::new();
+    let mut secondaries = Vec::new();
     let mut unread = Vec::new();
     for child in root.children {
         if child.name == "listaDovuti" && op == Operation::InviaCarrelloDovuti {
             for item in child.children {
                 cart.push(cart_item(op, item)?);
+            }
+        } else if child.name == "listaDovutiEntiSecondari"
+            && matches!(
+                op,
+                Operation::ImportaDovuto | Operation::InviaCarrelloDovuti
+            )
+        {
+            for item in child.children {
+                let doc = item
+                    .children
+                    .iter()
+                    .find(|c| c.name == "dovutiEntiSecondari")
+                    .map(|c| c.text.trim().to_string())
+                    .unwrap_or_default();
+                if !doc.is_empty() {
+                    secondaries.push(doc);
+                }
             }
         } else if child.children.is_empty() {
             if fields.iter().any(|(n, _)| n == &child.name) {
@@ -264,6 +286,7 @@ pub fn parse_call(body: &[u8]) -> Result<Call, CallError> {
         header_ipa,
         fields,
         cart,
+        secondaries,
         unread,
     })
 }

@@ -71,11 +71,24 @@ impl Caller {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Answer, CallError> {
+        self.post(url, "application/json", headers, body, timeout)
+            .await
+    }
+
+    /// `POST url` with a body of `content_type` (a SOAP call's `text/xml`) and extra headers.
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Answer, CallError> {
         check_url(url)?;
         let mut req = self
             .client
             .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);

@@ -536,16 +536,30 @@ fn default_field_type() -> String {
     "string".into()
 }
 
-/// `external = { url = "...", timeout = "3s", token = "${...}" }`.
+/// `external = { url = "...", timeout = "3s", token = "${...}", mode = "json" }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalConfig {
-    /// The hub asks `GET {url}/{noticeNumber}`.
+    /// `json`: the hub asks `GET {url}/{noticeNumber}`; `mypay-soap`: it POSTs MyPay's
+    /// `paaSILVerificaEsterna` to `url`.
     pub url: String,
+    #[serde(default)]
+    pub mode: ExternalMode,
     #[serde(default = "default_external_timeout")]
     pub timeout: HumanDuration,
     /// Sent as a bearer token when set.
     pub token: Option<Secret>,
+}
+
+/// How the entity's system is asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExternalMode {
+    /// The hub's JSON contract (docs/API.md).
+    #[default]
+    Json,
+    /// An entity system built for MyPay's `esterni-per-pa.wsdl` (docs/MYPAY.md).
+    MypaySoap,
 }
 
 fn default_external_timeout() -> HumanDuration {

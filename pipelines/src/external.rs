@@ -8,11 +8,17 @@
 //! 404 for an unknown notice, 410 for an annulled one. Anything else, or no answer within the
 //! debt type's timeout, is the entity system's failure: the node gets `PAA_SYSTEM_ERROR` in time.
 //!
+//! In `mode = "mypay-soap"` the entity system is one built for MyPay (`esterni-per-pa.wsdl`): the
+//! hub POSTs MyPay's `paaSILVerificaEsterna` to `url` and reads `esito` and `datiPagamentoPA`
+//! (amount, IBAN, causale; no payer, so the position's payer is `ANONIMO`). Its faults map as
+//! MyPay passes them to the node: `PAA_PAGAMENTO_SCONOSCIUTO` unknown, `…_ANNULLATO` annulled;
+//! anything else (`…_SCADUTO`, `…_DUPLICATO`, no fault) is the entity system's failure.
+//!
 //! The answer goes through the same `validate` as a CSV row, so an entity system cannot put in
 //! the registry what an import would refuse.
 
 use crate::intake::StandingFlows;
-use crate::plan::{EntityRuntime, ExternalSource, MAX_EXTERNAL_TIMEOUT};
+use crate::plan::{EntityRuntime, ExternalAsk, ExternalSource, MAX_EXTERNAL_TIMEOUT};
 use serde::Deserialize;
 use snodo_connectors::call::{CallError, Caller};
 use snodo_core::dovuto::{validate, Action, FlowVersion, RawDovuto, RejectCode};
@@ -113,7 +119,15 @@ impl ExternalVerifier {
                 failure = Some("no time left to ask the entity's system".to_string());
                 break;
             }
-            match self.ask(source, notice, source.timeout.min(left)) {
+            let timeout = source.timeout.min(left);
+            let asked = match &source.mode {
+                ExternalAsk::Json => self.ask(source, notice, timeout),
+                ExternalAsk::MypaySoap {
+                    intermediary,
+                    station,
+                } => self.ask_mypay(entity, source, notice, (intermediary, station), timeout),
+            };
+            match asked {
                 // The store's time is counted from here, not from the node's call.
                 Ok(Some(answer)) => {
                     return snodo_store::deadline::renew(crate::node::STORE_BUDGET, || {
@@ -162,6 +176,87 @@ impl ExternalVerifier {
             410 => Err(Unverified::Annulled),
             s => Err(Unverified::Failed(format!("answered HTTP {s}"))),
         }
+    }
+
+    /// MyPay's `paaSILVerificaEsterna` (`Ok(None)`: this source does not know the notice).
+    fn ask_mypay(
+        &self,
+        entity: &EntityRuntime,
+        source: &ExternalSource,
+        notice: &NoticeNumber,
+        (intermediary, station): (&str, &str),
+        timeout: Duration,
+    ) -> Result<Option<Answer>, Unverified> {
+        use snodo_adapters::mypay_esterni::{self as esterni, Reply};
+        let request = esterni::Request {
+            intermediary: intermediary.to_string(),
+            station: station.to_string(),
+            domain: entity.fiscal_code.as_str().to_string(),
+            iuv: notice.iuv().as_str().to_string(),
+            ccp: esterni::NOT_APPLICABLE.into(),
+            psp: esterni::NOT_APPLICABLE.into(),
+        };
+        let mut headers = vec![("SOAPAction", esterni::OPERATION)];
+        let bearer = source.token.as_ref().map(|t| format!("Bearer {t}"));
+        if let Some(b) = &bearer {
+            headers.push(("Authorization", b.as_str()));
+        }
+        let call = self.caller.post(
+            &source.url,
+            "text/xml; charset=utf-8",
+            &headers,
+            request.envelope().into_bytes(),
+            timeout,
+        );
+        let answer = block_on(call).and_then(|r| r).map_err(|e| match e {
+            CallError::Timeout(t) => Unverified::Failed(format!("no answer within {t:?}")),
+            CallError::Failed(why) => Unverified::Failed(why),
+        })?;
+        if answer.status != 200 {
+            return Err(Unverified::Failed(format!(
+                "answered HTTP {}",
+                answer.status
+            )));
+        }
+        let reply = Reply::parse(&answer.body)
+            .map_err(|e| Unverified::Failed(format!("unreadable answer: {e}")))?;
+        let payment = match reply {
+            Reply::Payable(p) => p,
+            Reply::Refused { code, .. } if code == "PAA_PAGAMENTO_SCONOSCIUTO" => return Ok(None),
+            Reply::Refused { code, .. } if code == "PAA_PAGAMENTO_ANNULLATO" => {
+                return Err(Unverified::Annulled)
+            }
+            Reply::Refused { code, string } => {
+                return Err(Unverified::Failed(format!(
+                    "answered esito KO {code:?} {string:?}"
+                )))
+            }
+        };
+        // The transfer goes to the debt type's account: an answer naming another is refused.
+        let known = entity.payments.get(&source.debt_type).is_some_and(|p| {
+            let iban = payment.iban.trim();
+            p.iban.as_str() == iban
+                || p.iban_changes.iter().any(|(_, i)| i.as_str() == iban)
+                || p.postal.as_ref().is_some_and(|a| a.iban.as_str() == iban)
+        });
+        if !known {
+            return Err(Unverified::Failed(format!(
+                "the entity's answer: ibanAccredito {} is not an account of debt type {}",
+                payment.iban, source.debt_type
+            )));
+        }
+        Ok(Some(Answer {
+            iud: None,
+            amount_cents: payment.amount.cents(),
+            due_date: None,
+            payer: Payer {
+                kind: "F".into(),
+                id: "ANONIMO".into(),
+                name: "ANONIMO".into(),
+                email: None,
+            },
+            causale: payment.causale,
+        }))
     }
 
     fn store_answer(

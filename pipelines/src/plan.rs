@@ -324,6 +324,18 @@ pub struct ExternalSource {
     pub url: String,
     pub timeout: std::time::Duration,
     pub token: Option<String>,
+    pub mode: ExternalAsk,
+}
+
+/// How an external source is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExternalAsk {
+    Json,
+    /// MyPay's `paaSILVerificaEsterna`, its header naming the hub as intermediary and station.
+    MypaySoap {
+        intermediary: String,
+        station: String,
+    },
 }
 
 /// pagoPA Checkout, as configured.
@@ -915,7 +927,24 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                             ),
                         );
                     }
+                    let mode = match ext.mode {
+                        crate::config::ExternalMode::Json => ExternalAsk::Json,
+                        crate::config::ExternalMode::MypaySoap => {
+                            // MyPay's answer names no payer: the position's is ANONIMO.
+                            if !dt.anonymous_payer_allowed {
+                                p(
+                                    format!("{at}.anonymous_payer_allowed"),
+                                    "mode \"mypay-soap\" needs it true: MyPay's answer names no payer".into(),
+                                );
+                            }
+                            ExternalAsk::MypaySoap {
+                                intermediary: cfg.pagopa.broker_fiscal_code.clone(),
+                                station: cfg.pagopa.stations.first().cloned().unwrap_or_default(),
+                            }
+                        }
+                    };
                     external.push(ExternalSource {
+                        mode,
                         debt_type: dt.code.clone(),
                         url: ext.url.trim_end_matches('/').to_string(),
                         timeout,

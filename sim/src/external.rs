@@ -43,12 +43,22 @@
 //! **Token** ([`ExternalOptions::token`], `--external-token TOKEN`): every request must carry
 //! `Authorization: Bearer TOKEN`, else 401 (with `WWW-Authenticate: Bearer`), before anything
 //! else.
+//!
+//! **MyPay's SOAP form** (`external` mode `mypay-soap`): `POST /external-soap/<anything>` takes
+//! MyPay's `paaSILVerificaEsterna` (`esterni-per-pa.wsdl`) and answers from the same file (or
+//! demo rule), finding the entry whose notice number has the header's IUV: a position is `esito`
+//! `OK` with `datiPagamentoPA` (its `amountCents`, its `iban` or [`DEMO_IBAN`], its `causale`);
+//! 404 is the fault `PAA_PAGAMENTO_SCONOSCIUTO`, 410 `PAA_PAGAMENTO_ANNULLATO`; `"faultCode":
+//! "PAA_..."` answers that fault; any other status is that HTTP status with a SOAP Fault. A
+//! request that is not such a call is a 500 SOAP Fault. With
+//! [`ExternalOptions::record`] (`--external-record DIR`) each request is written to
+//! `DIR/<n>.xml` as received, before it is answered.
 
 use axum::extract::{Path, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
@@ -61,6 +71,8 @@ pub const DEMO_AMOUNT_CENTS: i64 = 2500;
 pub const DEMO_DUE_DATE: &str = "2099-12-31";
 /// The payer of every demo position: fiscal code and name.
 pub const DEMO_PAYER: (&str, &str) = ("RSSMRA80A01H501U", "Mario Rossi");
+/// The account of the SOAP form's answers when the entry names none (the demo's ZTL).
+pub const DEMO_IBAN: &str = "IT23Z0622512100100000300299";
 /// The longest `delayMs` honoured.
 const MAX_DELAY: Duration = Duration::from_secs(3600);
 
@@ -71,12 +83,15 @@ pub struct ExternalOptions {
     pub file: Option<PathBuf>,
     /// The bearer token every request must carry; `None`: no check.
     pub token: Option<String>,
+    /// Where the SOAP form's requests are written as received; `None`: nowhere.
+    pub record: Option<PathBuf>,
 }
 
 /// The routes of the stand-in (`GET /external/{*path}`), ready to merge into a server.
 pub fn router(opts: ExternalOptions) -> Router {
     Router::new()
         .route("/external/{*path}", get(verify))
+        .route("/external-soap/{*path}", post(verify_soap))
         .with_state(Arc::new(opts))
 }
 
@@ -198,6 +213,133 @@ async fn verify(
     }
 }
 
+fn soap(status: StatusCode, body: String) -> Response {
+    (status, [(CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
+}
+
+fn soap_fault(status: StatusCode, why: &str) -> Response {
+    let why = why.replace('&', "&amp;").replace('<', "&lt;");
+    soap(
+        status,
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><soapenv:Fault><faultcode>soapenv:Server</faultcode><faultstring>{why}</faultstring></soapenv:Fault></soapenv:Body></soapenv:Envelope>"#
+        ),
+    )
+}
+
+/// Counts recorded requests, for their file names.
+static RECORDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// MyPay's `paaSILVerificaEsterna`, answered from the file or the demo rule.
+async fn verify_soap(
+    State(opts): State<Arc<ExternalOptions>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use snodo_adapters::mypay_esterni::{Payment, Reply, Request};
+    if let Some(dir) = &opts.record {
+        let n = RECORDED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = dir.join(format!("{n}.xml"));
+        if let Err(e) = tokio::fs::write(&path, &body).await {
+            eprintln!("sim: cannot record {}: {e}", path.display());
+        }
+    }
+    if !authorized(&opts, &headers) {
+        return soap_fault(StatusCode::UNAUTHORIZED, "Bearer token required");
+    }
+    let request = match Request::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return soap_fault(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    let fault = |code: &str, text: &str| {
+        soap(
+            StatusCode::OK,
+            Reply::Refused {
+                code: code.into(),
+                string: text.into(),
+            }
+            .envelope(),
+        )
+    };
+    let unknown = || fault("PAA_PAGAMENTO_SCONOSCIUTO", "Pagamento sconosciuto");
+    let same_iuv = |notice: &str| {
+        snodo_core::NoticeNumber::parse(notice).is_ok_and(|n| n.iuv().as_str() == request.iuv)
+    };
+    let (notice, mut entry) = match &opts.file {
+        None => {
+            // The demo rule, on the notice numbers this IUV can have (aux digit 3 first).
+            let found = ["3", "1"]
+                .iter()
+                .map(|aux| format!("{aux}{}", request.iuv))
+                .chain((0..100).map(|code| format!("0{code:02}{}", request.iuv)))
+                .find_map(|n| demo_position(&n).map(|p| (n, p)));
+            match found {
+                Some((n, Value::Object(p))) => (n, p),
+                _ => return unknown(),
+            }
+        }
+        Some(file) => {
+            let text = match tokio::fs::read_to_string(file).await {
+                Ok(t) => t,
+                Err(e) => {
+                    return soap_fault(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("cannot read {}: {e}", file.display()),
+                    )
+                }
+            };
+            let entries: Map<String, Value> = match serde_json::from_str(&text) {
+                Ok(Value::Object(m)) => m,
+                _ => {
+                    return soap_fault(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("{} is not a JSON object", file.display()),
+                    )
+                }
+            };
+            match entries.into_iter().find(|(n, _)| same_iuv(n)) {
+                Some((n, Value::Object(e))) => (n, e),
+                Some(_) => {
+                    return soap_fault(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the entry is not a JSON object",
+                    )
+                }
+                None => return unknown(),
+            }
+        }
+    };
+    let (delay, status) = match behaviour(&mut entry) {
+        Ok(b) => b,
+        Err(detail) => return soap_fault(StatusCode::INTERNAL_SERVER_ERROR, &detail),
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(code) = entry.get("faultCode").and_then(Value::as_str) {
+        return fault(code, "risposta di prova");
+    }
+    match status {
+        StatusCode::OK => {}
+        StatusCode::NOT_FOUND => return unknown(),
+        StatusCode::GONE => return fault("PAA_PAGAMENTO_ANNULLATO", "Pagamento annullato"),
+        other => return soap_fault(other, &format!("notice {notice}: HTTP {other}")),
+    }
+    let cents = entry
+        .get("amountCents")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let text = |k: &str| entry.get(k).and_then(Value::as_str).map(str::to_string);
+    let reply = Reply::Payable(Payment {
+        amount: snodo_core::Amount::from_cents(cents),
+        iban: text("iban").unwrap_or_else(|| DEMO_IBAN.to_string()),
+        bic: None,
+        causale: text("causale").unwrap_or_default(),
+        credentials: None,
+    });
+    soap(StatusCode::OK, reply.envelope())
+}
+
 /// Takes `delayMs` and `status` out of an entry.
 fn behaviour(entry: &mut Map<String, Value>) -> Result<(Option<Duration>, StatusCode), String> {
     let delay = match entry.remove("delayMs") {
@@ -284,6 +426,7 @@ mod tests {
         let base = start(ExternalOptions {
             file: Some(file.clone()),
             token: None,
+            record: None,
         })
         .await;
 
@@ -391,6 +534,7 @@ mod tests {
         let base = start(ExternalOptions {
             file: None,
             token: Some("s3cret".into()),
+            record: None,
         })
         .await;
         let path = "/external/ztl/302000000000000436";

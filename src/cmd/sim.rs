@@ -83,6 +83,10 @@ pub struct Args {
     /// With --serve: the bearer token the external-verification stand-in requires.
     #[arg(long, value_name = "TOKEN")]
     external_token: Option<String>,
+    /// With --serve: write each MyPay SOAP verification (`/external-soap/`) received to
+    /// DIR/<n>.xml, as received.
+    #[arg(long, value_name = "DIR")]
+    external_record: Option<PathBuf>,
     /// With --serve: the base of the cart URLs handed out (default: http://<ADDR>).
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
@@ -158,6 +162,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
             (args.checkout_key.is_some(), "--checkout-key"),
             (args.external_file.is_some(), "--external-file"),
             (args.external_token.is_some(), "--external-token"),
+            (args.external_record.is_some(), "--external-record"),
             (args.public_url.is_some(), "--public-url"),
             (args.fdr_key.is_some(), "--fdr-key"),
             (args.fdr_password.is_some(), "--fdr-password"),
@@ -210,6 +215,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         }
         opts.external.file = args.external_file;
         opts.external.token = args.external_token;
+        opts.external.record = args.external_record;
         opts.public_url = args.public_url;
         if let Some(dir) = &ledger {
             let mut fdr = snodo_sim::fdr::FdrOptions::new(dir);

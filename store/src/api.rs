@@ -38,6 +38,44 @@ pub trait WsRequestStore {
     ) -> Result<()>;
     /// Requests of `kind` in one of `states` (work a hub left unfinished), oldest first.
     fn ws_requests_in(&self, kind: &str, states: &[&str], limit: u32) -> Result<Vec<WsRequest>>;
+    /// A payment made outside pagoPA (MyPay's `paaSILRegistraPagamento`) recorded against the
+    /// entity's live position with this IUV, in one transaction: the position paid (only from
+    /// active or expired, so a receipt committing at the same time wins or loses whole), its
+    /// history, the payment's data kept as the request `payment:<position id>` (state `PAGATO`),
+    /// a `position.paid` event. Nothing is written unless the answer is [`OutsidePaid::Paid`].
+    fn record_outside_payment(&self, p: &OutsidePayment<'_>) -> Result<OutsidePaid>;
+}
+
+/// A payment made outside pagoPA, as the entity reports it.
+#[derive(Debug, Clone)]
+pub struct OutsidePayment<'a> {
+    pub entity: &'a str,
+    pub iuv: &'a str,
+    pub amount_cents: i64,
+    /// Who reports it (`mypay:paaSILRegistraPagamento`): the history's source.
+    pub source: &'a str,
+    /// The payment's data as reported (JSON object), kept and put in the event.
+    pub details: serde_json::Value,
+}
+
+/// What recording a payment made outside pagoPA did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutsidePaid {
+    /// The position is paid now.
+    Paid { position: i64, iud: String },
+    /// It was paid already (a receipt, or this same report before): nothing written.
+    AlreadyPaid { position: i64, iud: String },
+    /// No position of the entity has this IUV.
+    Unknown,
+    /// The position was annulled.
+    Annulled { position: i64 },
+    /// The amount is not the position's.
+    AmountMismatch { expected_cents: i64 },
+}
+
+/// The request token a payment made outside pagoPA is kept under.
+pub fn outside_payment_token(position: i64) -> String {
+    format!("payment:{position}")
 }
 
 /// A request to record.
@@ -129,6 +167,86 @@ impl<D: Driver> WsRequestStore for D {
             );
         }
         Ok(out)
+    }
+
+    fn record_outside_payment(&self, p: &OutsidePayment<'_>) -> Result<OutsidePaid> {
+        self.tx(|c| {
+            let target = |c: &mut dyn Conn, annulled: bool| {
+                let sql = if annulled {
+                    "SELECT id, iud, status, amount_cents FROM positions
+                     WHERE entity = $1 AND iuv = $2 AND status = 'annulled' ORDER BY id DESC"
+                } else {
+                    "SELECT id, iud, status, amount_cents FROM positions
+                     WHERE entity = $1 AND iuv = $2 AND status <> 'annulled'"
+                };
+                c.one(sql, args!(p.entity, p.iuv), |r| {
+                    Ok((
+                        r.get::<i64>(0)?,
+                        r.get::<String>(1)?,
+                        r.get::<String>(2)?,
+                        r.get::<i64>(3)?,
+                    ))
+                })
+            };
+            let Some((id, iud, status, amount)) = target(c, false)? else {
+                return Ok(match target(c, true)? {
+                    Some((position, ..)) => OutsidePaid::Annulled { position },
+                    None => OutsidePaid::Unknown,
+                });
+            };
+            if status == PositionStatus::Paid.as_str() {
+                return Ok(OutsidePaid::AlreadyPaid { position: id, iud });
+            }
+            if amount != p.amount_cents {
+                return Ok(OutsidePaid::AmountMismatch {
+                    expected_cents: amount,
+                });
+            }
+            let ts = now();
+            // Guarded on the state read: a receipt that paid it meanwhile leaves 0 rows here.
+            let changed = c.execute(
+                "UPDATE positions SET status = 'paid', version = version + 1, updated_at = $2
+                 WHERE id = $1 AND status IN ('active', 'expired')",
+                args!(id, &ts),
+            )?;
+            if changed == 0 {
+                return Ok(OutsidePaid::AlreadyPaid { position: id, iud });
+            }
+            c.execute(
+                "INSERT INTO position_history (position_id, action, source, flow_id, at, previous_data)
+                 VALUES ($1, 'P', $2, NULL, $3, NULL)",
+                args!(id, p.source, &ts),
+            )?;
+            let details = p.details.to_string();
+            let token = outside_payment_token(id);
+            c.execute(
+                "INSERT INTO ws_requests (entity, token, kind, state, params, created_at, updated_at)
+                 VALUES ($1, $2, 'payment', 'PAGATO', $3, $4, $4)",
+                args!(p.entity, &token, &details, &ts),
+            )?;
+            let touch = crate::Touch {
+                iuv: Some(p.iuv),
+                ..crate::Touch::default()
+            };
+            crate::reconcile::mark(c, p.entity, &touch)?;
+            c.new_event(
+                &NewEvent {
+                    kind: "position.paid",
+                    entity: p.entity,
+                    subject: &iud,
+                    payload: serde_json::json!({
+                        "iud": iud,
+                        "iuv": p.iuv,
+                        "amount_cents": p.amount_cents,
+                        "outside_pagopa": p.details,
+                        "source": p.source,
+                    }),
+                    correlation: None,
+                },
+                &ts,
+            )?;
+            Ok(OutsidePaid::Paid { position: id, iud })
+        })
     }
 }
 

@@ -27,7 +27,10 @@ mod sqlite;
 mod treasury;
 
 pub use crate::postgres::PgStore;
-pub use api::{ApiStore, CartStore, NewWsRequest, WsRequest, WsRequestStore};
+pub use api::{
+    outside_payment_token, ApiStore, CartStore, NewWsRequest, OutsidePaid, OutsidePayment,
+    WsRequest, WsRequestStore,
+};
 pub use deliveries::OutboxStore;
 pub use events::{EventStore, StatusStore};
 pub use exports::ExportStore;

@@ -187,6 +187,7 @@ suite!(
     reconciliation_marks_labels_counts_and_the_export_cursor,
     a_secondary_beneficiary_s_row_finds_the_notice_entity_s_receipt,
     settlement_rows_and_lookups_go_in_batches,
+    a_payment_outside_pagopa_pays_an_active_position_once,
 );
 
 const E: &str = "c_g224";
@@ -785,6 +786,93 @@ fn receipts_pay_once_and_every_anomaly_is_kept(b: &Backend) {
     assert_eq!(every.len(), 4);
     assert_eq!(every[3].position_id, Some(p.id));
     assert_eq!(every[3].issue, None);
+}
+
+fn a_payment_outside_pagopa_pays_an_active_position_once(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(
+        s,
+        f,
+        &[
+            row(Action::Insert, "A", 1250, true),
+            row(Action::Insert, "B", 500, true),
+        ],
+    );
+    let (ia, ib) = (iuv_of(&out[0]), iuv_of(&out[1]));
+    apply(s, f, &[row(Action::Annul, "B", 500, false)]);
+    fn outside(iuv: &str, cents: i64) -> OutsidePayment<'_> {
+        OutsidePayment {
+            entity: E,
+            iuv,
+            amount_cents: cents,
+            source: "mypay:paaSILRegistraPagamento",
+            details: serde_json::json!({"identificativoUnivocoRiscossione": "IUR-1"}),
+        }
+    }
+    // Refusals write nothing.
+    assert_eq!(
+        s.record_outside_payment(&outside(&ia, 1249)).unwrap(),
+        OutsidePaid::AmountMismatch {
+            expected_cents: 1250
+        }
+    );
+    assert!(matches!(
+        s.record_outside_payment(&outside(&ib, 500)).unwrap(),
+        OutsidePaid::Annulled { .. }
+    ));
+    assert_eq!(
+        s.record_outside_payment(&outside("01000000000099999", 500))
+            .unwrap(),
+        OutsidePaid::Unknown
+    );
+    assert!(events_of(s, "position.paid").is_empty());
+    let na = notice_of(&out[0]);
+    let before = s.position_by_notice(E, &na).unwrap().unwrap();
+    assert_eq!(before.status, PositionStatus::Active);
+
+    let paid = s.record_outside_payment(&outside(&ia, 1250)).unwrap();
+    assert_eq!(
+        paid,
+        OutsidePaid::Paid {
+            position: before.id,
+            iud: "A".into()
+        }
+    );
+    let after = s.position_by_notice(E, &na).unwrap().unwrap();
+    assert_eq!(after.status, PositionStatus::Paid);
+    assert_eq!(after.version, before.version + 1);
+    assert_eq!(
+        s.history(after.id).unwrap().last().unwrap().source,
+        "mypay:paaSILRegistraPagamento"
+    );
+    let kept = s
+        .ws_request(E, &outside_payment_token(after.id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.kind, "payment");
+    assert!(kept.params.contains("IUR-1"), "{}", kept.params);
+    let events = events_of(s, "position.paid");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].subject, "A");
+    assert_eq!(
+        events[0].payload["outside_pagopa"]["identificativoUnivocoRiscossione"],
+        "IUR-1"
+    );
+    // Again, or a receipt after it: nothing more is paid.
+    assert!(matches!(
+        s.record_outside_payment(&outside(&ia, 1250)).unwrap(),
+        OutsidePaid::AlreadyPaid { .. }
+    ));
+    let late = s.store_receipt(&receipt(&na, "R1", 1250)).unwrap();
+    assert!(matches!(
+        late,
+        ReceiptStored::Flagged {
+            issue: ReceiptIssue::AlreadyPaid,
+            ..
+        }
+    ));
+    assert_eq!(events_of(s, "position.paid").len(), 1);
 }
 
 fn an_annulled_notice_is_found_as_annulled(b: &Backend) {

@@ -220,7 +220,8 @@ booked.append(("incrementale", r.requestToken))
 say("prenota-incrementale", fault=fault(r), dateTo=str(r.dateTo))
 r = svc.paaSILPrenotaExportFlussoIncrementaleConRicevuta(
     password=password, dateFrom=datetime.datetime.combine(today, datetime.time()), ricevuta=True,
-    incrementale=True, _soapheaders=h())
+    incrementale=True, versioneTracciato="1.0", _soapheaders=h())
+booked.append(("ricevuta", r.requestToken))
 say("prenota-ricevuta", fault=fault(r))
 r = svc.paaSILPrenotaExportFlusso(password=password, dateFrom=today, dateTo=today,
                                   identificativoTipoDovuto="NOPE", _soapheaders=h())

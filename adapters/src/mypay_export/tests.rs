@@ -169,6 +169,37 @@ fn column_counts_and_header_per_version() {
 }
 
 #[test]
+fn receipt_columns_follow_the_flag_whatever_the_version() {
+    use base64::Engine as _;
+    let rt = base64::engine::general_purpose::STANDARD.encode(PADOVA_RT.as_bytes());
+    for version in ExportVersion::ALL {
+        for with in [false, true] {
+            let mut w = ExportWriter::with_receipt_columns(version, with, Vec::new()).unwrap();
+            w.push(&padova_own()).unwrap();
+            let recs = records(&w.finish().unwrap());
+            let header: Vec<_> = version.columns_with(with).collect();
+            assert_eq!(recs[0], header, "{version} {with}");
+            assert_eq!(recs[1].len(), header.len(), "{version} {with}");
+            let at = |name: &str| recs[0].iter().position(|c| c == name);
+            match at("rt") {
+                Some(i) => {
+                    assert!(with, "{version}");
+                    assert_eq!(recs[1][i], rt, "{version}: the receipt as the node sent it");
+                    let idx = at("indiceDatiSingoloPagamento").unwrap();
+                    assert_eq!(recs[1][idx], "1", "{version}: the transfer to the entity");
+                }
+                None => assert!(!with, "{version}"),
+            }
+            // The base columns do not move.
+            assert_eq!(
+                recs[1][..64],
+                records(&export(version, &[padova_own()]))[1][..64]
+            );
+        }
+    }
+}
+
+#[test]
 fn every_field_is_quoted_and_quotes_are_doubled() {
     let mut buf = Vec::new();
     write_record(

@@ -38,6 +38,26 @@ pub struct Versamento {
     /// Whether it named a payer (`soggettoPagatore` is optional in `Versamento`; MyPay refuses
     /// a position without one with its own code).
     pub has_payer: bool,
+    /// The secondary beneficiary the call's `listaDovutiEntiSecondari` names, if any.
+    pub secondary: Option<EnteSecondario>,
+}
+
+/// A `DovutiEntiSecondari` document (`ctDatiVersamentoDovutiEntiSecondari`): the one secondary
+/// beneficiary of a position, as the 1_4 import row's `*EnteSecondario` columns carry it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnteSecondario {
+    pub codice_fiscale: String,
+    pub denominazione: String,
+    pub iban: String,
+    pub indirizzo: String,
+    pub civico: String,
+    pub cap: String,
+    pub localita: String,
+    pub provincia: String,
+    pub nazione: String,
+    pub causale: String,
+    pub dati_specifici_riscossione: String,
+    pub importo: String,
 }
 
 impl Versamento {
@@ -65,20 +85,31 @@ impl Versamento {
             dati_specifici_riscossione: &self.dati_specifici_riscossione,
             bilancio: &self.bilancio,
             flg_genera_iuv: if generate_iuv { "true" } else { "false" },
-            flag_multi_beneficiario: "",
-            codice_fiscale_ente_secondario: "",
-            denominazione_ente_secondario: "",
-            iban_accredito_ente_secondario: "",
-            indirizzo_ente_secondario: "",
-            civico_ente_secondario: "",
-            cap_ente_secondario: "",
-            localita_ente_secondario: "",
-            provincia_ente_secondario: "",
-            nazione_ente_secondario: "",
-            dati_specifici_riscossione_ente_secondario: "",
-            causale_versamento_ente_secondario: "",
-            importo_versamento_ente_secondario: "",
             azione: &self.azione,
+            ..self.secondary_raw()
+        }
+    }
+
+    /// The row's secondary-beneficiary columns (all empty without one).
+    fn secondary_raw(&self) -> RawDovuto<'_> {
+        let Some(s) = &self.secondary else {
+            return RawDovuto::default();
+        };
+        RawDovuto {
+            flag_multi_beneficiario: "true",
+            codice_fiscale_ente_secondario: &s.codice_fiscale,
+            denominazione_ente_secondario: &s.denominazione,
+            iban_accredito_ente_secondario: &s.iban,
+            indirizzo_ente_secondario: &s.indirizzo,
+            civico_ente_secondario: &s.civico,
+            cap_ente_secondario: &s.cap,
+            localita_ente_secondario: &s.localita,
+            provincia_ente_secondario: &s.provincia,
+            nazione_ente_secondario: &s.nazione,
+            dati_specifici_riscossione_ente_secondario: &s.dati_specifici_riscossione,
+            causale_versamento_ente_secondario: &s.causale,
+            importo_versamento_ente_secondario: &s.importo,
+            ..RawDovuto::default()
         }
     }
 }
@@ -214,6 +245,38 @@ pub fn decode(xml: &[u8]) -> Result<Versamento, NotVersamento> {
     v.azione = seq.text("azione")?;
     seq.end()?;
     Ok(v)
+}
+
+/// Reads a `DovutiEntiSecondari` document (the decoded `dovutiEntiSecondari` field).
+pub fn decode_secondario(xml: &[u8]) -> Result<EnteSecondario, NotVersamento> {
+    let root = read_document(xml).map_err(|e| fail("DovutiEntiSecondari", e.to_string()))?;
+    if root.name != "DovutiEntiSecondari" || root.ns.as_deref() != Some(PAGATI_NS) {
+        return Err(fail(
+            &root.name,
+            format!("the document must be a DovutiEntiSecondari of {PAGATI_NS}"),
+        ));
+    }
+    let mut seq = Seq::of(&root, "DovutiEntiSecondari".into())?;
+    let _version = seq.text("versioneOggetto")?;
+    let dv = seq.element("datiVersamentoEntiSecondari")?;
+    seq.end()?;
+    let mut d = Seq::of(dv, "DovutiEntiSecondari/datiVersamentoEntiSecondari".into())?;
+    let s = EnteSecondario {
+        codice_fiscale: d.text("codiceFiscaleBeneficiario")?,
+        denominazione: d.text("denominazioneBeneficiario")?,
+        iban: d.text("ibanAccreditoBeneficiario")?,
+        indirizzo: d.optional_text("indirizzoBeneficiario")?,
+        civico: d.optional_text("civicoBeneficiario")?,
+        cap: d.optional_text("capBeneficiario")?,
+        localita: d.optional_text("localitaBeneficiario")?,
+        provincia: d.optional_text("provinciaBeneficiario")?,
+        nazione: d.optional_text("nazioneBeneficiario")?,
+        causale: d.optional_text("causaleVersamento")?,
+        dati_specifici_riscossione: d.text("datiSpecificiRiscossione")?,
+        importo: d.text("importoSingoloVersamento")?,
+    };
+    d.end()?;
+    Ok(s)
 }
 
 /// Reads a `Dovuti` document (`paaSILInviaDovuti`, a cart's `elementoListaDovuti`): one payer,

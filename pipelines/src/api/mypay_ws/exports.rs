@@ -34,6 +34,10 @@ struct Booking {
     to: DateTime<Utc>,
     debt_type: Option<String>,
     version: String,
+    /// MyPay's `flgRicevuta`: the RT columns (`rt` the receipt as the node sent it…), asked by
+    /// `ricevuta` of the incremental booking; never by `paaSILPrenotaExportFlusso`, as MyPay.
+    #[serde(default)]
+    receipt: bool,
 }
 
 fn field<'a>(call: &'a Call, name: &str) -> Option<&'a str> {
@@ -74,12 +78,11 @@ pub(super) async fn prenota(ws: &Ws, entity: &Arc<EntityRuntime>, call: &Call) -
             "L'intervallo data inizio e data fine non è valido",
         ));
     }
-    if incremental && call.flag("ricevuta").ok().flatten() == Some(true) {
-        return Err(refuse(
-            codes::SERVIZIO_NON_IMPLEMENTATO,
-            "l'estrazione con ricevuta (colonne RT) non è offerta da questo hub: ricevuta=false",
-        ));
-    }
+    let receipt = incremental
+        && call
+            .flag("ricevuta")
+            .map_err(|e| refuse(codes::XML_NON_VALIDO, e.to_string()))?
+            .unwrap_or(false);
     let debt_type = field(call, "identificativoTipoDovuto").map(str::to_string);
     if let Some(t) = &debt_type {
         if t != mypay_export::SECONDARY_DEBT_TYPE && !entity.rules.debt_types.contains_key(t) {
@@ -107,6 +110,7 @@ pub(super) async fn prenota(ws: &Ws, entity: &Arc<EntityRuntime>, call: &Call) -
         to,
         debt_type,
         version,
+        receipt,
     };
     let token = new_token();
     let params =
@@ -187,7 +191,8 @@ fn write(
     let file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
     let entry = ZipEntryWriter::new(BufWriter::new(file), &format!("{stem}.csv"), now)
         .map_err(|e| e.to_string())?;
-    let mut writer = ExportWriter::new(version, entry).map_err(|e| e.to_string())?;
+    let mut writer =
+        ExportWriter::with_receipt_columns(version, b.receipt, entry).map_err(|e| e.to_string())?;
     let mut after = 0;
     loop {
         let page = store

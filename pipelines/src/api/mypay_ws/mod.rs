@@ -12,6 +12,7 @@
 mod exports;
 mod flows;
 mod pivot;
+mod registra;
 
 use super::{blocking, carts, cut, positions, Api, Caller};
 use crate::plan::{key_hash, EntityRuntime, Plan};
@@ -289,6 +290,7 @@ async fn call(
             invia_dovuti(&ws, &entity, &call).await
         }
         Operation::ChiediEsitoCarrelloDovuti => esito_carrello(api, &entity, &call).await,
+        Operation::RegistraPagamento => registra::registra(api, &entity, &call).await,
         Operation::AutorizzaImportFlusso => flows::autorizza(&ws, &entity).await,
         Operation::ChiediStatoImportFlusso => flows::stato(&ws, &entity, &call).await,
         Operation::PrenotaExportFlusso | Operation::PrenotaExportFlussoIncrementaleConRicevuta => {
@@ -631,6 +633,11 @@ fn rejected(errs: &[Rejection]) -> Refusal {
         C::TipoVers => "PAA_TIPO_VERSAMENTO_NON_VALIDO",
         C::DatiRiscoss => "PAA_DATI_SPECIFICI_RISCOSSIONE_NON_VALIDO",
         C::CodFisc | C::IdUnivFg => "PAA_CODICE_FISCALE_NON_VALIDO",
+        C::DatiRiscossEnteSecondario => "PAA_DATI_SPECIFICI_RISCOSSIONE_NON_VALIDO",
+        C::CodFiscEnteSecondario
+        | C::DenominazioneEnteSecondario
+        | C::IbanEnteSecondario
+        | C::ImportoEnteSecondario => "PAA_ENTE_SECONDARIO_NON_VALIDO",
         C::PIva => "PAA_P_IVA_NON_VALIDO",
         C::Error => codes::SYSTEM_ERROR,
         // What MyPay's database answers with its own codes (the import flow's codes).
@@ -705,6 +712,9 @@ async fn importa_dovuto(api: &Arc<Api>, entity: &Arc<EntityRuntime>, call: &Call
             format!("azione non valida [{}]", v.azione),
         ));
     }
+    if v.azione != "A" {
+        v.secondary = secondary_of(call, "PAA_LIMITAZIONE_ENTI_SECONDARI_ERROR")?;
+    }
     let generate = flag && v.iuv.trim().is_empty();
     let row = row_of(&v, generate, entity)?;
     let action = row.action;
@@ -733,6 +743,30 @@ async fn importa_dovuto(api: &Arc<Api>, entity: &Arc<EntityRuntime>, call: &Call
         }
     }
     Ok(a.finish())
+}
+
+/// The one secondary beneficiary of `listaDovutiEntiSecondari`, read; more than one is refused
+/// with `too_many` (MyPay's code of the operation): the hub's registry holds one per position.
+fn secondary_of(
+    call: &Call,
+    too_many: &'static str,
+) -> Result<Option<versamento::EnteSecondario>, Refusal> {
+    let Some(encoded) = call.secondaries.first() else {
+        return Ok(None);
+    };
+    if call.secondaries.len() > 1 {
+        return Err(refuse(
+            too_many,
+            format!(
+                "Numero di Dovuti Ente Secondario superiore ai consentiti [{}]: uno per dovuto",
+                call.secondaries.len()
+            ),
+        ));
+    }
+    let bytes = base64_field(encoded).map_err(|why| xml_error("dovuti Enti secondari", why))?;
+    versamento::decode_secondario(&bytes)
+        .map(Some)
+        .map_err(|e| xml_error("dovuti Enti secondari", e))
 }
 
 /// `azione` S: the notice of a position already there, zipped as MyPay sends it; nothing is
@@ -952,6 +986,23 @@ async fn invia_dovuti(ws: &Ws, entity: &Arc<EntityRuntime>, call: &Call) -> Answ
     }
     if rows.len() > 5 {
         return Err(xml_error("dovuti", "a cart takes at most 5 payments"));
+    }
+    if let Some(secondary) = secondary_of(call, "PAA_LIMITE_MASSIMO_DOVUTI_ENTI_SECONDARI")? {
+        // As MyPay: a secondary beneficiary goes with a cart of one payment.
+        if rows.len() > 1 {
+            return Err(refuse(
+                "PAA_LIMITE_MASSIMO_DOVUTI_MULTIBENEFICIARI",
+                format!("Numero dovuti Ente primario [{}] non valido", rows.len()),
+            ));
+        }
+        let (e, encoded) = &documents[0];
+        let bytes = base64_field(encoded).map_err(|why| xml_error("dovuti", why))?;
+        let mut v = versamento::decode_dovuti(&bytes)
+            .map_err(|e| xml_error("dovuti", e))?
+            .remove(0);
+        v.has_payer = true;
+        v.secondary = Some(secondary);
+        rows = vec![row_of(&v, true, e)?];
     }
     // A known IUD is refused before anything is written, as MyPay does; the same payment again
     // (a retry after Checkout could not be reached) is the position already there.
