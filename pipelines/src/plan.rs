@@ -294,6 +294,8 @@ pub struct EntityRuntime {
     pub spontaneous: Vec<SpontaneousOffer>,
     /// Debt types whose positions live in the entity's system, asked in configuration order.
     pub external: Vec<ExternalSource>,
+    /// Services of pagoPA's catalogue it issues notices for on demand (`paDemandPaymentNotice`).
+    pub demand: Vec<crate::demand::DemandOffer>,
     /// Its adhesion state: which stations answer for it, whether its intakes run.
     pub state: EntityState,
     /// Its pre-production stations.
@@ -850,6 +852,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         });
         let mut spontaneous = Vec::new();
         let mut external = Vec::new();
+        let mut demand: Vec<crate::demand::DemandOffer> = Vec::new();
         let mut debt_types = HashMap::new();
         let mut payments = HashMap::new();
         for (j, dt) in e.debt_types.iter().enumerate() {
@@ -902,6 +905,32 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                             .map(|t| t.0.clone())
                             .filter(|t| !t.is_empty()),
                     });
+                }
+            }
+            if let Some(d) = &dt.demand {
+                let at = format!("{at}.demand");
+                if dt.external.is_some() {
+                    p(
+                        at.clone(),
+                        "a debt type is either external or asked on demand, not both: \
+                         ask the entity's system with demand.url"
+                            .into(),
+                    );
+                }
+                if let Some(offer) = demand_offer(dt, d, &at, &mut p) {
+                    if let Some(other) = demand
+                        .iter()
+                        .find(|o| o.service == offer.service && o.provider == offer.provider)
+                    {
+                        p(
+                            format!("{at}.service"),
+                            format!(
+                                "{:?} is also offered by debt type {:?}: one debt type a service",
+                                offer.service, other.debt_type
+                            ),
+                        );
+                    }
+                    demand.push(offer);
                 }
             }
             if dt.code.is_empty() || dt.code.len() > 64 {
@@ -1026,6 +1055,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     mypay_password,
                     spontaneous,
                     external,
+                    demand,
                     state: e.state,
                     test_stations: e.test_stations.clone(),
                     rules: EntityRules {
@@ -1946,6 +1976,159 @@ fn spontaneous_rule(
         })
         .collect::<Result<Vec<_>, _>>()?;
     SpontaneousRule::new(amount, &sp.causale, fields)
+}
+
+/// A debt type's `demand` keys as the running hub uses them; every problem names its key.
+fn demand_offer(
+    dt: &config::DebtTypeConfig,
+    d: &config::DemandConfig,
+    at: &str,
+    p: &mut impl FnMut(String, String),
+) -> Option<crate::demand::DemandOffer> {
+    use crate::demand::{DemandAmount, DemandOffer, DemandSchema};
+    use snodo_adapters::car_tax::VehicleType;
+    let mut ok = true;
+    let mut bad = |key: &str, why: String| {
+        ok = false;
+        p(format!("{at}.{key}"), why);
+    };
+    // stIdentificativoServizio and stIdentificativoSoggettoServizio: length 5.
+    if d.service.chars().count() != 5 {
+        bad(
+            "service",
+            format!("{:?} is not 5 characters (idServizio)", d.service),
+        );
+    }
+    if let Some(provider) = d.provider.as_deref().filter(|v| v.chars().count() != 5) {
+        bad(
+            "provider",
+            format!("{provider:?} is not 5 characters (idSoggettoServizio)"),
+        );
+    }
+    let schema = match d.schema.as_str() {
+        snodo_adapters::car_tax::SCHEMA => Some(DemandSchema::CarTax),
+        other => {
+            bad(
+                "schema",
+                format!(
+                    "{other:?} is not a schema the hub reads; known: {}",
+                    snodo_adapters::car_tax::SCHEMA
+                ),
+            );
+            None
+        }
+    };
+    let positive = |cents: i64| (1..=99_999_999_999).contains(&cents);
+    let ways = [
+        d.amount_cents.is_some(),
+        !d.amount_cents_by_vehicle_type.is_empty(),
+        d.url.is_some(),
+    ];
+    let amount = match (d.amount_cents, &d.url) {
+        _ if ways.iter().filter(|w| **w).count() != 1 => {
+            bad(
+                "amount_cents",
+                "give exactly one of amount_cents, amount_cents_by_vehicle_type, url".into(),
+            );
+            None
+        }
+        (Some(cents), _) => {
+            if !positive(cents) {
+                bad("amount_cents", format!("{cents} is not a positive amount"));
+            }
+            Some(DemandAmount::Fixed(cents))
+        }
+        (None, Some(url)) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bad("url", format!("{url:?} is not an http(s) URL"));
+            }
+            match d.timeout.get() {
+                Err(why) => {
+                    bad("timeout", why);
+                    None
+                }
+                Ok(t) if t.is_zero() || t > MAX_EXTERNAL_TIMEOUT => {
+                    bad(
+                        "timeout",
+                        format!(
+                            "must be above 0 and at most {}s: the node waits for the answer",
+                            MAX_EXTERNAL_TIMEOUT.as_secs()
+                        ),
+                    );
+                    None
+                }
+                Ok(timeout) => Some(DemandAmount::External(ExternalSource {
+                    debt_type: dt.code.clone(),
+                    url: url.clone(),
+                    timeout,
+                    token: d
+                        .token
+                        .as_ref()
+                        .map(|t| t.0.clone())
+                        .filter(|t| !t.is_empty()),
+                })),
+            }
+        }
+        (None, None) => {
+            let mut table = HashMap::new();
+            for (name, &cents) in &d.amount_cents_by_vehicle_type {
+                let kind = VehicleType::ALL.into_iter().find(|v| v.name() == name);
+                match kind {
+                    None => bad(
+                        &format!("amount_cents_by_vehicle_type.{name}"),
+                        "is not a vehicle type: car, trailer or motorcycle".into(),
+                    ),
+                    Some(_) if !positive(cents) => bad(
+                        &format!("amount_cents_by_vehicle_type.{name}"),
+                        format!("{cents} is not a positive amount"),
+                    ),
+                    Some(kind) => {
+                        table.insert(kind, cents);
+                    }
+                }
+            }
+            Some(DemandAmount::ByVehicleType(table))
+        }
+    };
+    let by_rule = !matches!(amount, Some(DemandAmount::External(_)) | None);
+    let causale = match (&d.causale, by_rule) {
+        (Some(c), _) => {
+            if let Err(why) = crate::demand::check_causale(c) {
+                bad("causale", why);
+            }
+            c.clone()
+        }
+        (None, true) => {
+            bad(
+                "causale",
+                "required with amount_cents or amount_cents_by_vehicle_type".into(),
+            );
+            String::new()
+        }
+        (None, false) => String::new(),
+    };
+    // A rule knows no payer: the notice is issued to ANONIMO, which the debt type must allow.
+    if by_rule && !dt.anonymous_payer_allowed {
+        ok = false;
+        p(
+            format!("{at}.amount_cents"),
+            "a notice priced by a rule has no payer (ANONIMO): set anonymous_payer_allowed = \
+             true on the debt type, or ask the entity's system with url"
+                .into(),
+        );
+    }
+    match (ok, schema, amount) {
+        (true, Some(schema), Some(amount)) => Some(DemandOffer {
+            debt_type: dt.code.clone(),
+            service: d.service.clone(),
+            provider: d.provider.clone(),
+            schema,
+            amount,
+            causale,
+            due_in_days: d.due_in_days,
+        }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
