@@ -1,0 +1,92 @@
+//! The node asking an entity for a notice of a catalogue service (`paDemandPaymentNotice`), as
+//! when a citizen pays the car tax at a PSP without a notice in hand: `snodo sim --demand`.
+//! The notice it gets is then paid by [`crate::run`] like any other.
+
+use crate::{endpoint_url, http_client, NoticeTarget, SimError, SimOptions, SOAP_ACTION, TEXT_XML};
+use reqwest::header::CONTENT_TYPE;
+pub use snodo_adapters::car_tax::{CarTax, VehicleType};
+use snodo_adapters::pagopa::{self as soap, DemandRequest, Outcome, Request, Response};
+
+/// What to ask for.
+#[derive(Debug, Clone)]
+pub struct DemandAsk {
+    /// `idPA`: the entity offering the service.
+    pub fiscal_code: String,
+    /// `idServizio` in pagoPA's catalogue.
+    pub service: String,
+    /// `idSoggettoServizio`.
+    pub provider: String,
+    /// The car tax's service data (`TassaAutomobilistica_1_1_0`).
+    pub data: CarTax,
+}
+
+/// The notice the entity issued, and what it said of it.
+#[derive(Debug, Clone)]
+pub struct Demanded {
+    pub notice: NoticeTarget,
+    /// `paymentList`'s amount, as on the wire.
+    pub amount: String,
+    pub description: Option<String>,
+}
+
+/// Sends one `paDemandPaymentNotice` to the hub of `opts`; a KO answer is an error naming its
+/// fault code and description.
+pub async fn demand(opts: &SimOptions, ask: &DemandAsk) -> Result<Demanded, SimError> {
+    let endpoint = endpoint_url(&opts.url)?;
+    let client = http_client(opts, 1)?;
+    let body = soap::render_request(&Request::Demand(DemandRequest {
+        id_pa: ask.fiscal_code.clone(),
+        id_broker_pa: opts.broker_fiscal_code.clone(),
+        id_station: opts.station.clone(),
+        id_servizio: ask.service.clone(),
+        id_soggetto_servizio: ask.provider.clone(),
+        dati_specifici_servizio: ask.data.to_base64(),
+    }));
+    let unreachable = |reason: String| SimError::Unreachable {
+        url: endpoint.to_string(),
+        reason,
+    };
+    let answer = client
+        .post(endpoint.clone())
+        .header(CONTENT_TYPE, TEXT_XML.clone())
+        .header(SOAP_ACTION.clone(), "paDemandPaymentNotice")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| unreachable(crate::error_chain(&e)))?;
+    let status = answer.status();
+    let bytes = answer
+        .bytes()
+        .await
+        .map_err(|e| unreachable(crate::error_chain(&e)))?;
+    let refused = |why: String| SimError::Demand(why);
+    let r = match soap::parse_response(&bytes) {
+        Ok(Response::Demand(r)) => r,
+        Ok(other) => {
+            return Err(refused(format!(
+                "answered {} instead of paDemandPaymentNoticeResponse",
+                other.operation().response_element()
+            )))
+        }
+        Err(e) => return Err(refused(format!("HTTP {status}, unreadable answer: {e}"))),
+    };
+    if r.outcome != Outcome::Ok {
+        let f = r.fault.unwrap_or_default();
+        return Err(refused(format!(
+            "{} {}",
+            f.fault_code,
+            f.description.unwrap_or(f.fault_string)
+        )));
+    }
+    let (Some(qr), Some(option)) = (r.qr_code, r.payment_option) else {
+        return Err(refused("OK without qrCode or paymentList".into()));
+    };
+    Ok(Demanded {
+        notice: NoticeTarget {
+            fiscal_code: qr.fiscal_code,
+            notice_number: qr.notice_number,
+        },
+        amount: option.amount,
+        description: r.payment_description,
+    })
+}
