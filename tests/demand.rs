@@ -323,3 +323,60 @@ fn bad_service_data_and_unknown_services_get_their_codes() {
         .iter()
         .all(|p| p["dovuto"]["debt_type"] != "BOLLO_AUTO"));
 }
+
+#[test]
+fn the_entity_system_prices_the_car_tax() {
+    let sim_port = free_port();
+    let home = home_with_car_tax(&format!("http://127.0.0.1:{sim_port}/demand/r_veneto"));
+    let _stand_ins = StandIns::start(&home, sim_port, None);
+    let _hub = Hub::start_serving(&home);
+
+    // Provider 00099 is priced by the Region's system (the stand-in of `snodo sim --serve`).
+    let (ok, text) = demand(&home, "00099", &CarTax::sample().to_base64());
+    assert_eq!(ok.outcome, soap::Outcome::Ok, "{text}");
+    assert_eq!(ok.payment_option.unwrap().amount, "187.50");
+    assert_eq!(
+        ok.payment_description.as_deref(),
+        Some("Tassa automobilistica AB123CD")
+    );
+    let notice = ok.qr_code.unwrap().notice_number;
+    let stored = position_of(&home, &notice);
+    assert_eq!(stored["dovuto"]["debt_type"], "BOLLO_ERP", "{stored}");
+    assert_eq!(
+        stored["dovuto"]["payer"]["id"], "RSSMRA80A01H501U",
+        "{stored}"
+    );
+    // Then paid like any other notice.
+    let a = call(&home, "paGetPaymentV2", &get_payment_v2(&notice));
+    assert!(a.contains("<paymentAmount>187.50</paymentAmount>"), "{a}");
+    assert!(a.contains("RSSMRA80A01H501U"), "{a}");
+    let rt = call(&home, "paSendRTV2", &send_rt(&notice, "rt-erp-1", "187.50"));
+    assert!(rt.contains("<outcome>OK</outcome>"), "{rt}");
+    assert_eq!(position_of(&home, &notice)["status"], "paid");
+
+    // Nothing due for this vehicle; the system failing.
+    let owes_nothing = CarTax {
+        vehicle_type: VehicleType::Car,
+        plate: "NF12345".into(),
+    };
+    let (ko, text) = demand(&home, "00099", &owes_nothing.to_base64());
+    assert_eq!(
+        ko.fault.map(|f| f.fault_code).as_deref(),
+        Some("PAA_PAGAMENTO_SCONOSCIUTO"),
+        "{text}"
+    );
+    let failing = CarTax {
+        vehicle_type: VehicleType::Car,
+        plate: "ER12345".into(),
+    };
+    let (ko, text) = demand(&home, "00099", &failing.to_base64());
+    assert_eq!(
+        ko.fault.as_ref().map(|f| f.fault_code.as_str()),
+        Some("PAA_SYSTEM_ERROR"),
+        "{text}"
+    );
+    assert!(fault_description(&ko).contains("HTTP 500"), "{text}");
+    // Provider 00042 still gets the table of BOLLO_AUTO.
+    let (ok, _) = demand(&home, "00042", &CarTax::sample().to_base64());
+    assert_eq!(ok.payment_option.unwrap().amount, "213.45");
+}

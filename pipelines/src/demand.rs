@@ -141,15 +141,11 @@ impl Demands {
     /// The answer for `entity`, which the caller has already checked is the broker's and
     /// answered on this station. Blocking: call it from a blocking thread.
     pub fn answer(&self, entity: &EntityRuntime, r: &DemandRequest) -> Result<Response, Refusal> {
-        let offer = entity
-            .demand
-            .iter()
-            .find(|o| {
-                o.service == r.id_servizio
-                    && o.provider
-                        .as_ref()
-                        .is_none_or(|p| *p == r.id_soggetto_servizio)
-            })
+        // An offer for this very provider first, then one for any.
+        let offers = || entity.demand.iter().filter(|o| o.service == r.id_servizio);
+        let offer = offers()
+            .find(|o| o.provider.as_deref() == Some(r.id_soggetto_servizio.as_str()))
+            .or_else(|| offers().find(|o| o.provider.is_none()))
             .ok_or_else(|| {
                 (
                     NodeFault::Semantica,

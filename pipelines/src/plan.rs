@@ -2166,6 +2166,137 @@ mod tests {
         load(Some(&path))
     }
 
+    /// The demo with r_veneto's ZTL debt type followed by a car tax debt type whose extra
+    /// keys are `keys` (after `code`, `iban`, `taxonomy`).
+    fn plan_with_car_tax(keys: &str) -> Result<Plan, Vec<Problem>> {
+        demo_edited(|demo| {
+            demo.replacen(
+                "timeout = \"2s\" }\n",
+                &format!(
+                    "timeout = \"2s\" }}\n\n  [[entities.debt_types]]\n  code = \"BOLLO\"\n  \
+                     description = \"Bollo\"\n  iban = \"IT23Z0622512100100000300299\"\n  \
+                     taxonomy = \"9/0301105TS/\"\n{keys}\n"
+                ),
+                1,
+            )
+        })
+    }
+
+    fn problems_of(r: Result<Plan, Vec<Problem>>) -> Vec<String> {
+        match r {
+            Ok(_) => panic!("the plan was accepted"),
+            Err(ps) => ps
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn demand_offers_are_read_and_checked_key_by_key() {
+        let plan = plan_with_car_tax(
+            "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"Bollo {plate}\", amount_cents_by_vehicle_type = { car = 15000, motorcycle = 3000 } }",
+        )
+        .unwrap_or_else(|ps| panic!("{ps:?}"));
+        let veneto = &plan.entities["r_veneto"];
+        assert_eq!(veneto.demand.len(), 1);
+        let offer = &veneto.demand[0];
+        assert_eq!(
+            (offer.debt_type.as_str(), offer.service.as_str()),
+            ("BOLLO", "00001")
+        );
+        assert!(matches!(
+            &offer.amount,
+            crate::demand::DemandAmount::ByVehicleType(t) if t.len() == 2
+        ));
+        let at = "entities[2].debt_types[3].demand";
+        let cases: &[(&str, &str)] = &[
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"x\", amount_cents = 100 }",
+                "service: \"001\" is not 5 characters (idServizio)",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", provider = \"7\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"x\", amount_cents = 100 }",
+                "provider: \"7\" is not 5 characters (idSoggettoServizio)",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"Pesca_1_0_0\", causale = \"x\", amount_cents = 100 }",
+                "schema: \"Pesca_1_0_0\" is not a schema the hub reads",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"x\" }",
+                "amount_cents: give exactly one of amount_cents, amount_cents_by_vehicle_type, url",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"x\", amount_cents = 100, url = \"http://erp\" }",
+                "amount_cents: give exactly one of",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"x\", amount_cents = 0 }",
+                "amount_cents: 0 is not a positive amount",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"x\", amount_cents_by_vehicle_type = { bus = 100 } }",
+                "amount_cents_by_vehicle_type.bus: is not a vehicle type: car, trailer or motorcycle",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"Bollo {targa}\", amount_cents = 100 }",
+                "causale: {targa} is not a placeholder",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", amount_cents = 100 }",
+                "causale: required with amount_cents or amount_cents_by_vehicle_type",
+            ),
+            (
+                "  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"x\", amount_cents = 100 }",
+                "amount_cents: a notice priced by a rule has no payer (ANONIMO)",
+            ),
+            (
+                "  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", url = \"ftp://erp\" }",
+                "url: \"ftp://erp\" is not an http(s) URL",
+            ),
+            (
+                "  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", url = \"http://erp\", timeout = \"9s\" }",
+                "timeout: must be above 0 and at most 4s",
+            ),
+            (
+                "  external = { url = \"http://erp\" }\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", url = \"http://erp\" }",
+                "demand: a debt type is either external or asked on demand, not both",
+            ),
+        ];
+        for (keys, expected) in cases {
+            let problems = problems_of(plan_with_car_tax(keys));
+            let want = format!("{at}.{expected}");
+            let want = want.replace("demand.demand:", "demand:");
+            assert!(
+                problems.iter().any(|p| p.starts_with(&want)),
+                "{keys}: no {want:?} in {problems:?}"
+            );
+        }
+        // The same service twice for one entity.
+        let twice = demo_edited(|demo| {
+            let bollo = |code: &str| {
+                format!(
+                    "\n  [[entities.debt_types]]\n  code = \"{code}\"\n  description = \"Bollo\"\n  \
+                     iban = \"IT23Z0622512100100000300299\"\n  taxonomy = \"9/0301105TS/\"\n  \
+                     demand = {{ service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", url = \"http://erp\" }}\n"
+                )
+            };
+            demo.replacen(
+                "timeout = \"2s\" }\n",
+                &format!("timeout = \"2s\" }}\n{}{}", bollo("B1"), bollo("B2")),
+                1,
+            )
+        });
+        let problems = problems_of(twice);
+        assert!(
+            problems.iter().any(|p| p.starts_with(
+                "entities[2].debt_types[4].demand.service: \"00001\" is also offered by debt type \"B1\""
+            )),
+            "{problems:?}"
+        );
+    }
+
     #[test]
     fn a_reload_diff_names_what_changed_and_what_needs_a_restart() {
         let old = demo_edited(|d| d).unwrap();

@@ -90,3 +90,88 @@ pub async fn demand(opts: &SimOptions, ask: &DemandAsk) -> Result<Demanded, SimE
         description: r.payment_description,
     })
 }
+
+/// The car tax of the entity-system stand-in, by vehicle type, in cents.
+pub const DEMO_CAR_TAX_CENTS: [(VehicleType, i64); 3] = [
+    (VehicleType::Car, 18750),
+    (VehicleType::Trailer, 4500),
+    (VehicleType::Motorcycle, 2900),
+];
+
+/// The entity-system stand-in for a debt type priced by the entity (`demand.url`), served by
+/// `snodo sim --serve` at `POST /demand/<anything>`: it reads the hub's JSON request and answers
+/// the demo rule. A plate starting with `NF` owes nothing (404), one starting with `ER` is an
+/// error (500); any other owes [`DEMO_CAR_TAX_CENTS`] for its vehicle type, causale
+/// `Tassa automobilistica <plate>`, payer the external stand-in's demo payer, due 2099-12-31.
+/// With a token (`--external-token`), a request without it is 401.
+pub fn router(token: Option<String>) -> axum::Router {
+    axum::Router::new()
+        .route("/demand/{*path}", axum::routing::post(priced))
+        .with_state(std::sync::Arc::new(token))
+}
+
+async fn priced(
+    axum::extract::State(token): axum::extract::State<std::sync::Arc<Option<String>>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use serde_json::{json, Value};
+    let answer = |status: StatusCode, body: Value| {
+        (
+            status,
+            [(CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    };
+    if let Some(t) = token.as_ref() {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given.map(str::trim) != Some(t.as_str()) {
+            return answer(StatusCode::UNAUTHORIZED, json!({"status": 401}));
+        }
+    }
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                json!({"status": 400, "detail": e.to_string()}),
+            )
+        }
+    };
+    let plate = request["data"]["plate"].as_str().unwrap_or_default();
+    let kind = request["data"]["vehicleType"].as_str().unwrap_or_default();
+    if plate.starts_with("NF") {
+        return answer(
+            StatusCode::NOT_FOUND,
+            json!({"status": 404, "plate": plate}),
+        );
+    }
+    if plate.starts_with("ER") {
+        return answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"status": 500, "plate": plate}),
+        );
+    }
+    let Some(&(_, cents)) = DEMO_CAR_TAX_CENTS.iter().find(|(v, _)| v.name() == kind) else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"status": 400, "detail": format!("unknown vehicleType {kind:?}")}),
+        );
+    };
+    let (id, name) = crate::external::DEMO_PAYER;
+    answer(
+        StatusCode::OK,
+        json!({
+            "amountCents": cents,
+            "causale": format!("Tassa automobilistica {plate}"),
+            "payer": {"type": "F", "id": id, "name": name},
+            "dueDate": crate::external::DEMO_DUE_DATE,
+        }),
+    )
+}
