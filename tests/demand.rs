@@ -244,6 +244,24 @@ fn the_car_tax_is_issued_on_demand_then_verified_activated_and_paid() {
         .unwrap();
     assert_eq!(position_of(&home, sim_notice)["status"], "paid");
 
+    // A refusal ends the rehearsal with exit 1 and the fault.
+    let refused = home.snodo(&[
+        "sim",
+        "-c",
+        "config.toml",
+        "--demand",
+        VENETO,
+        "--vehicle-type",
+        "trailer",
+        "--no-ledger",
+    ]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("paDemandPaymentNotice: PAA_SEMANTICA"),
+        "{}",
+        stderr(&refused)
+    );
+
     // Asked again the same day once paid: already paid.
     let (dup, text) = demand(&home, "00042", &sample.to_base64());
     assert_eq!(

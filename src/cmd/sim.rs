@@ -276,7 +276,17 @@ pub fn exec(args: Args) -> Result<ExitCode> {
             let mut opts = snodo_sim::SimOptions::new(&url, &broker, &station, Vec::new());
             opts.timeout = std::time::Duration::from_secs(args.timeout.max(1));
             (opts.ca_file, opts.client_cert, opts.client_key) = tls.clone();
-            let d = super::runtime()?.block_on(snodo_sim::demand::demand(&opts, &ask))?;
+            let d = match super::runtime()?.block_on(snodo_sim::demand::demand(&opts, &ask)) {
+                Ok(d) => d,
+                // Refused or unanswered: the rehearsal ran, and failed.
+                Err(
+                    e @ (snodo_sim::SimError::Demand(_) | snodo_sim::SimError::Unreachable { .. }),
+                ) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => return Err(e.into()),
+            };
             println!(
                 "demand service={} notice={};{} amount={} description={:?}",
                 ask.service,
