@@ -4,6 +4,7 @@
 //! tested on in-memory bytes and reused by every pipeline. They are built to stream large
 //! flows (millions of rows) without per-field allocation.
 
+pub mod car_tax;
 pub mod csv;
 pub mod fdr;
 pub mod flow_format;

@@ -66,7 +66,7 @@ pub mod fault_codes {
     pub const SYSTEM_ERROR: &str = NodeFault::SystemError.code();
 }
 
-/// The operations supported (the WSDL's `paDemandPaymentNotice` is not, yet).
+/// The WSDL's operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
     VerifyPaymentNotice,
@@ -74,15 +74,17 @@ pub enum Operation {
     GetPaymentV2,
     SendRt,
     SendRtV2,
+    DemandPaymentNotice,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 5] = [
+    pub const ALL: [Operation; 6] = [
         Self::VerifyPaymentNotice,
         Self::GetPayment,
         Self::GetPaymentV2,
         Self::SendRt,
         Self::SendRtV2,
+        Self::DemandPaymentNotice,
     ];
 
     /// The WSDL's `soapAction` (equal to the operation name).
@@ -93,6 +95,7 @@ impl Operation {
             Self::GetPaymentV2 => "paGetPaymentV2",
             Self::SendRt => "paSendRT",
             Self::SendRtV2 => "paSendRTV2",
+            Self::DemandPaymentNotice => "paDemandPaymentNotice",
         }
     }
 
@@ -104,6 +107,7 @@ impl Operation {
             Self::GetPaymentV2 => "paGetPaymentV2Request",
             Self::SendRt => "paSendRTReq",
             Self::SendRtV2 => "paSendRTV2Request",
+            Self::DemandPaymentNotice => "paDemandPaymentNoticeRequest",
         }
     }
 
@@ -115,6 +119,7 @@ impl Operation {
             Self::GetPaymentV2 => "paGetPaymentV2Response",
             Self::SendRt => "paSendRTRes",
             Self::SendRtV2 => "paSendRTV2Response",
+            Self::DemandPaymentNotice => "paDemandPaymentNoticeResponse",
         }
     }
 
@@ -150,6 +155,7 @@ pub enum Request {
     GetPaymentV2(GetPaymentRequest),
     SendRt(SendRtRequest),
     SendRtV2(SendRtV2Request),
+    Demand(DemandRequest),
 }
 
 impl Request {
@@ -160,6 +166,7 @@ impl Request {
             Self::GetPaymentV2(_) => Operation::GetPaymentV2,
             Self::SendRt(_) => Operation::SendRt,
             Self::SendRtV2(_) => Operation::SendRtV2,
+            Self::Demand(_) => Operation::DemandPaymentNotice,
         }
     }
 
@@ -177,6 +184,7 @@ pub enum Response {
     GetPaymentV2(GetPaymentV2Response),
     SendRt(SendRtResponse),
     SendRtV2(SendRtResponse),
+    Demand(DemandResponse),
 }
 
 impl Response {
@@ -187,6 +195,7 @@ impl Response {
             Self::GetPaymentV2(_) => Operation::GetPaymentV2,
             Self::SendRt(_) => Operation::SendRt,
             Self::SendRtV2(_) => Operation::SendRtV2,
+            Self::Demand(_) => Operation::DemandPaymentNotice,
         }
     }
 
@@ -212,6 +221,11 @@ impl Response {
             }),
             Operation::SendRt => Self::SendRt(SendRtResponse { outcome, fault }),
             Operation::SendRtV2 => Self::SendRtV2(SendRtResponse { outcome, fault }),
+            Operation::DemandPaymentNotice => Self::Demand(DemandResponse {
+                outcome,
+                fault,
+                ..DemandResponse::default()
+            }),
         }
     }
 
@@ -221,6 +235,7 @@ impl Response {
             Self::GetPayment(r) => r.outcome,
             Self::GetPaymentV2(r) => r.outcome,
             Self::SendRt(r) | Self::SendRtV2(r) => r.outcome,
+            Self::Demand(r) => r.outcome,
         }
     }
 
@@ -230,6 +245,7 @@ impl Response {
             Self::GetPayment(r) => r.fault.as_ref(),
             Self::GetPaymentV2(r) => r.fault.as_ref(),
             Self::SendRt(r) | Self::SendRtV2(r) => r.fault.as_ref(),
+            Self::Demand(r) => r.fault.as_ref(),
         }
     }
 }
@@ -246,7 +262,7 @@ pub enum SoapError {
     /// The Body holds an element that is no paForNode operation.
     #[error("unknown operation {0:?}")]
     UnknownOperation(String),
-    /// A paForNode operation this codec does not handle (`paDemandPaymentNotice`).
+    /// A paForNode operation this codec does not handle (none today; kept for the next WSDL).
     #[error("operation {0} is not supported")]
     Unsupported(String),
     /// The payload breaks the XSD; `path` is like `paGetPaymentReq/qrCode/noticeNumber`.

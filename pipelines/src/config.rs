@@ -484,6 +484,8 @@ pub struct DebtTypeConfig {
     pub spontaneous: Option<SpontaneousConfig>,
     /// Its positions live in the entity's own system, asked when the node verifies a notice.
     pub external: Option<ExternalConfig>,
+    /// pagoPA's service catalogue may ask a notice of it with `paDemandPaymentNotice`.
+    pub demand: Option<DemandConfig>,
 }
 
 /// `iban_changes = [{ from = "2027-01-01", iban = "IT..." }]`.
@@ -560,6 +562,34 @@ pub enum ExternalMode {
     Json,
     /// An entity system built for MyPay's `esterni-per-pa.wsdl` (docs/MYPAY.md).
     MypaySoap,
+}
+
+/// `demand = { service = "00001", schema = "TassaAutomobilistica_1_1_0", causale = "...", ... }`
+/// with one way of finding the amount: `amount_cents`, `amount_cents_by_vehicle_type` or `url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemandConfig {
+    /// `idServizio` in pagoPA's service catalogue (5 characters).
+    pub service: String,
+    /// `idSoggettoServizio` pagoPA gave the entity for the service (5 characters); unset: any.
+    pub provider: Option<String>,
+    /// The schema of `datiSpecificiServizioRequest`; `TassaAutomobilistica_1_1_0` today.
+    pub schema: String,
+    /// With `{plate}` and `{vehicle_type}` placeholders; used by the config rules.
+    pub causale: Option<String>,
+    /// The same amount for every request.
+    pub amount_cents: Option<i64>,
+    /// An amount per vehicle type (`car`, `trailer`, `motorcycle`); a type left out is refused.
+    #[serde(default)]
+    pub amount_cents_by_vehicle_type: std::collections::BTreeMap<String, i64>,
+    /// The entity's system computes it: the hub POSTs the request as JSON here.
+    pub url: Option<String>,
+    #[serde(default = "default_external_timeout")]
+    pub timeout: HumanDuration,
+    /// Sent as a bearer token when set.
+    pub token: Option<Secret>,
+    /// The notice's due date, this many days after the request (Europe/Rome); unset: none.
+    pub due_in_days: Option<u32>,
 }
 
 fn default_external_timeout() -> HumanDuration {

@@ -375,7 +375,7 @@ impl ExternalVerifier {
 }
 
 /// Runs an outbound call from a blocking thread: on the hub's runtime when there is one.
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, CallError> {
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, CallError> {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => Ok(handle.block_on(f)),
         Err(_) => tokio::runtime::Builder::new_current_thread()

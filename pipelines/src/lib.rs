@@ -7,6 +7,7 @@ pub mod codecs;
 pub mod config;
 pub mod console;
 pub mod deliver;
+pub mod demand;
 pub mod engine;
 pub mod events;
 pub mod expiry;

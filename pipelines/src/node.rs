@@ -38,6 +38,8 @@ pub struct NodeService {
     store: Arc<dyn Store>,
     /// Asks entity systems about notices of `external` debt types.
     external: Option<crate::external::ExternalVerifier>,
+    /// Issues notices for `paDemandPaymentNotice`.
+    demand: Option<crate::demand::Demands>,
     /// This process's API requests and verifications, for `/metrics`.
     api_stats: Arc<crate::metrics::ApiStats>,
     /// Answers given, by operation and fault code ("" for OK), for `/metrics`.
@@ -56,6 +58,9 @@ impl NodeService {
         flows: Arc<crate::intake::StandingFlows>,
         api_stats: Arc<crate::metrics::ApiStats>,
     ) -> Self {
+        let demand = crate::demand::Demands::new(store.clone(), flows.clone())
+            .map_err(|e| tracing::error!("paDemandPaymentNotice is off: {e}"))
+            .ok();
         let external = match crate::external::ExternalVerifier::new(store.clone(), flows) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -72,6 +77,7 @@ impl NodeService {
             plan,
             store,
             external,
+            demand,
             api_stats,
             answers: Default::default(),
             reserved,
@@ -249,6 +255,12 @@ impl NodeService {
             Request::SendRtV2(r) => self
                 .send_rt(receipt_fields!(r), op, (raw, request), corr)
                 .map(|_| Response::SendRtV2(SendRtResponse::ok())),
+            Request::Demand(r) => self
+                .caller(&r.id_pa, &r.id_broker_pa, &r.id_station)
+                .and_then(|entity| match &self.demand {
+                    Some(d) => d.answer(&entity, r),
+                    None => Err((NodeFault::SystemError, None)),
+                }),
         };
         result.unwrap_or_else(|(fault, description)| {
             let id = request_id_pa(request);
@@ -622,6 +634,7 @@ fn request_id_pa(r: &Request) -> &str {
         Request::GetPayment(r) | Request::GetPaymentV2(r) => &r.id_pa,
         Request::SendRt(r) => &r.id_pa,
         Request::SendRtV2(r) => &r.id_pa,
+        Request::Demand(r) => &r.id_pa,
     }
 }
 
@@ -632,6 +645,8 @@ fn request_notice(r: &Request) -> String {
         Request::GetPayment(r) | Request::GetPaymentV2(r) => r.qr_code.notice_number.clone(),
         Request::SendRt(r) => r.receipt.notice_number.clone(),
         Request::SendRtV2(r) => r.receipt.notice_number.clone(),
+        // No notice yet: the service asked for.
+        Request::Demand(r) => r.id_servizio.clone(),
     }
 }
 

@@ -297,6 +297,8 @@ pub struct EntityRuntime {
     pub spontaneous: Vec<SpontaneousOffer>,
     /// Debt types whose positions live in the entity's system, asked in configuration order.
     pub external: Vec<ExternalSource>,
+    /// Services of pagoPA's catalogue it issues notices for on demand (`paDemandPaymentNotice`).
+    pub demand: Vec<crate::demand::DemandOffer>,
     /// Its adhesion state: which stations answer for it, whether its intakes run.
     pub state: EntityState,
     /// Its pre-production stations.
@@ -885,6 +887,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
         });
         let mut spontaneous = Vec::new();
         let mut external = Vec::new();
+        let mut demand: Vec<crate::demand::DemandOffer> = Vec::new();
         let mut debt_types = HashMap::new();
         let mut payments = HashMap::new();
         for (j, dt) in e.debt_types.iter().enumerate() {
@@ -954,6 +957,32 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                             .map(|t| t.0.clone())
                             .filter(|t| !t.is_empty()),
                     });
+                }
+            }
+            if let Some(d) = &dt.demand {
+                let at = format!("{at}.demand");
+                if dt.external.is_some() {
+                    p(
+                        at.clone(),
+                        "a debt type is either external or asked on demand, not both: \
+                         ask the entity's system with demand.url"
+                            .into(),
+                    );
+                }
+                if let Some(offer) = demand_offer(dt, d, &at, &mut p) {
+                    if let Some(other) = demand
+                        .iter()
+                        .find(|o| o.service == offer.service && o.provider == offer.provider)
+                    {
+                        p(
+                            format!("{at}.service"),
+                            format!(
+                                "{:?} is also offered by debt type {:?}: one debt type a service",
+                                offer.service, other.debt_type
+                            ),
+                        );
+                    }
+                    demand.push(offer);
                 }
             }
             if dt.code.is_empty() || dt.code.len() > 64 {
@@ -1081,6 +1110,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     mypay_password,
                     spontaneous,
                     external,
+                    demand,
                     state: e.state,
                     test_stations: e.test_stations.clone(),
                     payment_in_progress,
@@ -2079,6 +2109,159 @@ fn spontaneous_rule(
     SpontaneousRule::new(amount, &sp.causale, fields)
 }
 
+/// A debt type's `demand` keys as the running hub uses them; every problem names its key.
+fn demand_offer(
+    dt: &config::DebtTypeConfig,
+    d: &config::DemandConfig,
+    at: &str,
+    p: &mut impl FnMut(String, String),
+) -> Option<crate::demand::DemandOffer> {
+    use crate::demand::{DemandAmount, DemandOffer, DemandSchema};
+    use snodo_adapters::car_tax::VehicleType;
+    let mut ok = true;
+    let mut bad = |key: &str, why: String| {
+        ok = false;
+        p(format!("{at}.{key}"), why);
+    };
+    // stIdentificativoServizio and stIdentificativoSoggettoServizio: length 5.
+    if d.service.chars().count() != 5 {
+        bad(
+            "service",
+            format!("{:?} is not 5 characters (idServizio)", d.service),
+        );
+    }
+    if let Some(provider) = d.provider.as_deref().filter(|v| v.chars().count() != 5) {
+        bad(
+            "provider",
+            format!("{provider:?} is not 5 characters (idSoggettoServizio)"),
+        );
+    }
+    let schema = match d.schema.as_str() {
+        snodo_adapters::car_tax::SCHEMA => Some(DemandSchema::CarTax),
+        other => {
+            bad(
+                "schema",
+                format!(
+                    "{other:?} is not a schema the hub reads; known: {}",
+                    snodo_adapters::car_tax::SCHEMA
+                ),
+            );
+            None
+        }
+    };
+    let positive = |cents: i64| (1..=99_999_999_999).contains(&cents);
+    let ways = [
+        d.amount_cents.is_some(),
+        !d.amount_cents_by_vehicle_type.is_empty(),
+        d.url.is_some(),
+    ];
+    let amount = match (d.amount_cents, &d.url) {
+        _ if ways.iter().filter(|w| **w).count() != 1 => {
+            bad(
+                "amount_cents",
+                "give exactly one of amount_cents, amount_cents_by_vehicle_type, url".into(),
+            );
+            None
+        }
+        (Some(cents), _) => {
+            if !positive(cents) {
+                bad("amount_cents", format!("{cents} is not a positive amount"));
+            }
+            Some(DemandAmount::Fixed(cents))
+        }
+        (None, Some(url)) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bad("url", format!("{url:?} is not an http(s) URL"));
+            }
+            match d.timeout.get() {
+                Err(why) => {
+                    bad("timeout", why);
+                    None
+                }
+                Ok(t) if t.is_zero() || t > MAX_EXTERNAL_TIMEOUT => {
+                    bad(
+                        "timeout",
+                        format!(
+                            "must be above 0 and at most {}s: the node waits for the answer",
+                            MAX_EXTERNAL_TIMEOUT.as_secs()
+                        ),
+                    );
+                    None
+                }
+                Ok(timeout) => Some(DemandAmount::External(ExternalSource {
+                    debt_type: dt.code.clone(),
+                    url: url.clone(),
+                    timeout,
+                    token: d
+                        .token
+                        .as_ref()
+                        .map(|t| t.0.clone())
+                        .filter(|t| !t.is_empty()),
+                })),
+            }
+        }
+        (None, None) => {
+            let mut table = HashMap::new();
+            for (name, &cents) in &d.amount_cents_by_vehicle_type {
+                let kind = VehicleType::ALL.into_iter().find(|v| v.name() == name);
+                match kind {
+                    None => bad(
+                        &format!("amount_cents_by_vehicle_type.{name}"),
+                        "is not a vehicle type: car, trailer or motorcycle".into(),
+                    ),
+                    Some(_) if !positive(cents) => bad(
+                        &format!("amount_cents_by_vehicle_type.{name}"),
+                        format!("{cents} is not a positive amount"),
+                    ),
+                    Some(kind) => {
+                        table.insert(kind, cents);
+                    }
+                }
+            }
+            Some(DemandAmount::ByVehicleType(table))
+        }
+    };
+    let by_rule = !matches!(amount, Some(DemandAmount::External(_)) | None);
+    let causale = match (&d.causale, by_rule) {
+        (Some(c), _) => {
+            if let Err(why) = crate::demand::check_causale(c) {
+                bad("causale", why);
+            }
+            c.clone()
+        }
+        (None, true) => {
+            bad(
+                "causale",
+                "required with amount_cents or amount_cents_by_vehicle_type".into(),
+            );
+            String::new()
+        }
+        (None, false) => String::new(),
+    };
+    // A rule knows no payer: the notice is issued to ANONIMO, which the debt type must allow.
+    if by_rule && !dt.anonymous_payer_allowed {
+        ok = false;
+        p(
+            format!("{at}.amount_cents"),
+            "a notice priced by a rule has no payer (ANONIMO): set anonymous_payer_allowed = \
+             true on the debt type, or ask the entity's system with url"
+                .into(),
+        );
+    }
+    match (ok, schema, amount) {
+        (true, Some(schema), Some(amount)) => Some(DemandOffer {
+            debt_type: dt.code.clone(),
+            service: d.service.clone(),
+            provider: d.provider.clone(),
+            schema,
+            amount,
+            causale,
+            due_in_days: d.due_in_days,
+        }),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2112,6 +2295,137 @@ mod tests {
         );
         std::fs::write(&path, edit(demo)).unwrap();
         load(Some(&path))
+    }
+
+    /// The demo with r_veneto's ZTL debt type followed by a car tax debt type whose extra
+    /// keys are `keys` (after `code`, `iban`, `taxonomy`).
+    fn plan_with_car_tax(keys: &str) -> Result<Plan, Vec<Problem>> {
+        demo_edited(|demo| {
+            demo.replacen(
+                "timeout = \"2s\" }\n",
+                &format!(
+                    "timeout = \"2s\" }}\n\n  [[entities.debt_types]]\n  code = \"BOLLO\"\n  \
+                     description = \"Bollo\"\n  iban = \"IT23Z0622512100100000300299\"\n  \
+                     taxonomy = \"9/0301105TS/\"\n{keys}\n"
+                ),
+                1,
+            )
+        })
+    }
+
+    fn problems_of(r: Result<Plan, Vec<Problem>>) -> Vec<String> {
+        match r {
+            Ok(_) => panic!("the plan was accepted"),
+            Err(ps) => ps
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn demand_offers_are_read_and_checked_key_by_key() {
+        let plan = plan_with_car_tax(
+            "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"Bollo {plate}\", amount_cents_by_vehicle_type = { car = 15000, motorcycle = 3000 } }",
+        )
+        .unwrap_or_else(|ps| panic!("{ps:?}"));
+        let veneto = &plan.entities["r_veneto"];
+        assert_eq!(veneto.demand.len(), 1);
+        let offer = &veneto.demand[0];
+        assert_eq!(
+            (offer.debt_type.as_str(), offer.service.as_str()),
+            ("BOLLO", "00001")
+        );
+        assert!(matches!(
+            &offer.amount,
+            crate::demand::DemandAmount::ByVehicleType(t) if t.len() == 2
+        ));
+        let at = "entities[2].debt_types[3].demand";
+        let cases: &[(&str, &str)] = &[
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"x\", amount_cents = 100 }",
+                "service: \"001\" is not 5 characters (idServizio)",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", provider = \"7\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"x\", amount_cents = 100 }",
+                "provider: \"7\" is not 5 characters (idSoggettoServizio)",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"Pesca_1_0_0\", causale = \"x\", amount_cents = 100 }",
+                "schema: \"Pesca_1_0_0\" is not a schema the hub reads",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"x\" }",
+                "amount_cents: give exactly one of amount_cents, amount_cents_by_vehicle_type, url",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"x\", amount_cents = 100, url = \"http://erp\" }",
+                "amount_cents: give exactly one of",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"x\", amount_cents = 0 }",
+                "amount_cents: 0 is not a positive amount",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"x\", amount_cents_by_vehicle_type = { bus = 100 } }",
+                "amount_cents_by_vehicle_type.bus: is not a vehicle type: car, trailer or motorcycle",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"Bollo {targa}\", amount_cents = 100 }",
+                "causale: {targa} is not a placeholder",
+            ),
+            (
+                "  anonymous_payer_allowed = true\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", amount_cents = 100 }",
+                "causale: required with amount_cents or amount_cents_by_vehicle_type",
+            ),
+            (
+                "  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", causale = \"x\", amount_cents = 100 }",
+                "amount_cents: a notice priced by a rule has no payer (ANONIMO)",
+            ),
+            (
+                "  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", url = \"ftp://erp\" }",
+                "url: \"ftp://erp\" is not an http(s) URL",
+            ),
+            (
+                "  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", url = \"http://erp\", timeout = \"9s\" }",
+                "timeout: must be above 0 and at most 4s",
+            ),
+            (
+                "  external = { url = \"http://erp\" }\n  demand = { service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", url = \"http://erp\" }",
+                "demand: a debt type is either external or asked on demand, not both",
+            ),
+        ];
+        for (keys, expected) in cases {
+            let problems = problems_of(plan_with_car_tax(keys));
+            let want = format!("{at}.{expected}");
+            let want = want.replace("demand.demand:", "demand:");
+            assert!(
+                problems.iter().any(|p| p.starts_with(&want)),
+                "{keys}: no {want:?} in {problems:?}"
+            );
+        }
+        // The same service twice for one entity.
+        let twice = demo_edited(|demo| {
+            let bollo = |code: &str| {
+                format!(
+                    "\n  [[entities.debt_types]]\n  code = \"{code}\"\n  description = \"Bollo\"\n  \
+                     iban = \"IT23Z0622512100100000300299\"\n  taxonomy = \"9/0301105TS/\"\n  \
+                     demand = {{ service = \"00001\", schema = \"TassaAutomobilistica_1_1_0\", url = \"http://erp\" }}\n"
+                )
+            };
+            demo.replacen(
+                "timeout = \"2s\" }\n",
+                &format!("timeout = \"2s\" }}\n{}{}", bollo("B1"), bollo("B2")),
+                1,
+            )
+        });
+        let problems = problems_of(twice);
+        assert!(
+            problems.iter().any(|p| p.starts_with(
+                "entities[2].debt_types[4].demand.service: \"00001\" is also offered by debt type \"B1\""
+            )),
+            "{problems:?}"
+        );
     }
 
     #[test]

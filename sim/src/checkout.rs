@@ -160,6 +160,7 @@ impl StandIns {
             .route("/checkout/carts/{id}/pay", post(pay))
             .route("/checkout/carts/{id}/status", get(status))
             .with_state(checkout)
+            .merge(crate::demand::router(opts.external.token.clone()))
             .merge(external::router(opts.external));
         if let Some(fdr) = opts.fdr {
             app = app.merge(crate::fdr::router(fdr));

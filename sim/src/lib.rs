@@ -21,6 +21,7 @@
 //! verification (`snodo sim --serve`, [`serve`]).
 
 pub mod checkout;
+pub mod demand;
 pub mod external;
 pub mod fdr;
 #[cfg(test)]
@@ -267,6 +268,8 @@ pub enum SimError {
     Unreachable { url: String, reason: String },
     #[error("a simulated payment crashed: {0}")]
     Worker(String),
+    #[error("paDemandPaymentNotice: {0}")]
+    Demand(String),
 }
 
 /// The operations a run calls (and reports), in order.

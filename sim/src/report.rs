@@ -14,6 +14,7 @@ fn op_index(op: Operation) -> usize {
         Operation::GetPaymentV2 => 2,
         Operation::SendRt => 3,
         Operation::SendRtV2 => 4,
+        Operation::DemandPaymentNotice => 5,
     }
 }
 
@@ -89,7 +90,7 @@ impl OpStats {
 /// Everything one worker counted.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    ops: [OpStats; 5],
+    ops: [OpStats; 6],
     pub payments: u64,
     pub completed: u64,
     pub faulted: u64,

@@ -230,6 +230,7 @@ impl FakeHub {
                 &r.receipt.notice_number,
                 &r.receipt.payment_amount,
             ),
+            Request::Demand(_) => ko(op, fault_codes::SEMANTICA),
         };
         soap::render_response(&response)
     }

@@ -23,8 +23,25 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "client_cert")]
     client_key: Option<PathBuf>,
     /// Pay every active position with a notice number of every configured entity.
-    #[arg(long, conflicts_with = "notices", required_unless_present_any = ["notices", "serve", "publish_flows", "publish_treasury"])]
+    #[arg(long, conflicts_with = "notices", required_unless_present_any = ["notices", "serve", "publish_flows", "publish_treasury", "demand"])]
     from_config: bool,
+    /// Ask the entity with this fiscal code for a notice of a catalogue service, as a PSP's
+    /// citizen paying the car tax without a notice does (paDemandPaymentNotice with the
+    /// TassaAutomobilistica data), then verify, activate and pay the notice it answers.
+    #[arg(long, value_name = "FISCAL_CODE", conflicts_with_all = ["from_config", "notices", "serve", "publish_flows", "publish_treasury", "verify_only", "receipts_only"])]
+    demand: Option<String>,
+    /// With --demand: the idServizio (default 00001).
+    #[arg(long, value_name = "ID", requires = "demand")]
+    demand_service: Option<String>,
+    /// With --demand: the idSoggettoServizio (default 00001).
+    #[arg(long, value_name = "ID", requires = "demand")]
+    demand_provider: Option<String>,
+    /// With --demand: the vehicle's plate (default AB123CD).
+    #[arg(long, requires = "demand")]
+    plate: Option<String>,
+    /// With --demand: the vehicle's type (default car).
+    #[arg(long, value_enum, requires = "demand")]
+    vehicle_type: Option<Vehicle>,
     /// Notices to pay: one `<fiscalCode>;<noticeNumber>` a line.
     #[arg(long)]
     notices: Option<PathBuf>,
@@ -132,6 +149,16 @@ pub struct Args {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum Vehicle {
+    /// tipoVeicoloTarga 1.
+    Car,
+    /// tipoVeicoloTarga 2.
+    Trailer,
+    /// tipoVeicoloTarga 4.
+    Motorcycle,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum Fault {
     /// idStation `<broker>_99`: PAA_STAZIONE_INT_ERRATA at verify.
     WrongStation,
@@ -229,7 +256,57 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         super::runtime()?.block_on(snodo_sim::serve(opts, snodo_sim::receiver::signalled()))?;
         return Ok(ExitCode::SUCCESS);
     }
+    let demanded = match &args.demand {
+        Some(fiscal_code) => {
+            use snodo_sim::demand::{CarTax, VehicleType};
+            let sample = CarTax::sample();
+            let ask = snodo_sim::demand::DemandAsk {
+                fiscal_code: fiscal_code.clone(),
+                service: args
+                    .demand_service
+                    .clone()
+                    .unwrap_or_else(|| "00001".into()),
+                provider: args
+                    .demand_provider
+                    .clone()
+                    .unwrap_or_else(|| "00001".into()),
+                data: CarTax {
+                    vehicle_type: match args.vehicle_type {
+                        None | Some(Vehicle::Car) => VehicleType::Car,
+                        Some(Vehicle::Trailer) => VehicleType::Trailer,
+                        Some(Vehicle::Motorcycle) => VehicleType::Motorcycle,
+                    },
+                    plate: args.plate.clone().unwrap_or(sample.plate),
+                },
+            };
+            let mut opts = snodo_sim::SimOptions::new(&url, &broker, &station, Vec::new());
+            opts.timeout = std::time::Duration::from_secs(args.timeout.max(1));
+            (opts.ca_file, opts.client_cert, opts.client_key) = tls.clone();
+            let d = match super::runtime()?.block_on(snodo_sim::demand::demand(&opts, &ask)) {
+                Ok(d) => d,
+                // Refused or unanswered: the rehearsal ran, and failed.
+                Err(
+                    e @ (snodo_sim::SimError::Demand(_) | snodo_sim::SimError::Unreachable { .. }),
+                ) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            println!(
+                "demand service={} notice={};{} amount={} description={:?}",
+                ask.service,
+                d.notice.fiscal_code,
+                d.notice.notice_number,
+                d.amount,
+                d.description.unwrap_or_default()
+            );
+            Some(d.notice)
+        }
+        None => None,
+    };
     let notices = match &args.notices {
+        _ if demanded.is_some() => demanded.into_iter().collect(),
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;

@@ -362,6 +362,22 @@ pub struct SendRtV2Request {
     pub receipt: ReceiptV2,
 }
 
+/// `paDemandPaymentNoticeRequest`: the node asks the entity to issue a notice for a service of
+/// pagoPA's catalogue, described by `datiSpecificiServizioRequest`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemandRequest {
+    pub id_pa: String,
+    pub id_broker_pa: String,
+    pub id_station: String,
+    /// `idServizio`: the catalogue's service, 5 characters.
+    pub id_servizio: String,
+    /// `idSoggettoServizio`: the entity's code as provider of that service, 5 characters.
+    pub id_soggetto_servizio: String,
+    /// `datiSpecificiServizioRequest` as on the wire: base64 of an XML document valid against
+    /// the service's XSD (`crate::car_tax` reads the car tax's).
+    pub dati_specifici_servizio: String,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Responses
 // ---------------------------------------------------------------------------------------------
@@ -390,6 +406,20 @@ pub struct VerifyResponse {
     pub outcome: Outcome,
     pub fault: Option<Fault>,
     /// Element `paymentList`, which the XSD limits to exactly one `paymentOptionDescription`.
+    pub payment_option: Option<PaymentOption>,
+    pub payment_description: Option<String>,
+    pub fiscal_code_pa: Option<String>,
+    pub company_name: Option<String>,
+    pub office_name: Option<String>,
+}
+
+/// `paDemandPaymentNoticeResponse`: the notice issued, then what a verify would say of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemandResponse {
+    pub outcome: Outcome,
+    pub fault: Option<Fault>,
+    pub qr_code: Option<QrCode>,
+    /// Element `paymentList`, one `paymentOptionDescription` as in the verify.
     pub payment_option: Option<PaymentOption>,
     pub payment_description: Option<String>,
     pub fiscal_code_pa: Option<String>,

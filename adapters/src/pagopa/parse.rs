@@ -17,7 +17,7 @@ type R<T> = Result<T, SoapError>;
 pub fn parse_request(body: &[u8]) -> Result<Request, SoapError> {
     let root = read_payload(body)?;
     let Some(op) = Operation::from_request_element(&root.name) else {
-        return Err(unknown(&root, "paDemandPaymentNoticeRequest"));
+        return Err(SoapError::UnknownOperation(root.name.clone()));
     };
     let path = Path::root(&root.name, op);
     let el = El::root(&root, &path)?;
@@ -27,6 +27,7 @@ pub fn parse_request(body: &[u8]) -> Result<Request, SoapError> {
         Operation::GetPaymentV2 => Request::GetPaymentV2(get_payment_req(el)?),
         Operation::SendRt => Request::SendRt(send_rt_req(el)?),
         Operation::SendRtV2 => Request::SendRtV2(send_rt_v2_req(el)?),
+        Operation::DemandPaymentNotice => Request::Demand(demand_req(el)?),
     })
 }
 
@@ -52,7 +53,7 @@ pub fn parse_response(body: &[u8]) -> Result<Response, SoapError> {
         return Err(soap_fault(&root));
     }
     let Some(op) = Operation::from_response_element(&root.name) else {
-        return Err(unknown(&root, "paDemandPaymentNoticeResponse"));
+        return Err(SoapError::UnknownOperation(root.name.clone()));
     };
     let path = Path::root(&root.name, op);
     let el = El::root(&root, &path)?;
@@ -62,15 +63,8 @@ pub fn parse_response(body: &[u8]) -> Result<Response, SoapError> {
         Operation::GetPaymentV2 => Response::GetPaymentV2(get_payment_v2_res(el)?),
         Operation::SendRt => Response::SendRt(send_rt_res(el)?),
         Operation::SendRtV2 => Response::SendRtV2(send_rt_res(el)?),
+        Operation::DemandPaymentNotice => Response::Demand(demand_res(el)?),
     })
-}
-
-fn unknown(root: &Node, demand: &str) -> SoapError {
-    if root.name == demand && root.ns.as_deref() == Some(PAF_NS) {
-        SoapError::Unsupported("paDemandPaymentNotice".into())
-    } else {
-        SoapError::UnknownOperation(root.name.clone())
-    }
 }
 
 /// A SOAP 1.1 Fault: `faultcode` and `faultstring`, read leniently since it is only reported.
@@ -711,6 +705,23 @@ fn receipt_v2(el: El<'_>) -> R<ReceiptV2> {
     Ok(v)
 }
 
+fn demand_req(el: El<'_>) -> R<DemandRequest> {
+    let mut s = el.seq()?;
+    let (id_pa, id_broker_pa, id_station) = head(&mut s)?;
+    let v = DemandRequest {
+        id_pa,
+        id_broker_pa,
+        id_station,
+        id_servizio: s.req("idServizio", |el| text_of(el, 5, 5))?,
+        id_soggetto_servizio: s.req("idSoggettoServizio", |el| text_of(el, 5, 5))?,
+        dati_specifici_servizio: s.req("datiSpecificiServizioRequest", |el| {
+            el.check(|t| types::base64(t, None).map(str::to_owned))
+        })?,
+    };
+    s.end()?;
+    Ok(v)
+}
+
 fn send_rt_req(el: El<'_>) -> R<SendRtRequest> {
     let mut s = el.seq()?;
     let (id_pa, id_broker_pa, id_station) = head(&mut s)?;
@@ -765,12 +776,32 @@ fn verify_res(el: El<'_>) -> R<VerifyResponse> {
     let v = VerifyResponse {
         outcome,
         fault,
-        payment_option: s.opt("paymentList", |el| {
-            let mut s = el.seq()?;
-            let v = s.req("paymentOptionDescription", payment_option)?;
-            s.end()?;
-            Ok(v)
-        })?,
+        payment_option: s.opt("paymentList", payment_list)?,
+        payment_description: s.opt("paymentDescription", t140)?,
+        fiscal_code_pa: s.opt("fiscalCodePA", fiscal_code_pa)?,
+        company_name: s.opt("companyName", t140)?,
+        office_name: s.opt("officeName", t140)?,
+    };
+    s.end()?;
+    Ok(v)
+}
+
+/// `paymentList`: exactly one `paymentOptionDescription` (verify and demand alike).
+fn payment_list(el: El<'_>) -> R<PaymentOption> {
+    let mut s = el.seq()?;
+    let v = s.req("paymentOptionDescription", payment_option)?;
+    s.end()?;
+    Ok(v)
+}
+
+fn demand_res(el: El<'_>) -> R<DemandResponse> {
+    let mut s = el.seq()?;
+    let (outcome, fault) = response_head(&mut s)?;
+    let v = DemandResponse {
+        outcome,
+        fault,
+        qr_code: s.opt("qrCode", qr_code)?,
+        payment_option: s.opt("paymentList", payment_list)?,
         payment_description: s.opt("paymentDescription", t140)?,
         fiscal_code_pa: s.opt("fiscalCodePA", fiscal_code_pa)?,
         company_name: s.opt("companyName", t140)?,

@@ -68,6 +68,12 @@ pub fn render_request(req: &Request) -> String {
             w.head(&r.id_pa, &r.id_broker_pa, &r.id_station);
             w.receipt_v2(&r.receipt);
         }
+        Request::Demand(r) => {
+            w.head(&r.id_pa, &r.id_broker_pa, &r.id_station);
+            w.leaf("idServizio", &r.id_servizio);
+            w.leaf("idSoggettoServizio", &r.id_soggetto_servizio);
+            w.leaf("datiSpecificiServizioRequest", &r.dati_specifici_servizio);
+        }
     }
     w.finish(op.request_element())
 }
@@ -79,17 +85,7 @@ pub fn render_response(resp: &Response) -> String {
     match resp {
         Response::Verify(r) => {
             w.response_head(r.outcome, &r.fault);
-            if let Some(o) = &r.payment_option {
-                w.open("paymentList");
-                w.open("paymentOptionDescription");
-                w.leaf("amount", &o.amount);
-                w.leaf("options", o.options.as_str());
-                w.opt("dueDate", &o.due_date);
-                w.opt("detailDescription", &o.detail_description);
-                w.leaf("allCCP", bool_str(o.all_ccp));
-                w.close("paymentOptionDescription");
-                w.close("paymentList");
-            }
+            w.payment_list(&r.payment_option);
             w.opt("paymentDescription", &r.payment_description);
             w.opt("fiscalCodePA", &r.fiscal_code_pa);
             w.opt("companyName", &r.company_name);
@@ -140,6 +136,17 @@ pub fn render_response(resp: &Response) -> String {
             }
         }
         Response::SendRt(r) | Response::SendRtV2(r) => w.response_head(r.outcome, &r.fault),
+        Response::Demand(r) => {
+            w.response_head(r.outcome, &r.fault);
+            if let Some(qr) = &r.qr_code {
+                w.qr_code(qr);
+            }
+            w.payment_list(&r.payment_option);
+            w.opt("paymentDescription", &r.payment_description);
+            w.opt("fiscalCodePA", &r.fiscal_code_pa);
+            w.opt("companyName", &r.company_name);
+            w.opt("officeName", &r.office_name);
+        }
     }
     w.finish(op.response_element())
 }
@@ -213,6 +220,19 @@ impl W {
         self.leaf("fiscalCode", &qr.fiscal_code);
         self.leaf("noticeNumber", &qr.notice_number);
         self.close("qrCode");
+    }
+
+    fn payment_list(&mut self, option: &Option<PaymentOption>) {
+        let Some(o) = option else { return };
+        self.open("paymentList");
+        self.open("paymentOptionDescription");
+        self.leaf("amount", &o.amount);
+        self.leaf("options", o.options.as_str());
+        self.opt("dueDate", &o.due_date);
+        self.opt("detailDescription", &o.detail_description);
+        self.leaf("allCCP", bool_str(o.all_ccp));
+        self.close("paymentOptionDescription");
+        self.close("paymentList");
     }
 
     fn response_head(&mut self, outcome: Outcome, fault: &Option<Fault>) {

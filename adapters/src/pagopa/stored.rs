@@ -22,7 +22,10 @@ pub fn receipt_to_stored(request: &Request) -> Option<String> {
     let out = match request {
         Request::SendRt(r) => Out::V1(r),
         Request::SendRtV2(r) => Out::V2(r),
-        Request::Verify(_) | Request::GetPayment(_) | Request::GetPaymentV2(_) => return None,
+        Request::Verify(_)
+        | Request::GetPayment(_)
+        | Request::GetPaymentV2(_)
+        | Request::Demand(_) => return None,
     };
     serde_json::to_string(&out).ok()
 }

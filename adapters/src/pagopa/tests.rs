@@ -302,7 +302,20 @@ fn all_requests() -> Vec<(&'static str, Request)> {
                 receipt: receipt_v2(),
             }),
         ),
+        ("demand", Request::Demand(demand_request())),
     ]
+}
+
+fn demand_request() -> DemandRequest {
+    DemandRequest {
+        id_pa: "77777777777".into(),
+        id_broker_pa: "80000000001".into(),
+        id_station: "80000000001_01".into(),
+        id_servizio: "00001".into(),
+        id_soggetto_servizio: "00042".into(),
+        // <tassaAuto> of the car tax's XSD, base64.
+        dati_specifici_servizio: "PHRhc3NhQXV0byB4bWxucz0iaHR0cDovL1B1bnRvQWNjZXNzb1BTUC5zcGNvb3AuZ292Lml0L1Rhc3NhQXV0byI+PHZlaWNvbG9Db25UYXJnYT48dGlwb1ZlaWNvbG9UYXJnYT4xPC90aXBvVmVpY29sb1RhcmdhPjx2ZWljb2xvVGFyZ2E+QUIxMjNDRDwvdmVpY29sb1RhcmdhPjwvdmVpY29sb0NvblRhcmdhPjwvdGFzc2FBdXRvPg==".into(),
+    }
 }
 
 fn full_fault() -> Fault {
@@ -427,6 +440,32 @@ fn all_responses() -> Vec<(&'static str, Response)> {
         ),
         ("send_rt_ok", Response::SendRt(SendRtResponse::ok())),
         ("send_rt_v2_ok", Response::SendRtV2(SendRtResponse::ok())),
+        (
+            "demand_ok",
+            Response::Demand(DemandResponse {
+                outcome: Outcome::Ok,
+                fault: None,
+                qr_code: Some(qr()),
+                payment_option: Some(PaymentOption {
+                    amount: "123.45".into(),
+                    options: AmountOption::Eq,
+                    due_date: Some("2026-12-31".into()),
+                    detail_description: Some(TRICKY.into()),
+                    all_ccp: false,
+                }),
+                payment_description: Some("Tassa automobilistica AB123CD".into()),
+                fiscal_code_pa: Some("77777777777".into()),
+                company_name: Some("Regione <Veneto>".into()),
+                office_name: Some("Tributi".into()),
+            }),
+        ),
+        (
+            "demand_ok_minimal",
+            Response::Demand(DemandResponse {
+                qr_code: Some(qr()),
+                ..DemandResponse::default()
+            }),
+        ),
     ];
     for op in Operation::ALL {
         out.push((op.soap_action(), Response::ko(op, full_fault())));
@@ -638,6 +677,29 @@ fn parses_wisp_converter_mocks() {
         parse("paSendRTV2/OK.xml"),
         Response::SendRtV2(SendRtResponse::ok())
     );
+
+    let Response::Demand(ok) = parse("paDemandPaymentNotice/OK.xml") else {
+        panic!()
+    };
+    assert_eq!(ok.outcome, Outcome::Ok);
+    let qr = ok.qr_code.unwrap();
+    assert_eq!(
+        (qr.fiscal_code.as_str(), qr.notice_number.as_str()),
+        ("77777777777", "124585856958659568")
+    );
+    let option = ok.payment_option.unwrap();
+    assert_eq!(option.amount_cents().unwrap(), Amount::from_cents(5000));
+    assert!(option.all_ccp);
+    assert_eq!(ok.office_name.as_deref(), Some("officeName1"));
+    let Response::Demand(ko) = parse("paDemandPaymentNotice/KO.xml") else {
+        panic!()
+    };
+    assert_eq!(ko.outcome, Outcome::Ko);
+    assert_eq!(ko.qr_code, None);
+    assert_eq!(
+        ko.fault.unwrap().description.as_deref(),
+        Some("FAULT_DESCR")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -757,7 +819,8 @@ fn soap_actions_follow_the_wsdl() {
             "paGetPayment",
             "paGetPaymentV2",
             "paSendRT",
-            "paSendRTV2"
+            "paSendRTV2",
+            "paDemandPaymentNotice"
         ]
     );
     assert_eq!(
@@ -768,7 +831,11 @@ fn soap_actions_follow_the_wsdl() {
         Operation::from_soap_action("paVerifyPaymentNotice"),
         Some(Operation::VerifyPaymentNotice)
     );
-    assert_eq!(Operation::from_soap_action("paDemandPaymentNotice"), None);
+    assert_eq!(
+        Operation::from_soap_action("paDemandPaymentNotice"),
+        Some(Operation::DemandPaymentNotice)
+    );
+    assert_eq!(Operation::from_soap_action("paDemandPaymentNoticeX"), None);
 }
 
 #[test]
@@ -1002,7 +1069,7 @@ fn bytes_that_are_not_utf8_are_refused_wherever_they_are() {
 }
 
 #[test]
-fn unknown_and_unsupported_operations() {
+fn unknown_operations() {
     let err = parse_request(envelope("<pafn:paFooReq/>").as_bytes()).unwrap_err();
     assert_eq!(err, SoapError::UnknownOperation("paFooReq".into()));
     assert_eq!(err.fault_code(), "PAA_SINTASSI_XSD");
@@ -1012,10 +1079,51 @@ fn unknown_and_unsupported_operations() {
         parse_request(resp.as_bytes()).unwrap_err(),
         SoapError::UnknownOperation("paSendRTRes".into())
     );
+    // paDemandPaymentNotice is read like the others: an empty one breaks the XSD.
     let err =
         parse_request(envelope("<pafn:paDemandPaymentNoticeRequest/>").as_bytes()).unwrap_err();
-    assert!(matches!(err, SoapError::Unsupported(_)));
-    assert_eq!(err.fault_code(), "PAA_SYSTEM_ERROR");
+    assert_eq!(
+        invalid(&err),
+        (
+            Operation::DemandPaymentNotice,
+            "paDemandPaymentNoticeRequest/idPA",
+            "missing"
+        )
+    );
+}
+
+#[test]
+fn demand_request_errors_name_the_element() {
+    let req = Request::Demand(demand_request());
+    let err = mutated_error(
+        req.clone(),
+        "<idServizio>00001</idServizio>",
+        "<idServizio>0001</idServizio>",
+    );
+    let (op, path, reason) = invalid(&err);
+    assert_eq!(op, Operation::DemandPaymentNotice);
+    assert_eq!(path, "paDemandPaymentNoticeRequest/idServizio");
+    assert!(reason.contains('5'), "{reason}");
+    let err = mutated_error(
+        req.clone(),
+        "<idSoggettoServizio>00042</idSoggettoServizio>",
+        "",
+    );
+    assert_eq!(
+        invalid(&err).1,
+        "paDemandPaymentNoticeRequest/idSoggettoServizio"
+    );
+    let err = mutated_error(
+        req,
+        "<datiSpecificiServizioRequest>PHR",
+        "<datiSpecificiServizioRequest>*PHR",
+    );
+    let (_, path, reason) = invalid(&err);
+    assert_eq!(
+        path,
+        "paDemandPaymentNoticeRequest/datiSpecificiServizioRequest"
+    );
+    assert!(reason.contains("base64"), "{reason}");
 }
 
 #[test]

@@ -95,7 +95,10 @@ impl<'r> ReceiptView<'r> {
                 ReceiptDestination::MbdAttachment(b64) => Some(b64.as_str()),
                 ReceiptDestination::Iban(_) => None,
             })),
-            Request::Verify(_) | Request::GetPayment(_) | Request::GetPaymentV2(_) => None,
+            Request::Verify(_)
+            | Request::GetPayment(_)
+            | Request::GetPaymentV2(_)
+            | Request::Demand(_) => None,
         }
     }
 }
