@@ -480,25 +480,6 @@ fn bad_requests_get_mypay_faults_and_change_nothing() {
     let (status, answer) = ws_call(p, "paaSILImportaDovuto", "{\"not\": \"xml\"}");
     assert_eq!(status, 200, "{answer}");
     assert_eq!(fault_of(&answer).as_deref(), Some("PAA_XML_NON_VALIDO"));
-    // An operation of the WSDL the hub does not offer yet.
-    let (_, answer) = ws_call(
-        p,
-        "paaSILPrenotaExportFlussoScaduti",
-        &envelope(
-            Some("c_g224"),
-            &payload(
-                "paaSILPrenotaExportFlussoScaduti",
-                &every_operation()[10].2,
-                "c_g224",
-                PW_PADOVA,
-            ),
-        ),
-    );
-    assert_eq!(
-        fault_of(&answer).as_deref(),
-        Some("PAA_SERVIZIO_NON_IMPLEMENTATO"),
-        "{answer}"
-    );
     // A valid position; with one secondary beneficiary it carries the secondary transfer, as a
     // 1_4 row's *EnteSecondario columns.
     let versamento = r#"<Versamento xmlns="http://www.regione.veneto.it/schemas/2012/Pagamenti/Ente/"><versioneOggetto>6.2.0</versioneOggetto><soggettoPagatore><identificativoUnivocoPagatore><tipoIdentificativoUnivoco>F</tipoIdentificativoUnivoco><codiceIdentificativoUnivoco>RSSMRA85T10A562S</codiceIdentificativoUnivoco></identificativoUnivocoPagatore><anagraficaPagatore>Mario Rossi</anagraficaPagatore></soggettoPagatore><datiVersamento><dataEsecuzionePagamento>2099-12-31</dataEsecuzionePagamento><identificativoUnivocoDovuto>SEC-1</identificativoUnivocoDovuto><importoSingoloVersamento>10.00</importoSingoloVersamento><identificativoTipoDovuto>TARI</identificativoTipoDovuto><causaleVersamento>TARI</causaleVersamento><datiSpecificiRiscossione>9/0101100IM/</datiSpecificiRiscossione></datiVersamento><azione>I</azione></Versamento>"#;
@@ -1226,7 +1207,13 @@ fn an_entity_system_built_for_mypay_answers_the_node_in_real_time() {
         fault_of(&verify(&annulled).0).as_deref(),
         Some("PAA_PAGAMENTO_ANNULLATO")
     );
-    for broken in [&failing, &other_iban, &expired] {
+    assert_eq!(
+        fault_of(&verify(&expired).0).as_deref(),
+        Some("PAA_PAGAMENTO_SCADUTO"),
+        "MyPay hands the entity system's expiry to the node"
+    );
+    assert!(lookup(&expired).is_empty(), "nothing stored from {expired}");
+    for broken in [&failing, &other_iban] {
         let (answer, _) = verify(broken);
         assert_eq!(
             fault_of(&answer).as_deref(),
@@ -1262,4 +1249,162 @@ fn an_entity_system_built_for_mypay_answers_the_node_in_real_time() {
     ] {
         assert!(first.contains(&part), "{part} not in {first}");
     }
+}
+
+/// The text of the first `<name>` element of an answer.
+fn element(answer: &str, name: &str) -> String {
+    answer
+        .split(&format!("<{name}>"))
+        .nth(1)
+        .and_then(|s| s.split(&format!("</{name}>")).next())
+        .unwrap_or_default()
+        .replace("&amp;", "&")
+}
+
+#[test]
+fn positions_due_on_a_day_are_exported_on_request_as_mypay_does() {
+    let home = Home::new();
+    let _hub = Hub::start_serving(&home);
+    let p = home.port;
+    let dir = home.path().join("scaduti");
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrapper = answer_schemas(p, &dir);
+    let mut answers = Vec::new();
+    let mut call = |op: &str, body: &str| {
+        let (status, answer) = ws_call(
+            p,
+            op,
+            &envelope(Some("c_g224"), &payload(op, body, "c_g224", PW_PADOVA)),
+        );
+        assert_eq!(status, 200, "{answer}");
+        let f = dir.join(format!("answer-{}.xml", answers.len()));
+        std::fs::write(&f, &answer).unwrap();
+        answers.push(f);
+        answer
+    };
+    for (iud, due) in [
+        ("DUE-1", "2099-01-31"),
+        ("DUE-2", "2099-01-31"),
+        ("LATER", "2099-02-28"),
+    ] {
+        let mut body = api_position(iud, 4200);
+        body["dataEsecuzionePagamento"] = Value::String(due.into());
+        let made = http(
+            p,
+            "POST",
+            "/api/v1/entities/c_g224/positions",
+            Some(KEY_PADOVA),
+            &[],
+            Some(&body.to_string()),
+        );
+        assert_eq!(made.status, 201, "{}", made.body);
+    }
+    let gone = http(
+        p,
+        "DELETE",
+        "/api/v1/entities/c_g224/positions/DUE-2",
+        Some(KEY_PADOVA),
+        &[],
+        None,
+    );
+    assert!(gone.status < 300, "{}", gone.body);
+
+    // MyPay's refusals of a booking.
+    let book = |day: &str, types: &str| {
+        format!("<password>{{pw}}</password><dataScadenza>{day}</dataScadenza><tipiDovuto>{types}</tipiDovuto>")
+    };
+    for (body, code) in [
+        (
+            book("2099-01-31", ""),
+            "PAA_IDENTIFICATIVO_TIPO_DOVUTO_NON_INSERITO",
+        ),
+        (
+            book("2099-01-31", "TARI;NOPE"),
+            "PAA_IDENTIFICATIVO_TIPO_DOVUTO_NON_VALIDO",
+        ),
+    ] {
+        let a = call("paaSILPrenotaExportFlussoScaduti", &body);
+        assert_eq!(fault_of(&a).as_deref(), Some(code), "{a}");
+    }
+    let a = call(
+        "paaSILChiediStatoExportFlussoScaduti",
+        "<password>{pw}</password><requestToken>nope</requestToken>",
+    );
+    assert_eq!(
+        fault_of(&a).as_deref(),
+        Some("PAA_REQUEST_TOKEN_NON_VALIDO"),
+        "{a}"
+    );
+
+    // Booked, written in the background, then downloaded by its signed link.
+    let a = call(
+        "paaSILPrenotaExportFlussoScaduti",
+        &book("2099-01-31", "TARI ; MENSA"),
+    );
+    let token = element(&a, "requestToken");
+    assert!(!token.is_empty(), "{a}");
+    let stato = |call: &mut dyn FnMut(&str, &str) -> String, token: &str| {
+        call(
+            "paaSILChiediStatoExportFlussoScaduti",
+            &format!("<password>{{pw}}</password><requestToken>{token}</requestToken>"),
+        )
+    };
+    let mut done = String::new();
+    assert!(
+        wait_for(20, || {
+            done = stato(&mut call, &token);
+            element(&done, "stato") == "EXPORT_ESEGUITO"
+        }),
+        "{done}"
+    );
+    let name = element(&done, "nomeFile");
+    assert_eq!(name, format!("EXP_SCADUTI_{token}.zip"));
+    assert_eq!(
+        element(&done, "pathFile"),
+        format!("/EXPORT_DOVUTI_SCADUTI/2099-01/{name}")
+    );
+    let url = element(&done, "downloadUrl");
+    let zip = dir.join(&name);
+    let got = Command::new("curl")
+        .args(["-sf", "-o"])
+        .arg(&zip)
+        .arg(&url)
+        .status()
+        .unwrap();
+    assert!(got.success(), "download {url}");
+    let text = unzip_text(&zip);
+    let lines: Vec<&str> = text.split('\n').collect();
+    assert_eq!(lines[0], snodo_adapters::mypay_expired::HEADER);
+    assert_eq!(
+        lines.len(),
+        2,
+        "only the open position due that day: {text}"
+    );
+    assert!(lines[1].starts_with("DUE-1;"), "{text}");
+    assert!(lines[1].contains(";2099-01-31;42.00;;TARI;"), "{text}");
+    // A forged link opens nothing.
+    let forged = url.replace("token=", "token=0");
+    let status = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(&forged)
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&status.stdout), "200");
+
+    // A day nothing is due: MyPay's "nothing found".
+    let a = call(
+        "paaSILPrenotaExportFlussoScaduti",
+        &book("2099-03-01", "TARI"),
+    );
+    let empty = element(&a, "requestToken");
+    let mut state = String::new();
+    assert!(
+        wait_for(20, || {
+            state = stato(&mut call, &empty);
+            element(&state, "stato") == "EXPORT_ESEGUITO_NESSUN_DOVUTO_TROVATO"
+        }),
+        "{state}"
+    );
+    assert_eq!(element(&state, "nomeFile"), "");
+    xmllint(&wrapper, &answers);
 }

@@ -11,8 +11,8 @@
 //! In `mode = "mypay-soap"` the entity system is one built for MyPay (`esterni-per-pa.wsdl`): the
 //! hub POSTs MyPay's `paaSILVerificaEsterna` to `url` and reads `esito` and `datiPagamentoPA`
 //! (amount, IBAN, causale; no payer, so the position's payer is `ANONIMO`). Its faults map as
-//! MyPay passes them to the node: `PAA_PAGAMENTO_SCONOSCIUTO` unknown, `…_ANNULLATO` annulled;
-//! anything else (`…_SCADUTO`, `…_DUPLICATO`, no fault) is the entity system's failure.
+//! MyPay passes them to the node: `PAA_PAGAMENTO_SCONOSCIUTO` unknown, `…_ANNULLATO` annulled,
+//! `…_SCADUTO` expired; anything else (`…_DUPLICATO`, no fault) is the entity system's failure.
 //!
 //! The answer goes through the same `validate` as a CSV row, so an entity system cannot put in
 //! the registry what an import would refuse.
@@ -38,6 +38,8 @@ pub enum Unverified {
     Unknown,
     #[error("annulled in the entity's system")]
     Annulled,
+    #[error("expired in the entity's system")]
+    Expired,
     /// The entity system failed, was late, or answered something unusable.
     #[error("{0}")]
     Failed(String),
@@ -143,6 +145,8 @@ impl ExternalVerifier {
                     }
                     return Err(Unverified::Annulled);
                 }
+                // Nothing is stored: a stored position's own expiry is the hub's to decide.
+                Err(Unverified::Expired) => return Err(Unverified::Expired),
                 Err(e) => {
                     tracing::warn!(entity = %entity.ipa_code, debt_type = %source.debt_type, notice = %notice, "entity system: {e}");
                     failure.get_or_insert(format!("{}: {e}", source.debt_type));
@@ -225,6 +229,9 @@ impl ExternalVerifier {
             Reply::Refused { code, .. } if code == "PAA_PAGAMENTO_SCONOSCIUTO" => return Ok(None),
             Reply::Refused { code, .. } if code == "PAA_PAGAMENTO_ANNULLATO" => {
                 return Err(Unverified::Annulled)
+            }
+            Reply::Refused { code, .. } if code == "PAA_PAGAMENTO_SCADUTO" => {
+                return Err(Unverified::Expired)
             }
             Reply::Refused { code, string } => {
                 return Err(Unverified::Failed(format!(

@@ -373,12 +373,14 @@ impl NodeService {
                     Ok(_) => "ok",
                     Err(Unverified::Unknown) => "unknown",
                     Err(Unverified::Annulled) => "annulled",
+                    Err(Unverified::Expired) => "expired",
                     Err(Unverified::Failed(_)) => "failed",
                 };
                 self.api_stats.verification(&entity.ipa_code, outcome);
                 asked.map_err(|e| match e {
                     Unverified::Unknown => (NodeFault::PagamentoSconosciuto, None),
                     Unverified::Annulled => (NodeFault::PagamentoAnnullato, None),
+                    Unverified::Expired => (NodeFault::PagamentoScaduto, None),
                     Unverified::Failed(why) => (
                         NodeFault::SystemError,
                         Some(format!("the entity's system: {why}")),

@@ -2197,6 +2197,8 @@ fn demand_offer(
                         .as_ref()
                         .map(|t| t.0.clone())
                         .filter(|t| !t.is_empty()),
+                    // The demand call is JSON only (docs/API.md).
+                    mode: ExternalAsk::Json,
                 })),
             }
         }

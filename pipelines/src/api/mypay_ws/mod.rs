@@ -13,6 +13,7 @@ mod exports;
 mod flows;
 mod pivot;
 mod registra;
+mod scaduti;
 
 use super::{blocking, carts, cut, positions, Api, Caller};
 use crate::plan::{key_hash, EntityRuntime, Plan};
@@ -297,6 +298,8 @@ async fn call(
             exports::prenota(&ws, &entity, &call).await
         }
         Operation::ChiediStatoExportFlusso => exports::stato(&ws, &entity, &call).await,
+        Operation::PrenotaExportFlussoScaduti => scaduti::prenota(&ws, &entity, &call).await,
+        Operation::ChiediStatoExportFlussoScaduti => scaduti::stato(&ws, &entity, &call).await,
         Operation::ChiediElencoFlussiSPC => pivot::elenco(&ws, &entity, &call).await,
         Operation::ChiediFlussoSPC => pivot::flusso(&ws, &entity, &call).await,
         other => Err(refuse(
