@@ -237,24 +237,16 @@ fn a_payment_in_progress_holds_back_changes_from_every_intake() {
     let annul = || {
         let rows = [Row::tari("HELD", 1, 900).set(20, "").set(34, "A")];
         let name = format!("c_g224-{}-1_4", unique("ANN"));
-        home.import(
-            &write_zip(home.path(), &name, csv_text(&rows).as_bytes()),
-            &out,
-        )
+        let flow = write_zip(home.path(), &name, csv_text(&rows).as_bytes());
+        (home.import(&flow, &out), name)
     };
-    let o = annul();
+    let (o, name) = annul();
     assert!(
         stdout(&o).contains("accepted=0 rejected=1"),
         "{}",
         stdout(&o)
     );
-    let scarti = std::fs::read_dir(&out)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with("_SCARTI.zip"))
-        .expect("the outcome file of refused rows");
-    let refused = unzip_text(&scarti);
+    let refused = unzip_text(&out.join(format!("{name}_SCARTI.zip")));
     assert!(
         refused.contains("PAA_IMPORT_DOVUTO_NON_PRESENTE") && refused.contains("being paid"),
         "{refused}"
@@ -284,7 +276,7 @@ fn a_payment_in_progress_holds_back_changes_from_every_intake() {
 
     // Once the activation has lapsed, the same annulment goes through.
     std::thread::sleep(std::time::Duration::from_secs(5));
-    let o = annul();
+    let (o, _) = annul();
     assert!(
         stdout(&o).contains("accepted=1 rejected=0"),
         "{}",

@@ -1077,7 +1077,19 @@ fn veneto_notice(n: u64) -> String {
 
 #[test]
 fn an_entity_system_built_for_mypay_answers_the_node_in_real_time() {
+    entity_system_built_for_mypay("mypay-soap");
+}
+
+/// MyPay4's new-model call (`paExternalVerifyPaymentNotice`), which MyPay4's own
+/// paVerifyPaymentNotice makes: the same system's answers, by notice number, without an IBAN.
+#[test]
+fn an_entity_system_built_for_mypay4s_new_model_answers_the_node_too() {
+    entity_system_built_for_mypay("mypay-external-verify");
+}
+
+fn entity_system_built_for_mypay(mode: &str) {
     const VENETO: &str = "80007580279";
+    let old_call = mode == "mypay-soap";
     let sim_port = free_port();
     let home = home_with_stand_ins(sim_port);
     // The Region's ZTL permits live in a system built for MyPay's esterni-per-pa.wsdl.
@@ -1088,7 +1100,7 @@ fn an_entity_system_built_for_mypay_answers_the_node_in_real_time() {
     assert!(cfg.contains(&json_mode), "the demo's ZTL changed");
     let cfg = cfg.replace(
         &json_mode,
-        &format!("anonymous_payer_allowed = true\n  external = {{ url = \"http://127.0.0.1:{sim_port}/external-soap/r_veneto\", timeout = \"2s\", mode = \"mypay-soap\" }}"),
+        &format!("anonymous_payer_allowed = true\n  external = {{ url = \"http://127.0.0.1:{sim_port}/external-soap/r_veneto\", timeout = \"2s\", mode = \"{mode}\" }}"),
     );
     std::fs::write(home.config(), cfg).unwrap();
     let [ok, unknown, annulled, failing, late, other_iban, expired] =
@@ -1096,7 +1108,9 @@ fn an_entity_system_built_for_mypay_answers_the_node_in_real_time() {
     let position =
         |cents: u64| serde_json::json!({"amountCents": cents, "causale": "Permesso ZTL 2027"});
     let mut answers = serde_json::Map::new();
-    answers.insert(ok.clone(), position(2500));
+    let mut payable = position(2500);
+    payable["dueDate"] = serde_json::json!("2099-11-30");
+    answers.insert(ok.clone(), payable);
     answers.insert(annulled.clone(), serde_json::json!({"status": 410}));
     answers.insert(failing.clone(), serde_json::json!({"status": 500}));
     let mut slow = position(100);
@@ -1157,6 +1171,12 @@ fn an_entity_system_built_for_mypay_answers_the_node_in_real_time() {
     let (answer, _) = verify(&ok);
     assert!(answer.contains("<outcome>OK</outcome>"), "{answer}");
     assert!(answer.contains("<amount>25.00</amount>"), "{answer}");
+    // Only the new-model answer carries a due date.
+    assert_eq!(
+        answer.contains("<dueDate>2099-11-30</dueDate>"),
+        !old_call,
+        "{answer}"
+    );
     use snodo_adapters::pagopa::{self as soap, Request};
     let get_payment = soap::render_request(&Request::GetPaymentV2(soap::GetPaymentRequest {
         id_pa: VENETO.into(),
@@ -1213,7 +1233,15 @@ fn an_entity_system_built_for_mypay_answers_the_node_in_real_time() {
         "MyPay hands the entity system's expiry to the node"
     );
     assert!(lookup(&expired).is_empty(), "nothing stored from {expired}");
-    for broken in [&failing, &other_iban] {
+    // The new-model answer names no account: the debt type's is credited whatever the entry says.
+    let broken: Vec<&String> = if old_call {
+        vec![&failing, &other_iban]
+    } else {
+        let (answer, _) = verify(&other_iban);
+        assert!(answer.contains("<outcome>OK</outcome>"), "{answer}");
+        vec![&failing]
+    };
+    for broken in broken {
         let (answer, _) = verify(broken);
         assert_eq!(
             fault_of(&answer).as_deref(),
@@ -1242,11 +1270,20 @@ fn an_entity_system_built_for_mypay_answers_the_node_in_real_time() {
     xmllint(&esterni_schemas(&schemas), &sent);
     let first = std::fs::read_to_string(&sent[0]).unwrap();
     let iuv = &ok[1..];
-    for part in [
-        format!("<identificativoIntermediarioPA>{BROKER}</identificativoIntermediarioPA>"),
-        format!("<identificativoDominio>{VENETO}</identificativoDominio>"),
-        format!("<identificativoUnivocoVersamento>{iuv}</identificativoUnivocoVersamento>"),
-    ] {
+    let parts = if old_call {
+        [
+            format!("<identificativoIntermediarioPA>{BROKER}</identificativoIntermediarioPA>"),
+            format!("<identificativoDominio>{VENETO}</identificativoDominio>"),
+            format!("<identificativoUnivocoVersamento>{iuv}</identificativoUnivocoVersamento>"),
+        ]
+    } else {
+        [
+            format!("<idBrokerPA>{BROKER}</idBrokerPA>"),
+            format!("<qrCodeFiscalCode>{VENETO}</qrCodeFiscalCode>"),
+            format!("<noticeNumber>{ok}</noticeNumber>"),
+        ]
+    };
+    for part in parts {
         assert!(first.contains(&part), "{part} not in {first}");
     }
 }

@@ -10,6 +10,8 @@
 //! it is (`PAA_PAGAMENTO_SCONOSCIUTO`, `…_ANNULLATO`, `…_SCADUTO`, `…_DUPLICATO`).
 //! Payload children are unqualified (the WSDL's schema has no `elementFormDefault`).
 
+pub mod notice;
+
 use crate::pagopa::xml::{read_envelope, Node};
 use crate::pagopa::SoapError;
 use crate::xml_text::XmlText;

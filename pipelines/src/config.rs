@@ -562,6 +562,9 @@ pub enum ExternalMode {
     Json,
     /// An entity system built for MyPay's `esterni-per-pa.wsdl` (docs/MYPAY.md).
     MypaySoap,
+    /// An entity system built for MyPay4's new-model verification
+    /// (`paExternalVerifyPaymentNotice` of `esterni-per-pa.wsdl`, docs/MYPAY.md).
+    MypayExternalVerify,
 }
 
 /// `demand = { service = "00001", schema = "TassaAutomobilistica_1_1_0", causale = "...", ... }`

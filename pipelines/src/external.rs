@@ -128,6 +128,9 @@ impl ExternalVerifier {
                     intermediary,
                     station,
                 } => self.ask_mypay(entity, source, notice, (intermediary, station), timeout),
+                ExternalAsk::MypayExternalVerify { broker, station } => {
+                    self.ask_mypay_notice(entity, source, notice, (broker, station), timeout)
+                }
             };
             match asked {
                 // The store's time is counted from here, not from the node's call.
@@ -263,6 +266,86 @@ impl ExternalVerifier {
                 email: None,
             },
             causale: payment.causale,
+        }))
+    }
+
+    /// MyPay4's `paExternalVerifyPaymentNotice` (`Ok(None)`: this source does not know the
+    /// notice). The answer carries no account: the debt type's is credited.
+    fn ask_mypay_notice(
+        &self,
+        entity: &EntityRuntime,
+        source: &ExternalSource,
+        notice: &NoticeNumber,
+        (broker, station): (&str, &str),
+        timeout: Duration,
+    ) -> Result<Option<Answer>, Unverified> {
+        use snodo_adapters::mypay_esterni::notice::{self as verify, NoticeReply, NoticeRequest};
+        let fiscal_code = entity.fiscal_code.as_str().to_string();
+        let request = NoticeRequest {
+            id_pa: fiscal_code.clone(),
+            id_broker_pa: broker.to_string(),
+            id_station: station.to_string(),
+            qr_fiscal_code: fiscal_code,
+            notice_number: notice.as_str().to_string(),
+        };
+        let mut headers = vec![("SOAPAction", verify::OPERATION)];
+        let bearer = source.token.as_ref().map(|t| format!("Bearer {t}"));
+        if let Some(b) = &bearer {
+            headers.push(("Authorization", b.as_str()));
+        }
+        let call = self.caller.post(
+            &source.url,
+            "text/xml; charset=utf-8",
+            &headers,
+            request.envelope().into_bytes(),
+            timeout,
+        );
+        let answer = block_on(call).and_then(|r| r).map_err(|e| match e {
+            CallError::Timeout(t) => Unverified::Failed(format!("no answer within {t:?}")),
+            CallError::Failed(why) => Unverified::Failed(why),
+        })?;
+        if answer.status != 200 {
+            return Err(Unverified::Failed(format!(
+                "answered HTTP {}",
+                answer.status
+            )));
+        }
+        let reply = NoticeReply::parse(&answer.body)
+            .map_err(|e| Unverified::Failed(format!("unreadable answer: {e}")))?;
+        let payment = match reply {
+            NoticeReply::Payable(p) => p,
+            NoticeReply::Refused { code, .. } if code == "PAA_PAGAMENTO_SCONOSCIUTO" => {
+                return Ok(None)
+            }
+            NoticeReply::Refused { code, .. } if code == "PAA_PAGAMENTO_ANNULLATO" => {
+                return Err(Unverified::Annulled)
+            }
+            NoticeReply::Refused { code, .. } if code == "PAA_PAGAMENTO_SCADUTO" => {
+                return Err(Unverified::Expired)
+            }
+            NoticeReply::Refused { code, string } => {
+                return Err(Unverified::Failed(format!(
+                    "answered fault {code:?} {string:?}"
+                )))
+            }
+        };
+        // The longer text is the causale when there is one (the receipt's remittance).
+        let causale = if payment.detail.trim().is_empty() {
+            payment.description
+        } else {
+            payment.detail
+        };
+        Ok(Some(Answer {
+            iud: None,
+            amount_cents: payment.amount.cents(),
+            due_date: payment.due_date,
+            payer: Payer {
+                kind: "F".into(),
+                id: "ANONIMO".into(),
+                name: "ANONIMO".into(),
+                email: None,
+            },
+            causale,
         }))
     }
 

@@ -338,6 +338,11 @@ pub enum ExternalAsk {
         intermediary: String,
         station: String,
     },
+    /// MyPay4's `paExternalVerifyPaymentNotice`, naming the hub as broker and station.
+    MypayExternalVerify {
+        broker: String,
+        station: String,
+    },
 }
 
 /// pagoPA Checkout, as configured.
@@ -930,20 +935,26 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                             ),
                         );
                     }
+                    use crate::config::ExternalMode;
+                    // MyPay's answers name no payer: the position's is ANONIMO.
+                    if ext.mode != ExternalMode::Json && !dt.anonymous_payer_allowed {
+                        p(
+                            format!("{at}.anonymous_payer_allowed"),
+                            "a MyPay mode needs it true: MyPay's answers name no payer".into(),
+                        );
+                    }
+                    let (broker, station) = (
+                        cfg.pagopa.broker_fiscal_code.clone(),
+                        cfg.pagopa.stations.first().cloned().unwrap_or_default(),
+                    );
                     let mode = match ext.mode {
-                        crate::config::ExternalMode::Json => ExternalAsk::Json,
-                        crate::config::ExternalMode::MypaySoap => {
-                            // MyPay's answer names no payer: the position's is ANONIMO.
-                            if !dt.anonymous_payer_allowed {
-                                p(
-                                    format!("{at}.anonymous_payer_allowed"),
-                                    "mode \"mypay-soap\" needs it true: MyPay's answer names no payer".into(),
-                                );
-                            }
-                            ExternalAsk::MypaySoap {
-                                intermediary: cfg.pagopa.broker_fiscal_code.clone(),
-                                station: cfg.pagopa.stations.first().cloned().unwrap_or_default(),
-                            }
+                        ExternalMode::Json => ExternalAsk::Json,
+                        ExternalMode::MypaySoap => ExternalAsk::MypaySoap {
+                            intermediary: broker,
+                            station,
+                        },
+                        ExternalMode::MypayExternalVerify => {
+                            ExternalAsk::MypayExternalVerify { broker, station }
                         }
                     };
                     external.push(ExternalSource {

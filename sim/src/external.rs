@@ -50,7 +50,9 @@
 //! `OK` with `datiPagamentoPA` (its `amountCents`, its `iban` or [`DEMO_IBAN`], its `causale`);
 //! 404 is the fault `PAA_PAGAMENTO_SCONOSCIUTO`, 410 `PAA_PAGAMENTO_ANNULLATO`; `"faultCode":
 //! "PAA_..."` answers that fault; any other status is that HTTP status with a SOAP Fault. A
-//! request that is not such a call is a 500 SOAP Fault. With
+//! request that is not such a call is a 500 SOAP Fault. MyPay4's new-model call
+//! (`paExternalVerifyPaymentNotice`, mode `mypay-external-verify`) is answered from the same
+//! entries, by its notice number: `amount`, `dueDate` and the `causale` as descriptions. With
 //! [`ExternalOptions::record`] (`--external-record DIR`) each request is written to
 //! `DIR/<n>.xml` as received, before it is answered.
 
@@ -236,6 +238,7 @@ async fn verify_soap(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    use snodo_adapters::mypay_esterni::notice::{NoticePayment, NoticeReply, NoticeRequest};
     use snodo_adapters::mypay_esterni::{Payment, Reply, Request};
     if let Some(dir) = &opts.record {
         let n = RECORDED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -247,19 +250,33 @@ async fn verify_soap(
     if !authorized(&opts, &headers) {
         return soap_fault(StatusCode::UNAUTHORIZED, "Bearer token required");
     }
-    let request = match Request::parse(&body) {
-        Ok(r) => r,
-        Err(e) => return soap_fault(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    // MyPay's old call (`paaSILVerificaEsterna`, by IUV) or MyPay4's new-model one
+    // (`paExternalVerifyPaymentNotice`, by notice number): the same entries answer both.
+    let (iuv, new_model) = match Request::parse(&body) {
+        Ok(r) => (r.iuv, None),
+        Err(old) => match NoticeRequest::parse(&body) {
+            Ok(r) => match snodo_core::NoticeNumber::parse(&r.notice_number) {
+                Ok(n) => (n.iuv().as_str().to_string(), Some(r)),
+                Err(e) => return soap_fault(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            },
+            Err(_) => return soap_fault(StatusCode::INTERNAL_SERVER_ERROR, &old.to_string()),
+        },
     };
+    let request = IuvOnly { iuv };
     let fault = |code: &str, text: &str| {
-        soap(
-            StatusCode::OK,
-            Reply::Refused {
+        let envelope = match &new_model {
+            Some(_) => NoticeReply::Refused {
                 code: code.into(),
                 string: text.into(),
             }
             .envelope(),
-        )
+            None => Reply::Refused {
+                code: code.into(),
+                string: text.into(),
+            }
+            .envelope(),
+        };
+        soap(StatusCode::OK, envelope)
     };
     let unknown = || fault("PAA_PAGAMENTO_SCONOSCIUTO", "Pagamento sconosciuto");
     let same_iuv = |notice: &str| {
@@ -330,14 +347,34 @@ async fn verify_soap(
         .and_then(Value::as_i64)
         .unwrap_or(0);
     let text = |k: &str| entry.get(k).and_then(Value::as_str).map(str::to_string);
-    let reply = Reply::Payable(Payment {
-        amount: snodo_core::Amount::from_cents(cents),
-        iban: text("iban").unwrap_or_else(|| DEMO_IBAN.to_string()),
-        bic: None,
-        causale: text("causale").unwrap_or_default(),
-        credentials: None,
-    });
-    soap(StatusCode::OK, reply.envelope())
+    let amount = snodo_core::Amount::from_cents(cents);
+    let causale = text("causale").unwrap_or_default();
+    let envelope = match new_model {
+        Some(r) => NoticeReply::Payable(NoticePayment {
+            amount,
+            description: causale.chars().take(35).collect(),
+            detail: causale.chars().take(140).collect(),
+            due_date: text("dueDate"),
+            fiscal_code_pa: r.qr_fiscal_code,
+            company_name: "Ente".into(),
+            office_name: "Ufficio".into(),
+        })
+        .envelope(),
+        None => Reply::Payable(Payment {
+            amount,
+            iban: text("iban").unwrap_or_else(|| DEMO_IBAN.to_string()),
+            bic: None,
+            causale,
+            credentials: None,
+        })
+        .envelope(),
+    };
+    soap(StatusCode::OK, envelope)
+}
+
+/// What the lookup needs of either call.
+struct IuvOnly {
+    iuv: String,
 }
 
 /// Takes `delayMs` and `status` out of an entry.
