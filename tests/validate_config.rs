@@ -101,7 +101,7 @@ fn api_keys_spontaneous_and_external_settings_are_checked() {
         "entities[0].debt_types[1].spontaneous: causale uses {anno}, which is not a declared field",
         "entities[2].debt_types[2].external.timeout: must be above 0 and at most 4s",
         // MyPay's verification answer names no payer.
-        "entities[2].debt_types[2].anonymous_payer_allowed: mode \"mypay-soap\" needs it true",
+        "entities[2].debt_types[2].anonymous_payer_allowed: a MyPay mode needs it true",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }

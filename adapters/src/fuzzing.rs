@@ -47,6 +47,7 @@ fn rules() -> &'static EntityRules {
                 due_date_required: due,
                 anonymous_payer_allowed: anonymous,
                 generate_iuv: generate,
+                stamp_duty: false,
             };
             (code.to_owned(), rules)
         };

@@ -10,8 +10,10 @@
 
 use serde::{Deserialize, Serialize};
 use snodo_core::dovuto::{
-    validate, DovutoRow, EntityRules, FlowVersion, RawDovuto, RejectCode, Rejection,
+    validate, Credit, DovutoRow, EntityRules, FlowVersion, MetaEntry, RawDovuto, RejectCode,
+    Rejection, StampDuty, TransferSpec,
 };
+use snodo_core::{Amount, EntityFiscalCode, Iban};
 
 /// Name of this format in pipeline configuration (`decode = "position-json"`).
 pub const POSITION_JSON: &str = "position-json";
@@ -80,6 +82,42 @@ struct Message {
     causale_versamento_ente_secondario: Option<String>,
     importo_versamento_ente_secondario: Option<String>,
     azione: Option<String>,
+    /// The whole transfer list (multi-beneficiary up to 5, postal accounts, stamps).
+    transfers: Option<Vec<TransferMessage>>,
+    /// The document a stamp-duty debt type's stamp is for (base64 SHA-256).
+    hash_documento: Option<String>,
+}
+
+/// One transfer of `transfers`: the entity's own first (no `codiceFiscaleEnte`), then the
+/// other beneficiaries.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct TransferMessage {
+    codice_fiscale_ente: Option<String>,
+    denominazione_ente: Option<String>,
+    iban_accredito: Option<String>,
+    iban_postale: Option<String>,
+    marca_da_bollo: Option<StampMessage>,
+    importo: Option<String>,
+    causale_versamento: Option<String>,
+    dati_specifici_riscossione: Option<String>,
+    #[serde(default)]
+    metadata: Vec<MetaMessage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct StampMessage {
+    tipo_bollo: Option<String>,
+    hash_documento: String,
+    provincia_residenza: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetaMessage {
+    key: String,
+    value: String,
 }
 
 fn s(v: &Option<String>) -> &str {
@@ -235,11 +273,116 @@ fn check(
         causale_versamento_ente_secondario: s(&m.causale_versamento_ente_secondario),
         importo_versamento_ente_secondario: s(&m.importo_versamento_ente_secondario),
         azione: s(&m.azione),
+        hash_documento: s(&m.hash_documento),
     };
-    validate(&raw, FlowVersion::V1_4, rules, today).map_err(|rejections| Invalid {
-        iud: m.iud.clone().or(key),
-        rejections,
-    })
+    let iud = m.iud.clone().or(key);
+    let (transfers, mut broken) = transfer_list(m.transfers.unwrap_or_default());
+    let mut row = match validate(&raw, FlowVersion::V1_4, rules, today) {
+        Ok(row) => row,
+        Err(mut rejections) => {
+            rejections.append(&mut broken);
+            return Err(Invalid { iud, rejections });
+        }
+    };
+    row.dovuto.transfers = transfers;
+    broken.extend(
+        snodo_core::payment::check_transfers(&row.dovuto)
+            .into_iter()
+            .map(|(field, why)| rejection(&field, why)),
+    );
+    if broken.is_empty() {
+        Ok(row)
+    } else {
+        Err(Invalid {
+            iud,
+            rejections: broken,
+        })
+    }
+}
+
+/// A transfer list's refusal: MyPay's code for a secondary entity's bad field, at the JSON path.
+fn rejection(field: &str, why: String) -> Rejection {
+    let code = if field.ends_with("codiceFiscaleEnte") {
+        RejectCode::CodFiscEnteSecondario
+    } else if field.contains("iban") {
+        RejectCode::IbanEnteSecondario
+    } else if field.ends_with("datiSpecificiRiscossione") {
+        RejectCode::DatiRiscossEnteSecondario
+    } else if field.ends_with("importo") || field == "transfers" {
+        RejectCode::ImportoEnteSecondario
+    } else {
+        RejectCode::SintassiCsv
+    };
+    Rejection::new(code, format!("{field}: {why}")).at(field)
+}
+
+/// The typed transfer list, and what could not be read (the rules come after).
+fn transfer_list(list: Vec<TransferMessage>) -> (Vec<TransferSpec>, Vec<Rejection>) {
+    let mut broken = Vec::new();
+    let mut out = Vec::with_capacity(list.len());
+    for (i, t) in list.into_iter().enumerate() {
+        let at = |f: &str| format!("transfers[{i}].{f}");
+        let mut bad = |f: &str, why: String| broken.push(rejection(&at(f), why));
+        let fiscal_code = t.codice_fiscale_ente.as_deref().and_then(|c| {
+            EntityFiscalCode::parse(c)
+                .map_err(|e| bad("codiceFiscaleEnte", format!("{c:?}: {e}")))
+                .ok()
+        });
+        let mut iban_of = |f: &str, v: &Option<String>| {
+            v.as_deref().and_then(|v| {
+                Iban::parse(v)
+                    .map_err(|e| bad(f, format!("{v:?}: {e}")))
+                    .ok()
+            })
+        };
+        let iban = iban_of("ibanAccredito", &t.iban_accredito);
+        let postal_iban = iban_of("ibanPostale", &t.iban_postale);
+        let credit = match (t.marca_da_bollo, iban, postal_iban) {
+            (Some(m), None, None) if t.iban_accredito.is_none() && t.iban_postale.is_none() => {
+                Some(Credit::Stamp(StampDuty {
+                    kind: m.tipo_bollo.unwrap_or_else(|| "01".into()),
+                    document_hash: m.hash_documento,
+                    province: m.provincia_residenza,
+                }))
+            }
+            (Some(_), _, _) => {
+                bad(
+                    "marcaDaBollo",
+                    "a stamp is instead of an account: give no ibanAccredito or ibanPostale".into(),
+                );
+                None
+            }
+            (None, None, None) => None,
+            (None, iban, postal_iban) => Some(Credit::Accounts { iban, postal_iban }),
+        };
+        let amount = match t.importo.as_deref() {
+            None => {
+                bad("importo", "required".into());
+                Amount::from_cents(0)
+            }
+            Some(v) => Amount::parse_mypay(v).unwrap_or_else(|e| {
+                bad("importo", format!("{v:?}: {e}"));
+                Amount::from_cents(0)
+            }),
+        };
+        out.push(TransferSpec {
+            fiscal_code,
+            company_name: t.denominazione_ente,
+            credit,
+            amount,
+            remittance: t.causale_versamento,
+            category: t.dati_specifici_riscossione,
+            metadata: t
+                .metadata
+                .into_iter()
+                .map(|m| MetaEntry {
+                    key: m.key,
+                    value: m.value,
+                })
+                .collect(),
+        });
+    }
+    (out, broken)
 }
 
 /// Where the message came from, echoed in its outcome so the sender can match them up.
@@ -305,6 +448,7 @@ mod tests {
                 due_date_required: false,
                 anonymous_payer_allowed: false,
                 generate_iuv: true,
+                stamp_duty: false,
             },
         );
         EntityRules {

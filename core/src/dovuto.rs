@@ -99,6 +99,9 @@ pub struct RawDovuto<'a> {
     pub causale_versamento_ente_secondario: &'a str,
     pub importo_versamento_ente_secondario: &'a str,
     pub azione: &'a str,
+    /// `hashDocumento` (position-json and the API only): the document a stamp-duty debt type's
+    /// stamp is for.
+    pub hash_documento: &'a str,
 }
 
 use crate::amount::Amount;
@@ -361,6 +364,64 @@ pub struct SecondaryTransfer {
     pub amount: Amount,
 }
 
+/// A digital revenue stamp (marca da bollo digitale) the payer buys instead of a credit to an
+/// account: pagoPA's `richiestaMarcaDaBollo`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StampDuty {
+    /// `tipoBollo`: `01` (the only one pagoPA knows).
+    pub kind: String,
+    /// `hashDocumento`: base64 of the SHA-256 of the stamped document.
+    pub document_hash: String,
+    /// `provinciaResidenza`: the payer's province, two upper-case letters.
+    pub province: String,
+}
+
+/// Where a transfer of a position's own list goes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Credit {
+    /// A bank account, and a postal one for Poste's channels (`transferType` POSTAL); either
+    /// may be absent, not both.
+    Accounts {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iban: Option<Iban>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        postal_iban: Option<Iban>,
+    },
+    Stamp(StampDuty),
+}
+
+/// A metadata entry of a transfer (pagoPA's `mapEntry`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MetaEntry {
+    pub key: String,
+    pub value: String,
+}
+
+/// One transfer of a position that carries its own transfer list (position-json, the API):
+/// the entity's own first, then up to four other beneficiaries. MyPay 1_4's single secondary
+/// entity is [`SecondaryTransfer`]; a position has one or the other.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TransferSpec {
+    /// The beneficiary; `None` for the entity's own transfer (the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fiscal_code: Option<EntityFiscalCode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_name: Option<String>,
+    /// `None`: the debt type's accounts (the entity's own transfer only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit: Option<Credit>,
+    pub amount: Amount,
+    /// `remittanceInformation`; `None`: MyPay's `/RFB/<IUV>/<amount>/TXT/<causale>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remittance: Option<String>,
+    /// The taxonomy code (`transferCategory`); `None`: the position's, else the debt type's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<MetaEntry>,
+}
+
 /// A validated debt position, every MyPay field kept. Serialised without its empty optional
 /// fields: it is stored once per position, so its size is the registry's size.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -386,6 +447,13 @@ pub struct Dovuto {
     pub bilancio: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secondary: Option<SecondaryTransfer>,
+    /// The whole transfer list, when the position gives one (up to 5); empty: the debt type's
+    /// account, plus `secondary` when there is one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfers: Vec<TransferSpec>,
+    /// `hashDocumento` of the document a stamp-duty debt type's stamp is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_hash: Option<String>,
 }
 
 /// A validated row: what to do and with which position.
@@ -404,6 +472,9 @@ pub struct DebtTypeRules {
     pub anonymous_payer_allowed: bool,
     /// Generate an IUV when a row leaves it empty, even without `flgGeneraIuv`.
     pub generate_iuv: bool,
+    /// A digital revenue stamp: positions need the document's hash, which import flows cannot
+    /// carry (MyPay refuses the stamp in flows too).
+    pub stamp_duty: bool,
 }
 
 /// What validation needs to know about the entity a row belongs to.
@@ -493,6 +564,42 @@ pub fn validate(
             }
             Some(dt) => Some(dt),
         }
+    };
+    // A stamp is for one document: its hash must come with the position (MyPay refuses the
+    // stamp in flows, which have no column for it).
+    let document_hash = match debt_type {
+        Some(dt) if dt.stamp_duty && action != Some(Action::Annul) => {
+            let h = raw.hash_documento;
+            let base64 = h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+            if h.is_empty() {
+                err(
+                    C::TipoDovutoNonValidoMarcaDaBollo,
+                    format!(
+                        "tipoDovuto {:?} is a digital revenue stamp: hashDocumento (the document's base64 SHA-256) is required, which position-json and the API carry and flows cannot",
+                        raw.tipo_dovuto
+                    ),
+                );
+                None
+            } else if !(4..=72).contains(&h.len()) || !base64 {
+                err(
+                    C::TipoDovutoNonValidoMarcaDaBollo,
+                    "hashDocumento: the document's base64 SHA-256, 4 to 72 characters".into(),
+                );
+                None
+            } else {
+                if raw.provincia_pagatore.len() != 2 {
+                    err(
+                        C::Prov,
+                        "provinciaPagatore is required: the stamp names the payer's province"
+                            .into(),
+                    );
+                }
+                Some(h.to_string())
+            }
+        }
+        _ => None,
     };
 
     // Payer
@@ -801,6 +908,8 @@ pub fn validate(
                     dati_specifici_riscossione: raw.dati_specifici_riscossione.to_string(),
                     bilancio,
                     secondary,
+                    transfers: Vec::new(),
+                    document_hash,
                 },
             })
         }
@@ -1035,6 +1144,7 @@ mod tests {
                     due_date_required: due,
                     anonymous_payer_allowed: anon,
                     generate_iuv: gen,
+                    stamp_duty: false,
                 },
             );
         }

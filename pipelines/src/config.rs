@@ -480,6 +480,10 @@ pub struct DebtTypeConfig {
     /// `PAA_PAGAMENTO_SCADUTO`, they become `expired` and go to `from = "expired"` exports.
     /// Absent: they never expire.
     pub expire_after_days: Option<u32>,
+    /// The debt type is a digital revenue stamp (`tipoBollo`, `"01"`): the node is answered a
+    /// `richiestaMarcaDaBollo` for the position's document (`hashDocumento`) and the payer's
+    /// province instead of an account.
+    pub stamp_duty: Option<String>,
     /// Citizens may pay it spontaneously through `/api/v1/.../spontaneous` (Base mode).
     pub spontaneous: Option<SpontaneousConfig>,
     /// Its positions live in the entity's own system, asked when the node verifies a notice.

@@ -235,12 +235,25 @@ impl NodeService {
         let op = request.operation();
         let result = match request {
             Request::Verify(r) => self.verify(r),
-            Request::GetPayment(r) => self.get_payment(r, corr).map(|(pos, entity)| {
-                Response::GetPayment(GetPaymentResponse {
+            Request::GetPayment(r) => self.get_payment(r, corr).and_then(|(pos, entity)| {
+                // ctTransferPA (V1) has no richiestaMarcaDaBollo.
+                if pos
+                    .transfers
+                    .iter()
+                    .any(|t| matches!(t.destination, payment::Destination::Stamp(_)))
+                {
+                    return Err((
+                        NodeFault::Semantica,
+                        Some(
+                            "the payment holds a digital revenue stamp: paGetPaymentV2 only".into(),
+                        ),
+                    ));
+                }
+                Ok(Response::GetPayment(GetPaymentResponse {
                     outcome: Outcome::Ok,
                     fault: None,
                     data: Some(payment_data(&pos, &entity)),
-                })
+                }))
             }),
             Request::GetPaymentV2(r) => self.get_payment(r, corr).map(|(pos, entity)| {
                 Response::GetPaymentV2(GetPaymentV2Response {
@@ -409,11 +422,12 @@ impl NodeService {
         let d = &p.dovuto;
         // allCCP: every transfer can be credited to a postal account, so Poste's channels may
         // take the payment (asking paGetPayment with transferType POSTAL).
-        let all_ccp = entity
-            .payments
-            .get(&d.debt_type)
-            .is_some_and(|t| t.postal_payable(snodo_core::time::today_rome()))
-            && d.secondary.as_ref().is_none_or(|s| s.iban.is_postal());
+        let debt_type = entity.payments.get(&d.debt_type);
+        let all_ccp = payment::all_postal(
+            d,
+            debt_type.is_some_and(|t| t.postal_payable(snodo_core::time::today_rome())),
+            debt_type.is_some_and(|t| t.stamp.is_some()),
+        );
         Ok(Response::Verify(VerifyResponse {
             outcome: Outcome::Ok,
             fault: None,
@@ -456,16 +470,29 @@ impl NodeService {
             .iuv
             .clone()
             .ok_or((NodeFault::PagamentoSconosciuto, None))?;
+        let postal = r.transfer_type == Some(soap::TransferType::Postal);
         let transfers = payment::transfers(
             &position.dovuto,
             &iuv,
             &entity.fiscal_code,
-            // The account valid today (an entity may announce a new one ahead of time), the
-            // postal one when a Poste channel asks for it and the debt type has one.
-            debt_type.account_for(r.transfer_type, snodo_core::time::today_rome()),
-            &debt_type.taxonomy,
+            payment::Own {
+                // The account valid today (an entity may announce a new one ahead of time),
+                // the postal one when a Poste channel asks for it and the debt type has one.
+                account: debt_type.account_for(r.transfer_type, snodo_core::time::today_rome()),
+                taxonomy: &debt_type.taxonomy,
+                stamp: debt_type.stamp.as_deref(),
+            },
+            postal,
         )
-        .map_err(|f| (f, Some("transfers do not add up to the amount".to_string())))?;
+        .map_err(|f| {
+            (
+                f,
+                Some(
+                    "the transfers do not add up to the amount, or a stamp lacks its document"
+                        .to_string(),
+                ),
+            )
+        })?;
         // The position is authoritative: an amount the PSP read elsewhere (an old notice, a
         // verify before a change) is answered with the position's, which the receipt must match.
         if let Some(Ok(asked)) = r.amount_cents() {
@@ -717,19 +744,32 @@ fn payment_data(a: &Activation, entity: &EntityRuntime) -> PaymentData {
                 id_transfer: t.id,
                 transfer_amount: soap::from_cents(t.amount),
                 fiscal_code_pa: t.fiscal_code.as_str().to_string(),
-                iban: t.iban.as_str().to_string(),
-                remittance_information: t.remittance_information.clone(),
+                // A stamp never gets here (the V1 answer refuses it first).
+                iban: t
+                    .destination
+                    .iban()
+                    .map(|i| i.as_str().to_string())
+                    .unwrap_or_default(),
+                remittance_information: cut(&t.remittance_information, 140),
                 transfer_category: t.category.clone(),
-                metadata: Vec::new(),
+                metadata: map_entries(&t.metadata),
             })
             .collect(),
         metadata: Vec::new(),
     }
 }
 
+fn map_entries(m: &[snodo_core::dovuto::MetaEntry]) -> Vec<soap::MapEntry> {
+    m.iter()
+        .map(|e| soap::MapEntry {
+            key: e.key.clone(),
+            value: e.value.clone(),
+        })
+        .collect()
+}
+
 fn payment_data_v2(a: &Activation, entity: &EntityRuntime) -> PaymentDataV2 {
     let d = &a.position.dovuto;
-    let secondary_name = d.secondary.as_ref().map(|s| cut(&s.name, 140));
     PaymentDataV2 {
         creditor_reference_id: a.iuv.clone(),
         payment_amount: soap::from_cents(d.amount),
@@ -747,15 +787,20 @@ fn payment_data_v2(a: &Activation, entity: &EntityRuntime) -> PaymentDataV2 {
                 id_transfer: t.id,
                 transfer_amount: soap::from_cents(t.amount),
                 fiscal_code_pa: t.fiscal_code.as_str().to_string(),
-                company_name: if t.id == 1 {
-                    Some(cut(&entity.name, 140))
-                } else {
-                    secondary_name.clone()
+                company_name: Some(cut(t.company_name.as_deref().unwrap_or(&entity.name), 140)),
+                destination: match &t.destination {
+                    payment::Destination::Iban(i) => Destination::Iban(i.as_str().to_string()),
+                    payment::Destination::Stamp(s) => {
+                        Destination::MarcaDaBollo(soap::MarcaDaBollo {
+                            hash_documento: s.document_hash.clone(),
+                            tipo_bollo: s.kind.clone(),
+                            provincia_residenza: s.province.clone(),
+                        })
+                    }
                 },
-                destination: Destination::Iban(t.iban.as_str().to_string()),
-                remittance_information: t.remittance_information.clone(),
+                remittance_information: cut(&t.remittance_information, 140),
                 transfer_category: t.category.clone(),
-                metadata: Vec::new(),
+                metadata: map_entries(&t.metadata),
             })
             .collect(),
         metadata: Vec::new(),
@@ -797,6 +842,8 @@ mod tests {
             dati_specifici_riscossione: "9/0101100IM/".into(),
             bilancio: None,
             secondary: None,
+            transfers: Vec::new(),
+            document_hash: None,
         }
     }
 

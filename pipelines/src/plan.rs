@@ -385,6 +385,8 @@ pub struct DebtTypePayment {
     pub taxonomy: String,
     /// Payable after the due date, and for how long.
     pub late: snodo_core::payment::LatePolicy,
+    /// `Some(tipoBollo)`: a stamp-duty debt type.
+    pub stamp: Option<String>,
     /// The postal current account, if the debt type has one.
     pub postal: Option<PostalAccount>,
 }
@@ -1071,6 +1073,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                                 late_payment_allowed: dt.late_payment_allowed,
                                 expire_after_days: dt.expire_after_days,
                             },
+                            stamp: dt.stamp_duty.clone(),
                             postal,
                         },
                     );
@@ -1090,6 +1093,20 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     }
                 }
             }
+            if let Some(kind) = &dt.stamp_duty {
+                if kind != "01" {
+                    p(
+                        format!("{at}.stamp_duty"),
+                        format!("{kind:?}: pagoPA's only tipoBollo is \"01\""),
+                    );
+                }
+                if dt.external.is_some() || dt.spontaneous.is_some() {
+                    p(
+                        format!("{at}.stamp_duty"),
+                        "a stamp-duty debt type is neither external nor spontaneous".into(),
+                    );
+                }
+            }
             debt_types.insert(
                 dt.code.clone(),
                 DebtTypeRules {
@@ -1098,6 +1115,7 @@ fn build(cfg: Config, problems: &mut Vec<Problem>) -> Plan {
                     due_date_required: dt.due_date_required,
                     anonymous_payer_allowed: dt.anonymous_payer_allowed,
                     generate_iuv: dt.generate_iuv,
+                    stamp_duty: dt.stamp_duty.is_some(),
                 },
             );
         }

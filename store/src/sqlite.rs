@@ -479,6 +479,8 @@ mod tests {
                 dati_specifici_riscossione: "9/0101100IM/".into(),
                 bilancio: None,
                 secondary: None,
+                transfers: Vec::new(),
+                document_hash: None,
             },
         })
         .unwrap()

@@ -233,6 +233,8 @@ fn row_due(
             dati_specifici_riscossione: "9/0101100IM/".into(),
             bilancio: None,
             secondary: None,
+            transfers: Vec::new(),
+            document_hash: None,
         },
     })
     .unwrap()

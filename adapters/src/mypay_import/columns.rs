@@ -329,6 +329,7 @@ mod tests {
                 causale_versamento_ente_secondario: "Quota Treviso",
                 importo_versamento_ente_secondario: "50.00",
                 azione: "I",
+                hash_documento: "",
             }
         );
         // And back.

@@ -48,6 +48,7 @@ fn rules() -> EntityRules {
             due_date_required: false,
             anonymous_payer_allowed: false,
             generate_iuv: true,
+            stamp_duty: false,
         },
     );
     EntityRules {
