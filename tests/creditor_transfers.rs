@@ -181,6 +181,58 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/erp" }}
             .any(|t| t["mbd_attachment"].as_str().is_some_and(|m| !m.is_empty())),
         "{pushed}"
     );
+
+    // Every transfer to a postal account: allCCP, and `snodo sim --postal` pays it as a Poste
+    // channel would, the receipt naming the postal accounts.
+    let mut poste = api_position("POSTE-1", 3_000);
+    poste["transfers"] = json!([
+        {"importo": "20.00", "ibanPostale": VENETO_POSTAL},
+        {"codiceFiscaleEnte": "00133880252", "ibanAccredito": "IT95O0306911884000100012345",
+         "ibanPostale": FELTRE_POSTAL, "importo": "10.00"}
+    ]);
+    let (status, made) = create(&home, &poste);
+    assert_eq!(status, 201, "{made}");
+    let poste_notice = made["noticeNumber"].as_str().unwrap().to_string();
+    let v = call(
+        &home,
+        "paVerifyPaymentNotice",
+        &verify_body(PADOVA, BROKER, STATION, &poste_notice),
+    );
+    assert!(v.contains("<allCCP>true</allCCP>"), "{v}");
+    std::fs::write(&list, format!("{PADOVA};{poste_notice}\n")).unwrap();
+    let o = run_sim(
+        &home,
+        &[
+            "-c",
+            "config.toml",
+            "--notices",
+            list.to_str().unwrap(),
+            "--no-ledger",
+            "--postal",
+        ],
+    );
+    assert!(stdout(&o).contains("ok=1"), "{}", stdout(&o));
+    assert!(
+        wait_for(20, || seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, _, b)| b.contains(&poste_notice))),
+        "the postal receipt was not pushed"
+    );
+    let body = {
+        let seen = seen.lock().unwrap();
+        seen.iter()
+            .find(|(_, _, b)| b.contains(&poste_notice))
+            .unwrap()
+            .2
+            .clone()
+    };
+    assert!(
+        body.contains(FELTRE_POSTAL) && body.contains(VENETO_POSTAL),
+        "{body}"
+    );
+    assert!(!body.contains("IT95O0306911884000100012345"), "{body}");
     drop(hub);
 }
 

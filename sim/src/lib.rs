@@ -179,6 +179,9 @@ pub struct SimOptions {
     pub concurrency: usize,
     /// `paGetPayment` + `paSendRT` instead of their V2.
     pub v1: bool,
+    /// Pay as a Poste channel (postal slip, post office): activate with `transferType` POSTAL
+    /// where the verify said every transfer can go to a postal account (`allCCP`).
+    pub postal: bool,
     /// Only `paVerifyPaymentNotice`, nothing activated or paid (read-only load).
     pub verify_only: bool,
     /// Verify and activate the `count` payments first, untimed, then send only their receipts:
@@ -229,6 +232,7 @@ impl SimOptions {
             notices,
             concurrency: 16,
             v1: false,
+            postal: false,
             verify_only: false,
             receipts_only: false,
             fault: None,
@@ -336,6 +340,7 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
         count: opts.count,
         next: AtomicUsize::new(0),
         v1: opts.v1,
+        postal: opts.postal,
         verify_only: opts.verify_only,
         fault: opts.fault,
         log,
@@ -494,6 +499,7 @@ impl Payer {
                 count: 0,
                 next: AtomicUsize::new(0),
                 v1: opts.v1,
+                postal: opts.postal,
                 verify_only: opts.verify_only,
                 fault: opts.fault,
                 log,
@@ -600,6 +606,7 @@ struct Shared {
     count: usize,
     next: AtomicUsize,
     v1: bool,
+    postal: bool,
     verify_only: bool,
     fault: Option<FaultKind>,
     log: Option<Mutex<std::fs::File>>,
@@ -889,9 +896,11 @@ impl Shared {
             id_broker_pa: self.broker.clone(),
             id_station: self.station.clone(),
             qr_code,
+            transfer_type: (self.postal
+                && verified.payment_option.as_ref().is_some_and(|o| o.all_ccp))
+            .then_some(soap::TransferType::Postal),
             amount: verified.payment_option.map(|o| o.amount),
             payment_note: None,
-            transfer_type: None,
             due_date: None,
         };
         let (op, request) = if self.v1 {

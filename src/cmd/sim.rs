@@ -54,6 +54,9 @@ pub struct Args {
     /// paGetPayment and paSendRT instead of paGetPaymentV2 and paSendRTV2.
     #[arg(long)]
     v1: bool,
+    /// Pay as a Poste channel: activate with transferType POSTAL where the verify says allCCP.
+    #[arg(long)]
+    postal: bool,
     /// Only paVerifyPaymentNotice: nothing activated or paid (read-only load).
     #[arg(long)]
     verify_only: bool,
@@ -329,6 +332,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
     }
     opts.concurrency = args.concurrency;
     opts.v1 = args.v1;
+    opts.postal = args.postal;
     opts.verify_only = args.verify_only;
     opts.receipts_only = args.receipts_only;
     opts.fault = args.fault.map(Into::into);
