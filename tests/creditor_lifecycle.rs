@@ -6,28 +6,9 @@
 mod common;
 use common::*;
 use snodo_adapters::pagopa::{self as soap, Request};
-use std::process::Command;
-
-fn call(home: &Home, action: &str, body: &str) -> String {
-    let text = post_soap(home.port, action, body);
-    let file = home.path().join("answer.xml");
-    std::fs::write(&file, &text).unwrap();
-    let out = Command::new("xmllint")
-        .args(["--noout", "--nonet", "--schema"])
-        .arg(repo().join("tests/data/soap-paForNode.xsd"))
-        .arg(&file)
-        .output()
-        .expect("xmllint not found: run ops/setup.sh");
-    assert!(
-        out.status.success(),
-        "answer not valid against paForNode.xsd:\n{}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
 
 fn verify(home: &Home, notice: &str) -> String {
-    call(
+    node_call(
         home,
         "paVerifyPaymentNotice",
         &verify_body(PADOVA, BROKER, STATION, notice),
@@ -47,7 +28,7 @@ fn activate(home: &Home, notice: &str, due_date: Option<&str>) -> String {
         due_date: due_date.map(str::to_string),
         ..Default::default()
     }));
-    call(home, "paGetPaymentV2", &body)
+    node_call(home, "paGetPaymentV2", &body)
 }
 
 fn notice(home: &Home, iud: &str) -> String {

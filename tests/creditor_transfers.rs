@@ -7,25 +7,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use snodo_adapters::pagopa::{self as soap, Request};
-use std::process::Command;
-
-fn call(home: &Home, action: &str, body: &str) -> String {
-    let text = post_soap(home.port, action, body);
-    let file = home.path().join("answer.xml");
-    std::fs::write(&file, &text).unwrap();
-    let out = Command::new("xmllint")
-        .args(["--noout", "--nonet", "--schema"])
-        .arg(repo().join("tests/data/soap-paForNode.xsd"))
-        .arg(&file)
-        .output()
-        .expect("xmllint not found: run ops/setup.sh");
-    assert!(
-        out.status.success(),
-        "answer not valid against paForNode.xsd:\n{}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
 
 fn activation(notice: &str, v2: bool, channel: Option<soap::TransferType>) -> String {
     let r = soap::GetPaymentRequest {
@@ -106,7 +87,7 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/erp" }}
     let notice = made["noticeNumber"].as_str().unwrap().to_string();
 
     // The verify: no allCCP (a stamp is no postal account).
-    let v = call(
+    let v = node_call(
         &home,
         "paVerifyPaymentNotice",
         &verify_body(PADOVA, BROKER, STATION, &notice),
@@ -114,7 +95,7 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/erp" }}
     assert!(v.contains("<outcome>OK</outcome>"), "{v}");
     assert!(v.contains("<allCCP>false</allCCP>"), "{v}");
     // V2: every transfer, its beneficiary, destination and metadata.
-    let a = call(&home, "paGetPaymentV2", &activation(&notice, true, None));
+    let a = node_call(&home, "paGetPaymentV2", &activation(&notice, true, None));
     assert!(a.contains("<outcome>OK</outcome>"), "{a}");
     assert_eq!(a.matches("<transfer>").count(), 4, "{a}");
     for part in [
@@ -135,14 +116,14 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/erp" }}
         assert!(a.contains(part), "{part} not in {a}");
     }
     // A Poste channel: Feltre's postal account.
-    let a = call(
+    let a = node_call(
         &home,
         "paGetPaymentV2",
         &activation(&notice, true, Some(soap::TransferType::Postal)),
     );
     assert!(a.contains(&format!("<IBAN>{FELTRE_POSTAL}</IBAN>")), "{a}");
     // V1 has no stamp: refused, saying so.
-    let a = call(&home, "paGetPayment", &activation(&notice, false, None));
+    let a = node_call(&home, "paGetPayment", &activation(&notice, false, None));
     assert_eq!(fault_of(&a).as_deref(), Some("PAA_SEMANTICA"), "{a}");
     assert!(a.contains("paGetPaymentV2"), "{a}");
 
@@ -193,7 +174,7 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/erp" }}
     let (status, made) = create(&home, &poste);
     assert_eq!(status, 201, "{made}");
     let poste_notice = made["noticeNumber"].as_str().unwrap().to_string();
-    let v = call(
+    let v = node_call(
         &home,
         "paVerifyPaymentNotice",
         &verify_body(PADOVA, BROKER, STATION, &poste_notice),
@@ -274,7 +255,7 @@ fn stamp_duty_debt_types_and_broken_lists_are_refused_with_their_rule() {
     let (status, made) = create(&home, &cert);
     assert_eq!(status, 201, "{made}");
     let notice = made["noticeNumber"].as_str().unwrap().to_string();
-    let a = call(&home, "paGetPaymentV2", &activation(&notice, true, None));
+    let a = node_call(&home, "paGetPaymentV2", &activation(&notice, true, None));
     assert!(
         a.contains(&format!("<hashDocumento>{HASH}</hashDocumento>")),
         "{a}"

@@ -6,31 +6,8 @@ use common::*;
 use snodo_adapters::pagopa::{self as soap, Request};
 use std::process::Command;
 
-/// POSTs a SOAP body; returns the response body after checking it against the XSD.
 fn call(home: &Home, action: &str, body: &str) -> String {
-    let text = post_soap(home.port, action, body);
-    assert_valid(home, &text);
-    text
-}
-
-/// Validates a whole SOAP envelope with the official schemas (xmllint, from ops/setup.sh).
-fn assert_valid(home: &Home, envelope: &str) {
-    let file = home
-        .path()
-        .join(format!("answer-{}.xml", std::process::id()));
-    std::fs::write(&file, envelope).unwrap();
-    let schema = repo().join("tests/data/soap-paForNode.xsd");
-    let out = Command::new("xmllint")
-        .args(["--noout", "--nonet", "--schema"])
-        .arg(&schema)
-        .arg(&file)
-        .output()
-        .expect("xmllint not found: run ops/setup.sh");
-    assert!(
-        out.status.success(),
-        "answer not valid against paForNode.xsd:\n{}\n{envelope}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    node_call(home, action, body)
 }
 
 fn get_payment_v2(notice: &str) -> String {

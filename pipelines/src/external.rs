@@ -203,44 +203,12 @@ impl ExternalVerifier {
             ccp: esterni::NOT_APPLICABLE.into(),
             psp: esterni::NOT_APPLICABLE.into(),
         };
-        let mut headers = vec![("SOAPAction", esterni::OPERATION)];
-        let bearer = source.token.as_ref().map(|t| format!("Bearer {t}"));
-        if let Some(b) = &bearer {
-            headers.push(("Authorization", b.as_str()));
-        }
-        let call = self.caller.post(
-            &source.url,
-            "text/xml; charset=utf-8",
-            &headers,
-            request.envelope().into_bytes(),
-            timeout,
-        );
-        let answer = block_on(call).and_then(|r| r).map_err(|e| match e {
-            CallError::Timeout(t) => Unverified::Failed(format!("no answer within {t:?}")),
-            CallError::Failed(why) => Unverified::Failed(why),
-        })?;
-        if answer.status != 200 {
-            return Err(Unverified::Failed(format!(
-                "answered HTTP {}",
-                answer.status
-            )));
-        }
-        let reply = Reply::parse(&answer.body)
+        let body = self.post_soap(source, esterni::OPERATION, request.envelope(), timeout)?;
+        let reply = Reply::parse(&body)
             .map_err(|e| Unverified::Failed(format!("unreadable answer: {e}")))?;
         let payment = match reply {
             Reply::Payable(p) => p,
-            Reply::Refused { code, .. } if code == "PAA_PAGAMENTO_SCONOSCIUTO" => return Ok(None),
-            Reply::Refused { code, .. } if code == "PAA_PAGAMENTO_ANNULLATO" => {
-                return Err(Unverified::Annulled)
-            }
-            Reply::Refused { code, .. } if code == "PAA_PAGAMENTO_SCADUTO" => {
-                return Err(Unverified::Expired)
-            }
-            Reply::Refused { code, string } => {
-                return Err(Unverified::Failed(format!(
-                    "answered esito KO {code:?} {string:?}"
-                )))
-            }
+            Reply::Refused { code, string } => return mypay_refusal(&code, &string),
         };
         // The transfer goes to the debt type's account: an answer naming another is refused.
         let known = entity.payments.get(&source.debt_type).is_some_and(|p| {
@@ -288,46 +256,12 @@ impl ExternalVerifier {
             qr_fiscal_code: fiscal_code,
             notice_number: notice.as_str().to_string(),
         };
-        let mut headers = vec![("SOAPAction", verify::OPERATION)];
-        let bearer = source.token.as_ref().map(|t| format!("Bearer {t}"));
-        if let Some(b) = &bearer {
-            headers.push(("Authorization", b.as_str()));
-        }
-        let call = self.caller.post(
-            &source.url,
-            "text/xml; charset=utf-8",
-            &headers,
-            request.envelope().into_bytes(),
-            timeout,
-        );
-        let answer = block_on(call).and_then(|r| r).map_err(|e| match e {
-            CallError::Timeout(t) => Unverified::Failed(format!("no answer within {t:?}")),
-            CallError::Failed(why) => Unverified::Failed(why),
-        })?;
-        if answer.status != 200 {
-            return Err(Unverified::Failed(format!(
-                "answered HTTP {}",
-                answer.status
-            )));
-        }
-        let reply = NoticeReply::parse(&answer.body)
+        let body = self.post_soap(source, verify::OPERATION, request.envelope(), timeout)?;
+        let reply = NoticeReply::parse(&body)
             .map_err(|e| Unverified::Failed(format!("unreadable answer: {e}")))?;
         let payment = match reply {
             NoticeReply::Payable(p) => p,
-            NoticeReply::Refused { code, .. } if code == "PAA_PAGAMENTO_SCONOSCIUTO" => {
-                return Ok(None)
-            }
-            NoticeReply::Refused { code, .. } if code == "PAA_PAGAMENTO_ANNULLATO" => {
-                return Err(Unverified::Annulled)
-            }
-            NoticeReply::Refused { code, .. } if code == "PAA_PAGAMENTO_SCADUTO" => {
-                return Err(Unverified::Expired)
-            }
-            NoticeReply::Refused { code, string } => {
-                return Err(Unverified::Failed(format!(
-                    "answered fault {code:?} {string:?}"
-                )))
-            }
+            NoticeReply::Refused { code, string } => return mypay_refusal(&code, &string),
         };
         // The longer text is the causale when there is one (the receipt's remittance).
         let causale = if payment.detail.trim().is_empty() {
@@ -347,6 +281,39 @@ impl ExternalVerifier {
             },
             causale,
         }))
+    }
+
+    /// POSTs a SOAP call to an entity system built for MyPay; the body of its 200 answer.
+    fn post_soap(
+        &self,
+        source: &ExternalSource,
+        action: &str,
+        envelope: String,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Unverified> {
+        let mut headers = vec![("SOAPAction", action)];
+        let bearer = source.token.as_ref().map(|t| format!("Bearer {t}"));
+        if let Some(b) = &bearer {
+            headers.push(("Authorization", b.as_str()));
+        }
+        let call = self.caller.post(
+            &source.url,
+            "text/xml; charset=utf-8",
+            &headers,
+            envelope.into_bytes(),
+            timeout,
+        );
+        let answer = block_on(call).and_then(|r| r).map_err(|e| match e {
+            CallError::Timeout(t) => Unverified::Failed(format!("no answer within {t:?}")),
+            CallError::Failed(why) => Unverified::Failed(why),
+        })?;
+        if answer.status != 200 {
+            return Err(Unverified::Failed(format!(
+                "answered HTTP {}",
+                answer.status
+            )));
+        }
+        Ok(answer.body)
     }
 
     fn store_answer(
@@ -473,5 +440,18 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, CallEr
             .build()
             .map(|rt| rt.block_on(f))
             .map_err(|e| CallError::Failed(format!("cannot run an outbound call: {e}"))),
+    }
+}
+
+/// A MyPay-built system's fault, as MyPay hands it to the node: unknown (`Ok(None)`: the next
+/// source is asked), annulled, expired; anything else is the system's failure.
+fn mypay_refusal<T>(code: &str, string: &str) -> Result<Option<T>, Unverified> {
+    match code {
+        "PAA_PAGAMENTO_SCONOSCIUTO" => Ok(None),
+        "PAA_PAGAMENTO_ANNULLATO" => Err(Unverified::Annulled),
+        "PAA_PAGAMENTO_SCADUTO" => Err(Unverified::Expired),
+        _ => Err(Unverified::Failed(format!(
+            "answered fault {code:?} {string:?}"
+        ))),
     }
 }

@@ -445,6 +445,35 @@ pub fn post_soap(port: u16, action: &str, body: &str) -> String {
     }
 }
 
+/// POSTs a node call to the hub and returns the answer after checking it against the official
+/// XSD (xmllint, from ops/setup.sh).
+pub fn node_call(home: &Home, action: &str, body: &str) -> String {
+    let text = post_soap(home.port, action, body);
+    assert_node_answer(home, &text);
+    text
+}
+
+/// Validates a whole SOAP envelope against paForNode.xsd and the envelope's schema.
+pub fn assert_node_answer(home: &Home, envelope: &str) {
+    let file = home.path().join(format!(
+        "answer-{}-{:?}.xml",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&file, envelope).expect("write the answer");
+    let out = Command::new("xmllint")
+        .args(["--noout", "--nonet", "--schema"])
+        .arg(repo().join("tests/data/soap-paForNode.xsd"))
+        .arg(&file)
+        .output()
+        .expect("xmllint not found: run ops/setup.sh");
+    assert!(
+        out.status.success(),
+        "answer not valid against paForNode.xsd:\n{}\n{envelope}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub const BROKER: &str = "80007580279";
 pub const STATION: &str = "80007580279_01";
 pub const PADOVA: &str = "00644060287";
