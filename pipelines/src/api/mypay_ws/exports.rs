@@ -148,6 +148,22 @@ pub(super) async fn prenota(ws: &Ws, entity: &Arc<EntityRuntime>, call: &Call) -
 
 /// Writes a booked export in the background.
 fn start(store: Arc<dyn Store>, plan: Arc<Plan>, entity: Arc<EntityRuntime>, token: String) {
+    in_background(store, entity, token, move |store, entity, token| {
+        Ok(write(store, &plan, entity, token)?.map(|name| json!({ "files": [name] })))
+    });
+}
+
+/// Runs a booking's `work` on a blocking thread, its state recorded as MyPay's export states:
+/// running, then done with `work`'s outcome (`{"files": [...], ...}`), nothing found (`None`),
+/// or failed with the message.
+pub(super) fn in_background(
+    store: Arc<dyn Store>,
+    entity: Arc<EntityRuntime>,
+    token: String,
+    work: impl FnOnce(&dyn Store, &EntityRuntime, &str) -> Result<Option<serde_json::Value>, String>
+        + Send
+        + 'static,
+) {
     tokio::task::spawn_blocking(move || {
         let ipa = entity.ipa_code.clone();
         let set = |state: &str, outcome: Option<&str>| {
@@ -156,8 +172,8 @@ fn start(store: Arc<dyn Store>, plan: Arc<Plan>, entity: Arc<EntityRuntime>, tok
             }
         };
         set(RUNNING, None);
-        match write(store.as_ref(), &plan, &entity, &token) {
-            Ok(Some(name)) => set(DONE, Some(&json!({ "files": [name] }).to_string())),
+        match work(store.as_ref(), &entity, &token) {
+            Ok(Some(outcome)) => set(DONE, Some(&outcome.to_string())),
             Ok(None) => set(NOTHING, Some(&json!({ "files": [] }).to_string())),
             Err(e) => {
                 tracing::error!(entity = %ipa, request = %token, "mypay-ws: export failed: {e}");

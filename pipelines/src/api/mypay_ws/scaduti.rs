@@ -22,11 +22,9 @@ use std::io::{BufWriter, Write as _};
 use std::sync::Arc;
 
 const KIND: &str = "export-scaduti";
+/// MyPay's export states; the others are set by `exports::in_background`.
 const LOAD: &str = "LOAD_EXPORT";
-const RUNNING: &str = "EXPORT_IN_ELAB";
 const DONE: &str = "EXPORT_ESEGUITO";
-const NOTHING: &str = "EXPORT_ESEGUITO_NESSUN_DOVUTO_TROVATO";
-const FAILED: &str = "ERROR_EXPORT";
 /// MyPay's folder of these exports (`task.exportFlussoScaduti.export.folder.name`).
 const FOLDER: &str = "EXPORT_DOVUTI_SCADUTI";
 const PAGE: u32 = 1000;
@@ -95,25 +93,9 @@ pub(super) async fn prenota(ws: &Ws, entity: &Arc<EntityRuntime>, call: &Call) -
 
 /// Writes a booking in the background; its state says how it went.
 fn start(store: Arc<dyn Store>, plan: Arc<Plan>, entity: Arc<EntityRuntime>, token: String) {
-    tokio::task::spawn_blocking(move || {
-        let ipa = entity.ipa_code.clone();
-        let set = |state: &str, outcome: Option<&str>| {
-            if let Err(e) = store.update_ws_request(&ipa, &token, state, None, outcome) {
-                tracing::warn!(entity = %ipa, request = %token, "mypay-ws: cannot record the expired export's state: {e}");
-            }
-        };
-        set(RUNNING, None);
-        match write(store.as_ref(), &plan, &entity, &token) {
-            Ok(Some((name, rows, day))) => set(
-                DONE,
-                Some(&json!({ "files": [name], "rows": rows, "month": day }).to_string()),
-            ),
-            Ok(None) => set(NOTHING, Some(&json!({ "files": [] }).to_string())),
-            Err(e) => {
-                tracing::error!(entity = %ipa, request = %token, "mypay-ws: expired export failed: {e}");
-                set(FAILED, Some(&json!({ "message": e }).to_string()));
-            }
-        }
+    super::exports::in_background(store, entity, token, move |store, entity, token| {
+        Ok(write(store, &plan, entity, token)?
+            .map(|(name, rows, month)| json!({ "files": [name], "rows": rows, "month": month })))
     });
 }
 
