@@ -37,6 +37,9 @@ pub struct ReceiptContext<'a> {
     pub received_at: &'a str,
     /// Why operators flagged the receipt, if they did.
     pub issue: Option<&'a str>,
+    /// The entity receives the receipt as a secondary beneficiary of another entity's notice
+    /// (the receipt's `fiscalCode` is the issuer's): the entity's own fiscal code.
+    pub secondary: Option<&'a str>,
 }
 
 /// Why a receipt could not be encoded.
@@ -73,8 +76,14 @@ macro_rules! document {
             idempotency_key: &rc.receipt_id,
             entity: EntityDoc {
                 ipa_code: ctx.entity_ipa,
-                fiscal_code: &rc.fiscal_code,
+                fiscal_code: ctx.secondary.unwrap_or(&rc.fiscal_code),
                 name: ctx.entity_name,
+                role: if ctx.secondary.is_some() {
+                    "secondary"
+                } else {
+                    "issuer"
+                },
+                issuer_fiscal_code: &rc.fiscal_code,
             },
             notice_number: &rc.notice_number,
             iuv: &rc.creditor_reference_id,
@@ -249,6 +258,9 @@ struct EntityDoc<'a> {
     ipa_code: &'a str,
     fiscal_code: &'a str,
     name: &'a str,
+    /// `issuer` (the notice is the entity's) or `secondary` (a transfer of another entity's).
+    role: &'static str,
+    issuer_fiscal_code: &'a str,
 }
 
 #[derive(Serialize)]

@@ -79,6 +79,9 @@ pub(crate) fn context<'a>(
         debt_type: doc.debt_type.as_deref(),
         received_at: &doc.receipt.received_at,
         issue: doc.receipt.issue.as_deref(),
+        // Another entity's receipt (an issuer of ours), or one stored as a secondary's.
+        secondary: (doc.receipt.entity != entity.ipa_code || doc.receipt.issuer.is_some())
+            .then_some(entity.fiscal_code.as_str()),
     }
 }
 

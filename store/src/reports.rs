@@ -383,7 +383,8 @@ pub(crate) fn lookup_sql(size: usize, dialect: Dialect) -> String {
                         AND NOT (f.psp_id = $2 AND f.iuf = $3))
                      THEN 1 ELSE 0 END AS BIGINT)
          FROM k LEFT JOIN receipts r
-           ON r.entity = $1 AND r.receipt_id = k.iur AND r.conflict_of IS NULL AND r.iuv = k.iuv",
+           ON r.entity = $1 AND r.receipt_id = k.iur AND r.conflict_of IS NULL AND r.iuv = k.iuv
+              AND r.issuer IS NULL",
         key_values(size, 4, &[false, false, true])
     ), dialect)
 }
@@ -413,7 +414,8 @@ pub(crate) fn others_sql(size: usize, dialect: Dialect) -> String {
             "WITH k (n, iuv, iur) AS (VALUES {})
          SELECT k.n, r.id, r.entity, r.parsed, CASE WHEN r.parsed IS NULL THEN r.xml END
          FROM k JOIN receipts r
-           ON r.receipt_id = k.iur AND r.conflict_of IS NULL AND r.iuv = k.iuv AND r.entity <> $1",
+           ON r.receipt_id = k.iur AND r.conflict_of IS NULL AND r.iuv = k.iuv AND r.entity <> $1
+              AND r.issuer IS NULL",
             key_values(size, 2, &[false, false])
         ),
         dialect,
