@@ -457,7 +457,25 @@ mod tests {
         assert_eq!(v["receipt_id"], "c3a7e1f0b2d94a7f8e1c");
         assert_eq!(
             v["entity"],
-            json!({"ipa_code": "c_g224", "fiscal_code": PADOVA, "name": "Comune di Padova"})
+            json!({"ipa_code": "c_g224", "fiscal_code": PADOVA, "name": "Comune di Padova",
+                   "role": "issuer", "issuer_fiscal_code": PADOVA})
+        );
+        // A secondary beneficiary's copy names the receiving entity and the issuer apart.
+        let feltre = encode_to_value(
+            &ReceiptContext {
+                entity_ipa: "c_d530",
+                entity_name: "Comune di Feltre",
+                iud: None,
+                debt_type: None,
+                secondary: Some("00133880252"),
+                ..ctx()
+            },
+            &send_rt_v1(),
+        );
+        assert_eq!(
+            feltre["entity"],
+            json!({"ipa_code": "c_d530", "fiscal_code": "00133880252", "name": "Comune di Feltre",
+                   "role": "secondary", "issuer_fiscal_code": PADOVA})
         );
         assert_eq!(v["notice_number"], "301000000000012373");
         assert_eq!(v["iuv"], "01000000000012373");
@@ -664,6 +682,8 @@ mod tests {
                 iud: None,
                 debt_type: None,
                 issue: Some("flagged"),
+                // The schema allows a secondary beneficiary's role too.
+                secondary: Some("00133880252"),
                 ..ctx()
             },
             &send_rt_v2(),

@@ -2970,6 +2970,28 @@ to = { connector = "dir", path = "var/y" }
             .deliver_to("c_d530", &["00133880252"])
             .iter()
             .all(|d| !d.secondary));
+        // Feltre's own copy as a secondary beneficiary: of a foreign issuer, to the pipelines
+        // that can say so; of Padova's, to none (Padova's copy reaches them, above).
+        let foreign = plan.secondary_deliver_to("c_d530", "00339370272");
+        assert_eq!(
+            foreign
+                .iter()
+                .map(|d| (d.pipeline.as_str(), d.secondary))
+                .collect::<Vec<_>>(),
+            [("feltre-export-1-3", true)]
+        );
+        assert!(plan
+            .secondary_deliver_to("c_d530", "00644060287")
+            .is_empty());
+        // json says the role: a Feltre json pipeline would get Padova's receipt as secondary.
+        let with_json = format!(
+            "{PUSHES}\n[[pipelines]]\nname = \"feltre-erp\"\nentity = \"c_d530\"\nfrom = \"receipts\"\nencode = \"json\"\nto = {{ connector = \"http\", url = \"http://127.0.0.1:9/erp\" }}\n"
+        );
+        let plan = plan_with(&with_json).unwrap_or_else(|p| panic!("{p:?}"));
+        assert!(plan
+            .deliver_to("c_g224", &["00133880252"])
+            .iter()
+            .any(|d| d.pipeline == "feltre-erp" && d.secondary));
     }
 
     #[test]

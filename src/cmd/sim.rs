@@ -42,6 +42,11 @@ pub struct Args {
     /// With --demand: the vehicle's type (default car).
     #[arg(long, value_enum, requires = "demand")]
     vehicle_type: Option<Vehicle>,
+    /// After each receipt the issuer accepts, send the same receipt to every other transfer's
+    /// beneficiary that is an entity of the configuration (`idPA` = that entity), as pagoPA
+    /// sends each beneficiary its copy: the hub acknowledges it and delivers it once.
+    #[arg(long, conflicts_with_all = ["verify_only", "serve"])]
+    beneficiary_copies: bool,
     /// Notices to pay: one `<fiscalCode>;<noticeNumber>` a line.
     #[arg(long)]
     notices: Option<PathBuf>,
@@ -333,6 +338,13 @@ pub fn exec(args: Args) -> Result<ExitCode> {
     opts.receipts_only = args.receipts_only;
     opts.fault = args.fault.map(Into::into);
     opts.receipts_log = args.receipts_log;
+    if args.beneficiary_copies {
+        opts.beneficiary_copies = plan
+            .entities
+            .values()
+            .map(|e| e.fiscal_code.as_str().to_string())
+            .collect();
+    }
     if !args.verify_only {
         opts.ledger = usable(ledger, args.ledger.is_some())?;
     }
