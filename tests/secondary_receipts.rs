@@ -293,6 +293,19 @@ fn a_foreign_issuer_s_receipt_reaches_feltre_as_secondary_and_only_feltre() {
         .unwrap()
         .iter()
         .all(|(p, _, _)| p != "/feltre-mypay"));
+
+    // `snodo sim --secondary-receipt` rehearses the same: a fresh receipt of a foreign notice.
+    let out = stdout(&run_sim(
+        &home,
+        &["-c", "config.toml", "--secondary-receipt", FELTRE],
+    ));
+    assert!(out.contains(&format!("to={FELTRE} answer=OK")), "{out}");
+    assert!(out.contains(&format!("notice={FOREIGN};")), "{out}");
+    assert!(wait_for(10, || got(&seen, "/feltre").len() == 2));
+    let doc = &got(&seen, "/feltre")[1];
+    assert_eq!(doc["entity"]["role"], "secondary");
+    assert_eq!(doc["entity"]["issuer_fiscal_code"], FOREIGN);
+    assert_eq!(feltre_receipts(&home).len(), 2);
 }
 
 #[test]

@@ -31,6 +31,7 @@ pub mod ledger;
 mod receipt;
 pub mod receiver;
 mod report;
+pub mod secondary;
 #[cfg(test)]
 mod tests;
 pub mod treasury;
