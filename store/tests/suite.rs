@@ -3724,6 +3724,30 @@ fn a_secondary_receipt_pays_nothing_and_reaches_only_its_deliveries(b: &Backend)
     assert_eq!(events[0].payload["pipelines"], serde_json::json!(["erp"]));
     assert!(events_of(s, "receipt.stored").is_empty());
     assert!(events_of(s, "position.paid").is_empty());
+    // The entity's settlement flow reports its transfer of that payment: linking finds the
+    // secondary copy among the other entities' receipts, never as a receipt of its own.
+    let iuv = n.iuv();
+    let facts = s
+        .report_lookup(
+            E,
+            "PSP1",
+            "2026-11-27PSP1-1",
+            &[LookupKey {
+                iuv: iuv.as_str(),
+                iur: "RS1",
+                link_index: 2,
+            }],
+        )
+        .unwrap();
+    assert!(facts[0].receipt.is_none());
+    assert_eq!(
+        facts[0]
+            .others
+            .iter()
+            .map(|o| (o.id, o.entity.as_str()))
+            .collect::<Vec<_>>(),
+        [(id, E)]
+    );
     let m = s.metrics().unwrap();
     assert_eq!(m.receipts, vec![(E.to_string(), 1, 0)]);
     assert_eq!(m.secondary, vec![(E.to_string(), 1)]);
