@@ -475,6 +475,7 @@ pub fn receipt_encoders(data: &[u8]) {
             debt_type: Some("TARI"),
             received_at: "2026-11-26T10:00:01.123Z",
             issue,
+            secondary: None,
         };
         let json = receipt_json::encode_parsed(&ctx, raw, &request);
         assert_eq!(

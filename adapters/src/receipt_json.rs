@@ -37,6 +37,9 @@ pub struct ReceiptContext<'a> {
     pub received_at: &'a str,
     /// Why operators flagged the receipt, if they did.
     pub issue: Option<&'a str>,
+    /// The entity receives the receipt as a secondary beneficiary of another entity's notice
+    /// (the receipt's `fiscalCode` is the issuer's): the entity's own fiscal code.
+    pub secondary: Option<&'a str>,
 }
 
 /// Why a receipt could not be encoded.
@@ -73,8 +76,14 @@ macro_rules! document {
             idempotency_key: &rc.receipt_id,
             entity: EntityDoc {
                 ipa_code: ctx.entity_ipa,
-                fiscal_code: &rc.fiscal_code,
+                fiscal_code: ctx.secondary.unwrap_or(&rc.fiscal_code),
                 name: ctx.entity_name,
+                role: if ctx.secondary.is_some() {
+                    "secondary"
+                } else {
+                    "issuer"
+                },
+                issuer_fiscal_code: &rc.fiscal_code,
             },
             notice_number: &rc.notice_number,
             iuv: &rc.creditor_reference_id,
@@ -249,6 +258,9 @@ struct EntityDoc<'a> {
     ipa_code: &'a str,
     fiscal_code: &'a str,
     name: &'a str,
+    /// `issuer` (the notice is the entity's) or `secondary` (a transfer of another entity's).
+    role: &'static str,
+    issuer_fiscal_code: &'a str,
 }
 
 #[derive(Serialize)]
@@ -445,7 +457,25 @@ mod tests {
         assert_eq!(v["receipt_id"], "c3a7e1f0b2d94a7f8e1c");
         assert_eq!(
             v["entity"],
-            json!({"ipa_code": "c_g224", "fiscal_code": PADOVA, "name": "Comune di Padova"})
+            json!({"ipa_code": "c_g224", "fiscal_code": PADOVA, "name": "Comune di Padova",
+                   "role": "issuer", "issuer_fiscal_code": PADOVA})
+        );
+        // A secondary beneficiary's copy names the receiving entity and the issuer apart.
+        let feltre = encode_to_value(
+            &ReceiptContext {
+                entity_ipa: "c_d530",
+                entity_name: "Comune di Feltre",
+                iud: None,
+                debt_type: None,
+                secondary: Some("00133880252"),
+                ..ctx()
+            },
+            &send_rt_v1(),
+        );
+        assert_eq!(
+            feltre["entity"],
+            json!({"ipa_code": "c_d530", "fiscal_code": "00133880252", "name": "Comune di Feltre",
+                   "role": "secondary", "issuer_fiscal_code": PADOVA})
         );
         assert_eq!(v["notice_number"], "301000000000012373");
         assert_eq!(v["iuv"], "01000000000012373");
@@ -652,6 +682,8 @@ mod tests {
                 iud: None,
                 debt_type: None,
                 issue: Some("flagged"),
+                // The schema allows a secondary beneficiary's role too.
+                secondary: Some("00133880252"),
                 ..ctx()
             },
             &send_rt_v2(),

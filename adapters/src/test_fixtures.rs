@@ -24,6 +24,7 @@ pub(crate) fn ctx() -> ReceiptContext<'static> {
         debt_type: Some("TARI"),
         received_at: "2026-11-26T10:00:01.123Z",
         issue: None,
+        secondary: None,
     }
 }
 

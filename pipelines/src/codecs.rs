@@ -20,18 +20,18 @@ use std::path::Path;
 /// One line per codec.
 #[rustfmt::skip]
 pub const CODECS: &[Codec] = &[
-    Codec { name: mypay_import::MYPAY_IMPORT, does: Does::ImportFlows(&mypay_import::MyPayImport), holds_flagged: false },
-    Codec { name: position_json::POSITION_JSON, does: Does::StreamPositions(position_json::decode), holds_flagged: false },
+    Codec { name: mypay_import::MYPAY_IMPORT, does: Does::ImportFlows(&mypay_import::MyPayImport), holds_flagged: false, says_secondary: false },
+    Codec { name: position_json::POSITION_JSON, does: Does::StreamPositions(position_json::decode), holds_flagged: false, says_secondary: false },
     // `issue` says what is wrong with a flagged receipt: delivered like any other.
-    Codec { name: receipt_json::JSON, does: Does::ReceiptMessages(|c, xml, r| receipt_json::encode_parsed(c, xml, r).map_err(|e| e.to_string())), holds_flagged: false },
+    Codec { name: receipt_json::JSON, does: Does::ReceiptMessages(|c, xml, r| receipt_json::encode_parsed(c, xml, r).map_err(|e| e.to_string())), holds_flagged: false, says_secondary: true },
     // MyPay's formats have no such field: the ERP would book a normal payment.
-    Codec { name: mypay_push::MYPAY_PUSH, does: Does::ReceiptMessages(|c, xml, r| mypay_push::encode_parsed(c, xml, r).map_err(|e| e.to_string())), holds_flagged: true },
-    Codec { name: mypay_export::MYPAY_EXPORT, does: Does::ReceiptFiles(mypay_export_settings), holds_flagged: true },
-    Codec { name: fdr::FDR_XML, does: Does::ReportDocuments(ReportCodec { encode: Report::to_xml, extension: "xml", content_type: "application/xml" }), holds_flagged: false },
-    Codec { name: treasury::OPI, does: Does::TreasuryFiles(decode_opi), holds_flagged: false },
-    Codec { name: treasury::TREASURY_CSV, does: Does::TreasuryFiles(decode_treasury_csv), holds_flagged: false },
-    Codec { name: mypivot::MYPIVOT_IMPORT_PAGATI, does: Does::NotificationFiles(decode_import_pagati), holds_flagged: false },
-    Codec { name: fdr::FDR_JSON, does: Does::ReportDocuments(ReportCodec { encode: report_json::encode, extension: "json", content_type: "application/json" }), holds_flagged: false },
+    Codec { name: mypay_push::MYPAY_PUSH, does: Does::ReceiptMessages(|c, xml, r| mypay_push::encode_parsed(c, xml, r).map_err(|e| e.to_string())), holds_flagged: true, says_secondary: false },
+    Codec { name: mypay_export::MYPAY_EXPORT, does: Does::ReceiptFiles(mypay_export_settings), holds_flagged: true, says_secondary: false },
+    Codec { name: fdr::FDR_XML, does: Does::ReportDocuments(ReportCodec { encode: Report::to_xml, extension: "xml", content_type: "application/xml" }), holds_flagged: false, says_secondary: false },
+    Codec { name: treasury::OPI, does: Does::TreasuryFiles(decode_opi), holds_flagged: false, says_secondary: false },
+    Codec { name: treasury::TREASURY_CSV, does: Does::TreasuryFiles(decode_treasury_csv), holds_flagged: false, says_secondary: false },
+    Codec { name: mypivot::MYPIVOT_IMPORT_PAGATI, does: Does::NotificationFiles(decode_import_pagati), holds_flagged: false, says_secondary: false },
+    Codec { name: fdr::FDR_JSON, does: Does::ReportDocuments(ReportCodec { encode: report_json::encode, extension: "json", content_type: "application/json" }), holds_flagged: false, says_secondary: false },
 ];
 
 /// Decodes and validates one stream message (payload, key) into a position row.
@@ -64,6 +64,10 @@ pub struct Codec {
     /// A receipt format that cannot say what is wrong with a flagged receipt (unknown notice,
     /// amount differs, paid twice, annulled): such receipts wait for an operator's release.
     pub holds_flagged: bool,
+    /// A per-message receipt format that says when the entity receives a receipt as a
+    /// secondary beneficiary of another entity's notice (`json`'s `entity.role`): such
+    /// receipts are delivered to it. A file format says so by its settings (MyPay's 1.3).
+    pub says_secondary: bool,
 }
 
 /// What a codec reads or writes, which decides the pipelines it fits.

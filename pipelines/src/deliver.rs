@@ -72,13 +72,17 @@ pub(crate) fn context<'a>(
     entity: &'a EntityRuntime,
     doc: &'a ReceiptDocument,
 ) -> ReceiptContext<'a> {
+    // Another entity's receipt (an issuer of ours), or one stored as a secondary's: the
+    // position, if any, is the issuer's, and its IUD and debt type mean nothing to this entity.
+    let secondary = doc.receipt.entity != entity.ipa_code || doc.receipt.issuer.is_some();
     ReceiptContext {
         entity_ipa: &entity.ipa_code,
         entity_name: &entity.name,
-        iud: doc.iud.as_deref(),
-        debt_type: doc.debt_type.as_deref(),
+        iud: doc.iud.as_deref().filter(|_| !secondary),
+        debt_type: doc.debt_type.as_deref().filter(|_| !secondary),
         received_at: &doc.receipt.received_at,
         issue: doc.receipt.issue.as_deref(),
+        secondary: secondary.then_some(entity.fiscal_code.as_str()),
     }
 }
 

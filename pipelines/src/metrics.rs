@@ -310,6 +310,15 @@ pub fn render(
     );
     family(
         &mut out,
+        "snodo_receipts_secondary_total",
+        "counter",
+        "Receipts stored as a secondary beneficiary of another entity's notice (counted in snodo_receipts_stored_total too), by entity.",
+        m.secondary
+            .iter()
+            .map(|(e, n)| (format!("entity=\"{e}\""), *n)),
+    );
+    family(
+        &mut out,
         "snodo_receipts_held",
         "gauge",
         "Flagged receipts whose deliveries wait for an operator's release or dismissal, by entity.",
@@ -402,6 +411,7 @@ mod tests {
         answers.insert(("paSendRTV2", "PAA_RECEIPT_DUPLICATA".into()), 1);
         let store = StoreMetrics {
             receipts: vec![("c_g224".into(), 4, 1)],
+            secondary: vec![("c_d530".into(), 2)],
             deliveries: vec![("erp".into(), "dead".into(), 2)],
             retried: vec![("erp".into(), 3)],
             import_rows: vec![("c_g224".into(), 10, 2)],
@@ -424,6 +434,7 @@ mod tests {
             "snodo_soap_answers_total{operation=\"paSendRTV2\",fault=\"\"} 3",
             "snodo_soap_answers_total{operation=\"paSendRTV2\",fault=\"PAA_RECEIPT_DUPLICATA\"} 1",
             "snodo_receipts_flagged_total{entity=\"c_g224\"} 1",
+            "snodo_receipts_secondary_total{entity=\"c_d530\"} 2",
             "# TYPE snodo_receipts_held gauge",
             "snodo_receipts_held{entity=\"c_g224\"} 1",
             "snodo_deliveries{pipeline=\"erp\",status=\"dead\"} 2",

@@ -530,10 +530,16 @@ impl NodeService {
         corr: &str,
     ) -> Result<(), Refusal> {
         let entity = self.caller(r.id_pa, r.id_broker, r.id_station)?;
-        if r.fiscal_code != entity.fiscal_code.as_str() {
+        // pagoPA sends every beneficiary the receipt: idPA may be a transfer's beneficiary of
+        // another entity's notice (its fiscalCode), whose receipt pays nothing of idPA's.
+        let secondary = r.fiscal_code != entity.fiscal_code.as_str();
+        if secondary && !r.beneficiaries.contains(&entity.fiscal_code.as_str()) {
             return Err((
                 NodeFault::IdDominioErrato,
-                Some(format!("receipt fiscalCode {} is not idPA", r.fiscal_code)),
+                Some(format!(
+                    "receipt fiscalCode {} is not idPA, and idPA is the fiscalCodePA of no transfer",
+                    r.fiscal_code
+                )),
             ));
         }
         if r.outcome != Outcome::Ok {
@@ -554,32 +560,37 @@ impl NodeService {
                 Some(format!("paymentAmount {}: {e}", r.amount)),
             )
         })?;
-        let stored = self
-            .store
-            .store_parsed_receipt(
-                &NewReceipt {
-                    entity: &entity.ipa_code,
-                    notice_number: &notice,
-                    receipt_id: r.receipt_id,
-                    amount_cents: amount.cents(),
-                    psp_id: r.psp_id,
-                    psp_name: r.psp_name,
-                    payment_date: r.payment_date,
-                    operation: op.soap_action(),
-                    // The receipt as the node sent it: the evidence every entity system gets back.
-                    xml: raw,
-                    deliver_to: &self
-                        .plan
-                        .get()
-                        .deliver_to(&entity.ipa_code, &r.beneficiaries),
-                    correlation: Some(corr),
-                },
-                // Decoded once, here: deliveries and exports encode from this.
-                soap::receipt_to_stored(request),
-            )
-            .map_err(system_error)?;
+        let plan = self.plan.get();
+        let deliver_to = if secondary {
+            plan.secondary_deliver_to(&entity.ipa_code, r.fiscal_code)
+        } else {
+            plan.deliver_to(&entity.ipa_code, &r.beneficiaries)
+        };
+        let receipt = NewReceipt {
+            entity: &entity.ipa_code,
+            notice_number: &notice,
+            receipt_id: r.receipt_id,
+            amount_cents: amount.cents(),
+            psp_id: r.psp_id,
+            psp_name: r.psp_name,
+            payment_date: r.payment_date,
+            operation: op.soap_action(),
+            // The receipt as the node sent it: the evidence every entity system gets back.
+            xml: raw,
+            deliver_to: &deliver_to,
+            correlation: Some(corr),
+        };
+        // Decoded once, here: deliveries and exports encode from this.
+        let parsed = soap::receipt_to_stored(request);
+        let stored = if secondary {
+            self.store
+                .store_secondary_receipt(&receipt, r.fiscal_code, parsed)
+        } else {
+            self.store.store_parsed_receipt(&receipt, parsed)
+        }
+        .map_err(system_error)?;
         match stored {
-            ReceiptStored::Paid { .. } => Ok(()),
+            ReceiptStored::Paid { .. } | ReceiptStored::Secondary { .. } => Ok(()),
             ReceiptStored::Duplicate => Err((NodeFault::ReceiptDuplicata, None)),
             // The first receipt stays; the other content is kept for operators.
             ReceiptStored::Conflict { receipt, original } => {

@@ -502,6 +502,30 @@ impl Plan {
         out
     }
 
+    /// The pipelines that deliver a receipt the node sent `entity` as a secondary beneficiary
+    /// of the notice of `issuer` (fiscal code): the entity's receipts pipelines whose format can
+    /// say so, as [`Self::deliver_to`] gives them the receipts of an issuer that is one of ours;
+    /// none when the issuer is one of ours, since the issuer's copy reaches them already.
+    pub fn secondary_deliver_to(&self, entity: &str, issuer: &str) -> Vec<DeliverTo> {
+        if self.entity_by_fiscal_code(issuer).is_some() {
+            return Vec::new();
+        }
+        self.pipelines
+            .iter()
+            .filter(|p| p.entity == entity)
+            .filter_map(|p| match &p.kind {
+                PipelineKind::Receipts { format, .. } if format.lists_secondary_receipts() => {
+                    Some(DeliverTo {
+                        secondary: true,
+                        holds_flagged: format.holds_flagged,
+                        ..DeliverTo::all(&p.name, &p.entity)
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The pipelines that hand on an entity's settlement flows.
     pub fn report_pipelines(&self, entity: &str) -> Vec<&str> {
         self.pipelines
@@ -590,6 +614,9 @@ pub struct ReceiptFormat {
     pub encoding: ReceiptEncoding,
     /// Flagged receipts are held for an operator (`codecs::Codec::holds_flagged`).
     pub holds_flagged: bool,
+    /// The format says when a receipt is the entity's as a secondary beneficiary
+    /// (`codecs::Codec::says_secondary`).
+    pub says_secondary: bool,
 }
 
 #[derive(Clone)]
@@ -601,10 +628,12 @@ pub enum ReceiptEncoding {
 }
 
 impl ReceiptFormat {
-    /// Whether the files also list receipts paid to the entity as a secondary beneficiary
-    /// (MyPay's export 1.3).
+    /// Whether the format delivers receipts paid to the entity as a secondary beneficiary of
+    /// another entity's notice, saying so: `json` (`entity.role`), MyPay's export 1.3
+    /// (`EXPORT_ENTE_SECONDARIO` rows). The others would pass them off as the entity's payments.
     pub fn lists_secondary_receipts(&self) -> bool {
-        matches!(&self.encoding, ReceiptEncoding::File(f) if f.lists_secondary_receipts)
+        self.says_secondary
+            || matches!(&self.encoding, ReceiptEncoding::File(f) if f.lists_secondary_receipts)
     }
 
     fn name(&self) -> &'static str {
@@ -2037,6 +2066,7 @@ fn receipt_format(c: &Codec, at: &str, local: &mut Vec<Problem>) -> Option<Recei
         name: codec.name,
         encoding,
         holds_flagged: codec.holds_flagged,
+        says_secondary: codec.says_secondary,
     })
 }
 
@@ -2958,6 +2988,28 @@ to = { connector = "dir", path = "var/y" }
             .deliver_to("c_d530", &["00133880252"])
             .iter()
             .all(|d| !d.secondary));
+        // Feltre's own copy as a secondary beneficiary: of a foreign issuer, to the pipelines
+        // that can say so; of Padova's, to none (Padova's copy reaches them, above).
+        let foreign = plan.secondary_deliver_to("c_d530", "00339370272");
+        assert_eq!(
+            foreign
+                .iter()
+                .map(|d| (d.pipeline.as_str(), d.secondary))
+                .collect::<Vec<_>>(),
+            [("feltre-export-1-3", true)]
+        );
+        assert!(plan
+            .secondary_deliver_to("c_d530", "00644060287")
+            .is_empty());
+        // json says the role: a Feltre json pipeline would get Padova's receipt as secondary.
+        let with_json = format!(
+            "{PUSHES}\n[[pipelines]]\nname = \"feltre-erp\"\nentity = \"c_d530\"\nfrom = \"receipts\"\nencode = \"json\"\nto = {{ connector = \"http\", url = \"http://127.0.0.1:9/erp\" }}\n"
+        );
+        let plan = plan_with(&with_json).unwrap_or_else(|p| panic!("{p:?}"));
+        assert!(plan
+            .deliver_to("c_g224", &["00133880252"])
+            .iter()
+            .any(|d| d.pipeline == "feltre-erp" && d.secondary));
     }
 
     #[test]

@@ -290,8 +290,9 @@ impl ReconExporter {
             let row = ReconciliationRow {
                 notification: notification.as_ref(),
                 receipt: receipt.as_ref().map(|doc| {
-                    // Another entity's receipt paying this one as a secondary beneficiary.
-                    let secondary = doc.receipt.entity != *entity;
+                    // Another entity's receipt paying this one as a secondary beneficiary, or
+                    // the entity's own copy of one (a foreign issuer's).
+                    let secondary = doc.receipt.entity != *entity || doc.receipt.issuer.is_some();
                     ExportReceipt {
                         entity_ipa: entity,
                         entity_fiscal_code: self.entity.fiscal_code.as_str(),

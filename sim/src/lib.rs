@@ -31,6 +31,7 @@ pub mod ledger;
 mod receipt;
 pub mod receiver;
 mod report;
+pub mod secondary;
 #[cfg(test)]
 mod tests;
 pub mod treasury;
@@ -214,6 +215,10 @@ pub struct SimOptions {
     /// hub, as pagoPA's node does under `node_auth = "mtls"`; `client_key` is its private key.
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
+    /// Fiscal codes of entities the hub serves: after the issuer accepts a receipt, the same
+    /// receipt goes to each of them that is another transfer's `fiscalCodePA` (`idPA` = that
+    /// beneficiary), as pagoPA sends every beneficiary its copy. Empty: the issuer's only.
+    pub beneficiary_copies: Vec<String>,
 }
 
 impl SimOptions {
@@ -245,6 +250,7 @@ impl SimOptions {
             ca_file: None,
             client_cert: None,
             client_key: None,
+            beneficiary_copies: Vec::new(),
         }
     }
 }
@@ -355,6 +361,7 @@ pub async fn run(opts: SimOptions) -> Result<Report, SimError> {
         retry_for: opts.retry_for,
         activated: None,
         receipts_now: false,
+        copies: opts.beneficiary_copies,
     };
     if shape.receipts_only {
         // Untimed: every payment verified and activated, its activation kept for its receipt.
@@ -511,6 +518,7 @@ impl Payer {
                 retry_for: opts.retry_for,
                 activated: None,
                 receipts_now: false,
+                copies: opts.beneficiary_copies.clone(),
             },
         })
     }
@@ -623,6 +631,8 @@ struct Shared {
     activated: Option<Vec<Mutex<Option<Activated>>>>,
     /// The second pass of `receipts_only`: only the receipts are sent.
     receipts_now: bool,
+    /// See [`SimOptions::beneficiary_copies`].
+    copies: Vec<String>,
 }
 
 /// An activation's answer and the verified company name, kept for the receipt.
@@ -998,6 +1008,7 @@ impl Shared {
             }
         }
         let body = soap::render_request(&request);
+        let copies = self.beneficiary_copies(&request, &target.fiscal_code);
         drop(request);
         let duplicate = self.fault == Some(FaultKind::DuplicateReceipt);
         let again = duplicate.then(|| body.clone());
@@ -1026,7 +1037,54 @@ impl Shared {
             self.log_receipt(&receipt_id, notice, &answer);
             self.count_injection(&answer, stats);
         }
+        if !matches!(end, End::Paid { .. }) {
+            return end;
+        }
+        // Each beneficiary's copy; one it refuses fails the payment, so a rehearsal shows it.
+        for body in copies {
+            match self.send(op, body, stats).await.0 {
+                Answer::Ok(_) => {}
+                Answer::Ko(fault_code) => return End::Refused { fault_code },
+                Answer::Error(kind) => return End::Failed { kind },
+            }
+        }
         end
+    }
+
+    /// The copies of a receipt for its other beneficiaries the hub serves (see
+    /// [`SimOptions::beneficiary_copies`]), rendered with their `idPA`.
+    fn beneficiary_copies(&self, request: &Request, issuer: &str) -> Vec<String> {
+        let beneficiaries: Vec<String> = match request {
+            Request::SendRtV2(r) => r
+                .receipt
+                .transfer_list
+                .iter()
+                .map(|t| t.fiscal_code_pa.clone())
+                .collect(),
+            Request::SendRt(r) => r
+                .receipt
+                .transfer_list
+                .iter()
+                .map(|t| t.fiscal_code_pa.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut out: Vec<String> = Vec::new();
+        let mut sent: Vec<String> = Vec::new();
+        for fc in beneficiaries {
+            if fc == issuer || sent.contains(&fc) || !self.copies.contains(&fc) {
+                continue;
+            }
+            let mut copy = request.clone();
+            match &mut copy {
+                Request::SendRtV2(r) => r.id_pa = fc.clone(),
+                Request::SendRt(r) => r.id_pa = fc.clone(),
+                _ => continue,
+            }
+            out.push(soap::render_request(&copy));
+            sent.push(fc);
+        }
+        out
     }
 
     /// An OK activation without the payment data: nothing to build a receipt from.

@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "client_cert")]
     client_key: Option<PathBuf>,
     /// Pay every active position with a notice number of every configured entity.
-    #[arg(long, conflicts_with = "notices", required_unless_present_any = ["notices", "serve", "publish_flows", "publish_treasury", "demand"])]
+    #[arg(long, conflicts_with = "notices", required_unless_present_any = ["notices", "serve", "publish_flows", "publish_treasury", "demand", "secondary_receipt"])]
     from_config: bool,
     /// Ask the entity with this fiscal code for a notice of a catalogue service, as a PSP's
     /// citizen paying the car tax without a notice does (paDemandPaymentNotice with the
@@ -42,6 +42,20 @@ pub struct Args {
     /// With --demand: the vehicle's type (default car).
     #[arg(long, value_enum, requires = "demand")]
     vehicle_type: Option<Vehicle>,
+    /// Send the entity with this fiscal code one receipt of a foreign issuer's notice that
+    /// names it as a transfer's beneficiary (idPA = the entity, 20.00 of 100.00), as pagoPA
+    /// sends each secondary beneficiary its copy; the hub must answer OK.
+    #[arg(long, value_name = "FISCAL_CODE", conflicts_with_all = ["from_config", "notices", "serve", "publish_flows", "publish_treasury", "demand", "verify_only", "receipts_only"])]
+    secondary_receipt: Option<String>,
+    /// With --secondary-receipt: the issuer's fiscal code (default 00339370272, none of the
+    /// demo's entities).
+    #[arg(long, value_name = "FISCAL_CODE", requires = "secondary_receipt")]
+    issuer: Option<String>,
+    /// After each receipt the issuer accepts, send the same receipt to every other transfer's
+    /// beneficiary that is an entity of the configuration (`idPA` = that entity), as pagoPA
+    /// sends each beneficiary its copy: the hub acknowledges it and delivers it once.
+    #[arg(long, conflicts_with_all = ["verify_only", "serve"])]
+    beneficiary_copies: bool,
     /// Notices to pay: one `<fiscalCode>;<noticeNumber>` a line.
     #[arg(long)]
     notices: Option<PathBuf>,
@@ -259,6 +273,28 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         super::runtime()?.block_on(snodo_sim::serve(opts, snodo_sim::receiver::signalled()))?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(beneficiary) = &args.secondary_receipt {
+        let issuer = args
+            .issuer
+            .clone()
+            .unwrap_or_else(|| snodo_sim::secondary::FOREIGN_ISSUER.into());
+        let mut opts = snodo_sim::SimOptions::new(&url, &broker, &station, Vec::new());
+        opts.timeout = std::time::Duration::from_secs(args.timeout.max(1));
+        (opts.ca_file, opts.client_cert, opts.client_key) = tls;
+        let sent =
+            super::runtime()?.block_on(snodo_sim::secondary::send(&opts, beneficiary, &issuer))?;
+        println!(
+            "secondary receipt={} notice={issuer};{} to={beneficiary} answer={}",
+            sent.receipt_id,
+            sent.notice_number,
+            sent.fault.as_deref().unwrap_or("OK")
+        );
+        return Ok(if sent.fault.is_none() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     let demanded = match &args.demand {
         Some(fiscal_code) => {
             use snodo_sim::demand::{CarTax, VehicleType};
@@ -337,6 +373,13 @@ pub fn exec(args: Args) -> Result<ExitCode> {
     opts.receipts_only = args.receipts_only;
     opts.fault = args.fault.map(Into::into);
     opts.receipts_log = args.receipts_log;
+    if args.beneficiary_copies {
+        opts.beneficiary_copies = plan
+            .entities
+            .values()
+            .map(|e| e.fiscal_code.as_str().to_string())
+            .collect();
+    }
     if !args.verify_only {
         opts.ledger = usable(ledger, args.ledger.is_some())?;
     }

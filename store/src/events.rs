@@ -35,6 +35,8 @@ pub(crate) mod count {
     /// Receipts stored, and of those flagged for operators.
     pub const RECEIPTS: &str = "receipts";
     pub const FLAGGED: &str = "receipts_flagged";
+    /// Of those, stored as a secondary beneficiary of another entity's notice.
+    pub const SECONDARY: &str = "receipts_secondary";
     /// Deliveries created (whatever their status now).
     pub const DELIVERIES: &str = "deliveries";
     /// Import rows accepted and rejected, as the flows' checkpoints count them.
@@ -164,6 +166,7 @@ impl<D: Driver> StatusStore for D {
             })?;
             // (entity, first, second): receipts (stored, flagged), import rows (accepted, rejected).
             let mut receipts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+            let mut secondary = Vec::new();
             let mut import_rows: BTreeMap<String, (i64, i64)> = BTreeMap::new();
             let mut reports: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
             let mut reconciliation = Vec::new();
@@ -175,6 +178,7 @@ impl<D: Driver> StatusStore for D {
                 match kind.as_str() {
                     count::RECEIPTS => receipts.entry(label).or_default().0 = n,
                     count::FLAGGED => receipts.entry(label).or_default().1 = n,
+                    count::SECONDARY => secondary.push((label, n)),
                     count::ACCEPTED => import_rows.entry(label).or_default().0 = n,
                     count::REJECTED => import_rows.entry(label).or_default().1 = n,
                     count::REPORTS => reports.entry(label).or_default().0 = n,
@@ -212,6 +216,7 @@ impl<D: Driver> StatusStore for D {
                     .filter(|(_, (stored, _))| *stored > 0)
                     .map(|(e, (stored, flagged))| (e, stored, flagged))
                     .collect(),
+                secondary,
                 deliveries,
                 retried,
                 import_rows: import_rows

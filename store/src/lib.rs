@@ -398,6 +398,9 @@ pub enum ReceiptStored {
     /// This receipt id was stored before with other content: kept as a flagged copy of the
     /// first (which stays the receipt), delivered nowhere, raised as `receipt.conflict`.
     Conflict { receipt: i64, original: i64 },
+    /// Stored as a secondary beneficiary's receipt of another entity's notice: no position
+    /// matched or paid, delivered to the deliveries it was given (`receipt.secondary`).
+    Secondary { receipt: i64 },
 }
 
 /// The `issue` of a conflicting copy of a receipt (see [`ReceiptStored::Conflict`]).
@@ -463,6 +466,10 @@ pub struct StoredReceipt {
     /// An operator's decision on it: `released` or `dismissed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub review: Option<String>,
+    /// A secondary beneficiary's receipt: the fiscal code of the entity that issued the notice
+    /// (`None`: the entity's own receipt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
     /// The pipelines whose deliveries of it wait for an operator (filled by listings).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<String>,
@@ -607,6 +614,9 @@ pub struct NewCart<'a> {
 pub struct StoreMetrics {
     /// (entity, receipts stored, of which flagged)
     pub receipts: Vec<(String, i64, i64)>,
+    /// (entity, receipts stored as a secondary beneficiary of another entity's notice; counted
+    /// in `receipts` too)
+    pub secondary: Vec<(String, i64)>,
     /// (pipeline, status, deliveries); status is pending, in_flight (leased), delivered or dead
     pub deliveries: Vec<(String, String, i64)>,
     /// (pipeline, deliveries that needed more than one attempt)

@@ -45,6 +45,8 @@ pub struct OwnedReceipt {
     pub parsed: Option<String>,
     pub deliver_to: Vec<DeliverTo>,
     pub correlation: Option<String>,
+    /// A secondary beneficiary's receipt: the fiscal code of the notice's issuer.
+    pub issuer: Option<String>,
 }
 
 impl From<&NewReceipt<'_>> for OwnedReceipt {
@@ -62,6 +64,7 @@ impl From<&NewReceipt<'_>> for OwnedReceipt {
             parsed: None,
             deliver_to: r.deliver_to.to_vec(),
             correlation: r.correlation.map(str::to_string),
+            issuer: None,
         }
     }
 }
@@ -579,6 +582,9 @@ pub(crate) fn store_receipt(
     r: &OwnedReceipt,
     ts: &str,
 ) -> Result<ReceiptStored> {
+    if let Some(issuer) = &r.issuer {
+        return store_secondary(ops, r, issuer, ts);
+    }
     let iuv = r.notice_number.iuv();
     // The live position, else the latest annulled one; two lookups, each on its partial index.
     let target = match ops.receipt_target(&r.entity, iuv.as_str(), false)? {
@@ -691,6 +697,51 @@ pub(crate) fn store_receipt(
             issue: ReceiptIssue::UnknownNotice,
         },
     })
+}
+
+/// A secondary beneficiary's receipt of another entity's notice: the notice number is the
+/// issuer's, so no position of the entity is looked up (an equal IUV of its own is another
+/// debt), nothing is paid or flagged, and no reconciliation mark is left.
+fn store_secondary(
+    ops: &mut Ops<'_>,
+    r: &OwnedReceipt,
+    issuer: &str,
+    ts: &str,
+) -> Result<ReceiptStored> {
+    let iuv = r.notice_number.iuv();
+    let Some(receipt) = ops.insert_receipt(r, iuv.as_str(), None, None, ts)? else {
+        return resent(ops, r, ts);
+    };
+    let mut counts = vec![
+        (count::RECEIPTS, r.entity.as_str(), 1),
+        (count::SECONDARY, r.entity.as_str(), 1),
+    ];
+    let mut pipelines = Vec::new();
+    for to in &r.deliver_to {
+        ops.insert_delivery(to, receipt, &r.receipt_id, ts)?;
+        counts.push((count::DELIVERIES, to.pipeline.as_str(), 1));
+        pipelines.push(to.pipeline.as_str());
+    }
+    crate::events::add_counts(ops.c, counts)?;
+    let payload = serde_json::json!({
+        "receipt": receipt,
+        "receipt_id": r.receipt_id,
+        "notice_number": r.notice_number.as_str(),
+        "issuer": issuer,
+        "amount_cents": r.amount_cents,
+        "pipelines": pipelines,
+    });
+    ops.event(
+        &RawEvent {
+            kind: "receipt.secondary",
+            entity: &r.entity,
+            subject: r.notice_number.as_str(),
+            payload: &payload.to_string(),
+            correlation: r.correlation.as_deref(),
+        },
+        ts,
+    )?;
+    Ok(ReceiptStored::Secondary { receipt })
 }
 
 /// A receipt id stored before: the same content again is a duplicate; other content is kept as

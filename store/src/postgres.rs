@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("migrations/pg_0012_payer_index.sql")),
     (13, include_str!("migrations/pg_0013_ws_requests.sql")),
     (14, include_str!("migrations/pg_0014_expiry.sql")),
+    (15, include_str!("migrations/pg_0015_secondary.sql")),
 ];
 
 /// Serialises migrations of hubs starting together (an arbitrary constant: "snodo" in ASCII).

@@ -21,6 +21,18 @@ pub trait ReceiptStore {
         parsed: Option<String>,
     ) -> Result<ReceiptStored>;
 
+    /// Stores durably a receipt the node sent `receipt.entity` as a secondary beneficiary of the
+    /// notice of `issuer` (fiscal code): no position is looked up or paid, nothing is flagged,
+    /// each of `receipt.deliver_to` gets a delivery, and a `receipt.secondary` event is recorded,
+    /// in one transaction (group commit as [`Self::store_receipt`]). The same receipt id again is
+    /// [`ReceiptStored::Duplicate`] (or a conflicting copy, as for any receipt).
+    fn store_secondary_receipt(
+        &self,
+        receipt: &NewReceipt<'_>,
+        issuer: &str,
+        parsed: Option<String>,
+    ) -> Result<ReceiptStored>;
+
     /// An entity's receipts, newest first; only those flagged for operators when `flagged`.
     fn receipts(&self, entity: &str, flagged: bool, limit: u32) -> Result<Vec<StoredReceipt>>;
 
@@ -38,7 +50,7 @@ pub trait ReceiptStore {
 
     /// The entity's own receipts with id > `after_id`, ascending id, at most `limit`, with what
     /// a format needs: a poller's pull, resumed from the last id it saw. Conflicting copies of
-    /// a receipt id are not among them.
+    /// a receipt id and secondary beneficiaries' receipts are not among them.
     fn receipts_after(
         &self,
         entity: &str,
@@ -47,7 +59,8 @@ pub trait ReceiptStore {
     ) -> Result<Vec<ReceiptDocument>>;
 
     /// The latest receipt stored for this notice number of the entity, one that paid its
-    /// position preferred over flagged ones, if any.
+    /// position preferred over flagged ones, if any (never a secondary beneficiary's receipt of
+    /// another entity's notice, whose number may equal one of the entity's).
     fn receipt_for_notice(
         &self,
         entity: &str,
@@ -58,7 +71,8 @@ pub trait ReceiptStore {
 macro_rules! columns {
     () => {
         "r.id, r.entity, r.receipt_id, r.notice_number, r.position_id, r.amount_cents, r.psp_id,
-         r.psp_name, r.payment_date, r.operation, r.issue, r.received_at, r.conflict_of, r.review"
+         r.psp_name, r.payment_date, r.operation, r.issue, r.received_at, r.conflict_of, r.review,
+         r.issuer"
     };
 }
 
@@ -78,6 +92,7 @@ fn receipt_from(r: &dyn Row) -> Result<StoredReceipt> {
         received_at: r.get(11)?,
         conflict_of: r.get(12)?,
         review: r.get(13)?,
+        issuer: r.get(14)?,
         held: Vec::new(),
     })
 }
@@ -110,21 +125,22 @@ pub(crate) fn parsed_documents_where(clause: &str) -> String {
 pub(crate) fn document_from(r: &dyn Row) -> Result<ReceiptDocument> {
     Ok(ReceiptDocument {
         receipt: receipt_from(r)?,
-        xml: r.get(14)?,
-        iud: r.get(15)?,
-        debt_type: r.get(16)?,
-        parsed: r.get(17)?,
+        xml: r.get(15)?,
+        iud: r.get(16)?,
+        debt_type: r.get(17)?,
+        parsed: r.get(18)?,
         // A standing flow (API, Kafka: `<origin>:<ipa>`) is no import flow of the entity's.
         flow_iuf: r
-            .get::<Option<String>>(18)?
+            .get::<Option<String>>(19)?
             .filter(|iuf| !iuf.contains(':')),
     })
 }
 
 /// A poller's page of an entity's receipts, walked on `receipts_entity_id`. Conflicting copies
-/// are left out: the first copy is the receipt.
+/// are left out: the first copy is the receipt; so are secondary beneficiaries' receipts of other
+/// entities' notices, which only the entity's receipts pipelines deliver.
 pub(crate) const AFTER: &str = documents!(
-    "WHERE r.entity = $1 AND r.id > $2 AND r.conflict_of IS NULL ORDER BY r.id LIMIT $3"
+    "WHERE r.entity = $1 AND r.id > $2 AND r.conflict_of IS NULL AND r.issuer IS NULL ORDER BY r.id LIMIT $3"
 );
 
 /// An entity's held receipts: walks the held rows (few, and only while held), not the entity's
@@ -154,6 +170,23 @@ impl<D: Driver> ReceiptStore for D {
     ) -> Result<ReceiptStored> {
         let receipt = OwnedReceipt {
             parsed,
+            ..OwnedReceipt::from(r)
+        };
+        match self.commit_hot(Write::Receipt(Box::new(receipt)))? {
+            Written::Receipt(stored) => Ok(stored),
+            Written::Activation => Err(StoreError::Conflict("mixed-up write outcome".into())),
+        }
+    }
+
+    fn store_secondary_receipt(
+        &self,
+        r: &NewReceipt<'_>,
+        issuer: &str,
+        parsed: Option<String>,
+    ) -> Result<ReceiptStored> {
+        let receipt = OwnedReceipt {
+            parsed,
+            issuer: Some(issuer.to_string()),
             ..OwnedReceipt::from(r)
         };
         match self.commit_hot(Write::Receipt(Box::new(receipt)))? {
@@ -210,7 +243,7 @@ impl<D: Driver> ReceiptStore for D {
             "SELECT ",
             columns!(),
             " FROM receipts r WHERE r.entity = $1 AND r.notice_number = $2
-               AND r.conflict_of IS NULL
+               AND r.conflict_of IS NULL AND r.issuer IS NULL
              ORDER BY (r.issue IS NULL) DESC, r.id DESC LIMIT 1"
         );
         self.read(|c| c.one(sql, args!(entity, notice_number), receipt_from))
@@ -308,8 +341,8 @@ impl Ops<'_> {
     ) -> Result<i64> {
         self.c
             .insert(
-                "INSERT INTO receipts (entity, receipt_id, notice_number, iuv, position_id, amount_cents, psp_id, psp_name, payment_date, operation, issue, xml, received_at, parsed, conflict_of)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                "INSERT INTO receipts (entity, receipt_id, notice_number, iuv, position_id, amount_cents, psp_id, psp_name, payment_date, operation, issue, xml, received_at, parsed, conflict_of, issuer)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
                 args!(
                     &r.entity,
                     &r.receipt_id,
@@ -325,7 +358,8 @@ impl Ops<'_> {
                     &r.xml,
                     ts,
                     r.parsed.as_deref(),
-                    first.id
+                    first.id,
+                    r.issuer.as_deref()
                 ),
             )?
             .ok_or_else(|| StoreError::Conflict("conflicting copy not stored".into()))
@@ -470,8 +504,8 @@ impl Ops<'_> {
         ts: &str,
     ) -> Result<Option<i64>> {
         self.c.insert(
-            "INSERT INTO receipts (entity, receipt_id, notice_number, iuv, position_id, amount_cents, psp_id, psp_name, payment_date, operation, issue, xml, received_at, parsed)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+            "INSERT INTO receipts (entity, receipt_id, notice_number, iuv, position_id, amount_cents, psp_id, psp_name, payment_date, operation, issue, xml, received_at, parsed, issuer)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT DO NOTHING",
             args!(
                 &r.entity,
@@ -487,7 +521,8 @@ impl Ops<'_> {
                 issue,
                 &r.xml,
                 ts,
-                r.parsed.as_deref()
+                r.parsed.as_deref(),
+                r.issuer.as_deref()
             ),
         )
     }

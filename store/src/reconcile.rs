@@ -221,17 +221,18 @@ impl<'c> ReconTx<'c> {
         }
     }
 
-    /// The entity's receipts with these IUVs (conflicting copies left out), by IUV then id.
+    /// The entity's receipts with these IUVs (conflicting copies and secondary beneficiaries'
+    /// receipts of other entities' notices left out), by IUV then id.
     pub fn receipts(&mut self, sel: IuvSelect<'_>) -> Result<Vec<ReceiptDocument>> {
         let eq = crate::receipts::parsed_documents_where(
             // `+ 0`: sorting a notice's few receipts beats walking the entity's by id.
-            "WHERE r.entity = $1 AND r.iuv = $2 AND r.conflict_of IS NULL ORDER BY r.id + 0",
+            "WHERE r.entity = $1 AND r.iuv = $2 AND r.conflict_of IS NULL AND r.issuer IS NULL ORDER BY r.id + 0",
         );
         self.select(
             &eq,
             |cond| {
                 crate::receipts::parsed_documents_where(&format!(
-                    "WHERE r.entity = $1 AND {} AND r.conflict_of IS NULL ORDER BY r.iuv, r.id",
+                    "WHERE r.entity = $1 AND {} AND r.conflict_of IS NULL AND r.issuer IS NULL ORDER BY r.iuv, r.id",
                     cond
                 ))
             },
@@ -339,7 +340,8 @@ impl<'c> ReconTx<'c> {
         let entity = self.entity;
         let facts = "EXISTS (SELECT 1 FROM report_flows f WHERE f.entity = m.entity
                         AND f.iuf = m.iuf AND f.status = 'ok' AND f.superseded_by IS NULL),
-                     (EXISTS (SELECT 1 FROM receipts r WHERE r.entity = m.entity AND r.iuv = m.iuv)
+                     (EXISTS (SELECT 1 FROM receipts r WHERE r.entity = m.entity AND r.iuv = m.iuv
+                              AND r.issuer IS NULL)
                       OR EXISTS (SELECT 1 FROM report_payments p JOIN report_flows f
                          ON f.id = p.flow WHERE p.entity = m.entity AND p.iuv = m.iuv
                          AND p.esito <> 3 AND f.status = 'ok' AND f.superseded_by IS NULL)

@@ -208,8 +208,9 @@ pub struct RowFacts {
     /// The receipt whose id is the row's IUR, for the same IUV.
     pub receipt: Option<LinkReceipt>,
     /// Only when the entity holds no such receipt: the receipts of other entities with the row's
-    /// IUR and IUV, oldest first. A transfer of one may credit this entity (a secondary
-    /// beneficiary's flow reports the notice's entity's IUV); the caller checks which.
+    /// IUR and IUV, oldest first, then the entity's own copies as a secondary beneficiary. A
+    /// transfer of one may credit this entity (a secondary beneficiary's flow reports the
+    /// notice's entity's IUV); the caller checks which.
     pub others: Vec<OtherReceipt>,
     /// Another flow already links this payment.
     pub elsewhere: bool,
@@ -383,7 +384,8 @@ pub(crate) fn lookup_sql(size: usize, dialect: Dialect) -> String {
                         AND NOT (f.psp_id = $2 AND f.iuf = $3))
                      THEN 1 ELSE 0 END AS BIGINT)
          FROM k LEFT JOIN receipts r
-           ON r.entity = $1 AND r.receipt_id = k.iur AND r.conflict_of IS NULL AND r.iuv = k.iuv",
+           ON r.entity = $1 AND r.receipt_id = k.iur AND r.conflict_of IS NULL AND r.iuv = k.iuv
+              AND r.issuer IS NULL",
         key_values(size, 4, &[false, false, true])
     ), dialect)
 }
@@ -405,15 +407,17 @@ pub(crate) fn issued_sql(size: usize, dialect: Dialect) -> String {
     )
 }
 
-/// The receipts of other entities with each key's receipt id and IUV, on
-/// `receipts_receipt_id_any`. `$1` entity, then (IUV, IUR) per key.
+/// The receipts of other entities with each key's receipt id and IUV, and the entity's own
+/// copies as a secondary beneficiary of another entity's notice (the only copy a foreign
+/// issuer's payment has here), on `receipts_receipt_id_any`. `$1` entity, then (IUV, IUR) per key.
 pub(crate) fn others_sql(size: usize, dialect: Dialect) -> String {
     numbered(
         format!(
             "WITH k (n, iuv, iur) AS (VALUES {})
          SELECT k.n, r.id, r.entity, r.parsed, CASE WHEN r.parsed IS NULL THEN r.xml END
          FROM k JOIN receipts r
-           ON r.receipt_id = k.iur AND r.conflict_of IS NULL AND r.iuv = k.iuv AND r.entity <> $1",
+           ON r.receipt_id = k.iur AND r.conflict_of IS NULL AND r.iuv = k.iuv
+              AND ((r.entity <> $1 AND r.issuer IS NULL) OR (r.entity = $1 AND r.issuer IS NOT NULL))",
             key_values(size, 2, &[false, false])
         ),
         dialect,
@@ -501,7 +505,8 @@ fn lookup_batch(
         ));
         Ok(())
     })?;
-    found.sort_by_key(|(i, o)| (*i, o.id));
+    // The issuer's own receipt first, when it is ours: the one that was delivered.
+    found.sort_by_key(|(i, o)| (*i, o.entity == entity, o.id));
     found.dedup_by_key(|(i, o)| (*i, o.id));
     for (i, o) in found {
         out[i].others.push(o);
@@ -513,7 +518,7 @@ fn lookup_batch(
 /// notice's entity's money.
 const SETTLEMENT: &str = "SELECT f.iuf, f.psp_id, f.revision, f.flow_date, f.regulation_id
      FROM receipts r JOIN report_payments rp ON rp.receipt = r.id JOIN report_flows f ON f.id = rp.flow
-     WHERE r.entity = $1 AND r.notice_number = $2 AND r.conflict_of IS NULL
+     WHERE r.entity = $1 AND r.notice_number = $2 AND r.conflict_of IS NULL AND r.issuer IS NULL
        AND f.entity = r.entity AND f.status = 'ok' AND f.superseded_by IS NULL
      ORDER BY f.id DESC LIMIT 1";
 

@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (16, include_str!("migrations/sqlite_0016_payer_index.sql")),
     (17, include_str!("migrations/sqlite_0017_ws_requests.sql")),
     (18, include_str!("migrations/sqlite_0018_expiry.sql")),
+    (19, include_str!("migrations/sqlite_0019_secondary.sql")),
 ];
 
 pub struct SqliteStore {

@@ -188,6 +188,7 @@ suite!(
     a_secondary_beneficiary_s_row_finds_the_notice_entity_s_receipt,
     settlement_rows_and_lookups_go_in_batches,
     a_payment_outside_pagopa_pays_an_active_position_once,
+    a_secondary_receipt_pays_nothing_and_reaches_only_its_deliveries,
 );
 
 const E: &str = "c_g224";
@@ -2337,6 +2338,14 @@ fn counted(b: &Backend) -> StoreMetrics {
                     CAST(SUM(rejected) AS BIGINT)
              FROM flows GROUP BY entity ORDER BY entity",
         )),
+        secondary: b
+            .raw(
+                "SELECT entity, CAST('' AS TEXT), COUNT(*), CAST(0 AS BIGINT) FROM receipts
+                 WHERE issuer IS NOT NULL GROUP BY entity ORDER BY entity",
+            )
+            .into_iter()
+            .map(|(e, _, n, _)| (e, n))
+            .collect(),
         held: Vec::new(),
         reports: Vec::new(),
         reconciliation: Vec::new(),
@@ -3651,4 +3660,122 @@ fn reconciliation_marks_labels_counts_and_the_export_cursor(b: &Backend) {
             .count()
             >= 3
     );
+}
+
+/// A receipt the node sends the entity as a secondary beneficiary of another entity's notice:
+/// stored, delivered to what it was given, counted; never a payment of the entity's position
+/// with the same notice number, never in the entity's pull, and idempotent by receipt id.
+fn a_secondary_receipt_pays_nothing_and_reaches_only_its_deliveries(b: &Backend) {
+    let s = b.store();
+    let f = flow(s, "F1");
+    let out = apply(s, f, &[row(Action::Insert, "A", 1250, true)]);
+    // The issuer's notice number happens to be one of the entity's own.
+    let n = notice_of(&out[0]);
+    let to = [DeliverTo {
+        secondary: true,
+        ..DeliverTo::all("erp", E)
+    }];
+    let secondary = NewReceipt {
+        deliver_to: &to,
+        ..receipt(&n, "RS1", 1250)
+    };
+    let stored = s
+        .store_secondary_receipt(&secondary, "80007580279", None)
+        .unwrap();
+    let ReceiptStored::Secondary { receipt: id } = stored else {
+        panic!("not stored as secondary: {stored:?}");
+    };
+    let p = s.position_by_notice(E, &n).unwrap().unwrap();
+    assert_eq!(
+        p.status,
+        PositionStatus::Active,
+        "the entity's position is not paid"
+    );
+    assert!(s.receipt_for_notice(E, n.as_str()).unwrap().is_none());
+    assert!(
+        s.receipts_after(E, 0, 10).unwrap().is_empty(),
+        "not in the pull"
+    );
+    let listed = s.receipts(E, false, 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].id,
+            listed[0].issuer.as_deref(),
+            listed[0].issue.as_deref()
+        ),
+        (id, Some("80007580279"), None)
+    );
+    assert!(s.receipts(E, true, 10).unwrap().is_empty(), "not flagged");
+    assert_eq!(pending_of(s, "erp"), ["RS1"]);
+    assert!(pending_of(s, "export").is_empty());
+    let delivery = &s
+        .deliveries(DeliveryStatus::Pending, None, Some("erp"), 10)
+        .unwrap()[0];
+    let doc = s
+        .receipt_document(delivery.receipt.unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (doc.iud, doc.receipt.issuer.as_deref()),
+        (None, Some("80007580279"))
+    );
+    let events = events_of(s, "receipt.secondary");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].payload["issuer"], "80007580279");
+    assert_eq!(events[0].payload["pipelines"], serde_json::json!(["erp"]));
+    assert!(events_of(s, "receipt.stored").is_empty());
+    assert!(events_of(s, "position.paid").is_empty());
+    // The entity's settlement flow reports its transfer of that payment: linking finds the
+    // secondary copy among the other entities' receipts, never as a receipt of its own.
+    let iuv = n.iuv();
+    let facts = s
+        .report_lookup(
+            E,
+            "PSP1",
+            "2026-11-27PSP1-1",
+            &[LookupKey {
+                iuv: iuv.as_str(),
+                iur: "RS1",
+                link_index: 2,
+            }],
+        )
+        .unwrap();
+    assert!(facts[0].receipt.is_none());
+    assert_eq!(
+        facts[0]
+            .others
+            .iter()
+            .map(|o| (o.id, o.entity.as_str()))
+            .collect::<Vec<_>>(),
+        [(id, E)]
+    );
+    let m = s.metrics().unwrap();
+    assert_eq!(m.receipts, vec![(E.to_string(), 1, 0)]);
+    assert_eq!(m.secondary, vec![(E.to_string(), 1)]);
+
+    assert_eq!(
+        s.store_secondary_receipt(&secondary, "80007580279", None)
+            .unwrap(),
+        ReceiptStored::Duplicate
+    );
+    assert_eq!(pending_of(s, "erp"), ["RS1"], "delivered once");
+    assert_eq!(s.metrics().unwrap().secondary, vec![(E.to_string(), 1)]);
+
+    // The entity's own receipt of its notice still pays it.
+    let paid = s.store_receipt(&receipt(&n, "R1", 1250)).unwrap();
+    assert!(matches!(paid, ReceiptStored::Paid { position, .. } if position == p.id));
+    assert_eq!(
+        s.receipt_for_notice(E, n.as_str())
+            .unwrap()
+            .unwrap()
+            .receipt_id,
+        "R1"
+    );
+    assert_eq!(s.receipts_after(E, 0, 10).unwrap().len(), 1);
+    assert_eq!(counted(b), {
+        let mut m = s.metrics().unwrap();
+        m.held.clear();
+        m
+    });
 }
