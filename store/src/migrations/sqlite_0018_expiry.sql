@@ -1,5 +1,4 @@
--- SQLite migration 18 (PostgreSQL 14): the expiry sweep finds the open positions of a debt
--- type due before a day without walking the entity's positions, and the expired exports read
--- the expiries (history action `E`) in order.
-CREATE INDEX IF NOT EXISTS positions_open_due ON positions (entity, debt_type, due_date) WHERE status = 'active';
+-- SQLite migration 18 (PostgreSQL 14): the expired exports read the expiries (history action `E`) in order.
+-- The sweep has no index of its own on positions: every import row would pay for it, and the
+-- sweep (one debt type at a time, every 10 minutes) reads the entity's positions instead.
 CREATE INDEX IF NOT EXISTS position_history_expired ON position_history (id) WHERE action = 'E';
