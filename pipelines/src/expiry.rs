@@ -45,12 +45,14 @@ pub fn sweep_entity(
         let Some(before) = payment.late.expired_before(today) else {
             continue;
         };
+        let mut after = 0;
         loop {
-            let n = store.expire_positions(&entity.ipa_code, code, before, BATCH)?;
-            total += u64::from(n);
-            if n < BATCH {
+            let round = store.expire_positions(&entity.ipa_code, code, before, after, BATCH)?;
+            total += u64::from(round.expired);
+            if round.candidates < BATCH {
                 break;
             }
+            after = round.last;
         }
     }
     if total > 0 {

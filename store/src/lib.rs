@@ -36,7 +36,7 @@ pub use events::{EventStore, StatusStore};
 pub use exports::ExportStore;
 pub use flows::FlowStore;
 pub use jobs::JobStore;
-pub use positions::PositionStore;
+pub use positions::{PositionStore, Swept};
 pub use receipts::ReceiptStore;
 pub use reconcile::{
     DirtyMark, FactMovement, FactRow, IuvSelect, LabelCounts, MovementSelect, NewItem,

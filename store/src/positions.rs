@@ -5,6 +5,17 @@ use crate::db::{args, sql, Arg, Conn, Driver, Row, Sql, Write, Written};
 use crate::ops::{self, Live, NewPosition, Ops};
 use crate::*;
 
+/// What one round of [`PositionStore::expire_positions`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Positions read as due to expire.
+    pub candidates: u32,
+    /// Of those, expired now.
+    pub expired: u32,
+    /// The last candidate's id: where the next round starts.
+    pub last: i64,
+}
+
 pub trait PositionStore {
     fn positions(&self, entity: &str, query: &PositionQuery<'_>) -> Result<Vec<Position>>;
 
@@ -30,16 +41,19 @@ pub trait PositionStore {
         limit: u32,
     ) -> Result<Vec<Position>>;
 
-    /// Marks at most `limit` of `entity`'s active positions of `debt_type` due before
-    /// `due_before` as expired, each with history `E` and a `position.expired` event, in one
-    /// transaction; answers how many. Run again until it answers fewer than `limit`.
+    /// Marks `entity`'s active positions of `debt_type` due before `due_before` as expired, at
+    /// most `limit` of those with id > `after`, each with history `E` and a `position.expired`
+    /// event. The candidates are read first, outside the write: the write lock is held only to
+    /// update them by id, never during the scan (the node's receipts wait for it). Run again
+    /// from [`Swept::last`] until [`Swept::candidates`] is below `limit`.
     fn expire_positions(
         &self,
         entity: &str,
         debt_type: &str,
         due_before: chrono::NaiveDate,
+        after: i64,
         limit: u32,
-    ) -> Result<u32>;
+    ) -> Result<Swept>;
 
     /// Positions of `entity` whose expiry (history `E`) came after the expiry `after`, oldest
     /// first, at most `limit`, each with its expiry's id (the next call's `after`). A position
@@ -251,29 +265,44 @@ impl<D: Driver> PositionStore for D {
         entity: &str,
         debt_type: &str,
         due_before: chrono::NaiveDate,
+        after: i64,
         limit: u32,
-    ) -> Result<u32> {
+    ) -> Result<Swept> {
         let before = due_before.to_string();
+        let candidates: Vec<i64> = self.read(|c| {
+            c.all(
+                "SELECT id FROM positions WHERE entity = $1 AND debt_type = $2
+                 AND status = 'active' AND due_date < $3 AND id > $4 ORDER BY id LIMIT $5",
+                args!(entity, debt_type, before.as_str(), after, i64::from(limit)),
+                |r| r.get::<i64>(0),
+            )
+        })?;
+        let Some(&last) = candidates.last() else {
+            return Ok(Swept::default());
+        };
         let ts = ops::now();
-        self.tx(|c| {
-            // Another hub sweeping at once waits for this one's rows, then finds them expired.
-            let expired = c.all(
-                "UPDATE positions SET status = 'expired', version = version + 1, updated_at = $5
-                 WHERE id IN (SELECT id FROM positions WHERE entity = $1 AND debt_type = $2
-                   AND status = 'active' AND due_date < $3 ORDER BY due_date, id LIMIT $4)
-                   AND status = 'active'
-                 RETURNING id, iud, iuv, amount_cents, due_date",
-                args!(entity, debt_type, before.as_str(), i64::from(limit), ts.as_str()),
-                |r| {
-                    Ok((
-                        r.get::<i64>(0)?,
-                        r.get::<String>(1)?,
-                        r.get::<Option<String>>(2)?,
-                        r.get::<i64>(3)?,
-                        r.get::<Option<String>>(4)?,
-                    ))
-                },
-            )?;
+        let expired = self.tx(|c| {
+            let mut expired = Vec::with_capacity(candidates.len());
+            for id in &candidates {
+                // Changed since it was read (paid, annulled, modified), or expired by another
+                // hub sweeping at once: left as it is.
+                let row = c.one(
+                    "UPDATE positions SET status = 'expired', version = version + 1, updated_at = $2
+                     WHERE id = $1 AND status = 'active' AND due_date < $3
+                     RETURNING id, iud, iuv, amount_cents, due_date",
+                    args!(*id, ts.as_str(), before.as_str()),
+                    |r| {
+                        Ok((
+                            r.get::<i64>(0)?,
+                            r.get::<String>(1)?,
+                            r.get::<Option<String>>(2)?,
+                            r.get::<i64>(3)?,
+                            r.get::<Option<String>>(4)?,
+                        ))
+                    },
+                )?;
+                expired.extend(row);
+            }
             for (id, iud, iuv, cents, due) in &expired {
                 c.execute(
                     "INSERT INTO position_history (position_id, action, source, flow_id, at, previous_data)
@@ -295,6 +324,11 @@ impl<D: Driver> PositionStore for D {
                 )?;
             }
             Ok(expired.len() as u32)
+        })?;
+        Ok(Swept {
+            candidates: candidates.len() as u32,
+            expired,
+            last,
         })
     }
 

@@ -520,14 +520,15 @@ fn positions_expire_once_and_a_payment_in_progress_holds_changes(b: &Backend) {
     let paid = notice_of(&out[4]);
     s.store_receipt(&receipt(&paid, "R-PAID", 100)).unwrap();
     let due_before = "2026-01-20".parse().unwrap();
-    // Batches of one: run until fewer than asked.
-    assert_eq!(s.expire_positions(E, "TARI", due_before, 1).unwrap(), 1);
-    assert_eq!(s.expire_positions(E, "TARI", due_before, 1).unwrap(), 0);
-    assert_eq!(
-        s.expire_positions(E, "TARI", due_before, 10).unwrap(),
-        0,
-        "once"
-    );
+    // Rounds of one: from the last id read, until fewer candidates than asked.
+    let first = s.expire_positions(E, "TARI", due_before, 0, 1).unwrap();
+    assert_eq!((first.candidates, first.expired), (1, 1));
+    let next = s
+        .expire_positions(E, "TARI", due_before, first.last, 1)
+        .unwrap();
+    assert_eq!((next.candidates, next.expired), (0, 0));
+    let again = s.expire_positions(E, "TARI", due_before, 0, 10).unwrap();
+    assert_eq!(again.expired, 0, "once");
     let status = |iud: &str| s.positions(E, &PositionQuery::Iud(iud)).unwrap()[0].status;
     assert_eq!(status("OLD"), PositionStatus::Expired);
     assert_eq!(
