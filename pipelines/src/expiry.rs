@@ -152,20 +152,13 @@ impl ExpiredExporter {
         })
     }
 
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
         info!(pipeline = %self.name, entity = %self.entity.ipa_code, "expired exports started");
-        let this = Arc::new(self);
-        while let Some(tick) = crate::ticks::next_tick(&this.schedule, &mut shutdown).await {
-            let work = this.clone();
-            match tokio::task::spawn_blocking(move || work.export(tick)).await {
-                Ok(Ok(_)) => {}
-                // The cursor did not move: the next tick writes these positions again.
-                Ok(Err(e)) => {
-                    warn!(pipeline = %this.name, "expired export failed, retried at the next tick: {e}")
-                }
-                Err(e) => warn!(pipeline = %this.name, "expired export task panicked: {e}"),
-            }
-        }
+        let (name, schedule) = (self.name.clone(), self.schedule.clone());
+        crate::ticks::every_tick(name, "expired export", schedule, shutdown, move |tick| {
+            self.export(tick).map(drop).map_err(|e| e.to_string())
+        })
+        .await
     }
 
     /// Sweeps the entity, then writes and publishes the file(s) of what expired since the last

@@ -106,21 +106,17 @@ impl ReconExporter {
         })
     }
 
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
         info!(pipeline = %self.name, entity = %self.entity.ipa_code, "reconciliation exports started");
-        let this = Arc::new(self);
-        while let Some(tick) = crate::ticks::next_tick(&this.schedule, &mut shutdown).await {
-            let work = this.clone();
-            match tokio::task::spawn_blocking(move || work.export(tick)).await {
-                Ok(Ok(_)) => {}
-                // The cursor did not move: the next tick writes these rows again.
-                Ok(Err(e)) => {
-                    warn!(pipeline = %this.name, "reconciliation export failed, retried at the next tick: {e}")
-                }
-                Err(e) => warn!(pipeline = %this.name, "reconciliation export task panicked: {e}"),
-            }
-        }
-        info!(pipeline = %this.name, "reconciliation exports stopped");
+        let (name, schedule) = (self.name.clone(), self.schedule.clone());
+        crate::ticks::every_tick(
+            name,
+            "reconciliation export",
+            schedule,
+            shutdown,
+            move |tick| self.export(tick).map(drop).map_err(|e| e.to_string()),
+        )
+        .await
     }
 
     /// Writes and publishes the files of everything relabelled since the last one; with `tick`,

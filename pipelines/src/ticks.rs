@@ -27,3 +27,29 @@ pub async fn next_tick(
     }
     Some(tick)
 }
+
+/// Runs `work` (blocking) at each tick of `schedule` until shutdown, for scheduled exports
+/// whose cursor moves only when a file is published: a failed tick is logged and the next one
+/// writes the same items again.
+pub async fn every_tick<F>(
+    name: String,
+    what: &'static str,
+    schedule: Box<cron::Schedule>,
+    mut shutdown: watch::Receiver<bool>,
+    work: F,
+) where
+    F: Fn(Option<String>) -> Result<(), String> + Send + Sync + 'static,
+{
+    let work = std::sync::Arc::new(work);
+    while let Some(tick) = next_tick(&schedule, &mut shutdown).await {
+        let w = work.clone();
+        match tokio::task::spawn_blocking(move || w(tick)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(pipeline = %name, "{what} failed, retried at the next tick: {e}")
+            }
+            Err(e) => tracing::warn!(pipeline = %name, "{what} task panicked: {e}"),
+        }
+    }
+    tracing::info!(pipeline = %name, "{what}s stopped");
+}

@@ -112,21 +112,7 @@ pub(super) async fn prenota(ws: &Ws, entity: &Arc<EntityRuntime>, call: &Call) -
         version,
         receipt,
     };
-    let token = new_token();
-    let params =
-        serde_json::to_string(&booking).map_err(|e| refuse(codes::SYSTEM_ERROR, e.to_string()))?;
-    let (store, ipa, token2) = (ws.api.store.clone(), entity.ipa_code.clone(), token.clone());
-    super::blocking(move || {
-        store.create_ws_request(&NewWsRequest {
-            entity: &ipa,
-            token: &token2,
-            kind: KIND,
-            state: LOAD,
-            params: &params,
-        })
-    })
-    .await
-    .map_err(unavailable)?;
+    let token = book(ws, entity, KIND, &booking).await?;
     start(
         ws.api.store.clone(),
         ws.api.plan(),
@@ -144,6 +130,32 @@ pub(super) async fn prenota(ws: &Ws, entity: &Arc<EntityRuntime>, call: &Call) -
         );
     }
     Ok(a.finish())
+}
+
+/// Records a booking of `kind` with its parameters, durable before its token is answered;
+/// answers the token.
+pub(super) async fn book(
+    ws: &Ws,
+    entity: &EntityRuntime,
+    kind: &'static str,
+    booking: &impl serde::Serialize,
+) -> Result<String, Refusal> {
+    let params =
+        serde_json::to_string(booking).map_err(|e| refuse(codes::SYSTEM_ERROR, e.to_string()))?;
+    let token = new_token();
+    let (store, ipa, token2) = (ws.api.store.clone(), entity.ipa_code.clone(), token.clone());
+    super::blocking(move || {
+        store.create_ws_request(&NewWsRequest {
+            entity: &ipa,
+            token: &token2,
+            kind,
+            state: LOAD,
+            params: &params,
+        })
+    })
+    .await
+    .map_err(unavailable)?;
+    Ok(token)
 }
 
 /// Writes a booked export in the background.

@@ -8,8 +8,8 @@
 //! `dataScadenza`, whatever the debt type's expiry; where MyPay silently drops debt types without
 //! a mandatory due date, the hub keeps them (their dated positions are as expired).
 
-use super::flows::{file_link, new_token};
-use super::{codes, refuse, unavailable, Answered, Refusal, Ws};
+use super::flows::file_link;
+use super::{refuse, unavailable, Answered, Refusal, Ws};
 use crate::plan::{EntityRuntime, Plan};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
@@ -17,13 +17,13 @@ use snodo_adapters::mypay_expired::{ExpiredRow, ExpiredWriter, IUF_PREFIX};
 use snodo_adapters::mypay_import::ZipEntryWriter;
 use snodo_adapters::mypay_ws::{Answer, Call, Operation};
 use snodo_core::payment::PositionStatus;
-use snodo_store::{NewWsRequest, PositionFilter, Store};
+use snodo_store::{PositionFilter, Store};
 use std::io::{BufWriter, Write as _};
 use std::sync::Arc;
 
 const KIND: &str = "export-scaduti";
-/// MyPay's export states; the others are set by `exports::in_background`.
-const LOAD: &str = "LOAD_EXPORT";
+/// MyPay's export state of a written file; the others are set by `exports::book` and
+/// `exports::in_background`.
 const DONE: &str = "EXPORT_ESEGUITO";
 /// MyPay's folder of these exports (`task.exportFlussoScaduti.export.folder.name`).
 const FOLDER: &str = "EXPORT_DOVUTI_SCADUTI";
@@ -65,21 +65,7 @@ pub(super) async fn prenota(ws: &Ws, entity: &Arc<EntityRuntime>, call: &Call) -
             format!("identificativoTipoDovuto [{t}] non valido"),
         ));
     }
-    let params = serde_json::to_string(&Booking { day, debt_types })
-        .map_err(|e| refuse(codes::SYSTEM_ERROR, e.to_string()))?;
-    let token = new_token();
-    let (store, ipa, token2) = (ws.api.store.clone(), entity.ipa_code.clone(), token.clone());
-    super::blocking(move || {
-        store.create_ws_request(&NewWsRequest {
-            entity: &ipa,
-            token: &token2,
-            kind: KIND,
-            state: LOAD,
-            params: &params,
-        })
-    })
-    .await
-    .map_err(unavailable)?;
+    let token = super::exports::book(ws, entity, KIND, &Booking { day, debt_types }).await?;
     start(
         ws.api.store.clone(),
         ws.api.plan(),
