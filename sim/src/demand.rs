@@ -2,7 +2,7 @@
 //! when a citizen pays the car tax at a PSP without a notice in hand: `snodo sim --demand`.
 //! The notice it gets is then paid by [`crate::run`] like any other.
 
-use crate::{endpoint_url, http_client, NoticeTarget, SimError, SimOptions, SOAP_ACTION, TEXT_XML};
+use crate::{endpoint_url, http_client, NoticeTarget, SimError, SimOptions};
 use reqwest::header::CONTENT_TYPE;
 pub use snodo_adapters::car_tax::{CarTax, VehicleType};
 use snodo_adapters::pagopa::{self as soap, DemandRequest, Outcome, Request, Response};
@@ -42,23 +42,8 @@ pub async fn demand(opts: &SimOptions, ask: &DemandAsk) -> Result<Demanded, SimE
         id_soggetto_servizio: ask.provider.clone(),
         dati_specifici_servizio: ask.data.to_base64(),
     }));
-    let unreachable = |reason: String| SimError::Unreachable {
-        url: endpoint.to_string(),
-        reason,
-    };
-    let answer = client
-        .post(endpoint.clone())
-        .header(CONTENT_TYPE, TEXT_XML.clone())
-        .header(SOAP_ACTION.clone(), "paDemandPaymentNotice")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| unreachable(crate::error_chain(&e)))?;
-    let status = answer.status();
-    let bytes = answer
-        .bytes()
-        .await
-        .map_err(|e| unreachable(crate::error_chain(&e)))?;
+    let (status, bytes) =
+        crate::post_soap_once(&client, &endpoint, "paDemandPaymentNotice", body).await?;
     let refused = |why: String| SimError::Demand(why);
     let r = match soap::parse_response(&bytes) {
         Ok(Response::Demand(r)) => r,

@@ -641,6 +641,31 @@ type Activated = (Response, Option<String>);
 static SOAP_ACTION: HeaderName = HeaderName::from_static("soapaction");
 static TEXT_XML: HeaderValue = HeaderValue::from_static("text/xml; charset=utf-8");
 
+/// One SOAP call of a single-shot command (`--demand`, `--secondary-receipt`): the answer's
+/// status and body, or the hub as unreachable.
+async fn post_soap_once(
+    client: &reqwest::Client,
+    endpoint: &reqwest::Url,
+    action: &'static str,
+    body: String,
+) -> Result<(reqwest::StatusCode, Vec<u8>), SimError> {
+    let unreachable = |e: reqwest::Error| SimError::Unreachable {
+        url: endpoint.to_string(),
+        reason: error_chain(&e),
+    };
+    let answer = client
+        .post(endpoint.clone())
+        .header(CONTENT_TYPE, TEXT_XML.clone())
+        .header(SOAP_ACTION.clone(), action)
+        .body(body)
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = answer.status();
+    let bytes = answer.bytes().await.map_err(unreachable)?;
+    Ok((status, bytes.to_vec()))
+}
+
 /// How a call ended. `Ok` is the common case and lives on the stack only briefly: boxing it
 /// would cost an allocation per call.
 #[allow(clippy::large_enum_variant)]

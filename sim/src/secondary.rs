@@ -2,8 +2,7 @@
 //! beneficiary, as pagoPA sends every beneficiary its copy: `snodo sim --secondary-receipt`.
 
 use crate::receipt::{unknown_notice, ReceiptIds};
-use crate::{endpoint_url, http_client, SimError, SimOptions, SOAP_ACTION, TEXT_XML};
-use reqwest::header::CONTENT_TYPE;
+use crate::{endpoint_url, http_client, SimError, SimOptions};
 use snodo_adapters::pagopa::{self as soap, Outcome, Request, Response};
 
 /// The issuer of the notice when none is given: a fiscal code no demo entity has.
@@ -84,19 +83,7 @@ pub async fn send(
         url: endpoint.to_string(),
         reason,
     };
-    let answer = client
-        .post(endpoint.clone())
-        .header(CONTENT_TYPE, TEXT_XML.clone())
-        .header(SOAP_ACTION.clone(), "paSendRTV2")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| unreachable(crate::error_chain(&e)))?;
-    let status = answer.status();
-    let bytes = answer
-        .bytes()
-        .await
-        .map_err(|e| unreachable(crate::error_chain(&e)))?;
+    let (status, bytes) = crate::post_soap_once(&client, &endpoint, "paSendRTV2", body).await?;
     let r = match soap::parse_response(&bytes) {
         Ok(Response::SendRtV2(r)) => r,
         Ok(other) => {
