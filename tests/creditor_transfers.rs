@@ -44,6 +44,34 @@ fn create(home: &Home, body: &Value) -> (u16, Value) {
     (r.status, v)
 }
 
+/// `snodo sim` pays `notice` (with `extra` flags); the body the entity's receiver got for it.
+fn pay_and_receive(home: &Home, notice: &str, extra: &[&str], seen: &Received) -> String {
+    let list = home.path().join("notices.txt");
+    std::fs::write(&list, format!("{PADOVA};{notice}\n")).unwrap();
+    let mut args = vec![
+        "-c",
+        "config.toml",
+        "--notices",
+        list.to_str().unwrap(),
+        "--no-ledger",
+    ];
+    args.extend_from_slice(extra);
+    let o = run_sim(home, &args);
+    assert!(stdout(&o).contains("ok=1"), "{}", stdout(&o));
+    let pushed = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .find(|(_, _, b)| b.contains(notice))
+            .map(|(_, _, b)| b.clone())
+    };
+    assert!(
+        wait_for(20, || pushed().is_some()),
+        "the receipt of {notice} was not pushed"
+    );
+    pushed().unwrap_or_default()
+}
+
 #[test]
 fn a_four_transfer_position_with_a_stamp_is_answered_and_paid() {
     let (rport, seen) = accepting_receiver();
@@ -128,32 +156,7 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/erp" }}
     assert!(a.contains("paGetPaymentV2"), "{a}");
 
     // The simulator pays it; the json receipt carries the stamp's MBD document.
-    let list = home.path().join("notices.txt");
-    std::fs::write(&list, format!("{PADOVA};{notice}\n")).unwrap();
-    let o = run_sim(
-        &home,
-        &[
-            "-c",
-            "config.toml",
-            "--notices",
-            list.to_str().unwrap(),
-            "--no-ledger",
-        ],
-    );
-    assert!(stdout(&o).contains("ok=1"), "{}", stdout(&o));
-    assert!(
-        wait_for(20, || seen
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(_, _, b)| b.contains(&notice))),
-        "the receipt was not pushed"
-    );
-    let pushed: Value = {
-        let seen = seen.lock().unwrap();
-        let (_, _, b) = seen.iter().find(|(_, _, b)| b.contains(&notice)).unwrap();
-        serde_json::from_str(b).unwrap()
-    };
+    let pushed: Value = serde_json::from_str(&pay_and_receive(&home, &notice, &[], &seen)).unwrap();
     let transfers = pushed["transfers"].as_array().expect("transfers");
     assert_eq!(transfers.len(), 4, "{pushed}");
     assert!(
@@ -180,35 +183,7 @@ to = {{ connector = "http", url = "http://127.0.0.1:{rport}/erp" }}
         &verify_body(PADOVA, BROKER, STATION, &poste_notice),
     );
     assert!(v.contains("<allCCP>true</allCCP>"), "{v}");
-    std::fs::write(&list, format!("{PADOVA};{poste_notice}\n")).unwrap();
-    let o = run_sim(
-        &home,
-        &[
-            "-c",
-            "config.toml",
-            "--notices",
-            list.to_str().unwrap(),
-            "--no-ledger",
-            "--postal",
-        ],
-    );
-    assert!(stdout(&o).contains("ok=1"), "{}", stdout(&o));
-    assert!(
-        wait_for(20, || seen
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(_, _, b)| b.contains(&poste_notice))),
-        "the postal receipt was not pushed"
-    );
-    let body = {
-        let seen = seen.lock().unwrap();
-        seen.iter()
-            .find(|(_, _, b)| b.contains(&poste_notice))
-            .unwrap()
-            .2
-            .clone()
-    };
+    let body = pay_and_receive(&home, &poste_notice, &["--postal"], &seen);
     assert!(
         body.contains(FELTRE_POSTAL) && body.contains(VENETO_POSTAL),
         "{body}"
